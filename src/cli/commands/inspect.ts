@@ -1,0 +1,33 @@
+// `fp8q inspect`: renders an InspectReport as a table, or JSON.
+
+import { inspectCheckpoint, type InspectReport } from '../../io/inspect-checkpoint.js';
+import { formatBytes } from '../../io/sizes.js';
+import { outputMode, printJson, warn } from '../output.js';
+
+export async function inspectCommand(dir: string, flags: { json?: boolean }): Promise<InspectReport> {
+  const mode = outputMode(flags);
+  const report = await inspectCheckpoint(dir);
+  if (mode.json) {
+    printJson(report);
+    return report;
+  }
+  for (const w of report.warnings) warn(mode, w);
+  const lines = [
+    `${report.dir}: ${report.architecture}${report.family ? ` (${report.family})` : ''}`,
+    `  ${report.tensors} tensors in ${report.shards.length} shard(s), ${(report.parameters / 1e6).toFixed(2)}M parameters, ${formatBytes(report.bytes)}`,
+    '  dtype      tensors   parameters        bytes',
+    ...report.byDtype.map(
+      (g) => `  ${g.dtype.padEnd(9)} ${String(g.tensors).padStart(8)} ${String(g.parameters).padStart(12)} ${formatBytes(g.bytes).padStart(12)}`,
+    ),
+  ];
+  if (report.quantizedBy) {
+    lines.push(`  quantized: ${report.quantizedBy}`);
+    lines.push(`  quantization_config: ${JSON.stringify(report.quantizationConfig)}`);
+  } else {
+    lines.push(`  a convert would quantize ${report.wouldQuantize.length} modules and keep ${report.wouldKeep.length}:`);
+    for (const m of report.wouldQuantize) lines.push(`    quantize ${m}`);
+    for (const m of report.wouldKeep) lines.push(`    keep     ${m.module} (${m.reason})`);
+  }
+  process.stdout.write(`${lines.join('\n')}\n`);
+  return report;
+}

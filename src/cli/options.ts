@@ -1,0 +1,42 @@
+// Parsing of option values shared by commands (--block, --weight-dtype, sizes), with messages
+// that name the flag and show a valid example.
+
+import type { BlockShape } from '../fp8/block-quantize.js';
+import type { Fp8Format } from '../fp8/formats.js';
+import { parseByteSize } from '../io/sizes.js';
+import { UsageError } from './errors.js';
+
+export function parseBlock(text: string): BlockShape {
+  const m = /^(\d+)x(\d+)$/i.exec(text.trim());
+  const bn = m ? Number(m[1]) : NaN;
+  const bk = m ? Number(m[2]) : NaN;
+  if (!m || !(bn >= 1 && bn <= 65536) || !(bk >= 1 && bk <= 65536)) {
+    throw new UsageError(`invalid --block "${text}": expected NxK with positive integers, e.g. 128x128`);
+  }
+  return { bn, bk };
+}
+
+export function parseWeightDtype(text: string): Fp8Format {
+  const t = text.trim().toLowerCase();
+  if (t === 'float8_e4m3fn' || t === 'e4m3fn' || t === 'e4m3') return 'e4m3fn';
+  if (t === 'float8_e5m2' || t === 'e5m2') return 'e5m2';
+  throw new UsageError(`invalid --weight-dtype "${text}": expected float8_e4m3fn or float8_e5m2`);
+}
+
+export function parseSize(flag: string, text: string): number {
+  try {
+    return parseByteSize(text);
+  } catch (e) {
+    throw new UsageError(`${flag}: ${(e as Error).message}`);
+  }
+}
+
+export function parsePositiveInt(flag: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new UsageError(`invalid ${flag} "${text}": expected a positive integer`);
+  return n;
+}
+
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}

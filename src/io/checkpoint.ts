@@ -1,0 +1,172 @@
+// A model folder as one set of tensors: config.json, the safetensors shards (one file, or an index
+// `model.safetensors.index.json` naming several), and every other file that travels with a model.
+
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { isAbsolute, join, normalize, sep } from 'node:path';
+import { CheckpointError } from './errors.js';
+import { SafetensorsReader, type TensorInfo } from './safetensors-reader.js';
+
+export const INDEX_FILE = 'model.safetensors.index.json';
+export const CONFIG_FILE = 'config.json';
+
+/** Largest index we parse: an MoE index with ~500k entries is ~60 MB. */
+export const MAX_INDEX_BYTES = 256 * 1024 * 1024;
+
+export type ModelConfig = Record<string, unknown>;
+
+export interface CheckpointTensor extends TensorInfo {
+  /** Shard file name, relative to the model folder. */
+  readonly shard: string;
+}
+
+export class Checkpoint {
+  private constructor(
+    readonly dir: string,
+    readonly config: ModelConfig | undefined,
+    /** Why config is undefined (missing or invalid), for a warning. */
+    readonly configProblem: string | undefined,
+    readonly tensors: ReadonlyMap<string, CheckpointTensor>,
+    private readonly readers: ReadonlyMap<string, SafetensorsReader>,
+    /** Files other than weight shards and their index (tokenizer, generation config, …). */
+    readonly otherFiles: readonly string[],
+    readonly indexMetadata: Readonly<Record<string, unknown>> | undefined,
+  ) {}
+
+  static async open(dir: string): Promise<Checkpoint> {
+    let entries: string[];
+    try {
+      const s = await stat(dir);
+      if (!s.isDirectory()) throw new CheckpointError(`${dir} is not a folder: pass the model folder that holds config.json and *.safetensors`);
+      entries = (await readdir(dir, { recursive: true })).map((e) => e.split(sep).join('/'));
+    } catch (e) {
+      if (e instanceof CheckpointError) throw e;
+      throw new CheckpointError(`cannot read model folder ${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    const files = [];
+    for (const e of entries) if ((await stat(join(dir, e))).isFile()) files.push(e);
+    files.sort();
+
+    const { config, problem } = await readConfig(dir, files);
+    let shards: string[];
+    let weightMap: Map<string, string> | undefined;
+    let indexMetadata: Record<string, unknown> | undefined;
+    if (files.includes(INDEX_FILE)) {
+      const index = await readIndex(dir);
+      weightMap = index.weightMap;
+      indexMetadata = index.metadata;
+      shards = [...new Set(weightMap.values())].sort();
+      for (const shard of shards) {
+        if (!files.includes(shard)) {
+          throw new CheckpointError(`${join(dir, INDEX_FILE)} names shard "${shard}", which is not in the folder: the download is incomplete`);
+        }
+      }
+    } else {
+      shards = files.filter((f) => f.endsWith('.safetensors') && !f.includes('/'));
+      if (shards.length === 0) {
+        throw new CheckpointError(`no *.safetensors files in ${dir}: fp8q reads safetensors checkpoints only (convert .bin files with transformers' save_pretrained first)`);
+      }
+    }
+
+    const readers = new Map<string, SafetensorsReader>();
+    const tensors = new Map<string, CheckpointTensor>();
+    try {
+      for (const shard of shards) {
+        const reader = await SafetensorsReader.open(join(dir, shard));
+        readers.set(shard, reader);
+        for (const name of reader.tensorNames()) {
+          // With an index, the index decides which shard's copy is the tensor (as transformers does).
+          if (weightMap && weightMap.get(name) !== shard) continue;
+          const prev = tensors.get(name);
+          if (prev) throw new CheckpointError(`tensor "${name}" is in both ${prev.shard} and ${shard}`);
+          tensors.set(name, { ...reader.info(name), shard });
+        }
+      }
+      if (weightMap) {
+        for (const [name, shard] of weightMap) {
+          if (!tensors.has(name)) {
+            throw new CheckpointError(`${INDEX_FILE} maps tensor "${name}" to ${shard}, but that shard has no such tensor`);
+          }
+        }
+      }
+    } catch (e) {
+      await Promise.all([...readers.values()].map((r) => r.close()));
+      throw e;
+    }
+    const weightFiles = new Set([...shards, INDEX_FILE]);
+    const otherFiles = files.filter((f) => !weightFiles.has(f));
+    return new Checkpoint(dir, config, problem, tensors, readers, otherFiles, indexMetadata);
+  }
+
+  tensorNames(): string[] {
+    return [...this.tensors.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  info(name: string): CheckpointTensor {
+    const t = this.tensors.get(name);
+    if (!t) throw new CheckpointError(`tensor "${name}" is not in ${this.dir}`);
+    return t;
+  }
+
+  reader(name: string): SafetensorsReader {
+    return this.readers.get(this.info(name).shard)!;
+  }
+
+  readTensor(name: string, into?: Uint8Array): Promise<Uint8Array> {
+    return this.reader(name).readTensor(name, into);
+  }
+
+  readRows(name: string, rowStart: number, rowCount: number, into?: Uint8Array): Promise<Uint8Array> {
+    return this.reader(name).readRows(name, rowStart, rowCount, into);
+  }
+
+  get shardNames(): string[] {
+    return [...this.readers.keys()];
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.readers.values()].map((r) => r.close()));
+  }
+}
+
+async function readConfig(dir: string, files: string[]): Promise<{ config: ModelConfig | undefined; problem: string | undefined }> {
+  if (!files.includes(CONFIG_FILE)) return { config: undefined, problem: `no ${CONFIG_FILE} in ${dir}` };
+  try {
+    const parsed: unknown = JSON.parse(await readFile(join(dir, CONFIG_FILE), 'utf8'));
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      return { config: undefined, problem: `${join(dir, CONFIG_FILE)} is not a JSON object` };
+    }
+    return { config: parsed as ModelConfig, problem: undefined };
+  } catch (e) {
+    return { config: undefined, problem: `${join(dir, CONFIG_FILE)} is not valid JSON (${(e as Error).message})` };
+  }
+}
+
+async function readIndex(dir: string): Promise<{ weightMap: Map<string, string>; metadata: Record<string, unknown> | undefined }> {
+  const path = join(dir, INDEX_FILE);
+  const s = await stat(path);
+  if (s.size > MAX_INDEX_BYTES) throw new CheckpointError(`${path} is ${s.size} bytes, over the ${MAX_INDEX_BYTES}-byte limit`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(path, 'utf8'));
+  } catch (e) {
+    throw new CheckpointError(`${path} is not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new CheckpointError(`${path} is not a JSON object`);
+  const { weight_map: wm, metadata } = parsed as { weight_map?: unknown; metadata?: unknown };
+  if (typeof wm !== 'object' || wm === null || Array.isArray(wm)) throw new CheckpointError(`${path} has no "weight_map" object`);
+  const weightMap = new Map<string, string>();
+  for (const [name, shard] of Object.entries(wm as Record<string, unknown>)) {
+    if (typeof shard !== 'string' || shard.length === 0) throw new CheckpointError(`${path}: weight_map["${name}"] is not a file name`);
+    const norm = normalize(shard);
+    if (isAbsolute(shard) || norm.startsWith('..') || norm.includes(`${sep}..${sep}`) || shard.includes('\\')) {
+      throw new CheckpointError(`${path}: weight_map["${name}"] = "${shard}" points outside the model folder; refusing to read it`);
+    }
+    weightMap.set(name, norm.split(sep).join('/'));
+  }
+  const meta = typeof metadata === 'object' && metadata !== null && !Array.isArray(metadata) ? (metadata as Record<string, unknown>) : undefined;
+  return { weightMap, metadata: meta };
+}

@@ -1,0 +1,259 @@
+// `fp8q convert` as a library call: open → plan → validate destination → write shards, index,
+// config and companion files into a staging folder → rename. Progress is reported as typed
+// events; this module never writes to the terminal.
+
+import { createHash } from 'node:crypto';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { BlockShape, ScaleFormat } from '../fp8/block-quantize.js';
+import { fp8FormatInfo, type Fp8Format } from '../fp8/formats.js';
+import { blockScaleQuantizePass } from '../passes/block-scale-quantize.js';
+import { planTotals, type ConvertPlan, type PlanEntry, type PlannedOutput } from '../passes/plan.js';
+import { Checkpoint, CONFIG_FILE, INDEX_FILE, type ModelConfig } from './checkpoint.js';
+import { executeCopy, executeQuantize, type OutputSink } from './entry-executors.js';
+import { checkOutputDestination, StagingFolder } from './output-folder.js';
+import { SafetensorsWriter } from './safetensors-writer.js';
+import { assignShards, buildIndex, type ShardPlan } from './shards.js';
+
+export const DEFAULT_MAX_SHARD_BYTES = 5e9;
+
+/** Files that hold weights in other formats: never shipped beside FP8 safetensors. */
+const FOREIGN_WEIGHT_FILE = /\.(bin|pt|pth|ckpt|h5|msgpack|gguf|onnx|onnx_data)$/i;
+
+export interface ConvertOptions {
+  readonly input: string;
+  readonly output: string;
+  readonly format?: Fp8Format;
+  readonly block?: BlockShape;
+  readonly scaleFormat?: ScaleFormat;
+  readonly exclude?: readonly string[];
+  readonly maxShardBytes?: number;
+  readonly dryRun?: boolean;
+  readonly force?: boolean;
+  readonly allowNonFinite?: boolean;
+  readonly onEvent?: (event: ConvertEvent) => void;
+}
+
+export type ConvertEvent =
+  | { readonly type: 'plan'; readonly plan: ConvertPlan; readonly bytesTotal: number }
+  | { readonly type: 'warning'; readonly message: string }
+  | { readonly type: 'tensor'; readonly name: string; readonly index: number; readonly count: number }
+  | { readonly type: 'bytes'; readonly done: number; readonly total: number }
+  | { readonly type: 'finalizing' };
+
+export interface WrittenShard {
+  readonly file: string;
+  readonly bytes: number;
+  readonly sha256: string;
+}
+
+export interface ConvertSummary {
+  readonly input: string;
+  readonly output: string;
+  readonly dryRun: boolean;
+  readonly architecture: string;
+  readonly tensorsQuantized: number;
+  readonly tensorsKept: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly seconds: number;
+  readonly shards: readonly WrittenShard[];
+  readonly warnings: readonly string[];
+  readonly quantizationConfig: QuantizationConfig;
+}
+
+export interface QuantizationConfig {
+  quant_method: 'fp8';
+  fmt: 'e4m3' | 'e5m2';
+  activation_scheme: 'dynamic' | 'static';
+  weight_block_size: [number, number];
+  modules_to_not_convert: string[];
+  scale_fmt?: 'ue8m0';
+}
+
+export function quantizationConfigOf(plan: ConvertPlan): QuantizationConfig {
+  const { settings } = plan;
+  const qc: QuantizationConfig = {
+    quant_method: 'fp8',
+    fmt: fp8FormatInfo(settings.format).fmt,
+    activation_scheme: settings.activationScheme,
+    weight_block_size: [settings.block.bn, settings.block.bk],
+    modules_to_not_convert: [...plan.notConverted],
+  };
+  if (settings.scaleFormat === 'ue8m0') qc.scale_fmt = 'ue8m0';
+  return qc;
+}
+
+export function planFor(ckpt: Checkpoint, opts: ConvertOptions): ConvertPlan {
+  return blockScaleQuantizePass(
+    ckpt.config,
+    ckpt.tensorNames().map((n) => ckpt.info(n)),
+    {
+      settings: {
+        format: opts.format ?? 'e4m3fn',
+        block: opts.block ?? { bn: 128, bk: 128 },
+        scaleFormat: opts.scaleFormat ?? 'float',
+        activationScheme: 'dynamic',
+      },
+      exclude: opts.exclude ?? [],
+    },
+  );
+}
+
+/** Entries in output order: sorted by first output name, each entry's outputs kept together. */
+function orderEntries(entries: readonly PlanEntry[]): PlanEntry[] {
+  return [...entries].sort((a, b) => {
+    const x = a.outputs[0]!.name;
+    const y = b.outputs[0]!.name;
+    return x < y ? -1 : x > y ? 1 : 0;
+  });
+}
+
+export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSummary> {
+  const t0 = performance.now();
+  const emit = opts.onEvent ?? (() => undefined);
+  const ckpt = await Checkpoint.open(opts.input);
+  try {
+    const plan = planFor(ckpt, opts);
+    const warnings = [...plan.warnings];
+    if (ckpt.configProblem) warnings.unshift(ckpt.configProblem);
+    for (const w of warnings) emit({ type: 'warning', message: w });
+    const totals = planTotals(plan, (n) => ckpt.info(n).byteLength);
+    emit({ type: 'plan', plan, bytesTotal: totals.bytesIn });
+    const qc = quantizationConfigOf(plan);
+    const base = {
+      input: opts.input,
+      output: opts.output,
+      architecture: plan.architecture,
+      tensorsQuantized: totals.quantized,
+      tensorsKept: totals.kept,
+      bytesIn: totals.bytesIn,
+      bytesOut: totals.bytesOut,
+      warnings,
+      quantizationConfig: qc,
+    };
+    await checkOutputDestination(opts.input, opts.output, opts.force ?? false);
+    if (opts.dryRun) return { ...base, dryRun: true, seconds: (performance.now() - t0) / 1000, shards: [] };
+
+    const entries = orderEntries(plan.entries);
+    const shards = assignShards(entries.map((e) => e.outputs), opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
+    const staging = await StagingFolder.create(opts.output);
+    try {
+      const written = await writeShards(ckpt, plan, entries, shards, staging.path, totals.bytesIn, opts, emit);
+      emit({ type: 'finalizing' });
+      if (shards.length > 1) await writeJson(join(staging.path, INDEX_FILE), buildIndex(shards));
+      await writeJson(join(staging.path, CONFIG_FILE), withQuantizationConfig(ckpt.config, qc));
+      for (const f of ckpt.otherFiles) {
+        if (f === CONFIG_FILE || FOREIGN_WEIGHT_FILE.test(f) || f.split('/').some((p) => p.startsWith('.'))) continue;
+        await mkdir(dirname(join(staging.path, f)), { recursive: true });
+        await copyFile(join(ckpt.dir, f), join(staging.path, f));
+      }
+      await staging.commit();
+      return { ...base, dryRun: false, seconds: (performance.now() - t0) / 1000, shards: written };
+    } catch (e) {
+      await staging.discard();
+      throw e;
+    }
+  } finally {
+    await ckpt.close();
+  }
+}
+
+function withQuantizationConfig(config: ModelConfig | undefined, qc: QuantizationConfig): ModelConfig {
+  return { ...(config ?? {}), quantization_config: qc };
+}
+
+async function writeJson(path: string, value: unknown): Promise<void> {
+  await writeFile(path, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+/**
+ * Writes every shard in order. Entries arrive in file order, so each shard's bytes are produced
+ * sequentially and hashed on the way (no second read for --json's SHA-256).
+ */
+async function writeShards(
+  ckpt: Checkpoint,
+  plan: ConvertPlan,
+  entries: readonly PlanEntry[],
+  shards: readonly ShardPlan[],
+  dir: string,
+  bytesTotal: number,
+  opts: ConvertOptions,
+  emit: (e: ConvertEvent) => void,
+): Promise<WrittenShard[]> {
+  const shardOf = new Map<string, number>();
+  shards.forEach((s, i) => s.tensors.forEach((t) => shardOf.set(t.name, i)));
+  const written: WrittenShard[] = [];
+  let bytesDone = 0;
+  let entryIndex = 0;
+  const execOpts = {
+    settings: plan.settings,
+    nonFinite: opts.allowNonFinite ? ('saturate' as const) : ('error' as const),
+    onBytes: (n: number) => {
+      bytesDone += n;
+      emit({ type: 'bytes', done: bytesDone, total: bytesTotal });
+    },
+  };
+  for (let si = 0; si < shards.length; si++) {
+    const shard = shards[si]!;
+    const writer = await SafetensorsWriter.create(join(dir, shard.file), shard.tensors, { format: 'pt' });
+    const hashing = new SequentialHasher(writer.layout.headerBytes);
+    const sink: OutputSink = {
+      write: async (name, bytes, byteOffset) => {
+        await writer.write(name, bytes, byteOffset);
+        hashing.add(writer.layout.offsets.get(name)!.fileOffset + byteOffset, bytes);
+      },
+    };
+    try {
+      while (entryIndex < entries.length && shardOf.get(entries[entryIndex]!.outputs[0]!.name) === si) {
+        const entry = entries[entryIndex]!;
+        emit({ type: 'tensor', name: entry.outputs[0]!.name, index: entryIndex, count: entries.length });
+        if (entry.op === 'copy') await executeCopy(entry, ckpt, sink, execOpts);
+        else await executeQuantize(entry, ckpt, sink, execOpts);
+        entryIndex++;
+      }
+      await writer.finish();
+    } catch (e) {
+      await writer.abort();
+      throw e;
+    }
+    written.push({ file: shard.file, bytes: writer.layout.fileSize, sha256: await hashing.digest(join(dir, shard.file)) });
+  }
+  return written;
+}
+
+/**
+ * SHA-256 of a file whose bytes are written in order; if a write ever lands out of order, the
+ * hash is computed by reading the finished file instead.
+ */
+class SequentialHasher {
+  private readonly hash = createHash('sha256');
+  private cursor: number;
+  private inOrder = true;
+
+  constructor(header: Uint8Array) {
+    this.hash.update(header);
+    this.cursor = header.byteLength;
+  }
+
+  add(position: number, bytes: Uint8Array): void {
+    if (!this.inOrder) return;
+    if (position !== this.cursor) {
+      this.inOrder = false;
+      return;
+    }
+    this.hash.update(bytes);
+    this.cursor += bytes.byteLength;
+  }
+
+  async digest(path: string): Promise<string> {
+    if (this.inOrder) return this.hash.digest('hex');
+    const { createReadStream } = await import('node:fs');
+    const h = createHash('sha256');
+    for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+    return h.digest('hex');
+  }
+}
+
+export type { PlannedOutput };

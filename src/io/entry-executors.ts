@@ -1,0 +1,85 @@
+// Executing one plan entry: read its sources from the checkpoint in bounded pieces and write its
+// outputs. Memory per entry is a few row stripes (bn rows of a weight) or one copy chunk, never a
+// whole tensor.
+
+import { ceilDiv, quantizeStripe, NonFiniteValueError } from '../fp8/block-quantize.js';
+import { dtypeSize, isFloatSourceDtype, widenToFloat32, type FloatSourceDtype } from '../fp8/dtypes.js';
+import type { CopyEntry, QuantizationSettings, QuantizeEntry } from '../passes/plan.js';
+import type { Checkpoint } from './checkpoint.js';
+import { CheckpointError } from './errors.js';
+
+/** Where an entry's output bytes go (a SafetensorsWriter, behind the shard map). */
+export interface OutputSink {
+  write(name: string, bytes: Uint8Array, byteOffset: number): Promise<void>;
+}
+
+export interface ExecuteOptions {
+  readonly settings: QuantizationSettings;
+  readonly nonFinite: 'error' | 'saturate';
+  /** Called with source bytes consumed, for progress. */
+  readonly onBytes?: (bytes: number) => void;
+}
+
+/** Copies move in pieces of this size: large enough for disk speed, small enough to stay flat. */
+export const COPY_CHUNK_BYTES = 16 * 1024 * 1024;
+
+export async function executeCopy(entry: CopyEntry, ckpt: Checkpoint, sink: OutputSink, opts: ExecuteOptions): Promise<void> {
+  const src = ckpt.info(entry.sources[0]!);
+  const out = entry.outputs[0]!;
+  const reader = ckpt.reader(src.name);
+  const buf = new Uint8Array(Math.min(COPY_CHUNK_BYTES, Math.max(1, src.byteLength)));
+  for (let done = 0; done < src.byteLength; ) {
+    const n = Math.min(buf.byteLength, src.byteLength - done);
+    const piece = await reader.readRange(src.fileOffset + done, buf.subarray(0, n));
+    await sink.write(out.name, piece, done);
+    done += n;
+    opts.onBytes?.(n);
+  }
+}
+
+export async function executeQuantize(entry: QuantizeEntry, ckpt: Checkpoint, sink: OutputSink, opts: ExecuteOptions): Promise<void> {
+  const src = ckpt.info(entry.sources[0]!);
+  if (!isFloatSourceDtype(src.dtype)) throw new CheckpointError(`tensor "${src.name}" is ${src.dtype}; only float weights can be quantized`);
+  const dtype: FloatSourceDtype = src.dtype;
+  const [weightOut, scaleOut] = entry.outputs as [typeof entry.outputs[0], typeof entry.outputs[0]];
+  const rank = src.shape.length;
+  const experts = rank === 3 ? src.shape[0]! : 1;
+  const n = src.shape[rank - 2]!;
+  const k = src.shape[rank - 1]!;
+  const { bn, bk } = opts.settings.block;
+  const colBlocks = ceilDiv(k, bk);
+  const rowBlocks = ceilDiv(n, bn);
+  const stripeRows = Math.min(bn, n);
+  const srcBytes = new Uint8Array(stripeRows * k * dtypeSize(dtype));
+  const values = new Float32Array(stripeRows * k);
+  const codes = new Uint8Array(stripeRows * k);
+  // Scales are tiny (1/16384 of the weight at 128x128): gather them and write once, after the codes.
+  const scales = new Float32Array(experts * rowBlocks * colBlocks);
+  const quantOpts = { format: opts.settings.format, block: opts.settings.block, scaleFormat: opts.settings.scaleFormat, nonFinite: opts.nonFinite };
+  for (let e = 0; e < experts; e++) {
+    for (let rb = 0; rb < rowBlocks; rb++) {
+      const r0 = rb * bn;
+      const rows = Math.min(bn, n - r0);
+      const globalRow = e * n + r0;
+      const bytes = await ckpt.readRows(src.name, globalRow, rows, srcBytes);
+      const v = widenToFloat32(bytes, dtype, values.subarray(0, rows * k));
+      const c = codes.subarray(0, rows * k);
+      const scaleRow = scales.subarray((e * rowBlocks + rb) * colBlocks, (e * rowBlocks + rb + 1) * colBlocks);
+      try {
+        quantizeStripe(v, rows, k, quantOpts, c, scaleRow, r0);
+      } catch (err) {
+        if (err instanceof NonFiniteValueError) {
+          const where = rank === 3 ? `[${e}, ${err.row}, ${err.col}]` : `[${err.row}, ${err.col}]`;
+          throw new CheckpointError(
+            `tensor "${src.name}" (${src.dtype}${JSON.stringify(src.shape)}) has a non-finite value (${err.value}) at ${where}, in block [${Math.floor(err.row / bn)}, ${Math.floor(err.col / bk)}]: ` +
+              `the source checkpoint is damaged; fix it, or pass --allow-nonfinite to saturate ±Inf and zero NaN`,
+          );
+        }
+        throw err;
+      }
+      await sink.write(weightOut.name, c, globalRow * k);
+      opts.onBytes?.(bytes.byteLength);
+    }
+  }
+  await sink.write(scaleOut.name, new Uint8Array(scales.buffer), 0);
+}

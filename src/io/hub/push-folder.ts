@@ -1,0 +1,133 @@
+// `--push-to org/name`: uploads a converted folder as one commit, with a generated model card as
+// its README.md (the folder's README is the source model's card, copied by convert; the card
+// keeps its license). Built on @huggingface/hub: `createRepo` (a 409 means the repo exists,
+// which is fine, as Python's `exist_ok=True`) and `commitIter` (preupload, LFS batch + PUT or
+// multipart, or Xet when the Hub offers it, then the commit), whose progress events are passed on.
+
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { commitIter, createRepo, HubApiError, type CommitOperation } from '@huggingface/hub';
+import { type Env, hubEndpoint } from './env.js';
+import { HubError } from './errors.js';
+import type { PushEvent } from './events.js';
+import { createHubFetch } from './hub-fetch.js';
+import { type ErrorContext, LOGIN_HINT, toHubError } from './map-error.js';
+import { type ModelCardInput, readModelCardData, renderModelCard } from './model-card.js';
+import { assertRepoId } from './repo-id.js';
+import { chooseToken } from './resolve-source.js';
+
+/** How deep a converted folder may nest (it is flat; a guard against uploading a tree by mistake). */
+const MAX_FOLDER_DEPTH = 4;
+
+export interface PushOptions {
+  card: ModelCardInput;
+  /** Create the repo private (an existing repo keeps its visibility). */
+  private?: boolean;
+  hubUrl?: string;
+  /** Default `$HF_TOKEN` or the token file; a token with write access is required. */
+  token?: string | false;
+  /** Branch to commit to; default "main". */
+  branch?: string;
+  commitTitle?: string;
+  onProgress?: (e: PushEvent) => void;
+  env?: Env;
+  signal?: AbortSignal;
+}
+
+export interface PushResult {
+  repoId: string;
+  url: string;
+  commit: string;
+  created: boolean;
+  /** Paths uploaded, README.md (the card) included. */
+  files: string[];
+}
+
+/** Regular files under `dir`, relative with `/`; dot-files and dot-folders (`.cache/`) left out. */
+async function listFolder(dir: string, prefix = '', depth = 0): Promise<string[]> {
+  if (depth > MAX_FOLDER_DEPTH) {
+    throw new HubError('HUB_PUSH', `${dir} nests folders deeper than ${MAX_FOLDER_DEPTH}: push the converted model folder itself`);
+  }
+  const out: string[] = [];
+  for (const entry of await readdir(join(dir, prefix), { withFileTypes: true })) {
+    if (entry.name.startsWith('.')) continue;
+    const rel = prefix === '' ? entry.name : `${prefix}/${entry.name}`;
+    const s = await stat(join(dir, rel));
+    if (s.isDirectory()) out.push(...(await listFolder(dir, rel, depth + 1)));
+    else if (s.isFile()) out.push(rel);
+  }
+  return out.sort();
+}
+
+export async function pushFolder(dir: string, repoId: string, opts: PushOptions): Promise<PushResult> {
+  assertRepoId(repoId, '--push-to');
+  const env = opts.env ?? process.env;
+  const hubUrl = hubEndpoint(env, opts.hubUrl);
+  const { token, source: tokenSource } = chooseToken(opts.token, env);
+  const emit = (e: PushEvent): void => opts.onProgress?.(e);
+  if (token === undefined) {
+    throw new HubError('HUB_AUTH', `pushing to "${repoId}" needs a token with write access: ${LOGIN_HINT}`);
+  }
+  const hubFetch = createHubFetch(opts.signal ? { signal: opts.signal } : {});
+  const errCtx: ErrorContext = { repoId, hubUrl, token, tokenSource, action: 'push', hubFetch };
+
+  const files = (await listFolder(dir)).filter((f) => f !== 'README.md');
+  if (!files.includes('config.json')) {
+    throw new HubError('HUB_PUSH', `${dir} has no config.json: push the folder written by fp8q convert`);
+  }
+  const card = renderModelCard(await readModelCardData(dir, repoId, opts.card, hubUrl));
+
+  let created = true;
+  try {
+    await createRepo({
+      repo: { type: 'model', name: repoId },
+      accessToken: token,
+      hubUrl,
+      fetch: hubFetch.fetch,
+      ...(opts.private === true ? { visibility: 'private' as const } : {}),
+    });
+  } catch (e) {
+    if (!(e instanceof HubApiError && e.statusCode === 409)) throw toHubError(e, errCtx);
+    created = false;
+  }
+  const url = `${hubUrl}/${repoId}`;
+  emit({ event: 'repo', repoId, url, created });
+
+  const operations: CommitOperation[] = [
+    ...files.map((path): CommitOperation => ({ operation: 'addOrUpdate', path, content: pathToFileURL(join(dir, path)) })),
+    { operation: 'addOrUpdate', path: 'README.md', content: new Blob([card], { type: 'text/markdown' }) },
+  ];
+  const title =
+    opts.commitTitle ?? `Upload FP8 checkpoint of ${opts.card.source} (fp8q ${readVersion(opts.card)})`;
+  let commit: string;
+  try {
+    const it = commitIter({
+      repo: { type: 'model', name: repoId },
+      accessToken: token,
+      hubUrl,
+      fetch: hubFetch.fetch,
+      title,
+      operations,
+      ...(opts.branch !== undefined ? { branch: opts.branch } : {}),
+      ...(opts.signal !== undefined ? { abortSignal: opts.signal } : {}),
+    });
+    for (;;) {
+      const r = await it.next();
+      if (r.done) {
+        if (r.value === undefined) throw new HubError('HUB_PUSH', `the Hub returned no commit for ${repoId}`);
+        commit = r.value.commit.oid;
+        break;
+      }
+      emit(r.value);
+    }
+  } catch (e) {
+    throw toHubError(e, errCtx);
+  }
+  emit({ event: 'committed', commit, url });
+  return { repoId, url, commit, created, files: [...files, 'README.md'].sort() };
+}
+
+function readVersion(card: ModelCardInput): string {
+  return card.fp8qVersion ?? 'dev';
+}

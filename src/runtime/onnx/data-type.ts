@@ -1,0 +1,81 @@
+// ONNX element types (TensorProto.DataType) used by fp8q's graphs, their byte sizes, and the
+// subset a session can feed or fetch from JavaScript.
+
+export const DataType = {
+  FLOAT: 1,
+  UINT8: 2,
+  INT8: 3,
+  INT32: 6,
+  INT64: 7,
+  BOOL: 9,
+  FLOAT16: 10,
+  DOUBLE: 11,
+  BFLOAT16: 16,
+  FLOAT8E4M3FN: 17,
+  FLOAT8E4M3FNUZ: 18,
+  FLOAT8E5M2: 19,
+  FLOAT8E5M2FNUZ: 20,
+} as const;
+
+export type DataType = (typeof DataType)[keyof typeof DataType];
+
+/**
+ * Element types a graph may take as input or return as output. onnxruntime-node's JavaScript
+ * tensor map stops at float16 (BF16 and FP8, ONNX types 16–20, are "Unsupported data type"), so
+ * everything wider-than-JS stays inside the graph as initializers.
+ */
+export type IoDataType = typeof DataType.FLOAT | typeof DataType.FLOAT16;
+
+export type Fp8DataType =
+  | typeof DataType.FLOAT8E4M3FN
+  | typeof DataType.FLOAT8E4M3FNUZ
+  | typeof DataType.FLOAT8E5M2
+  | typeof DataType.FLOAT8E5M2FNUZ;
+
+const BYTE_SIZES: Readonly<Record<DataType, number>> = {
+  [DataType.FLOAT]: 4,
+  [DataType.UINT8]: 1,
+  [DataType.INT8]: 1,
+  [DataType.INT32]: 4,
+  [DataType.INT64]: 8,
+  [DataType.BOOL]: 1,
+  [DataType.FLOAT16]: 2,
+  [DataType.DOUBLE]: 8,
+  [DataType.BFLOAT16]: 2,
+  [DataType.FLOAT8E4M3FN]: 1,
+  [DataType.FLOAT8E4M3FNUZ]: 1,
+  [DataType.FLOAT8E5M2]: 1,
+  [DataType.FLOAT8E5M2FNUZ]: 1,
+};
+
+const NAMES: Readonly<Record<DataType, string>> = {
+  [DataType.FLOAT]: 'float32',
+  [DataType.UINT8]: 'uint8',
+  [DataType.INT8]: 'int8',
+  [DataType.INT32]: 'int32',
+  [DataType.INT64]: 'int64',
+  [DataType.BOOL]: 'bool',
+  [DataType.FLOAT16]: 'float16',
+  [DataType.DOUBLE]: 'float64',
+  [DataType.BFLOAT16]: 'bfloat16',
+  [DataType.FLOAT8E4M3FN]: 'float8e4m3fn',
+  [DataType.FLOAT8E4M3FNUZ]: 'float8e4m3fnuz',
+  [DataType.FLOAT8E5M2]: 'float8e5m2',
+  [DataType.FLOAT8E5M2FNUZ]: 'float8e5m2fnuz',
+};
+
+export function dataTypeByteSize(dtype: DataType): number {
+  return BYTE_SIZES[dtype];
+}
+
+export function dataTypeName(dtype: DataType): string {
+  return NAMES[dtype];
+}
+
+export function isIoDataType(dtype: DataType): dtype is IoDataType {
+  return dtype === DataType.FLOAT || dtype === DataType.FLOAT16;
+}
+
+export function isFp8DataType(dtype: DataType): dtype is Fp8DataType {
+  return dtype >= DataType.FLOAT8E4M3FN && dtype <= DataType.FLOAT8E5M2FNUZ;
+}

@@ -1,0 +1,116 @@
+// The seed's batched (m > 1) block-scale GEMM, the CUTLASS/Triton fp8_groupwise_scaled_gemm:
+// activations are quantized per token in groups of bk with rowwise_group_quant_fp8 (into the
+// weight's FP8 format), then, over the K blocks,
+//   acc_f32[m, n] += (x_q[m, kb-block] · w_q[n, kb-block]ᵀ) * x_scale[m, kb] * w_scale[n / bn, kb].
+//
+// The graph keeps that structure instead of dequantizing both operands first, so it rounds where
+// the kernels round: x_q and w_q become float32 groups [kb, M, bk] and [kb, bk, N] (zero-padded
+// edge groups add nothing to a dot product), one batched MatMul gives the per-block dot products
+// [kb, M, N], which are scaled by x_scale [kb, M, 1] and the block scale expanded along N
+// [kb, 1, N], then ReduceSum over kb. Expanding the weight scale along N is done in the graph
+// (Reshape/Expand/Slice on the [nb, kb] initializer), so the checkpoint's tensor goes in as is.
+
+import { decodeTableFor } from '../../fp8/index.js';
+import { DataType } from '../onnx/data-type.js';
+import { attr, GraphBuildError, type GraphBuilder, type Value } from '../onnx/graph-builder.js';
+import { checkBlockWeight } from './groupwise-scaled-gemv.js';
+import { emitGroupedQuant, rowwiseGroupQuantFp8 } from './rowwise-group-quant-fp8.js';
+import {
+  ceilDiv,
+  checkBlock,
+  emitCast,
+  emitPadLastAxis,
+  emitReshape,
+  emitSliceAxis,
+  emitTranspose,
+  fp8DataType,
+  fp8FormatOf,
+  OpShapeError,
+  staticDims,
+  staticLastDim,
+  type BlockShape,
+  type F32Tensor,
+  type Fp8Tensor,
+} from './types.js';
+
+/**
+ * Reference implementation. Quantization is bit-exact (rowwiseGroupQuantFp8); the per-block dot
+ * products of FP8 values are exact in float64, and the scaled sum over K blocks is carried in
+ * float64 and rounded once, so the graph's float32 accumulation is the only difference.
+ */
+export function blockScaleGemm(x: F32Tensor, w: Fp8Tensor, wScaleInv: F32Tensor, block: BlockShape): F32Tensor {
+  const [n, k] = checkBlockWeight(w, wScaleInv, block);
+  if (x.shape.length !== 2 || x.shape[1] !== k) throw new OpShapeError(`x must be [M, ${k}], got [${x.shape.join(', ')}]`);
+  const m = x.shape[0]!;
+  const kb = ceilDiv(k, block.bk);
+  const { q, scale: xScale } = rowwiseGroupQuantFp8(x, block.bk, { format: w.format });
+  const decodeX = decodeTableFor(q.format);
+  const decodeW = decodeTableFor(w.format);
+  const y = new Float32Array(m * n);
+  for (let r = 0; r < m; r++) {
+    for (let i = 0; i < n; i++) {
+      let acc = 0;
+      for (let b = 0; b < kb; b++) {
+        let dot = 0;
+        for (let j = b * block.bk; j < Math.min(k, (b + 1) * block.bk); j++) {
+          dot += decodeX[q.codes[r * k + j]!]! * decodeW[w.codes[i * k + j]!]!;
+        }
+        acc += dot * xScale.data[r * kb + b]! * wScaleInv.data[Math.floor(i / block.bn) * kb + b]!;
+      }
+      y[r * n + i] = acc;
+    }
+  }
+  return { data: y, shape: [m, n] };
+}
+
+/** Emits `x [M, K] → [M, N]` float32 (M may be symbolic, and 1), with an optional bias `[N]`. */
+export function emitBlockScaleGemm(
+  g: GraphBuilder,
+  x: Value,
+  w: Value,
+  wScaleInv: Value,
+  block: BlockShape,
+  bias?: Value,
+): Value {
+  checkBlock(block);
+  const format = fp8FormatOf(w.dtype, `weight "${w.name}"`);
+  const wDims = staticDims(w, 'weight');
+  if (wDims.length !== 2) throw new GraphBuildError(`weight "${w.name}" must be [N, K], got [${wDims.join(', ')}]`);
+  const [n, k] = wDims as [number, number];
+  if ((x.dtype !== DataType.FLOAT && x.dtype !== DataType.FLOAT16) || x.shape.length !== 2 || staticLastDim(x, 'GEMM input') !== k) {
+    throw new GraphBuildError(`GEMM input "${x.name}" must be float [M, ${k}], got [${x.shape.join(', ')}]`);
+  }
+  const [nb, kb] = staticDims(wScaleInv, 'weight scale');
+  if (wScaleInv.shape.length !== 2 || nb !== ceilDiv(n, block.bn) || kb !== ceilDiv(k, block.bk)) {
+    throw new GraphBuildError(
+      `weight scale "${wScaleInv.name}" is [${wScaleInv.shape.join(', ')}], expected [${ceilDiv(n, block.bn)}, ${ceilDiv(k, block.bk)}]`,
+    );
+  }
+  const m = x.shape[0]!;
+  const { bk, bn } = block;
+
+  // Activations: FP8 codes per group, seen as float32 [kb, M, bk].
+  const xq = emitGroupedQuant(g, x, bk, format);
+  const xCodes = emitCast(g, xq.clamped, fp8DataType(format), true);
+  const xGroups = emitTranspose(g, emitCast(g, xCodes, DataType.FLOAT), [1, 0, 2]);
+  const xScale = emitTranspose(g, xq.scale, [1, 0, 2]); // [kb, M, 1]
+
+  // Weights: [N, K] codes → float32 [kb, bk, N] (constant-folded).
+  const wPadded = emitPadLastAxis(g, emitCast(g, w, DataType.FLOAT), kb! * bk);
+  const wGroups = emitTranspose(g, emitReshape(g, wPadded, [n, kb!, bk], [n, kb!, bk]), [1, 2, 0]);
+
+  // Weight scale [nb, kb] → [kb, 1, N]: repeat each row block bn times along N, cut at N.
+  const sT = emitReshape(g, emitTranspose(g, emitCast(g, wScaleInv, DataType.FLOAT), [1, 0]), [kb!, nb!, 1], [kb!, nb!, 1]);
+  const sExpanded = g.op('Expand', [sT, g.constInt64([kb!, nb!, bn])], { dtype: DataType.FLOAT, shape: [kb!, nb!, bn], name: 'w_scale_expand' });
+  const sRows = emitSliceAxis(g, emitReshape(g, sExpanded, [kb!, nb! * bn], [kb!, nb! * bn]), 1, n);
+  const wScale = emitReshape(g, sRows, [kb!, 1, n], [kb!, 1, n]);
+
+  const dots = g.op('MatMul', [xGroups, wGroups], { dtype: DataType.FLOAT, shape: [kb!, m, n], name: 'block_dots' });
+  const scaledX = g.op('Mul', [dots, xScale], { dtype: DataType.FLOAT, shape: [kb!, m, n], name: 'block_dots_xs' });
+  const scaled = g.op('Mul', [scaledX, wScale], { dtype: DataType.FLOAT, shape: [kb!, m, n], name: 'block_dots_ws' });
+  const y = g.op('ReduceSum', [scaled, g.constInt64([0])], { dtype: DataType.FLOAT, shape: [m, n], name: 'gemm' }, {
+    keepdims: attr.int(0),
+  });
+  if (bias === undefined) return y;
+  return g.op('Add', [y, emitCast(g, bias, DataType.FLOAT)], { dtype: DataType.FLOAT, shape: [m, n], name: 'gemm_bias' });
+}

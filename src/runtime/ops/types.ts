@@ -1,0 +1,150 @@
+// Host-side tensor shapes shared by the op references and the graph emitters, and the small
+// graph fragments several ops need (casts, padding a last axis to whole groups, block-scale
+// expansion). Graph fragments here emit only Cast/Reshape/Transpose on FP8 values: onnxruntime
+// 1.29 rejects FP8 inputs to Gather, Slice and Pad at opset 21, so slicing and padding happen in
+// float32.
+
+import { fp8FormatInfo, type BlockShape, type Fp8Format } from '../../fp8/index.js';
+import { DataType, type Fp8DataType } from '../onnx/data-type.js';
+import { attr, GraphBuildError, type Attribute, type Dim, type GraphBuilder, type Value } from '../onnx/graph-builder.js';
+
+export type { BlockShape, Fp8Format };
+
+/** A float32 tensor on the host, row-major. */
+export interface F32Tensor {
+  readonly data: Float32Array;
+  readonly shape: readonly number[];
+}
+
+/** FP8 codes on the host, row-major, one byte per element. */
+export interface Fp8Tensor {
+  readonly codes: Uint8Array;
+  readonly shape: readonly number[];
+  readonly format: Fp8Format;
+}
+
+export class OpShapeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'OpShapeError';
+  }
+}
+
+export function ceilDiv(a: number, b: number): number {
+  return Math.floor((a + b - 1) / b);
+}
+
+export function product(dims: readonly number[]): number {
+  let n = 1;
+  for (const d of dims) n *= d;
+  return n;
+}
+
+export function fp8DataType(format: Fp8Format): Fp8DataType {
+  return format === 'e4m3fn' ? DataType.FLOAT8E4M3FN : DataType.FLOAT8E5M2;
+}
+
+export function fp8FormatOf(dtype: DataType, what: string): Fp8Format {
+  if (dtype === DataType.FLOAT8E4M3FN) return 'e4m3fn';
+  if (dtype === DataType.FLOAT8E5M2) return 'e5m2';
+  throw new GraphBuildError(`${what} must be FLOAT8E4M3FN or FLOAT8E5M2, got data type ${dtype}`);
+}
+
+export function fp8Max(format: Fp8Format): number {
+  return fp8FormatInfo(format).max;
+}
+
+export function checkBlock(block: BlockShape): void {
+  if (!Number.isInteger(block.bn) || !Number.isInteger(block.bk) || block.bn <= 0 || block.bk <= 0) {
+    throw new OpShapeError(`block must be positive integers, got [${block.bn}, ${block.bk}]`);
+  }
+}
+
+export function checkSize(what: string, shape: readonly number[], length: number): void {
+  if (product(shape) !== length) {
+    throw new OpShapeError(`${what}: shape [${shape.join(', ')}] needs ${product(shape)} elements, got ${length}`);
+  }
+}
+
+/** The static last dimension of a graph value; the ops need it to lay out groups. */
+export function staticLastDim(v: Value, what: string): number {
+  const k = v.shape[v.shape.length - 1];
+  if (typeof k !== 'number') {
+    throw new GraphBuildError(`${what} "${v.name}" needs a static last dimension, got [${v.shape.join(', ')}]`);
+  }
+  return k;
+}
+
+export function staticDims(v: Value, what: string): number[] {
+  return v.shape.map((d) => {
+    if (typeof d !== 'number') throw new GraphBuildError(`${what} "${v.name}" needs a static shape, got [${v.shape.join(', ')}]`);
+    return d;
+  });
+}
+
+export function emitCast(g: GraphBuilder, v: Value, to: DataType, saturate?: boolean): Value {
+  if (v.dtype === to) return v;
+  const attrs: Record<string, Attribute> = { to: attr.int(to) };
+  // saturate is only legal on casts to FP8.
+  if (saturate !== undefined) attrs['saturate'] = attr.int(saturate ? 1 : 0);
+  return g.op('Cast', [v], { dtype: to, shape: v.shape, name: `${v.name}_cast` }, attrs);
+}
+
+export function emitReshape(g: GraphBuilder, v: Value, target: readonly number[], shape: readonly Dim[]): Value {
+  return g.op('Reshape', [v, g.constInt64([...target])], { dtype: v.dtype, shape, name: `${v.name}_reshape` });
+}
+
+export function emitTranspose(g: GraphBuilder, v: Value, perm: readonly number[]): Value {
+  const shape = perm.map((p) => v.shape[p]!);
+  return g.op('Transpose', [v], { dtype: v.dtype, shape, name: `${v.name}_t` }, { perm: attr.ints(perm) });
+}
+
+/** Zero-pads the last axis of a float value to `to` elements (no node when already that long). */
+export function emitPadLastAxis(g: GraphBuilder, v: Value, to: number): Value {
+  const k = staticLastDim(v, 'padded value');
+  if (k === to) return v;
+  const shape = [...v.shape.slice(0, -1), to];
+  return g.op('Pad', [v, g.constInt64([0, to - k]), null, g.constInt64([-1])], { dtype: v.dtype, shape, name: `${v.name}_pad` });
+}
+
+/** Keeps the first `count` elements along `axis` (no node when that is all of it). */
+export function emitSliceAxis(g: GraphBuilder, v: Value, axis: number, count: number): Value {
+  const rank = v.shape.length;
+  const a = axis < 0 ? axis + rank : axis;
+  if (v.shape[a] === count) return v;
+  const shape = v.shape.map((d, i) => (i === a ? count : d));
+  return g.op('Slice', [v, g.constInt64([0]), g.constInt64([count]), g.constInt64([a])], {
+    dtype: v.dtype,
+    shape,
+    name: `${v.name}_slice`,
+  });
+}
+
+/**
+ * Expands a block-scale grid `[ceil(rows/bRows), ceil(cols/bCols)]` to one float per element,
+ * `[rows, cols]`. Reshape to [gr, 1, gc, 1], Expand to whole blocks, Reshape, then Slice off the
+ * part of the edge blocks beyond the matrix: the same `scale[i / bRows, j / bCols]` indexing as
+ * the reference, with nothing computed on the host. Used on initializers, so onnxruntime
+ * constant-folds it at session creation.
+ */
+export function emitExpandBlockScale(
+  g: GraphBuilder,
+  scale: Value,
+  rows: number,
+  cols: number,
+  bRows: number,
+  bCols: number,
+): Value {
+  const [gr, gc] = staticDims(scale, 'block scale');
+  if (scale.shape.length !== 2 || gr !== ceilDiv(rows, bRows) || gc !== ceilDiv(cols, bCols)) {
+    throw new GraphBuildError(
+      `block scale "${scale.name}" is [${scale.shape.join(', ')}], expected [${ceilDiv(rows, bRows)}, ${ceilDiv(cols, bCols)}] ` +
+        `for a [${rows}, ${cols}] matrix in [${bRows}, ${bCols}] blocks`,
+    );
+  }
+  const s4 = emitReshape(g, emitCast(g, scale, DataType.FLOAT), [gr!, 1, gc!, 1], [gr!, 1, gc!, 1]);
+  const full = [gr!, bRows, gc!, bCols];
+  const expanded = g.op('Expand', [s4, g.constInt64(full)], { dtype: DataType.FLOAT, shape: full, name: `${scale.name}_expand` });
+  const flat = emitReshape(g, expanded, [gr! * bRows, gc! * bCols], [gr! * bRows, gc! * bCols]);
+  return emitSliceAxis(g, emitSliceAxis(g, flat, 0, rows), 1, cols);
+}
