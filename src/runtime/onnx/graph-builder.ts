@@ -54,7 +54,7 @@ export interface Value {
 export interface ValueSpec {
   readonly dtype: DataType;
   readonly shape: readonly Dim[];
-  /** Name hint; made unique. */
+  /** Name hint; the value is named `<hint>_<n>`. */
   readonly name?: string;
 }
 
@@ -101,13 +101,23 @@ class NameScope {
     this.used.add(name);
   }
 
+  /** `hint` itself when free, else `hint_1`, `hint_2`, … */
   unique(hint: string): string {
     const base = hint === '' ? 'v' : hint;
     if (!this.used.has(base)) {
       this.used.add(base);
       return base;
     }
-    let n = this.counters.get(base) ?? 1;
+    return this.fresh(base, 1);
+  }
+
+  /**
+   * Always numbered (`hint_0`, `hint_1`, …): names generated for intermediate values, so they
+   * never take a plain name (`y`, `scale`) that a caller gives a graph output later.
+   */
+  fresh(hint: string, from = 0): string {
+    const base = hint === '' ? 'v' : hint;
+    let n = this.counters.get(base) ?? from;
     while (this.used.has(`${base}_${n}`)) n++;
     this.counters.set(base, n + 1);
     const name = `${base}_${n}`;
@@ -241,7 +251,7 @@ export class GraphBuilder {
       this.nodes.push({
         input: [value.name],
         output: [name],
-        name: this.shared.scope.unique('Identity'),
+        name: this.shared.scope.fresh('Identity'),
         op_type: 'Identity',
         attribute: [],
       });
@@ -294,14 +304,14 @@ export class GraphBuilder {
     domain = '',
   ): Value[] {
     const outs: Value[] = outputs.map((spec) => ({
-      name: this.shared.scope.unique(spec.name ?? opType),
+      name: this.shared.scope.fresh(spec.name ?? opType),
       dtype: spec.dtype,
       shape: [...spec.shape],
     }));
     const node: NodeProtoMessage = {
       input: inputs.map((v) => (v === null ? '' : v.name)),
       output: outs.map((v) => v.name),
-      name: this.shared.scope.unique(`${opType}_node`),
+      name: this.shared.scope.fresh(opType),
       op_type: opType,
       attribute: Object.entries(attributes).map(([name, a]) => encodeAttribute(name, a)),
     };
