@@ -13,6 +13,8 @@ import {
 import { decodeModel } from '../src/runtime/onnx/onnx-schema.js';
 import { OnnxSession } from '../src/runtime/session.js';
 
+import { testDevice } from './helpers/device.js';
+
 const ALL_CODES = Uint8Array.from({ length: 256 }, (_, i) => i);
 
 /** A graph with one unused float input (onnxruntime-node needs a feed) that decodes `w` to float32. */
@@ -26,7 +28,7 @@ function decodeGraph(dtype: DataType, raw: Uint8Array, opset?: number): GraphBui
 }
 
 async function runDecode(g: GraphBuilder): Promise<Float32Array> {
-  const session = await OnnxSession.create(g.toBytes());
+  const session = await OnnxSession.create(g.toBytes(), { device: testDevice() });
   try {
     const out = await session.run({ one: { type: 'float32', data: new Float32Array([1]), dims: [1] } });
     return out['y']!.data as Float32Array;
@@ -144,7 +146,7 @@ test('If subgraphs see outer values and initializers', async () => {
     else_branch: attr.graph(elseG),
   });
   g.output(y, 'y');
-  const session = await OnnxSession.create(g.toBytes());
+  const session = await OnnxSession.create(g.toBytes(), { device: testDevice() });
   const pos = await session.run({ x: { type: 'float32', data: new Float32Array([1, 2]), dims: [2] } });
   const neg = await session.run({ x: { type: 'float32', data: new Float32Array([-1, -2]), dims: [2] } });
   await session.release();

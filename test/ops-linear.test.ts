@@ -26,6 +26,8 @@ import { rowwiseGroupQuantFp8 } from '../src/runtime/ops/rowwise-group-quant-fp8
 import { fp8DataType, OpShapeError, type BlockShape, type F32Tensor, type Fp8Tensor } from '../src/runtime/ops/types.js';
 import { OnnxSession } from '../src/runtime/session.js';
 
+import { testDevice } from './helpers/device.js';
+
 const TOLERANCE = 1e-6;
 const N = 200;
 const K = 300;
@@ -59,7 +61,7 @@ function addWeight(g: GraphBuilder, bw: BlockWeight): { w: Value; s: Value } {
 }
 
 async function openSession(g: GraphBuilder): Promise<(x: F32Tensor) => Promise<Float32Array>> {
-  const session = await OnnxSession.create(g.toBytes());
+  const session = await OnnxSession.create(g.toBytes(), { device: testDevice() });
   after.push(() => session.release());
   return async (x) => {
     const out = await session.run({ x: { type: 'float32', data: x.data, dims: x.shape } });

@@ -22,6 +22,8 @@ import { SeededRandom } from '../src/runtime/ops/random.js';
 import { OpShapeError, type BlockShape, type F32Tensor } from '../src/runtime/ops/types.js';
 import { OnnxSession } from '../src/runtime/session.js';
 
+import { testDevice } from './helpers/device.js';
+
 const TOLERANCE = 1e-6;
 const E = 4;
 const N = 200;
@@ -42,7 +44,7 @@ async function runGraph(x: F32Tensor, experts: readonly ExpertWeight[], routing:
   const xv = g.input('x', DataType.FLOAT, x.shape);
   const values = addExpertInitializers(g, 'mlp.experts', experts);
   g.output(emitMixtralExperts(g, xv, values, routing, BLOCK), 'y');
-  const session = await OnnxSession.create(g.toBytes());
+  const session = await OnnxSession.create(g.toBytes(), { device: testDevice() });
   try {
     const out = await session.run({ x: { type: 'float32', data: x.data, dims: x.shape } });
     return out['y']!.data as Float32Array;

@@ -21,6 +21,8 @@ import {
 import { fp8Max, type F32Tensor, type Fp8Tensor } from '../src/runtime/ops/types.js';
 import { OnnxSession, type HostTensor } from '../src/runtime/session.js';
 
+import { testDevice } from './helpers/device.js';
+
 const FORMATS: readonly Fp8Format[] = ['e4m3fn', 'e5m2'];
 
 function decoded(q: Fp8Tensor): Float32Array {
@@ -33,7 +35,7 @@ function toFloat(g: GraphBuilder, v: Value): Value {
 }
 
 async function run(g: GraphBuilder, feeds: Record<string, F32Tensor>): Promise<Record<string, Float32Array>> {
-  const session = await OnnxSession.create(g.toBytes());
+  const session = await OnnxSession.create(g.toBytes(), { device: testDevice() });
   try {
     const host: Record<string, HostTensor> = {};
     for (const [name, t] of Object.entries(feeds)) host[name] = { type: 'float32', data: t.data, dims: t.shape };
@@ -153,7 +155,7 @@ test('rowwiseGroupQuantFp8 takes float16 input, widened to float32 as the seed d
   const { q, scale } = emitRowwiseGroupQuantFp8(g, x, 128);
   g.output(toFloat(g, q), 'q');
   g.output(scale, 'scale');
-  const session = await OnnxSession.create(g.toBytes());
+  const session = await OnnxSession.create(g.toBytes(), { device: testDevice() });
   const half = Uint16Array.from(data, f32ToF16Bits);
   const out = await session.run({ x: { type: 'float16', data: half, dims: [2, 200] } });
   await session.release();

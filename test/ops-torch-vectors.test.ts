@@ -15,6 +15,8 @@ import { attr, GraphBuilder, type Value } from '../src/runtime/onnx/graph-builde
 import { emitRowwiseGroupQuantFp8, rowwiseGroupQuantFp8 } from '../src/runtime/ops/rowwise-group-quant-fp8.js';
 import { fp8DataType, fp8Max } from '../src/runtime/ops/types.js';
 import { OnnxSession, type HostTensor } from '../src/runtime/session.js';
+
+import { testDevice } from './helpers/device.js';
 import { f32, readAll, REFERENCE_VECTORS } from './helpers/fixtures.js';
 
 function toFloat(g: GraphBuilder, v: Value): Value {
@@ -22,7 +24,7 @@ function toFloat(g: GraphBuilder, v: Value): Value {
 }
 
 async function runOnce(g: GraphBuilder, feeds: Record<string, HostTensor>): Promise<Record<string, Float32Array>> {
-  const session = await OnnxSession.create(g.toBytes());
+  const session = await OnnxSession.create(g.toBytes(), { device: testDevice() });
   try {
     const out = await session.run(feeds);
     return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, v.data as Float32Array]));

@@ -3,6 +3,7 @@
 
 import { CheckpointError, SafetensorsParseError } from '../io/errors.js';
 import { AlreadyQuantizedError } from '../passes/block-scale-quantize.js';
+import { DeviceUnavailableError } from '../runtime/device-error.js';
 
 export const EXIT_OK = 0;
 /** A conversion or verification could not be done (bad input, I/O error). */
@@ -35,6 +36,7 @@ const KNOWN: readonly (abstract new (...args: never[]) => Error)[] = [
   CheckpointError,
   SafetensorsParseError,
   AlreadyQuantizedError,
+  DeviceUnavailableError,
 ];
 
 export function isKnownError(e: unknown): e is Error {

@@ -7,6 +7,7 @@ import { rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { discardAllStagingSync } from '../io/output-folder.js';
 import { collect } from './options.js';
+import { redactSecrets } from './redact.js';
 import { describeError, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, exitCodeOf, isKnownError } from './errors.js';
 
 export function version(): string {
@@ -30,6 +31,11 @@ export function buildProgram(): Command {
     .option('--block <NxK>', 'block size (rows x columns of each scale block)', '128x128')
     .option('--weight-dtype <dtype>', 'float8_e4m3fn or float8_e5m2', 'float8_e4m3fn')
     .addOption(new Option('--scale-fmt <fmt>', 'block scale format').choices(['float', 'ue8m0']).default('float'))
+    .addOption(
+      new Option('--format <layout>', 'checkpoint layout: hf (weight_scale_inv, quant_method fp8) or compressed-tensors (llm-compressor FP8_BLOCK)')
+        .choices(['hf', 'compressed-tensors'])
+        .default('hf'),
+    )
     .option('--exclude <pattern>', 'keep matching modules unquantized (module suffix, or re:<regex>); repeatable', collect, [])
     .option('--max-shard-size <size>', 'largest output shard', '5GB')
     .option('--dry-run', 'print the plan, write nothing')
@@ -71,14 +77,17 @@ export async function main(argv: readonly string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.exitCode === 0 || e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return EXIT_OK;
-      process.stderr.write(`fp8q: ${e.message.replace(/^error: /, '')}\n`);
+      // No command given: commander has already printed the help on stderr; its message is "(outputHelp)".
+      if (e.code === 'commander.help') return EXIT_USAGE;
+      process.stderr.write(redactSecrets(`fp8q: ${e.message.replace(/^error: /, '')}\n`));
       return EXIT_USAGE;
     }
+    // Every message is redacted: an error may quote a path, URL or header holding an HF token.
     if (isKnownError(e)) {
-      process.stderr.write(`fp8q: ${describeError(e)}\n`);
+      process.stderr.write(redactSecrets(`fp8q: ${describeError(e)}\n`));
       return exitCodeOf(e);
     }
-    process.stderr.write(`fp8q: internal error (please report it):\n${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.stderr.write(redactSecrets(`fp8q: internal error (please report it):\n${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`));
     return 1;
   } finally {
     process.off('SIGINT', onSignal);

@@ -3,6 +3,7 @@
 
 import type { BlockShape } from '../fp8/block-quantize.js';
 import type { Fp8Format } from '../fp8/formats.js';
+import { CHECKPOINT_FORMATS, type CheckpointFormat } from '../io/quantized-format.js';
 import { parseByteSize } from '../io/sizes.js';
 import { UsageError } from './errors.js';
 
@@ -21,6 +22,13 @@ export function parseWeightDtype(text: string): Fp8Format {
   if (t === 'float8_e4m3fn' || t === 'e4m3fn' || t === 'e4m3') return 'e4m3fn';
   if (t === 'float8_e5m2' || t === 'e5m2') return 'e5m2';
   throw new UsageError(`invalid --weight-dtype "${text}": expected float8_e4m3fn or float8_e5m2`);
+}
+
+export function parseOutputFormat(text: string): CheckpointFormat {
+  const t = text.trim().toLowerCase();
+  const found = CHECKPOINT_FORMATS.find((f) => f === t);
+  if (!found) throw new UsageError(`invalid --format "${text}": expected ${CHECKPOINT_FORMATS.join(' or ')}`);
+  return found;
 }
 
 export function parseSize(flag: string, text: string): number {

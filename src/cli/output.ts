@@ -3,6 +3,7 @@
 
 import ora, { type Ora } from 'ora';
 import { formatBytes } from '../io/sizes.js';
+import { redactSecrets } from './redact.js';
 
 export interface OutputMode {
   readonly json: boolean;
@@ -16,15 +17,15 @@ export function outputMode(opts: { json?: boolean; quiet?: boolean }, stream: No
 
 /** Messages for humans go to stderr, so stdout carries only results (tables or JSON). */
 export function info(mode: OutputMode, message: string): void {
-  if (!mode.quiet && !mode.json) process.stderr.write(`${message}\n`);
+  if (!mode.quiet && !mode.json) process.stderr.write(redactSecrets(`${message}\n`));
 }
 
 export function warn(mode: OutputMode, message: string): void {
-  if (!mode.json || !mode.quiet) process.stderr.write(`warning: ${message}\n`);
+  if (!mode.json || !mode.quiet) process.stderr.write(redactSecrets(`warning: ${message}\n`));
 }
 
 export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  process.stdout.write(redactSecrets(`${JSON.stringify(value, null, 2)}\n`));
 }
 
 /** Byte progress: a spinner with rate and ETA on a TTY, a line every ~10% otherwise. */
@@ -42,7 +43,7 @@ export class ByteProgress {
   }
 
   item(label: string): void {
-    this.label = label;
+    this.label = redactSecrets(label);
   }
 
   update(done: number, total: number): void {
@@ -64,7 +65,7 @@ export class ByteProgress {
   }
 
   succeed(text: string): void {
-    if (this.spinner) this.spinner.succeed(text);
+    if (this.spinner) this.spinner.succeed(redactSecrets(text));
     else info(this.mode, text);
   }
 

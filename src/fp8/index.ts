@@ -2,3 +2,4 @@
 export * from './formats.js';
 export * from './dtypes.js';
 export * from './block-quantize.js';
+export * from './scale-format.js';

@@ -3,7 +3,8 @@
 
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { isAbsolute, join, normalize, sep } from 'node:path';
-import { CheckpointError } from './errors.js';
+import { CheckpointError, oneLine, quoteName } from './errors.js';
+import { findDuplicateKey } from './json-duplicate-keys.js';
 import { SafetensorsReader, type TensorInfo } from './safetensors-reader.js';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
@@ -57,7 +58,7 @@ export class Checkpoint {
       shards = [...new Set(weightMap.values())].sort();
       for (const shard of shards) {
         if (!files.includes(shard)) {
-          throw new CheckpointError(`${join(dir, INDEX_FILE)} names shard "${shard}", which is not in the folder: the download is incomplete`);
+          throw new CheckpointError(`${join(dir, INDEX_FILE)} names shard ${quoteName(shard)}, which is not in the folder: the download is incomplete`);
         }
       }
     } else {
@@ -77,14 +78,16 @@ export class Checkpoint {
           // With an index, the index decides which shard's copy is the tensor (as transformers does).
           if (weightMap && weightMap.get(name) !== shard) continue;
           const prev = tensors.get(name);
-          if (prev) throw new CheckpointError(`tensor "${name}" is in both ${prev.shard} and ${shard}`);
+          if (prev) throw new CheckpointError(`tensor ${quoteName(name)} is in both ${prev.shard} and ${shard} of ${dir}`);
           tensors.set(name, { ...reader.info(name), shard });
         }
       }
       if (weightMap) {
         for (const [name, shard] of weightMap) {
           if (!tensors.has(name)) {
-            throw new CheckpointError(`${INDEX_FILE} maps tensor "${name}" to ${shard}, but that shard has no such tensor`);
+            throw new CheckpointError(
+              `${join(dir, INDEX_FILE)} maps tensor ${quoteName(name)} to ${shard}, but that shard has no such tensor: the index and the shards do not match`,
+            );
           }
         }
       }
@@ -141,7 +144,7 @@ async function readConfig(dir: string, files: string[]): Promise<{ config: Model
     }
     return { config: parsed as ModelConfig, problem: undefined };
   } catch (e) {
-    return { config: undefined, problem: `${join(dir, CONFIG_FILE)} is not valid JSON (${(e as Error).message})` };
+    return { config: undefined, problem: oneLine(`${join(dir, CONFIG_FILE)} is not valid JSON (${(e as Error).message})`) };
   }
 }
 
@@ -150,20 +153,25 @@ async function readIndex(dir: string): Promise<{ weightMap: Map<string, string>;
   const s = await stat(path);
   if (s.size > MAX_INDEX_BYTES) throw new CheckpointError(`${path} is ${s.size} bytes, over the ${MAX_INDEX_BYTES}-byte limit`);
   let parsed: unknown;
+  let text: string;
   try {
-    parsed = JSON.parse(await readFile(path, 'utf8'));
+    text = await readFile(path, 'utf8');
+    parsed = JSON.parse(text);
   } catch (e) {
-    throw new CheckpointError(`${path} is not valid JSON (${(e as Error).message})`);
+    throw new CheckpointError(oneLine(`${path} is not valid JSON (${(e as Error).message})`));
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new CheckpointError(`${path} is not a JSON object`);
   const { weight_map: wm, metadata } = parsed as { weight_map?: unknown; metadata?: unknown };
   if (typeof wm !== 'object' || wm === null || Array.isArray(wm)) throw new CheckpointError(`${path} has no "weight_map" object`);
+  // JSON.parse keeps the last of two equal keys: a tensor mapped twice must not pass unnoticed.
+  const duplicate = findDuplicateKey(text, ['weight_map']);
+  if (duplicate !== undefined) throw new CheckpointError(`${path}: weight_map lists tensor ${quoteName(duplicate)} more than once`);
   const weightMap = new Map<string, string>();
   for (const [name, shard] of Object.entries(wm as Record<string, unknown>)) {
-    if (typeof shard !== 'string' || shard.length === 0) throw new CheckpointError(`${path}: weight_map["${name}"] is not a file name`);
+    if (typeof shard !== 'string' || shard.length === 0) throw new CheckpointError(`${path}: weight_map[${quoteName(name)}] is not a file name`);
     const norm = normalize(shard);
-    if (isAbsolute(shard) || norm.startsWith('..') || norm.includes(`${sep}..${sep}`) || shard.includes('\\')) {
-      throw new CheckpointError(`${path}: weight_map["${name}"] = "${shard}" points outside the model folder; refusing to read it`);
+    if (isAbsolute(shard) || norm === '..' || norm.startsWith(`..${sep}`) || shard.includes('\\')) {
+      throw new CheckpointError(`${path}: weight_map[${quoteName(name)}] = ${quoteName(shard)} points outside the model folder; refusing to read it`);
     }
     weightMap.set(name, norm.split(sep).join('/'));
   }

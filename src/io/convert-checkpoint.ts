@@ -7,12 +7,16 @@ import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { BlockShape, ScaleFormat } from '../fp8/block-quantize.js';
-import { fp8FormatInfo, type Fp8Format } from '../fp8/formats.js';
+import type { Fp8Format } from '../fp8/formats.js';
 import { blockScaleQuantizePass } from '../passes/block-scale-quantize.js';
+import { requantizePass } from '../passes/fp8-plans.js';
 import { planTotals, type ConvertPlan, type PlanEntry, type PlannedOutput } from '../passes/plan.js';
 import { Checkpoint, CONFIG_FILE, INDEX_FILE, type ModelConfig } from './checkpoint.js';
-import { executeCopy, executeQuantize, type OutputSink } from './entry-executors.js';
-import { checkOutputDestination, StagingFolder } from './output-folder.js';
+import type { OutputSink } from './entry-executors.js';
+import { executeEntry } from './plan-executors.js';
+import type { CheckpointFormat } from './formats/descriptor.js';
+import { applyOutputFormat, type WrittenQuantizationConfig } from './formats/output-format.js';
+import { checkOutputDestination, explainWriteFailure, StagingFolder } from './output-folder.js';
 import { SafetensorsWriter } from './safetensors-writer.js';
 import { assignShards, buildIndex, type ShardPlan } from './shards.js';
 
@@ -21,17 +25,30 @@ export const DEFAULT_MAX_SHARD_BYTES = 5e9;
 /** Files that hold weights in other formats: never shipped beside FP8 safetensors. */
 const FOREIGN_WEIGHT_FILE = /\.(bin|pt|pth|ckpt|h5|msgpack|gguf|onnx|onnx_data)$/i;
 
+/** A safetensors file that is not a shard of the checkpoint (Checkpoint lists it among otherFiles). */
+function isStrayWeightFile(file: string): boolean {
+  return file.endsWith('.safetensors');
+}
+
 export interface ConvertOptions {
   readonly input: string;
   readonly output: string;
   readonly format?: Fp8Format;
   readonly block?: BlockShape;
   readonly scaleFormat?: ScaleFormat;
+  /** On-disk layout: 'hf' (weight_scale_inv, quant_method fp8; default) or 'compressed-tensors'. */
+  readonly outputFormat?: CheckpointFormat;
   readonly exclude?: readonly string[];
   readonly maxShardBytes?: number;
   readonly dryRun?: boolean;
   readonly force?: boolean;
   readonly allowNonFinite?: boolean;
+  /** Also write DeepSeek MLA's w_uk / w_uv (passes/mla-split.ts). */
+  readonly mlaSplit?: boolean;
+  /** Write per-expert weights as one stacked [E, N, K] tensor per projection (passes/stack-experts.ts). */
+  readonly stackExperts?: boolean;
+  /** Accept an FP8 input: dequantize it to float32 on the fly and quantize again (passes/fp8-plans.ts). */
+  readonly requantize?: boolean;
   readonly onEvent?: (event: ConvertEvent) => void;
 }
 
@@ -60,45 +77,29 @@ export interface ConvertSummary {
   readonly seconds: number;
   readonly shards: readonly WrittenShard[];
   readonly warnings: readonly string[];
-  readonly quantizationConfig: QuantizationConfig;
+  readonly outputFormat: CheckpointFormat;
+  readonly quantizationConfig: WrittenQuantizationConfig;
 }
 
-export interface QuantizationConfig {
-  quant_method: 'fp8';
-  fmt: 'e4m3' | 'e5m2';
-  activation_scheme: 'dynamic' | 'static';
-  weight_block_size: [number, number];
-  modules_to_not_convert: string[];
-  scale_fmt?: 'ue8m0';
-}
-
-export function quantizationConfigOf(plan: ConvertPlan): QuantizationConfig {
-  const { settings } = plan;
-  const qc: QuantizationConfig = {
-    quant_method: 'fp8',
-    fmt: fp8FormatInfo(settings.format).fmt,
-    activation_scheme: settings.activationScheme,
-    weight_block_size: [settings.block.bn, settings.block.bk],
-    modules_to_not_convert: [...plan.notConverted],
-  };
-  if (settings.scaleFormat === 'ue8m0') qc.scale_fmt = 'ue8m0';
-  return qc;
-}
+// The hf config's type and builder live with the format layer; re-exported for existing callers.
+export { quantizationConfigOf, type QuantizationConfig } from './formats/hf-fp8.js';
 
 export function planFor(ckpt: Checkpoint, opts: ConvertOptions): ConvertPlan {
-  return blockScaleQuantizePass(
-    ckpt.config,
-    ckpt.tensorNames().map((n) => ckpt.info(n)),
-    {
-      settings: {
-        format: opts.format ?? 'e4m3fn',
-        block: opts.block ?? { bn: 128, bk: 128 },
-        scaleFormat: opts.scaleFormat ?? 'float',
-        activationScheme: 'dynamic',
-      },
-      exclude: opts.exclude ?? [],
+  const passOptions = {
+    settings: {
+      format: opts.format ?? 'e4m3fn',
+      block: opts.block ?? { bn: 128, bk: 128 },
+      scaleFormat: opts.scaleFormat ?? 'float',
+      activationScheme: 'dynamic',
     },
-  );
+    exclude: opts.exclude ?? [],
+    mlaSplit: opts.mlaSplit ?? false,
+    stackExperts: opts.stackExperts ?? false,
+  } as const;
+  const tensors = ckpt.tensorNames().map((n) => ckpt.info(n));
+  // An FP8 input is refused by the pass (AlreadyQuantizedError) unless --requantize asks for it.
+  if (opts.requantize) return requantizePass(ckpt.config, tensors, passOptions);
+  return blockScaleQuantizePass(ckpt.config, tensors, passOptions);
 }
 
 /** Entries in output order: sorted by first output name, each entry's outputs kept together. */
@@ -115,13 +116,18 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
   const emit = opts.onEvent ?? (() => undefined);
   const ckpt = await Checkpoint.open(opts.input);
   try {
-    const plan = planFor(ckpt, opts);
-    const warnings = [...plan.warnings];
+    const outputFormat = opts.outputFormat ?? 'hf';
+    const { plan, quantizationConfig: qc, warnings: formatWarnings } = applyOutputFormat(planFor(ckpt, opts), outputFormat);
+    const warnings = [...plan.warnings, ...formatWarnings];
     if (ckpt.configProblem) warnings.unshift(ckpt.configProblem);
+    // e.g. Mistral's consolidated.safetensors beside the HF shards: a second full BF16 copy that
+    // must not ride along into the FP8 folder.
+    for (const f of ckpt.otherFiles.filter(isStrayWeightFile)) {
+      warnings.push(`${f} is not one of the checkpoint's shards (not named by ${INDEX_FILE}, or in a subfolder): not converted and not copied`);
+    }
     for (const w of warnings) emit({ type: 'warning', message: w });
     const totals = planTotals(plan, (n) => ckpt.info(n).byteLength);
     emit({ type: 'plan', plan, bytesTotal: totals.bytesIn });
-    const qc = quantizationConfigOf(plan);
     const base = {
       input: opts.input,
       output: opts.output,
@@ -131,6 +137,7 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
       bytesIn: totals.bytesIn,
       bytesOut: totals.bytesOut,
       warnings,
+      outputFormat,
       quantizationConfig: qc,
     };
     await checkOutputDestination(opts.input, opts.output, opts.force ?? false);
@@ -138,29 +145,30 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
 
     const entries = orderEntries(plan.entries);
     const shards = assignShards(entries.map((e) => e.outputs), opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
-    const staging = await StagingFolder.create(opts.output);
+    let staging: StagingFolder | undefined;
     try {
+      staging = await StagingFolder.create(opts.output);
       const written = await writeShards(ckpt, plan, entries, shards, staging.path, totals.bytesIn, opts, emit);
       emit({ type: 'finalizing' });
       if (shards.length > 1) await writeJson(join(staging.path, INDEX_FILE), buildIndex(shards));
       await writeJson(join(staging.path, CONFIG_FILE), withQuantizationConfig(ckpt.config, qc));
       for (const f of ckpt.otherFiles) {
-        if (f === CONFIG_FILE || FOREIGN_WEIGHT_FILE.test(f) || f.split('/').some((p) => p.startsWith('.'))) continue;
+        if (f === CONFIG_FILE || FOREIGN_WEIGHT_FILE.test(f) || isStrayWeightFile(f) || f.split('/').some((p) => p.startsWith('.'))) continue;
         await mkdir(dirname(join(staging.path, f)), { recursive: true });
         await copyFile(join(ckpt.dir, f), join(staging.path, f));
       }
       await staging.commit();
       return { ...base, dryRun: false, seconds: (performance.now() - t0) / 1000, shards: written };
     } catch (e) {
-      await staging.discard();
-      throw e;
+      await staging?.discard();
+      throw explainWriteFailure(e, opts.output, totals.bytesOut);
     }
   } finally {
     await ckpt.close();
   }
 }
 
-function withQuantizationConfig(config: ModelConfig | undefined, qc: QuantizationConfig): ModelConfig {
+function withQuantizationConfig(config: ModelConfig | undefined, qc: WrittenQuantizationConfig): ModelConfig {
   return { ...(config ?? {}), quantization_config: qc };
 }
 
@@ -209,8 +217,7 @@ async function writeShards(
       while (entryIndex < entries.length && shardOf.get(entries[entryIndex]!.outputs[0]!.name) === si) {
         const entry = entries[entryIndex]!;
         emit({ type: 'tensor', name: entry.outputs[0]!.name, index: entryIndex, count: entries.length });
-        if (entry.op === 'copy') await executeCopy(entry, ckpt, sink, execOpts);
-        else await executeQuantize(entry, ckpt, sink, execOpts);
+        await executeEntry(entry, ckpt, sink, execOpts);
         entryIndex++;
       }
       await writer.finish();

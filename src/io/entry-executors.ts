@@ -2,11 +2,12 @@
 // outputs. Memory per entry is a few row stripes (bn rows of a weight) or one copy chunk, never a
 // whole tensor.
 
-import { ceilDiv, quantizeStripe, NonFiniteValueError } from '../fp8/block-quantize.js';
+import { ceilDiv, quantizeStripe, NonFiniteValueError, type BlockShape } from '../fp8/block-quantize.js';
 import { dtypeSize, isFloatSourceDtype, widenToFloat32, type FloatSourceDtype } from '../fp8/dtypes.js';
 import type { CopyEntry, QuantizationSettings, QuantizeEntry } from '../passes/plan.js';
-import type { Checkpoint } from './checkpoint.js';
+import type { Checkpoint, CheckpointTensor } from './checkpoint.js';
 import { CheckpointError } from './errors.js';
+import type { QuantizePool } from './quantize-pool.js';
 
 /** Where an entry's output bytes go (a SafetensorsWriter, behind the shard map). */
 export interface OutputSink {
@@ -18,6 +19,8 @@ export interface ExecuteOptions {
   readonly nonFinite: 'error' | 'saturate';
   /** Called with source bytes consumed, for progress. */
   readonly onBytes?: (bytes: number) => void;
+  /** Worker threads for the fast quantize path (pipelined-executors.ts); without it, this module's executors run. */
+  readonly pool?: QuantizePool;
 }
 
 /** Copies move in pieces of this size: large enough for disk speed, small enough to stay flat. */
@@ -35,6 +38,15 @@ export async function executeCopy(entry: CopyEntry, ckpt: Checkpoint, sink: Outp
     done += n;
     opts.onBytes?.(n);
   }
+}
+
+/** A NaN/Inf found while quantizing `src` (matrix `expert` of a 3-D stack), as the user sees it. */
+export function nonFiniteWeightError(src: CheckpointTensor, expert: number, err: NonFiniteValueError, block: BlockShape): CheckpointError {
+  const where = src.shape.length === 3 ? `[${expert}, ${err.row}, ${err.col}]` : `[${err.row}, ${err.col}]`;
+  return new CheckpointError(
+    `tensor "${src.name}" (${src.dtype}${JSON.stringify(src.shape)}) has a non-finite value (${err.value}) at ${where}, in block [${Math.floor(err.row / block.bn)}, ${Math.floor(err.col / block.bk)}]: ` +
+      `the source checkpoint is damaged; fix it, or pass --allow-nonfinite to saturate ±Inf and zero NaN`,
+  );
 }
 
 export async function executeQuantize(entry: QuantizeEntry, ckpt: Checkpoint, sink: OutputSink, opts: ExecuteOptions): Promise<void> {
@@ -61,20 +73,16 @@ export async function executeQuantize(entry: QuantizeEntry, ckpt: Checkpoint, si
       const r0 = rb * bn;
       const rows = Math.min(bn, n - r0);
       const globalRow = e * n + r0;
-      const bytes = await ckpt.readRows(src.name, globalRow, rows, srcBytes);
+      // Rows of the [E·N, K] view: readRows counts along the first axis, which for a 3-D stack is E.
+      const rowBytes = k * dtypeSize(dtype);
+      const bytes = await ckpt.reader(src.name).readRange(src.fileOffset + globalRow * rowBytes, srcBytes.subarray(0, rows * rowBytes));
       const v = widenToFloat32(bytes, dtype, values.subarray(0, rows * k));
       const c = codes.subarray(0, rows * k);
       const scaleRow = scales.subarray((e * rowBlocks + rb) * colBlocks, (e * rowBlocks + rb + 1) * colBlocks);
       try {
         quantizeStripe(v, rows, k, quantOpts, c, scaleRow, r0);
       } catch (err) {
-        if (err instanceof NonFiniteValueError) {
-          const where = rank === 3 ? `[${e}, ${err.row}, ${err.col}]` : `[${err.row}, ${err.col}]`;
-          throw new CheckpointError(
-            `tensor "${src.name}" (${src.dtype}${JSON.stringify(src.shape)}) has a non-finite value (${err.value}) at ${where}, in block [${Math.floor(err.row / bn)}, ${Math.floor(err.col / bk)}]: ` +
-              `the source checkpoint is damaged; fix it, or pass --allow-nonfinite to saturate ±Inf and zero NaN`,
-          );
-        }
+        if (err instanceof NonFiniteValueError) throw nonFiniteWeightError(src, e, err, opts.settings.block);
         throw err;
       }
       await sink.write(weightOut.name, c, globalRow * k);

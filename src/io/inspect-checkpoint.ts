@@ -4,7 +4,10 @@
 import { blockScaleQuantizePass, detectQuantizedInput } from '../passes/block-scale-quantize.js';
 import { detectArchitecture } from '../passes/architectures.js';
 import { Checkpoint } from './checkpoint.js';
+import { CheckpointError } from './errors.js';
+import { detectQuantizedFormat, type QuantizedFormat } from './quantized-format.js';
 import { elementCount } from './safetensors-reader.js';
+import { surveyScales, ue8m0Mismatch, type ScaleSurvey } from './scale-survey.js';
 
 export interface DtypeGroup {
   readonly dtype: string;
@@ -25,6 +28,10 @@ export interface InspectReport {
   readonly quantizationConfig: unknown;
   /** Set when the checkpoint is already quantized. */
   readonly quantizedBy: string | null;
+  /** For an FP8 checkpoint fp8q can read: its layout (hf or compressed-tensors), block, fmt, ignore list. */
+  readonly quantizedFormat: QuantizedFormat | null;
+  /** For an FP8 checkpoint: the scale format declared and the one its values show (float or ue8m0). */
+  readonly scales: ScaleSurvey | null;
   /** For a source checkpoint: the modules a convert with default settings would quantize. */
   readonly wouldQuantize: readonly string[];
   readonly wouldKeep: readonly { module: string; reason: string }[];
@@ -53,7 +60,20 @@ export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
     const warnings: string[] = ckpt.configProblem ? [ckpt.configProblem] : [];
     let wouldQuantize: string[] = [];
     let wouldKeep: { module: string; reason: string }[] = [];
-    if (!quantizedBy) {
+    let quantizedFormat: QuantizedFormat | null = null;
+    let scales: ScaleSurvey | null = null;
+    if (quantizedBy) {
+      try {
+        quantizedFormat = detectQuantizedFormat(ckpt.config, ckpt.tensorNames()) ?? null;
+        if (quantizedFormat) scales = await surveyScales(ckpt, quantizedFormat);
+      } catch (e) {
+        // inspect describes what it can; an unreadable quantization is a finding, not a crash.
+        if (!(e instanceof CheckpointError)) throw e;
+        warnings.push(e.message);
+      }
+      const mismatch = scales ? ue8m0Mismatch(scales) : undefined;
+      if (mismatch) warnings.push(mismatch);
+    } else {
       const plan = blockScaleQuantizePass(ckpt.config, infos, {
         settings: { format: 'e4m3fn', block: { bn: 128, bk: 128 }, scaleFormat: 'float', activationScheme: 'dynamic' },
       });
@@ -72,6 +92,8 @@ export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
       byDtype: [...groups.entries()].map(([dtype, g]) => ({ dtype, ...g })).sort((a, b) => b.bytes - a.bytes),
       quantizationConfig: ckpt.config?.['quantization_config'] ?? null,
       quantizedBy,
+      quantizedFormat,
+      scales,
       wouldQuantize,
       wouldKeep,
       warnings,

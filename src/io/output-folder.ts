@@ -2,14 +2,29 @@
 // and make the result visible by one rename only when everything is on disk. A crash, an error or
 // Ctrl-C leaves either the old state or the whole new checkpoint, never half of one.
 
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CheckpointError } from './errors.js';
+import { formatBytes } from './sizes.js';
+
+/**
+ * The absolute path with symbolic links resolved as far as the path exists (the output folder
+ * usually does not yet), so that `-o link-to-input` is seen for what it is.
+ */
+async function realPathOfPrefix(path: string): Promise<string> {
+  const abs = resolve(path);
+  try {
+    return await realpath(abs);
+  } catch {
+    const parent = dirname(abs);
+    return parent === abs ? abs : join(await realPathOfPrefix(parent), basename(abs));
+  }
+}
 
 export async function checkOutputDestination(input: string, output: string, force: boolean): Promise<void> {
-  const inAbs = resolve(input);
-  const outAbs = resolve(output);
+  const inAbs = await realPathOfPrefix(input);
+  const outAbs = await realPathOfPrefix(output);
   if (inAbs === outAbs) throw new CheckpointError(`output folder ${output} is the input folder: choose another -o folder (fp8q never modifies its input)`);
   const rel = relative(inAbs, outAbs);
   if (rel !== '' && !rel.startsWith('..') && !isAbsolute(rel)) {
@@ -52,18 +67,27 @@ export class StagingFolder {
     return staging;
   }
 
-  /** fsync the folder, then swap it into place (replacing an existing output, as --force allows). */
+  /**
+   * fsync every file and folder in it (data, index, config, copied files), then swap it into
+   * place (replacing an existing output, as --force allows). Until the rename, the output path
+   * holds the old state; after it, the whole new checkpoint is on disk.
+   */
   async commit(): Promise<void> {
-    await fsyncDir(this.path);
+    await fsyncTree(this.path);
     let backup: string | undefined;
     try {
       await rename(this.path, this.finalPath);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'EISDIR') throw e;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'EISDIR' && code !== 'ENOTDIR') throw e;
       backup = `${this.path}-old`;
       await rename(this.finalPath, backup);
-      await rename(this.path, this.finalPath);
+      try {
+        await rename(this.path, this.finalPath);
+      } catch (e2) {
+        await rename(backup, this.finalPath); // put the old output back rather than lose both
+        throw e2;
+      }
     }
     this.committed = true;
     activeStaging.delete(this);
@@ -84,6 +108,33 @@ export const activeStaging = new Set<StagingFolder>();
 export function discardAllStagingSync(rmSync: (p: string, o: { recursive: boolean; force: boolean }) => void): void {
   for (const s of activeStaging) rmSync(s.path, { recursive: true, force: true });
   activeStaging.clear();
+}
+
+/** fsync every file under `dir`, then every folder (children before parents, so names are durable). */
+export async function fsyncTree(dir: string): Promise<void> {
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) await fsyncTree(path);
+    else if (entry.isFile()) await fsyncDir(path);
+  }
+  await fsyncDir(dir);
+}
+
+/** Disk-full errors as the OS reports them: no space, quota exceeded, file too large. */
+const DISK_FULL_CODES = new Set(['ENOSPC', 'EDQUOT', 'EFBIG']);
+
+/**
+ * An error raised while writing `output`, in words for the user. Disk-full becomes one line that
+ * says where, how much the output needs and that the partial output is gone (the caller has
+ * discarded the staging folder before rethrowing); anything else passes through unchanged.
+ */
+export function explainWriteFailure(e: unknown, output: string, bytesNeeded: number): unknown {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  if (typeof code !== 'string' || !DISK_FULL_CODES.has(code)) return e;
+  return new CheckpointError(
+    `disk full while writing ${output} (${code}): the converted checkpoint needs about ${formatBytes(bytesNeeded)} there; ` +
+      'free space or choose another -o folder (the partial output was removed)',
+  );
 }
 
 export async function fsyncDir(path: string): Promise<void> {

@@ -4,7 +4,8 @@
 
 import { open, type FileHandle } from 'node:fs/promises';
 import { DTYPE_SIZES, isDtype, type Dtype } from '../fp8/dtypes.js';
-import { SafetensorsParseError } from './errors.js';
+import { quoteName, SafetensorsParseError } from './errors.js';
+import { findDuplicateKey } from './json-duplicate-keys.js';
 
 /**
  * Largest header we accept. Real headers are a few hundred KB (DeepSeek-V3 shards: ~100 KB);
@@ -48,12 +49,19 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 export function parseSafetensorsHeader(file: string, headerBytes: Uint8Array, fileSize: number): SafetensorsHeader {
   const dataStart = 8 + headerBytes.byteLength;
   let json: unknown;
+  let text: string;
   try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+    json = JSON.parse(text);
   } catch (e) {
     throw new SafetensorsParseError(file, `header is not valid UTF-8 JSON (${(e as Error).message}); the file is corrupt or not a safetensors file`);
   }
   if (!isRecord(json)) throw new SafetensorsParseError(file, 'header is not a JSON object');
+  // JSON.parse keeps the last of two equal keys: a tensor named twice would silently lose one copy.
+  const duplicate = findDuplicateKey(text);
+  if (duplicate !== undefined) {
+    throw new SafetensorsParseError(file, 'the header names this tensor more than once; the file is corrupt', duplicate);
+  }
   const metadata: Record<string, string> = {};
   const tensors = new Map<string, TensorInfo>();
   const dataLength = fileSize - dataStart;
@@ -62,7 +70,7 @@ export function parseSafetensorsHeader(file: string, headerBytes: Uint8Array, fi
     if (name === '__metadata__') {
       if (!isRecord(entry)) throw new SafetensorsParseError(file, '__metadata__ is not an object');
       for (const [k, v] of Object.entries(entry)) {
-        if (typeof v !== 'string') throw new SafetensorsParseError(file, `__metadata__["${k}"] is not a string`);
+        if (typeof v !== 'string') throw new SafetensorsParseError(file, `__metadata__[${quoteName(k)}] is not a string`);
         metadata[k] = v;
       }
       continue;
@@ -86,6 +94,9 @@ export function parseSafetensorsHeader(file: string, headerBytes: Uint8Array, fi
     const [begin, end] = offsets as [number, number];
     const dims = shape as number[];
     const expected = elementCount(dims) * DTYPE_SIZES[dtype];
+    if (!Number.isSafeInteger(expected)) {
+      throw new SafetensorsParseError(file, `shape ${JSON.stringify(dims)} has too many elements to be stored in a file`, name);
+    }
     if (end - begin !== expected) {
       throw new SafetensorsParseError(file, `data_offsets [${begin}, ${end}] hold ${end - begin} bytes but ${dtype}${JSON.stringify(dims)} needs ${expected}`, name);
     }
@@ -103,7 +114,12 @@ export function parseSafetensorsHeader(file: string, headerBytes: Uint8Array, fi
     cursor = r.end;
   }
   if (cursor !== dataLength) {
-    throw new SafetensorsParseError(file, `tensors cover ${cursor} bytes of a ${dataLength}-byte data section (trailing bytes or truncated file)`);
+    const last = ranges[ranges.length - 1]?.name;
+    throw new SafetensorsParseError(
+      file,
+      `tensors cover ${cursor} bytes of a ${dataLength}-byte data section: ${dataLength - cursor} trailing bytes ${last !== undefined ? "after this tensor's data " : ''}belong to no tensor; the file is corrupt`,
+      last,
+    );
   }
   return { tensors, metadata, dataStart };
 }

@@ -64,7 +64,7 @@ export function detectArchitecture(config: ModelConfig | undefined): Architectur
   const numExperts = numberField(config, 'num_local_experts', 'num_experts', 'n_routed_experts');
   return {
     family,
-    label: archClass ?? modelType ?? 'unknown (no config.json)',
+    label: archClass ?? modelType ?? (config === undefined ? 'unknown (no config.json)' : 'unknown (config.json names no architecture)'),
     isMoe: numExperts !== undefined && numExperts > 0,
     isMla: numberField(config, 'kv_lora_rank') !== undefined,
     numExperts,

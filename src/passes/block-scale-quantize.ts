@@ -2,9 +2,7 @@
 // FP8, in MLC LLM's order (opt-out → final FC / router → Linear → MoE experts), producing a
 // ConvertPlan. No bytes are read here: only names, dtypes, shapes and config.json.
 
-import { ceilDiv } from '../fp8/block-quantize.js';
 import { isFloatSourceDtype, isFp8Dtype, type Dtype } from '../fp8/dtypes.js';
-import { fp8FormatInfo } from '../fp8/formats.js';
 import type { ModelConfig } from '../io/checkpoint.js';
 import { detectArchitecture } from './architectures.js';
 import { buildModuleTree, walkModules, type ModuleNode } from './module-tree.js';
@@ -17,6 +15,9 @@ import {
   type QuantizedModuleKind,
 } from './plan.js';
 import { compileExcludePattern, isEmbedding, isFinalFc, isMoeRouter, type ExcludePattern } from './skip-rules.js';
+import { fusedExpertAliases, planQuantizeEntry } from './fused-experts.js';
+import { planMlaSplit } from './mla-split.js';
+import { stackPerExpertWeights } from './stack-experts.js';
 
 export interface SourceTensor {
   readonly name: string;
@@ -28,12 +29,19 @@ export interface PassOptions {
   readonly settings: QuantizationSettings;
   /** User --exclude patterns (plain module suffixes or `re:` regular expressions). */
   readonly exclude?: readonly string[];
+  /** Also write MLA's w_uk / w_uv (passes/mla-split.ts). */
+  readonly mlaSplit?: boolean;
+  /** Write per-expert weights as one stacked [E, N, K] tensor per projection (passes/stack-experts.ts). */
+  readonly stackExperts?: boolean;
 }
 
 /** The input is already quantized; converting it again would quantize FP8 codes as numbers. */
 export class AlreadyQuantizedError extends Error {
   constructor(detail: string) {
-    super(`the input is already FP8-quantized (${detail}); convert the original BF16/FP16 checkpoint instead`);
+    super(
+      `the input is already FP8-quantized (${detail}): pass --requantize to quantize it again through its dequantized values ` +
+        `(another block size or dtype), or write a BF16 copy first with \`fp8q dequant <dir> -o <bf16-dir>\`; or convert the original BF16/FP16 checkpoint`,
+    );
     this.name = 'AlreadyQuantizedError';
   }
 }
@@ -59,8 +67,16 @@ export function detectQuantizedInput(config: ModelConfig | undefined, tensors: r
   return undefined;
 }
 
+/**
+ * An MoE expert weight: per-expert (`experts.3.w1`) or a fused stack under `experts`
+ * (`experts.gate_up_proj`, 3-D). `shared_experts` / `shared_expert` are ordinary linears.
+ */
+function isExpertModule(path: string): boolean {
+  return /(^|\.)experts(\.|$)/.test(path);
+}
+
 function moduleKind(path: string, settings: QuantizationSettings): QuantizedModuleKind {
-  if (/(^|\.)experts\.\d+(\.|$)/.test(path) || /(^|\.)experts$/.test(path)) return 'BlockScaleQuantizeMixtralExperts';
+  if (isExpertModule(path)) return 'BlockScaleQuantizeMixtralExperts';
   return settings.activationScheme === 'static' ? 'BlockScaleQuantizeLinearStaticActivation' : 'BlockScaleQuantizeLinear';
 }
 
@@ -84,9 +100,10 @@ export function blockScaleQuantizePass(
     ...sourceModulesToNotConvert(config).map(compileExcludePattern),
   ];
   const byName = new Map(tensors.map((t) => [t.name, t]));
-  const tree = buildModuleTree(tensors.map((t) => t.name));
-  const fmt = fp8FormatInfo(settings.format);
-  const { bn, bk } = settings.block;
+  // Fused experts stored without `.weight` (`mlp.experts.gate_up_proj`) enter the tree as `<name>.weight`.
+  const aliases = fusedExpertAliases(tensors);
+  for (const [alias, real] of aliases) byName.set(alias, byName.get(real)!);
+  const tree = buildModuleTree([...tensors.map((t) => t.name).filter((n) => !aliases.has(`${n}.weight`)), ...aliases.keys()]);
 
   const entries: PlanEntry[] = [];
   const modules: ModuleDecision[] = [];
@@ -106,6 +123,11 @@ export function blockScaleQuantizePass(
     if (rank !== 2 && rank !== 3) continue; // norms, biases, scalars: copied below
     if (isEmbedding(node.path)) {
       modules.push({ module: node.path, decision: 'keep', reason: 'embedding' });
+      continue;
+    }
+    if (rank === 3 && !isExpertModule(node.path)) {
+      // Outside an expert set a 3-D weight is a convolution (Mamba's conv1d), not a Linear.
+      modules.push({ module: node.path, decision: 'keep', reason: '3-D weight outside an expert set (not a Linear)' });
       continue;
     }
     const excluded = excludes.find((p) => p.matches(node.path));
@@ -130,22 +152,17 @@ export function blockScaleQuantizePass(
       continue;
     }
     const kind = moduleKind(node.path, settings);
-    const lead = rank === 3 ? [weight.shape[0]!] : [];
-    const n = weight.shape[rank - 2]!;
-    const k = weight.shape[rank - 1]!;
-    entries.push({
-      op: 'quantize',
-      module: node.path,
-      kind,
-      sources: [weightName],
-      outputs: [
-        plannedOutput(weightName, fmt.dtype, weight.shape),
-        plannedOutput(`${node.path}.weight_scale_inv`, 'F32', [...lead, ceilDiv(n, bn), ceilDiv(k, bk)]),
-      ],
-    });
-    modules.push({ module: node.path, decision: kind, reason: rank === 3 ? 'stacked experts' : 'linear' });
-    handled.add(weightName);
+    // Orientation of fused experts ([E, N, K] or [E, K, N]) and their scale names: passes/fused-experts.ts.
+    const planned = planQuantizeEntry(
+      { config, module: node.path, kind, source: { ...weight, name: aliases.get(weightName) ?? weightName }, suffixless: aliases.has(weightName), settings },
+      warnings,
+    );
+    entries.push(planned.entry);
+    modules.push({ module: node.path, decision: kind, reason: planned.reason });
+    handled.add(aliases.get(weightName) ?? weightName);
   }
+  if (options.stackExperts) stackPerExpertWeights(entries, modules, tensors, settings, warnings);
+  if (options.mlaSplit) entries.push(...planMlaSplit(config, tensors, modules, settings, warnings));
 
   const reasons = new Map(modules.map((m) => [m.module, m.reason]));
   for (const t of tensors) {

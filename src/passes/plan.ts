@@ -39,7 +39,91 @@ export interface QuantizeEntry extends EntryBase {
   readonly kind: QuantizedModuleKind;
 }
 
-export type PlanEntry = CopyEntry | QuantizeEntry;
+/**
+ * Where the dequantization multipliers of an FP8 *source* tensor are (FP8 checkpoints as input).
+ * The stored tensor is read as a 2-D matrix per leading index (its last two axes, rows × columns);
+ * each scale covers `rowBlock` rows × `colBlock` columns of it.
+ */
+export interface Fp8SourceRef {
+  readonly scale: string;
+  readonly rowBlock: number;
+  readonly colBlock: number;
+  /** true: the scale grid is indexed [column block, row block] (a weight stored in × out). */
+  readonly scaleTransposed: boolean;
+}
+
+/** FP8 source tensors of an entry → their scales; absent for BF16/FP16/FP32 sources. */
+export type Fp8Sources = Readonly<Record<string, Fp8SourceRef>>;
+
+/**
+ * A fused expert weight stored in × out, `[E, K, N]` (gpt-oss, Llama-4: `x @ W`). Kept in its
+ * stored layout; blocks run over (out, in) of the math: bk stored rows × bn stored columns, and
+ * `weight_scale_inv` is `[E, ceil(N/bn), ceil(K/bk)]` like every other fp8q scale.
+ */
+export interface QuantizeInOutEntry extends EntryBase {
+  readonly op: 'quantize-in-out';
+  readonly module: string;
+  readonly kind: QuantizedModuleKind;
+  readonly fp8?: Fp8Sources;
+}
+
+/**
+ * DeepSeek MLA (SPEC.md section 4): `kv_b_proj.weight [H*(nope+v), kv_lora]` → `w_uk
+ * (H, kv_lora, nope)` and `w_uv (H, v, kv_lora)` in FP8, in MLC LLM's layout. 'move-blocks':
+ * the head dims align with the block, so w_uk/w_uv are the blocks of the quantized kv_b_proj,
+ * moved. 'own-grid': they do not; each head's w_uk and w_uv are quantized from the source with
+ * their own ceil-sized grids (see passes/mla-split.ts for the axes).
+ */
+export interface MlaSplitEntry extends EntryBase {
+  readonly op: 'mla-split';
+  /** The attention module (`model.layers.3.self_attn`). */
+  readonly module: string;
+  readonly heads: number;
+  readonly kvLoraRank: number;
+  readonly nopeHeadDim: number;
+  readonly vHeadDim: number;
+  readonly method: 'move-blocks' | 'own-grid';
+  readonly fp8?: Fp8Sources;
+}
+
+/**
+ * Per-expert 2-D weights written as one stacked `[E, N, K]` FP8 tensor (--stack-experts).
+ * `parts[e]` lists expert e's source weights, concatenated along N (gate then up for gate_up_proj).
+ */
+export interface StackExpertsEntry extends EntryBase {
+  readonly op: 'stack-experts';
+  /** The stacked tensor's name (`model.layers.1.mlp.experts.gate_up_proj`). */
+  readonly module: string;
+  readonly kind: 'BlockScaleQuantizeMixtralExperts';
+  readonly parts: readonly (readonly string[])[];
+  readonly fp8?: Fp8Sources;
+}
+
+/** An FP8 source weight dequantized to float32 and quantized again with the requested settings (--requantize). */
+export interface RequantizeEntry extends EntryBase {
+  readonly op: 'requantize';
+  readonly module: string;
+  readonly kind: QuantizedModuleKind;
+  readonly fp8: Fp8Sources;
+}
+
+/** An FP8 source weight written as `fp8 × scale_inv`, rounded once to the output dtype (fp8q dequant). */
+export interface DequantizeEntry extends EntryBase {
+  readonly op: 'dequantize';
+  /** The module whose weight this is. */
+  readonly module: string;
+  readonly reason: string;
+  readonly fp8: Fp8Sources;
+}
+
+export type PlanEntry =
+  | CopyEntry
+  | QuantizeEntry
+  | QuantizeInOutEntry
+  | MlaSplitEntry
+  | StackExpertsEntry
+  | RequantizeEntry
+  | DequantizeEntry;
 
 export interface QuantizationSettings {
   readonly format: Fp8Format;

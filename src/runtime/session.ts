@@ -2,7 +2,13 @@
 // run it with float32/float16 host tensors, release it. Everything else in fp8q talks in
 // HostTensor and Device, so the execution-provider mapping and onnxruntime's tensor types stay here.
 
-import { InferenceSession, Tensor } from 'onnxruntime-node';
+import { env, InferenceSession, Tensor } from 'onnxruntime-node';
+
+// onnxruntime's process-wide logger (read once, at the first session) writes its errors and
+// warnings to stderr in color: a failed CUDA probe under --device auto, or "some nodes were not
+// assigned to the preferred execution provider" on CUDA. Every error that matters reaches fp8q as
+// an exception and is reported once, in fp8q's words, so the logger keeps to fatal messages.
+env.logLevel = 'fatal';
 
 export type Device = 'cpu' | 'cuda';
 
@@ -54,6 +60,7 @@ export class OnnxSession {
 
   static async create(model: Uint8Array, options: SessionOptions = {}): Promise<OnnxSession> {
     const device = options.device ?? 'cpu';
+    if (device === 'cuda') keepCudaFloat32Exact();
     const sessionOptions: InferenceSession.SessionOptions = {
       executionProviders: executionProviders(device),
       graphOptimizationLevel: options.optimize === false ? 'disabled' : 'all',
@@ -106,6 +113,17 @@ export class OnnxSession {
     this.released = true;
     await this.session.release();
   }
+}
+
+/**
+ * onnxruntime's CUDA provider runs float32 MatMul through cuBLAS in TF32 (10-bit mantissa inputs)
+ * and onnxruntime-node cannot pass its `use_tf32` option; that error (~1e-3 relative) would blur
+ * the FP8-against-BF16 comparison verify makes and the CPU/CUDA agreement. NVIDIA_TF32_OVERRIDE=0
+ * turns TF32 off in cuBLAS; cuBLAS reads it when it creates its handle, at the first CUDA session.
+ * A value the user set wins (NVIDIA_TF32_OVERRIDE=1 to trade exactness for speed).
+ */
+function keepCudaFloat32Exact(): void {
+  process.env['NVIDIA_TF32_OVERRIDE'] ??= '0';
 }
 
 function toHostTensor(name: string, value: InferenceSession.OnnxValueMapType[string]): HostTensor {

@@ -1,10 +1,13 @@
 // `fp8q convert`: flags → ConvertOptions, progress rendering, and the summary (table or JSON).
 
 import { convertCheckpoint, type ConvertSummary } from '../../io/convert-checkpoint.js';
+import { checkOutputFormat, OutputFormatError } from '../../io/formats/output-format.js';
 import { formatBytes } from '../../io/sizes.js';
 import type { ConvertPlan } from '../../passes/plan.js';
-import { parseBlock, parseSize, parseWeightDtype } from '../options.js';
-import { ByteProgress, info, outputMode, printJson, warn } from '../output.js';
+import { describeEntry, entryDetails } from '../../passes/plan-describe.js';
+import { parseBlock, parseOutputFormat, parseSize, parseWeightDtype } from '../options.js';
+import { compileExcludePattern } from '../../passes/skip-rules.js';
+import { ByteProgress, info, outputMode, printJson, warn, type OutputMode } from '../output.js';
 import { UsageError } from '../errors.js';
 
 export interface ConvertFlags {
@@ -12,6 +15,7 @@ export interface ConvertFlags {
   block: string;
   weightDtype: string;
   scaleFmt?: string;
+  format?: string;
   exclude?: string[];
   maxShardSize: string;
   dryRun?: boolean;
@@ -32,12 +36,20 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     block: parseBlock(flags.block),
     format: parseWeightDtype(flags.weightDtype),
     scaleFormat,
-    exclude: flags.exclude ?? [],
+    outputFormat: parseOutputFormat(flags.format ?? 'hf'),
+    exclude: parseExcludePatterns(flags.exclude ?? []),
     maxShardBytes: parseSize('--max-shard-size', flags.maxShardSize),
     dryRun: flags.dryRun === true,
     force: flags.force === true,
     allowNonFinite: flags.allowNonfinite === true,
   } as const;
+  try {
+    // A flag combination the chosen layout cannot express is a command-line error, found before any reading.
+    checkOutputFormat({ settings: { format: options.format, block: options.block, scaleFormat, activationScheme: 'dynamic' } }, options.outputFormat);
+  } catch (e) {
+    if (e instanceof OutputFormatError) throw new UsageError(e.message);
+    throw e;
+  }
   const progress = options.dryRun ? undefined : new ByteProgress(mode, 'converting');
   let plan: ConvertPlan | undefined;
   try {
@@ -51,7 +63,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
       },
     });
     if (mode.json) printJson(options.dryRun ? { ...summary, plan: planForJson(plan!) } : summary);
-    else if (options.dryRun) printPlan(plan!, summary);
+    else if (options.dryRun) printPlan(plan!, summary, mode);
     else {
       progress?.succeed(
         `${summary.output}: ${summary.tensorsQuantized} tensors quantized, ${summary.tensorsKept} kept, ` +
@@ -65,6 +77,18 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
   }
 }
 
+/** --exclude values, checked before any reading: a bad `re:` pattern is a command-line error. */
+function parseExcludePatterns(patterns: readonly string[]): string[] {
+  for (const p of patterns) {
+    try {
+      compileExcludePattern(p);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
+  return [...patterns];
+}
+
 export function planForJson(plan: ConvertPlan): unknown {
   return {
     architecture: plan.architecture,
@@ -75,21 +99,19 @@ export function planForJson(plan: ConvertPlan): unknown {
       op: e.op,
       sources: e.sources,
       outputs: e.outputs,
-      ...(e.op === 'copy' ? { reason: e.reason } : { module: e.module, kind: e.kind }),
+      ...entryDetails(e),
     })),
   };
 }
 
-function printPlan(plan: ConvertPlan, summary: ConvertSummary): void {
+function printPlan(plan: ConvertPlan, summary: ConvertSummary, mode: OutputMode): void {
   const lines: string[] = [];
   lines.push(`plan for ${summary.input} (${plan.architecture}), nothing written:`);
-  for (const e of plan.entries) {
-    const out = e.outputs.map((o) => `${o.name} ${o.dtype}[${o.shape.join(',')}]`).join(' + ');
-    lines.push(e.op === 'copy' ? `  keep      ${out}  (${e.reason})` : `  quantize  ${out}  (${e.kind})`);
-  }
+  for (const e of plan.entries) lines.push(`  ${describeEntry(e)}`);
   lines.push(
     `${summary.tensorsQuantized} to quantize, ${summary.tensorsKept} to keep; ${formatBytes(summary.bytesIn)} → ${formatBytes(summary.bytesOut)}`,
   );
   process.stdout.write(`${lines.join('\n')}\n`);
-  info(outputMode({}), `modules_to_not_convert: ${JSON.stringify(summary.quantizationConfig.modules_to_not_convert)}`);
+  const key = summary.outputFormat === 'compressed-tensors' ? 'ignore' : 'modules_to_not_convert';
+  info(mode, `${key}: ${JSON.stringify(plan.notConverted)}`);
 }

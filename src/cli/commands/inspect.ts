@@ -22,6 +22,17 @@ export async function inspectCommand(dir: string, flags: { json?: boolean }): Pr
   ];
   if (report.quantizedBy) {
     lines.push(`  quantized: ${report.quantizedBy}`);
+    const qf = report.quantizedFormat;
+    if (qf) {
+      lines.push(
+        `  format: ${qf.format} (scales "*.${qf.scaleSuffix}"), block ${qf.block.bn}x${qf.block.bk}, ${qf.fmt}, activations ${qf.activationScheme}, ${qf.ignore.length} module(s) not quantized`,
+      );
+    }
+    const sc = report.scales;
+    if (sc) {
+      const what = sc.found === 'ue8m0' ? 'ue8m0 (every scale is a power of two)' : 'float';
+      lines.push(`  scale format: ${what}; declared ${sc.declared}; ${sc.values} scales in ${sc.tensors} tensors`);
+    }
     lines.push(`  quantization_config: ${JSON.stringify(report.quantizationConfig)}`);
   } else {
     lines.push(`  a convert would quantize ${report.wouldQuantize.length} modules and keep ${report.wouldKeep.length}:`);

@@ -86,3 +86,17 @@ export function readTokenWithSource(env: Env): TokenWithSource | undefined {
 export function readToken(env: Env): string | undefined {
   return readTokenWithSource(env)?.token;
 }
+
+export interface TokenChoice {
+  token: string | undefined;
+  /** `HF_TOKEN`, the token file's path, or undefined for a token passed explicitly. */
+  source: string | undefined;
+}
+
+/** The token to send: explicit, `false` for none, else from the environment / token file. */
+export function chooseToken(token: string | false | undefined, env: Env): TokenChoice {
+  if (token === false) return { token: undefined, source: undefined };
+  if (token !== undefined && token.trim() !== '') return { token: token.trim(), source: undefined };
+  const found = readTokenWithSource(env);
+  return { token: found?.token, source: found?.source };
+}

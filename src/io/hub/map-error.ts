@@ -22,6 +22,8 @@ export interface ErrorContext {
   /** Downloading (read access) or pushing (write access). */
   action: 'download' | 'push';
   hubFetch?: HubFetch;
+  /** The id could have been a folder path: say that no such folder exists either. */
+  noLocalFolder?: boolean;
 }
 
 /** Network failures worth a retry: anything but an HTTP answer in 4xx (except 408 and 429). */
@@ -43,6 +45,7 @@ export function toHubError(e: unknown, ctx: ErrorContext): HubError {
   const tokenFrom = ctx.tokenSource !== undefined ? ` (from ${ctx.tokenSource})` : '';
   const make = (code: HubError['code'], message: string, status?: number): HubError =>
     new HubError(code, redact(message, ctx.token), status);
+  const noFolder = ctx.noLocalFolder ? ` (no local folder "${ctx.repoId}" exists either)` : '';
 
   if (e instanceof HubApiError) {
     const status = e.statusCode;
@@ -63,7 +66,7 @@ export function toHubError(e: unknown, ctx: ErrorContext): HubError {
           'HUB_AUTH',
           ctx.action === 'push'
             ? `pushing to ${repo} needs a token with write access: ${LOGIN_HINT} (${detail})`
-            : `cannot access ${repo} on ${ctx.hubUrl}: it does not exist, or it is private or gated and no token was sent. Check the id (org/name); if the model is private or gated, ${LOGIN_HINT} (${detail})`,
+            : `cannot access ${repo} on ${ctx.hubUrl}: it does not exist${noFolder}, or it is private or gated and no token was sent. Check the id (org/name); if the model is private or gated, ${LOGIN_HINT} (${detail})`,
           status,
         );
       }
@@ -99,7 +102,7 @@ export function toHubError(e: unknown, ctx: ErrorContext): HubError {
       }
       return make(
         'HUB_NOT_FOUND',
-        `model ${repo} was not found on ${ctx.hubUrl}: check the id (org/name, as in the URL of the model page)${withToken ? '' : `; if it is private, ${LOGIN_HINT}`} (${detail})`,
+        `model ${repo} was not found on ${ctx.hubUrl}${noFolder}: check the id (org/name, as in the URL of the model page)${withToken ? '' : `; if it is private, ${LOGIN_HINT}`} (${detail})`,
         status,
       );
     }

@@ -8,14 +8,14 @@ import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { commitIter, createRepo, HubApiError, type CommitOperation } from '@huggingface/hub';
-import { type Env, hubEndpoint } from './env.js';
+import { chooseToken, type Env, hubEndpoint } from './env.js';
 import { HubError } from './errors.js';
 import type { PushEvent } from './events.js';
 import { createHubFetch } from './hub-fetch.js';
 import { type ErrorContext, LOGIN_HINT, toHubError } from './map-error.js';
 import { type ModelCardInput, readModelCardData, renderModelCard } from './model-card.js';
 import { assertRepoId } from './repo-id.js';
-import { chooseToken } from './resolve-source.js';
+import { fp8qVersion } from './version.js';
 
 /** How deep a converted folder may nest (it is flat; a guard against uploading a tree by mistake). */
 const MAX_FOLDER_DEPTH = 4;
@@ -99,7 +99,7 @@ export async function pushFolder(dir: string, repoId: string, opts: PushOptions)
     { operation: 'addOrUpdate', path: 'README.md', content: new Blob([card], { type: 'text/markdown' }) },
   ];
   const title =
-    opts.commitTitle ?? `Upload FP8 checkpoint of ${opts.card.source} (fp8q ${readVersion(opts.card)})`;
+    opts.commitTitle ?? `Upload FP8 checkpoint of ${opts.card.source} (fp8q ${opts.card.fp8qVersion ?? fp8qVersion()})`;
   let commit: string;
   try {
     const it = commitIter({
@@ -126,8 +126,4 @@ export async function pushFolder(dir: string, repoId: string, opts: PushOptions)
   }
   emit({ event: 'committed', commit, url });
   return { repoId, url, commit, created, files: [...files, 'README.md'].sort() };
-}
-
-function readVersion(card: ModelCardInput): string {
-  return card.fp8qVersion ?? 'dev';
 }

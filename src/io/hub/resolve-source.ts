@@ -14,7 +14,7 @@ import { existsSync } from 'node:fs';
 import { listFiles, modelInfo } from '@huggingface/hub';
 import { COMMIT_HASH, RepoCache } from './cache-layout.js';
 import { downloadBlob } from './download-blob.js';
-import { type Env, hubCacheDir, hubEndpoint, isOffline, readTokenWithSource } from './env.js';
+import { chooseToken, type Env, hubCacheDir, hubEndpoint, isOffline } from './env.js';
 import { HubError } from './errors.js';
 import type { DownloadEvent, PlannedFile } from './events.js';
 import { createHubFetch, type HubFetch } from './hub-fetch.js';
@@ -61,19 +61,6 @@ export interface ResolvedSource {
   files?: string[];
 }
 
-export interface TokenChoice {
-  token: string | undefined;
-  source: string | undefined;
-}
-
-/** The token to send: explicit, `false` for none, else from the environment / token file. */
-export function chooseToken(token: string | false | undefined, env: Env): TokenChoice {
-  if (token === false) return { token: undefined, source: undefined };
-  if (token !== undefined && token.trim() !== '') return { token: token.trim(), source: '--token' };
-  const found = readTokenWithSource(env);
-  return { token: found?.token, source: found?.source };
-}
-
 export async function resolveSource(source: string, opts: ResolveOptions = {}): Promise<ResolvedSource> {
   if (existsSync(source)) {
     const dir = resolve(source);
@@ -112,11 +99,12 @@ async function downloadRepo(repoId: string, opts: ResolveOptions): Promise<Resol
   const cache = new RepoCache(opts.cacheDir ?? hubCacheDir(env), repoId);
   const emit = (e: DownloadEvent): void => opts.onProgress?.(e);
   const hubFetch = createHubFetch(opts.signal ? { signal: opts.signal } : {});
-  const errCtx: ErrorContext = { repoId, hubUrl, token, tokenSource, revision, action: 'download', hubFetch };
+  // `org/name` may have been meant as a folder: messages about a missing repo say there is none.
+  const errCtx: ErrorContext = { repoId, hubUrl, token, tokenSource, revision, action: 'download', hubFetch, noLocalFolder: true };
   const ctx: Ctx = { repoId, revision, hubUrl, token, cache, hubFetch, errCtx, emit, opts };
 
   if (opts.offline ?? isOffline(env)) {
-    return fromCache(ctx, 'HF_HUB_OFFLINE is set');
+    return fromCache(ctx, 'offline mode, HF_HUB_OFFLINE');
   }
 
   let commit: string;

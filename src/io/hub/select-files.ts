@@ -134,5 +134,8 @@ export function shardsFromIndex(indexText: string, entries: readonly RepoFile[])
     }
     shards.push(entry);
   }
+  if (shards.length === 0) {
+    throw new HubError('HUB_INTEGRITY', `${SAFETENSORS_INDEX} in the repo names no shard: the repo is incomplete`);
+  }
   return shards;
 }

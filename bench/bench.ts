@@ -1,0 +1,219 @@
+// `npm run bench`: is conversion disk-bound and memory-flat? (issue 5)
+//
+// Writes a synthetic Llama-8B-shaped BF16 checkpoint (≥ 4 GiB, sharded, one 1 GiB tensor) into a
+// temp dir, then from the same cache state each time (page cache dropped when we may, else the
+// source read once beforehand) measures: `cp -r` of the source folder (and its `sync`), and the
+// built CLI's `fp8q convert` as a child process (wall time, peak RSS reported by the child) at
+// --threads 1 and the default. It also times the quantize kernels alone on in-memory data. Prints a
+// table, or one JSON document with --json. Cleans up its temp dir, also on Ctrl-C.
+//
+// Flags: --json, --layers <n> (default 5; fewer for a quick smoke run), --no-build (use dist/ as
+// is), --keep (leave the temp dir), --tmp <dir> (where the temp dir goes; default os.tmpdir()),
+// --threads <list> (convert runs to make, default "1,default"; "default" passes no --threads).
+
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { computeRates, type ComputeRates } from './compute-rates.js';
+import { LLAMA_8B_LIKE, writeSyntheticCheckpoint, type SyntheticCheckpoint } from './synthetic-checkpoint.js';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const DIST_CLI = join(REPO, 'dist', 'cli', 'index.js');
+/** Source shards of at most this size: several shards, as real checkpoints have. */
+const SOURCE_SHARD_BYTES = 2e9;
+/** A convert that takes longer than this has hung (e.g. a worker kept the process alive). */
+const CHILD_TIMEOUT_MS = 15 * 60 * 1000;
+
+interface Args {
+  json: boolean;
+  layers: number;
+  build: boolean;
+  keep: boolean;
+  tmp: string;
+  threads: Array<number | 'default'>;
+}
+
+function parseArgs(argv: readonly string[]): Args {
+  const args: Args = { json: false, layers: LLAMA_8B_LIKE.layers, build: true, keep: false, tmp: tmpdir(), threads: [1, 'default'] };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--json') args.json = true;
+    else if (a === '--no-build') args.build = false;
+    else if (a === '--keep') args.keep = true;
+    else if (a === '--layers') args.layers = Number(argv[++i]);
+    else if (a === '--tmp') args.tmp = argv[++i] ?? '';
+    else if (a === '--threads') args.threads = (argv[++i] ?? '').split(',').map((t) => (t === 'default' ? t : Number(t)));
+    else throw new Error(`bench: unknown argument "${a}" (expected --json, --layers <n>, --threads <list>, --no-build, --keep, --tmp <dir>)`);
+  }
+  if (!Number.isSafeInteger(args.layers) || args.layers < 1) throw new Error('bench: --layers needs a positive integer');
+  if (args.threads.some((t) => t !== 'default' && !(Number.isSafeInteger(t) && t > 0))) throw new Error('bench: --threads needs a list like 1,2,default');
+  return args;
+}
+
+type CacheState = 'cold (page cache dropped)' | 'warm (source read once before)';
+
+/** Same starting point for every measurement: nothing dirty, and the source cold (or all warm). */
+async function resetCache(source: string): Promise<CacheState> {
+  spawnSync('sync');
+  try {
+    await writeFile('/proc/sys/vm/drop_caches', '3');
+    return 'cold (page cache dropped)';
+  } catch {
+    for (const f of await readdir(source)) spawnSync('cat', [join(source, f)], { stdio: ['ignore', 'ignore', 'ignore'] });
+    return 'warm (source read once before)';
+  }
+}
+
+function timeCommand(cmd: string, args: readonly string[]): number {
+  const t0 = performance.now();
+  const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  if (r.status !== 0) throw new Error(`bench: ${cmd} ${args.join(' ')} failed (${r.status ?? r.signal})`);
+  return (performance.now() - t0) / 1000;
+}
+
+interface ConvertRun {
+  readonly threads: number | 'default';
+  readonly seconds: number;
+  readonly maxRssMiB: number;
+  readonly bytesOut: number;
+  readonly shards: number;
+}
+
+/** Runs the built CLI in a child that reports its own peak RSS (ru_maxrss, all threads) on exit. */
+async function runConvert(source: string, output: string, threads: number | 'default'): Promise<ConvertRun> {
+  const wrapper =
+    `import { main } from ${JSON.stringify(pathToFileURL(DIST_CLI).href)};\n` +
+    `process.exitCode = await main(process.argv);\n` +
+    `process.on('exit', () => process.stderr.write('\\nFP8Q_BENCH_MAXRSS_KB=' + process.resourceUsage().maxRSS + '\\n'));\n`;
+  const cli = ['fp8q', 'convert', source, '-o', output, '--json', ...(threads === 'default' ? [] : ['--threads', String(threads)])];
+  const t0 = performance.now();
+  const child = spawn(process.execPath, ['--input-type=module', '-e', wrapper, ...cli], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
+  const code = await new Promise<number | null>((res) => child.on('close', (c) => res(c)));
+  clearTimeout(timer);
+  const seconds = (performance.now() - t0) / 1000;
+  if (code !== 0) throw new Error(`bench: fp8q convert exited with ${code}:\n${stderr.slice(-4000)}`);
+  const rss = /FP8Q_BENCH_MAXRSS_KB=(\d+)/.exec(stderr);
+  const summary = JSON.parse(stdout) as { bytesOut: number; shards: unknown[] };
+  return { threads, seconds, maxRssMiB: rss ? Number(rss[1]) / 1024 : NaN, bytesOut: summary.bytesOut, shards: summary.shards.length };
+}
+
+interface BenchResult {
+  readonly machine: { cpus: number; cpuModel: string; node: string; loadBefore: number[]; loadAfter: number[] };
+  readonly checkpoint: SyntheticCheckpoint & { generateSeconds: number };
+  readonly cacheState: CacheState;
+  readonly cp: { seconds: number; syncSeconds: number };
+  readonly converts: ReadonlyArray<ConvertRun & { ratioToCp: number; ratioToCpSync: number; inputGBps: number }>;
+  readonly compute: ComputeRates;
+}
+
+async function dirBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const f of await readdir(dir, { recursive: true })) {
+    const s = await stat(join(dir, f));
+    if (s.isFile()) total += s.size;
+  }
+  return total;
+}
+
+async function bench(args: Args, work: string): Promise<BenchResult> {
+  const log = (m: string): void => void process.stderr.write(`bench: ${m}\n`);
+  const loadBefore = loadavg();
+  if (args.build) {
+    log('building dist/ (tsc -p tsconfig.build.json)');
+    const r = spawnSync(process.execPath, [join(REPO, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(REPO, 'tsconfig.build.json')], { stdio: 'inherit' });
+    if (r.status !== 0) log('tsc reported errors; measuring the dist/ it emitted');
+  }
+  if (!existsSync(DIST_CLI)) throw new Error(`bench: ${DIST_CLI} is missing; run npm run build`);
+
+  log('compute-only kernel rates (in-memory, one core)');
+  const compute = computeRates();
+
+  const source = join(work, 'source');
+  log(`writing a synthetic ${args.layers}-layer Llama-8B-shaped BF16 checkpoint into ${source}`);
+  const g0 = performance.now();
+  const ckpt = await writeSyntheticCheckpoint(source, { ...LLAMA_8B_LIKE, layers: args.layers }, SOURCE_SHARD_BYTES);
+  const generateSeconds = (performance.now() - g0) / 1000;
+  const sourceBytes = await dirBytes(source);
+
+  let cacheState = await resetCache(source);
+  log(`cp -r (${cacheState})`);
+  const cpDir = join(work, 'cp-copy');
+  const cpSeconds = timeCommand('cp', ['-r', source, cpDir]);
+  const syncSeconds = timeCommand('sync', []);
+  await rm(cpDir, { recursive: true, force: true });
+
+  const converts = [];
+  for (const threads of args.threads) {
+    cacheState = await resetCache(source);
+    log(`fp8q convert --threads ${threads} (${cacheState})`);
+    const out = join(work, `fp8-${threads}`);
+    const run = await runConvert(source, out, threads);
+    await rm(out, { recursive: true, force: true });
+    converts.push({
+      ...run,
+      ratioToCp: run.seconds / cpSeconds,
+      ratioToCpSync: run.seconds / (cpSeconds + syncSeconds),
+      inputGBps: sourceBytes / run.seconds / 1e9,
+    });
+  }
+  return {
+    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version, loadBefore, loadAfter: loadavg() },
+    checkpoint: { ...ckpt, bytes: sourceBytes, generateSeconds },
+    cacheState,
+    cp: { seconds: cpSeconds, syncSeconds },
+    converts,
+    compute,
+  };
+}
+
+function printTable(r: BenchResult): void {
+  const gb = (b: number): string => `${(b / 1e9).toFixed(2)} GB`;
+  const lines = [
+    `machine: ${r.machine.cpus} cores (${r.machine.cpuModel}), node ${r.machine.node}, load ${r.machine.loadBefore.map((l) => l.toFixed(2)).join(' ')} → ${r.machine.loadAfter.map((l) => l.toFixed(2)).join(' ')}`,
+    `checkpoint: ${gb(r.checkpoint.bytes)} BF16 in ${r.checkpoint.shards} shards, ${r.checkpoint.tensors} tensors, largest ${(r.checkpoint.largestTensorBytes / 2 ** 30).toFixed(2)} GiB; written in ${r.checkpoint.generateSeconds.toFixed(1)} s`,
+    `cache state before each run: ${r.cacheState}`,
+    '',
+    'run                        seconds   vs cp -r   vs cp -r+sync   input GB/s   peak RSS',
+    `cp -r                      ${r.cp.seconds.toFixed(2).padStart(7)}      1.00x`,
+    `cp -r + sync               ${(r.cp.seconds + r.cp.syncSeconds).toFixed(2).padStart(7)}                      1.00x`,
+  ];
+  for (const c of r.converts) {
+    lines.push(
+      `fp8q convert --threads ${String(c.threads).padEnd(7)} ${c.seconds.toFixed(2).padStart(7)}   ${c.ratioToCp.toFixed(2).padStart(7)}x   ${c.ratioToCpSync.toFixed(2).padStart(12)}x   ${c.inputGBps.toFixed(2).padStart(10)}   ${c.maxRssMiB.toFixed(0).padStart(4)} MiB`,
+    );
+  }
+  lines.push('', 'compute only (in-memory 128-row stripes, one thread)        elements/s per core');
+  for (const k of r.compute.kernels) lines.push(`  ${k.name.padEnd(58)} ${(k.elementsPerSecond / 1e6).toFixed(0).padStart(6)} M`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+async function runBench(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const work = await mkdtemp(join(args.tmp, 'fp8q-bench-'));
+  const cleanup = async (): Promise<void> => {
+    if (!args.keep) await rm(work, { recursive: true, force: true });
+  };
+  const onSignal = (): void => {
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const result = await bench(args, work);
+    if (args.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    else printTable(result);
+  } finally {
+    await cleanup();
+  }
+}
+
+await runBench();

@@ -1,0 +1,59 @@
+// Compute-only rates of the quantize kernels: one 128-row BF16 stripe of a 14336-column weight,
+// already in memory, quantized repeatedly on this thread. Elements per second per core, so the
+// I/O-free ceiling of a convert is (rate × threads).
+
+import { performance } from 'node:perf_hooks';
+import { quantizeStripe } from '../src/fp8/block-quantize.js';
+import { float32ToBf16Bits, widenToFloat32 } from '../src/fp8/dtypes.js';
+
+export interface KernelRate {
+  readonly name: string;
+  readonly elementsPerSecond: number;
+}
+
+export interface ComputeRates {
+  readonly stripe: readonly [number, number];
+  readonly kernels: readonly KernelRate[];
+}
+
+const ROWS = 128;
+const COLS = 14336;
+const MIN_SECONDS = 1;
+
+function stripe(): Uint16Array {
+  const out = new Uint16Array(ROWS * COLS);
+  let s = 12345;
+  for (let i = 0; i < out.length; i++) {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    out[i] = float32ToBf16Bits(((s / 4294967296) * 2 - 1) * 0.05);
+  }
+  return out;
+}
+
+function rate(run: () => void): number {
+  run(); // warm up the JIT
+  let n = 0;
+  const t0 = performance.now();
+  let t = t0;
+  while (t - t0 < MIN_SECONDS * 1000) {
+    run();
+    n++;
+    t = performance.now();
+  }
+  return (n * ROWS * COLS) / ((t - t0) / 1000);
+}
+
+export function computeRates(): ComputeRates {
+  const bf16 = stripe();
+  const bytes = new Uint8Array(bf16.buffer);
+  const values = new Float32Array(ROWS * COLS);
+  const codes = new Uint8Array(ROWS * COLS);
+  const scales = new Float32Array(COLS / 128);
+  const opts = { format: 'e4m3fn', block: { bn: 128, bk: 128 }, scaleFormat: 'float', nonFinite: 'error' } as const;
+  const kernels: KernelRate[] = [];
+  kernels.push({
+    name: 'reference (widenToFloat32 + quantizeStripe)',
+    elementsPerSecond: rate(() => quantizeStripe(widenToFloat32(bytes, 'BF16', values), ROWS, COLS, opts, codes, scales)),
+  });
+  return { stripe: [ROWS, COLS], kernels };
+}

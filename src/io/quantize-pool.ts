@@ -1,0 +1,150 @@
+// A pool of worker threads that quantize chunks of row stripes (quantize-worker.ts), so the
+// kernel runs on every core while the main thread reads, writes and hashes. Buffers travel as
+// transfers both ways (no copies); each worker holds one chunk at a time and the rest wait here.
+// Workers start on the first chunk (a convert of a tiny model never pays for them). Idle workers
+// are unref'd, so a pool nobody closed never keeps the process alive; busy ones are ref'd, so the
+// process never exits with a chunk in flight.
+
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { NonFiniteValueError } from '../fp8/block-quantize.js';
+import type { ChunkInput } from './quantize-chunk.js';
+
+export interface ChunkRequest extends ChunkInput {
+  readonly id: number;
+}
+
+export interface ChunkReply {
+  readonly id: number;
+  readonly source: ArrayBuffer;
+  readonly codes: ArrayBuffer;
+  /** The chunk's float32 scales; absent on failure. */
+  readonly scales?: ArrayBuffer;
+  readonly failure?: { readonly nonFinite: { row: number; col: number; value: number } } | { readonly message: string };
+}
+
+export interface QuantizedChunk {
+  /** The source buffer, free for the next read. */
+  readonly source: ArrayBuffer;
+  /** rows × cols codes, on the codes buffer that went out. */
+  readonly codes: Uint8Array;
+  readonly scales: Float32Array;
+}
+
+/** A chunk that failed (reason: NonFiniteValueError or Error); its buffers come back for reuse. */
+export class ChunkFailure extends Error {
+  constructor(
+    readonly reason: Error,
+    readonly source: ArrayBuffer,
+    readonly codes: ArrayBuffer,
+  ) {
+    super(reason.message);
+    this.name = 'ChunkFailure';
+  }
+}
+
+/** Default --threads: every core the OS gives this process. */
+export function defaultThreads(): number {
+  return Math.max(1, availableParallelism());
+}
+
+interface Pending {
+  readonly request: ChunkRequest;
+  readonly resolve: (c: QuantizedChunk) => void;
+  readonly reject: (e: Error) => void;
+}
+
+/** The worker file beside this module: .ts under tsx (tests, bench), .js in dist/. */
+function workerUrl(): URL {
+  const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+  return new URL(`./quantize-worker${ext}`, import.meta.url);
+}
+
+export class QuantizePool {
+  private readonly workers: Worker[] = [];
+  private readonly idle: Worker[] = [];
+  private readonly busy = new Map<Worker, Pending>();
+  private readonly queue: Pending[] = [];
+  private nextId = 0;
+  private broken: Error | undefined;
+  private closed = false;
+
+  private constructor(readonly threads: number) {}
+
+  static start(threads: number): QuantizePool {
+    if (!Number.isSafeInteger(threads) || threads < 1) throw new RangeError(`QuantizePool: threads must be a positive integer, got ${threads}`);
+    return new QuantizePool(threads);
+  }
+
+  private spawn(): void {
+    for (let i = 0; i < this.threads; i++) {
+      // execArgv carries a loader such as `--import tsx` into the worker, which needs it for .ts.
+      const w = new Worker(workerUrl(), { execArgv: process.execArgv });
+      w.unref();
+      w.on('message', (reply: ChunkReply) => this.onReply(w, reply));
+      w.on('error', (e: Error) => this.fail(new Error(`quantize worker failed: ${e.message}`)));
+      w.on('exit', (code) => {
+        if (!this.closed) this.fail(new Error(`quantize worker exited unexpectedly (code ${code})`));
+      });
+      this.workers.push(w);
+      this.idle.push(w);
+    }
+  }
+
+  /** Quantize one chunk; rejects with ChunkFailure, or with an Error if the pool broke or closed. */
+  run(input: ChunkInput): Promise<QuantizedChunk> {
+    return new Promise((resolve, reject) => {
+      if (this.broken || this.closed) {
+        reject(this.broken ?? new Error('QuantizePool is closed'));
+        return;
+      }
+      if (this.workers.length === 0) this.spawn();
+      this.queue.push({ request: { ...input, id: this.nextId++ }, resolve, reject });
+      this.dispatch();
+    });
+  }
+
+  private dispatch(): void {
+    while (this.idle.length > 0 && this.queue.length > 0) {
+      const w = this.idle.pop()!;
+      const job = this.queue.shift()!;
+      this.busy.set(w, job);
+      w.ref();
+      w.postMessage(job.request, [job.request.source, job.request.codes]);
+    }
+  }
+
+  private onReply(w: Worker, reply: ChunkReply): void {
+    w.unref();
+    const job = this.busy.get(w);
+    if (!job || job.request.id !== reply.id) return; // its chunk was rejected when the pool broke
+    this.busy.delete(w);
+    this.idle.push(w);
+    const f = reply.failure;
+    if (!f) {
+      const codes = new Uint8Array(reply.codes, 0, job.request.rows * job.request.cols);
+      job.resolve({ source: reply.source, codes, scales: new Float32Array(reply.scales!) });
+    } else {
+      const reason = 'nonFinite' in f ? new NonFiniteValueError(f.nonFinite.row, f.nonFinite.col, f.nonFinite.value) : new Error(f.message);
+      job.reject(new ChunkFailure(reason, reply.source, reply.codes));
+    }
+    this.dispatch();
+  }
+
+  private fail(e: Error): void {
+    if (this.broken) return;
+    this.broken = e;
+    for (const job of [...this.busy.values(), ...this.queue]) job.reject(e);
+    this.busy.clear();
+    this.queue.length = 0;
+  }
+
+  /** Stops every worker; chunks still queued or running are rejected. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.fail(new Error('QuantizePool closed'));
+    this.idle.length = 0;
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}

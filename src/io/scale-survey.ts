@@ -1,0 +1,77 @@
+// What the block scales of an FP8 checkpoint actually are: reads every scale tensor (1/16384 of
+// the weights at 128x128 blocks: ~40 MB for a 671B model) and says whether all of them are
+// powers of two (UE8M0) or plain float scales. compressed-tensors cannot declare UE8M0, and an
+// hf config can declare it falsely, so the values are the only reliable witness.
+
+import { isFloatSourceDtype, widenToFloat32 } from '../fp8/dtypes.js';
+import type { ScaleFormat } from '../fp8/block-quantize.js';
+import { firstNonPowerOfTwo } from '../fp8/scale-format.js';
+import type { Checkpoint } from './checkpoint.js';
+import { CheckpointError } from './errors.js';
+import { quantizedWeightsOf, type QuantizedFormat } from './quantized-format.js';
+
+export interface NonPowerOfTwoScale {
+  readonly tensor: string;
+  /** Position in the scale tensor ([row block, column block], or [expert, …] for stacked experts). */
+  readonly at: readonly number[];
+  readonly value: number;
+}
+
+export interface ScaleSurvey {
+  /** What the config declares (compressed-tensors: always 'float'). */
+  readonly declared: ScaleFormat;
+  /** What the values are: 'ue8m0' when every scale of every tensor is a power of two. */
+  readonly found: ScaleFormat;
+  readonly tensors: number;
+  readonly values: number;
+  /** Scale tensors holding at least one value that is not a power of two. */
+  readonly nonPowerOfTwoTensors: number;
+  readonly firstNonPowerOfTwo: NonPowerOfTwoScale | null;
+}
+
+export async function surveyScales(ckpt: Checkpoint, qf: QuantizedFormat): Promise<ScaleSurvey> {
+  let values = 0;
+  let badTensors = 0;
+  let first: NonPowerOfTwoScale | null = null;
+  const weights = quantizedWeightsOf(qf, ckpt.tensorNames());
+  for (const { scale } of weights) {
+    const info = ckpt.info(scale);
+    if (!isFloatSourceDtype(info.dtype)) {
+      throw new CheckpointError(`scale tensor "${scale}" is ${info.dtype}; block scales are F32 (or BF16/F16), so this checkpoint is not one fp8q reads`);
+    }
+    const f = widenToFloat32(await ckpt.readTensor(scale), info.dtype);
+    values += f.length;
+    const i = firstNonPowerOfTwo(f);
+    if (i >= 0) {
+      badTensors++;
+      first ??= { tensor: scale, at: unflatten(i, info.shape), value: f[i]! };
+    }
+  }
+  return {
+    declared: qf.scaleFormat,
+    found: weights.length > 0 && badTensors === 0 ? 'ue8m0' : 'float',
+    tensors: weights.length,
+    values,
+    nonPowerOfTwoTensors: badTensors,
+    firstNonPowerOfTwo: first,
+  };
+}
+
+function unflatten(index: number, shape: readonly number[]): number[] {
+  const at: number[] = [];
+  for (let d = shape.length - 1; d >= 0; d--) {
+    at.unshift(index % shape[d]!);
+    index = Math.floor(index / shape[d]!);
+  }
+  return at;
+}
+
+/** The warning inspect and verify give when a config declares UE8M0 but the values disagree. */
+export function ue8m0Mismatch(survey: ScaleSurvey): string | undefined {
+  if (survey.declared !== 'ue8m0' || survey.nonPowerOfTwoTensors === 0) return undefined;
+  const f = survey.firstNonPowerOfTwo!;
+  return (
+    `config.json declares scale_fmt "ue8m0" but ${survey.nonPowerOfTwoTensors} of ${survey.tensors} scale tensors hold values that are not powers of two ` +
+    `(first: ${f.tensor}[${f.at.join(', ')}] = ${f.value}); runtimes that trust the declaration (DeepGEMM, MX-style UE8M0 kernels) will dequantize these blocks wrongly`
+  );
+}

@@ -1,0 +1,159 @@
+// The computations of a decoder layer as graph fragments on a ModelGraph: grouped-query attention
+// (Llama, Mistral, Qwen2 with q/k/v bias, Qwen3 with q/k RMSNorm), DeepSeek MLA attention, the
+// SwiGLU MLP, and the MoE combine. Activations are token-major `[B*T, H]`; attention reshapes to
+// `[B, heads, T, d]`. Every linear goes through ModelGraph.linear, so the same code runs the
+// original (dense) and the quantized (FP8) checkpoint.
+
+import type { Value } from '../onnx/graph-builder.js';
+import { attentionScale, type ModelSpec } from './config.js';
+import type { GqaPlan, MlaPlan, MlpNames } from './layer-plan.js';
+import type { ModelGraph } from './model-graph.js';
+import type { RopeTables } from './rope.js';
+import type { LinearWeight, StoredTensor } from './weights.js';
+
+/** DeepSeek's q_a_layernorm / kv_a_layernorm are built with RMSNorm's default eps, not the config's. */
+export const MLA_INNER_NORM_EPS = 1e-6;
+
+export interface BatchShape {
+  readonly batch: number;
+  readonly seq: number;
+}
+
+export interface GqaWeights {
+  readonly q: LinearWeight;
+  readonly k: LinearWeight;
+  readonly v: LinearWeight;
+  readonly o: LinearWeight;
+  readonly qNorm: StoredTensor | undefined;
+  readonly kNorm: StoredTensor | undefined;
+}
+
+export interface MlaWeights {
+  readonly q: LinearWeight | undefined;
+  readonly qA: LinearWeight | undefined;
+  readonly qANorm: StoredTensor | undefined;
+  readonly qB: LinearWeight | undefined;
+  readonly kvA: LinearWeight;
+  readonly kvANorm: StoredTensor;
+  readonly kvB: LinearWeight;
+  readonly o: LinearWeight;
+}
+
+export interface MlpWeights {
+  readonly gate: LinearWeight;
+  readonly up: LinearWeight;
+  readonly down: LinearWeight;
+}
+
+export type { GqaPlan, MlaPlan, MlpNames };
+
+/** Additive causal mask `[T, T]`: 0 where key j may be seen by query i, −∞ elsewhere. */
+export function causalMask(seq: number, window: number | undefined): Float32Array {
+  const mask = new Float32Array(seq * seq);
+  for (let i = 0; i < seq; i++) {
+    for (let j = 0; j < seq; j++) {
+      const visible = j <= i && (window === undefined || j > i - window);
+      mask[i * seq + j] = visible ? 0 : -Infinity;
+    }
+  }
+  return mask;
+}
+
+/** Rotary embedding on `[B, h, T, d]` (transformers' apply_rotary_pos_emb, or its interleaved variant). */
+function emitRope(mg: ModelGraph, x: Value, cos: Value, sin: Value, interleave: boolean): Value {
+  const [b, h, t, d] = mg.dims(x) as [number, number, number, number];
+  let v = x;
+  if (interleave) v = mg.reshape(mg.transpose(mg.reshape(v, [b, h, t, d / 2, 2]), [0, 1, 2, 4, 3]), [b, h, t, d]);
+  const x1 = mg.slice(v, -1, 0, d / 2);
+  const x2 = mg.slice(v, -1, d / 2, d);
+  const rotated = mg.concat([mg.neg(x2), x1], -1);
+  return mg.add(mg.mul(v, cos), mg.mul(rotated, sin));
+}
+
+/** `[B*T, heads*d]` → `[B, heads, T, d]`. */
+function toHeads(mg: ModelGraph, x: Value, shape: BatchShape, heads: number, d: number): Value {
+  return mg.transpose(mg.reshape(x, [shape.batch, shape.seq, heads, d]), [0, 2, 1, 3]);
+}
+
+/** softmax(q·kᵀ·scale + mask)·v over `[B, h, T, d]`, back to `[B*T, h*dv]`. */
+function emitSdpa(mg: ModelGraph, q: Value, k: Value, v: Value, scale: number, mask: Value, shape: BatchShape): Value {
+  const [, h, , dv] = mg.dims(v) as [number, number, number, number];
+  const scores = mg.add(mg.scale(mg.matmul(q, mg.transpose(k, [0, 1, 3, 2])), scale), mask);
+  const out = mg.matmul(mg.softmax(scores), v);
+  return mg.reshape(mg.transpose(out, [0, 2, 1, 3]), [shape.batch * shape.seq, h * dv]);
+}
+
+function repeatKv(mg: ModelGraph, x: Value, rep: number): Value {
+  if (rep === 1) return x;
+  const [b, kvh, t, d] = mg.dims(x) as [number, number, number, number];
+  return mg.reshape(mg.expand(mg.reshape(x, [b, kvh, 1, t, d]), [b, kvh, rep, t, d]), [b, kvh * rep, t, d]);
+}
+
+export interface AttentionContext {
+  readonly spec: ModelSpec;
+  readonly shape: BatchShape;
+  readonly rope: RopeTables;
+  readonly window: number | undefined;
+}
+
+function ropeValues(mg: ModelGraph, ctx: AttentionContext): { cos: Value; sin: Value; mask: Value } {
+  const { rope, shape } = ctx;
+  return {
+    cos: mg.constF32(rope.cos, [shape.seq, rope.dim], 'rope_cos'),
+    sin: mg.constF32(rope.sin, [shape.seq, rope.dim], 'rope_sin'),
+    mask: mg.constF32(causalMask(shape.seq, ctx.window), [shape.seq, shape.seq], 'causal_mask'),
+  };
+}
+
+/** Grouped-query attention on normed `x [B*T, H]` → `[B*T, H]`. */
+export function emitGqaAttention(mg: ModelGraph, ctx: AttentionContext, w: GqaWeights, x: Value): Value {
+  const a = ctx.spec.attention;
+  if (a.kind !== 'gqa') throw new Error('emitGqaAttention needs a GQA spec');
+  const { cos, sin, mask } = ropeValues(mg, ctx);
+  const { shape } = ctx;
+  const d = a.headDim;
+  const headNorm = (v: Value, heads: number, norm: StoredTensor | undefined): Value => {
+    const split = mg.reshape(v, [shape.batch, shape.seq, heads, d]);
+    return mg.transpose(norm ? mg.rmsNorm(split, norm, ctx.spec.rmsNormEps) : split, [0, 2, 1, 3]);
+  };
+  const q = emitRope(mg, headNorm(mg.linear(w.q, x), a.heads, w.qNorm), cos, sin, false);
+  const k = emitRope(mg, headNorm(mg.linear(w.k, x), a.kvHeads, w.kNorm), cos, sin, false);
+  const v = toHeads(mg, mg.linear(w.v, x), shape, a.kvHeads, d);
+  const rep = a.heads / a.kvHeads;
+  const out = emitSdpa(mg, q, repeatKv(mg, k, rep), repeatKv(mg, v, rep), attentionScale(ctx.spec), mask, shape);
+  return mg.linear(w.o, out);
+}
+
+/** DeepSeek-V3 multi-head latent attention (DeepseekV3Attention.forward, no cache). */
+export function emitMlaAttention(mg: ModelGraph, ctx: AttentionContext, w: MlaWeights, x: Value): Value {
+  const a = ctx.spec.attention;
+  if (a.kind !== 'mla') throw new Error('emitMlaAttention needs an MLA spec');
+  const { cos, sin, mask } = ropeValues(mg, ctx);
+  const { shape } = ctx;
+  const qkHead = a.qkNopeHeadDim + a.qkRopeHeadDim;
+  let qFlat: Value;
+  if (w.qA && w.qB && w.qANorm) qFlat = mg.linear(w.qB, mg.rmsNorm(mg.linear(w.qA, x), w.qANorm, MLA_INNER_NORM_EPS));
+  else if (w.q) qFlat = mg.linear(w.q, x);
+  else throw new Error('MLA attention needs q_proj or q_a_proj/q_a_layernorm/q_b_proj');
+  const q = toHeads(mg, qFlat, shape, a.heads, qkHead);
+  const qPass = mg.slice(q, -1, 0, a.qkNopeHeadDim);
+  const qRot = emitRope(mg, mg.slice(q, -1, a.qkNopeHeadDim, qkHead), cos, sin, ctx.spec.rope.interleave);
+
+  const compressed = mg.linear(w.kvA, x);
+  const kPassLatent = mg.slice(compressed, -1, 0, a.kvLoraRank);
+  const kRotFlat = mg.slice(compressed, -1, a.kvLoraRank, a.kvLoraRank + a.qkRopeHeadDim);
+  const kv = toHeads(mg, mg.linear(w.kvB, mg.rmsNorm(kPassLatent, w.kvANorm, MLA_INNER_NORM_EPS)), shape, a.heads, a.qkNopeHeadDim + a.vHeadDim);
+  const kPass = mg.slice(kv, -1, 0, a.qkNopeHeadDim);
+  const value = mg.slice(kv, -1, a.qkNopeHeadDim, a.qkNopeHeadDim + a.vHeadDim);
+  const kRot1 = emitRope(mg, toHeads(mg, kRotFlat, shape, 1, a.qkRopeHeadDim), cos, sin, ctx.spec.rope.interleave);
+  const kRot = mg.expand(kRot1, [shape.batch, a.heads, shape.seq, a.qkRopeHeadDim]);
+
+  const query = mg.concat([qPass, qRot], -1);
+  const key = mg.concat([kPass, kRot], -1);
+  return mg.linear(w.o, emitSdpa(mg, query, key, value, attentionScale(ctx.spec), mask, shape));
+}
+
+/** down(act(gate(x)) * up(x)). */
+export function emitMlp(mg: ModelGraph, spec: ModelSpec, w: MlpWeights, x: Value): Value {
+  return mg.linear(w.down, mg.mul(mg.act(mg.linear(w.gate, x), spec.hiddenAct), mg.linear(w.up, x)));
+}

@@ -1,0 +1,446 @@
+// ModelRunner: the forward of one checkpoint, one decoder layer at a time. For each layer it
+// opens a weight scope, loads that layer's tensors, builds the layer's ONNX graph, runs it in a
+// fresh onnxruntime session, releases the session and closes the scope — so weights held at
+// once are about one decoder layer, whatever the model size.
+//
+// Where each part runs:
+//   - embedding lookup: on the host (only the rows of the input tokens are read from disk);
+//   - a dense decoder layer: one graph (attention + MLP, residuals included);
+//   - an MoE layer: graph A (attention, post-attention norm, router logits) → routing on the
+//     host (routing.ts) → graph B (the routed experts, shared experts, weighted combine); only
+//     the experts that receive tokens are loaded;
+//   - final norm + lm_head: graphs over row chunks of lm_head (HEAD_CHUNK_BYTES each), so a
+//     large vocabulary never becomes one float32 matrix.
+//
+// For verify, a layer can also export each linear's input and output (`capture`), and run
+// captured activations of another model through this model's FP8 linears (`probes`).
+
+import { isFp8Dtype } from '../../fp8/dtypes.js';
+import { Checkpoint } from '../../io/checkpoint.js';
+import type { Value } from '../onnx/graph-builder.js';
+import type { RoutingTensor } from '../ops/mixtral-experts.js';
+import { OnnxSession, type Device, type HostTensor } from '../session.js';
+import { modelSpecOf, type ModelSpec } from './config.js';
+import {
+  emitGqaAttention,
+  emitMlaAttention,
+  emitMlp,
+  type AttentionContext,
+  type BatchShape,
+  type GqaWeights,
+  type MlaWeights,
+  type MlpWeights,
+} from './layer-graphs.js';
+import { layerPlan, type LayerPlan, type MlpNames, type MoePlan } from './layer-plan.js';
+import { ForwardGraphError, ModelGraph } from './model-graph.js';
+import { ropeTables, type RopeTableOptions, type RopeTables } from './rope.js';
+import { groupByExpert, routeTokens, type ExpertGroups, type TokenRouting } from './routing.js';
+import { ModelWeights, WeightAccounting, type Fp8Linear, type LinearWeight, type WeightScope } from './weights.js';
+
+/** lm_head rows per head graph: 256 MiB once widened to float32. */
+export const HEAD_CHUNK_BYTES = 256 * 1024 * 1024;
+
+export interface LinearCapture {
+  /** `[rows, K]` activations that reached the linear. */
+  readonly input: Float32Array;
+  /** `[rows, N]` its output. */
+  readonly output: Float32Array;
+  readonly rows: number;
+}
+
+export type LayerCaptures = ReadonlyMap<string, LinearCapture>;
+
+export interface LayerRunOptions {
+  /** Export every linear's input and output. */
+  readonly capture?: boolean;
+  /** Captured inputs to run through this checkpoint's FP8 linears (module → capture). */
+  readonly probes?: LayerCaptures;
+}
+
+export interface LayerResult {
+  readonly hidden: Float32Array;
+  readonly captures: Map<string, LinearCapture>;
+  /** Module → output of this checkpoint's FP8 linear on the probe input. */
+  readonly probeOutputs: Map<string, Float32Array>;
+}
+
+export interface RunnerOptions {
+  readonly device?: Device;
+  readonly intraOpThreads?: number;
+  /** Shared between runners to measure the peak over both models of a verify. */
+  readonly accounting?: WeightAccounting;
+  /** Round rotary inverse frequencies to BF16, as transformers does for an upcast BF16 model (rope.ts). */
+  readonly bf16RopeFrequencies?: boolean;
+}
+
+/** Experts' tensors of one projection under a MoE block, by expert index. */
+interface LoadedExperts {
+  readonly gate: Map<number, LinearWeight>;
+  readonly up: Map<number, LinearWeight>;
+  readonly down: Map<number, LinearWeight>;
+}
+
+const PROJECTIONS = ['gate', 'up', 'down'] as const;
+type Projection = (typeof PROJECTIONS)[number];
+
+export class ModelRunner {
+  private readonly ropeCache = new Map<number, RopeTables>();
+
+  private constructor(
+    readonly checkpoint: Checkpoint,
+    readonly spec: ModelSpec,
+    readonly weights: ModelWeights,
+    private readonly options: RunnerOptions,
+  ) {}
+
+  static async open(dir: string, options: RunnerOptions = {}): Promise<ModelRunner> {
+    const ckpt = await Checkpoint.open(dir);
+    try {
+      const spec = modelSpecOf(ckpt.config, dir);
+      return new ModelRunner(ckpt, spec, new ModelWeights(ckpt, options.accounting), options);
+    } catch (e) {
+      await ckpt.close();
+      throw e;
+    }
+  }
+
+  get ropeOptions(): RopeTableOptions {
+    return { bf16InvFreq: this.options.bf16RopeFrequencies === true };
+  }
+
+  get device(): Device {
+    return this.options.device ?? 'cpu';
+  }
+
+  plan(layer: number): LayerPlan {
+    return layerPlan(this.spec, this.weights, layer);
+  }
+
+  /** Whether `module`'s weight is stored in FP8 (a quantized linear). */
+  isFp8Linear(module: string): boolean {
+    const name = `${module}.weight`;
+    return this.checkpoint.has(name) && isFp8Dtype(this.checkpoint.info(name).dtype);
+  }
+
+  async close(): Promise<void> {
+    await this.checkpoint.close();
+  }
+
+  /** Token embeddings `[ids.length, H]`. */
+  embed(ids: ArrayLike<number>): Promise<Float32Array> {
+    return this.weights.gatherRows('model.embed_tokens.weight', ids);
+  }
+
+  /** Logits `[B*T, vocab]` for the full forward. */
+  async forward(ids: ArrayLike<number>, shape: BatchShape, onLayer?: (layer: number) => void): Promise<Float32Array> {
+    let hidden = await this.embed(ids);
+    for (let i = 0; i < this.spec.numLayers; i++) {
+      onLayer?.(i);
+      hidden = (await this.runLayer(i, hidden, shape)).hidden;
+    }
+    return this.head(hidden, shape.batch * shape.seq);
+  }
+
+  private rope(seq: number): RopeTables {
+    let t = this.ropeCache.get(seq);
+    if (!t) {
+      t = ropeTables(this.spec.rope, seq, this.ropeOptions);
+      this.ropeCache.set(seq, t);
+    }
+    return t;
+  }
+
+  private async run(mg: ModelGraph): Promise<Record<string, HostTensor>> {
+    const session = await OnnxSession.create(mg.toBytes(), {
+      device: this.device,
+      ...(this.options.intraOpThreads === undefined ? {} : { intraOpThreads: this.options.intraOpThreads }),
+    });
+    try {
+      return await session.run(mg.feeds);
+    } finally {
+      await session.release();
+    }
+  }
+
+  async runLayer(index: number, hidden: Float32Array, shape: BatchShape, options: LayerRunOptions = {}): Promise<LayerResult> {
+    const plan = this.plan(index);
+    const scope = this.weights.scope();
+    const tokens = shape.batch * shape.seq;
+    const h = this.spec.hiddenSize;
+    const result: LayerResult = { hidden, captures: new Map(), probeOutputs: new Map() };
+    try {
+      const ctx: AttentionContext = { spec: this.spec, shape, rope: this.rope(shape.seq), window: this.spec.slidingWindow(index) };
+      const attention = await this.loadAttention(scope, plan);
+      const inputNorm = await scope.tensor(plan.inputNorm);
+      const postNorm = await scope.tensor(plan.postAttentionNorm);
+
+      // Graph A: attention block (and, for a dense layer, the MLP).
+      const a = new ModelGraph(options.capture === true);
+      const x = a.input('hidden', hidden, [tokens, h]);
+      const normed = a.rmsNorm(x, inputNorm, this.spec.rmsNormEps);
+      const attnOut = attention.kind === 'gqa' ? emitGqaAttention(a, ctx, attention.w, normed) : emitMlaAttention(a, ctx, attention.w, normed);
+      const h1 = a.add(x, attnOut);
+      const xn = a.rmsNorm(h1, postNorm, this.spec.rmsNormEps);
+      const mlp = plan.mlp;
+      if (mlp.kind === 'dense') {
+        const w = await this.loadMlp(scope, mlp);
+        a.output(a.add(h1, emitMlp(a, this.spec, w, xn)), 'out');
+        this.addLinearProbes(a, options.probes, [...attention.linears, w.gate, w.up, w.down]);
+        const out = await this.run(a);
+        collect(out, a, result);
+        return { ...result, hidden: f32(out, 'out') };
+      }
+      const router = await scope.linear(mlp.router);
+      a.output(h1, 'h1');
+      a.output(xn, 'xn');
+      a.output(a.linear(router, xn, false), 'router_logits');
+      this.addLinearProbes(a, options.probes, attention.linears);
+      const outA = await this.run(a);
+      collect(outA, a, result);
+
+      // Routing on the host, then graph B: experts + shared experts + combine.
+      const scoreBias = mlp.scoreBias === undefined ? undefined : await scope.vector(mlp.scoreBias);
+      const routing = routeTokens(f32(outA, 'router_logits'), mlp.experts.length, this.spec.routing!, scoreBias);
+      const outB = await this.runMoe(scope, mlp, routing, f32(outA, 'h1'), f32(outA, 'xn'), tokens, options, result);
+      return { ...result, hidden: outB };
+    } finally {
+      scope.close();
+    }
+  }
+
+  private async loadAttention(
+    scope: WeightScope,
+    plan: LayerPlan,
+  ): Promise<{ kind: 'gqa'; w: GqaWeights; linears: LinearWeight[] } | { kind: 'mla'; w: MlaWeights; linears: LinearWeight[] }> {
+    const p = plan.attention;
+    if (p.kind === 'gqa') {
+      const w: GqaWeights = {
+        q: await scope.linear(p.q),
+        k: await scope.linear(p.k),
+        v: await scope.linear(p.v),
+        o: await scope.linear(p.o),
+        qNorm: p.qNorm === undefined ? undefined : await scope.tensor(p.qNorm),
+        kNorm: p.kNorm === undefined ? undefined : await scope.tensor(p.kNorm),
+      };
+      return { kind: 'gqa', w, linears: [w.q, w.k, w.v, w.o] };
+    }
+    const opt = async (m: string | undefined): Promise<LinearWeight | undefined> => (m === undefined ? undefined : scope.linear(m));
+    const w: MlaWeights = {
+      q: await opt(p.q),
+      qA: await opt(p.qA),
+      qANorm: p.qANorm === undefined ? undefined : await scope.tensor(p.qANorm),
+      qB: await opt(p.qB),
+      kvA: await scope.linear(p.kvA),
+      kvANorm: await scope.tensor(p.kvANorm),
+      kvB: await scope.linear(p.kvB),
+      o: await scope.linear(p.o),
+    };
+    const linears = [w.q, w.qA, w.qB, w.kvA, w.kvB, w.o].filter((l): l is LinearWeight => l !== undefined);
+    return { kind: 'mla', w, linears };
+  }
+
+  private async loadMlp(scope: WeightScope, names: MlpNames): Promise<MlpWeights> {
+    return { gate: await scope.linear(names.gate), up: await scope.linear(names.up), down: await scope.linear(names.down) };
+  }
+
+  /** Probe inputs for the non-expert linears among `linears` that are FP8 here. */
+  private addLinearProbes(mg: ModelGraph, probes: LayerCaptures | undefined, linears: readonly LinearWeight[]): void {
+    if (!probes) return;
+    for (const w of linears) {
+      const c = probes.get(w.module);
+      if (c && w.kind === 'fp8') mg.probeLinear(w.module, w, c.input, c.rows);
+    }
+  }
+
+  private async runMoe(
+    scope: WeightScope,
+    mlp: MoePlan,
+    routing: TokenRouting,
+    h1: Float32Array,
+    xn: Float32Array,
+    tokens: number,
+    options: LayerRunOptions,
+    result: LayerResult,
+  ): Promise<Float32Array> {
+    const h = this.spec.hiddenSize;
+    const single = tokens === 1;
+    const groups = single ? singleTokenGroups(routing) : groupByExpert(routing);
+
+    // Experts to load: the routed ones, and those the probes name (FP8 here).
+    const probeExperts = new Set<number>();
+    if (options.probes) {
+      mlp.experts.forEach((names, e) => {
+        if (PROJECTIONS.some((p) => options.probes!.has(names[p]) && this.isFp8Linear(names[p]))) probeExperts.add(e);
+      });
+    }
+    const needed = [...new Set([...groups.experts, ...probeExperts])].sort((x, y) => x - y);
+    const loaded: LoadedExperts = { gate: new Map(), up: new Map(), down: new Map() };
+    for (const e of needed) {
+      for (const p of PROJECTIONS) loaded[p].set(e, await scope.linear(mlp.experts[e]![p]));
+    }
+    const shared = mlp.shared ? await this.loadMlp(scope, mlp.shared) : undefined;
+    const sharedGate = mlp.sharedGate ? await scope.linear(mlp.sharedGate) : undefined;
+
+    const b = new ModelGraph(options.capture === true);
+    const h1v = b.input('h1', h1, [tokens, h]);
+    const xv = b.input('xn', xn, [tokens, h]);
+    const routed = this.emitRoutedExperts(b, groups, loaded, xv);
+    // Back to assignment order [T*k, H], weighted, summed over k.
+    const perAssignment = b.reshape(b.gatherRows(routed, groups.assignmentRow), [tokens, routing.topK, h]);
+    const weights = b.constF32(routing.weights, [tokens, routing.topK, 1], 'routing_weights');
+    let moe = b.reduceSum(b.mul(perAssignment, weights), 1);
+    if (shared) {
+      let s = emitMlp(b, this.spec, shared, xv);
+      if (sharedGate) s = b.mul(b.sigmoid(b.linear(sharedGate, xv, false)), s);
+      moe = b.add(moe, s);
+    }
+    b.output(b.add(h1v, moe), 'out');
+
+    if (options.probes) {
+      if (shared) this.addLinearProbes(b, options.probes, [shared.gate, shared.up, shared.down]);
+      this.addExpertProbes(b, mlp, loaded, options.probes, single);
+    }
+    const out = await this.run(b);
+    collect(out, b, result);
+    return f32(out, 'out');
+  }
+
+  /** Routed experts over the expert-sorted rows: `[rows, H]` in `groups` order. */
+  private emitRoutedExperts(b: ModelGraph, groups: ExpertGroups, loaded: LoadedExperts, xn: Value): Value {
+    const sorted = groups.rows === 1 ? xn : b.gatherRows(xn, groups.rowToken);
+    const pick = (p: Projection): LinearWeight[] => groups.experts.map((e) => loaded[p].get(e)!);
+    const gate = pick('gate');
+    const up = pick('up');
+    const down = pick('down');
+    const allFp8 = [...gate, ...up, ...down].every((w) => w.kind === 'fp8');
+    if (allFp8) {
+      // The seed's BlockScaleQuantizeMixtralExperts: one call per projection over all routed experts.
+      const routingTensor = expertsRouting(groups);
+      const xIn = groups.single ? xn : sorted;
+      const g = b.fp8Experts(gate as Fp8Linear[], xIn, routingTensor);
+      const u = b.fp8Experts(up as Fp8Linear[], xIn, routingTensor);
+      return b.fp8Experts(down as Fp8Linear[], b.mul(b.act(g, this.spec.hiddenAct), u), routingTensor);
+    }
+    // Dense (or mixed) experts: one MLP per expert group; the taps see each expert's own rows.
+    const parts: Value[] = [];
+    groups.experts.forEach((_, j) => {
+      const rows = groups.single ? xn : b.slice(sorted, 0, groups.indptr[j]!, groups.indptr[j + 1]!);
+      parts.push(emitMlp(b, this.spec, { gate: gate[j]!, up: up[j]!, down: down[j]! }, rows));
+    });
+    return b.concat(parts, 0);
+  }
+
+  /**
+   * Captured expert inputs through this checkpoint's FP8 experts, one experts-op call per
+   * projection: the captured rows of every expert concatenated in expert order with their
+   * indptr (or, for a single token, expert_indices), as the seed's module receives them.
+   */
+  private addExpertProbes(b: ModelGraph, mlp: MoePlan, loaded: LoadedExperts, probes: LayerCaptures, single: boolean): void {
+    for (const p of PROJECTIONS) {
+      const members: { module: string; w: Fp8Linear; capture: { input: Float32Array; output: Float32Array; rows: number } }[] = [];
+      mlp.experts.forEach((names, e) => {
+        const c = probes.get(names[p]);
+        const w = loaded[p].get(e);
+        if (c && w && w.kind === 'fp8') members.push({ module: names[p], w, capture: c });
+      });
+      if (members.length === 0) continue;
+      const k = members[0]!.w.weight.shape[1]!;
+      const totalRows = members.reduce((acc, m) => acc + m.capture.rows, 0);
+      const xCat = new Float32Array(totalRows * k);
+      const indptr = [0];
+      let offset = 0;
+      for (const m of members) {
+        xCat.set(m.capture.input, offset * k);
+        offset += m.capture.rows;
+        indptr.push(offset);
+      }
+      // A single token's up/gate projections take the token once ([1, K]); down takes one row per expert.
+      const sameToken = single && p !== 'down';
+      const x = sameToken ? b.probeInput(members[0]!.capture.input, [1, k]) : b.probeInput(xCat, [totalRows, k]);
+      const routing: RoutingTensor = single
+        ? { data: members.map((_, i) => i), shape: [1, members.length] }
+        : { data: indptr, shape: [indptr.length] };
+      const y = b.fp8Experts(
+        members.map((m) => m.w),
+        x,
+        routing,
+      );
+      const outName = b.export(y, 'probe_out');
+      let row = 0;
+      for (const m of members) {
+        b.probes.set(m.module, { output: outName, rows: [row, row + m.capture.rows] });
+        row += m.capture.rows;
+      }
+    }
+  }
+
+  /** Final norm and lm_head, in row chunks: logits `[tokens, vocab]`. */
+  async head(hidden: Float32Array, tokens: number): Promise<Float32Array> {
+    const h = this.spec.hiddenSize;
+    const headModule = this.weights.hasLinear('lm_head') ? 'lm_head' : this.spec.tieWordEmbeddings ? 'model.embed_tokens' : undefined;
+    if (headModule === undefined) {
+      throw new ForwardGraphError(`${this.checkpoint.dir}: no lm_head.weight and tie_word_embeddings is false`);
+    }
+    const info = this.checkpoint.info(`${headModule}.weight`);
+    const vocab = info.shape[0]!;
+    const chunkRows = isFp8Dtype(info.dtype) ? vocab : Math.max(1, Math.floor(HEAD_CHUNK_BYTES / (h * 4)));
+    const logits = new Float32Array(tokens * vocab);
+    for (let start = 0; start < vocab; start += chunkRows) {
+      const count = Math.min(chunkRows, vocab - start);
+      const scope = this.weights.scope();
+      try {
+        const norm = await scope.tensor('model.norm.weight');
+        const w = count === vocab ? await scope.linear(headModule) : await scope.linear(headModule, { start, count });
+        const g = new ModelGraph();
+        const x = g.input('hidden', hidden, [tokens, h]);
+        g.output(g.linear(w, g.rmsNorm(x, norm, this.spec.rmsNormEps), false), 'logits');
+        const chunk = f32(await this.run(g), 'logits');
+        for (let t = 0; t < tokens; t++) logits.set(chunk.subarray(t * count, (t + 1) * count), t * vocab + start);
+      } finally {
+        scope.close();
+      }
+    }
+    return logits;
+  }
+}
+
+/** A single token: its k experts in top-k order, each one row (the seed's expert_indices path). */
+function singleTokenGroups(routing: TokenRouting): ExpertGroups {
+  const k = routing.topK;
+  return {
+    experts: Array.from(routing.experts),
+    indptr: Array.from({ length: k + 1 }, (_, i) => i),
+    rowToken: new Int32Array(k),
+    assignmentRow: Int32Array.from({ length: k }, (_, i) => i),
+    rows: k,
+    single: true,
+  };
+}
+
+function expertsRouting(groups: ExpertGroups): RoutingTensor {
+  if (groups.single) return { data: groups.experts.map((_, i) => i), shape: [1, groups.experts.length] };
+  return { data: [...groups.indptr], shape: [groups.indptr.length] };
+}
+
+function f32(out: Record<string, HostTensor>, name: string): Float32Array {
+  const t = out[name];
+  if (!t || t.type !== 'float32') throw new ForwardGraphError(`graph output "${name}" is missing or not float32`);
+  return t.data;
+}
+
+/** Copies taps and probe outputs of a finished graph into the layer result. */
+function collect(out: Record<string, HostTensor>, mg: ModelGraph, result: LayerResult): void {
+  for (const [module, names] of mg.taps) {
+    const input = out[names.input]!;
+    const output = out[names.output]!;
+    result.captures.set(module, { input: input.data as Float32Array, output: output.data as Float32Array, rows: input.dims[0]! });
+  }
+  for (const [module, probe] of mg.probes) {
+    const t = f32(out, probe.output);
+    if (probe.rows === undefined) result.probeOutputs.set(module, t);
+    else {
+      const n = t.length / out[probe.output]!.dims[0]!;
+      result.probeOutputs.set(module, t.subarray(probe.rows[0] * n, probe.rows[1] * n));
+    }
+  }
+}

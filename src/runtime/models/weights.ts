@@ -1,0 +1,252 @@
+// Weight loading for the forward: one place that knows how a checkpoint stores a linear layer.
+// `WeightScope.linear(prefix)` returns either a dense weight (BF16/F16/F32 bytes as stored) or an
+// FP8 block-scale weight (codes + float32 dequantization multipliers + block shape), so the
+// graphs and the reference never look at tensor names. New storage forms (compressed-tensors
+// `weight_scale`, stacked experts, MLA w_uk/w_uv) are added here.
+//
+// Loads happen in scopes: a decoder layer opens a scope, loads what it needs, builds its graph
+// and closes the scope. The accounting (bytes held now, peak) is how tests check that a forward
+// holds about one decoder layer of weights at a time, never the whole model.
+
+import type { BlockShape } from '../../fp8/block-quantize.js';
+import { dtypeSize, isFloatSourceDtype, widenToFloat32, type Dtype, type FloatSourceDtype } from '../../fp8/dtypes.js';
+import type { Fp8Format } from '../../fp8/formats.js';
+import type { Checkpoint, ModelConfig } from '../../io/checkpoint.js';
+import { CheckpointError } from '../../io/errors.js';
+import type { F32Tensor, Fp8Tensor } from '../ops/types.js';
+
+/** A floating-point tensor as stored (little-endian bytes of `dtype`). */
+export interface StoredTensor {
+  readonly name: string;
+  readonly dtype: FloatSourceDtype;
+  readonly shape: readonly number[];
+  readonly bytes: Uint8Array;
+}
+
+export interface DenseLinear {
+  readonly kind: 'dense';
+  readonly module: string;
+  /** `[N, K]`. */
+  readonly weight: StoredTensor;
+  readonly bias: StoredTensor | undefined;
+}
+
+export interface Fp8Linear {
+  readonly kind: 'fp8';
+  readonly module: string;
+  /** `[N, K]` codes. */
+  readonly weight: Fp8Tensor;
+  /** Dequantization multipliers `[ceil(N/bn), ceil(K/bk)]` (HF `weight_scale_inv`). */
+  readonly scaleInv: F32Tensor;
+  readonly block: BlockShape;
+  readonly bias: StoredTensor | undefined;
+}
+
+export type LinearWeight = DenseLinear | Fp8Linear;
+
+export function linearShape(w: LinearWeight): [number, number] {
+  const shape = w.weight.shape;
+  return [shape[0]!, shape[1]!];
+}
+
+/** Bytes held and the peak, across every scope that shares this object. */
+export class WeightAccounting {
+  held = 0;
+  peak = 0;
+
+  add(bytes: number): void {
+    this.held += bytes;
+    if (this.held > this.peak) this.peak = this.held;
+  }
+
+  remove(bytes: number): void {
+    this.held -= bytes;
+  }
+}
+
+const FP8_DTYPES: Partial<Record<Dtype, Fp8Format>> = { F8_E4M3: 'e4m3fn', F8_E5M2: 'e5m2' };
+
+/** Block shape from `quantization_config` (HF fp8 `weight_block_size`, or compressed-tensors `block_structure`). */
+export function configuredBlock(config: ModelConfig | undefined): BlockShape | undefined {
+  const qc = config?.['quantization_config'];
+  if (typeof qc !== 'object' || qc === null) return undefined;
+  const q = qc as Record<string, unknown>;
+  const fromPair = (v: unknown): BlockShape | undefined =>
+    Array.isArray(v) && v.length === 2 && v.every((d) => Number.isSafeInteger(d) && (d as number) > 0)
+      ? { bn: v[0] as number, bk: v[1] as number }
+      : undefined;
+  const direct = fromPair(q['weight_block_size']);
+  if (direct) return direct;
+  const groups = q['config_groups'];
+  if (typeof groups === 'object' && groups !== null) {
+    for (const group of Object.values(groups as Record<string, unknown>)) {
+      const weights = (group as Record<string, unknown> | null)?.['weights'];
+      const b = fromPair((weights as Record<string, unknown> | null | undefined)?.['block_structure']);
+      if (b) return b;
+    }
+  }
+  return undefined;
+}
+
+export class ModelWeights {
+  readonly block: BlockShape | undefined;
+
+  constructor(
+    readonly checkpoint: Checkpoint,
+    readonly accounting: WeightAccounting = new WeightAccounting(),
+  ) {
+    this.block = configuredBlock(checkpoint.config);
+  }
+
+  has(name: string): boolean {
+    return this.checkpoint.has(name);
+  }
+
+  hasLinear(module: string): boolean {
+    return this.checkpoint.has(`${module}.weight`);
+  }
+
+  scope(): WeightScope {
+    return new WeightScope(this);
+  }
+
+  /** Rows of a 2-D float tensor (embedding lookup) as float32 `[ids.length, cols]`. */
+  async gatherRows(name: string, ids: ArrayLike<number>): Promise<Float32Array> {
+    const info = this.checkpoint.info(name);
+    if (!isFloatSourceDtype(info.dtype) || info.shape.length !== 2) {
+      throw new CheckpointError(`${this.checkpoint.dir}: "${name}" is ${info.dtype} [${info.shape.join(', ')}]; expected a 2-D float embedding`);
+    }
+    const [rows, cols] = info.shape as [number, number];
+    const out = new Float32Array(ids.length * cols);
+    const cache = new Map<number, Float32Array>();
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      if (!Number.isInteger(id) || id < 0 || id >= rows) {
+        throw new CheckpointError(`token id ${id} at position ${i} is outside ${name} (${rows} rows)`);
+      }
+      let row = cache.get(id);
+      if (row === undefined) {
+        row = widenToFloat32(await this.checkpoint.readRows(name, id, 1), info.dtype);
+        cache.set(id, row);
+      }
+      out.set(row, i * cols);
+    }
+    return out;
+  }
+
+  /** @internal */
+  async readStored(name: string, rows?: { start: number; count: number }): Promise<StoredTensor> {
+    const info = this.checkpoint.info(name);
+    if (!isFloatSourceDtype(info.dtype)) {
+      throw new CheckpointError(`${this.checkpoint.dir}: tensor "${name}" is ${info.dtype}; expected a float tensor (F32/F16/BF16)`);
+    }
+    if (rows === undefined) return { name, dtype: info.dtype, shape: info.shape, bytes: await this.checkpoint.readTensor(name) };
+    const bytes = await this.checkpoint.readRows(name, rows.start, rows.count);
+    return { name, dtype: info.dtype, shape: [rows.count, ...info.shape.slice(1)], bytes };
+  }
+
+  /** The block shape of one FP8 weight: the config's, checked against the scale grid. */
+  blockFor(module: string, n: number, k: number, scaleShape: readonly number[]): BlockShape {
+    if (scaleShape.length === 0 || (scaleShape.length <= 2 && scaleShape.every((d) => d === 1) && this.block === undefined)) {
+      return { bn: n, bk: k }; // one per-tensor scale: a single block covers the matrix
+    }
+    const block = this.block ?? { bn: 128, bk: 128 };
+    const expected = [Math.ceil(n / block.bn), Math.ceil(k / block.bk)];
+    if (scaleShape.length !== 2 || scaleShape[0] !== expected[0] || scaleShape[1] !== expected[1]) {
+      throw new CheckpointError(
+        `${this.checkpoint.dir}: ${module} has weight [${n}, ${k}] and scale [${scaleShape.join(', ')}], which does not match ` +
+          `${this.block ? `quantization_config's weight_block_size [${block.bn}, ${block.bk}]` : 'the default [128, 128] blocks (config.json has no weight_block_size)'} ` +
+          `(expected [${expected.join(', ')}])`,
+      );
+    }
+    return block;
+  }
+}
+
+/** Scale tensor names, in lookup order: HF fp8 (`weight_scale_inv`), compressed-tensors (`weight_scale`). */
+const SCALE_SUFFIXES = ['weight_scale_inv', 'weight_scale'] as const;
+
+export class WeightScope {
+  private bytes = 0;
+  private closed = false;
+
+  constructor(private readonly weights: ModelWeights) {}
+
+  private count(n: number): void {
+    if (this.closed) throw new Error('weight scope is closed');
+    this.bytes += n;
+    this.weights.accounting.add(n);
+  }
+
+  async tensor(name: string): Promise<StoredTensor> {
+    const t = await this.weights.readStored(name);
+    this.count(t.bytes.byteLength);
+    return t;
+  }
+
+  async optionalTensor(name: string): Promise<StoredTensor | undefined> {
+    return this.weights.has(name) ? this.tensor(name) : undefined;
+  }
+
+  /** A 1-D float tensor widened to float32 (router bias). */
+  async vector(name: string): Promise<Float32Array> {
+    const t = await this.tensor(name);
+    return widenToFloat32(t.bytes, t.dtype);
+  }
+
+  /**
+   * The linear layer `module` (`<module>.weight`, optional `.bias`), dense or FP8. With `rows`,
+   * only those output rows of a dense weight (lm_head chunks).
+   */
+  async linear(module: string, rows?: { start: number; count: number }): Promise<LinearWeight> {
+    const ckpt = this.weights.checkpoint;
+    const name = `${module}.weight`;
+    if (!ckpt.has(name)) throw new CheckpointError(`${ckpt.dir}: no tensor "${name}": the checkpoint does not match its config.json`);
+    const info = ckpt.info(name);
+    if (info.shape.length !== 2) throw new CheckpointError(`${ckpt.dir}: "${name}" is [${info.shape.join(', ')}]; a linear weight is [N, K]`);
+    if (ckpt.has(`${module}.activation_scale`) || ckpt.has(`${module}.input_scale`)) {
+      throw new CheckpointError(
+        `${ckpt.dir}: ${module} has static activation scales; the forward runs the dynamic scheme only (static activation verify is not implemented yet)`,
+      );
+    }
+    const biasName = `${module}.bias`;
+    const format = FP8_DTYPES[info.dtype];
+    if (format === undefined) {
+      const weight = await this.weights.readStored(name, rows);
+      this.count(weight.bytes.byteLength);
+      const bias = ckpt.has(biasName) ? await this.tensor(biasName) : undefined;
+      if (rows !== undefined && bias !== undefined) throw new CheckpointError(`${ckpt.dir}: row chunks of a linear with a bias are not supported (${module})`);
+      return { kind: 'dense', module, weight, bias };
+    }
+    if (rows !== undefined) throw new CheckpointError(`${ckpt.dir}: ${module} is FP8; it cannot be read in row chunks`);
+    const scaleName = SCALE_SUFFIXES.map((s) => `${module}.${s}`).find((n) => ckpt.has(n));
+    if (scaleName === undefined) {
+      throw new CheckpointError(`${ckpt.dir}: ${name} is ${info.dtype} but there is no ${module}.weight_scale_inv (or .weight_scale)`);
+    }
+    const scaleInfo = ckpt.info(scaleName);
+    if (!isFloatSourceDtype(scaleInfo.dtype)) throw new CheckpointError(`${ckpt.dir}: ${scaleName} is ${scaleInfo.dtype}; expected F32`);
+    const [n, k] = info.shape as [number, number];
+    const block = this.weights.blockFor(module, n, k, scaleInfo.shape);
+    const codes = await ckpt.readTensor(name);
+    const scaleBytes = await ckpt.readTensor(scaleName);
+    this.count(codes.byteLength + scaleBytes.byteLength);
+    const scale = widenToFloat32(scaleBytes, scaleInfo.dtype, new Float32Array(scaleBytes.byteLength / dtypeSize(scaleInfo.dtype)));
+    const bias = ckpt.has(biasName) ? await this.tensor(biasName) : undefined;
+    return {
+      kind: 'fp8',
+      module,
+      weight: { codes, shape: [n, k], format },
+      scaleInv: { data: scale, shape: [Math.ceil(n / block.bn), Math.ceil(k / block.bk)] },
+      block,
+      bias,
+    };
+  }
+
+  /** Releases the scope's share of the accounting; the arrays go when nothing references them. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.weights.accounting.remove(this.bytes);
+    this.bytes = 0;
+  }
+}

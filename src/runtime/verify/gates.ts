@@ -1,0 +1,76 @@
+// Accuracy gates of `fp8q verify`: limits a sound block-scale FP8 conversion stays within and a
+// broken one (a wrong scale, swapped or mislabelled weights) does not. Defaults come from the
+// bundled fixtures (README "fp8q verify"): sound E4M3 128×128 conversions measure per-linear
+// relative errors of 0.036–0.045 (SQNR 27–29 dB), mean KL ≤ 3e-4 and top-1 agreement ≥ 0.96;
+// one weight_scale_inv ×4 gives a relative error ≥ 0.5 on its linear, swapped experts ≈ 1.4.
+
+export interface Gates {
+  /** Largest mean (over tokens) KL(original ‖ quantized), nats. */
+  readonly maxKl: number;
+  /** Smallest fraction of tokens whose top-1 token agrees. */
+  readonly minTop1: number;
+  /** Largest relative L2 error of any quantized linear's output. */
+  readonly maxLayerRelError: number;
+}
+
+export const DEFAULT_GATES: Gates = {
+  maxKl: 0.01,
+  minTop1: 0.9,
+  maxLayerRelError: 0.15,
+};
+
+export type GateName = 'max-kl' | 'min-top1' | 'max-layer-rel-error';
+
+export interface GateFailure {
+  readonly gate: GateName;
+  /** `model`, or the linear module that failed. */
+  readonly subject: string;
+  readonly value: number;
+  readonly limit: number;
+  readonly message: string;
+}
+
+export interface GateInputs {
+  readonly meanKl: number;
+  readonly top1Agreement: number;
+  readonly linears: readonly { readonly module: string; readonly relativeError: number }[];
+}
+
+export function evaluateGates(inputs: GateInputs, gates: Gates): GateFailure[] {
+  const failures: GateFailure[] = [];
+  const bad = (v: number): boolean => !Number.isFinite(v);
+  if (bad(inputs.meanKl) || inputs.meanKl > gates.maxKl) {
+    failures.push({
+      gate: 'max-kl',
+      subject: 'model',
+      value: inputs.meanKl,
+      limit: gates.maxKl,
+      message: `model: mean KL(original ‖ quantized) ${fmt(inputs.meanKl)} exceeds --max-kl ${gates.maxKl}`,
+    });
+  }
+  if (bad(inputs.top1Agreement) || inputs.top1Agreement < gates.minTop1) {
+    failures.push({
+      gate: 'min-top1',
+      subject: 'model',
+      value: inputs.top1Agreement,
+      limit: gates.minTop1,
+      message: `model: top-1 agreement ${fmt(inputs.top1Agreement)} is below --min-top1 ${gates.minTop1}`,
+    });
+  }
+  for (const l of inputs.linears) {
+    if (bad(l.relativeError) || l.relativeError > gates.maxLayerRelError) {
+      failures.push({
+        gate: 'max-layer-rel-error',
+        subject: l.module,
+        value: l.relativeError,
+        limit: gates.maxLayerRelError,
+        message: `${l.module}: relative error ${fmt(l.relativeError)} exceeds --max-layer-rel-error ${gates.maxLayerRelError}`,
+      });
+    }
+  }
+  return failures;
+}
+
+function fmt(v: number): string {
+  return Number.isFinite(v) ? (Math.abs(v) < 1e-3 && v !== 0 ? v.toExponential(3) : v.toFixed(4)) : String(v);
+}

@@ -1,0 +1,103 @@
+// Accuracy metrics of a quantized model against its original, in float64 on the host.
+// Model level (per token over the vocabulary): KL(original ‖ quantized) from log-softmax, top-1
+// agreement, relative L2 error of the logits. Tensor level (a linear's output on the same
+// input): relative L2 error, cosine similarity and SQNR in dB — torchao's compute_error,
+// 20·log10(‖ref‖ / ‖ref − actual‖).
+
+export interface LogitMetrics {
+  readonly tokens: number;
+  readonly meanKl: number;
+  readonly maxKl: number;
+  /** Token index (row of `[B*T, vocab]`) with the largest KL. */
+  readonly maxKlToken: number;
+  /** Fraction of tokens whose argmax agrees. */
+  readonly top1Agreement: number;
+  readonly relativeError: number;
+}
+
+export interface TensorMetrics {
+  readonly relativeError: number;
+  readonly cosine: number;
+  /** +Infinity when the outputs are identical. */
+  readonly sqnrDb: number;
+}
+
+function logSoftmax(row: Float32Array): Float64Array {
+  let max = -Infinity;
+  for (const v of row) if (v > max) max = v;
+  let sum = 0;
+  for (const v of row) sum += Math.exp(v - max);
+  const lse = max + Math.log(sum);
+  return Float64Array.from(row, (v) => v - lse);
+}
+
+function argmax(row: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i]! > row[best]!) best = i;
+  return best;
+}
+
+/** KL(p ‖ q) = Σ p (log p − log q) for one token's logits. */
+export function klDivergence(original: Float32Array, quantized: Float32Array): number {
+  const lp = logSoftmax(original);
+  const lq = logSoftmax(quantized);
+  let kl = 0;
+  for (let i = 0; i < lp.length; i++) {
+    const p = Math.exp(lp[i]!);
+    if (p > 0) kl += p * (lp[i]! - lq[i]!);
+  }
+  return Math.max(0, kl);
+}
+
+/** Logits `[tokens, vocab]` of both models. */
+export function compareLogits(original: Float32Array, quantized: Float32Array, vocab: number): LogitMetrics {
+  if (original.length !== quantized.length || original.length % vocab !== 0) {
+    throw new RangeError(`logits sizes differ or are not a multiple of vocab ${vocab}: ${original.length} vs ${quantized.length}`);
+  }
+  const tokens = original.length / vocab;
+  let klSum = 0;
+  let maxKl = -Infinity;
+  let maxKlToken = 0;
+  let agree = 0;
+  for (let t = 0; t < tokens; t++) {
+    const o = original.subarray(t * vocab, (t + 1) * vocab);
+    const q = quantized.subarray(t * vocab, (t + 1) * vocab);
+    const kl = klDivergence(o, q);
+    klSum += kl;
+    if (kl > maxKl) {
+      maxKl = kl;
+      maxKlToken = t;
+    }
+    if (argmax(o) === argmax(q)) agree++;
+  }
+  return {
+    tokens,
+    meanKl: klSum / tokens,
+    maxKl,
+    maxKlToken,
+    top1Agreement: agree / tokens,
+    relativeError: compareTensors(original, quantized).relativeError,
+  };
+}
+
+export function compareTensors(reference: ArrayLike<number>, actual: ArrayLike<number>): TensorMetrics {
+  if (reference.length !== actual.length) throw new RangeError(`length mismatch: ${reference.length} vs ${actual.length}`);
+  let ref2 = 0;
+  let act2 = 0;
+  let dot = 0;
+  let diff2 = 0;
+  for (let i = 0; i < reference.length; i++) {
+    const r = reference[i]!;
+    const a = actual[i]!;
+    ref2 += r * r;
+    act2 += a * a;
+    dot += r * a;
+    diff2 += (r - a) * (r - a);
+  }
+  const refNorm = Math.sqrt(ref2);
+  const diffNorm = Math.sqrt(diff2);
+  const relativeError = refNorm === 0 ? diffNorm : diffNorm / refNorm;
+  const cosine = ref2 === 0 || act2 === 0 ? (ref2 === act2 ? 1 : 0) : dot / (refNorm * Math.sqrt(act2));
+  const sqnrDb = diffNorm === 0 ? Infinity : 20 * Math.log10(refNorm / diffNorm);
+  return { relativeError, cosine, sqnrDb };
+}

@@ -1,0 +1,162 @@
+// Non-finite weights and out-of-range values. A NaN/Inf is an error naming the tensor, element
+// and block (and nothing is written) unless --allow-nonfinite, which does what README.md says:
+// ±Inf → ±FP8_MAX, NaN → 0, both kept out of the block's amax. Values of any magnitude saturate;
+// no code is ever NaN or Inf, and no sign ever flips (no wrap-around).
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { join } from 'node:path';
+import { quantizeStripe, type ScaleFormat } from '../src/fp8/block-quantize.js';
+import { narrowFromFloat32, type FloatSourceDtype } from '../src/fp8/dtypes.js';
+import { decodeTableFor, fp8FormatInfo, type Fp8Format } from '../src/fp8/formats.js';
+import { convertCheckpoint } from '../src/io/convert-checkpoint.js';
+import { CheckpointError } from '../src/io/errors.js';
+import { readCheckpointTensors, writeCheckpoint, type TensorData } from './helpers/checkpoint-files.js';
+import { assertNoOutputLeft, assertOneLineFailure, runCli } from './helpers/safety.js';
+import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
+
+const CONFIG = { architectures: ['LlamaForCausalLM'], model_type: 'llama' };
+const UP = 'model.layers.0.mlp.up_proj';
+
+let tmp: TempDir;
+let caseNo = 0;
+before(async () => {
+  tmp = await makeTempDir('numerics');
+});
+after(async () => tmp.cleanup());
+
+/** Smooth finite values in (-1, 1), with `special` written at [row, col] positions. */
+function matrix(rows: number, cols: number, special: readonly [number, number, number][] = []): Float32Array {
+  const v = new Float32Array(rows * cols);
+  for (let i = 0; i < v.length; i++) v[i] = Math.sin(i * 0.37) * 0.9;
+  for (const [r, c, x] of special) v[r * cols + c] = x;
+  return v;
+}
+
+async function checkpointWith(weight: Float32Array, shape: [number, number], dtype: FloatSourceDtype): Promise<string> {
+  const dir = join(tmp.path, `in-${caseNo++}`);
+  const tensors = new Map<string, TensorData>([
+    [`${UP}.weight`, { dtype, shape, bytes: narrowFromFloat32(weight, dtype) }],
+    ['model.norm.weight', { dtype: 'F32', shape: [4], bytes: new Uint8Array(16) }],
+  ]);
+  await writeCheckpoint(dir, tensors, { config: CONFIG });
+  return dir;
+}
+
+describe('NaN and Inf in a weight', () => {
+  const cases: readonly [string, FloatSourceDtype, [number, number], [number, number, number], string][] = [
+    ['NaN in BF16', 'BF16', [256, 256], [130, 200, NaN], 'non-finite value (NaN) at [130, 200], in block [1, 1]'],
+    ['+Inf in F32', 'F32', [64, 300], [5, 260, Infinity], 'non-finite value (Infinity) at [5, 260], in block [0, 2]'],
+    ['-Inf in F16', 'F16', [200, 130], [199, 129, -Infinity], 'non-finite value (-Infinity) at [199, 129], in block [1, 1]'],
+  ];
+  for (const [label, dtype, shape, special, says] of cases) {
+    test(`${label}: an error naming tensor, element and block; nothing written`, async () => {
+      const dir = await checkpointWith(matrix(shape[0], shape[1], [special]), shape, dtype);
+      const out = join(tmp.path, `out-${caseNo++}`);
+      await assert.rejects(convertCheckpoint({ input: dir, output: out }), (e: unknown) => {
+        assert.ok(e instanceof CheckpointError);
+        assert.ok(e.message.includes(`tensor "${UP}.weight" (${dtype}[${shape.join(',')}]) has a ${says}`), e.message);
+        assert.match(e.message, /pass --allow-nonfinite/);
+        return true;
+      });
+      await assertNoOutputLeft(out);
+      const result = await runCli(['convert', dir, '-o', out, '--quiet']);
+      assert.equal(result.code, 1);
+      assertOneLineFailure(result, `${UP}.weight`, says);
+      await assertNoOutputLeft(out);
+    });
+  }
+
+  for (const format of ['e4m3fn', 'e5m2'] as const) {
+    test(`--allow-nonfinite (${format}): ±Inf → ±FP8_MAX, NaN → 0, kept out of amax`, async () => {
+      const shape: [number, number] = [4, 8];
+      const finite = matrix(4, 8);
+      const w = matrix(4, 8, [
+        [0, 1, Infinity],
+        [2, 3, -Infinity],
+        [3, 7, NaN],
+      ]);
+      const dir = await checkpointWith(w, shape, 'F32');
+      const out = join(tmp.path, `out-${caseNo++}`);
+      const result = await runCli(['convert', dir, '-o', out, '--quiet', '--allow-nonfinite', '--block', '4x8', '--weight-dtype', format === 'e4m3fn' ? 'float8_e4m3fn' : 'float8_e5m2']);
+      assert.equal(result.code, 0, result.stderr);
+      const t = await readCheckpointTensors(out);
+      const codes = t.get(`${UP}.weight`)!.bytes;
+      const scale = new Float32Array(t.get(`${UP}.weight_scale_inv`)!.bytes.slice().buffer)[0]!;
+      const { max } = fp8FormatInfo(format);
+      const decode = decodeTableFor(format);
+      let amax = 0;
+      for (let i = 0; i < finite.length; i++) if (![1, 19, 31].includes(i)) amax = Math.max(amax, Math.abs(finite[i]!));
+      assert.equal(scale, Math.fround(amax / max), 'scale comes from the finite values only');
+      assert.equal(decode[codes[1]!], max);
+      assert.equal(decode[codes[2 * 8 + 3]!], -max);
+      assert.equal(codes[3 * 8 + 7], 0);
+    });
+  }
+});
+
+/**
+ * Codes must be finite, within ±max, of the value's sign; each block's largest value maps to ±max
+ * (float scales) or above max/2 (ue8m0 scales round up to a power of two, by less than 2x).
+ */
+function assertSaturated(values: Float32Array, rows: number, cols: number, format: Fp8Format, codes: Uint8Array, bk: number, scaleFormat: ScaleFormat = 'float'): void {
+  const { max } = fp8FormatInfo(format);
+  const decode = decodeTableFor(format);
+  for (let i = 0; i < codes.length; i++) {
+    const q = decode[codes[i]!]!;
+    assert.ok(Number.isFinite(q), `${format} [${i}]: code 0x${codes[i]!.toString(16)} is not finite (value ${values[i]})`);
+    assert.ok(Math.abs(q) <= max, `${format} [${i}]: |${q}| > ${max}`);
+    if (q !== 0) assert.equal(Math.sign(q), Math.sign(values[i]!), `${format} [${i}]: sign flipped for ${values[i]}`);
+  }
+  for (let c0 = 0; c0 < cols; c0 += bk) {
+    let best = 0;
+    let at = -1;
+    for (let r = 0; r < rows; r++) {
+      for (let c = c0; c < Math.min(cols, c0 + bk); c++) {
+        const a = Math.abs(values[r * cols + c]!);
+        if (a > best) [best, at] = [a, r * cols + c];
+      }
+    }
+    // (A block whose amax / max underflows float32 gets scale 1 and all-zero codes, by design.)
+    if (at >= 0 && Math.fround(best / max) > 0) {
+      const q = Math.abs(decode[codes[at]!]!);
+      if (scaleFormat === 'float') assert.equal(q, max, `${format}: block at column ${c0}: its amax element is not ±${max}`);
+      else assert.ok(q > max / 2 && q <= max, `${format} ue8m0: block at column ${c0}: amax element → ${q}`);
+    }
+  }
+}
+
+describe('values beyond the FP8 range saturate, never wrap', () => {
+  // float32 extremes: the largest finite, subnormals, values just past 448 and 57344, mixed signs.
+  const extremes = [3.4028234663852886e38, -3.4028234663852886e38, 1e-45, -1e-40, 449, -465, 480, 57344, -61440, 65504, 1e30, -1e-30, 0, -0, 1, -1];
+  for (const format of ['e4m3fn', 'e5m2'] as const) {
+    for (const scaleFormat of ['float', 'ue8m0'] as const) {
+      test(`${format}, ${scaleFormat} scales: blocks of extreme magnitudes`, () => {
+        const rows = 4;
+        const cols = 16;
+        const values = new Float32Array(rows * cols);
+        for (let i = 0; i < values.length; i++) values[i] = extremes[(i * 7) % extremes.length]! * (i % 3 === 0 ? 1 : 0.5);
+        // A block of only tiny values: amax / max underflows float32.
+        for (let r = 0; r < rows; r++) for (let c = 12; c < 16; c++) values[r * cols + c] = (r + c) % 2 ? 1e-45 : -1e-45;
+        const codes = new Uint8Array(rows * cols);
+        const scales = new Float32Array(4);
+        quantizeStripe(values, rows, cols, { format, block: { bn: 4, bk: 4 }, scaleFormat }, codes, scales);
+        for (const s of scales) assert.ok(Number.isFinite(s) && s > 0, `scale ${s}`);
+        assertSaturated(values, rows, cols, format, codes, 4, scaleFormat);
+        assert.equal(scales[3], 1, 'an underflowing block gets scale 1');
+      });
+    }
+  }
+
+  test('through convert: an F32 weight holding ±FLT_MAX and subnormals', async () => {
+    const rows = 8;
+    const cols = 32;
+    const w = new Float32Array(rows * cols);
+    for (let i = 0; i < w.length; i++) w[i] = extremes[(i * 5) % extremes.length]!;
+    const dir = await checkpointWith(w, [rows, cols], 'F32');
+    const out = join(tmp.path, `out-${caseNo++}`);
+    await convertCheckpoint({ input: dir, output: out, block: { bn: 8, bk: 8 } });
+    const t = await readCheckpointTensors(out);
+    assertSaturated(w, rows, cols, 'e4m3fn', t.get(`${UP}.weight`)!.bytes, 8);
+  });
+});
