@@ -5,6 +5,7 @@
 import { performance } from 'node:perf_hooks';
 import { quantizeStripe } from '../src/fp8/block-quantize.js';
 import { float32ToBf16Bits, widenToFloat32 } from '../src/fp8/dtypes.js';
+import { FastQuantizeScratch, quantizeBf16StripeFast } from '../src/fp8/fast-quantize.js';
 
 export interface KernelRate {
   readonly name: string;
@@ -55,5 +56,14 @@ export function computeRates(): ComputeRates {
     name: 'reference (widenToFloat32 + quantizeStripe)',
     elementsPerSecond: rate(() => quantizeStripe(widenToFloat32(bytes, 'BF16', values), ROWS, COLS, opts, codes, scales)),
   });
+  const scratch = new FastQuantizeScratch();
+  const fastCodes = new Uint8Array(ROWS * COLS);
+  const fastScales = new Float32Array(COLS / 128);
+  kernels.push({
+    name: 'fast path (quantizeBf16StripeFast)',
+    elementsPerSecond: rate(() => quantizeBf16StripeFast(bf16, ROWS, COLS, opts, fastCodes, fastScales, 0, scratch)),
+  });
+  // A bench that measured a kernel producing other bytes would be measuring the wrong thing.
+  if (fastCodes.some((c, i) => c !== codes[i]) || fastScales.some((s, i) => s !== scales[i])) throw new Error('bench: fast kernel bytes differ from the reference');
   return { stripe: [ROWS, COLS], kernels };
 }

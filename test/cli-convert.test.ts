@@ -56,9 +56,23 @@ const batched = (label: string): CliResult => {
   assert.ok(r, `no batch result for ${label}`);
   return r;
 };
+/** Commands that get a process of their own, all started at once in `before` (tsx start-up dominates). */
+const ownProcess: { label: string; args: string[] }[] = [];
+const ownResults = new Map<string, Promise<CliResult>>();
+const ownRun = (label: string): Promise<CliResult> => {
+  const r = ownResults.get(label);
+  assert.ok(r, `no process started for ${label}`);
+  return r;
+};
 before(async () => {
   tmp = await makeTempDir('cli');
-  const results = await fp8qBatch(inBatch.map((c) => c.args.map((a) => a.replaceAll('$TMP', tmp.path))));
+  const subst = (args: readonly string[]): string[] => args.map((a) => a.replaceAll('$TMP', tmp.path));
+  for (const c of ownProcess) {
+    const run = fp8q(...subst(c.args));
+    run.catch(() => undefined); // awaited (and reported) by its test
+    ownResults.set(c.label, run);
+  }
+  const results = await fp8qBatch(inBatch.map((c) => subst(c.args)));
   inBatch.forEach((c, i) => batch.set(c.label, results[i]!));
 });
 after(async () => {
@@ -73,22 +87,22 @@ describe('bad arguments', () => {
     { label: '--block 0x128', args: (out) => ['convert', modelDir('llama'), '-o', out, '--block', '0x128'], exit: 2, message: /^fp8q: invalid --block "0x128"/ },
     { label: '--weight-dtype int4', args: (out) => ['convert', modelDir('llama'), '-o', out, '--weight-dtype', 'int4'], exit: 2, message: /^fp8q: invalid --weight-dtype "int4": expected float8_e4m3fn or float8_e5m2$/ },
     { label: 'missing -o', args: () => ['convert', modelDir('llama')], exit: 2, message: /^fp8q: missing -o <out-dir>/ },
-    { label: 'unknown option', subprocess: true, args: (out) => ['convert', modelDir('llama'), '-o', out, '--frobnicate'], exit: 2, message: /^fp8q: unknown option '--frobnicate'/ },
+    { label: 'unknown option', args: (out) => ['convert', modelDir('llama'), '-o', out, '--frobnicate'], exit: 2, message: /^fp8q: unknown option '--frobnicate'/ },
     { label: 'unknown command', args: () => ['frobnicate'], exit: 2, message: /^fp8q: unknown command 'frobnicate'/ },
     { label: 'missing source', args: () => ['convert'], exit: 2, message: /^fp8q: missing required argument 'source'/ },
     { label: 'invalid --exclude regex', args: (out) => ['convert', modelDir('llama'), '-o', out, '--exclude', 're:(x'], exit: 2, message: /^fp8q: invalid --exclude regular expression "re:\(x"/ },
     { label: '--max-shard-size 5XB', args: (out) => ['convert', modelDir('llama'), '-o', out, '--max-shard-size', '5XB'], exit: 2, message: /^fp8q: --max-shard-size: invalid size "5XB"/ },
     { label: '--scale-fmt bogus', args: (out) => ['convert', modelDir('llama'), '-o', out, '--scale-fmt', 'bogus'], exit: 2, message: /^fp8q: option '--scale-fmt <fmt>' argument 'bogus' is invalid/ },
-    { label: 'nonexistent input folder', subprocess: true, args: (out) => ['convert', join(out, '..', 'no-such-model'), '-o', out], exit: 1, message: /^fp8q: cannot read model folder .*no-such-model \(ENOENT\)$/ },
+    { label: 'nonexistent input folder', subprocess: true, args: (out) => ['convert', `${out}-no-such-model`, '-o', out], exit: 1, message: /^fp8q: cannot read model folder .*no-such-model \(ENOENT\)$/ },
     { label: 'input is a file', args: (out) => ['convert', join(modelDir('llama'), 'config.json'), '-o', out], exit: 1, message: /^fp8q: .*config\.json is not a folder/ },
     { label: 'inspect of a nonexistent folder', args: (out) => ['inspect', join(out, 'nothing-here')], exit: 1, message: /^fp8q: cannot read model folder/ },
   ];
   const parentOf = (label: string): string => `bad-${label.replace(/\W+/g, '-')}`;
   for (const c of cases) {
-    if (!c.subprocess) inBatch.push({ label: c.label, args: c.args(`$TMP/${parentOf(c.label)}/out`) });
+    (c.subprocess ? ownProcess : inBatch).push({ label: c.label, args: c.args(`$TMP/${parentOf(c.label)}/out`) });
     test(`${c.label}: one fp8q: line on stderr, exit ${c.exit}, no stack, nothing written${c.subprocess ? ' (own process)' : ''}`, async () => {
       const parent = join(tmp.path, parentOf(c.label));
-      const r = c.subprocess ? await fp8q(...c.args(join(parent, 'out'))) : batched(c.label);
+      const r = c.subprocess ? await ownRun(c.label) : batched(c.label);
       assert.equal(r.code, c.exit, r.stderr);
       assert.equal(lines(r.stderr).length, 1, `stderr:\n${r.stderr}`);
       assert.match(r.stderr.trimEnd(), c.message);
@@ -107,10 +121,12 @@ describe('bad arguments', () => {
   });
 });
 
-describe('output modes (child processes)', { concurrency: true }, () => {
-  test('--json prints exactly one JSON document on stdout, no progress; inspect --json reads the result', async () => {
+describe('output modes (own processes)', () => {
+  ownProcess.push({ label: 'json', args: ['convert', modelDir('deepseek_v3'), '-o', '$TMP/json-out', '--json'] });
+  ownProcess.push({ label: 'plain', args: ['convert', modelDir('mixtral'), '-o', '$TMP/plain-out'] });
+  test('--json prints exactly one JSON document on stdout and nothing on stderr', async () => {
     const out = join(tmp.path, 'json-out');
-    const r = await fp8q('convert', modelDir('deepseek_v3'), '-o', out, '--json');
+    const r = await ownRun('json');
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stderr, '');
     const summary = JSON.parse(r.stdout) as Record<string, unknown>; // throws on a second document or stray text
@@ -123,20 +139,10 @@ describe('output modes (child processes)', { concurrency: true }, () => {
     const shards = summary['shards'] as { file: string; sha256: string }[];
     assert.deepEqual(shards.map((s) => s.file), ['model.safetensors']);
     assert.equal(shards[0]!.sha256, await sha256File(join(out, 'model.safetensors')));
-
-    const inspected = await fp8q('inspect', out, '--json');
-    assert.equal(inspected.code, 0, inspected.stderr);
-    const report = JSON.parse(inspected.stdout) as Record<string, unknown>;
-    assert.match(String(report['quantizedBy']), /quantization_config/);
-    assert.deepEqual(
-      (report['byDtype'] as { dtype: string; tensors: number }[]).map((g) => [g.dtype, g.tensors]).sort(),
-      [['BF16', 13], ['F32', 28], ['F8_E4M3', 28]],
-    );
   });
 
   test('plain progress on a pipe: a few increasing percentage lines ending at 100%, then one summary line', async () => {
-    const out = join(tmp.path, 'plain-out');
-    const r = await fp8q('convert', modelDir('mixtral'), '-o', out);
+    const r = await ownRun('plain');
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, '', 'human output goes to stderr; stdout stays clean');
     assert.doesNotMatch(r.stderr, /\x1b\[/, 'no terminal escape codes on a pipe');
@@ -154,17 +160,31 @@ describe('output modes (child processes)', { concurrency: true }, () => {
     assert.match(all.at(-1)!, /plain-out: 32 tensors quantized, 9 kept, 4\.\d MiB → 2\.\d MiB in [\d.]+ s$/);
   });
 
-  test('--quiet prints nothing at all on success', async () => {
-    const out = join(tmp.path, 'quiet-out');
-    const r = await fp8q('convert', modelDir('llama'), '-o', out, '--quiet');
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stderr, '');
-    assert.equal(r.stdout, '');
-    assert.ok((await readdir(out)).includes('model.safetensors'));
-  });
 });
 
 describe('output modes (batched)', () => {
+  inBatch.push({ label: 'quiet', args: ['convert', modelDir('llama'), '-o', '$TMP/quiet-out', '--quiet'] });
+  inBatch.push({ label: 'inspect json of output', args: ['inspect', '$TMP/quiet-out', '--json'] });
+  test('--quiet prints nothing at all on success', async () => {
+    const r = batched('quiet');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, '');
+    assert.equal(r.stdout, '');
+    assert.ok((await readdir(join(tmp.path, 'quiet-out'))).includes('model.safetensors'));
+  });
+
+  test('inspect --json on a converted output reports it quantized, with its dtypes', () => {
+    const r = batched('inspect json of output');
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout) as Record<string, unknown>;
+    assert.match(String(report['quantizedBy']), /quantization_config/);
+    assert.deepEqual((report['quantizationConfig'] as Record<string, unknown>)['fmt'], 'e4m3');
+    assert.deepEqual(
+      (report['byDtype'] as { dtype: string; tensors: number }[]).map((g) => [g.dtype, g.tensors]).sort(),
+      [['BF16', 7], ['F32', 14], ['F8_E4M3', 14]],
+    );
+  });
+
   inBatch.push({ label: 'dry-run json', args: ['convert', modelDir('mixtral'), '-o', '$TMP/json-dry', '--dry-run', '--json'] });
   inBatch.push({ label: 'inspect json', args: ['inspect', modelDir('deepseek_v3'), '--json'] });
   inBatch.push({ label: 'dry-run quiet', args: ['convert', modelDir('llama'), '-o', '$TMP/dry-quiet', '--dry-run', '--quiet'] });

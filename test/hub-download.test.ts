@@ -11,6 +11,9 @@ import { scanCacheDir } from '@huggingface/hub';
 import { type DownloadEvent, HubError, resolveSource } from '../src/io/hub/index.js';
 import { gitBlobOid, isLfsPath, type MockHub, safetensorsBytes, noiseBytes, sha256Hex, tinyModelFiles, withMockHub } from './helpers/mock-hub.js';
 
+/** Every test talks to a local server: a hang is a bug, reported as a failure, not waited out. */
+const TEST_TIMEOUT_MS = 30_000;
+
 const REPO = 'acme/tiny';
 const TOKEN = 'hf_mockSecretToken1234567890';
 const EXPECTED = ['README.md', 'config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'];
@@ -44,7 +47,7 @@ async function rejectsHub(p: Promise<unknown>, code: HubError['code']): Promise<
   assert.fail(`expected a HubError ${code}`);
 }
 
-test('downloads the needed files into the Python huggingface_hub cache layout', async () => {
+test('downloads the needed files into the Python huggingface_hub cache layout', { timeout: TEST_TIMEOUT_MS }, async () => {
   const files = tinyModelFiles();
   await withMockHub({ repos: [{ id: REPO, files }] }, async (hub, tmp) => {
     const cache = join(tmp, 'hub');
@@ -109,7 +112,7 @@ test('downloads the needed files into the Python huggingface_hub cache layout', 
   });
 });
 
-test('a second call transfers nothing', async () => {
+test('a second call transfers nothing', { timeout: TEST_TIMEOUT_MS }, async () => {
   await withMockHub({ repos: [{ id: REPO, files: tinyModelFiles() }] }, async (hub, tmp) => {
     const opts = { hubUrl: hub.url, cacheDir: tmp, token: false as const, env: {} };
     const first = await resolveSource(REPO, opts);
@@ -123,7 +126,7 @@ test('a second call transfers nothing', async () => {
   });
 });
 
-test('reuses a model downloaded by Python huggingface_hub, and blobs shared with a newer commit', async () => {
+test('reuses a model downloaded by Python huggingface_hub, and blobs shared with a newer commit', { timeout: TEST_TIMEOUT_MS }, async () => {
   const files = tinyModelFiles();
   await withMockHub({ repos: [{ id: REPO, files }] }, async (hub, tmp) => {
     const oldCommit = hub.repos.get(REPO)!.refs.get('main')!;
@@ -157,7 +160,7 @@ test('reuses a model downloaded by Python huggingface_hub, and blobs shared with
   });
 });
 
-test('a connection cut mid-file fails with a resume hint; the next call resumes with a Range request', async () => {
+test('a connection cut mid-file fails with a resume hint; the next call resumes with a Range request', { timeout: TEST_TIMEOUT_MS }, async () => {
   const files = tinyModelFiles();
   const content = bytesOf(files['model.safetensors']!);
   const cutAt = 40_000;
@@ -183,7 +186,7 @@ test('a connection cut mid-file fails with a resume hint; the next call resumes 
   });
 });
 
-test('retries resume within one call', async () => {
+test('retries resume within one call', { timeout: TEST_TIMEOUT_MS }, async () => {
   const files = tinyModelFiles();
   const content = bytesOf(files['model.safetensors']!);
   const cuts = [{ path: 'model.safetensors', afterBytes: 30_000 }, { path: 'model.safetensors', afterBytes: 50_000 }];
@@ -198,7 +201,7 @@ test('retries resume within one call', async () => {
   });
 });
 
-test('a server that ignores the resume Range: the download restarts from zero, never appends the whole file', async () => {
+test('a server that ignores the resume Range: the download restarts from zero, never appends the whole file', { timeout: TEST_TIMEOUT_MS }, async () => {
   const files = tinyModelFiles();
   const content = bytesOf(files['model.safetensors']!);
   await withMockHub({ repos: [{ id: REPO, files }], cuts: [{ path: 'model.safetensors', afterBytes: 20_000 }], ignoreResumeRange: true }, async (hub, tmp) => {
@@ -208,7 +211,7 @@ test('a server that ignores the resume Range: the download restarts from zero, n
   });
 });
 
-test('bytes that do not match the Hub hash never become a blob', async () => {
+test('bytes that do not match the Hub hash never become a blob', { timeout: TEST_TIMEOUT_MS }, async () => {
   await withMockHub({ repos: [{ id: REPO, files: tinyModelFiles() }], corrupt: ['model.safetensors', 'config.json'] }, async (hub, tmp) => {
     const err = await rejectsHub(resolveSource(REPO, { hubUrl: hub.url, cacheDir: tmp, token: false, env: {}, retries: 0, concurrency: 1 }), 'HUB_INTEGRITY');
     assert.match(err.message, /does not match the Hub's (sha256|git-sha1)/);
@@ -219,7 +222,7 @@ test('bytes that do not match the Hub hash never become a blob', async () => {
   });
 });
 
-test('sharded checkpoint: only the shards the index names, through a paginated listing', async () => {
+test('sharded checkpoint: only the shards the index names, through a paginated listing', { timeout: TEST_TIMEOUT_MS }, async () => {
   const shard = (seed: number): Uint8Array =>
     safetensorsBytes({ [`w${seed}`]: { dtype: 'BF16', shape: [64, 64], data: noiseBytes(64 * 64 * 2, seed) } });
   const files: Record<string, Uint8Array | string> = {
@@ -243,7 +246,7 @@ test('sharded checkpoint: only the shards the index names, through a paginated l
   });
 });
 
-test('a repo without safetensors is refused before any file is fetched', async () => {
+test('a repo without safetensors is refused before any file is fetched', { timeout: TEST_TIMEOUT_MS }, async () => {
   await withMockHub({ repos: [{ id: 'acme/old', files: { 'config.json': '{}', 'pytorch_model.bin': noiseBytes(100) } }] }, async (hub, tmp) => {
     const err = await rejectsHub(resolveSource('acme/old', { hubUrl: hub.url, cacheDir: tmp, token: false, env: {} }), 'HUB_NO_SAFETENSORS');
     assert.match(err.message, /pytorch_model\.bin/);
@@ -251,7 +254,7 @@ test('a repo without safetensors is refused before any file is fetched', async (
   });
 });
 
-test('gated, private, missing and bad-token errors say what to do and never show the token', async () => {
+test('gated, private, missing and bad-token errors say what to do and never show the token', { timeout: TEST_TIMEOUT_MS }, async () => {
   const repos = [
     { id: 'acme/gated', files: tinyModelFiles(), gated: true, readers: ['hf_allowedReader000000000000'] },
     { id: 'acme/private', files: tinyModelFiles(), private: true, readers: ['hf_allowedReader000000000000'] },
@@ -275,7 +278,7 @@ test('gated, private, missing and bad-token errors say what to do and never show
 
     e = await rejectsHub(resolveSource('acme/private', { ...base, token: false }), 'HUB_AUTH');
     assert.equal(e.status, 401);
-    assert.match(e.message, /does not exist, or it is private or gated/);
+    assert.match(e.message, /does not exist \(no local folder "acme\/private" exists either\), or it is private or gated/);
     assert.match(e.message, /Check the id/);
 
     e = await rejectsHub(resolveSource('acme/nope', { ...base, token: TOKEN }), 'HUB_NOT_FOUND');
@@ -303,7 +306,7 @@ test('gated, private, missing and bad-token errors say what to do and never show
   });
 });
 
-test('revisions: a commit hash is used as is (no ref written); a branch gets refs/<branch>', async () => {
+test('revisions: a commit hash is used as is (no ref written); a branch gets refs/<branch>', { timeout: TEST_TIMEOUT_MS }, async () => {
   const files = tinyModelFiles();
   await withMockHub({ repos: [{ id: REPO, files }] }, async (hub, tmp) => {
     const first = hub.repos.get(REPO)!.refs.get('main')!;
@@ -322,7 +325,7 @@ test('revisions: a commit hash is used as is (no ref written); a branch gets ref
   });
 });
 
-test('HF_HUB_CACHE / HF_HOME / HF_ENDPOINT / HF_TOKEN from the environment', async () => {
+test('HF_HUB_CACHE / HF_HOME / HF_ENDPOINT / HF_TOKEN from the environment', { timeout: TEST_TIMEOUT_MS }, async () => {
   await withMockHub({ repos: [{ id: REPO, files: tinyModelFiles(), private: true }], tokens: [TOKEN] }, async (hub, tmp) => {
     const r = await resolveSource(REPO, { env: { HF_HOME: join(tmp, 'home'), HF_ENDPOINT: `${hub.url}/`, HF_TOKEN: TOKEN } });
     assert.equal(r.dir.startsWith(join(tmp, 'home', 'hub', 'models--acme--tiny', 'snapshots')), true);
@@ -334,7 +337,7 @@ test('HF_HUB_CACHE / HF_HOME / HF_ENDPOINT / HF_TOKEN from the environment', asy
   });
 });
 
-test('offline: HF_HUB_OFFLINE, or an unreachable Hub, uses a complete cached snapshot', async () => {
+test('offline: HF_HUB_OFFLINE, or an unreachable Hub, uses a complete cached snapshot', { timeout: TEST_TIMEOUT_MS }, async () => {
   let url = '';
   let cache = '';
   let dir = '';
@@ -359,7 +362,7 @@ test('offline: HF_HUB_OFFLINE, or an unreachable Hub, uses a complete cached sna
   });
 });
 
-test('a local folder wins over a repo id; nonsense is refused', async () => {
+test('a local folder wins over a repo id; nonsense is refused', { timeout: TEST_TIMEOUT_MS }, async () => {
   await withMockHub({}, async (_hub, tmp) => {
     const local = join(tmp, 'org', 'name');
     await mkdir(local, { recursive: true });
@@ -376,7 +379,7 @@ test('a local folder wins over a repo id; nonsense is refused', async () => {
   });
 });
 
-test('cancelling (AbortSignal) stops the transfers and keeps the partial blob for a resume', async () => {
+test('cancelling (AbortSignal) stops the transfers and keeps the partial blob for a resume', { timeout: TEST_TIMEOUT_MS }, async () => {
   const files = tinyModelFiles();
   const content = bytesOf(files['model.safetensors']!);
   await withMockHub({ repos: [{ id: REPO, files }] }, async (hub, tmp) => {
@@ -401,6 +404,6 @@ test('cancelling (AbortSignal) stops the transfers and keeps the partial blob fo
     assert.ok(seen > 0 && (await stat(incomplete)).size >= seen);
     const r = await resolveSource(REPO, opts);
     assert.deepEqual(new Uint8Array(await readFile(join(r.dir, 'model.safetensors'))), content);
-    assert.ok(hub.requests.some((q) => q.range !== undefined && q.range.startsWith(`bytes=${(q.range.match(/\d+/) ?? ['0'])[0]}`) && !q.range.startsWith('bytes=0-')));
+    assert.ok(hub.requests.some((q) => q.range !== undefined && !q.range.startsWith('bytes=0-')), 'the second call resumed');
   });
 });

@@ -11,6 +11,9 @@ import { test } from 'node:test';
 import { HubError, type PushEvent, pushFolder, resolveSource } from '../src/io/hub/index.js';
 import { noiseBytes, safetensorsBytes, withMockHub } from './helpers/mock-hub.js';
 
+/** Every test talks to a local server: a hang is a bug, reported as a failure, not waited out. */
+const TEST_TIMEOUT_MS = 30_000;
+
 const TOKEN = 'hf_pushSecretToken0123456789';
 const READ_ONLY = 'hf_readOnlyToken000000000000';
 
@@ -40,7 +43,7 @@ function assertNoToken(e: unknown, token: string): void {
   }
 }
 
-test('pushes a converted folder: private repo, LFS weights, regular files, generated card; round trip', async () => {
+test('pushes a converted folder: private repo, LFS weights, regular files, generated card; round trip', { timeout: TEST_TIMEOUT_MS }, async () => {
   await withMockHub({ tokens: [TOKEN] }, async (hub, tmp) => {
     const dir = join(tmp, 'out');
     const files = await convertedFolder(dir);
@@ -92,7 +95,7 @@ test('pushes a converted folder: private repo, LFS weights, regular files, gener
   });
 });
 
-test('an existing repo is reused (409), multipart uploads for large files', async () => {
+test('an existing repo is reused (409), multipart uploads for large files', { timeout: TEST_TIMEOUT_MS }, async () => {
   await withMockHub({ tokens: [TOKEN], multipartChunkSize: 16 * 1024 }, async (hub, tmp) => {
     const dir = join(tmp, 'out');
     const files = await convertedFolder(dir, 48 * 1024);
@@ -110,7 +113,7 @@ test('an existing repo is reused (409), multipart uploads for large files', asyn
   });
 });
 
-test('push errors: no token, read-only token, invalid token, not a converted folder; token never shown', async () => {
+test('push errors: no token, read-only token, invalid token, not a converted folder; token never shown', { timeout: TEST_TIMEOUT_MS }, async () => {
   await withMockHub({ tokens: [TOKEN], readOnlyTokens: [READ_ONLY], echoAuthorization: true }, async (hub, tmp) => {
     const dir = join(tmp, 'out');
     await convertedFolder(dir);

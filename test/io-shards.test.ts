@@ -4,7 +4,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, stat, writeFile, copyFile } from 'node:fs/promises';
+import { copyFile, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Checkpoint } from '../src/io/checkpoint.js';
 import { convertCheckpoint } from '../src/io/convert-checkpoint.js';
@@ -12,7 +12,7 @@ import { CheckpointError } from '../src/io/errors.js';
 import { SafetensorsReader } from '../src/io/safetensors-reader.js';
 import { assignShards, buildIndex } from '../src/io/shards.js';
 import { plannedOutput, type PlannedOutput } from '../src/passes/plan.js';
-import { listFiles, readCheckpointTensors, readJson, reshardFixture, sha256File } from './helpers/checkpoint-files.js';
+import { listFiles, readCheckpointTensors, readJson, reshardFixture, sha256File, writeCheckpoint } from './helpers/checkpoint-files.js';
 import { modelDir } from './helpers/fixtures.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
 
@@ -152,6 +152,23 @@ describe('sharded input', () => {
     const summary = await convertCheckpoint({ input: dir, output: out });
     assert.deepEqual(await listFiles(out), ['config.json', 'generation_config.json', 'model.safetensors']);
     assert.ok(summary.warnings.some((w) => w.includes('consolidated.safetensors')), summary.warnings.join('\n'));
+  });
+
+  test('without an index, Mistral\'s consolidated.safetensors beside model.safetensors is not read as a shard', async () => {
+    const dir = join(tmp.path, 'llama-single-with-consolidated');
+    await reshardFixture(modelDir('llama'), dir, 1);
+    // Different tensor names (mistral-inference style): read as a shard, it would be converted too.
+    const renamed = new Map([...(await readCheckpointTensors(modelDir('llama')))].map(([n, t]) => [n.replace(/^model\./, ''), t]));
+    await writeCheckpoint(join(dir, 'consolidated-tmp'), renamed);
+    await copyFile(join(dir, 'consolidated-tmp', 'model.safetensors'), join(dir, 'consolidated.safetensors'));
+    await rm(join(dir, 'consolidated-tmp'), { recursive: true });
+    const out = join(tmp.path, 'llama-single-with-consolidated-out');
+    const summary = await convertCheckpoint({ input: dir, output: out });
+    assert.deepEqual(await listFiles(out), ['config.json', 'generation_config.json', 'model.safetensors']);
+    const srcNames = [...(await readCheckpointTensors(modelDir('llama'))).keys()];
+    const outNames = [...(await readCheckpointTensors(out)).keys()];
+    assert.deepEqual(outNames.filter((n) => !n.endsWith('_scale_inv')).sort(), srcNames.sort(), 'only the transformers tensors were converted');
+    assert.ok(summary.warnings.some((w) => w.startsWith('consolidated.safetensors is not one of the checkpoint\'s shards')), summary.warnings.join('\n'));
   });
 
   describe('a broken index is refused with a message naming the problem', () => {

@@ -1,11 +1,12 @@
-// Determinism: the same input and options give byte-identical output folders, and the SHA-256 that
-// --json reports for each shard is the hash of the file on disk, so a pipeline can pin results.
+// Determinism: the same input and options give byte-identical output folders on any thread count,
+// and the SHA-256 that --json reports for each shard is the hash of the file on disk, so a
+// pipeline can pin results.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ConvertSummary } from '../src/io/convert-checkpoint.js';
+import { convertCheckpoint, type ConvertSummary } from '../src/io/convert-checkpoint.js';
 import { listFiles, sha256File } from './helpers/checkpoint-files.js';
 import { modelDir } from './helpers/fixtures.js';
 import { runCli } from './helpers/safety.js';
@@ -47,3 +48,17 @@ for (const [model, extra] of [
     }
   });
 }
+
+test('llama: the same bytes with 0 (main thread), 1 and 3 quantize threads', async () => {
+  const runs: string[] = [];
+  for (const threads of [0, 1, 3]) {
+    const out = join(tmp.path, `llama-threads-${threads}`);
+    await convertCheckpoint({ input: modelDir('llama'), output: out, threads, maxShardBytes: 1_000_000 });
+    runs.push(out);
+  }
+  const files = await listFiles(runs[0]!);
+  for (const other of runs.slice(1)) {
+    assert.deepEqual(await listFiles(other), files);
+    for (const f of files) assert.ok((await readFile(join(runs[0]!, f))).equals(await readFile(join(other, f))), `${f} differs in ${other}`);
+  }
+});

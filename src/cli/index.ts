@@ -41,11 +41,30 @@ export function buildProgram(): Command {
     .option('--dry-run', 'print the plan, write nothing')
     .option('--force', 'replace a non-empty output folder')
     .option('--allow-nonfinite', 'saturate ±Inf to ±FP8 max and NaN to 0 instead of failing')
+    .option('--mla-split', 'MLA models (kv_lora_rank): also write self_attn.w_uk / w_uv in FP8 (MLC LLM layout)')
+    .option('--stack-experts', 'write per-expert MoE weights as stacked [E, N, K] experts.gate_up_proj / down_proj')
+    .option('--requantize', 'accept an FP8 input: dequantize it to float32 on the fly and quantize it again')
+    .option('--threads <n>', 'worker threads quantizing (default: available cores)')
     .option('--json', 'print one JSON summary on stdout and nothing else')
     .option('-q, --quiet', 'no progress output')
     .action(async (source: string, flags) => {
       const { convertCommand } = await import('./commands/convert.js');
       await convertCommand(source, flags);
+    });
+
+  program
+    .command('dequant')
+    .description('write an FP8 checkpoint back as BF16/FP16 (fp8 × scale_inv, rounded once), quantization_config removed')
+    .argument('<source>', 'FP8 model folder (DeepSeek-V3, Qwen3-FP8, transformers or fp8q layout)')
+    .option('-o, --output <dir>', 'output folder (written atomically)')
+    .option('--dtype <dtype>', 'bfloat16 or float16', 'bfloat16')
+    .option('--max-shard-size <size>', 'largest output shard', '5GB')
+    .option('--force', 'replace a non-empty output folder')
+    .option('--json', 'print one JSON summary on stdout and nothing else')
+    .option('-q, --quiet', 'no progress output')
+    .action(async (source: string, flags) => {
+      const { dequantCommand } = await import('./commands/dequant.js');
+      await dequantCommand(source, flags);
     });
 
   program
@@ -56,6 +75,41 @@ export function buildProgram(): Command {
     .action(async (dir: string, flags) => {
       const { inspectCommand } = await import('./commands/inspect.js');
       await inspectCommand(dir, flags);
+    });
+
+  program
+    .command('logits')
+    .description("run a checkpoint's forward (original or FP8) and write its logits")
+    .argument('<model>', 'model folder')
+    .option('--input-ids <file>', 'safetensors file with "input_ids" I64 [B, T]')
+    .option('-o, --output <file>', 'where to write "logits" F32 [B, T, vocab] (safetensors)')
+    .option('--device <device>', 'auto, cpu or cuda', 'auto')
+    .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)')
+    .option('--json', 'print one JSON summary on stdout and nothing else')
+    .option('-q, --quiet', 'no progress output')
+    .action(async (model: string, flags) => {
+      const { logitsCommand } = await import('./commands/logits.js');
+      await logitsCommand(model, flags);
+    });
+
+  program
+    .command('verify')
+    .description('compare a quantized checkpoint with its original, layer by layer; exit 3 if a gate fails')
+    .argument('<original>', 'original model folder')
+    .argument('<quantized>', 'quantized model folder')
+    .option('--input-ids <file>', 'token ids: safetensors file with "input_ids" I64 [B, T]')
+    .option('--tokens <n>', 'generate this many random token ids (default 32)')
+    .option('--seed <n>', 'seed of the generated token ids (default 0)')
+    .option('--device <device>', 'auto, cpu or cuda', 'auto')
+    .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)')
+    .option('--max-kl <x>', 'largest mean KL(original ‖ quantized) per token (default 0.01)')
+    .option('--min-top1 <x>', 'smallest top-1 agreement (default 0.5)')
+    .option('--max-layer-rel-error <x>', 'largest relative error of any quantized linear (default 0.15)')
+    .option('--json', 'print one JSON report on stdout and nothing else')
+    .option('-q, --quiet', 'no progress output')
+    .action(async (original: string, quantized: string, flags) => {
+      const { verifyCommand } = await import('./commands/verify.js');
+      await verifyCommand(original, quantized, flags);
     });
 
   return program;

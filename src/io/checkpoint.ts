@@ -66,6 +66,10 @@ export class Checkpoint {
       if (shards.length === 0) {
         throw new CheckpointError(`no *.safetensors files in ${dir}: fp8q reads safetensors checkpoints only (convert .bin files with transformers' save_pretrained first)`);
       }
+      // Mistral repos ship consolidated.safetensors (mistral-inference names, a second full copy)
+      // beside the transformers files: when those are there, it is not a shard of this checkpoint.
+      const hfShards = shards.filter((f) => !/^consolidated(\.\d+)?\.safetensors$/.test(f));
+      if (hfShards.length > 0) shards = hfShards;
     }
 
     const readers = new Map<string, SafetensorsReader>();

@@ -17,6 +17,7 @@ import { executeEntry } from './plan-executors.js';
 import type { CheckpointFormat } from './formats/descriptor.js';
 import { applyOutputFormat, type WrittenQuantizationConfig } from './formats/output-format.js';
 import { checkOutputDestination, explainWriteFailure, StagingFolder } from './output-folder.js';
+import { defaultThreads, QuantizePool } from './quantize-pool.js';
 import { SafetensorsWriter } from './safetensors-writer.js';
 import { assignShards, buildIndex, type ShardPlan } from './shards.js';
 
@@ -43,6 +44,8 @@ export interface ConvertOptions {
   readonly dryRun?: boolean;
   readonly force?: boolean;
   readonly allowNonFinite?: boolean;
+  /** Worker threads quantizing (default: available cores); 0 runs the reference executors on the main thread. */
+  readonly threads?: number;
   /** Also write DeepSeek MLA's w_uk / w_uv (passes/mla-split.ts). */
   readonly mlaSplit?: boolean;
   /** Write per-expert weights as one stacked [E, N, K] tensor per projection (passes/stack-experts.ts). */
@@ -148,7 +151,8 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
     let staging: StagingFolder | undefined;
     try {
       staging = await StagingFolder.create(opts.output);
-      const written = await writeShards(ckpt, plan, entries, shards, staging.path, totals.bytesIn, opts, emit);
+      const pool = opts.threads === 0 ? undefined : QuantizePool.start(opts.threads ?? defaultThreads());
+      const written = await writeShards(ckpt, plan, entries, shards, staging.path, totals.bytesIn, opts, emit, pool).finally(() => pool?.close());
       emit({ type: 'finalizing' });
       if (shards.length > 1) await writeJson(join(staging.path, INDEX_FILE), buildIndex(shards));
       await writeJson(join(staging.path, CONFIG_FILE), withQuantizationConfig(ckpt.config, qc));
@@ -189,6 +193,7 @@ async function writeShards(
   bytesTotal: number,
   opts: ConvertOptions,
   emit: (e: ConvertEvent) => void,
+  pool: QuantizePool | undefined,
 ): Promise<WrittenShard[]> {
   const shardOf = new Map<string, number>();
   shards.forEach((s, i) => s.tensors.forEach((t) => shardOf.set(t.name, i)));
@@ -198,6 +203,7 @@ async function writeShards(
   const execOpts = {
     settings: plan.settings,
     nonFinite: opts.allowNonFinite ? ('saturate' as const) : ('error' as const),
+    pool,
     onBytes: (n: number) => {
       bytesDone += n;
       emit({ type: 'bytes', done: bytesDone, total: bytesTotal });

@@ -3,6 +3,7 @@
 
 import { blockScaleQuantizePass, detectQuantizedInput } from '../passes/block-scale-quantize.js';
 import { detectArchitecture } from '../passes/architectures.js';
+import { describeStructure, type ExpertStructure, type Fp8Structure, type MlaStructure } from '../passes/model-structure.js';
 import { Checkpoint } from './checkpoint.js';
 import { CheckpointError } from './errors.js';
 import { detectQuantizedFormat, type QuantizedFormat } from './quantized-format.js';
@@ -35,6 +36,12 @@ export interface InspectReport {
   /** For a source checkpoint: the modules a convert with default settings would quantize. */
   readonly wouldQuantize: readonly string[];
   readonly wouldKeep: readonly { module: string; reason: string }[];
+  /** MLA attention found (config.json's kv_lora_rank and the kv_b_proj / w_uk tensors), or null. */
+  readonly mla: MlaStructure | null;
+  /** MoE expert sets found: per-expert or stacked, and the stacked tensors' layout; or null. */
+  readonly experts: ExpertStructure | null;
+  /** For an FP8 checkpoint: layout, block, weight and scale dtypes. */
+  readonly fp8: Fp8Structure | null;
   readonly warnings: readonly string[];
 }
 
@@ -81,6 +88,7 @@ export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
       wouldKeep = plan.modules.filter((m) => m.decision === 'keep').map((m) => ({ module: m.module, reason: m.reason }));
       warnings.push(...plan.warnings);
     }
+    const structure = describeStructure(ckpt.config, infos, warnings);
     return {
       dir,
       architecture: arch.label,
@@ -96,6 +104,7 @@ export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
       scales,
       wouldQuantize,
       wouldKeep,
+      ...structure,
       warnings,
     };
   } finally {

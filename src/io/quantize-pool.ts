@@ -54,6 +54,23 @@ interface Pending {
   readonly reject: (e: Error) => void;
 }
 
+/**
+ * The parent's node options minus those that only make sense for the main script (an inline
+ * `-e` program, its --input-type, the test runner, a debugger port), so that a loader such as
+ * `--import tsx`, which a .ts worker needs, still reaches the worker.
+ */
+export function workerExecArgv(execArgv: readonly string[]): string[] {
+  const withValue = new Set(['-e', '--eval', '-p', '--print', '--input-type']);
+  const dropped = /^(--input-type=|--eval=|--print=|--test|--watch|--inspect|--debug-port)/;
+  const out: string[] = [];
+  for (let i = 0; i < execArgv.length; i++) {
+    const a = execArgv[i]!;
+    if (withValue.has(a)) i++;
+    else if (!dropped.test(a)) out.push(a);
+  }
+  return out;
+}
+
 /** The worker file beside this module: .ts under tsx (tests, bench), .js in dist/. */
 function workerUrl(): URL {
   const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
@@ -78,8 +95,7 @@ export class QuantizePool {
 
   private spawn(): void {
     for (let i = 0; i < this.threads; i++) {
-      // execArgv carries a loader such as `--import tsx` into the worker, which needs it for .ts.
-      const w = new Worker(workerUrl(), { execArgv: process.execArgv });
+      const w = new Worker(workerUrl(), { execArgv: workerExecArgv(process.execArgv) });
       w.unref();
       w.on('message', (reply: ChunkReply) => this.onReply(w, reply));
       w.on('error', (e: Error) => this.fail(new Error(`quantize worker failed: ${e.message}`)));

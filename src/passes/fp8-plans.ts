@@ -66,7 +66,7 @@ export function requantizePass(config: ModelConfig | undefined, tensors: readonl
     const plan = blockScaleQuantizePass(config, tensors, options);
     return { ...plan, warnings: ['--requantize: the input is not quantized; converting it as usual', ...plan.warnings] };
   }
-  const derived = tensors.filter((t) => input.weights.has(t.name) && /\.w_u[kv]$/.test(t.name));
+  const derived = tensors.filter((t) => isDerivedMlaTensor(t.name, input));
   const left = new Set([...input.scaleTensors, ...input.activationScales, ...derived.map((t) => t.name), ...derived.map((t) => input.weights.get(t.name)!.scale)]);
   const virtual = tensors.filter((t) => !left.has(t.name)).map((t) => (input.weights.has(t.name) ? { ...t, dtype: 'F32' as const } : t));
   const plan = blockScaleQuantizePass(configWithoutQuantization(config, input.format.ignore), virtual, options);
@@ -91,16 +91,25 @@ export interface DequantizePlan {
   readonly input: Fp8Input;
   readonly entries: readonly PlanEntry[];
   readonly dtype: 'BF16' | 'F16';
+  readonly warnings: readonly string[];
+}
+
+/** MLA's w_uk / w_uv (fp8q convert --mla-split): derived from kv_b_proj, no float checkpoint has them. */
+function isDerivedMlaTensor(name: string, input: Fp8Input): boolean {
+  return input.weights.has(name) && /\.self_attn\.w_u[kv]$/.test(name);
 }
 
 export function planDequantize(config: ModelConfig | undefined, tensors: readonly SourceTensor[], dtype: 'BF16' | 'F16'): DequantizePlan {
   const input = describeFp8Input(config, tensors);
   if (!input) throw new CheckpointError('the input is not an FP8 checkpoint (no quantization_config, no FP8 tensors): there is nothing to dequantize');
   const entries: PlanEntry[] = [];
+  const derived = tensors.filter((t) => isDerivedMlaTensor(t.name, input)).length;
+  const warnings =
+    derived > 0 ? [`${derived} MLA w_uk/w_uv tensors are derived from kv_b_proj and are left out (fp8q convert --mla-split writes them again)`] : [];
   for (const t of tensors) {
-    if (input.scaleTensors.has(t.name) || input.activationScales.has(t.name)) continue;
+    if (input.scaleTensors.has(t.name) || input.activationScales.has(t.name) || isDerivedMlaTensor(t.name, input)) continue;
     if (input.weights.has(t.name)) entries.push(dequantizeEntry(t.name, t.shape, dtype, input, `fp8 × ${input.weights.get(t.name)!.scale.split('.').pop()}`));
     else entries.push({ op: 'copy', reason: 'not quantized', sources: [t.name], outputs: [plannedOutput(t.name, t.dtype, t.shape)] });
   }
-  return { input, entries, dtype };
+  return { input, entries, dtype, warnings };
 }

@@ -8,7 +8,7 @@
 
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { DeviceUnavailableError, type CudaProblem } from './device-error.js';
@@ -62,7 +62,7 @@ export function onnxruntimeBinaryDir(platform: string = process.platform, arch: 
 /** The fp8q package folder, where `npm run setup:cuda` runs. */
 function packageRoot(): string {
   // src/runtime/device.ts under tsx, dist/runtime/device.js when built: two levels up either way.
-  return fileURLToPath(new URL('../../', import.meta.url));
+  return resolve(fileURLToPath(new URL('../../', import.meta.url)));
 }
 
 /**

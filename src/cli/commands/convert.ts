@@ -5,7 +5,7 @@ import { checkOutputFormat, OutputFormatError } from '../../io/formats/output-fo
 import { formatBytes } from '../../io/sizes.js';
 import type { ConvertPlan } from '../../passes/plan.js';
 import { describeEntry, entryDetails } from '../../passes/plan-describe.js';
-import { parseBlock, parseOutputFormat, parseSize, parseWeightDtype } from '../options.js';
+import { parseBlock, parseOutputFormat, parsePositiveInt, parseSize, parseWeightDtype } from '../options.js';
 import { compileExcludePattern } from '../../passes/skip-rules.js';
 import { ByteProgress, info, outputMode, printJson, warn, type OutputMode } from '../output.js';
 import { UsageError } from '../errors.js';
@@ -23,6 +23,10 @@ export interface ConvertFlags {
   json?: boolean;
   quiet?: boolean;
   allowNonfinite?: boolean;
+  mlaSplit?: boolean;
+  stackExperts?: boolean;
+  requantize?: boolean;
+  threads?: string;
 }
 
 export async function convertCommand(source: string, flags: ConvertFlags): Promise<ConvertSummary> {
@@ -42,6 +46,10 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     dryRun: flags.dryRun === true,
     force: flags.force === true,
     allowNonFinite: flags.allowNonfinite === true,
+    mlaSplit: flags.mlaSplit === true,
+    stackExperts: flags.stackExperts === true,
+    requantize: flags.requantize === true,
+    threads: flags.threads === undefined ? undefined : parsePositiveInt('--threads', flags.threads),
   } as const;
   try {
     // A flag combination the chosen layout cannot express is a command-line error, found before any reading.

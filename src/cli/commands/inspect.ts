@@ -2,6 +2,7 @@
 
 import { inspectCheckpoint, type InspectReport } from '../../io/inspect-checkpoint.js';
 import { formatBytes } from '../../io/sizes.js';
+import { structureLines } from '../../passes/model-structure.js';
 import { outputMode, printJson, warn } from '../output.js';
 
 export async function inspectCommand(dir: string, flags: { json?: boolean }): Promise<InspectReport> {
@@ -20,6 +21,7 @@ export async function inspectCommand(dir: string, flags: { json?: boolean }): Pr
       (g) => `  ${g.dtype.padEnd(9)} ${String(g.tensors).padStart(8)} ${String(g.parameters).padStart(12)} ${formatBytes(g.bytes).padStart(12)}`,
     ),
   ];
+  lines.push(...structureLines(report.mla, report.experts, report.fp8));
   if (report.quantizedBy) {
     lines.push(`  quantized: ${report.quantizedBy}`);
     const qf = report.quantizedFormat;

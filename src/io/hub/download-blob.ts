@@ -71,11 +71,15 @@ async function hashPrefix(path: string, bytes: number, hash: Hash): Promise<void
 function delay(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
+    const onAbort = (): void => {
       clearTimeout(t);
-      reject(signal.reason);
-    }, { once: true });
+      reject(signal?.reason);
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 
@@ -106,9 +110,14 @@ async function transfer(p: BlobDownload, incomplete: string, have: number, v: Ve
   const fh = await open(incomplete, 'a');
   try {
     const reader = blob.slice(have).stream().getReader();
+    // An abort does not always reach a pending read through the library's stream (it pipes the
+    // response body into a TransformStream): cancel the reader ourselves, then report the abort.
+    const onAbort = (): void => void reader.cancel(p.signal?.reason).catch(() => undefined);
+    p.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       for (;;) {
         const { done, value } = await reader.read();
+        p.signal?.throwIfAborted();
         if (done) break;
         if (have + value.byteLength > p.file.size) {
           throw new HubError('HUB_INTEGRITY', `the Hub sent more than the ${p.file.size} bytes of "${p.file.path}"`);
@@ -119,6 +128,7 @@ async function transfer(p: BlobDownload, incomplete: string, have: number, v: Ve
         p.onBytes(have);
       }
     } finally {
+      p.signal?.removeEventListener('abort', onAbort);
       reader.releaseLock();
     }
   } finally {

@@ -1,8 +1,13 @@
 // Accuracy gates of `fp8q verify`: limits a sound block-scale FP8 conversion stays within and a
 // broken one (a wrong scale, swapped or mislabelled weights) does not. Defaults come from the
-// bundled fixtures (README "fp8q verify"): sound E4M3 128×128 conversions measure per-linear
-// relative errors of 0.036–0.045 (SQNR 27–29 dB), mean KL ≤ 3e-4 and top-1 agreement ≥ 0.96;
-// one weight_scale_inv ×4 gives a relative error ≥ 0.5 on its linear, swapped experts ≈ 1.4.
+// bundled fixtures (README "fp8q verify"), E4M3 128×128, the fixtures' token ids and seeds 0–12:
+// - per-linear relative error 0.034–0.041 (SQNR 27.8–29.4 dB, cosine ≥ 0.9992) when sound;
+//   one weight_scale_inv ×4 gives 3.0 on its linear, two swapped experts ≈ 1.4 on each;
+// - mean KL 2e-4 – 2.4e-3 when sound;
+// - top-1 agreement 0.66–0.96 when sound: the fixtures are random-initialised, their next-token
+//   distributions nearly flat, so top-1 flips on near-ties. Real models on real text agree on
+//   ≥ 0.95; the default only catches a model that is broken outright (agreement near 1/vocab).
+// The per-linear gate is the sharp one: it compares each linear on identical inputs.
 
 export interface Gates {
   /** Largest mean (over tokens) KL(original ‖ quantized), nats. */
@@ -15,7 +20,7 @@ export interface Gates {
 
 export const DEFAULT_GATES: Gates = {
   maxKl: 0.01,
-  minTop1: 0.9,
+  minTop1: 0.5,
   maxLayerRelError: 0.15,
 };
 

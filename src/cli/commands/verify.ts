@@ -1,0 +1,181 @@
+// `fp8q verify`: flags → VerifyOptions, progress, and the report — a table on the terminal or one
+// JSON document with --json. A failed gate exits with EXIT_GATE_FAILED and names the layer or
+// metric that failed.
+
+import { isDeviceRequest, selectDevice } from '../../runtime/device.js';
+import { readInputIds } from '../../runtime/models/token-ids.js';
+import type { Gates } from '../../runtime/verify/gates.js';
+import { DEFAULT_VERIFY_SEED, verifyCheckpoints, type LinearReport, type VerifyReport } from '../../runtime/verify/verify-checkpoints.js';
+import { EXIT_GATE_FAILED, ExitError, UsageError } from '../errors.js';
+import { parsePositiveInt } from '../options.js';
+import { info, outputMode, printJson } from '../output.js';
+import { parseThreadsFlag } from './logits.js';
+
+export interface VerifyFlags {
+  inputIds?: string;
+  tokens?: string;
+  seed?: string;
+  device?: string;
+  threads?: string;
+  maxKl?: string;
+  minTop1?: string;
+  maxLayerRelError?: string;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+function parseNumber(flag: string, text: string | undefined, min: number, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (text.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
+    throw new UsageError(`invalid ${flag} "${text}": expected a number in [${min}, ${max === Infinity ? '∞' : max}]`);
+  }
+  return n;
+}
+
+function parseGates(flags: VerifyFlags): Partial<Gates> {
+  const gates: { -readonly [K in keyof Gates]?: number } = {};
+  const maxKl = parseNumber('--max-kl', flags.maxKl, 0, Infinity);
+  const minTop1 = parseNumber('--min-top1', flags.minTop1, 0, 1);
+  const maxRel = parseNumber('--max-layer-rel-error', flags.maxLayerRelError, 0, Infinity);
+  if (maxKl !== undefined) gates.maxKl = maxKl;
+  if (minTop1 !== undefined) gates.minTop1 = minTop1;
+  if (maxRel !== undefined) gates.maxLayerRelError = maxRel;
+  return gates;
+}
+
+export async function verifyCommand(original: string, quantized: string, flags: VerifyFlags): Promise<VerifyReport> {
+  if (flags.inputIds !== undefined && flags.tokens !== undefined) {
+    throw new UsageError('--input-ids and --tokens exclude each other: token ids come from the file or are generated');
+  }
+  const device = flags.device ?? 'auto';
+  if (!isDeviceRequest(device)) throw new UsageError(`invalid --device "${device}": expected auto, cpu or cuda`);
+  const tokens = flags.tokens === undefined ? undefined : parsePositiveInt('--tokens', flags.tokens);
+  const seed = flags.seed === undefined ? undefined : Number(flags.seed);
+  if (seed !== undefined && (!Number.isSafeInteger(seed) || seed < 0)) throw new UsageError(`invalid --seed "${flags.seed}": expected a non-negative integer`);
+  const gates = parseGates(flags);
+  const threads = parseThreadsFlag(flags.threads);
+  const mode = outputMode(flags);
+
+  const selection = await selectDevice(device);
+  const input = flags.inputIds === undefined ? undefined : await readInputIds(flags.inputIds);
+  info(mode, `verifying ${quantized} against ${original} on ${selection.device} (${selection.reason})`);
+  const report = await verifyCheckpoints({
+    original,
+    quantized,
+    device: selection.device,
+    gates,
+    ...(input === undefined ? {} : { input }),
+    ...(tokens === undefined ? {} : { tokens }),
+    ...(seed === undefined ? {} : { seed }),
+    ...(threads === undefined ? {} : { intraOpThreads: threads }),
+    onEvent: (e) => {
+      if (e.type === 'start') info(mode, `  ${e.layers} layers, ${e.tokens} tokens`);
+      else if (e.type === 'layer') info(mode, `  layer ${e.index + 1}/${e.count}`);
+    },
+  });
+  if (mode.json) printJson({ ...report, deviceSelection: selection });
+  else process.stdout.write(renderReport(report));
+  if (!report.passed) {
+    const [first] = report.failures;
+    const more = report.failures.length > 1 ? ` (and ${report.failures.length - 1} more failed gate${report.failures.length > 2 ? 's' : ''})` : '';
+    throw new ExitError(`verify failed: ${first!.message}${more}`, EXIT_GATE_FAILED);
+  }
+  return report;
+}
+
+function sci(v: number): string {
+  return v === 0 ? '0' : Math.abs(v) < 1e-3 ? v.toExponential(2) : v.toFixed(4);
+}
+
+function db(v: number): string {
+  return Number.isFinite(v) ? v.toFixed(1) : 'inf';
+}
+
+interface TableRow {
+  readonly layer: number;
+  readonly name: string;
+  readonly rows: string;
+  readonly worst: LinearReport;
+  readonly minCosine: number;
+  readonly minSqnr: number;
+  readonly failed: boolean;
+}
+
+const EXPERT = /^(.*\.experts)\.(\d+)\.([^.]+)$/;
+
+/** One row per linear; a layer's experts are folded into one row per projection (worst shown). */
+function tableRows(report: VerifyReport): TableRow[] {
+  const limit = report.gates.maxLayerRelError;
+  const groups = new Map<string, { layer: number; name: string; experts: boolean; members: LinearReport[] }>();
+  for (const l of report.linears) {
+    const local = l.module.replace(/^model\.layers\.\d+\./, '');
+    const m = EXPERT.exec(local);
+    const name = m ? `${m[1]}.*.${m[3]}` : local;
+    const key = `${l.layer}|${name}`;
+    let g = groups.get(key);
+    if (!g) {
+      g = { layer: l.layer, name, experts: m !== null, members: [] };
+      groups.set(key, g);
+    }
+    g.members.push(l);
+  }
+  return [...groups.values()].map((g) => {
+    let worst = g.members[0]!;
+    for (const l of g.members) if (!(l.relativeError <= worst.relativeError)) worst = l;
+    return {
+      layer: g.layer,
+      name: g.experts ? `${g.name} (worst: ${EXPERT.exec(worst.module)![2]})` : g.name,
+      rows: g.experts ? `${g.members.length} exp` : String(worst.rows),
+      worst,
+      minCosine: Math.min(...g.members.map((l) => l.cosine)),
+      minSqnr: Math.min(...g.members.map((l) => l.sqnrDb)),
+      failed: g.members.some((l) => !(l.relativeError <= limit)),
+    };
+  });
+}
+
+export function renderReport(report: VerifyReport): string {
+  const m = report.model;
+  const g = report.gates;
+  const out: string[] = [];
+  out.push(`${report.quantized} vs ${report.original}`);
+  out.push(
+    `  ${report.architecture}, ${report.input.batch}×${report.input.seq} tokens ` +
+      `(${report.input.source === 'file' ? 'from --input-ids' : `generated, seed ${report.input.seed ?? DEFAULT_VERIFY_SEED}`}), ${report.device}, ` +
+      `${report.seconds.toFixed(1)} s, peak weights held ${(report.peakWeightBytes / 2 ** 20).toFixed(1)} MiB`,
+  );
+  out.push('');
+  out.push(
+    `model   mean KL ${sci(m.meanKl)}   max KL ${sci(m.maxKl)} (token ${m.maxKlToken})   top-1 agreement ${(100 * m.top1Agreement).toFixed(1)}%   ` +
+      `logits rel. error ${sci(m.relativeError)}`,
+  );
+  out.push('');
+  const rows = tableRows(report);
+  const nameWidth = Math.max(6, ...rows.map((r) => r.name.length));
+  out.push(`layer  ${'linear'.padEnd(nameWidth)}  ${'rows'.padStart(6)}  rel. error    cosine   SQNR dB`);
+  for (const r of rows) {
+    out.push(
+      `${String(r.layer).padStart(5)}  ${r.name.padEnd(nameWidth)}  ${r.rows.padStart(6)}  ${sci(r.worst.relativeError).padStart(10)}  ` +
+        `${r.minCosine.toFixed(5).padStart(8)}  ${db(r.minSqnr).padStart(8)}${r.failed ? '  FAIL' : ''}`,
+    );
+  }
+  if (report.notReached.length > 0) {
+    out.push(`  ${report.notReached.length} quantized linear(s) got no tokens (experts not routed to) and were not compared`);
+  }
+  out.push('');
+  const failed = new Set(report.failures.map((f) => f.gate));
+  const mark = (gate: string): string => (failed.has(gate as never) ? 'FAIL' : 'pass');
+  out.push(
+    `gates   max-kl ${g.maxKl}: ${mark('max-kl')}   min-top1 ${g.minTop1}: ${mark('min-top1')}   ` +
+      `max-layer-rel-error ${g.maxLayerRelError}: ${mark('max-layer-rel-error')} (worst ${sci(report.summary.maxRelativeError)}` +
+      `${report.summary.worstLinear ? `, ${report.summary.worstLinear}` : ''})`,
+  );
+  for (const f of report.failures) out.push(`  FAIL ${f.message}`);
+  out.push(
+    report.passed
+      ? `PASS: ${report.summary.linearsCompared} quantized linears compared, min cosine ${report.summary.minCosine.toFixed(5)}, min SQNR ${db(report.summary.minSqnrDb)} dB`
+      : `FAILED: ${report.failures.length} gate failure(s)`,
+  );
+  return `${out.join('\n')}\n`;
+}
