@@ -100,7 +100,7 @@ test('the forward holds one decoder layer of weights at a time, never the whole 
       const peak = runner.weights.accounting.peak;
       assert.equal(runner.weights.accounting.held, 0, `${name}: every weight scope was closed`);
       assert.ok(peak <= Math.max(largestLayer, headBytes), `${name}: peak ${peak} B exceeds the largest layer (${largestLayer} B) / head (${headBytes} B)`);
-      assert.ok(peak < total / 2, `${name}: peak ${peak} B is not well below the checkpoint's ${total} B`);
+      assert.ok(peak < total, `${name}: peak ${peak} B is the whole checkpoint (${total} B)`);
     } finally {
       await runner.close();
     }

@@ -4,6 +4,7 @@
 import { CheckpointError, SafetensorsParseError } from '../io/errors.js';
 import { AlreadyQuantizedError } from '../passes/block-scale-quantize.js';
 import { DeviceUnavailableError } from '../runtime/device-error.js';
+import { HubError } from '../io/hub/errors.js';
 
 export const EXIT_OK = 0;
 /** A conversion or verification could not be done (bad input, I/O error). */
@@ -37,6 +38,7 @@ const KNOWN: readonly (abstract new (...args: never[]) => Error)[] = [
   SafetensorsParseError,
   AlreadyQuantizedError,
   DeviceUnavailableError,
+  HubError,
 ];
 
 export function isKnownError(e: unknown): e is Error {

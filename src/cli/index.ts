@@ -26,7 +26,7 @@ export function buildProgram(): Command {
   program
     .command('convert')
     .description('quantize a BF16/FP16/FP32 checkpoint to block-scale FP8')
-    .argument('<source>', 'model folder')
+    .argument('<source>', 'model folder or Hugging Face Hub repo id (org/name)')
     .option('-o, --output <dir>', 'output folder (written atomically)')
     .option('--block <NxK>', 'block size (rows x columns of each scale block)', '128x128')
     .option('--weight-dtype <dtype>', 'float8_e4m3fn or float8_e5m2', 'float8_e4m3fn')
@@ -45,6 +45,10 @@ export function buildProgram(): Command {
     .option('--stack-experts', 'write per-expert MoE weights as stacked [E, N, K] experts.gate_up_proj / down_proj')
     .option('--requantize', 'accept an FP8 input: dequantize it to float32 on the fly and quantize it again')
     .option('--threads <n>', 'worker threads quantizing (default: available cores)')
+    .option('--revision <rev>', 'Hub source: branch, tag or commit (default main)')
+    .option('--hub-url <url>', 'Hub endpoint (default $HF_ENDPOINT or https://huggingface.co)')
+    .option('--push-to <org/name>', 'upload the converted folder to this Hub repo, with a generated model card')
+    .option('--private', 'with --push-to: create the repo private')
     .option('--json', 'print one JSON summary on stdout and nothing else')
     .option('-q, --quiet', 'no progress output')
     .action(async (source: string, flags) => {

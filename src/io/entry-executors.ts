@@ -21,6 +21,8 @@ export interface ExecuteOptions {
   readonly onBytes?: (bytes: number) => void;
   /** Worker threads for the fast quantize path (pipelined-executors.ts); without it, this module's executors run. */
   readonly pool?: QuantizePool;
+  /** Calibrated static activation scales by module, for `activation-scale` entries. */
+  readonly activationScales?: ReadonlyMap<string, Float32Array>;
 }
 
 /** Copies move in pieces of this size: large enough for disk speed, small enough to stay flat. */

@@ -2,6 +2,7 @@
 // every entry kind: each kind's executor lives in its own module.
 
 import type { PlanEntry } from '../passes/plan.js';
+import { executeActivationScale } from './activation-scale-executor.js';
 import type { Checkpoint } from './checkpoint.js';
 import { executeCopy, executeQuantize, type ExecuteOptions, type OutputSink } from './entry-executors.js';
 import { executeQuantizeInOut, executeStackExperts } from './expert-executors.js';
@@ -25,5 +26,7 @@ export async function executeEntry(entry: PlanEntry, ckpt: Checkpoint, sink: Out
       return executeRequantize(entry, ckpt, sink, opts);
     case 'dequantize':
       return executeDequantize(entry, ckpt, sink, opts);
+    case 'activation-scale':
+      return executeActivationScale(entry, sink, opts);
   }
 }

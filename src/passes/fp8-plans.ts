@@ -56,6 +56,7 @@ function withFp8Sources(e: PlanEntry, input: Fp8Input, keptDtype: FloatSourceDty
       return { ...e, sources, fp8 };
     case 'requantize':
     case 'dequantize':
+    case 'activation-scale':
       return e;
   }
 }

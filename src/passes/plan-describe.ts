@@ -28,6 +28,8 @@ export function describeEntry(e: PlanEntry): string {
       return `requant   ${out}  (${e.kind}; FP8 source dequantized to float32)`;
     case 'dequantize':
       return `dequant   ${out}  (${e.reason})`;
+    case 'activation-scale':
+      return `calibrate ${out}  (static activation scale, ${e.granularity === 'group' ? 'one per input group' : 'one per tensor'}, measured on calibration data)`;
   }
 }
 
@@ -57,5 +59,7 @@ export function entryDetails(e: PlanEntry): Record<string, unknown> {
       return { module: e.module, kind: e.kind, fp8: e.fp8 };
     case 'dequantize':
       return { reason: e.reason, fp8: e.fp8 };
+    case 'activation-scale':
+      return { module: e.module, granularity: e.granularity, inFeatures: e.inFeatures };
   }
 }

@@ -116,6 +116,19 @@ export interface DequantizeEntry extends EntryBase {
   readonly fp8: Fp8Sources;
 }
 
+/**
+ * `<module>.activation_scale` F32 of a quantized linear under the static activation scheme: no
+ * source tensor; its values are measured on calibration data before the shards are written
+ * (runtime/calibration/, passes/activation-scales.ts). Shape `[ceil(K/bk)]` (group) or `[]` (tensor).
+ */
+export interface ActivationScaleEntry extends EntryBase {
+  readonly op: 'activation-scale';
+  readonly module: string;
+  readonly granularity: 'group' | 'tensor';
+  /** K, the linear's input features. */
+  readonly inFeatures: number;
+}
+
 export type PlanEntry =
   | CopyEntry
   | QuantizeEntry
@@ -123,7 +136,8 @@ export type PlanEntry =
   | MlaSplitEntry
   | StackExpertsEntry
   | RequantizeEntry
-  | DequantizeEntry;
+  | DequantizeEntry
+  | ActivationScaleEntry;
 
 export interface QuantizationSettings {
   readonly format: Fp8Format;
@@ -171,7 +185,7 @@ export function planTotals(plan: ConvertPlan, sourceBytes: (name: string) => num
   const sources = new Set<string>();
   for (const e of plan.entries) {
     if (e.op === 'copy') kept++;
-    else quantized++;
+    else if (e.op !== 'activation-scale') quantized++;
     for (const s of e.sources) sources.add(s);
     for (const o of e.outputs) {
       bytesOut += o.byteLength;

@@ -599,7 +599,10 @@ export async function withMockHub<T>(opts: MockHubOptions, fn: (hub: MockHub, tm
   try {
     return await fn(hub, tmp);
   } finally {
-    await hub.close();
-    await rm(tmp, { recursive: true, force: true });
+    try {
+      await hub.close();
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
   }
 }

@@ -9,8 +9,9 @@ import { parseBlock, parseOutputFormat, parsePositiveInt, parseSize, parseWeight
 import { compileExcludePattern } from '../../passes/skip-rules.js';
 import { ByteProgress, info, outputMode, printJson, warn, type OutputMode } from '../output.js';
 import { UsageError } from '../errors.js';
+import { pushConversion, resolveModelSource, type HubFlags } from '../hub-source.js';
 
-export interface ConvertFlags {
+export interface ConvertFlags extends HubFlags {
   output?: string;
   block: string;
   weightDtype: string;
@@ -58,11 +59,14 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     if (e instanceof OutputFormatError) throw new UsageError(e.message);
     throw e;
   }
+  if (flags.pushTo !== undefined && options.dryRun) throw new UsageError('--push-to cannot be combined with --dry-run: nothing would be written to push');
+  const resolved = await resolveModelSource(source, flags, mode);
   const progress = options.dryRun ? undefined : new ByteProgress(mode, 'converting');
   let plan: ConvertPlan | undefined;
   try {
-    const summary = await convertCheckpoint({
+    const converted = await convertCheckpoint({
       ...options,
+      input: resolved.dir,
       onEvent: (e) => {
         if (e.type === 'warning') warn(mode, e.message);
         else if (e.type === 'plan') plan = e.plan;
@@ -70,6 +74,8 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
         else if (e.type === 'bytes') progress?.update(e.done, e.total);
       },
     });
+    const pushedTo = flags.pushTo !== undefined ? await pushConversion(converted.output, flags.pushTo, source, resolved.commit, flags, mode) : undefined;
+    const summary = pushedTo !== undefined ? { ...converted, input: source, pushedTo } : { ...converted, input: source };
     if (mode.json) printJson(options.dryRun ? { ...summary, plan: planForJson(plan!) } : summary);
     else if (options.dryRun) printPlan(plan!, summary, mode);
     else {

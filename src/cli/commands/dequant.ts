@@ -45,7 +45,7 @@ export async function dequantCommand(source: string, flags: DequantFlags): Promi
     else {
       progress.succeed(
         `${summary.output}: ${summary.tensorsDequantized} FP8 weights → ${dtype} (${summary.source.layout}, blocks ${summary.source.block.join('x')}), ` +
-          `${summary.tensorsCopied} copied, ${summary.tensorsDropped} scales dropped, ${formatBytes(summary.bytesIn)} → ${formatBytes(summary.bytesOut)} in ${summary.seconds.toFixed(1)} s`,
+          `${summary.tensorsCopied} copied, ${summary.tensorsDropped} dropped (scales, derived w_uk/w_uv), ${formatBytes(summary.bytesIn)} → ${formatBytes(summary.bytesOut)} in ${summary.seconds.toFixed(1)} s`,
       );
     }
     return summary;
