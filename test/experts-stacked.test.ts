@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { join } from 'node:path';
 import { convertCheckpoint, type ConvertEvent } from '../src/io/convert-checkpoint.js';
+import { dequantCheckpoint } from '../src/io/dequant-checkpoint.js';
 import { encodeE4M3 } from '../src/fp8/formats.js';
 import { blockScaleQuantizePass } from '../src/passes/block-scale-quantize.js';
 import { fusedExpertLayout } from '../src/passes/fused-experts.js';
@@ -103,6 +104,12 @@ function transpose3(codes: Uint8Array, a: number, b: number): Uint8Array {
   return out;
 }
 
+async function readDequantized(tmp: TempDir, dir: string, name: string): Promise<Map<string, TensorData>> {
+  const out = join(tmp.path, name);
+  await dequantCheckpoint({ input: dir, output: out });
+  return readCheckpointTensors(out);
+}
+
 describe('fused and stacked experts', () => {
   let tmp: TempDir;
   const want = expected();
@@ -153,6 +160,22 @@ describe('fused and stacked experts', () => {
     );
     const qc = (await readJson(join(inOut.dir, 'config.json')))['quantization_config'] as { modules_to_not_convert: string[] };
     assert.ok(!qc.modules_to_not_convert.some((m) => m.includes('experts')), JSON.stringify(qc));
+  });
+
+  test('dequant reads both fused layouts back with the right scale grid (in × out = out × in, transposed)', async () => {
+    const a = await readDequantized(tmp, outIn.dir, 'deq-out-in');
+    const b = await readDequantized(tmp, inOut.dir, 'deq-in-out');
+    for (const proj of ['gate_up_proj', 'down_proj'] as const) {
+      const { n, k } = want[proj];
+      const x = a.get(`${EXPERTS}.${proj}`)!;
+      const y = b.get(`${EXPERTS}.${proj}`)!;
+      assert.deepEqual([x.dtype, x.shape, y.shape], ['BF16', [E, n, k], [E, k, n]]);
+      const xs = new Uint16Array(x.bytes.slice().buffer);
+      const ys = new Uint16Array(y.bytes.slice().buffer);
+      for (let e = 0; e < E; e++) {
+        for (let i = 0; i < n; i++) for (let j = 0; j < k; j++) if (xs[(e * n + i) * k + j] !== ys[(e * k + j) * n + i]) assert.fail(`${proj}[${e}, ${i}, ${j}]`);
+      }
+    }
   });
 
   test('--stack-experts writes per-expert weights as the fused out × in tensors, byte for byte', () => {

@@ -7,10 +7,10 @@ import { after, before, test } from 'node:test';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { convertCheckpoint, type ConvertSummary } from '../src/io/convert-checkpoint.js';
-import { listFiles, sha256File } from './helpers/checkpoint-files.js';
+import { listFiles, sha256File, writeCheckpoint, type TensorData } from './helpers/checkpoint-files.js';
 import { modelDir } from './helpers/fixtures.js';
 import { runCli } from './helpers/safety.js';
-import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
+import { makeTempDir, seededBytes, type TempDir } from './helpers/temp-dir.js';
 
 let tmp: TempDir;
 before(async () => {
@@ -49,16 +49,40 @@ for (const [model, extra] of [
   });
 }
 
-test('llama: the same bytes with 0 (main thread), 1 and 3 quantize threads', async () => {
+test('the same bytes with 0 (main thread), 1 and 3 quantize threads', async () => {
+  // Weights over 1 MiB go to the worker pool (smaller ones stay on the main thread), so the model
+  // mixes both, with edge blocks (1000 x 1100 is not a multiple of 128).
+  const input = join(tmp.path, 'threads-in');
+  const tensors = new Map<string, TensorData>([
+    ['model.layers.0.mlp.up_proj.weight', { dtype: 'BF16', shape: [1000, 1100], bytes: bf16Noise(1000 * 1100, 1) }],
+    ['model.layers.0.mlp.down_proj.weight', { dtype: 'F32', shape: [640, 520], bytes: f32Noise(640 * 520, 2) }],
+    ['model.layers.0.self_attn.q_proj.weight', { dtype: 'BF16', shape: [96, 200], bytes: bf16Noise(96 * 200, 3) }],
+    ['model.norm.weight', { dtype: 'BF16', shape: [1100], bytes: bf16Noise(1100, 4) }],
+  ]);
+  await writeCheckpoint(input, tensors, { config: { architectures: ['LlamaForCausalLM'], model_type: 'llama' } });
   const runs: string[] = [];
   for (const threads of [0, 1, 3]) {
-    const out = join(tmp.path, `llama-threads-${threads}`);
-    await convertCheckpoint({ input: modelDir('llama'), output: out, threads, maxShardBytes: 1_000_000 });
+    const out = join(tmp.path, `threads-${threads}`);
+    await convertCheckpoint({ input, output: out, threads, maxShardBytes: 1_000_000 });
     runs.push(out);
   }
   const files = await listFiles(runs[0]!);
+  assert.ok(files.length > 3, files.join(', '));
   for (const other of runs.slice(1)) {
     assert.deepEqual(await listFiles(other), files);
     for (const f of files) assert.ok((await readFile(join(runs[0]!, f))).equals(await readFile(join(other, f))), `${f} differs in ${other}`);
   }
 });
+
+/** Finite BF16 values of magnitude < 2 (the top exponent bit cleared). */
+function bf16Noise(count: number, seed: number): Uint8Array {
+  const bytes = seededBytes(count * 2, seed);
+  for (let i = 1; i < bytes.length; i += 2) bytes[i] = bytes[i]! & 0xbf;
+  return bytes;
+}
+
+function f32Noise(count: number, seed: number): Uint8Array {
+  const bytes = seededBytes(count * 4, seed);
+  for (let i = 3; i < bytes.length; i += 4) bytes[i] = bytes[i]! & 0xbf;
+  return bytes;
+}

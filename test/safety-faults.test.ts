@@ -121,8 +121,8 @@ describe('atomic output', () => {
     await writeFile(join(out, 'stale.safetensors'), 'old');
     await convertCheckpoint({ input: LLAMA, output: out, force: true });
     const files = await readdir(out);
-    assert.ok(!files.includes('stale.safetensors'));
-    assert.ok(files.includes('model.safetensors'));
+    assert.ok(!files.includes('stale.safetensors'), `old output survived: ${files.join(', ')}`);
+    assert.ok(files.includes('model.safetensors'), `no new output: ${files.join(', ')}`);
     const siblings = await readdir(tmp.path);
     assert.deepEqual(siblings.filter((s) => s.includes('fp8q-tmp')), []);
   });

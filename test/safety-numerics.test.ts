@@ -48,13 +48,15 @@ describe('NaN and Inf in a weight', () => {
     ['NaN in BF16', 'BF16', [256, 256], [130, 200, NaN], 'non-finite value (NaN) at [130, 200], in block [1, 1]'],
     ['+Inf in F32', 'F32', [64, 300], [5, 260, Infinity], 'non-finite value (Infinity) at [5, 260], in block [0, 2]'],
     ['-Inf in F16', 'F16', [200, 130], [199, 129, -Infinity], 'non-finite value (-Infinity) at [199, 129], in block [1, 1]'],
+    // 2 MiB: quantized by the worker pool, which must report the same place.
+    ['NaN in BF16, in a weight the worker pool quantizes', 'BF16', [1024, 1024], [1000, 1023, NaN], 'non-finite value (NaN) at [1000, 1023], in block [7, 7]'],
   ];
   for (const [label, dtype, shape, special, says] of cases) {
     test(`${label}: an error naming tensor, element and block; nothing written`, async () => {
       const dir = await checkpointWith(matrix(shape[0], shape[1], [special]), shape, dtype);
       const out = join(tmp.path, `out-${caseNo++}`);
       await assert.rejects(convertCheckpoint({ input: dir, output: out }), (e: unknown) => {
-        assert.ok(e instanceof CheckpointError);
+        assert.ok(e instanceof CheckpointError, `expected CheckpointError, got ${String(e)}`);
         assert.ok(e.message.includes(`tensor "${UP}.weight" (${dtype}[${shape.join(',')}]) has a ${says}`), e.message);
         assert.match(e.message, /pass --allow-nonfinite/);
         return true;

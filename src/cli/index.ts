@@ -45,6 +45,15 @@ export function buildProgram(): Command {
     .option('--stack-experts', 'write per-expert MoE weights as stacked [E, N, K] experts.gate_up_proj / down_proj')
     .option('--requantize', 'accept an FP8 input: dequantize it to float32 on the fly and quantize it again')
     .option('--threads <n>', 'worker threads quantizing (default: available cores)')
+    .addOption(new Option('--activation-scheme <scheme>', 'dynamic, or static: activation scales measured on --calibration data').choices(['dynamic', 'static']))
+    .option('--calibration <file>', 'static: calibration text (one sample per line), JSONL of {"text": ...}, or input_ids .safetensors')
+    .option('--calibration-samples <n>', 'static: samples used (default 128)')
+    .option('--calibration-seq-len <n>', 'static: tokens per sample (default 512)')
+    .addOption(new Option('--calibration-split <mode>', 'static: sample (each line/record/row, cut to seq-len) or chunk (all text cut in seq-len pieces)').choices(['sample', 'chunk']))
+    .addOption(new Option('--calibration-device <device>', 'static: where the calibration forward runs (default auto)').choices(['auto', 'cpu', 'cuda']))
+    .addOption(
+      new Option('--activation-scale-granularity <g>', 'static: group (one scale per bk input channels, MLC LLM) or tensor (one scalar, transformers)').choices(['group', 'tensor']),
+    )
     .option('--revision <rev>', 'Hub source: branch, tag or commit (default main)')
     .option('--hub-url <url>', 'Hub endpoint (default $HF_ENDPOINT or https://huggingface.co)')
     .option('--push-to <org/name>', 'upload the converted folder to this Hub repo, with a generated model card')

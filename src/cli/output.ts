@@ -64,6 +64,12 @@ export class ByteProgress {
     }
   }
 
+  /** A phase before the bytes start (calibration …): the spinner's text on a TTY, a plain line otherwise. */
+  note(text: string): void {
+    if (this.spinner) this.spinner.text = redactSecrets(`${this.title}: ${text}`);
+    else info(this.mode, text);
+  }
+
   succeed(text: string): void {
     if (this.spinner) this.spinner.succeed(redactSecrets(text));
     else info(this.mode, text);

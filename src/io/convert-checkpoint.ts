@@ -19,6 +19,15 @@ import { applyOutputFormat, type WrittenQuantizationConfig } from './formats/out
 import { checkOutputDestination, explainWriteFailure, StagingFolder } from './output-folder.js';
 import { defaultThreads, QuantizePool } from './quantize-pool.js';
 import { SafetensorsWriter } from './safetensors-writer.js';
+import {
+  measureStaticActivationScales,
+  readStaticCalibration,
+  requireCalibration,
+  staticActivationPlan,
+  type CalibrationSummary,
+  type StaticActivationEvent,
+  type StaticActivationOptions,
+} from './static-activation.js';
 import { assignShards, buildIndex, type ShardPlan } from './shards.js';
 
 export const DEFAULT_MAX_SHARD_BYTES = 5e9;
@@ -52,6 +61,9 @@ export interface ConvertOptions {
   readonly stackExperts?: boolean;
   /** Accept an FP8 input: dequantize it to float32 on the fly and quantize again (passes/fp8-plans.ts). */
   readonly requantize?: boolean;
+  /** 'static' measures an activation_scale per quantized linear on `calibration` (io/static-activation.ts). */
+  readonly activationScheme?: 'dynamic' | 'static';
+  readonly calibration?: StaticActivationOptions;
   readonly onEvent?: (event: ConvertEvent) => void;
 }
 
@@ -60,7 +72,8 @@ export type ConvertEvent =
   | { readonly type: 'warning'; readonly message: string }
   | { readonly type: 'tensor'; readonly name: string; readonly index: number; readonly count: number }
   | { readonly type: 'bytes'; readonly done: number; readonly total: number }
-  | { readonly type: 'finalizing' };
+  | { readonly type: 'finalizing' }
+  | StaticActivationEvent;
 
 export interface WrittenShard {
   readonly file: string;
@@ -82,6 +95,8 @@ export interface ConvertSummary {
   readonly warnings: readonly string[];
   readonly outputFormat: CheckpointFormat;
   readonly quantizationConfig: WrittenQuantizationConfig;
+  /** Static activation scheme: the calibration run (absent for dynamic; no seconds/scales in a dry run). */
+  readonly calibration?: CalibrationSummary | { readonly file: string; readonly samples: number; readonly tokens: number };
 }
 
 // The hf config's type and builder live with the format layer; re-exported for existing callers.
@@ -93,7 +108,7 @@ export function planFor(ckpt: Checkpoint, opts: ConvertOptions): ConvertPlan {
       format: opts.format ?? 'e4m3fn',
       block: opts.block ?? { bn: 128, bk: 128 },
       scaleFormat: opts.scaleFormat ?? 'float',
-      activationScheme: 'dynamic',
+      activationScheme: opts.activationScheme ?? 'dynamic',
     },
     exclude: opts.exclude ?? [],
     mlaSplit: opts.mlaSplit ?? false,
@@ -120,7 +135,9 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
   const ckpt = await Checkpoint.open(opts.input);
   try {
     const outputFormat = opts.outputFormat ?? 'hf';
-    const { plan, quantizationConfig: qc, warnings: formatWarnings } = applyOutputFormat(planFor(ckpt, opts), outputFormat);
+    const calibration = requireCalibration(opts.activationScheme, opts.calibration);
+    const basePlan = planFor(ckpt, opts);
+    const { plan, quantizationConfig: qc, warnings: formatWarnings } = applyOutputFormat(calibration ? staticActivationPlan(basePlan, calibration) : basePlan, outputFormat);
     const warnings = [...plan.warnings, ...formatWarnings];
     if (ckpt.configProblem) warnings.unshift(ckpt.configProblem);
     // e.g. Mistral's consolidated.safetensors beside the HF shards: a second full BF16 copy that
@@ -144,7 +161,13 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
       quantizationConfig: qc,
     };
     await checkOutputDestination(opts.input, opts.output, opts.force ?? false);
-    if (opts.dryRun) return { ...base, dryRun: true, seconds: (performance.now() - t0) / 1000, shards: [] };
+    // Calibration input is read (and tokenized) in a dry run too: a missing tokenizer.json shows up before the real run.
+    const calibrationSet = calibration ? await readStaticCalibration(opts.input, ckpt.config, calibration, emit) : undefined;
+    if (opts.dryRun) {
+      const cal = calibrationSet ? { calibration: { file: calibrationSet.file, samples: calibrationSet.sequences.length, tokens: calibrationSet.tokens } } : {};
+      return { ...base, ...cal, dryRun: true, seconds: (performance.now() - t0) / 1000, shards: [] };
+    }
+    const measured = calibration && calibrationSet ? await measureStaticActivationScales(opts.input, plan, calibrationSet, calibration, emit) : undefined;
 
     const entries = orderEntries(plan.entries);
     const shards = assignShards(entries.map((e) => e.outputs), opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
@@ -152,7 +175,7 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
     try {
       staging = await StagingFolder.create(opts.output);
       const pool = opts.threads === 0 ? undefined : QuantizePool.start(opts.threads ?? defaultThreads());
-      const written = await writeShards(ckpt, plan, entries, shards, staging.path, totals.bytesIn, opts, emit, pool).finally(() => pool?.close());
+      const written = await writeShards(ckpt, plan, entries, shards, staging.path, totals.bytesIn, opts, emit, pool, measured?.scales).finally(() => pool?.close());
       emit({ type: 'finalizing' });
       if (shards.length > 1) await writeJson(join(staging.path, INDEX_FILE), buildIndex(shards));
       await writeJson(join(staging.path, CONFIG_FILE), withQuantizationConfig(ckpt.config, qc));
@@ -162,7 +185,7 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
         await copyFile(join(ckpt.dir, f), join(staging.path, f));
       }
       await staging.commit();
-      return { ...base, dryRun: false, seconds: (performance.now() - t0) / 1000, shards: written };
+      return { ...base, ...(measured ? { calibration: measured.summary } : {}), dryRun: false, seconds: (performance.now() - t0) / 1000, shards: written };
     } catch (e) {
       await staging?.discard();
       throw explainWriteFailure(e, opts.output, totals.bytesOut);
@@ -194,6 +217,7 @@ async function writeShards(
   opts: ConvertOptions,
   emit: (e: ConvertEvent) => void,
   pool: QuantizePool | undefined,
+  activationScales?: ReadonlyMap<string, Float32Array>,
 ): Promise<WrittenShard[]> {
   const shardOf = new Map<string, number>();
   shards.forEach((s, i) => s.tensors.forEach((t) => shardOf.set(t.name, i)));
@@ -204,6 +228,7 @@ async function writeShards(
     settings: plan.settings,
     nonFinite: opts.allowNonFinite ? ('saturate' as const) : ('error' as const),
     pool,
+    activationScales,
     onBytes: (n: number) => {
       bytesDone += n;
       emit({ type: 'bytes', done: bytesDone, total: bytesTotal });

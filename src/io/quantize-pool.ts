@@ -77,7 +77,33 @@ function workerUrl(): URL {
   return new URL(`./quantize-worker${ext}`, import.meta.url);
 }
 
+/**
+ * Free I/O buffers, reused across chunks and entries for the whole convert: a fresh 4 MiB
+ * ArrayBuffer per chunk costs page faults, zeroing and GC, and adds up to gigabytes.
+ */
+export class BufferPool {
+  private readonly free: ArrayBuffer[] = [];
+  constructor(readonly defaultBytes: number) {}
+
+  /** A buffer of at least `minBytes` (usually exactly defaultBytes). */
+  take(minBytes: number): ArrayBuffer {
+    const i = this.free.findIndex((b) => b.byteLength >= minBytes);
+    if (i >= 0) return this.free.splice(i, 1)[0]!;
+    return new ArrayBuffer(Math.max(minBytes, this.defaultBytes));
+  }
+
+  give(buffer: ArrayBuffer): void {
+    // Oversized one-offs (a stripe larger than a chunk) are left to the GC.
+    if (buffer.byteLength === this.defaultBytes) this.free.push(buffer);
+  }
+}
+
+/** Source bytes per chunk of work, and the size of every pooled I/O buffer. */
+export const CHUNK_BYTES = 4 * 1024 * 1024;
+
 export class QuantizePool {
+  /** I/O buffers for the executors that use this pool. */
+  readonly buffers = new BufferPool(CHUNK_BYTES);
   private readonly workers: Worker[] = [];
   private readonly idle: Worker[] = [];
   private readonly busy = new Map<Worker, Pending>();

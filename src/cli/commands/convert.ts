@@ -10,8 +10,9 @@ import { compileExcludePattern } from '../../passes/skip-rules.js';
 import { ByteProgress, info, outputMode, printJson, warn, type OutputMode } from '../output.js';
 import { UsageError } from '../errors.js';
 import { pushConversion, resolveModelSource, type HubFlags } from '../hub-source.js';
+import { describeCalibrationEvent, parseCalibrationFlags, resolveCalibration, type CalibrationFlags } from '../calibration-flags.js';
 
-export interface ConvertFlags extends HubFlags {
+export interface ConvertFlags extends HubFlags, CalibrationFlags {
   output?: string;
   block: string;
   weightDtype: string;
@@ -52,24 +53,34 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     requantize: flags.requantize === true,
     threads: flags.threads === undefined ? undefined : parsePositiveInt('--threads', flags.threads),
   } as const;
+  const staticFlags = parseCalibrationFlags(flags);
   try {
     // A flag combination the chosen layout cannot express is a command-line error, found before any reading.
-    checkOutputFormat({ settings: { format: options.format, block: options.block, scaleFormat, activationScheme: 'dynamic' } }, options.outputFormat);
+    checkOutputFormat({ settings: { format: options.format, block: options.block, scaleFormat, activationScheme: staticFlags.activationScheme } }, options.outputFormat);
   } catch (e) {
     if (e instanceof OutputFormatError) throw new UsageError(e.message);
     throw e;
   }
   if (flags.pushTo !== undefined && options.dryRun) throw new UsageError('--push-to cannot be combined with --dry-run: nothing would be written to push');
   const resolved = await resolveModelSource(source, flags, mode);
+  const calibration = await resolveCalibration(staticFlags);
   const progress = options.dryRun ? undefined : new ByteProgress(mode, 'converting');
   let plan: ConvertPlan | undefined;
   try {
     const converted = await convertCheckpoint({
       ...options,
       input: resolved.dir,
+      activationScheme: staticFlags.activationScheme,
+      ...(calibration === undefined ? {} : { calibration }),
       onEvent: (e) => {
+        const calibrationLine = describeCalibrationEvent(e);
         if (e.type === 'warning') warn(mode, e.message);
-        else if (e.type === 'plan') plan = e.plan;
+        else if (e.type === 'calibration-fallback') {
+          warn(mode, `calibration: no token was routed to ${e.module}; its activation scale is measured on the MoE block's whole input`);
+        } else if (calibrationLine !== undefined) {
+          if (progress) progress.note(calibrationLine);
+          else info(mode, calibrationLine);
+        } else if (e.type === 'plan') plan = e.plan;
         else if (e.type === 'tensor') progress?.item(e.name);
         else if (e.type === 'bytes') progress?.update(e.done, e.total);
       },

@@ -36,11 +36,22 @@ export interface MlpNames {
   readonly down: string;
 }
 
+/** Stacked expert tensors `[E, N, K]`: gate rows then up rows per expert, and down. */
+export interface StackedExperts {
+  readonly gateUp: string;
+  readonly down: string;
+}
+
 export interface MoePlan {
   readonly kind: 'moe';
   readonly router: string;
   readonly scoreBias: string | undefined;
+  /**
+   * Per-expert module names, also when the checkpoint stores the experts stacked: verify reports
+   * and compares experts by these names (the original's), whatever the layout.
+   */
   readonly experts: readonly MlpNames[];
+  readonly stacked: StackedExperts | undefined;
   readonly shared: MlpNames | undefined;
   readonly sharedGate: string | undefined;
 }
@@ -105,15 +116,19 @@ export function layerPlan(spec: ModelSpec, weights: ModelWeights, index: number)
   let mlp: DenseMlpPlan | MoePlan;
   if (spec.routing !== undefined && weights.has(`${router}.weight`)) {
     const experts: MlpNames[] = [];
-    while (weights.hasLinear(`${block}.experts.${experts.length}.${names.gate}`)) {
+    const stackedGateUp = `${block}.experts.gate_up_proj`;
+    const stacked: StackedExperts | undefined = weights.has(stackedGateUp) ? { gateUp: stackedGateUp, down: `${block}.experts.down_proj` } : undefined;
+    const count = stacked ? weights.checkpoint.info(stacked.gateUp).shape[0]! : undefined;
+    while (count === undefined ? weights.hasLinear(`${block}.experts.${experts.length}.${names.gate}`) : experts.length < count) {
       experts.push(mlpNames(`${block}.experts.${experts.length}`, names.gate, names.up, names.down));
     }
     if (experts.length === 0) {
       throw new ModelConfigError(
-        `${weights.checkpoint.dir}: ${block} has a router but no per-expert weights (${block}.experts.0.${names.gate}.weight); ` +
-          'stacked expert tensors are not supported by the forward',
+        `${weights.checkpoint.dir}: ${block} has a router but no expert weights (neither ${block}.experts.0.${names.gate}.weight ` +
+          `nor ${stackedGateUp})`,
       );
     }
+    if (stacked && !weights.has(stacked.down)) throw new ModelConfigError(`${weights.checkpoint.dir}: ${stacked.gateUp} has no ${stacked.down} beside it`);
     const shared = names.shared !== undefined && weights.hasLinear(`${block}.${names.shared}.gate_proj`) ? names.shared : undefined;
     const sharedGate = names.sharedGate !== undefined && weights.hasLinear(`${block}.${names.sharedGate}`) ? names.sharedGate : undefined;
     const bias = `${router}.e_score_correction_bias`;
@@ -122,6 +137,7 @@ export function layerPlan(spec: ModelSpec, weights: ModelWeights, index: number)
       router,
       scoreBias: weights.has(bias) ? bias : undefined,
       experts,
+      stacked,
       shared: shared === undefined ? undefined : mlpNames(`${block}.${shared}`, 'gate_proj', 'up_proj', 'down_proj'),
       sharedGate: sharedGate === undefined ? undefined : `${block}.${sharedGate}`,
     };

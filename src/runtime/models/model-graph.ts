@@ -26,7 +26,9 @@ export class ForwardGraphError extends Error {
 
 export interface ProbeOutput {
   readonly output: string;
+  /** The probe's rows / columns of the output, when several probes share it. */
   readonly rows?: readonly [number, number];
+  readonly cols?: readonly [number, number];
 }
 
 export interface TapNames {
@@ -220,9 +222,10 @@ export class ModelGraph {
 
   /**
    * `x [M, K] → [M, N]`. Dense: x · Wᵀ (+ b) in float32. FP8: the seed's BlockScaleQuantizeLinear
-   * (GEMV for M = 1, block-scale GEMM with per-token activation quantization otherwise).
+   * (GEMV for M = 1, block-scale GEMM with per-token activation quantization otherwise). `tap`
+   * exports input and output (under `w.module`, or the module name given).
    */
-  linear(w: LinearWeight, x: Value, tap = this.tapLinears): Value {
+  linear(w: LinearWeight, x: Value, tap: boolean | string = this.tapLinears): Value {
     const [m] = this.dims(x);
     const n = w.weight.shape[0]!;
     let y: Value;
@@ -234,8 +237,13 @@ export class ModelGraph {
       const { w: wv, s } = this.fp8Values(w);
       y = emitBlockScaleLinear(this.g, x, wv, s, w.block, w.bias ? this.stored(w.bias) : undefined);
     }
-    if (tap) this.taps.set(w.module, { input: this.export(x, 'tap_in'), output: this.export(y, 'tap_out') });
+    if (tap !== false) this.tap(typeof tap === 'string' ? tap : w.module, x, y);
     return y;
+  }
+
+  /** Exports `x` and `y` as the input and output of linear `module`. */
+  tap(module: string, x: Value, y: Value): void {
+    this.taps.set(module, { input: this.export(x, 'tap_in'), output: this.export(y, 'tap_out') });
   }
 
   /** Graph input fed with captured activations (one input per distinct array). */

@@ -14,6 +14,7 @@ import { ropeTables, type RopeTables } from './rope.js';
 import { groupByExpert, routeTokens, type ExpertGroups } from './routing.js';
 import type { ModelRunner } from './runner.js';
 import type { Fp8Linear, LinearWeight, StoredTensor, WeightScope } from './weights.js';
+import { expertLinears, expertProjection, loadExpert, type ExpertWeights } from './experts.js';
 
 const f = Math.fround;
 
@@ -236,35 +237,54 @@ async function moeBlock(runner: ModelRunner, scope: WeightScope, layer: number, 
         single: true,
       }
     : groupByExpert(routing);
-  const experts = await Promise.all(groups.experts.map((e) => loadMlp(scope, m.experts[e]!)));
+  const experts: ExpertWeights[] = [];
+  for (const e of groups.experts) experts.push(await loadExpert(scope, m, e));
   const sorted = new Float32Array(groups.rows * h);
   for (let r = 0; r < groups.rows; r++) sorted.set(x.subarray(groups.rowToken[r]! * h, (groups.rowToken[r]! + 1) * h), r * h);
+  const gated = (g: Float32Array, u: Float32Array): Float32Array => g.map((v, i) => f(f(act(v, spec.hiddenAct)) * u[i]!));
+  /** Columns [c0, c1) of a row-major [rows, n] matrix. */
+  const columns = (y: Float32Array, rows: number, c0: number, c1: number): Float32Array => {
+    const n = y.length / rows;
+    const out = new Float32Array(rows * (c1 - c0));
+    for (let r = 0; r < rows; r++) out.set(y.subarray(r * n + c0, r * n + c1), r * (c1 - c0));
+    return out;
+  };
 
   let routed: Float32Array;
-  const all = experts.flatMap((e) => [e.gate, e.up, e.down]);
-  if (all.every((w) => w.kind === 'fp8')) {
+  if (experts.every((w) => expertLinears(w).every((l) => l.kind === 'fp8'))) {
     const routingTensor: RoutingTensor = single
       ? { data: groups.experts.map((_, i) => i), shape: [1, groups.experts.length] }
       : { data: [...groups.indptr], shape: [groups.indptr.length] };
-    const run = (ws: Fp8Linear[], input: Float32Array, rows: number): Float32Array =>
-      mixtralExperts(
+    const run = (projection: 'gateUp' | 'gate' | 'up' | 'down', input: Float32Array, rows: number): Float32Array => {
+      const ws = experts.map((w) => expertProjection(w, projection) as Fp8Linear);
+      return mixtralExperts(
         { data: input, shape: [rows, ws[0]!.weight.shape[1]!] },
         ws.map((w) => ({ w: w.weight, wScaleInv: w.scaleInv })),
         routingTensor,
         ws[0]!.block,
       ).data;
+    };
     const inRows = single ? 1 : groups.rows;
     const input = single ? x : sorted;
-    const g = run(experts.map((e) => e.gate as Fp8Linear), input, inRows);
-    const u = run(experts.map((e) => e.up as Fp8Linear), input, inRows);
-    const a = g.map((v, i) => f(f(act(v, spec.hiddenAct)) * u[i]!));
-    routed = run(experts.map((e) => e.down as Fp8Linear), a, groups.rows);
+    const first = experts[0]!;
+    let a: Float32Array;
+    if (first.layout === 'fused') {
+      const gu = run('gateUp', input, inRows);
+      a = gated(columns(gu, groups.rows, 0, first.intermediate), columns(gu, groups.rows, first.intermediate, 2 * first.intermediate));
+    } else a = gated(run('gate', input, inRows), run('up', input, inRows));
+    routed = run('down', a, groups.rows);
   } else {
     routed = new Float32Array(groups.rows * h);
     experts.forEach((w, j) => {
       const s = groups.indptr[j]!;
       const e = groups.indptr[j + 1]!;
-      routed.set(mlp(w, sorted.subarray(s * h, e * h), e - s, spec.hiddenAct), s * h);
+      const rows = sorted.subarray(s * h, e * h);
+      let a: Float32Array;
+      if (w.layout === 'fused') {
+        const gu = referenceLinear(w.gateUp, rows, e - s);
+        a = gated(columns(gu, e - s, 0, w.intermediate), columns(gu, e - s, w.intermediate, 2 * w.intermediate));
+      } else a = gated(referenceLinear(w.gate, rows, e - s), referenceLinear(w.up, rows, e - s));
+      routed.set(referenceLinear(w.down, a, e - s), s * h);
     });
   }
   const out = new Float32Array(tokens * h);

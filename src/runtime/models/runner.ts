@@ -16,6 +16,7 @@
 // captured activations of another model through this model's FP8 linears (`probes`).
 
 import { isFp8Dtype } from '../../fp8/dtypes.js';
+import { expertLinears, expertProjection, isFp8Module, loadExpert, type ExpertWeights } from './experts.js';
 import { Checkpoint } from '../../io/checkpoint.js';
 import type { Value } from '../onnx/graph-builder.js';
 import type { RoutingTensor } from '../ops/mixtral-experts.js';
@@ -36,6 +37,7 @@ import { ForwardGraphError, ModelGraph } from './model-graph.js';
 import { ropeTables, type RopeTableOptions, type RopeTables } from './rope.js';
 import { groupByExpert, routeTokens, type ExpertGroups, type TokenRouting } from './routing.js';
 import { ModelWeights, WeightAccounting, type Fp8Linear, type LinearWeight, type WeightScope } from './weights.js';
+import type { ProbeOutput } from './model-graph.js';
 
 /** lm_head rows per head graph: 256 MiB once widened to float32. */
 export const HEAD_CHUNK_BYTES = 256 * 1024 * 1024;
@@ -73,15 +75,7 @@ export interface RunnerOptions {
   readonly bf16RopeFrequencies?: boolean;
 }
 
-/** Experts' tensors of one projection under a MoE block, by expert index. */
-interface LoadedExperts {
-  readonly gate: Map<number, LinearWeight>;
-  readonly up: Map<number, LinearWeight>;
-  readonly down: Map<number, LinearWeight>;
-}
-
 const PROJECTIONS = ['gate', 'up', 'down'] as const;
-type Projection = (typeof PROJECTIONS)[number];
 
 export class ModelRunner {
   private readonly ropeCache = new Map<number, RopeTables>();
@@ -116,10 +110,9 @@ export class ModelRunner {
     return layerPlan(this.spec, this.weights, layer);
   }
 
-  /** Whether `module`'s weight is stored in FP8 (a quantized linear). */
+  /** Whether `module`'s weight is stored in FP8 (a quantized linear; per-expert names of stacked experts included). */
   isFp8Linear(module: string): boolean {
-    const name = `${module}.weight`;
-    return this.checkpoint.has(name) && isFp8Dtype(this.checkpoint.info(name).dtype);
+    return isFp8Module(this.checkpoint, module);
   }
 
   async close(): Promise<void> {
@@ -274,10 +267,8 @@ export class ModelRunner {
       });
     }
     const needed = [...new Set([...groups.experts, ...probeExperts])].sort((x, y) => x - y);
-    const loaded: LoadedExperts = { gate: new Map(), up: new Map(), down: new Map() };
-    for (const e of needed) {
-      for (const p of PROJECTIONS) loaded[p].set(e, await scope.linear(mlp.experts[e]![p]));
-    }
+    const loaded = new Map<number, ExpertWeights>();
+    for (const e of needed) loaded.set(e, await loadExpert(scope, mlp, e));
     const shared = mlp.shared ? await this.loadMlp(scope, mlp.shared) : undefined;
     const sharedGate = mlp.sharedGate ? await scope.linear(mlp.sharedGate) : undefined;
 
@@ -298,7 +289,7 @@ export class ModelRunner {
 
     if (options.probes) {
       if (shared) this.addLinearProbes(b, options.probes, [shared.gate, shared.up, shared.down]);
-      this.addExpertProbes(b, mlp, loaded, options.probes, single);
+      this.addExpertProbes(b, loaded, options.probes, single);
     }
     const out = await this.run(b);
     collect(out, b, result);
@@ -306,26 +297,48 @@ export class ModelRunner {
   }
 
   /** Routed experts over the expert-sorted rows: `[rows, H]` in `groups` order. */
-  private emitRoutedExperts(b: ModelGraph, groups: ExpertGroups, loaded: LoadedExperts, xn: Value): Value {
+  private emitRoutedExperts(b: ModelGraph, groups: ExpertGroups, loaded: ReadonlyMap<number, ExpertWeights>, xn: Value): Value {
     const sorted = groups.rows === 1 ? xn : b.gatherRows(xn, groups.rowToken);
-    const pick = (p: Projection): LinearWeight[] => groups.experts.map((e) => loaded[p].get(e)!);
-    const gate = pick('gate');
-    const up = pick('up');
-    const down = pick('down');
-    const allFp8 = [...gate, ...up, ...down].every((w) => w.kind === 'fp8');
-    if (allFp8) {
+    const experts = groups.experts.map((e) => loaded.get(e)!);
+    const act = (g: Value, u: Value): Value => b.mul(b.act(g, this.spec.hiddenAct), u);
+    if (experts.every((w) => expertLinears(w).every((l) => l.kind === 'fp8'))) {
       // The seed's BlockScaleQuantizeMixtralExperts: one call per projection over all routed experts.
-      const routingTensor = expertsRouting(groups);
+      const routing = expertsRouting(groups);
       const xIn = groups.single ? xn : sorted;
-      const g = b.fp8Experts(gate as Fp8Linear[], xIn, routingTensor);
-      const u = b.fp8Experts(up as Fp8Linear[], xIn, routingTensor);
-      return b.fp8Experts(down as Fp8Linear[], b.mul(b.act(g, this.spec.hiddenAct), u), routingTensor);
+      const run = (projection: 'gateUp' | 'gate' | 'up' | 'down', x: Value): Value =>
+        b.fp8Experts(
+          experts.map((w) => expertProjection(w, projection) as Fp8Linear),
+          x,
+          routing,
+        );
+      const first = experts[0]!;
+      let hidden: Value;
+      if (first.layout === 'fused') {
+        const gu = run('gateUp', xIn);
+        hidden = act(b.slice(gu, -1, 0, first.intermediate), b.slice(gu, -1, first.intermediate, 2 * first.intermediate));
+      } else hidden = act(run('gate', xIn), run('up', xIn));
+      return run('down', hidden);
     }
-    // Dense (or mixed) experts: one MLP per expert group; the taps see each expert's own rows.
+    // Dense (or mixed) experts: one MLP per expert group; taps see each expert's own rows, under
+    // the per-expert module names.
     const parts: Value[] = [];
-    groups.experts.forEach((_, j) => {
+    experts.forEach((w, j) => {
       const rows = groups.single ? xn : b.slice(sorted, 0, groups.indptr[j]!, groups.indptr[j + 1]!);
-      parts.push(emitMlp(b, this.spec, { gate: gate[j]!, up: up[j]!, down: down[j]! }, rows));
+      let g: Value;
+      let u: Value;
+      if (w.layout === 'fused') {
+        const gu = b.linear(w.gateUp, rows, false);
+        g = b.slice(gu, -1, 0, w.intermediate);
+        u = b.slice(gu, -1, w.intermediate, 2 * w.intermediate);
+        if (b.tapLinears) {
+          b.tap(w.names.gate, rows, g);
+          b.tap(w.names.up, rows, u);
+        }
+      } else {
+        g = b.linear(w.gate, rows);
+        u = b.linear(w.up, rows);
+      }
+      parts.push(b.linear(w.down, act(g, u), b.tapLinears ? w.names.down : false));
     });
     return b.concat(parts, 0);
   }
@@ -334,16 +347,43 @@ export class ModelRunner {
    * Captured expert inputs through this checkpoint's FP8 experts, one experts-op call per
    * projection: the captured rows of every expert concatenated in expert order with their
    * indptr (or, for a single token, expert_indices), as the seed's module receives them.
+   * Stacked experts run gate and up as one fused projection on the gate's captured input.
    */
-  private addExpertProbes(b: ModelGraph, mlp: MoePlan, loaded: LoadedExperts, probes: LayerCaptures, single: boolean): void {
-    for (const p of PROJECTIONS) {
-      const members: { module: string; w: Fp8Linear; capture: { input: Float32Array; output: Float32Array; rows: number } }[] = [];
-      mlp.experts.forEach((names, e) => {
-        const c = probes.get(names[p]);
-        const w = loaded[p].get(e);
-        if (c && w && w.kind === 'fp8') members.push({ module: names[p], w, capture: c });
-      });
-      if (members.length === 0) continue;
+  private addExpertProbes(b: ModelGraph, loaded: ReadonlyMap<number, ExpertWeights>, probes: LayerCaptures, single: boolean): void {
+    interface Member {
+      readonly w: Fp8Linear;
+      readonly capture: LinearCapture;
+      /** Module names and output columns each probe output covers. */
+      readonly outputs: readonly { readonly module: string; readonly cols?: readonly [number, number] }[];
+    }
+    const calls: { members: Member[]; oneToken: boolean }[] = [];
+    const add = (index: number, member: Member | undefined, oneToken: boolean): void => {
+      if (member === undefined) return;
+      (calls[index] ??= { members: [], oneToken }).members.push(member);
+    };
+    for (const w of [...loaded.values()]) {
+      const fp8 = (l: LinearWeight): Fp8Linear | undefined => (l.kind === 'fp8' ? l : undefined);
+      const member = (l: LinearWeight, module: string, outputs: Member['outputs']): Member | undefined => {
+        const capture = probes.get(module);
+        const q = fp8(l);
+        return capture && q ? { w: q, capture, outputs } : undefined;
+      };
+      if (w.layout === 'fused') {
+        const i = w.intermediate;
+        const gateCapture = probes.has(w.names.gate) ? w.names.gate : w.names.up;
+        add(0, member(w.gateUp, gateCapture, [
+          { module: w.names.gate, cols: [0, i] },
+          { module: w.names.up, cols: [i, 2 * i] },
+        ]), single);
+      } else {
+        add(0, member(w.gate, w.names.gate, [{ module: w.names.gate }]), single);
+        add(1, member(w.up, w.names.up, [{ module: w.names.up }]), single);
+      }
+      add(2, member(w.down, w.names.down, [{ module: w.names.down }]), false);
+    }
+    for (const call of calls) {
+      if (call === undefined || call.members.length === 0) continue;
+      const { members } = call;
       const k = members[0]!.w.weight.shape[1]!;
       const totalRows = members.reduce((acc, m) => acc + m.capture.rows, 0);
       const xCat = new Float32Array(totalRows * k);
@@ -355,20 +395,22 @@ export class ModelRunner {
         indptr.push(offset);
       }
       // A single token's up/gate projections take the token once ([1, K]); down takes one row per expert.
-      const sameToken = single && p !== 'down';
-      const x = sameToken ? b.probeInput(members[0]!.capture.input, [1, k]) : b.probeInput(xCat, [totalRows, k]);
-      const routing: RoutingTensor = single
-        ? { data: members.map((_, i) => i), shape: [1, members.length] }
-        : { data: indptr, shape: [indptr.length] };
-      const y = b.fp8Experts(
-        members.map((m) => m.w),
-        x,
-        routing,
+      const x = call.oneToken ? b.probeInput(members[0]!.capture.input, [1, k]) : b.probeInput(xCat, [totalRows, k]);
+      const routing: RoutingTensor = single ? { data: members.map((_, i) => i), shape: [1, members.length] } : { data: indptr, shape: [indptr.length] };
+      const outName = b.export(
+        b.fp8Experts(
+          members.map((m) => m.w),
+          x,
+          routing,
+        ),
+        'probe_out',
       );
-      const outName = b.export(y, 'probe_out');
       let row = 0;
       for (const m of members) {
-        b.probes.set(m.module, { output: outName, rows: [row, row + m.capture.rows] });
+        for (const o of m.outputs) {
+          const probe: ProbeOutput = { output: outName, rows: [row, row + m.capture.rows], ...(o.cols ? { cols: o.cols } : {}) };
+          b.probes.set(o.module, probe);
+        }
         row += m.capture.rows;
       }
     }
@@ -437,10 +479,15 @@ function collect(out: Record<string, HostTensor>, mg: ModelGraph, result: LayerR
   }
   for (const [module, probe] of mg.probes) {
     const t = f32(out, probe.output);
-    if (probe.rows === undefined) result.probeOutputs.set(module, t);
-    else {
-      const n = t.length / out[probe.output]!.dims[0]!;
-      result.probeOutputs.set(module, t.subarray(probe.rows[0] * n, probe.rows[1] * n));
+    const n = t.length / out[probe.output]!.dims[0]!;
+    const [r0, r1] = probe.rows ?? [0, t.length / n];
+    const [c0, c1] = probe.cols ?? [0, n];
+    if (c0 === 0 && c1 === n) {
+      result.probeOutputs.set(module, t.subarray(r0 * n, r1 * n));
+      continue;
     }
+    const block = new Float32Array((r1 - r0) * (c1 - c0));
+    for (let r = r0; r < r1; r++) block.set(t.subarray(r * n + c0, r * n + c1), (r - r0) * (c1 - c0));
+    result.probeOutputs.set(module, block);
   }
 }

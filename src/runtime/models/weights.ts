@@ -242,6 +242,45 @@ export class WeightScope {
     };
   }
 
+  /**
+   * Expert `expert` of a stacked `[E, N, K]` expert tensor (`<experts>.gate_up_proj`,
+   * `<experts>.down_proj`, as `fp8q convert --stack-experts` and transformers 5 write them), with
+   * its `[E, nb, kb]` `<tensor>_scale_inv` slice when FP8. Reads only that expert's bytes.
+   */
+  async stackedExpert(tensor: string, expert: number): Promise<LinearWeight> {
+    const ckpt = this.weights.checkpoint;
+    const info = ckpt.info(tensor);
+    if (info.shape.length !== 3 || expert >= info.shape[0]!) {
+      throw new CheckpointError(`${ckpt.dir}: "${tensor}" is [${info.shape.join(', ')}]; expected stacked experts [E, N, K] with expert ${expert}`);
+    }
+    const [n, k] = [info.shape[1]!, info.shape[2]!];
+    const module = `${tensor}.${expert}`;
+    const bytes = await ckpt.readRows(tensor, expert, 1);
+    const format = FP8_DTYPES[info.dtype];
+    if (format === undefined) {
+      if (!isFloatSourceDtype(info.dtype)) throw new CheckpointError(`${ckpt.dir}: "${tensor}" is ${info.dtype}; expected a float or FP8 tensor`);
+      this.count(bytes.byteLength);
+      return { kind: 'dense', module, weight: { name: module, dtype: info.dtype, shape: [n, k], bytes }, bias: undefined };
+    }
+    const scaleName = [`${tensor}_scale_inv`, `${tensor}_scale`].find((s) => ckpt.has(s));
+    if (scaleName === undefined) throw new CheckpointError(`${ckpt.dir}: ${tensor} is ${info.dtype} but there is no ${tensor}_scale_inv`);
+    const scaleInfo = ckpt.info(scaleName);
+    if (!isFloatSourceDtype(scaleInfo.dtype) || scaleInfo.shape.length !== 3) {
+      throw new CheckpointError(`${ckpt.dir}: ${scaleName} is ${scaleInfo.dtype} [${scaleInfo.shape.join(', ')}]; expected F32 [E, nb, kb]`);
+    }
+    const block = this.weights.blockFor(tensor, n, k, scaleInfo.shape.slice(1));
+    const scaleBytes = await ckpt.readRows(scaleName, expert, 1);
+    this.count(bytes.byteLength + scaleBytes.byteLength);
+    return {
+      kind: 'fp8',
+      module,
+      weight: { codes: bytes, shape: [n, k], format },
+      scaleInv: { data: widenToFloat32(scaleBytes, scaleInfo.dtype), shape: scaleInfo.shape.slice(1) },
+      block,
+      bias: undefined,
+    };
+  }
+
   /** Releases the scope's share of the accounting; the arrays go when nothing references them. */
   close(): void {
     if (this.closed) return;

@@ -41,9 +41,25 @@ export interface GateInputs {
   readonly linears: readonly { readonly module: string; readonly relativeError: number }[];
 }
 
+/**
+ * Failed gates, per-linear ones first (in layer order): a damaged linear is the cause, the
+ * model-level KL and top-1 failures it brings are consequences, and the first failure is what
+ * the CLI's one-line error names.
+ */
 export function evaluateGates(inputs: GateInputs, gates: Gates): GateFailure[] {
   const failures: GateFailure[] = [];
   const bad = (v: number): boolean => !Number.isFinite(v);
+  for (const l of inputs.linears) {
+    if (bad(l.relativeError) || l.relativeError > gates.maxLayerRelError) {
+      failures.push({
+        gate: 'max-layer-rel-error',
+        subject: l.module,
+        value: l.relativeError,
+        limit: gates.maxLayerRelError,
+        message: `${l.module}: relative error ${fmt(l.relativeError)} exceeds --max-layer-rel-error ${gates.maxLayerRelError}`,
+      });
+    }
+  }
   if (bad(inputs.meanKl) || inputs.meanKl > gates.maxKl) {
     failures.push({
       gate: 'max-kl',
@@ -61,17 +77,6 @@ export function evaluateGates(inputs: GateInputs, gates: Gates): GateFailure[] {
       limit: gates.minTop1,
       message: `model: top-1 agreement ${fmt(inputs.top1Agreement)} is below --min-top1 ${gates.minTop1}`,
     });
-  }
-  for (const l of inputs.linears) {
-    if (bad(l.relativeError) || l.relativeError > gates.maxLayerRelError) {
-      failures.push({
-        gate: 'max-layer-rel-error',
-        subject: l.module,
-        value: l.relativeError,
-        limit: gates.maxLayerRelError,
-        message: `${l.module}: relative error ${fmt(l.relativeError)} exceeds --max-layer-rel-error ${gates.maxLayerRelError}`,
-      });
-    }
   }
   return failures;
 }

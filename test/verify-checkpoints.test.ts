@@ -1,0 +1,137 @@
+// verifyCheckpoints on the fixtures: sound conversions pass every default gate; deliberately
+// damaged ones fail and the failures name exactly the damaged linears — because each quantized
+// linear is fed the original model's activations, damage in one layer does not spill into the
+// per-linear metrics of any other.
+
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+
+import { convertCheckpoint } from '../src/io/convert-checkpoint.js';
+import { readInputIds } from '../src/runtime/models/token-ids.js';
+import { DEFAULT_GATES } from '../src/runtime/verify/gates.js';
+import { compareLogits, compareTensors, klDivergence } from '../src/runtime/verify/metrics.js';
+import { verifyCheckpoints, type VerifyReport } from '../src/runtime/verify/verify-checkpoints.js';
+import { copyCheckpointWithEdits, scaleF32, swapPrefixes } from './helpers/checkpoint-edit.js';
+import { testDevice } from './helpers/device.js';
+import { FIXTURE_MODELS, MODELS, modelDir } from './helpers/fixtures.js';
+
+let work: string;
+const converted = new Map<string, string>();
+
+before(async () => {
+  work = await mkdtemp(join(tmpdir(), 'verify-checkpoints-'));
+  for (const name of FIXTURE_MODELS) {
+    const out = join(work, name);
+    await convertCheckpoint({ input: modelDir(name), output: out });
+    converted.set(name, out);
+  }
+});
+
+after(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+async function verify(name: (typeof FIXTURE_MODELS)[number], quantized: string): Promise<VerifyReport> {
+  return verifyCheckpoints({
+    original: modelDir(name),
+    quantized,
+    input: await readInputIds(join(MODELS, `${name}.logits.safetensors`)),
+    device: testDevice(),
+  });
+}
+
+const QUANTIZED_LINEARS: Record<(typeof FIXTURE_MODELS)[number], number> = {
+  llama: 14, // 2 layers × (4 attention + 3 MLP)
+  mixtral: 32, // 2 × (4 attention + 4 experts × 3)
+  deepseek_v3: 28, // 2 × 5 MLA + 3 dense MLP + (4 experts + 1 shared) × 3
+};
+
+for (const name of FIXTURE_MODELS) {
+  test(`${name}: a sound FP8 conversion passes verify`, async () => {
+    const r = await verify(name, converted.get(name)!);
+    assert.equal(r.passed, true, r.failures.map((f) => f.message).join('; '));
+    assert.equal(r.summary.linearsCompared, QUANTIZED_LINEARS[name]);
+    assert.deepEqual(r.notReached, []);
+    for (const l of r.linears) {
+      assert.ok(l.relativeError > 0.02 && l.relativeError < 0.06, `${l.module}: relative error ${l.relativeError} is not FP8-sized`);
+      assert.ok(l.cosine > 0.998 && l.sqnrDb > 24, `${l.module}: cosine ${l.cosine}, SQNR ${l.sqnrDb}`);
+    }
+    assert.ok(r.model.meanKl > 0 && r.model.meanKl < DEFAULT_GATES.maxKl);
+    assert.equal(r.model.tokens, 48);
+    // One layer at a time: the peak is far from both checkpoints together.
+    assert.ok(r.peakWeightBytes < r.checkpointBytes.original, `peak ${r.peakWeightBytes} B vs ${r.checkpointBytes.original} B`);
+  });
+}
+
+function failedLinears(r: VerifyReport): string[] {
+  return r.failures.filter((f) => f.gate === 'max-layer-rel-error').map((f) => f.subject).sort();
+}
+
+test('llama: one weight_scale_inv ×4 fails verify and names that linear only', async () => {
+  const damaged = join(work, 'llama-scale');
+  await copyCheckpointWithEdits(converted.get('llama')!, damaged, (t) => scaleF32(t.get('model.layers.1.mlp.down_proj.weight_scale_inv')!, 4));
+  const r = await verify('llama', damaged);
+  assert.equal(r.passed, false);
+  assert.deepEqual(failedLinears(r), ['model.layers.1.mlp.down_proj']);
+  const bad = r.linears.find((l) => l.module === 'model.layers.1.mlp.down_proj')!;
+  assert.ok(Math.abs(bad.relativeError - 3) < 0.1, `×4 scale gives relative error ≈ 3, got ${bad.relativeError}`);
+  assert.match(r.failures.find((f) => f.gate === 'max-layer-rel-error')!.message, /^model\.layers\.1\.mlp\.down_proj: relative error .* exceeds --max-layer-rel-error 0\.15$/);
+});
+
+test('deepseek_v3: a ×4 scale on the edge-block kv_a_proj_with_mqa (160 rows) is found', async () => {
+  const damaged = join(work, 'ds-scale');
+  await copyCheckpointWithEdits(converted.get('deepseek_v3')!, damaged, (t) =>
+    scaleF32(t.get('model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv')!, 4),
+  );
+  const r = await verify('deepseek_v3', damaged);
+  assert.deepEqual(failedLinears(r), ['model.layers.0.self_attn.kv_a_proj_with_mqa']);
+});
+
+test('mixtral: two swapped experts fail verify, naming each of their projections', async () => {
+  const damaged = join(work, 'mixtral-swap');
+  const block = 'model.layers.0.block_sparse_moe.experts';
+  await copyCheckpointWithEdits(converted.get('mixtral')!, damaged, (t) => swapPrefixes(t, `${block}.1`, `${block}.2`));
+  const r = await verify('mixtral', damaged);
+  assert.equal(r.passed, false);
+  assert.deepEqual(failedLinears(r), [1, 2].flatMap((e) => ['w1', 'w2', 'w3'].map((p) => `${block}.${e}.${p}`)).sort());
+});
+
+test('deepseek_v3: two swapped routed experts fail verify, naming them', async () => {
+  const damaged = join(work, 'ds-swap');
+  const block = 'model.layers.1.mlp.experts';
+  await copyCheckpointWithEdits(converted.get('deepseek_v3')!, damaged, (t) => swapPrefixes(t, `${block}.0`, `${block}.3`));
+  const r = await verify('deepseek_v3', damaged);
+  assert.deepEqual(failedLinears(r), [0, 3].flatMap((e) => ['down_proj', 'gate_proj', 'up_proj'].map((p) => `${block}.${e}.${p}`)).sort());
+});
+
+test('generated token ids: seeded, one sequence, and a sound conversion passes', async () => {
+  const r = await verifyCheckpoints({ original: modelDir('llama'), quantized: converted.get('llama')!, tokens: 16, seed: 3, device: testDevice() });
+  assert.deepEqual(r.input, { source: 'generated', batch: 1, seq: 16, seed: 3 });
+  assert.equal(r.model.tokens, 16);
+  assert.equal(r.passed, true);
+});
+
+test('a checkpoint of another model is refused before any layer runs', async () => {
+  await assert.rejects(
+    verifyCheckpoints({ original: modelDir('llama'), quantized: converted.get('mixtral')!, tokens: 4 }),
+    /is not a conversion of .*architecture LlamaForCausalLM vs MixtralForCausalLM/,
+  );
+});
+
+test('metrics: KL, top-1, cosine and SQNR on hand-made values', () => {
+  // KL of identical logits is 0; of [0, 0] vs [ln 3, 0]: p = (½, ½), q = (¾, ¼) → ½ ln(⅔) + ½ ln 2.
+  assert.equal(klDivergence(new Float32Array([1, 2]), new Float32Array([1, 2])), 0);
+  const kl = klDivergence(new Float32Array([0, 0]), new Float32Array([Math.log(3), 0]));
+  assert.ok(Math.abs(kl - (0.5 * Math.log(2 / 3) + 0.5 * Math.log(2))) < 1e-7);
+  const m = compareLogits(new Float32Array([0, 1, 1, 0]), new Float32Array([0, 2, 0, 1]), 2);
+  assert.equal(m.top1Agreement, 0.5);
+  assert.equal(m.maxKlToken, 1);
+  const t = compareTensors([3, 4], [3, 4.5]);
+  assert.ok(Math.abs(t.relativeError - 0.1) < 1e-12);
+  assert.ok(Math.abs(t.sqnrDb - 20) < 1e-9);
+  assert.ok(Math.abs(t.cosine - (9 + 18) / (5 * Math.hypot(3, 4.5))) < 1e-12);
+  assert.equal(compareTensors([1, 2], [1, 2]).sqnrDb, Infinity);
+});

@@ -1,0 +1,122 @@
+// `fp8q logits` and `fp8q verify` as a user runs them (through main() in one child process, see
+// helpers/cli-batch.ts): logits of a fixture written as F32 [B, T, vocab] that match transformers;
+// verify's table, its single JSON document, exit code 3 naming the damaged layer on a failed
+// gate, and exit code 2 on bad flags.
+
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+
+import { convertCheckpoint } from '../src/io/convert-checkpoint.js';
+import { relativeL2Error } from '../src/runtime/ops/compare.js';
+import { copyCheckpointWithEdits, scaleF32 } from './helpers/checkpoint-edit.js';
+import { f32, MODELS, modelDir, readAll, ROOT } from './helpers/fixtures.js';
+
+interface CliResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function fp8qBatch(commands: readonly (readonly string[])[]): Promise<CliResult[]> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', join(ROOT, 'test/helpers/cli-batch.ts'), JSON.stringify(commands)],
+      { cwd: ROOT, timeout: 120_000, maxBuffer: 64 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`cli-batch failed: ${err.message}\n${stderr}`));
+        else resolve(JSON.parse(stdout) as CliResult[]);
+      },
+    );
+  });
+}
+
+let work: string;
+let results: CliResult[];
+const ids = join(MODELS, 'llama.logits.safetensors');
+
+before(async () => {
+  work = await mkdtemp(join(tmpdir(), 'verify-cli-'));
+  const fp8 = join(work, 'llama-fp8');
+  await convertCheckpoint({ input: modelDir('llama'), output: fp8 });
+  await copyCheckpointWithEdits(fp8, join(work, 'llama-bad'), (t) => scaleF32(t.get('model.layers.0.self_attn.v_proj.weight_scale_inv')!, 4));
+  results = await fp8qBatch([
+    ['logits', modelDir('llama'), '--input-ids', ids, '-o', join(work, 'logits.safetensors'), '--device', 'cpu', '--quiet'],
+    ['verify', modelDir('llama'), fp8, '--input-ids', ids, '--device', 'cpu', '--quiet'],
+    ['verify', modelDir('llama'), fp8, '--tokens', '8', '--seed', '5', '--device', 'cpu', '--json'],
+    ['verify', modelDir('llama'), join(work, 'llama-bad'), '--input-ids', ids, '--device', 'cpu', '--quiet'],
+    ['verify', modelDir('llama'), join(work, 'llama-bad'), '--input-ids', ids, '--device', 'cpu', '--json'],
+    ['verify', modelDir('llama'), fp8, '--input-ids', ids, '--tokens', '8'],
+    ['verify', modelDir('llama'), fp8, '--min-top1', '1.5'],
+    ['logits', modelDir('llama'), '--input-ids', ids],
+    ['verify', modelDir('llama'), fp8, '--device', 'tpu'],
+  ]);
+});
+
+after(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+test('logits writes F32 [B, T, vocab] that match transformers, and leaves no temporary file', async () => {
+  const r = results[0]!;
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, '');
+  const { tensors } = await readAll(join(work, 'logits.safetensors'));
+  const logits = tensors.get('logits')!;
+  assert.equal(logits.dtype, 'F32');
+  assert.deepEqual(logits.shape, [2, 24, 1024]);
+  const expected = f32((await readAll(ids)).tensors.get('logits_f32')!.bytes);
+  const err = relativeL2Error(f32(logits.bytes), expected);
+  assert.ok(err < 1e-4, `relative L2 error ${err}`);
+  assert.deepEqual((await readdir(work)).filter((f) => f.includes('partial')), []);
+});
+
+test('verify prints a table and passes a sound conversion with exit code 0', () => {
+  const r = results[1]!;
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /mean KL .* top-1 agreement/);
+  assert.match(r.stdout, /^\s+0\s+self_attn\.q_proj\s+48\s+0\.0\d+\s+0\.99\d+\s+2\d\.\d$/m);
+  assert.match(r.stdout, /^PASS: 14 quantized linears compared/m);
+});
+
+test('verify --json prints exactly one JSON document', () => {
+  const r = results[2]!;
+  assert.equal(r.code, 0, r.stderr);
+  const doc = JSON.parse(r.stdout) as { passed: boolean; input: unknown; linears: unknown[]; model: { tokens: number }; deviceSelection: { device: string } };
+  assert.equal(doc.passed, true);
+  assert.deepEqual(doc.input, { source: 'generated', batch: 1, seq: 8, seed: 5 });
+  assert.equal(doc.linears.length, 14);
+  assert.equal(doc.model.tokens, 8);
+  assert.equal(doc.deviceSelection.device, 'cpu');
+});
+
+test('a failed gate exits with code 3 and names the damaged layer, in the table and on stderr', () => {
+  const r = results[3]!;
+  assert.equal(r.code, 3);
+  assert.match(r.stdout, /^\s+0\s+self_attn\.v_proj\s+48\s+2\.9\d+ .*FAIL$/m);
+  assert.match(r.stderr, /^fp8q: verify failed: model\.layers\.0\.self_attn\.v_proj: relative error 2\.9\d+ exceeds --max-layer-rel-error 0\.15/m);
+  const json = results[4]!;
+  assert.equal(json.code, 3);
+  const doc = JSON.parse(json.stdout) as { passed: boolean; failures: { gate: string; subject: string }[] };
+  assert.equal(doc.passed, false);
+  assert.ok(doc.failures.some((f) => f.gate === 'max-layer-rel-error' && f.subject === 'model.layers.0.self_attn.v_proj'));
+});
+
+test('bad flags exit with code 2 and one line saying what is wrong', () => {
+  const cases: [number, RegExp][] = [
+    [5, /--input-ids and --tokens exclude each other/],
+    [6, /invalid --min-top1 "1\.5": expected a number in \[0, 1\]/],
+    [7, /missing -o <out\.safetensors>/],
+    [8, /invalid --device "tpu": expected auto, cpu or cuda/],
+  ];
+  for (const [i, message] of cases) {
+    const r = results[i]!;
+    assert.equal(r.code, 2, `case ${i}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.equal(r.stderr.trim().split('\n').length, 1, `case ${i}: one line, got ${r.stderr}`);
+  }
+});
