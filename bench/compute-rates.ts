@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { quantizeStripe } from '../src/fp8/block-quantize.js';
 import { float32ToBf16Bits, widenToFloat32 } from '../src/fp8/dtypes.js';
 import { FastQuantizeScratch, quantizeBf16StripeFast } from '../src/fp8/fast-quantize.js';
+import { WasmBf16Kernel } from '../src/fp8/wasm-kernel.js';
 
 export interface KernelRate {
   readonly name: string;
@@ -60,10 +61,22 @@ export function computeRates(): ComputeRates {
   const fastCodes = new Uint8Array(ROWS * COLS);
   const fastScales = new Float32Array(COLS / 128);
   kernels.push({
-    name: 'fast path (quantizeBf16StripeFast)',
+    name: 'TypeScript fast kernel (quantizeBf16StripeFast)',
     elementsPerSecond: rate(() => quantizeBf16StripeFast(bf16, ROWS, COLS, opts, fastCodes, fastScales, 0, scratch)),
   });
   // A bench that measured a kernel producing other bytes would be measuring the wrong thing.
-  if (fastCodes.some((c, i) => c !== codes[i]) || fastScales.some((s, i) => s !== scales[i])) throw new Error('bench: fast kernel bytes differ from the reference');
+  const check = (name: string): void => {
+    if (fastCodes.some((c, i) => c !== codes[i]) || fastScales.some((s, i) => s !== scales[i])) throw new Error(`bench: ${name} bytes differ from the reference`);
+  };
+  check('TypeScript fast kernel');
+  const wasm = WasmBf16Kernel.create();
+  if (wasm) {
+    fastCodes.fill(0);
+    kernels.push({
+      name: 'WebAssembly SIMD kernel (incl. copy in/out)',
+      elementsPerSecond: rate(() => void wasm.quantizeStripe(bf16, ROWS, COLS, opts, fastCodes, fastScales)),
+    });
+    check('WebAssembly kernel');
+  }
   return { stripe: [ROWS, COLS], kernels };
 }

@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
     --provider) provider="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --skip) skip=",$2,"; shift 2 ;;
-    *) echo "usage: $0 [--provider <tgz|folder>] [--out <dir>] [--skip install,tests,compare,verify,synthetic]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--provider <tgz|folder>] [--out <dir>] [--skip install,tests,compare,verify,fixtures,synthetic,synthetic-make,synthetic-verify]" >&2; exit 2 ;;
   esac
 done
 mkdir -p "$out"

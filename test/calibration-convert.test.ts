@@ -89,8 +89,8 @@ describe('static activation scales on the fixtures', () => {
         calibration: { file: calibration },
         onEvent: (e) => events.push(e),
       });
-      const config = await readJson<{ quantization_config: Record<string, unknown> }>(join(out, 'config.json'));
-      assert.equal(config.quantization_config['activation_scheme'], 'static');
+      const config = await readJson(join(out, 'config.json'));
+      assert.equal((config['quantization_config'] as Record<string, unknown>)['activation_scheme'], 'static');
       assert.equal(summary.tensorsQuantized, summary.calibration && 'scales' in summary.calibration ? summary.calibration.scales : -1, 'one scale per quantized linear');
       const layers = events.filter((e) => e.type === 'calibration-layer');
       assert.deepEqual(layers.map((e) => (e.type === 'calibration-layer' ? e.index : -1)), [0, 1], 'a progress event per layer');

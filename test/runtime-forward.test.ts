@@ -1,6 +1,6 @@
 // The graph forward (ModelRunner, one decoder layer per onnxruntime session) on the transformers
 // fixtures: against transformers' float32 logits, against the plain TypeScript reference
-// forward, and the layer-at-a-time memory bound.
+// forward, the layer-at-a-time memory bound, and a sharded copy of a fixture.
 //
 // Tolerances. Against transformers: < 1e-4 relative L2 (the acceptance bar); measured 4.7e-5
 // (llama), 7.5e-5 (mixtral), 1.8e-5 (deepseek_v3). Nearly all of it is rotary frequencies: the
@@ -11,6 +11,9 @@
 // reference forward: < 2e-6 (float32 accumulation order; measured ~6e-7).
 
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 
 import { ModelRunner } from '../src/runtime/models/runner.js';
@@ -18,8 +21,8 @@ import { referenceForward } from '../src/runtime/models/reference-forward.js';
 import { readInputIds } from '../src/runtime/models/token-ids.js';
 import { relativeL2Error } from '../src/runtime/ops/compare.js';
 import { testDevice } from './helpers/device.js';
+import { reshardFixture } from './helpers/checkpoint-files.js';
 import { f32, FIXTURE_MODELS, MODELS, modelDir, readAll } from './helpers/fixtures.js';
-import { join } from 'node:path';
 
 const TRANSFORMERS_TOLERANCE = 1e-4;
 const TIGHT_TOLERANCE = 2e-6;
@@ -104,5 +107,25 @@ test('the forward holds one decoder layer of weights at a time, never the whole 
     } finally {
       await runner.close();
     }
+  }
+});
+
+test('a sharded checkpoint (index + 3 shards) gives the same logits, bit for bit', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'runtime-sharded-'));
+  try {
+    await reshardFixture(modelDir('llama'), dir, 3);
+    const { ids } = await fixtureLogits('llama');
+    const shape = { batch: 2, seq: 24 };
+    const logits = async (path: string): Promise<Float32Array> => {
+      const runner = await ModelRunner.open(path, { device: testDevice() });
+      try {
+        return await runner.forward(ids, shape);
+      } finally {
+        await runner.close();
+      }
+    };
+    assert.deepEqual(await logits(dir), await logits(modelDir('llama')));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });

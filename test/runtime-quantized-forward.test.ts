@@ -112,3 +112,30 @@ for (const name of FIXTURE_MODELS) {
     }
   });
 }
+
+test('static activation scales (BlockScaleQuantizeLinearStaticActivation, GEMM for any M): graph matches the reference', async () => {
+  const out = join(work, 'mixtral-static');
+  await convertCheckpoint({
+    input: modelDir('mixtral'),
+    output: out,
+    activationScheme: 'static',
+    calibration: { file: join(MODELS, 'mixtral.logits.safetensors'), granularity: 'group' },
+  });
+  const runner = await ModelRunner.open(out, { device: testDevice() });
+  try {
+    const scope = runner.weights.scope();
+    const q = await scope.linear('model.layers.0.self_attn.q_proj');
+    scope.close();
+    assert.ok(q.kind === 'fp8' && q.activationScale?.length === 2, 'q_proj carries its [ceil(256/128)] activation_scale');
+    for (const shape of [
+      { batch: 1, seq: 1 },
+      { batch: 1, seq: 4 },
+    ]) {
+      const ids = [3, 5, 7, 11].slice(0, shape.seq);
+      const err = relativeL2Error(await runner.forward(ids, shape), await referenceForward(runner, ids, shape));
+      assert.ok(err < 2e-6, `${shape.seq} token(s): static FP8 graph vs reference ${err.toExponential(3)}`);
+    }
+  } finally {
+    await runner.close();
+  }
+});

@@ -107,6 +107,56 @@ test('deepseek_v3: two swapped routed experts fail verify, naming them', async (
   assert.deepEqual(failedLinears(r), [0, 3].flatMap((e) => ['down_proj', 'gate_proj', 'up_proj'].map((p) => `${block}.${e}.${p}`)).sort());
 });
 
+test("conversions with the converter's other layouts and formats verify too", async () => {
+  const variants: [(typeof FIXTURE_MODELS)[number], string, Partial<Parameters<typeof convertCheckpoint>[0]>, number][] = [
+    ['llama', 'compressed-tensors (weight_scale)', { outputFormat: 'compressed-tensors' }, 0.06],
+    ['llama', 'ue8m0 scales', { scaleFormat: 'ue8m0' }, 0.06],
+    ['llama', 'E5M2 weights', { format: 'e5m2' }, 0.12],
+    ['llama', '64×32 blocks', { block: { bn: 64, bk: 32 } }, 0.06],
+    ['deepseek_v3', '--mla-split', { mlaSplit: true }, 0.06],
+    ['mixtral', '--stack-experts', { stackExperts: true }, 0.06],
+  ];
+  for (const [name, what, options, maxError] of variants) {
+    const out = join(work, `variant-${name}-${what.replace(/\W+/g, '-')}`);
+    await convertCheckpoint({ input: modelDir(name), output: out, ...options });
+    const r = await verify(name, out);
+    assert.equal(r.passed, true, `${name} ${what}: ${r.failures.map((f) => f.message).join('; ')}`);
+    assert.equal(r.summary.linearsCompared, QUANTIZED_LINEARS[name], `${name} ${what}: linears compared`);
+    assert.ok(r.summary.maxRelativeError < maxError, `${name} ${what}: worst relative error ${r.summary.maxRelativeError}`);
+  }
+});
+
+test("mixtral --stack-experts: damage to one expert's slice of a stacked scale is named by that expert", async () => {
+  const stacked = join(work, 'mixtral-stacked');
+  await convertCheckpoint({ input: modelDir('mixtral'), output: stacked, stackExperts: true });
+  const damaged = join(work, 'mixtral-stacked-bad');
+  await copyCheckpointWithEdits(stacked, damaged, (t) => {
+    const scale = t.get('model.layers.1.block_sparse_moe.experts.down_proj_scale_inv')!;
+    const perExpert = scale.bytes.byteLength / 4 / scale.shape[0]!;
+    const v = new Float32Array(scale.bytes.buffer, scale.bytes.byteOffset, scale.bytes.byteLength / 4);
+    for (let i = 2 * perExpert; i < 3 * perExpert; i++) v[i] = v[i]! * 4;
+  });
+  const r = await verify('mixtral', damaged);
+  assert.deepEqual(failedLinears(r), ['model.layers.1.block_sparse_moe.experts.2.w2']);
+});
+
+test('static activation scales: a calibrated conversion passes; a scale 16× too small clips and is named', async () => {
+  const calibrated = join(work, 'llama-static');
+  await convertCheckpoint({
+    input: modelDir('llama'),
+    output: calibrated,
+    activationScheme: 'static',
+    calibration: { file: join(MODELS, 'llama.logits.safetensors') },
+  });
+  const sound = await verify('llama', calibrated);
+  assert.equal(sound.passed, true, sound.failures.map((f) => f.message).join('; '));
+  assert.equal(sound.summary.linearsCompared, QUANTIZED_LINEARS.llama);
+  const damaged = join(work, 'llama-static-bad');
+  await copyCheckpointWithEdits(calibrated, damaged, (t) => scaleF32(t.get('model.layers.0.mlp.up_proj.activation_scale')!, 1 / 16));
+  const r = await verify('llama', damaged);
+  assert.deepEqual(failedLinears(r), ['model.layers.0.mlp.up_proj']);
+});
+
 test('generated token ids: seeded, one sequence, and a sound conversion passes', async () => {
   const r = await verifyCheckpoints({ original: modelDir('llama'), quantized: converted.get('llama')!, tokens: 16, seed: 3, device: testDevice() });
   assert.deepEqual(r.input, { source: 'generated', batch: 1, seq: 16, seed: 3 });

@@ -13,7 +13,7 @@ import { executeCopyOverlapped, executeQuantizePipelined } from './pipelined-exe
 export async function executeEntry(entry: PlanEntry, ckpt: Checkpoint, sink: OutputSink, opts: ExecuteOptions): Promise<void> {
   switch (entry.op) {
     case 'copy':
-      return opts.pool ? executeCopyOverlapped(entry, ckpt, sink, opts) : executeCopy(entry, ckpt, sink, opts);
+      return opts.pool ? executeCopyOverlapped(entry, ckpt, sink, opts, opts.pool) : executeCopy(entry, ckpt, sink, opts);
     case 'quantize':
       return opts.pool ? executeQuantizePipelined(entry, ckpt, sink, opts, opts.pool) : executeQuantize(entry, ckpt, sink, opts);
     case 'quantize-in-out':

@@ -21,7 +21,18 @@ export async function loadExpert(scope: WeightScope, plan: MoePlan, expert: numb
     const gateUp = await scope.stackedExpert(plan.stacked.gateUp, expert);
     return { layout: 'fused', names, gateUp, down: await scope.stackedExpert(plan.stacked.down, expert), intermediate: gateUp.weight.shape[0]! / 2 };
   }
-  return { layout: 'separate', names, gate: await scope.linear(names.gate), up: await scope.linear(names.up), down: await scope.linear(names.down) };
+  const load = async (module: string): Promise<LinearWeight> => dynamicActivations(await scope.linear(module));
+  return { layout: 'separate', names, gate: await load(names.gate), up: await load(names.up), down: await load(names.down) };
+}
+
+/**
+ * MLC's BlockScaleQuantizeMixtralExperts has no static variant: experts quantize their
+ * activations per token even when the checkpoint carries per-expert activation scales.
+ */
+function dynamicActivations(w: LinearWeight): LinearWeight {
+  if (w.kind !== 'fp8' || w.activationScale === undefined) return w;
+  const { activationScale: _ignored, ...rest } = w;
+  return rest;
 }
 
 /** A projection of an expert in its layout ('gateUp' for fused, 'gate'/'up' for separate). */

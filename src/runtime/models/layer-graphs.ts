@@ -6,7 +6,6 @@
 
 import type { Value } from '../onnx/graph-builder.js';
 import { attentionScale, type ModelSpec } from './config.js';
-import type { GqaPlan, MlaPlan, MlpNames } from './layer-plan.js';
 import type { ModelGraph } from './model-graph.js';
 import type { RopeTables } from './rope.js';
 import type { LinearWeight, StoredTensor } from './weights.js';
@@ -44,8 +43,6 @@ export interface MlpWeights {
   readonly up: LinearWeight;
   readonly down: LinearWeight;
 }
-
-export type { GqaPlan, MlaPlan, MlpNames };
 
 /** Additive causal mask `[T, T]`: 0 where key j may be seen by query i, −∞ elsewhere. */
 export function causalMask(seq: number, window: number | undefined): Float32Array {

@@ -9,6 +9,7 @@
 import { DataType } from '../onnx/data-type.js';
 import { attr, GraphBuilder, littleEndianBytes, type Value } from '../onnx/graph-builder.js';
 import { emitBlockScaleLinear } from '../ops/block-scale-linear.js';
+import { emitStaticBlockScaleLinear } from '../ops/static-block-scale-linear.js';
 import { emitMixtralExperts, type ExpertValues, type RoutingTensor } from '../ops/mixtral-experts.js';
 import { fp8DataType, type BlockShape } from '../ops/types.js';
 import type { HostTensor } from '../session.js';
@@ -222,7 +223,8 @@ export class ModelGraph {
 
   /**
    * `x [M, K] → [M, N]`. Dense: x · Wᵀ (+ b) in float32. FP8: the seed's BlockScaleQuantizeLinear
-   * (GEMV for M = 1, block-scale GEMM with per-token activation quantization otherwise). `tap`
+   * (GEMV for M = 1, block-scale GEMM with per-token activation quantization otherwise), or with
+   * `activation_scale`, BlockScaleQuantizeLinearStaticActivation (static scales, GEMM). `tap`
    * exports input and output (under `w.module`, or the module name given).
    */
   linear(w: LinearWeight, x: Value, tap: boolean | string = this.tapLinears): Value {
@@ -235,7 +237,12 @@ export class ModelGraph {
       y = this.f32('Gemm', inputs, [m!, n], { transB: attr.int(1) });
     } else {
       const { w: wv, s } = this.fp8Values(w);
-      y = emitBlockScaleLinear(this.g, x, wv, s, w.block, w.bias ? this.stored(w.bias) : undefined);
+      const bias = w.bias ? this.stored(w.bias) : undefined;
+      if (w.activationScale !== undefined) {
+        // The seed's BlockScaleQuantizeLinearStaticActivation: calibrated scales, GEMM for any M.
+        const scale = this.constF32(w.activationScale, [w.activationScale.length], `${w.module}.activation_scale`);
+        y = emitStaticBlockScaleLinear(this.g, x, scale, wv, s, w.block, bias);
+      } else y = emitBlockScaleLinear(this.g, x, wv, s, w.block, bias);
     }
     if (tap !== false) this.tap(typeof tap === 'string' ? tap : w.module, x, y);
     return y;

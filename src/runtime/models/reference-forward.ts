@@ -6,6 +6,7 @@
 
 import { widenToFloat32 } from '../../fp8/dtypes.js';
 import { blockScaleLinear } from '../ops/block-scale-linear.js';
+import { staticBlockScaleLinear } from '../ops/static-block-scale-linear.js';
 import { mixtralExperts, type RoutingTensor } from '../ops/mixtral-experts.js';
 import { attentionScale, type HiddenAct, type ModelSpec } from './config.js';
 import { causalMask, MLA_INNER_NORM_EPS, type BatchShape } from './layer-graphs.js';
@@ -18,15 +19,39 @@ import { expertLinears, expertProjection, loadExpert, type ExpertWeights } from 
 
 const f = Math.fround;
 
+/** Sees every linear's input: module (per-expert names for experts), `[rows, K]` activations. */
+export type ReferenceTap = (module: string, input: Float32Array, rows: number) => void;
+
+let activeTap: ReferenceTap | undefined;
+
+/**
+ * Runs `fn` with `tap` called on the input of every linear the reference forward computes
+ * (calibration tests measure activation ranges with it). Not reentrant across concurrent calls.
+ */
+export async function withReferenceTap<T>(tap: ReferenceTap, fn: () => Promise<T>): Promise<T> {
+  const previous = activeTap;
+  activeTap = tap;
+  try {
+    return await fn();
+  } finally {
+    activeTap = previous;
+  }
+}
+
 function widen(t: StoredTensor): Float32Array {
   return widenToFloat32(t.bytes, t.dtype);
 }
 
 /** `x [rows, K] → [rows, N]`. */
-export function referenceLinear(w: LinearWeight, x: Float32Array, rows: number): Float32Array {
+export function referenceLinear(w: LinearWeight, x: Float32Array, rows: number, tapAs: string | false = w.module): Float32Array {
   const [n, k] = [w.weight.shape[0]!, w.weight.shape[1]!];
+  if (tapAs !== false) activeTap?.(tapAs, x, rows);
   const bias = w.bias ? widen(w.bias) : undefined;
-  if (w.kind === 'fp8') return blockScaleLinear({ data: x, shape: [rows, k] }, w.weight, w.scaleInv, w.block, bias).data;
+  if (w.kind === 'fp8') {
+    const xt = { data: x, shape: [rows, k] };
+    if (w.activationScale !== undefined) return staticBlockScaleLinear(xt, w.activationScale, w.weight, w.scaleInv, w.block, bias).data;
+    return blockScaleLinear(xt, w.weight, w.scaleInv, w.block, bias).data;
+  }
   const weight = widen(w.weight);
   const y = new Float32Array(rows * n);
   for (let r = 0; r < rows; r++) {
@@ -250,6 +275,21 @@ async function moeBlock(runner: ModelRunner, scope: WeightScope, layer: number, 
     return out;
   };
 
+  /** Taps each routed expert's gate/up input rows (and, from `down`, its down input rows). */
+  const tapExperts = (projection: 'gateUp' | 'down', input: Float32Array, width: number): void => {
+    if (activeTap === undefined) return;
+    experts.forEach((w, j) => {
+      const s = single && projection === 'gateUp' ? 0 : groups.indptr[j]!;
+      const e = single && projection === 'gateUp' ? 1 : groups.indptr[j + 1]!;
+      const rows = input.subarray(s * width, e * width);
+      if (projection === 'down') activeTap!(w.names.down, rows, e - s);
+      else {
+        activeTap!(w.names.gate, rows, e - s);
+        activeTap!(w.names.up, rows, e - s);
+      }
+    });
+  };
+
   let routed: Float32Array;
   if (experts.every((w) => expertLinears(w).every((l) => l.kind === 'fp8'))) {
     const routingTensor: RoutingTensor = single
@@ -267,11 +307,13 @@ async function moeBlock(runner: ModelRunner, scope: WeightScope, layer: number, 
     const inRows = single ? 1 : groups.rows;
     const input = single ? x : sorted;
     const first = experts[0]!;
+    tapExperts('gateUp', input, h);
     let a: Float32Array;
     if (first.layout === 'fused') {
       const gu = run('gateUp', input, inRows);
       a = gated(columns(gu, groups.rows, 0, first.intermediate), columns(gu, groups.rows, first.intermediate, 2 * first.intermediate));
     } else a = gated(run('gate', input, inRows), run('up', input, inRows));
+    tapExperts('down', a, a.length / groups.rows);
     routed = run('down', a, groups.rows);
   } else {
     routed = new Float32Array(groups.rows * h);
@@ -281,10 +323,12 @@ async function moeBlock(runner: ModelRunner, scope: WeightScope, layer: number, 
       const rows = sorted.subarray(s * h, e * h);
       let a: Float32Array;
       if (w.layout === 'fused') {
-        const gu = referenceLinear(w.gateUp, rows, e - s);
+        activeTap?.(w.names.gate, rows, e - s);
+        activeTap?.(w.names.up, rows, e - s);
+        const gu = referenceLinear(w.gateUp, rows, e - s, false);
         a = gated(columns(gu, e - s, 0, w.intermediate), columns(gu, e - s, w.intermediate, 2 * w.intermediate));
-      } else a = gated(referenceLinear(w.gate, rows, e - s), referenceLinear(w.up, rows, e - s));
-      routed.set(referenceLinear(w.down, a, e - s), s * h);
+      } else a = gated(referenceLinear(w.gate, rows, e - s, w.names.gate), referenceLinear(w.up, rows, e - s, w.names.up));
+      routed.set(referenceLinear(w.down, a, e - s, w.names.down), s * h);
     });
   }
   const out = new Float32Array(tokens * h);

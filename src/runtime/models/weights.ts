@@ -40,6 +40,12 @@ export interface Fp8Linear {
   readonly scaleInv: F32Tensor;
   readonly block: BlockShape;
   readonly bias: StoredTensor | undefined;
+  /**
+   * Static activation scheme: `<module>.activation_scale`, one float32 per input group of bk
+   * (`[ceil(K/bk)]`) or one for all (a 0-dim scalar, stored here as length 1). Undefined: dynamic
+   * per-token activation quantization.
+   */
+  readonly activationScale?: Float32Array;
 }
 
 export type LinearWeight = DenseLinear | Fp8Linear;
@@ -204,9 +210,9 @@ export class WeightScope {
     if (!ckpt.has(name)) throw new CheckpointError(`${ckpt.dir}: no tensor "${name}": the checkpoint does not match its config.json`);
     const info = ckpt.info(name);
     if (info.shape.length !== 2) throw new CheckpointError(`${ckpt.dir}: "${name}" is [${info.shape.join(', ')}]; a linear weight is [N, K]`);
-    if (ckpt.has(`${module}.activation_scale`) || ckpt.has(`${module}.input_scale`)) {
+    if (ckpt.has(`${module}.input_scale`)) {
       throw new CheckpointError(
-        `${ckpt.dir}: ${module} has static activation scales; the forward runs the dynamic scheme only (static activation verify is not implemented yet)`,
+        `${ckpt.dir}: ${module} has a compressed-tensors static input_scale; the forward reads static scales as HF/MLC activation_scale only`,
       );
     }
     const biasName = `${module}.bias`;
@@ -232,6 +238,7 @@ export class WeightScope {
     this.count(codes.byteLength + scaleBytes.byteLength);
     const scale = widenToFloat32(scaleBytes, scaleInfo.dtype, new Float32Array(scaleBytes.byteLength / dtypeSize(scaleInfo.dtype)));
     const bias = ckpt.has(biasName) ? await this.tensor(biasName) : undefined;
+    const activationScale = await this.activationScale(module, Math.ceil(k / block.bk));
     return {
       kind: 'fp8',
       module,
@@ -239,7 +246,23 @@ export class WeightScope {
       scaleInv: { data: scale, shape: [Math.ceil(n / block.bn), Math.ceil(k / block.bk)] },
       block,
       bias,
+      ...(activationScale === undefined ? {} : { activationScale }),
     };
+  }
+
+  private async activationScale(module: string, groups: number): Promise<Float32Array | undefined> {
+    const ckpt = this.weights.checkpoint;
+    const name = `${module}.activation_scale`;
+    if (!ckpt.has(name)) return undefined;
+    const info = ckpt.info(name);
+    const length = info.shape.reduce((a, b) => a * b, 1);
+    if (!isFloatSourceDtype(info.dtype) || info.shape.length > 1 || (length !== groups && length !== 1)) {
+      throw new CheckpointError(
+        `${ckpt.dir}: ${name} is ${info.dtype} [${info.shape.join(', ')}]; expected F32 [${groups}] (one per input group) or a scalar`,
+      );
+    }
+    const t = await this.tensor(name);
+    return widenToFloat32(t.bytes, t.dtype);
   }
 
   /**

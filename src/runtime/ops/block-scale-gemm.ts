@@ -74,26 +74,51 @@ export function emitBlockScaleGemm(
 ): Value {
   checkBlock(block);
   const format = fp8FormatOf(w.dtype, `weight "${w.name}"`);
+  const k = checkGemmInput(x, w);
+
+  // Activations: FP8 codes per group, seen as float32 [kb, M, bk].
+  const xq = emitGroupedQuant(g, x, block.bk, format);
+  const xCodes = emitCast(g, xq.clamped, fp8DataType(format), true);
+  const xGroups = emitTranspose(g, emitCast(g, xCodes, DataType.FLOAT), [1, 0, 2]);
+  const xScale = emitTranspose(g, xq.scale, [1, 0, 2]); // [kb, M, 1]
+  return emitScaledBlockDots(g, xGroups, xScale, w, wScaleInv, block, k, bias);
+}
+
+/** Checks the GEMM input against the weight `[N, K]`; returns K. */
+export function checkGemmInput(x: Value, w: Value): number {
   const wDims = staticDims(w, 'weight');
   if (wDims.length !== 2) throw new GraphBuildError(`weight "${w.name}" must be [N, K], got [${wDims.join(', ')}]`);
-  const [n, k] = wDims as [number, number];
+  const k = wDims[1]!;
   if ((x.dtype !== DataType.FLOAT && x.dtype !== DataType.FLOAT16) || x.shape.length !== 2 || staticLastDim(x, 'GEMM input') !== k) {
     throw new GraphBuildError(`GEMM input "${x.name}" must be float [M, ${k}], got [${x.shape.join(', ')}]`);
   }
+  return k;
+}
+
+/**
+ * The GEMM over quantized activations, shared by the dynamic (rowwise) and the static activation
+ * paths: `xGroups` [kb, M, bk] float32 FP8 values (edge group zero-padded), `xScale` their scales,
+ * broadcastable to [kb, M, 1]. Returns `[M, N]` float32 (+ bias).
+ */
+export function emitScaledBlockDots(
+  g: GraphBuilder,
+  xGroups: Value,
+  xScale: Value,
+  w: Value,
+  wScaleInv: Value,
+  block: BlockShape,
+  k: number,
+  bias?: Value,
+): Value {
+  const n = staticDims(w, 'weight')[0]!;
   const [nb, kb] = staticDims(wScaleInv, 'weight scale');
   if (wScaleInv.shape.length !== 2 || nb !== ceilDiv(n, block.bn) || kb !== ceilDiv(k, block.bk)) {
     throw new GraphBuildError(
       `weight scale "${wScaleInv.name}" is [${wScaleInv.shape.join(', ')}], expected [${ceilDiv(n, block.bn)}, ${ceilDiv(k, block.bk)}]`,
     );
   }
-  const m = x.shape[0]!;
+  const m = xGroups.shape[1]!;
   const { bk, bn } = block;
-
-  // Activations: FP8 codes per group, seen as float32 [kb, M, bk].
-  const xq = emitGroupedQuant(g, x, bk, format);
-  const xCodes = emitCast(g, xq.clamped, fp8DataType(format), true);
-  const xGroups = emitTranspose(g, emitCast(g, xCodes, DataType.FLOAT), [1, 0, 2]);
-  const xScale = emitTranspose(g, xq.scale, [1, 0, 2]); // [kb, M, 1]
 
   // Weights: [N, K] codes → float32 [kb, bk, N] (constant-folded).
   const wPadded = emitPadLastAxis(g, emitCast(g, w, DataType.FLOAT), kb! * bk);

@@ -1,0 +1,105 @@
+// The WebAssembly SIMD kernel (wasm/fp8-kernel.ts, embedded by `npm run build:wasm`) behind the
+// same contract as quantizeStripe, for BF16 stripes: ~7x the TypeScript fast kernel, which is
+// what makes a convert disk-bound on two cores (bench/NOTES.md). Each thread owns one instance
+// and its linear memory: a stripe is copied in, amax'd, scaled here with the oracle's own
+// scaleFromAmax, encoded, and copied out. A stripe holding Inf/NaN is declined (returns false) so
+// the TypeScript kernel reports or saturates it exactly as the oracle does.
+
+import { scaleFromAmax, type BlockQuantizeOptions } from './block-quantize.js';
+import { FP8_KERNEL_WASM_BASE64 } from './fp8-kernel-wasm.generated.js';
+import { fp8FormatInfo } from './formats.js';
+
+/** The part of the WebAssembly JS API used here (this project's lib has no DOM/wasm typings). */
+interface WasmApi {
+  validate(bytes: Uint8Array): boolean;
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { readonly exports: unknown };
+}
+
+interface KernelExports {
+  readonly memory: { readonly buffer: ArrayBuffer; grow(pages: number): number };
+  amaxBf16(src: number, rows: number, cols: number, bk: number, out: number): void;
+  encodeBf16(src: number, rows: number, cols: number, bk: number, scales: number, codes: number, e5m2: number): void;
+}
+
+const WASM_PAGE_BYTES = 65536;
+/** First BF16 pattern of |x| that is Inf or NaN. */
+const BF16_INF = 0x7f80;
+
+const wasmApi = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
+let compiled: { module: object | null } | undefined;
+
+/** The compiled module, or null where this runtime has no WebAssembly SIMD. */
+function kernelModule(): object | null {
+  if (!compiled) {
+    const bytes = Buffer.from(FP8_KERNEL_WASM_BASE64, 'base64');
+    compiled = { module: wasmApi?.validate(bytes) ? new wasmApi.Module(bytes) : null };
+  }
+  return compiled.module;
+}
+
+function align16(n: number): number {
+  return Math.ceil(n / 16) * 16;
+}
+
+const f32Word = new Float32Array(1);
+const u32Word = new Uint32Array(f32Word.buffer);
+
+export class WasmBf16Kernel {
+  private bytes: Uint8Array;
+
+  private constructor(private readonly kernel: KernelExports) {
+    this.bytes = new Uint8Array(kernel.memory.buffer);
+  }
+
+  /** A kernel instance for this thread, or undefined without WebAssembly SIMD. */
+  static create(): WasmBf16Kernel | undefined {
+    const module = kernelModule();
+    return module && wasmApi ? new WasmBf16Kernel(new wasmApi.Instance(module, {}).exports as KernelExports) : undefined;
+  }
+
+  /** Stripe widths the SIMD loops cover without a scalar tail. */
+  static supports(cols: number, bk: number): boolean {
+    return cols % 16 === 0 && bk % 16 === 0;
+  }
+
+  private reserve(total: number): void {
+    const have = this.kernel.memory.buffer.byteLength;
+    if (total > have) this.kernel.memory.grow(Math.ceil((total - have) / WASM_PAGE_BYTES));
+    if (this.bytes.buffer !== this.kernel.memory.buffer) this.bytes = new Uint8Array(this.kernel.memory.buffer);
+  }
+
+  /**
+   * quantizeStripe for a BF16 stripe (raw words; `supports(cols, bk)` must hold). Returns false,
+   * leaving codes and scaleInv unspecified, if a block holds Inf/NaN.
+   */
+  quantizeStripe(src: Uint16Array, rows: number, cols: number, opts: BlockQuantizeOptions, codes: Uint8Array, scaleInv: Float32Array): boolean {
+    const { bk } = opts.block;
+    const colBlocks = Math.ceil(cols / bk);
+    const count = rows * cols;
+    // Layout: [source words][codes][amax i32 per block][scale f32 per block].
+    const srcAt = 0;
+    const codesAt = align16(srcAt + count * 2);
+    const amaxAt = align16(codesAt + count);
+    const scalesAt = align16(amaxAt + colBlocks * 4);
+    this.reserve(scalesAt + colBlocks * 4);
+    const buffer = this.kernel.memory.buffer;
+    this.bytes.set(new Uint8Array(src.buffer, src.byteOffset, count * 2), srcAt);
+    this.kernel.amaxBf16(srcAt, rows, cols, bk, amaxAt);
+    const amax = new Int32Array(buffer, amaxAt, colBlocks);
+    const scales = new Float32Array(buffer, scalesAt, colBlocks);
+    const max = fp8FormatInfo(opts.format).max;
+    const scaleFormat = opts.scaleFormat ?? 'float';
+    for (let cb = 0; cb < colBlocks; cb++) {
+      const bits = amax[cb]!;
+      if (bits >= BF16_INF) return false;
+      u32Word[0] = bits << 16;
+      const scale = scaleFromAmax(f32Word[0]!, max, scaleFormat);
+      scales[cb] = scale;
+      scaleInv[cb] = scale;
+    }
+    this.kernel.encodeBf16(srcAt, rows, cols, bk, scalesAt, codesAt, opts.format === 'e5m2' ? 1 : 0);
+    codes.set(this.bytes.subarray(codesAt, codesAt + count));
+    return true;
+  }
+}

@@ -1,0 +1,80 @@
+// AssemblyScript source of the WebAssembly SIMD kernel for BF16 → FP8 block quantization
+// (compiled by `npm run build:wasm` into src/fp8/fp8-kernel-wasm.generated.ts; loaded by
+// src/fp8/wasm-kernel.ts). Same numerics as the oracle, src/fp8/block-quantize.ts:
+//  - amax on |bf16| bit patterns (integer max orders non-negative floats like their values);
+//  - q = w / scale as an IEEE float32 division (f32x4.div rounds to nearest even, like fround);
+//  - the FP8 code from q's bits exactly as c10 (formats.ts): integer RNE for normal values, the
+//    "add 2^k as float32" trick for subnormals, and the clamp to ±max.
+// It handles finite stripes whose width and block width are multiples of 16; the caller computes
+// the scales (scaleFromAmax) and sends anything else (Inf/NaN, odd widths) to the TypeScript
+// kernel. No allocation: every pointer is into memory the caller laid out.
+
+/** out[cb] = max over the stripe's rows and block cb's columns of (w & 0x7fff), as i32. */
+export function amaxBf16(src: usize, rows: i32, cols: i32, bk: i32, out: usize): void {
+  const mask = i16x8.splat(0x7fff);
+  for (let c0: i32 = 0, cb: i32 = 0; c0 < cols; c0 += bk, cb++) {
+    const c1 = min(cols, c0 + bk);
+    let acc = i16x8.splat(0);
+    for (let r: i32 = 0; r < rows; r++) {
+      const row = src + (<usize>r * <usize>cols << 1);
+      for (let c = c0; c < c1; c += 8) acc = i16x8.max_u(acc, v128.and(v128.load(row + (<usize>c << 1)), mask));
+    }
+    let m: i32 = i16x8.extract_lane_u(acc, 0);
+    m = max(m, <i32>i16x8.extract_lane_u(acc, 1));
+    m = max(m, <i32>i16x8.extract_lane_u(acc, 2));
+    m = max(m, <i32>i16x8.extract_lane_u(acc, 3));
+    m = max(m, <i32>i16x8.extract_lane_u(acc, 4));
+    m = max(m, <i32>i16x8.extract_lane_u(acc, 5));
+    m = max(m, <i32>i16x8.extract_lane_u(acc, 6));
+    m = max(m, <i32>i16x8.extract_lane_u(acc, 7));
+    store<i32>(out + (<usize>cb << 2), m);
+  }
+}
+
+/** Four float32 quotients (as bits) → four FP8 codes in the low byte of each lane. */
+// @ts-ignore: decorator
+@inline
+function encode4(q: v128, maxBits: v128, maxCode: v128, minNormal: v128, rebiasRound: v128, mantShift: i32, denormMagic: v128): v128 {
+  const sign = v128.and(i32x4.shr_u(q, 24), i32x4.splat(0x80));
+  const a = v128.and(q, i32x4.splat(0x7fffffff));
+  // Normal: rebias the exponent and round the mantissa to nearest even in one integer add.
+  const odd = v128.and(i32x4.shr_u(a, mantShift), i32x4.splat(1));
+  const normal = i32x4.shr_u(i32x4.add(i32x4.add(a, rebiasRound), odd), mantShift);
+  // Subnormal: a float32 add of 2^14 (e4m3; 2^7 for e5m2) rounds |q| onto the subnormal grid.
+  const subnormal = i32x4.sub(f32x4.add(a, denormMagic), denormMagic);
+  let code = v128.bitselect(subnormal, normal, i32x4.lt_u(a, minNormal));
+  code = v128.bitselect(maxCode, code, i32x4.ge_u(a, maxBits));
+  return v128.or(code, sign);
+}
+
+/** codes[r, c] = fp8(clamp(w[r, c] / scales[c / bk])) for a finite stripe; cols and bk multiples of 16. */
+export function encodeBf16(src: usize, rows: i32, cols: i32, bk: i32, scales: usize, codes: usize, e5m2: bool): void {
+  const maxBits = i32x4.splat(e5m2 ? 0x47600000 : 0x43e00000); // 57344 : 448
+  const maxCode = i32x4.splat(e5m2 ? 0x7b : 0x7e);
+  const minNormal = i32x4.splat(e5m2 ? 113 << 23 : 121 << 23); // 2^-14 : 2^-6
+  const rebiasRound = i32x4.splat(e5m2 ? ((15 - 127) << 23) + 0xfffff : ((7 - 127) << 23) + 0x7ffff);
+  const mantShift: i32 = e5m2 ? 21 : 20;
+  const denormMagic = i32x4.splat(e5m2 ? 134 << 23 : 141 << 23); // 2^7 : 2^14
+  for (let r: i32 = 0; r < rows; r++) {
+    const row = src + (<usize>r * <usize>cols << 1);
+    const out = codes + <usize>r * <usize>cols;
+    for (let c0: i32 = 0, cb: i32 = 0; c0 < cols; c0 += bk, cb++) {
+      const c1 = min(cols, c0 + bk);
+      const scale = f32x4.splat(load<f32>(scales + (<usize>cb << 2)));
+      for (let c = c0; c < c1; c += 16) {
+        const lo = v128.load(row + (<usize>c << 1));
+        const hi = v128.load(row + (<usize>c << 1), 16);
+        const q0 = f32x4.div(i32x4.shl(i32x4.extend_low_i16x8_u(lo), 16), scale);
+        const q1 = f32x4.div(i32x4.shl(i32x4.extend_high_i16x8_u(lo), 16), scale);
+        const q2 = f32x4.div(i32x4.shl(i32x4.extend_low_i16x8_u(hi), 16), scale);
+        const q3 = f32x4.div(i32x4.shl(i32x4.extend_high_i16x8_u(hi), 16), scale);
+        const e0 = encode4(q0, maxBits, maxCode, minNormal, rebiasRound, mantShift, denormMagic);
+        const e1 = encode4(q1, maxBits, maxCode, minNormal, rebiasRound, mantShift, denormMagic);
+        const e2 = encode4(q2, maxBits, maxCode, minNormal, rebiasRound, mantShift, denormMagic);
+        const e3 = encode4(q3, maxBits, maxCode, minNormal, rebiasRound, mantShift, denormMagic);
+        // Codes are 0..255: the saturating narrows pass them through unchanged.
+        v128.store(out + <usize>c, i8x16.narrow_i16x8_u(i16x8.narrow_i32x4_u(e0, e1), i16x8.narrow_i32x4_u(e2, e3)));
+      }
+    }
+  }
+}
