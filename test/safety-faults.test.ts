@@ -198,10 +198,12 @@ describe('signals', () => {
   let bigInput: string;
   before(async () => {
     // 16 MB of BF16 weights: a conversion of about a second, long enough to interrupt at 10-20 %.
+    // Each weight is under 1 MiB, so it is quantized on the main thread (the signal handler's
+    // thread) whether or not the worker pool runs here.
     bigInput = fresh('big');
     const tensors = new Map<string, TensorData>();
-    for (let l = 0; l < 4; l++) {
-      tensors.set(`model.layers.${l}.mlp.up_proj.weight`, { dtype: 'BF16', shape: [1024, 2048], bytes: bf16Noise(1024 * 2048, l + 1) });
+    for (let l = 0; l < 16; l++) {
+      tensors.set(`model.layers.${l}.mlp.up_proj.weight`, { dtype: 'BF16', shape: [500, 1000], bytes: bf16Noise(500 * 1000, l + 1) });
     }
     await writeCheckpoint(bigInput, tensors, { config: { architectures: ['LlamaForCausalLM'], model_type: 'llama' } });
   });

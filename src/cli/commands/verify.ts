@@ -88,6 +88,11 @@ function sci(v: number): string {
   return v === 0 ? '0' : Math.abs(v) < 1e-3 ? v.toExponential(2) : v.toFixed(4);
 }
 
+function percent(rate: number | undefined): string {
+  if (rate === undefined) return '-';
+  return rate === 0 ? '0%' : rate < 1e-4 ? `${(100 * rate).toExponential(1)}%` : `${(100 * rate).toFixed(2)}%`;
+}
+
 function db(v: number): string {
   return Number.isFinite(v) ? v.toFixed(1) : 'inf';
 }
@@ -100,6 +105,8 @@ interface TableRow {
   readonly minCosine: number;
   readonly minSqnr: number;
   readonly failed: boolean;
+  /** Static activation scheme: the highest clipping rate among the row's linears. */
+  readonly clipRate: number | undefined;
 }
 
 const EXPERT = /^(.*\.experts)\.(\d+)\.([^.]+)$/;
@@ -131,6 +138,7 @@ function tableRows(report: VerifyReport): TableRow[] {
       minCosine: Math.min(...g.members.map((l) => l.cosine)),
       minSqnr: Math.min(...g.members.map((l) => l.sqnrDb)),
       failed: g.members.some((l) => !(l.relativeError <= limit)),
+      clipRate: g.members.some((l) => l.clipping) ? Math.max(...g.members.map((l) => l.clipping?.rate ?? 0)) : undefined,
     };
   });
 }
@@ -153,11 +161,19 @@ export function renderReport(report: VerifyReport): string {
   out.push('');
   const rows = tableRows(report);
   const nameWidth = Math.max(6, ...rows.map((r) => r.name.length));
-  out.push(`layer  ${'linear'.padEnd(nameWidth)}  ${'rows'.padStart(6)}  rel. error    cosine   SQNR dB`);
+  const clip = report.clipping !== undefined;
+  out.push(`layer  ${'linear'.padEnd(nameWidth)}  ${'rows'.padStart(6)}  rel. error    cosine   SQNR dB${clip ? '   clipped' : ''}`);
   for (const r of rows) {
     out.push(
       `${String(r.layer).padStart(5)}  ${r.name.padEnd(nameWidth)}  ${r.rows.padStart(6)}  ${sci(r.worst.relativeError).padStart(10)}  ` +
-        `${r.minCosine.toFixed(5).padStart(8)}  ${db(r.minSqnr).padStart(8)}${r.failed ? '  FAIL' : ''}`,
+        `${r.minCosine.toFixed(5).padStart(8)}  ${db(r.minSqnr).padStart(8)}${clip ? `  ${percent(r.clipRate).padStart(8)}` : ''}${r.failed ? '  FAIL' : ''}`,
+    );
+  }
+  if (report.clipping) {
+    const c = report.clipping;
+    out.push(
+      `  static activation scales: ${c.clipped} of ${c.elements} input values (${percent(c.rate)}) beyond the calibrated range over ${c.linears} linear(s)` +
+        `${c.worst && c.worst.rate > 0 ? `; most: ${c.worst.module} (${percent(c.worst.rate)})` : ''}`,
     );
   }
   if (report.notReached.length > 0) {

@@ -11,8 +11,11 @@ import { CheckpointError } from '../../io/errors.js';
 import { countClipped, type ClippingCount } from '../calibration/activation-ranges.js';
 import type { ModelRunner } from '../models/runner.js';
 
-/** Tensor names a static activation scale goes by: fp8q / MLC / transformers, and compressed-tensors / vLLM. */
-export const ACTIVATION_SCALE_NAMES = ['activation_scale', 'input_scale'] as const;
+/** The static activation scale beside `<module>.weight` (fp8q, MLC LLM, transformers; the forward reads only this name). */
+export const ACTIVATION_SCALE_SUFFIX = 'activation_scale';
+
+/** weights.ts's block when config.json names none. */
+const DEFAULT_GROUP = 128;
 
 export interface LinearClipping extends ClippingCount {
   /** clipped / elements. */
@@ -37,8 +40,8 @@ const FORMATS: Readonly<Record<string, Fp8Format>> = { F8_E4M3: 'e4m3fn', F8_E5M
 /** The static activation scale of `module` in `runner`'s checkpoint, or undefined (dynamic). */
 export async function staticActivationScaleOf(runner: ModelRunner, module: string): Promise<StaticActivationScale | undefined> {
   const ckpt = runner.checkpoint;
-  const name = ACTIVATION_SCALE_NAMES.map((s) => `${module}.${s}`).find((n) => ckpt.has(n));
-  if (name === undefined) return undefined;
+  const name = `${module}.${ACTIVATION_SCALE_SUFFIX}`;
+  if (!ckpt.has(name)) return undefined;
   const info = ckpt.info(name);
   const weight = ckpt.has(`${module}.weight`) ? ckpt.info(`${module}.weight`) : undefined;
   const format = weight ? FORMATS[weight.dtype] : undefined;
@@ -47,7 +50,7 @@ export async function staticActivationScaleOf(runner: ModelRunner, module: strin
   }
   const scale = widenToFloat32(await ckpt.readTensor(name), info.dtype);
   const k = weight.shape[1]!;
-  const groupSize = runner.weights.block?.bk ?? k;
+  const groupSize = runner.weights.block?.bk ?? DEFAULT_GROUP;
   if (scale.length !== 1 && scale.length !== Math.ceil(k / groupSize)) {
     throw new CheckpointError(`${ckpt.dir}: ${name} has ${scale.length} values; expected 1 or ceil(${k} / ${groupSize}) = ${Math.ceil(k / groupSize)}`);
   }

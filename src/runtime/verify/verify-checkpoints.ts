@@ -17,6 +17,7 @@ import { ModelRunner } from '../models/runner.js';
 import { generateInputIds, type TokenBatch } from '../models/token-ids.js';
 import { WeightAccounting } from '../models/weights.js';
 import type { Device } from '../session.js';
+import { linearClipping, staticActivationScaleOf, summarizeClipping, type ClippingSummary, type LinearClipping } from './activation-clipping.js';
 import { DEFAULT_GATES, evaluateGates, type GateFailure, type Gates } from './gates.js';
 import { compareLogits, compareTensors, type LogitMetrics } from './metrics.js';
 
@@ -49,6 +50,8 @@ export interface LinearReport {
   readonly relativeError: number;
   readonly cosine: number;
   readonly sqnrDb: number;
+  /** Static activation scheme: its input values beyond the calibrated range (activation-clipping.ts). */
+  readonly clipping?: LinearClipping;
 }
 
 export interface VerifyReport {
@@ -71,6 +74,8 @@ export interface VerifyReport {
   readonly gates: Gates;
   readonly failures: readonly GateFailure[];
   readonly passed: boolean;
+  /** Static activation scheme: clipping over every linear with an activation_scale; absent for dynamic. */
+  readonly clipping?: ClippingSummary;
   /** Largest weight bytes held at once (both checkpoints together): about one decoder layer. */
   readonly peakWeightBytes: number;
   readonly checkpointBytes: { readonly original: number; readonly quantized: number };
@@ -130,7 +135,14 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
           notReached.push(module);
           continue;
         }
-        linears.push({ module, layer, rows: capture.rows, ...compareTensors(capture.output, out) });
+        const staticScale = await staticActivationScaleOf(quantized, module);
+        linears.push({
+          module,
+          layer,
+          rows: capture.rows,
+          ...compareTensors(capture.output, out),
+          ...(staticScale === undefined ? {} : { clipping: linearClipping(capture.input, capture.rows, staticScale) }),
+        });
       }
       ho = ro.hidden;
       hq = rq.hidden;
@@ -142,6 +154,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     let worst: LinearReport | undefined;
     for (const l of linears) if (worst === undefined || !(l.relativeError <= worst.relativeError)) worst = l;
     const failures = evaluateGates({ meanKl: model.meanKl, top1Agreement: model.top1Agreement, linears }, gates);
+    const clipping = summarizeClipping(linears);
     return {
       original: opts.original,
       quantized: opts.quantized,
@@ -161,6 +174,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       gates,
       failures,
       passed: failures.length === 0,
+      ...(clipping === undefined ? {} : { clipping }),
       peakWeightBytes: accounting.peak,
       checkpointBytes: { original: checkpointBytes(original), quantized: checkpointBytes(quantized) },
       seconds: (performance.now() - t0) / 1000,

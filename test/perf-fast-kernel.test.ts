@@ -1,0 +1,385 @@
+// The fast quantize paths against the oracle (fp8/block-quantize.ts): the TypeScript fast kernel,
+// the WebAssembly SIMD kernel and the chunk runner must give the same codes, scales and errors on
+// every BF16 pattern, rounding ties, subnormals, zero and edge blocks, Inf/NaN, both FP8 formats
+// and both scale formats; a convert must write the same bytes with 0 (reference executors), 1 and
+// 2 worker threads; the embedded wasm must be what its source compiles to; and a process that
+// converted with workers must exit on its own.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { blockQuantize, NonFiniteValueError, type BlockQuantizeOptions, type BlockShape, type ScaleFormat } from '../src/fp8/block-quantize.js';
+import { float32ToBf16Bits, narrowFromFloat32, widenToFloat32 } from '../src/fp8/dtypes.js';
+import { FastQuantizeScratch, quantizeBf16StripeFast, quantizeF32StripeFast } from '../src/fp8/fast-quantize.js';
+import { FP8_KERNEL_WASM_BASE64 } from '../src/fp8/fp8-kernel-wasm.generated.js';
+import { decodeTableFor, type Fp8Format } from '../src/fp8/formats.js';
+import { WasmBf16Kernel } from '../src/fp8/wasm-kernel.js';
+import { convertCheckpoint } from '../src/io/convert-checkpoint.js';
+import { CheckpointError } from '../src/io/errors.js';
+import { ChunkScratch, quantizeChunk } from '../src/io/quantize-chunk.js';
+import { workerExecArgv } from '../src/io/quantize-pool.js';
+import { compileKernel } from '../scripts/build-wasm.js';
+import { listFiles, sha256File, writeCheckpoint, type TensorData } from './helpers/checkpoint-files.js';
+import { ROOT } from './helpers/fixtures.js';
+import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
+
+type Outcome = { codes: Uint8Array; scales: Float32Array } | { error: NonFiniteValueError };
+
+const FORMATS: readonly Fp8Format[] = ['e4m3fn', 'e5m2'];
+const SCALE_FORMATS: readonly ScaleFormat[] = ['float', 'ue8m0'];
+
+function oracle(values: Float32Array, rows: number, cols: number, opts: BlockQuantizeOptions): Outcome {
+  try {
+    const q = blockQuantize(values, rows, cols, opts);
+    return { codes: q.codes, scales: q.scaleInv };
+  } catch (e) {
+    if (e instanceof NonFiniteValueError) return { error: e };
+    throw e;
+  }
+}
+
+/** Runs a stripe kernel over every bn-row stripe, as the executors do. */
+function byStripes(rows: number, cols: number, block: BlockShape, stripe: (r0: number, n: number, codes: Uint8Array, scales: Float32Array) => void): Outcome {
+  const colBlocks = Math.ceil(cols / block.bk);
+  const codes = new Uint8Array(rows * cols);
+  const scales = new Float32Array(Math.ceil(rows / block.bn) * colBlocks);
+  try {
+    for (let r0 = 0, rb = 0; r0 < rows; r0 += block.bn, rb++) {
+      const n = Math.min(block.bn, rows - r0);
+      stripe(r0, n, codes.subarray(r0 * cols, (r0 + n) * cols), scales.subarray(rb * colBlocks, (rb + 1) * colBlocks));
+    }
+  } catch (e) {
+    if (e instanceof NonFiniteValueError) return { error: e };
+    throw e;
+  }
+  return { codes, scales };
+}
+
+function fastBf16(words: Uint16Array, rows: number, cols: number, opts: BlockQuantizeOptions): Outcome {
+  const scratch = new FastQuantizeScratch();
+  return byStripes(rows, cols, opts.block, (r0, n, codes, scales) =>
+    quantizeBf16StripeFast(words.subarray(r0 * cols, (r0 + n) * cols), n, cols, opts, codes, scales, r0, scratch),
+  );
+}
+
+function fastF32(values: Float32Array, rows: number, cols: number, opts: BlockQuantizeOptions): Outcome {
+  const scratch = new FastQuantizeScratch();
+  return byStripes(rows, cols, opts.block, (r0, n, codes, scales) =>
+    quantizeF32StripeFast(values.subarray(r0 * cols, (r0 + n) * cols), n, cols, opts, codes, scales, r0, scratch),
+  );
+}
+
+/** The wasm kernel, or 'declined' if it refused a stripe (it must refuse exactly the non-finite ones). */
+function wasmBf16(kernel: WasmBf16Kernel, words: Uint16Array, rows: number, cols: number, opts: BlockQuantizeOptions): Outcome | 'declined' {
+  let declined = false;
+  const out = byStripes(rows, cols, opts.block, (r0, n, codes, scales) => {
+    if (!kernel.quantizeStripe(words.subarray(r0 * cols, (r0 + n) * cols), n, cols, opts, codes, scales)) declined = true;
+  });
+  return declined ? 'declined' : out;
+}
+
+/** quantizeChunk over the whole matrix in chunks of `stripesPerChunk` stripes. */
+function chunked(words: Uint16Array, rows: number, cols: number, opts: BlockQuantizeOptions, useWasm: boolean, stripesPerChunk: number): Outcome {
+  const scratch = new ChunkScratch(useWasm);
+  const colBlocks = Math.ceil(cols / opts.block.bk);
+  const codes = new Uint8Array(rows * cols);
+  const scales = new Float32Array(Math.ceil(rows / opts.block.bn) * colBlocks);
+  const settings = { format: opts.format, block: opts.block, scaleFormat: opts.scaleFormat ?? 'float', nonFinite: opts.nonFinite ?? 'error' } as const;
+  const chunkRows = stripesPerChunk * opts.block.bn;
+  try {
+    for (let r0 = 0; r0 < rows; r0 += chunkRows) {
+      const n = Math.min(chunkRows, rows - r0);
+      const source = words.slice(r0 * cols, (r0 + n) * cols).buffer;
+      const out = new ArrayBuffer(n * cols);
+      const s = quantizeChunk({ dtype: 'BF16', rows: n, cols, firstRow: r0, settings, source, codes: out }, scratch);
+      codes.set(new Uint8Array(out), r0 * cols);
+      scales.set(s, (r0 / opts.block.bn) * colBlocks);
+    }
+  } catch (e) {
+    if (e instanceof NonFiniteValueError) return { error: e };
+    throw e;
+  }
+  return { codes, scales };
+}
+
+function assertSameOutcome(actual: Outcome, expected: Outcome, what: string): void {
+  if ('error' in expected) {
+    assert.ok('error' in actual, `${what}: the oracle threw ${expected.error.message}, the fast path did not`);
+    assert.equal(actual.error.row, expected.error.row, `${what}: error row`);
+    assert.equal(actual.error.col, expected.error.col, `${what}: error column`);
+    assert.ok(Object.is(actual.error.value, expected.error.value), `${what}: error value ${actual.error.value} vs ${expected.error.value}`);
+    assert.equal(actual.error.message, expected.error.message, what);
+    return;
+  }
+  assert.ok(!('error' in actual), `${what}: unexpected ${'error' in actual ? actual.error.message : ''}`);
+  const firstCode = actual.codes.findIndex((c, i) => c !== expected.codes[i]);
+  assert.equal(firstCode, -1, `${what}: code ${firstCode} is ${actual.codes[firstCode]}, the oracle's is ${expected.codes[firstCode]}`);
+  assert.equal(actual.codes.length, expected.codes.length, `${what}: code count`);
+  const firstScale = actual.scales.findIndex((s, i) => !Object.is(s, expected.scales[i]));
+  assert.equal(firstScale, -1, `${what}: scale ${firstScale} is ${actual.scales[firstScale]}, the oracle's is ${expected.scales[firstScale]}`);
+}
+
+function bf16Values(words: Uint16Array): Float32Array {
+  return widenToFloat32(new Uint8Array(words.buffer, words.byteOffset, words.byteLength), 'BF16');
+}
+
+/** Checks every fast path on one BF16 matrix under every format, scale format and policy. */
+function checkAllPaths(words: Uint16Array, rows: number, cols: number, block: BlockShape, label: string, kernel: WasmBf16Kernel | undefined): void {
+  const values = bf16Values(words);
+  for (const format of FORMATS) {
+    for (const scaleFormat of SCALE_FORMATS) {
+      for (const nonFinite of ['error', 'saturate'] as const) {
+        const opts: BlockQuantizeOptions = { format, block, scaleFormat, nonFinite };
+        const what = `${label} ${format} ${scaleFormat} ${nonFinite} ${block.bn}x${block.bk}`;
+        const expected = oracle(values, rows, cols, opts);
+        assertSameOutcome(fastBf16(words, rows, cols, opts), expected, `TS BF16 kernel, ${what}`);
+        assertSameOutcome(fastF32(values, rows, cols, opts), expected, `TS F32 kernel, ${what}`);
+        assertSameOutcome(chunked(words, rows, cols, opts, true, 2), expected, `chunks (wasm where it applies), ${what}`);
+        if (kernel && WasmBf16Kernel.supports(cols, block.bk)) {
+          const w = wasmBf16(kernel, words, rows, cols, opts);
+          const finite = !words.some((x) => (x & 0x7fff) >= 0x7f80);
+          if (finite) assert.notEqual(w, 'declined', `wasm kernel declined finite data, ${what}`);
+          else assert.equal(w, 'declined', `wasm kernel must decline Inf/NaN, ${what}`);
+          if (w !== 'declined') assertSameOutcome(w, expected, `wasm kernel, ${what}`);
+        }
+      }
+    }
+  }
+}
+
+/** xorshift32 words: reproducible "random" test data. */
+function randomWords(count: number, seed: number): Uint32Array {
+  const out = new Uint32Array(count);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < count; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    out[i] = x;
+  }
+  return out;
+}
+
+const isNonFiniteBf16 = (w: number): boolean => (w & 0x7fff) >= 0x7f80;
+
+describe('fast quantize kernels match the oracle', () => {
+  const kernel = WasmBf16Kernel.create();
+
+  it('has WebAssembly SIMD on this Node (else the TypeScript kernel carries everything)', () => {
+    assert.ok(kernel, 'WebAssembly SIMD is part of every supported Node (>= 20)');
+  });
+
+  it('every one of the 65,536 BF16 patterns, in order and shuffled, with and without Inf/NaN', () => {
+    const all = new Uint16Array(65536).map((_, i) => i);
+    const finite = all.map((w) => (isNonFiniteBf16(w) ? 0 : w));
+    const order = randomWords(65536, 7);
+    const shuffled = finite.slice();
+    for (let i = shuffled.length - 1; i > 0; i--) {
+      const j = order[i]! % (i + 1);
+      [shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!];
+    }
+    for (const block of [{ bn: 128, bk: 128 }, { bn: 16, bk: 16 }, { bn: 7, bk: 48 }]) {
+      checkAllPaths(finite, 256, 256, block, 'all finite patterns', kernel);
+      checkAllPaths(shuffled, 256, 256, block, 'shuffled finite patterns', kernel);
+    }
+    checkAllPaths(all, 256, 256, { bn: 128, bk: 128 }, 'all patterns incl. Inf/NaN', kernel);
+    checkAllPaths(all, 256, 256, { bn: 32, bk: 64 }, 'all patterns incl. Inf/NaN', kernel);
+  });
+
+  it('rounding ties: every midpoint between adjacent FP8 values, at scale 1 and ±1 ulp around it', () => {
+    for (const format of FORMATS) {
+      const decode = decodeTableFor(format);
+      const max = format === 'e4m3fn' ? 448 : 57344;
+      const words: number[] = [];
+      for (let c = 0; c < 0x7f; c++) {
+        const lo = decode[c]!;
+        const hi = decode[c + 1]!;
+        if (!Number.isFinite(hi) || hi > max) continue;
+        const mid = float32ToBf16Bits((lo + hi) / 2);
+        words.push(mid, mid - 1, mid + 1, mid | 0x8000);
+      }
+      // One ±max per 16-column block row keeps every block's scale exactly 1 (ue8m0: also 1).
+      const cols = 64;
+      const rows = Math.ceil(words.length / (cols - 4));
+      const matrix = new Uint16Array(rows * cols);
+      let k = 0;
+      for (let r = 0; r < rows; r++) {
+        for (let c = 0; c < cols; c++) matrix[r * cols + c] = c % 16 === 0 ? float32ToBf16Bits(c % 32 === 0 ? max : -max) : (words[k++ % words.length] ?? 0);
+      }
+      checkAllPaths(matrix, rows, cols, { bn: 1, bk: 16 }, `${format} ties`, kernel);
+    }
+  });
+
+  it('subnormal sources, signed zeros, all-zero blocks and tiny blocks', () => {
+    const cols = 64;
+    const rows = 40;
+    const m = new Uint16Array(rows * cols);
+    const rnd = randomWords(m.length, 11);
+    for (let i = 0; i < m.length; i++) {
+      const r = Math.floor(i / cols);
+      if (r < 8) m[i] = rnd[i]! & 0x807f; // BF16 subnormals (exponent 0), both signs
+      else if (r < 16) m[i] = i % 2 ? 0x8000 : 0; // ±0 only: scale 1, codes 0x00 / 0x80
+      else if (r < 24) m[i] = (rnd[i]! & 0x80ff) | 0x0080; // smallest normals
+      else m[i] = rnd[i]! & 0xbfff; // anything finite below 2
+    }
+    for (const block of [{ bn: 8, bk: 16 }, { bn: 128, bk: 128 }, { bn: 3, bk: 32 }]) checkAllPaths(m, rows, cols, block, 'subnormal/zero', kernel);
+  });
+
+  it('edge blocks: rows and columns that are not multiples of the block', () => {
+    const rnd = randomWords(130 * 50, 3);
+    const words = Uint16Array.from(rnd, (x) => float32ToBf16Bits((((x >>> 8) / 2 ** 24) * 2 - 1) * 2 ** ((x & 15) - 8)));
+    checkAllPaths(words, 130, 50, { bn: 128, bk: 16 }, 'edge [130, 50]', kernel); // 50 columns: TS kernel
+    checkAllPaths(words.subarray(0, 130 * 48), 130, 48, { bn: 128, bk: 32 }, 'edge [130, 48]', kernel); // last block 16 wide: wasm
+    checkAllPaths(words.subarray(0, 5 * 3), 5, 3, { bn: 2, bk: 2 }, 'edge [5, 3]', kernel);
+  });
+
+  it('Inf and NaN: the same first offender (block order, not row order), or the same saturated bytes', () => {
+    const rows = 10;
+    const cols = 256;
+    const base = Uint16Array.from(randomWords(rows * cols, 5), (x) => x & 0x3fff);
+    const cases: Array<[string, Array<[number, number, number]>]> = [
+      ['Inf in block 0 after NaN in block 1', [[3, 200, 0x7fc0], [5, 100, 0x7f80]]],
+      ['-Inf and NaN in one block', [[9, 17, 0xff80], [2, 40, 0xffc1]]],
+      ['NaN only in the last column', [[0, 255, 0x7fff]]],
+    ];
+    for (const [label, hits] of cases) {
+      const m = base.slice();
+      for (const [r, c, w] of hits) m[r * cols + c] = w;
+      checkAllPaths(m, rows, cols, { bn: 128, bk: 128 }, label, kernel);
+      checkAllPaths(m, rows, cols, { bn: 4, bk: 64 }, label, kernel);
+    }
+  });
+
+  it('random float32 sources (F16/F32/F64 path): wide exponents, subnormals, ties at scale 1', () => {
+    const rows = 96;
+    const cols = 80;
+    const bits = randomWords(rows * cols, 13).map((x) => {
+      const e = (x >>> 23) & 0xff;
+      return e === 0xff ? x & 0x807fffff : x; // keep finite; f32 subnormals stay
+    });
+    const values = new Float32Array(bits.buffer);
+    for (const format of FORMATS) {
+      for (const scaleFormat of SCALE_FORMATS) {
+        for (const block of [{ bn: 128, bk: 128 }, { bn: 16, bk: 32 }, { bn: 5, bk: 7 }]) {
+          const opts: BlockQuantizeOptions = { format, block, scaleFormat, nonFinite: 'error' };
+          assertSameOutcome(fastF32(values, rows, cols, opts), oracle(values, rows, cols, opts), `F32 ${format} ${scaleFormat} ${block.bn}x${block.bk}`);
+        }
+      }
+    }
+  });
+
+  it('the embedded wasm module is what wasm/fp8-kernel.ts compiles to (npm run build:wasm)', async () => {
+    const fresh = await compileKernel();
+    assert.equal(Buffer.from(fresh).toString('base64'), FP8_KERNEL_WASM_BASE64, 'src/fp8/fp8-kernel-wasm.generated.ts is stale: run npm run build:wasm');
+  });
+});
+
+describe('convert with worker threads', () => {
+  let tmp: TempDir;
+  let source: string;
+
+  /** A Llama-shaped checkpoint whose weights take every path: multi-chunk, F32, odd widths, tiny. */
+  function tensors(withNaN: boolean): Map<string, TensorData> {
+    const out = new Map<string, TensorData>();
+    let seed = 1;
+    const add = (name: string, shape: number[], dtype: 'BF16' | 'F32' = 'BF16'): void => {
+      const count = shape.reduce((a, b) => a * b, 1);
+      const f = Float32Array.from(randomWords(count, seed++), (x) => (((x >>> 8) / 2 ** 24) * 2 - 1) * 0.05);
+      if (withNaN && name.includes('gate_proj')) f[2500 * 1024 + 77] = NaN;
+      out.set(name, { dtype, shape, bytes: narrowFromFloat32(f, dtype) });
+    };
+    add('model.embed_tokens.weight', [256, 1024]);
+    add('model.norm.weight', [1024]);
+    add('lm_head.weight', [256, 1024]);
+    const p = 'model.layers.0';
+    add(`${p}.input_layernorm.weight`, [1024]);
+    add(`${p}.post_attention_layernorm.weight`, [1024]);
+    add(`${p}.self_attn.q_proj.weight`, [1024, 1024]); // 2 MiB: one chunk, in a worker
+    add(`${p}.self_attn.k_proj.weight`, [256, 1024], 'F32'); // 1 MiB F32: worker, TypeScript kernel
+    add(`${p}.self_attn.v_proj.weight`, [256, 1024]); // 512 KiB: main thread
+    add(`${p}.self_attn.o_proj.weight`, [1000, 1000]); // width not a multiple of 16; edge blocks
+    add(`${p}.mlp.gate_proj.weight`, [2816, 1024]); // 5.5 MiB: two chunks
+    add(`${p}.mlp.up_proj.weight`, [2816, 1024]);
+    add(`${p}.mlp.down_proj.weight`, [1024, 2816]);
+    return out;
+  }
+
+  const config = {
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    hidden_size: 1024,
+    intermediate_size: 2816,
+    num_attention_heads: 8,
+    num_key_value_heads: 2,
+    head_dim: 128,
+    num_hidden_layers: 1,
+    vocab_size: 256,
+    tie_word_embeddings: false,
+  };
+
+  before(async () => {
+    tmp = await makeTempDir('perf-threads');
+    source = join(tmp.path, 'source');
+    await writeCheckpoint(source, tensors(false), { config, shards: 2 });
+  });
+  after(() => tmp.cleanup());
+
+  it('--threads 0 (reference executors), 1 and 2 write byte-identical files, with correct SHA-256s', async () => {
+    const outputs = new Map<number, Map<string, string>>();
+    for (const threads of [0, 1, 2]) {
+      const output = join(tmp.path, `out-${threads}`);
+      const summary = await convertCheckpoint({ input: source, output, threads, maxShardBytes: 6e6 });
+      assert.ok(summary.shards.length >= 2, 'several output shards');
+      const hashes = new Map<string, string>();
+      for (const f of await listFiles(output)) hashes.set(f, await sha256File(join(output, f)));
+      for (const s of summary.shards) assert.equal(s.sha256, hashes.get(s.file), `summary SHA-256 of ${s.file} (threads ${threads})`);
+      outputs.set(threads, hashes);
+    }
+    assert.deepEqual(outputs.get(1), outputs.get(0), '--threads 1 vs reference executors');
+    assert.deepEqual(outputs.get(2), outputs.get(0), '--threads 2 vs reference executors');
+  });
+
+  it('a NaN in a pooled weight fails with the reference message and leaves no output', async () => {
+    const bad = join(tmp.path, 'bad');
+    await writeCheckpoint(bad, tensors(true), { config });
+    const messages: string[] = [];
+    for (const threads of [0, 2]) {
+      const output = join(tmp.path, `bad-out-${threads}`);
+      const err = await convertCheckpoint({ input: bad, output, threads }).then(
+        () => assert.fail('convert of a NaN weight must fail'),
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof CheckpointError, `threads ${threads}: ${String(err)}`);
+      messages.push(err.message);
+      await assert.rejects(readFile(join(output, 'config.json')), 'no output folder after a failed convert');
+    }
+    assert.match(messages[0]!, /model\.layers\.0\.mlp\.gate_proj\.weight.*non-finite value \(NaN\) at \[2500, 77\], in block \[19, 0\]/);
+    assert.equal(messages[1], messages[0]);
+  });
+
+  it('a process that converted with workers exits on its own (an inline -e script, as the bench runs it)', async () => {
+    const output = join(tmp.path, 'child-out');
+    const script =
+      `const { convertCheckpoint } = await import(${JSON.stringify(join(ROOT, 'src/io/convert-checkpoint.ts'))});\n` +
+      `await convertCheckpoint({ input: ${JSON.stringify(source)}, output: ${JSON.stringify(output)}, threads: 2 });\n` +
+      `process.stdout.write('converted\\n');\n`;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const code = await new Promise<number | null>((res) => child.on('close', res));
+    clearTimeout(timer);
+    assert.equal(code, 0, `child exited with ${code} (killed if null: workers kept it alive)\n${out}`);
+    assert.match(out, /converted/);
+  });
+
+  it('workers get the loader flags but not the inline script', () => {
+    assert.deepEqual(workerExecArgv(['--import', 'tsx', '--input-type=module', '-e', 'code()', '--max-old-space-size=512']), ['--import', 'tsx', '--max-old-space-size=512']);
+    assert.deepEqual(workerExecArgv(['--eval=x', '--inspect=9229', '--test', '--enable-source-maps']), ['--enable-source-maps']);
+  });
+});
