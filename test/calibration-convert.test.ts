@@ -9,6 +9,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { cp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isFp8Dtype, widenToFloat32, type FloatSourceDtype } from '../src/fp8/dtypes.js';
@@ -16,6 +17,8 @@ import { convertCheckpoint, type ConvertEvent } from '../src/io/convert-checkpoi
 import { CheckpointError } from '../src/io/errors.js';
 import { convertCommand } from '../src/cli/commands/convert.js';
 import { UsageError } from '../src/cli/errors.js';
+import { describeEntry } from '../src/passes/plan-describe.js';
+import type { ConvertPlan } from '../src/passes/plan.js';
 import type { BatchShape } from '../src/runtime/models/layer-graphs.js';
 import { referenceLayer, withReferenceTap } from '../src/runtime/models/reference-forward.js';
 import { ModelRunner } from '../src/runtime/models/runner.js';
@@ -147,7 +150,7 @@ describe('static activation scales on the fixtures', () => {
       activationScheme: 'static',
       calibration: { file: ids, granularity: 'tensor' },
       onEvent: (e) => {
-        if (e.type === 'calibration-fallback') fallbacks.push(e.module);
+        if (e.type === 'calibration-fallback') fallbacks.push(...e.modules);
       },
     });
     assert.equal(fallbacks.length, 12, '2 experts × 3 projections × 2 layers');
@@ -222,6 +225,27 @@ describe('static activation scales on the fixtures', () => {
     await convertCheckpoint({ input: model, output: out2, activationScheme: 'static', calibration: { file: idsFile } });
     const fromIds = await readCheckpointTensors(out2);
     for (const [n, t] of tensors) if (n.endsWith('.activation_scale')) assert.deepEqual(fromIds.get(n)!.bytes, t.bytes, n);
+  });
+
+  test('--dry-run reads the calibration set and plans the scales, writes nothing', async () => {
+    const out = join(tmp.path, 'dry');
+    let plan: ConvertPlan | undefined;
+    const summary = await convertCheckpoint({
+      input: modelDir('deepseek_v3'),
+      output: out,
+      dryRun: true,
+      activationScheme: 'static',
+      calibration: { file: join(MODELS, 'deepseek_v3.logits.safetensors'), granularity: 'tensor' },
+      onEvent: (e) => {
+        if (e.type === 'plan') plan = e.plan;
+      },
+    });
+    assert.deepEqual(summary.calibration, { file: join(MODELS, 'deepseek_v3.logits.safetensors'), samples: 2, tokens: 48 });
+    const scales = plan!.entries.filter((e) => e.op === 'activation-scale');
+    assert.equal(scales.length, summary.tensorsQuantized);
+    assert.match(describeEntry(scales[0]!), /^calibrate .*\.activation_scale F32\[\]  \(static activation scale, one per tensor/);
+    assert.equal(plan!.settings.activationScheme, 'static');
+    assert.equal(existsSync(out), false);
   });
 
   test('refusals: no calibration, calibration without static, compressed-tensors, stacked experts', async () => {

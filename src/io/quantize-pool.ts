@@ -56,8 +56,8 @@ interface Pending {
 
 /**
  * The parent's node options minus those that only make sense for the main script (an inline
- * `-e` program, its --input-type, the test runner, a debugger port), so that a loader such as
- * `--import tsx`, which a .ts worker needs, still reaches the worker.
+ * `-e` program, its --input-type, the test runner, a debugger port): by default a worker inherits
+ * them all, and `--input-type` alone makes it fail to start.
  */
 export function workerExecArgv(execArgv: readonly string[]): string[] {
   const withValue = new Set(['-e', '--eval', '-p', '--print', '--input-type']);
@@ -71,10 +71,18 @@ export function workerExecArgv(execArgv: readonly string[]): string[] {
   return out;
 }
 
-/** The worker file beside this module: .ts under tsx (tests, bench), .js in dist/. */
-function workerUrl(): URL {
-  const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-  return new URL(`./quantize-worker${ext}`, import.meta.url);
+/**
+ * A worker running quantize-worker beside this module: the .js file in dist/; under tsx (tests,
+ * bench) the .ts file, loaded by a bootstrap that registers tsx first, because Node 20 does not
+ * apply an `--import tsx` of the worker's execArgv to the worker's entry module.
+ */
+function startWorker(): Worker {
+  const execArgv = workerExecArgv(process.execArgv);
+  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./quantize-worker.js', import.meta.url), { execArgv });
+  const tsx = import.meta.resolve('tsx/esm/api');
+  const entry = new URL('./quantize-worker.ts', import.meta.url).href;
+  const bootstrap = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); });`;
+  return new Worker(bootstrap, { eval: true, execArgv });
 }
 
 /**
@@ -121,7 +129,7 @@ export class QuantizePool {
 
   private spawn(): void {
     for (let i = 0; i < this.threads; i++) {
-      const w = new Worker(workerUrl(), { execArgv: workerExecArgv(process.execArgv) });
+      const w = startWorker();
       w.unref();
       w.on('message', (reply: ChunkReply) => this.onReply(w, reply));
       w.on('error', (e: Error) => this.fail(new Error(`quantize worker failed: ${e.message}`)));

@@ -76,7 +76,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
         const calibrationLine = describeCalibrationEvent(e);
         if (e.type === 'warning') warn(mode, e.message);
         else if (e.type === 'calibration-fallback') {
-          warn(mode, `calibration: no token was routed to ${e.module}; its activation scale is measured on the MoE block's whole input`);
+          warn(mode, `calibration: no token was routed to ${e.expert}; the activation scales of ${e.modules.map((m) => m.slice(e.expert.length + 1)).join(', ')} are measured on the MoE block's whole input`);
         } else if (calibrationLine !== undefined) {
           if (progress) progress.note(calibrationLine);
           else info(mode, calibrationLine);

@@ -4,7 +4,8 @@
 // `activation_scale`. Layer L runs for every calibration batch before layer L+1 starts, so the
 // weights held are one decoder layer's and the memory that grows with the calibration set is the
 // hidden states: calibration tokens × hidden_size × 4 bytes (128 × 512 tokens of a 7168-wide
-// model: 1.9 GB), plus one batch's captures.
+// model: 1.9 GB), plus one batch's captures, and in an MoE layer a copy of the block's input per
+// batch until the layer ends (the fallback below needs it).
 //
 // MoE experts: an expert's input is only the tokens routed to it, as at inference, so its scale
 // fits what it actually sees. An expert no calibration token was routed to has no measurement; it
@@ -51,7 +52,8 @@ export interface CalibrateOptions {
 export type CalibrationEvent =
   | { readonly type: 'calibration-start'; readonly layers: number; readonly samples: number; readonly tokens: number; readonly batches: number }
   | { readonly type: 'calibration-layer'; readonly index: number; readonly count: number; readonly modules: number }
-  | { readonly type: 'calibration-fallback'; readonly module: string; readonly layer: number };
+  /** An expert no calibration token was routed to: `modules` (its projections) fall back to the MoE block input. */
+  | { readonly type: 'calibration-fallback'; readonly expert: string; readonly modules: readonly string[]; readonly layer: number };
 
 export interface CalibratedModule {
   readonly module: string;
@@ -195,10 +197,8 @@ export async function calibrateActivationScales(opts: CalibrateOptions): Promise
         for (const names of moe.experts) {
           const projections = [names.gate, names.up, names.down].filter((m) => starved.includes(m));
           if (projections.length === 0) continue;
-          for (const m of projections) {
-            if (m !== names.down) ranges.get(m)!.merge(moeInputRange.amax, moeInputRange.rows);
-            emit({ type: 'calibration-fallback', module: m, layer });
-          }
+          for (const m of projections) if (m !== names.down) ranges.get(m)!.merge(moeInputRange.amax, moeInputRange.rows);
+          emit({ type: 'calibration-fallback', expert: names.gate.slice(0, names.gate.lastIndexOf('.')), modules: projections, layer });
         }
         const downs = moe.experts.filter((names) => starved.includes(names.down));
         if (downs.length > 0) await measureExpertDownInputs(runner, downs, moeInputs, batches, ranges, opts);
