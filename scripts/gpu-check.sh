@@ -5,7 +5,8 @@
 #      provider (scripts/setup-cuda.mjs, from the registry or from --provider <tgz|folder>);
 #   2. device selection: `--device cuda` must fail naming the missing CUDA library while
 #      LD_LIBRARY_PATH lacks them, and `auto` must pick CUDA once it has them;
-#   3. the op and graph tests on CUDA (same references and tolerances as on CPU);
+#   3. the op and graph tests on CUDA (same references and tolerances as on CPU), and the layer
+#      graphs' in-graph weight decode and session reuse (test/runtime-session-reuse.test.ts);
 #   4. CPU against CUDA on the block-scale GEMM/GEMV and on MatMul in fp32/fp16/bf16, TF32 off
 #      (fp8q's default) and on;
 #   5. `fp8q verify` on CPU and CUDA, timed: the fixtures, and a synthetic Llama of 1.1B
@@ -79,7 +80,7 @@ grep -q '"device":"cuda"' "$out/device-auto.log" || { note "FAIL auto did not se
 
 # 3. op and graph tests on CUDA, then the same on CPU for the record
 if ! skipped tests; then
-  tests=(test/ops-*.test.ts test/onnx-builder.test.ts test/device-select.test.ts)
+  tests=(test/ops-*.test.ts test/onnx-builder.test.ts test/device-select.test.ts test/runtime-session-reuse.test.ts)
   step tests-cuda env FP8Q_TEST_DEVICE=cuda node --import tsx --test "${tests[@]}"
   grep -E "^# (tests|pass|fail)" "$out/tests-cuda.log" | tr '\n' ' ' | sed 's/^/  /' | tee -a "$summary"; echo | tee -a "$summary"
   step tests-cpu env FP8Q_TEST_DEVICE=cpu node --import tsx --test "${tests[@]}"

@@ -96,9 +96,9 @@ export interface AttentionContext {
 function ropeValues(mg: ModelGraph, ctx: AttentionContext): { cos: Value; sin: Value; mask: Value } {
   const { rope, shape } = ctx;
   return {
-    cos: mg.constF32(rope.cos, [shape.seq, rope.dim], 'rope_cos'),
-    sin: mg.constF32(rope.sin, [shape.seq, rope.dim], 'rope_sin'),
-    mask: mg.constF32(causalMask(shape.seq, ctx.window), [shape.seq, shape.seq], 'causal_mask'),
+    cos: mg.constF32(rope.cos, [shape.seq, rope.dim]),
+    sin: mg.constF32(rope.sin, [shape.seq, rope.dim]),
+    mask: mg.constF32(causalMask(shape.seq, ctx.window), [shape.seq, shape.seq]),
   };
 }
 

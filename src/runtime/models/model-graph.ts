@@ -1,22 +1,48 @@
 // ModelGraph: the GraphBuilder as the layer graphs use it — static-shape float32 ops with short
-// names, weights as initializers in their stored dtype (BF16/F16 cast to float32 in the graph:
-// the CPU provider has no BF16 MatMul, and a BF16 initializer is half the bytes of a float32
-// one until onnxruntime folds the cast), linears dispatched to the seed's quantized ops, and the
-// two hooks verify needs:
+// names, linears dispatched to the seed's quantized ops, and the two hooks verify needs:
 //   - taps: a linear's input and output exported as graph outputs (original model);
 //   - probes: extra graph inputs fed with captured activations, run through a quantized linear.
+//
+// Weights (and every other piece of per-layer host data: rotary tables, masks, activation scales)
+// are graph INPUTS, decoded to float32 exactly, where WeightDecode says: on the host, or in the
+// graph from their stored bits (BF16 words as uint16 and FP8 codes as uint8 through a float32
+// lookup table — Gather gives the values a Cast would). Input names are positional (data_0,
+// data_1, …), so the graphs of two layers of the same shape serialize to the same bytes and the
+// runner runs them in one onnxruntime session (runner.ts, session-cache.ts). Weights as
+// initializers instead cost a session per layer, whose constant folding decoded them on the CPU
+// whatever the device: most of a verify's time before this design (README, CUDA).
 
 import { DataType } from '../onnx/data-type.js';
 import { attr, GraphBuilder, littleEndianBytes, type Value } from '../onnx/graph-builder.js';
 import { emitBlockScaleLinear } from '../ops/block-scale-linear.js';
 import { emitStaticBlockScaleLinear } from '../ops/static-block-scale-linear.js';
 import { emitMixtralExperts, type ExpertValues, type RoutingTensor } from '../ops/mixtral-experts.js';
-import { fp8DataType, type BlockShape } from '../ops/types.js';
-import type { HostTensor } from '../session.js';
+import { decodeTableFor } from '../../fp8/formats.js';
+import { dtypeSize, widenToFloat32 } from '../../fp8/dtypes.js';
+import type { HostBufferPool } from './buffer-pool.js';
+import { emitDecodeFp8Codes, emitFp8DecodeTable, type BlockShape, type DecodedFp8Value, type Fp8Format } from '../ops/types.js';
+import type { FeedTensor } from '../session.js';
 import type { HiddenAct } from './config.js';
 import type { Fp8Linear, LinearWeight, StoredTensor } from './weights.js';
 
-const STORED_TYPES = { F32: DataType.FLOAT, F16: DataType.FLOAT16, BF16: DataType.BFLOAT16 } as const;
+let bf16Table: Uint8Array | undefined;
+
+/** float32 bytes of every BF16 bit pattern, in order: the BF16 decode table (256 KiB, built once). */
+function bf16DecodeTableBytes(): Uint8Array {
+  if (bf16Table === undefined) {
+    const words = new Uint32Array(65536);
+    for (let i = 0; i < 65536; i++) words[i] = i << 16;
+    bf16Table = new Uint8Array(words.buffer);
+  }
+  return bf16Table;
+}
+
+/** A typed view of `bytes` when aligned, else an aligned copy. */
+function aligned<T>(bytes: Uint8Array, width: number, make: (buffer: ArrayBufferLike, offset: number, length: number) => T): T {
+  if (bytes.byteOffset % width === 0) return make(bytes.buffer, bytes.byteOffset, bytes.byteLength / width);
+  const copy = bytes.slice();
+  return make(copy.buffer, 0, copy.byteLength / width);
+}
 
 export class ForwardGraphError extends Error {
   constructor(message: string) {
@@ -37,10 +63,26 @@ export interface TapNames {
   readonly output: string;
 }
 
+/**
+ * Where stored weights become float32. 'host': widened in JavaScript and fed as float32 — on the
+ * CPU provider a table Gather or a BF16 Cast costs 10–20 ns an element, JavaScript about 1.
+ * 'graph': fed in their stored bits (FP8 codes as uint8, BF16 words as uint16, F16 as float16)
+ * and decoded by the graph — on a GPU, a quarter (FP8) or half (BF16) of the bytes to copy over,
+ * and a decode that costs next to nothing.
+ */
+export type WeightDecode = 'host' | 'graph';
+
+/** FP8 codes → float32 values through the decode table (exactly what Cast(FP8 → float) gives). */
+export function decodeFp8Codes(codes: Uint8Array, format: Fp8Format, out: Float32Array = new Float32Array(codes.length)): Float32Array {
+  const table = decodeTableFor(format);
+  for (let i = 0; i < codes.length; i++) out[i] = table[codes[i]!]!;
+  return out;
+}
+
 export class ModelGraph {
   readonly g = new GraphBuilder();
   /** Host data for the graph inputs created so far. */
-  readonly feeds: Record<string, HostTensor> = {};
+  readonly feeds: Record<string, FeedTensor> = {};
   /** Linear module → graph output names of its input and output. */
   readonly taps = new Map<string, TapNames>();
   /** Probe name → graph output name, and its rows when several probes share one output. */
@@ -48,9 +90,25 @@ export class ModelGraph {
   private readonly weightValues = new Map<string, Value>();
   private readonly exported = new Map<string, string>();
   private readonly probeInputs = new Map<Float32Array, Value>();
+  private readonly decodeTables = new Map<Fp8Format | 'bf16', Value>();
   private counter = 0;
+  private dataInputs = 0;
 
-  constructor(readonly tapLinears = false) {}
+  /** Buffers this graph's feeds took from `pool`; the runner gives them back after the run. */
+  readonly hostBuffers: Float32Array[] = [];
+
+  constructor(
+    readonly tapLinears = false,
+    readonly weightDecode: WeightDecode = 'host',
+    private readonly pool?: HostBufferPool,
+  ) {}
+
+  private hostBuffer(length: number): Float32Array {
+    if (this.pool === undefined) return new Float32Array(length);
+    const b = this.pool.float32(length);
+    this.hostBuffers.push(b);
+    return b;
+  }
 
   input(name: string, data: Float32Array, shape: readonly number[]): Value {
     this.feeds[name] = { type: 'float32', data, dims: shape };
@@ -61,22 +119,51 @@ export class ModelGraph {
     this.g.output(v, name);
   }
 
-  /** A float32 view of a stored tensor (initializer in its own dtype, cast in the graph). */
+  /**
+   * A graph input for host data that is not an activation (weights, tables, masks), named by
+   * position so that graphs of the same shape are byte-identical whatever layer they come from.
+   */
+  private dataInput(feed: FeedTensor, dtype: DataType): Value {
+    const name = `data_${this.dataInputs++}`;
+    this.feeds[name] = feed;
+    return this.g.input(name, dtype, feed.dims);
+  }
+
+  /** Float32 host data (rotary tables, masks, routing weights) as a positional graph input. */
+  constF32(values: Float32Array, shape: readonly number[]): Value {
+    return this.dataInput({ type: 'float32', data: values, dims: shape }, DataType.FLOAT);
+  }
+
+  private decodeTable(kind: Fp8Format | 'bf16'): Value {
+    let table = this.decodeTables.get(kind);
+    if (table === undefined) {
+      table = kind === 'bf16' ? this.g.initializer('bf16_decode', DataType.FLOAT, [65536], bf16DecodeTableBytes()) : emitFp8DecodeTable(this.g, kind);
+      this.decodeTables.set(kind, table);
+    }
+    return table;
+  }
+
+  /** A float32 view of a stored tensor, decoded where `weightDecode` says (exact either way). */
   stored(t: StoredTensor): Value {
     const cached = this.weightValues.get(t.name);
     if (cached) return cached;
-    const init = this.g.initializer(t.name, STORED_TYPES[t.dtype as keyof typeof STORED_TYPES] ?? this.unsupported(t), t.shape, t.bytes);
-    const v = init.dtype === DataType.FLOAT ? init : this.cast(init, DataType.FLOAT);
+    let v: Value;
+    if (this.weightDecode === 'host' || t.dtype === 'F32' || t.dtype === 'F64') {
+      const data =
+        t.dtype === 'F32'
+          ? aligned(t.bytes, 4, (b, o, n) => new Float32Array(b, o, n))
+          : widenToFloat32(t.bytes, t.dtype, this.hostBuffer(t.bytes.byteLength / dtypeSize(t.dtype)));
+      v = this.dataInput({ type: 'float32', data, dims: t.shape }, DataType.FLOAT);
+    } else if (t.dtype === 'F16') {
+      const halves = this.dataInput({ type: 'float16', data: aligned(t.bytes, 2, (b, o, n) => new Uint16Array(b, o, n)), dims: t.shape }, DataType.FLOAT16);
+      v = this.cast(halves, DataType.FLOAT);
+    } else {
+      const words = this.dataInput({ type: 'uint16', data: aligned(t.bytes, 2, (b, o, n) => new Uint16Array(b, o, n)), dims: t.shape }, DataType.UINT16);
+      const index = this.g.op('Cast', [words], { dtype: DataType.INT32, shape: t.shape, name: 'bf16_index' }, { to: attr.int(DataType.INT32) });
+      v = this.g.op('Gather', [this.decodeTable('bf16'), index], { dtype: DataType.FLOAT, shape: t.shape, name: 'bf16_decoded' }, { axis: attr.int(0) });
+    }
     this.weightValues.set(t.name, v);
     return v;
-  }
-
-  private unsupported(t: StoredTensor): never {
-    throw new ForwardGraphError(`tensor "${t.name}" is ${t.dtype}; graphs take F32, F16 or BF16 weights`);
-  }
-
-  constF32(values: Float32Array, shape: readonly number[], hint: string): Value {
-    return this.g.initializer(this.g.uniqueName(hint), DataType.FLOAT, shape, littleEndianBytes(values));
   }
 
   constI64(values: ArrayLike<number>, shape: readonly number[], hint: string): Value {
@@ -213,8 +300,15 @@ export class ModelGraph {
     let wv = this.weightValues.get(wName);
     let sv = this.weightValues.get(`${w.module}.weight_scale_inv`);
     if (!wv || !sv) {
-      wv = this.g.initializer(wName, fp8DataType(w.weight.format), w.weight.shape, w.weight.codes);
-      sv = this.g.initializer(`${w.module}.weight_scale_inv`, DataType.FLOAT, w.scaleInv.shape, littleEndianBytes(w.scaleInv.data));
+      if (this.weightDecode === 'host') {
+        const values = this.dataInput({ type: 'float32', data: decodeFp8Codes(w.weight.codes, w.weight.format, this.hostBuffer(w.weight.codes.length)), dims: w.weight.shape }, DataType.FLOAT);
+        const decoded: DecodedFp8Value = { ...values, fp8Format: w.weight.format };
+        wv = decoded;
+      } else {
+        const codes = this.dataInput({ type: 'uint8', data: w.weight.codes, dims: w.weight.shape }, DataType.UINT8);
+        wv = emitDecodeFp8Codes(this.g, codes, w.weight.format, this.decodeTable(w.weight.format));
+      }
+      sv = this.dataInput({ type: 'float32', data: w.scaleInv.data, dims: w.scaleInv.shape }, DataType.FLOAT);
       this.weightValues.set(wName, wv);
       this.weightValues.set(`${w.module}.weight_scale_inv`, sv);
     }
@@ -240,7 +334,7 @@ export class ModelGraph {
       const bias = w.bias ? this.stored(w.bias) : undefined;
       if (w.activationScale !== undefined) {
         // The seed's BlockScaleQuantizeLinearStaticActivation: calibrated scales, GEMM for any M.
-        const scale = this.constF32(w.activationScale, [w.activationScale.length], `${w.module}.activation_scale`);
+        const scale = this.constF32(w.activationScale, [w.activationScale.length]);
         y = emitStaticBlockScaleLinear(this.g, x, scale, wv, s, w.block, bias);
       } else y = emitBlockScaleLinear(this.g, x, wv, s, w.block, bias);
     }

@@ -1,7 +1,8 @@
 // ModelRunner: the forward of one checkpoint, one decoder layer at a time. For each layer it
-// opens a weight scope, loads that layer's tensors, builds the layer's ONNX graph, runs it in a
-// fresh onnxruntime session, releases the session and closes the scope — so weights held at
-// once are about one decoder layer, whatever the model size.
+// opens a weight scope, loads that layer's tensors, builds the layer's ONNX graph (weights as
+// graph inputs), runs it and closes the scope — so weights held at once are about one decoder
+// layer, whatever the model size. Sessions are kept by graph (SessionCache): layers of the same
+// shape share one, so session creation is paid once per distinct graph, not per layer.
 //
 // Where each part runs:
 //   - embedding lookup: on the host (only the rows of the input tokens are read from disk);
@@ -20,7 +21,9 @@ import { expertLinears, expertProjection, isFp8Module, loadExpert, type ExpertWe
 import { Checkpoint } from '../../io/checkpoint.js';
 import type { Value } from '../onnx/graph-builder.js';
 import type { RoutingTensor } from '../ops/mixtral-experts.js';
-import { OnnxSession, type Device, type HostTensor } from '../session.js';
+import { SessionCache } from '../session-cache.js';
+import { HostBufferPool } from './buffer-pool.js';
+import type { Device, HostTensor } from '../session.js';
 import { modelSpecOf, type ModelSpec } from './config.js';
 import {
   emitGqaAttention,
@@ -33,7 +36,7 @@ import {
   type MlpWeights,
 } from './layer-graphs.js';
 import { layerPlan, type LayerPlan, type MlpNames, type MoePlan } from './layer-plan.js';
-import { ForwardGraphError, ModelGraph } from './model-graph.js';
+import { ForwardGraphError, ModelGraph, type WeightDecode } from './model-graph.js';
 import { ropeTables, type RopeTableOptions, type RopeTables } from './rope.js';
 import { groupByExpert, routeTokens, type ExpertGroups, type TokenRouting } from './routing.js';
 import { ModelWeights, WeightAccounting, type Fp8Linear, type LinearWeight, type WeightScope } from './weights.js';
@@ -71,6 +74,14 @@ export interface RunnerOptions {
   readonly intraOpThreads?: number;
   /** Shared between runners to measure the peak over both models of a verify. */
   readonly accounting?: WeightAccounting;
+  /** Where weights are decoded to float32 (model-graph.ts); default: on the host for CPU, in the graph for CUDA. */
+  readonly weightDecode?: WeightDecode;
+  /**
+   * Host buffers for weights, shared between runners whose layers have the same shapes (verify).
+   * Given, weights are also read into them and reused once their layer has run, so nothing read
+   * in a weight scope may be kept past it; absent, the runner pools only its decoded weights.
+   */
+  readonly buffers?: HostBufferPool;
   /** Round rotary inverse frequencies to BF16, as transformers does for an upcast BF16 model (rope.ts). */
   readonly bf16RopeFrequencies?: boolean;
 }
@@ -79,19 +90,30 @@ const PROJECTIONS = ['gate', 'up', 'down'] as const;
 
 export class ModelRunner {
   private readonly ropeCache = new Map<number, RopeTables>();
+  /** Sessions by graph; released by close(). */
+  readonly sessions: SessionCache;
+  private readonly buffers: HostBufferPool;
+  private readonly ownsBuffers: boolean;
 
   private constructor(
     readonly checkpoint: Checkpoint,
     readonly spec: ModelSpec,
     readonly weights: ModelWeights,
     private readonly options: RunnerOptions,
-  ) {}
+  ) {
+    this.ownsBuffers = options.buffers === undefined;
+    this.buffers = options.buffers ?? new HostBufferPool();
+    this.sessions = new SessionCache({
+      device: options.device ?? 'cpu',
+      ...(options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads }),
+    });
+  }
 
   static async open(dir: string, options: RunnerOptions = {}): Promise<ModelRunner> {
     const ckpt = await Checkpoint.open(dir);
     try {
       const spec = modelSpecOf(ckpt.config, dir);
-      return new ModelRunner(ckpt, spec, new ModelWeights(ckpt, options.accounting), options);
+      return new ModelRunner(ckpt, spec, new ModelWeights(ckpt, options.accounting, options.buffers), options);
     } catch (e) {
       await ckpt.close();
       throw e;
@@ -116,7 +138,12 @@ export class ModelRunner {
   }
 
   async close(): Promise<void> {
-    await this.checkpoint.close();
+    try {
+      await this.sessions.clear();
+    } finally {
+      if (this.ownsBuffers) this.buffers.clear();
+      await this.checkpoint.close();
+    }
   }
 
   /** Token embeddings `[ids.length, H]`. */
@@ -143,15 +170,16 @@ export class ModelRunner {
     return t;
   }
 
+  /** A graph for this runner's device: weights decoded on the host for the CPU, on the GPU for CUDA. */
+  private graph(tapLinears: boolean): ModelGraph {
+    return new ModelGraph(tapLinears, this.options.weightDecode ?? (this.device === 'cuda' ? 'graph' : 'host'), this.buffers);
+  }
+
   private async run(mg: ModelGraph): Promise<Record<string, HostTensor>> {
-    const session = await OnnxSession.create(mg.toBytes(), {
-      device: this.device,
-      ...(this.options.intraOpThreads === undefined ? {} : { intraOpThreads: this.options.intraOpThreads }),
-    });
     try {
-      return await session.run(mg.feeds);
+      return await this.sessions.run(mg.toBytes(), mg.feeds);
     } finally {
-      await session.release();
+      this.buffers.give(mg.hostBuffers);
     }
   }
 
@@ -168,7 +196,7 @@ export class ModelRunner {
       const postNorm = await scope.tensor(plan.postAttentionNorm);
 
       // Graph A: attention block (and, for a dense layer, the MLP).
-      const a = new ModelGraph(options.capture === true);
+      const a = this.graph(options.capture === true);
       const x = a.input('hidden', hidden, [tokens, h]);
       const normed = a.rmsNorm(x, inputNorm, this.spec.rmsNormEps);
       const attnOut = attention.kind === 'gqa' ? emitGqaAttention(a, ctx, attention.w, normed) : emitMlaAttention(a, ctx, attention.w, normed);
@@ -272,13 +300,13 @@ export class ModelRunner {
     const shared = mlp.shared ? await this.loadMlp(scope, mlp.shared) : undefined;
     const sharedGate = mlp.sharedGate ? await scope.linear(mlp.sharedGate) : undefined;
 
-    const b = new ModelGraph(options.capture === true);
+    const b = this.graph(options.capture === true);
     const h1v = b.input('h1', h1, [tokens, h]);
     const xv = b.input('xn', xn, [tokens, h]);
     const routed = this.emitRoutedExperts(b, groups, loaded, xv);
     // Back to assignment order [T*k, H], weighted, summed over k.
     const perAssignment = b.reshape(b.gatherRows(routed, groups.assignmentRow), [tokens, routing.topK, h]);
-    const weights = b.constF32(routing.weights, [tokens, routing.topK, 1], 'routing_weights');
+    const weights = b.constF32(routing.weights, [tokens, routing.topK, 1]);
     let moe = b.reduceSum(b.mul(perAssignment, weights), 1);
     if (shared) {
       let s = emitMlp(b, this.spec, shared, xv);
@@ -433,7 +461,7 @@ export class ModelRunner {
       try {
         const norm = await scope.tensor('model.norm.weight');
         const w = count === vocab ? await scope.linear(headModule) : await scope.linear(headModule, { start, count });
-        const g = new ModelGraph();
+        const g = this.graph(false);
         const x = g.input('hidden', hidden, [tokens, h]);
         g.output(g.linear(w, g.rmsNorm(x, norm, this.spec.rmsNormEps), false), 'logits');
         const chunk = f32(await this.run(g), 'logits');

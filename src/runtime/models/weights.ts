@@ -14,6 +14,7 @@ import type { Fp8Format } from '../../fp8/formats.js';
 import type { Checkpoint, ModelConfig } from '../../io/checkpoint.js';
 import { CheckpointError } from '../../io/errors.js';
 import type { F32Tensor, Fp8Tensor } from '../ops/types.js';
+import type { HostBufferPool } from './buffer-pool.js';
 
 /** A floating-point tensor as stored (little-endian bytes of `dtype`). */
 export interface StoredTensor {
@@ -100,6 +101,8 @@ export class ModelWeights {
   constructor(
     readonly checkpoint: Checkpoint,
     readonly accounting: WeightAccounting = new WeightAccounting(),
+    /** Where scopes take the buffers they read into (given back when they close); none: fresh arrays. */
+    readonly pool?: HostBufferPool,
   ) {
     this.block = configuredBlock(checkpoint.config);
   }
@@ -141,13 +144,14 @@ export class ModelWeights {
   }
 
   /** @internal */
-  async readStored(name: string, rows?: { start: number; count: number }): Promise<StoredTensor> {
+  async readStored(name: string, rows?: { start: number; count: number }, into?: (byteLength: number) => Uint8Array | undefined): Promise<StoredTensor> {
     const info = this.checkpoint.info(name);
     if (!isFloatSourceDtype(info.dtype)) {
       throw new CheckpointError(`${this.checkpoint.dir}: tensor "${name}" is ${info.dtype}; expected a float tensor (F32/F16/BF16)`);
     }
-    if (rows === undefined) return { name, dtype: info.dtype, shape: info.shape, bytes: await this.checkpoint.readTensor(name) };
-    const bytes = await this.checkpoint.readRows(name, rows.start, rows.count);
+    if (rows === undefined) return { name, dtype: info.dtype, shape: info.shape, bytes: await this.checkpoint.readTensor(name, into?.(info.byteLength)) };
+    const rowBytes = info.shape[0] ? info.byteLength / info.shape[0] : 0;
+    const bytes = await this.checkpoint.readRows(name, rows.start, rows.count, into?.(rowBytes * rows.count));
     return { name, dtype: info.dtype, shape: [rows.count, ...info.shape.slice(1)], bytes };
   }
 
@@ -175,8 +179,19 @@ const SCALE_SUFFIXES = ['weight_scale_inv', 'weight_scale'] as const;
 export class WeightScope {
   private bytes = 0;
   private closed = false;
+  /** Buffers taken from the weights' pool; given back at close(). */
+  private readonly pooled: Uint8Array[] = [];
 
   constructor(private readonly weights: ModelWeights) {}
+
+  /** A buffer to read `byteLength` bytes into: the pool's when there is one, else undefined (fresh). */
+  private readonly buffer = (byteLength: number): Uint8Array | undefined => {
+    const pool = this.weights.pool;
+    if (pool === undefined) return undefined;
+    const b = pool.bytes(byteLength);
+    this.pooled.push(b);
+    return b;
+  };
 
   private count(n: number): void {
     if (this.closed) throw new Error('weight scope is closed');
@@ -185,7 +200,7 @@ export class WeightScope {
   }
 
   async tensor(name: string): Promise<StoredTensor> {
-    const t = await this.weights.readStored(name);
+    const t = await this.weights.readStored(name, undefined, this.buffer);
     this.count(t.bytes.byteLength);
     return t;
   }
@@ -218,7 +233,7 @@ export class WeightScope {
     const biasName = `${module}.bias`;
     const format = FP8_DTYPES[info.dtype];
     if (format === undefined) {
-      const weight = await this.weights.readStored(name, rows);
+      const weight = await this.weights.readStored(name, rows, this.buffer);
       this.count(weight.bytes.byteLength);
       const bias = ckpt.has(biasName) ? await this.tensor(biasName) : undefined;
       if (rows !== undefined && bias !== undefined) throw new CheckpointError(`${ckpt.dir}: row chunks of a linear with a bias are not supported (${module})`);
@@ -233,7 +248,7 @@ export class WeightScope {
     if (!isFloatSourceDtype(scaleInfo.dtype)) throw new CheckpointError(`${ckpt.dir}: ${scaleName} is ${scaleInfo.dtype}; expected F32`);
     const [n, k] = info.shape as [number, number];
     const block = this.weights.blockFor(module, n, k, scaleInfo.shape);
-    const codes = await ckpt.readTensor(name);
+    const codes = await ckpt.readTensor(name, this.buffer(info.byteLength));
     const scaleBytes = await ckpt.readTensor(scaleName);
     this.count(codes.byteLength + scaleBytes.byteLength);
     const scale = widenToFloat32(scaleBytes, scaleInfo.dtype, new Float32Array(scaleBytes.byteLength / dtypeSize(scaleInfo.dtype)));
@@ -278,7 +293,7 @@ export class WeightScope {
     }
     const [n, k] = [info.shape[1]!, info.shape[2]!];
     const module = `${tensor}.${expert}`;
-    const bytes = await ckpt.readRows(tensor, expert, 1);
+    const bytes = await ckpt.readRows(tensor, expert, 1, this.buffer(info.byteLength / info.shape[0]!));
     const format = FP8_DTYPES[info.dtype];
     if (format === undefined) {
       if (!isFloatSourceDtype(info.dtype)) throw new CheckpointError(`${ckpt.dir}: "${tensor}" is ${info.dtype}; expected a float or FP8 tensor`);
@@ -304,10 +319,15 @@ export class WeightScope {
     };
   }
 
-  /** Releases the scope's share of the accounting; the arrays go when nothing references them. */
+  /**
+   * Releases the scope's share of the accounting; the arrays go when nothing references them, or,
+   * with a pool, back to the pool — so nothing read in a scope may be used after it closes.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.weights.pool?.give(this.pooled);
+    this.pooled.length = 0;
     this.weights.accounting.remove(this.bytes);
     this.bytes = 0;
   }

@@ -5,6 +5,7 @@ export const DataType = {
   FLOAT: 1,
   UINT8: 2,
   INT8: 3,
+  UINT16: 4,
   INT32: 6,
   INT64: 7,
   BOOL: 9,
@@ -26,6 +27,13 @@ export type DataType = (typeof DataType)[keyof typeof DataType];
  */
 export type IoDataType = typeof DataType.FLOAT | typeof DataType.FLOAT16;
 
+/**
+ * Element types a graph may take as input: the IO types, and uint8/uint16 for stored bit patterns
+ * (FP8 codes, BF16 words) that the graph decodes itself (ops/types.ts, emitDecodeFp8Codes;
+ * models/model-graph.ts). Weights fed this way let one session serve every layer of a shape.
+ */
+export type FeedDataType = IoDataType | typeof DataType.UINT8 | typeof DataType.UINT16;
+
 export type Fp8DataType =
   | typeof DataType.FLOAT8E4M3FN
   | typeof DataType.FLOAT8E4M3FNUZ
@@ -36,6 +44,7 @@ const BYTE_SIZES: Readonly<Record<DataType, number>> = {
   [DataType.FLOAT]: 4,
   [DataType.UINT8]: 1,
   [DataType.INT8]: 1,
+  [DataType.UINT16]: 2,
   [DataType.INT32]: 4,
   [DataType.INT64]: 8,
   [DataType.BOOL]: 1,
@@ -52,6 +61,7 @@ const NAMES: Readonly<Record<DataType, string>> = {
   [DataType.FLOAT]: 'float32',
   [DataType.UINT8]: 'uint8',
   [DataType.INT8]: 'int8',
+  [DataType.UINT16]: 'uint16',
   [DataType.INT32]: 'int32',
   [DataType.INT64]: 'int64',
   [DataType.BOOL]: 'bool',
@@ -74,6 +84,10 @@ export function dataTypeName(dtype: DataType): string {
 
 export function isIoDataType(dtype: DataType): dtype is IoDataType {
   return dtype === DataType.FLOAT || dtype === DataType.FLOAT16;
+}
+
+export function isFeedDataType(dtype: DataType): dtype is FeedDataType {
+  return isIoDataType(dtype) || dtype === DataType.UINT8 || dtype === DataType.UINT16;
 }
 
 export function isFp8DataType(dtype: DataType): dtype is Fp8DataType {

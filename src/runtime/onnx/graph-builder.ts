@@ -10,6 +10,7 @@ import {
   DataType,
   dataTypeByteSize,
   dataTypeName,
+  isFeedDataType,
   isIoDataType,
 } from './data-type.js';
 import {
@@ -221,10 +222,10 @@ export class GraphBuilder {
 
   /** A graph input, fed by name; the name is used verbatim. */
   input(name: string, dtype: DataType, shape: readonly Dim[]): Value {
-    if (!this.isSubgraph && !isIoDataType(dtype)) {
+    if (!this.isSubgraph && !isFeedDataType(dtype)) {
       throw new GraphBuildError(
-        `graph input "${name}" is ${dataTypeName(dtype)}; onnxruntime-node feeds only float32/float16 ` +
-          `(put ${dataTypeName(dtype)} data in an initializer)`,
+        `graph input "${name}" is ${dataTypeName(dtype)}; onnxruntime-node feeds only float32/float16/uint8/uint16 ` +
+          `(feed the bit pattern as uint8/uint16 and decode it in the graph, or put it in an initializer)`,
       );
     }
     this.shared.scope.reserve(name);

@@ -24,7 +24,7 @@ import {
   emitSliceAxis,
   emitTranspose,
   fp8DataType,
-  fp8FormatOf,
+  weightFp8Format,
   OpShapeError,
   staticDims,
   staticLastDim,
@@ -73,7 +73,7 @@ export function emitBlockScaleGemm(
   bias?: Value,
 ): Value {
   checkBlock(block);
-  const format = fp8FormatOf(w.dtype, `weight "${w.name}"`);
+  const format = weightFp8Format(w, `weight "${w.name}"`);
   const k = checkGemmInput(x, w);
 
   // Activations: FP8 codes per group, seen as float32 [kb, M, bk].

@@ -21,7 +21,7 @@ import {
   checkSize,
   emitCast,
   emitExpandBlockScale,
-  fp8FormatOf,
+  weightFp8Format,
   OpShapeError,
   staticDims,
   staticLastDim,
@@ -87,7 +87,7 @@ export function dequantizeFp8GroupwiseScaledGemv(
 /** Dequantized float32 weight `[N, K]` of an FP8 weight value and its block scales. */
 export function emitDequantizeBlockWeight(g: GraphBuilder, w: Value, wScaleInv: Value, block: BlockShape): Value {
   checkBlock(block);
-  fp8FormatOf(w.dtype, `weight "${w.name}"`);
+  weightFp8Format(w, `weight "${w.name}"`);
   const dims = staticDims(w, 'weight');
   if (dims.length !== 2) throw new GraphBuildError(`weight "${w.name}" must be [N, K], got [${dims.join(', ')}]`);
   const [n, k] = dims as [number, number];

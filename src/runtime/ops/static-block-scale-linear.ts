@@ -13,7 +13,7 @@ import type { GraphBuilder, Value } from '../onnx/graph-builder.js';
 import { checkGemmInput, emitScaledBlockDots } from './block-scale-gemm.js';
 import { checkBlockWeight } from './groupwise-scaled-gemv.js';
 import { emitBroadcastActivationScale, emitStaticActivationGroupQuantFp8, staticActivationGroupQuantFp8 } from './static-activation-group-quant-fp8.js';
-import { ceilDiv, checkBlock, emitCast, emitPadLastAxis, emitReshape, emitTranspose, fp8FormatOf, OpShapeError, type BlockShape, type F32Tensor, type Fp8Tensor } from './types.js';
+import { ceilDiv, checkBlock, emitCast, emitPadLastAxis, emitReshape, emitTranspose, OpShapeError, type BlockShape, type F32Tensor, type Fp8Tensor, weightFp8Format } from './types.js';
 
 /**
  * Reference implementation: quantization bit-exact (staticActivationGroupQuantFp8), per-block dot
@@ -62,7 +62,7 @@ export function emitStaticBlockScaleLinear(
   bias?: Value,
 ): Value {
   checkBlock(block);
-  const format = fp8FormatOf(w.dtype, `weight "${w.name}"`);
+  const format = weightFp8Format(w, `weight "${w.name}"`);
   const k = checkGemmInput(x, w);
   const kb = ceilDiv(k, block.bk);
   const m = x.shape[0]!;

@@ -4,7 +4,7 @@
 // 1.29 rejects FP8 inputs to Gather, Slice and Pad at opset 21, so slicing and padding happen in
 // float32.
 
-import { fp8FormatInfo, type BlockShape, type Fp8Format } from '../../fp8/index.js';
+import { decodeTableFor, fp8FormatInfo, type BlockShape, type Fp8Format } from '../../fp8/index.js';
 import { DataType, type Fp8DataType } from '../onnx/data-type.js';
 import { attr, GraphBuildError, type Attribute, type Dim, type GraphBuilder, type Value } from '../onnx/graph-builder.js';
 
@@ -48,6 +48,46 @@ export function fp8FormatOf(dtype: DataType, what: string): Fp8Format {
   if (dtype === DataType.FLOAT8E4M3FN) return 'e4m3fn';
   if (dtype === DataType.FLOAT8E5M2) return 'e5m2';
   throw new GraphBuildError(`${what} must be FLOAT8E4M3FN or FLOAT8E5M2, got data type ${dtype}`);
+}
+
+/**
+ * An FP8 weight already decoded to float32 inside the graph: a float32 Value holding exactly the
+ * FP8 values, that remembers its format (the activations are quantized into the weight's format).
+ * The ops accept it wherever they take an FP8 weight Value; their Cast to float is then a no-op.
+ */
+export interface DecodedFp8Value extends Value {
+  readonly fp8Format: Fp8Format;
+}
+
+function isDecodedFp8(v: Value): v is DecodedFp8Value {
+  return (v as Partial<DecodedFp8Value>).fp8Format !== undefined;
+}
+
+/** The FP8 format of a weight Value: an FP8-typed value, or a decoded one. */
+export function weightFp8Format(w: Value, what: string): Fp8Format {
+  return isDecodedFp8(w) ? w.fp8Format : fp8FormatOf(w.dtype, what);
+}
+
+/** The 256-entry float32 decode table of `format` as an initializer (one per graph is enough). */
+export function emitFp8DecodeTable(g: GraphBuilder, format: Fp8Format): Value {
+  return g.constFloat32(decodeTableFor(format), [256], `${format}_decode`);
+}
+
+/**
+ * FP8 codes fed as uint8 → their float32 values, by table lookup: Cast to int32, Gather from the
+ * 256-entry decode table (the same values as Cast(FP8 → float), NaN codes included). onnxruntime-node
+ * cannot feed FP8 tensors, and Gather's indices must be int32/int64 (CPU and CUDA kernels).
+ */
+export function emitDecodeFp8Codes(
+  g: GraphBuilder,
+  codes: Value,
+  format: Fp8Format,
+  table: Value = emitFp8DecodeTable(g, format),
+): DecodedFp8Value {
+  if (codes.dtype !== DataType.UINT8) throw new GraphBuildError(`FP8 codes "${codes.name}" must be uint8, got data type ${codes.dtype}`);
+  const index = g.op('Cast', [codes], { dtype: DataType.INT32, shape: codes.shape, name: `${codes.name}_index` }, { to: attr.int(DataType.INT32) });
+  const decoded = g.op('Gather', [table, index], { dtype: DataType.FLOAT, shape: codes.shape, name: `${codes.name}_decoded` }, { axis: attr.int(0) });
+  return { ...decoded, fp8Format: format };
 }
 
 export function fp8Max(format: Fp8Format): number {

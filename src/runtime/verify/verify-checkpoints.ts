@@ -13,6 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { CheckpointError } from '../../io/errors.js';
 import type { BatchShape } from '../models/layer-graphs.js';
 import { layerLinears } from '../models/layer-plan.js';
+import { HostBufferPool } from '../models/buffer-pool.js';
 import { ModelRunner } from '../models/runner.js';
 import { generateInputIds, type TokenBatch } from '../models/token-ids.js';
 import { WeightAccounting } from '../models/weights.js';
@@ -107,7 +108,8 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
   const device = opts.device ?? 'cpu';
   const gates: Gates = { ...DEFAULT_GATES, ...opts.gates };
   const accounting = new WeightAccounting();
-  const runnerOptions = { device, accounting, ...(opts.intraOpThreads === undefined ? {} : { intraOpThreads: opts.intraOpThreads }) };
+  // One pool of weight buffers (read and decoded) for both runners: their layers have the same shapes.
+  const runnerOptions = { device, accounting, buffers: new HostBufferPool(), ...(opts.intraOpThreads === undefined ? {} : { intraOpThreads: opts.intraOpThreads }) };
   const original = await ModelRunner.open(opts.original, runnerOptions);
   let quantized: ModelRunner | undefined;
   try {

@@ -1,0 +1,58 @@
+// HostBufferPool: host buffers for a layer's weights — the bytes read from the checkpoint and the
+// float32 arrays decoded from them — handed back once the layer has run and reused by the next
+// layer, whose weights have the same sizes. A fresh large buffer costs a page fault per 4 KiB on
+// first touch, which on the machines measured cost more than reading or decoding into it
+// (README, verify performance), and every decoder layer would otherwise allocate its whole weight
+// set anew. Shared by both runners of a verify: their layers have the same shapes.
+
+export class HostBufferPool {
+  /** Free ArrayBuffers by byte length. */
+  private readonly free = new Map<number, ArrayBuffer[]>();
+  private freeBytes = 0;
+
+  /** @param maxFreeBytes free buffers beyond this many bytes are dropped rather than kept. */
+  constructor(readonly maxFreeBytes = Number.POSITIVE_INFINITY) {}
+
+  private take(byteLength: number): ArrayBuffer {
+    const buffer = this.free.get(byteLength)?.pop();
+    if (buffer === undefined) return new ArrayBuffer(byteLength);
+    this.freeBytes -= byteLength;
+    return buffer;
+  }
+
+  /** `length` float32 elements with stale contents: the caller overwrites all of them. */
+  float32(length: number): Float32Array {
+    return new Float32Array(this.take(length * 4));
+  }
+
+  /** `byteLength` bytes with stale contents: the caller overwrites all of them. */
+  bytes(byteLength: number): Uint8Array {
+    return new Uint8Array(this.take(byteLength));
+  }
+
+  /**
+   * Returns arrays from float32()/bytes(); the caller must keep no reference it still reads.
+   * Views of only part of their buffer are ignored (they did not come from here).
+   */
+  give(views: Iterable<ArrayBufferView>): void {
+    for (const v of views) {
+      const buffer = v.buffer;
+      if (!(buffer instanceof ArrayBuffer) || v.byteOffset !== 0 || v.byteLength !== buffer.byteLength) continue;
+      if (this.freeBytes + buffer.byteLength > this.maxFreeBytes) continue;
+      let list = this.free.get(buffer.byteLength);
+      if (list === undefined) this.free.set(buffer.byteLength, (list = []));
+      if (list.includes(buffer)) continue;
+      list.push(buffer);
+      this.freeBytes += buffer.byteLength;
+    }
+  }
+
+  get heldBytes(): number {
+    return this.freeBytes;
+  }
+
+  clear(): void {
+    this.free.clear();
+    this.freeBytes = 0;
+  }
+}
