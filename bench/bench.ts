@@ -1,15 +1,20 @@
 // `npm run bench`: is conversion disk-bound and memory-flat? (issue 5)
 //
-// Writes a synthetic Llama-8B-shaped BF16 checkpoint (≥ 4 GiB, sharded, one 1 GiB tensor) into a
-// temp dir, then from the same cache state each time (page cache dropped when we may, else the
-// source read once beforehand) measures: `cp -r` of the source folder (and its `sync`), and the
-// built CLI's `fp8q convert` as a child process (wall time, peak RSS reported by the child) at
-// --threads 1 and the default. It also times the quantize kernels alone on in-memory data. Prints a
-// table, or one JSON document with --json. Cleans up its temp dir, also on Ctrl-C.
+// Writes a synthetic Llama-8B-shaped BF16 checkpoint (≥ 4 GiB, sharded, two 1 GiB tensors) into a
+// temp dir, then measures, from the same cache state each time, `cp -r` of the source folder (and
+// the `sync` after it) and the built CLI's `fp8q convert` as a child process (wall time, and peak
+// RSS reported by the child itself) at each --threads setting. The cache state: everything synced,
+// the page cache dropped, then a pause so the VM's free-page reporting has settled (on a VM whose
+// balloon takes freed pages back, the first touch of a page costs a host fault, and a run that
+// starts right after a drop pays for it differently than one that starts later). Where the cache
+// cannot be dropped, the source is read once before each run instead (warm). Every measurement
+// is repeated (--reps) in rotation; the table shows the best run of each, the JSON every run.
+// Also times the quantize kernels alone on in-memory data. Cleans up its temp dir, also on Ctrl-C.
 //
-// Flags: --json, --layers <n> (default 5; fewer for a quick smoke run), --no-build (use dist/ as
-// is), --keep (leave the temp dir), --tmp <dir> (where the temp dir goes; default os.tmpdir()),
-// --threads <list> (convert runs to make, default "1,default"; "default" passes no --threads).
+// Flags: --json (one JSON document on stdout; use `npm run -s bench -- --json`), --layers <n>
+// (default 5; fewer for a smoke run), --reps <n> (default 2), --threads <list> (default
+// "1,default"; "default" passes no --threads), --settle <s> (default 5), --no-build (use dist/ as
+// is), --keep (leave the temp dir), --tmp <dir> (default os.tmpdir()).
 
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -17,6 +22,7 @@ import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { computeRates, type ComputeRates } from './compute-rates.js';
 import { LLAMA_8B_LIKE, writeSyntheticCheckpoint, type SyntheticCheckpoint } from './synthetic-checkpoint.js';
@@ -28,43 +34,53 @@ const SOURCE_SHARD_BYTES = 2e9;
 /** A convert that takes longer than this has hung (e.g. a worker kept the process alive). */
 const CHILD_TIMEOUT_MS = 15 * 60 * 1000;
 
+type Threads = number | 'default';
+
 interface Args {
   json: boolean;
   layers: number;
+  reps: number;
+  settleSeconds: number;
   build: boolean;
   keep: boolean;
   tmp: string;
-  threads: Array<number | 'default'>;
+  threads: Threads[];
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const args: Args = { json: false, layers: LLAMA_8B_LIKE.layers, build: true, keep: false, tmp: tmpdir(), threads: [1, 'default'] };
+  const args: Args = { json: false, layers: LLAMA_8B_LIKE.layers, reps: 2, settleSeconds: 5, build: true, keep: false, tmp: tmpdir(), threads: [1, 'default'] };
+  const positive = (flag: string, v: string | undefined): number => {
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < 0) throw new Error(`bench: ${flag} needs a non-negative integer, got "${v}"`);
+    return n;
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--json') args.json = true;
     else if (a === '--no-build') args.build = false;
     else if (a === '--keep') args.keep = true;
-    else if (a === '--layers') args.layers = Number(argv[++i]);
+    else if (a === '--layers') args.layers = Math.max(1, positive(a, argv[++i]));
+    else if (a === '--reps') args.reps = Math.max(1, positive(a, argv[++i]));
+    else if (a === '--settle') args.settleSeconds = positive(a, argv[++i]);
     else if (a === '--tmp') args.tmp = argv[++i] ?? '';
-    else if (a === '--threads') args.threads = (argv[++i] ?? '').split(',').map((t) => (t === 'default' ? t : Number(t)));
-    else throw new Error(`bench: unknown argument "${a}" (expected --json, --layers <n>, --threads <list>, --no-build, --keep, --tmp <dir>)`);
+    else if (a === '--threads') args.threads = (argv[++i] ?? '').split(',').map((t) => (t === 'default' ? t : Math.max(1, positive(a, t))));
+    else throw new Error(`bench: unknown argument "${a}" (expected --json, --layers <n>, --reps <n>, --threads <list>, --settle <s>, --no-build, --keep, --tmp <dir>)`);
   }
-  if (!Number.isSafeInteger(args.layers) || args.layers < 1) throw new Error('bench: --layers needs a positive integer');
-  if (args.threads.some((t) => t !== 'default' && !(Number.isSafeInteger(t) && t > 0))) throw new Error('bench: --threads needs a list like 1,2,default');
   return args;
 }
 
-type CacheState = 'cold (page cache dropped)' | 'warm (source read once before)';
+type CacheState = 'cold: synced, page cache dropped, settled' | 'warm: synced, source read once before';
 
 /** Same starting point for every measurement: nothing dirty, and the source cold (or all warm). */
-async function resetCache(source: string): Promise<CacheState> {
+async function resetCache(source: string, settleSeconds: number): Promise<CacheState> {
   spawnSync('sync');
   try {
     await writeFile('/proc/sys/vm/drop_caches', '3');
-    return 'cold (page cache dropped)';
+    await sleep(settleSeconds * 1000);
+    return 'cold: synced, page cache dropped, settled';
   } catch {
     for (const f of await readdir(source)) spawnSync('cat', [join(source, f)], { stdio: ['ignore', 'ignore', 'ignore'] });
-    return 'warm (source read once before)';
+    return 'warm: synced, source read once before';
   }
 }
 
@@ -75,8 +91,13 @@ function timeCommand(cmd: string, args: readonly string[]): number {
   return (performance.now() - t0) / 1000;
 }
 
+interface CpRun {
+  readonly seconds: number;
+  readonly syncSeconds: number;
+}
+
 interface ConvertRun {
-  readonly threads: number | 'default';
+  readonly threads: Threads;
   readonly seconds: number;
   readonly maxRssMiB: number;
   readonly bytesOut: number;
@@ -84,7 +105,7 @@ interface ConvertRun {
 }
 
 /** Runs the built CLI in a child that reports its own peak RSS (ru_maxrss, all threads) on exit. */
-async function runConvert(source: string, output: string, threads: number | 'default'): Promise<ConvertRun> {
+async function runConvert(source: string, output: string, threads: Threads): Promise<ConvertRun> {
   const wrapper =
     `import { main } from ${JSON.stringify(pathToFileURL(DIST_CLI).href)};\n` +
     `process.exitCode = await main(process.argv);\n` +
@@ -100,18 +121,28 @@ async function runConvert(source: string, output: string, threads: number | 'def
   const code = await new Promise<number | null>((res) => child.on('close', (c) => res(c)));
   clearTimeout(timer);
   const seconds = (performance.now() - t0) / 1000;
-  if (code !== 0) throw new Error(`bench: fp8q convert exited with ${code}:\n${stderr.slice(-4000)}`);
+  if (code !== 0) throw new Error(`bench: fp8q convert exited with ${code} (null: killed after ${CHILD_TIMEOUT_MS / 1000} s):\n${stderr.slice(-4000)}`);
   const rss = /FP8Q_BENCH_MAXRSS_KB=(\d+)/.exec(stderr);
   const summary = JSON.parse(stdout) as { bytesOut: number; shards: unknown[] };
   return { threads, seconds, maxRssMiB: rss ? Number(rss[1]) / 1024 : NaN, bytesOut: summary.bytesOut, shards: summary.shards.length };
+}
+
+interface ConvertBest extends ConvertRun {
+  readonly ratioToCp: number;
+  readonly ratioToCpSync: number;
+  readonly inputGBps: number;
 }
 
 interface BenchResult {
   readonly machine: { cpus: number; cpuModel: string; node: string; loadBefore: number[]; loadAfter: number[] };
   readonly checkpoint: SyntheticCheckpoint & { generateSeconds: number };
   readonly cacheState: CacheState;
-  readonly cp: { seconds: number; syncSeconds: number };
-  readonly converts: ReadonlyArray<ConvertRun & { ratioToCp: number; ratioToCpSync: number; inputGBps: number }>;
+  readonly reps: number;
+  /** Best (fastest) run of each: the table. */
+  readonly cp: CpRun;
+  readonly converts: readonly ConvertBest[];
+  /** Every run, in the order made. */
+  readonly runs: { readonly cp: readonly CpRun[]; readonly converts: readonly ConvertRun[] };
   readonly compute: ComputeRates;
 }
 
@@ -144,54 +175,60 @@ async function bench(args: Args, work: string): Promise<BenchResult> {
   const generateSeconds = (performance.now() - g0) / 1000;
   const sourceBytes = await dirBytes(source);
 
-  let cacheState = await resetCache(source);
-  log(`cp -r (${cacheState})`);
-  const cpDir = join(work, 'cp-copy');
-  const cpSeconds = timeCommand('cp', ['-r', source, cpDir]);
-  const syncSeconds = timeCommand('sync', []);
-  await rm(cpDir, { recursive: true, force: true });
-
-  const converts = [];
-  for (const threads of args.threads) {
-    cacheState = await resetCache(source);
-    log(`fp8q convert --threads ${threads} (${cacheState})`);
-    const out = join(work, `fp8-${threads}`);
-    const run = await runConvert(source, out, threads);
-    await rm(out, { recursive: true, force: true });
-    converts.push({
-      ...run,
-      ratioToCp: run.seconds / cpSeconds,
-      ratioToCpSync: run.seconds / (cpSeconds + syncSeconds),
-      inputGBps: sourceBytes / run.seconds / 1e9,
-    });
+  let cacheState: CacheState = 'warm: synced, source read once before';
+  const cpRuns: CpRun[] = [];
+  const convertRuns: ConvertRun[] = [];
+  for (let rep = 1; rep <= args.reps; rep++) {
+    cacheState = await resetCache(source, args.settleSeconds);
+    log(`[${rep}/${args.reps}] cp -r, then sync (${cacheState})`);
+    const cpDir = join(work, 'cp-copy');
+    const seconds = timeCommand('cp', ['-r', source, cpDir]);
+    cpRuns.push({ seconds, syncSeconds: timeCommand('sync', []) });
+    await rm(cpDir, { recursive: true, force: true });
+    for (const threads of args.threads) {
+      cacheState = await resetCache(source, args.settleSeconds);
+      log(`[${rep}/${args.reps}] fp8q convert --threads ${threads} (${cacheState})`);
+      const out = join(work, 'fp8');
+      convertRuns.push(await runConvert(source, out, threads));
+      await rm(out, { recursive: true, force: true });
+    }
   }
+  const cp = cpRuns.reduce((a, b) => (b.seconds < a.seconds ? b : a));
+  const cpSync = Math.min(...cpRuns.map((r) => r.seconds + r.syncSeconds));
+  const converts = args.threads.map((threads) => {
+    const best = convertRuns.filter((r) => r.threads === threads).reduce((a, b) => (b.seconds < a.seconds ? b : a));
+    return { ...best, ratioToCp: best.seconds / cp.seconds, ratioToCpSync: best.seconds / cpSync, inputGBps: sourceBytes / best.seconds / 1e9 };
+  });
   return {
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version, loadBefore, loadAfter: loadavg() },
     checkpoint: { ...ckpt, bytes: sourceBytes, generateSeconds },
     cacheState,
-    cp: { seconds: cpSeconds, syncSeconds },
+    reps: args.reps,
+    cp: { seconds: cp.seconds, syncSeconds: cpSync - cp.seconds },
     converts,
+    runs: { cp: cpRuns, converts: convertRuns },
     compute,
   };
 }
 
 function printTable(r: BenchResult): void {
   const gb = (b: number): string => `${(b / 1e9).toFixed(2)} GB`;
+  const s = (x: number): string => x.toFixed(2).padStart(7);
   const lines = [
     `machine: ${r.machine.cpus} cores (${r.machine.cpuModel}), node ${r.machine.node}, load ${r.machine.loadBefore.map((l) => l.toFixed(2)).join(' ')} → ${r.machine.loadAfter.map((l) => l.toFixed(2)).join(' ')}`,
     `checkpoint: ${gb(r.checkpoint.bytes)} BF16 in ${r.checkpoint.shards} shards, ${r.checkpoint.tensors} tensors, largest ${(r.checkpoint.largestTensorBytes / 2 ** 30).toFixed(2)} GiB; written in ${r.checkpoint.generateSeconds.toFixed(1)} s`,
-    `cache state before each run: ${r.cacheState}`,
+    `before each run: ${r.cacheState}; best of ${r.reps} runs each`,
     '',
-    'run                        seconds   vs cp -r   vs cp -r+sync   input GB/s   peak RSS',
-    `cp -r                      ${r.cp.seconds.toFixed(2).padStart(7)}      1.00x`,
-    `cp -r + sync               ${(r.cp.seconds + r.cp.syncSeconds).toFixed(2).padStart(7)}                      1.00x`,
+    'run                              seconds   vs cp -r   vs cp -r+sync   input GB/s   peak RSS',
+    `cp -r                            ${s(r.cp.seconds)}      1.00x`,
+    `cp -r + sync                     ${s(r.cp.seconds + r.cp.syncSeconds)}                      1.00x`,
   ];
   for (const c of r.converts) {
-    lines.push(
-      `fp8q convert --threads ${String(c.threads).padEnd(7)} ${c.seconds.toFixed(2).padStart(7)}   ${c.ratioToCp.toFixed(2).padStart(7)}x   ${c.ratioToCpSync.toFixed(2).padStart(12)}x   ${c.inputGBps.toFixed(2).padStart(10)}   ${c.maxRssMiB.toFixed(0).padStart(4)} MiB`,
-    );
+    const label = `fp8q convert --threads ${c.threads}`.padEnd(32);
+    lines.push(`${label} ${s(c.seconds)}   ${c.ratioToCp.toFixed(2).padStart(7)}x   ${c.ratioToCpSync.toFixed(2).padStart(12)}x   ${c.inputGBps.toFixed(2).padStart(10)}   ${c.maxRssMiB.toFixed(0).padStart(4)} MiB`);
   }
-  lines.push('', 'compute only (in-memory 128-row stripes, one thread)        elements/s per core');
+  lines.push(`all runs (s): cp -r ${r.runs.cp.map((c) => c.seconds.toFixed(2)).join(', ')}; ` + r.converts.map((c) => `--threads ${c.threads} ${r.runs.converts.filter((x) => x.threads === c.threads).map((x) => x.seconds.toFixed(2)).join(', ')}`).join('; '));
+  lines.push('', `compute only (in-memory [${r.compute.stripe.join(', ')}] BF16 stripe, one thread)   elements/s per core`);
   for (const k of r.compute.kernels) lines.push(`  ${k.name.padEnd(58)} ${(k.elementsPerSecond / 1e6).toFixed(0).padStart(6)} M`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }

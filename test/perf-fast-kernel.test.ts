@@ -1,8 +1,9 @@
 // The fast quantize paths against the oracle (fp8/block-quantize.ts): the TypeScript fast kernel,
 // the WebAssembly SIMD kernel and the chunk runner must give the same codes, scales and errors on
 // every BF16 pattern, rounding ties, subnormals, zero and edge blocks, Inf/NaN, both FP8 formats
-// and both scale formats; a convert must write the same bytes with 0 (reference executors), 1 and
-// 2 worker threads; the embedded wasm must be what its source compiles to; and a process that
+// and both scale formats; direct (O_DIRECT) reads and shard writes must give the bytes of plain
+// ones, in and out of order; a convert must write the same bytes with 0 (reference executors), 1
+// and 2 worker threads; the embedded wasm must be what its source compiles to; and a process that
 // converted with workers must exit on its own.
 
 import assert from 'node:assert/strict';
@@ -18,7 +19,11 @@ import { WasmBf16Kernel } from '../src/fp8/wasm-kernel.js';
 import { convertCheckpoint } from '../src/io/convert-checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
 import { ChunkScratch, quantizeChunk } from '../src/io/quantize-chunk.js';
-import { workerExecArgv } from '../src/io/quantize-pool.js';
+import { workerExecArgv } from '../src/io/module-worker.js';
+import { DirectReads } from '../src/io/direct-reads.js';
+import { createShardWriter, DIRECT_MIN_BYTES, WriteSlots } from '../src/io/direct-shard-writer.js';
+import { SafetensorsWriter } from '../src/io/safetensors-writer.js';
+import { HashThread } from '../src/io/hash-thread.js';
 import { listFiles, sha256File, writeCheckpoint, type TensorData } from './helpers/checkpoint-files.js';
 import { ROOT } from './helpers/fixtures.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
@@ -281,18 +286,94 @@ describe('fast quantize kernels match the oracle', () => {
   });
 });
 
+describe('direct I/O', () => {
+  let tmp: TempDir;
+  before(async () => {
+    tmp = await makeTempDir('perf-direct');
+  });
+  after(() => tmp.cleanup());
+
+  const planned = [
+    { name: 'a', dtype: 'U8' as const, shape: [5000] },
+    { name: 'b', dtype: 'U8' as const, shape: [12345] },
+    { name: 'c', dtype: 'U8' as const, shape: [3] },
+    { name: 'd', dtype: 'U8' as const, shape: [20000] },
+  ];
+  const data = new Map(planned.map((t, i) => [t.name, Uint8Array.from(randomWords(t.shape[0]!, 20 + i), (x) => x & 0xff)]));
+
+  /** Writes `pieces` ([tensor, start, end]) with `slots` (undefined: plain writer), returns the file. */
+  async function writeWith(file: string, slots: WriteSlots | undefined, pieces: Array<[string, number, number]>): Promise<Buffer> {
+    const w = await createShardWriter(join(tmp.path, file), planned, { format: 'pt' }, slots, undefined, 0);
+    if (slots) assert.ok(!(w instanceof SafetensorsWriter), 'the temp dir takes O_DIRECT, so the direct writer is used');
+    for (const [name, a, b] of pieces) await w.write(name, data.get(name)!.subarray(a, b), a);
+    await w.finish();
+    return readFile(join(tmp.path, file));
+  }
+
+  const inOrder: Array<[string, number, number]> = [['a', 0, 5000], ['b', 0, 7000], ['b', 7000, 12345], ['c', 0, 3], ['d', 0, 9999], ['d', 9999, 20000]];
+
+  it('writes the same file as SafetensorsWriter, across slot boundaries, in order and out of order', async () => {
+    const expected = await writeWith('plain.safetensors', undefined, inOrder);
+    // Small slots: every slot boundary and the padded, truncated tail are crossed many times.
+    const slots = WriteSlots.create(3, 8192);
+    assert.ok(slots);
+    assert.deepEqual(await writeWith('direct.safetensors', slots, inOrder), expected);
+    const shuffled: Array<[string, number, number]> = [['a', 0, 5000], ['b', 0, 7000], ['d', 9999, 20000], ['c', 0, 3], ['b', 7000, 12345], ['d', 0, 9999]];
+    assert.deepEqual(await writeWith('mixed.safetensors', slots, shuffled), expected, 'a write out of order switches to buffered writes');
+  });
+
+  it('hashes what it writes on the hash thread, in order or not', async () => {
+    const hashing = new HashThread();
+    try {
+      for (const [file, pieces] of [['h1.safetensors', inOrder], ['h2.safetensors', [...inOrder].reverse()]] as const) {
+        const w = await createShardWriter(join(tmp.path, file), planned, { format: 'pt' }, WriteSlots.create(3, 8192), hashing, 0);
+        assert.ok(w.digest, 'a direct writer with shared slots hashes the file itself');
+        for (const [name, a, b] of pieces) await w.write(name, data.get(name)!.subarray(a, b), a);
+        await w.finish();
+        assert.equal(await w.digest(), await sha256File(join(tmp.path, file)), file);
+      }
+    } finally {
+      await hashing.close();
+    }
+  });
+
+  it('reports a missing tensor as SafetensorsWriter does', async () => {
+    const slots = WriteSlots.create(2, 4096)!;
+    const w = await createShardWriter(join(tmp.path, 'short.safetensors'), planned, undefined, slots, undefined, 0);
+    await w.write('a', data.get('a')!, 0);
+    await assert.rejects(w.finish(), /tensor "b" got 0 of 12345 bytes/);
+  });
+
+  it('reads any byte range as a plain read does, unaligned and longer than one slot', async () => {
+    const file = join(tmp.path, 'plain.safetensors');
+    const whole = await readFile(file);
+    const direct = DirectReads.create(2, 4096);
+    assert.ok(direct);
+    try {
+      for (const [at, n] of [[0, 10], [1, 4095], [4095, 2], [100, 9000], [whole.byteLength - 7, 7], [8, whole.byteLength - 8]] as const) {
+        const into = new Uint8Array(n);
+        assert.equal(await direct.readInto(file, at, into), true);
+        assert.deepEqual(Buffer.from(into), whole.subarray(at, at + n), `range [${at}, ${at + n})`);
+      }
+      await assert.rejects(direct.readInto(file, whole.byteLength - 4, new Uint8Array(8)), /truncated/);
+    } finally {
+      await direct.close();
+    }
+  });
+});
+
 describe('convert with worker threads', () => {
   let tmp: TempDir;
   let source: string;
+  let model: Map<string, TensorData>;
 
   /** A Llama-shaped checkpoint whose weights take every path: multi-chunk, F32, odd widths, tiny. */
-  function tensors(withNaN: boolean): Map<string, TensorData> {
+  function tensors(): Map<string, TensorData> {
     const out = new Map<string, TensorData>();
     let seed = 1;
     const add = (name: string, shape: number[], dtype: 'BF16' | 'F32' = 'BF16'): void => {
       const count = shape.reduce((a, b) => a * b, 1);
       const f = Float32Array.from(randomWords(count, seed++), (x) => (((x >>> 8) / 2 ** 24) * 2 - 1) * 0.05);
-      if (withNaN && name.includes('gate_proj')) f[2500 * 1024 + 77] = NaN;
       out.set(name, { dtype, shape, bytes: narrowFromFloat32(f, dtype) });
     };
     add('model.embed_tokens.weight', [256, 1024]);
@@ -327,7 +408,8 @@ describe('convert with worker threads', () => {
   before(async () => {
     tmp = await makeTempDir('perf-threads');
     source = join(tmp.path, 'source');
-    await writeCheckpoint(source, tensors(false), { config, shards: 2 });
+    model = tensors();
+    await writeCheckpoint(source, model, { config, shards: 2 });
   });
   after(() => tmp.cleanup());
 
@@ -335,8 +417,9 @@ describe('convert with worker threads', () => {
     const outputs = new Map<number, Map<string, string>>();
     for (const threads of [0, 1, 2]) {
       const output = join(tmp.path, `out-${threads}`);
-      const summary = await convertCheckpoint({ input: source, output, threads, maxShardBytes: 6e6 });
-      assert.ok(summary.shards.length >= 2, 'several output shards');
+      // One shard over DIRECT_MIN_BYTES (direct writes, hashed on the hash thread), one under.
+      const summary = await convertCheckpoint({ input: source, output, threads, maxShardBytes: 10e6 });
+      assert.ok(summary.shards.some((s) => s.bytes >= DIRECT_MIN_BYTES) && summary.shards.some((s) => s.bytes < DIRECT_MIN_BYTES), 'shards on both writers');
       const hashes = new Map<string, string>();
       for (const f of await listFiles(output)) hashes.set(f, await sha256File(join(output, f)));
       for (const s of summary.shards) assert.equal(s.sha256, hashes.get(s.file), `summary SHA-256 of ${s.file} (threads ${threads})`);
@@ -348,7 +431,10 @@ describe('convert with worker threads', () => {
 
   it('a NaN in a pooled weight fails with the reference message and leaves no output', async () => {
     const bad = join(tmp.path, 'bad');
-    await writeCheckpoint(bad, tensors(true), { config });
+    const gate = model.get('model.layers.0.mlp.gate_proj.weight')!;
+    const nanGate = gate.bytes.slice();
+    new Uint16Array(nanGate.buffer)[2500 * 1024 + 77] = 0x7fc0; // BF16 NaN at [2500, 77]
+    await writeCheckpoint(bad, new Map([...model, ['model.layers.0.mlp.gate_proj.weight', { ...gate, bytes: nanGate }]]), { config });
     const messages: string[] = [];
     for (const threads of [0, 2]) {
       const output = join(tmp.path, `bad-out-${threads}`);

@@ -8,6 +8,8 @@
 //    in long loops over whole rows rather than 128-element block rows.
 // BF16 words widen through a 65,536-entry table. Non-finite values are found by the integer amax
 // and reported (or skipped under 'saturate') exactly as the oracle does.
+// The WebAssembly SIMD kernel (wasm-kernel.ts) takes most BF16 stripes; this one takes the rest
+// (other source dtypes, odd widths, stripes holding Inf/NaN) and runs wherever wasm does not.
 // test/perf-fast-kernel.test.ts checks the bytes and errors against the oracle.
 
 import { NonFiniteValueError, scaleFromAmax, type BlockQuantizeOptions } from './block-quantize.js';

@@ -17,8 +17,8 @@ import { executeEntry } from './plan-executors.js';
 import type { CheckpointFormat } from './formats/descriptor.js';
 import { applyOutputFormat, type WrittenQuantizationConfig } from './formats/output-format.js';
 import { checkOutputDestination, explainWriteFailure, StagingFolder } from './output-folder.js';
+import { createShardWriter } from './direct-shard-writer.js';
 import { defaultThreads, QuantizePool } from './quantize-pool.js';
-import { SafetensorsWriter } from './safetensors-writer.js';
 import {
   measureStaticActivationScales,
   readStaticCalibration,
@@ -236,12 +236,15 @@ async function writeShards(
   };
   for (let si = 0; si < shards.length; si++) {
     const shard = shards[si]!;
-    const writer = await SafetensorsWriter.create(join(dir, shard.file), shard.tensors, { format: 'pt' });
-    const hashing = new SequentialHasher(writer.layout.headerBytes);
+    const writer = await createShardWriter(join(dir, shard.file), shard.tensors, { format: 'pt' }, pool?.writeSlots, pool?.hashing);
+    // A direct writer hashes the file itself, on another thread (direct-shard-writer.ts).
+    const hashing = writer.digest ? undefined : new SequentialHasher(writer.layout.headerBytes);
     const sink: OutputSink = {
       write: async (name, bytes, byteOffset) => {
-        await writer.write(name, bytes, byteOffset);
-        hashing.add(writer.layout.offsets.get(name)!.fileOffset + byteOffset, bytes);
+        // Hash while the bytes go to the file: both are on the critical path of a disk-bound convert.
+        const writing = writer.write(name, bytes, byteOffset);
+        hashing?.add(writer.layout.offsets.get(name)!.fileOffset + byteOffset, bytes);
+        await writing;
       },
     };
     try {
@@ -256,7 +259,7 @@ async function writeShards(
       await writer.abort();
       throw e;
     }
-    written.push({ file: shard.file, bytes: writer.layout.fileSize, sha256: await hashing.digest(join(dir, shard.file)) });
+    written.push({ file: shard.file, bytes: writer.layout.fileSize, sha256: hashing ? await hashing.digest(join(dir, shard.file)) : await writer.digest!() });
   }
   return written;
 }

@@ -5,13 +5,16 @@
 //    at most 2·threads + 1 chunks in flight: memory is a few chunks per worker, whatever the
 //    tensor's size;
 //  - copy: pieces are read ahead while earlier ones are written.
-// Buffers come from the pool's BufferPool and are reused for the whole convert. Output bytes are
+// Source bytes are read around the page cache where the file system allows (direct-reads.ts);
+// buffers come from the pool's BufferPool and are reused for the whole convert. Output bytes are
 // identical to entry-executors.ts (the oracle): same kernel contract, same order.
 
+import { join } from 'node:path';
 import { ceilDiv, NonFiniteValueError } from '../fp8/block-quantize.js';
 import { dtypeSize, isFloatSourceDtype, type FloatSourceDtype } from '../fp8/dtypes.js';
 import type { CopyEntry, QuantizeEntry } from '../passes/plan.js';
 import type { Checkpoint } from './checkpoint.js';
+import type { DirectView } from './direct-reads.js';
 import { nonFiniteWeightError, type ExecuteOptions, type OutputSink } from './entry-executors.js';
 import { CheckpointError } from './errors.js';
 import { ChunkScratch, quantizeChunk, type ChunkInput } from './quantize-chunk.js';
@@ -91,6 +94,7 @@ export async function executeQuantizePipelined(entry: QuantizeEntry, ckpt: Check
   const scales = new Float32Array(experts * rowBlocks * colBlocks);
   const settings = { format: opts.settings.format, block: opts.settings.block, scaleFormat: opts.settings.scaleFormat, nonFinite: opts.nonFinite };
   const reader = ckpt.reader(src.name);
+  const path = join(ckpt.dir, src.shard);
   const inProcess = src.byteLength < IN_PROCESS_MAX_BYTES;
   const { buffers } = pool;
 
@@ -99,7 +103,9 @@ export async function executeQuantizePipelined(entry: QuantizeEntry, ckpt: Check
     const source = buffers.take(chunkRows * rowBytes);
     const globalRow = c.expert * n + c.row;
     // Rows of the [E·N, K] view, by byte range (readRows counts along the first axis only).
-    await reader.readRange(src.fileOffset + globalRow * rowBytes, new Uint8Array(source, 0, c.rows * rowBytes));
+    const into = new Uint8Array(source, 0, c.rows * rowBytes);
+    const at = src.fileOffset + globalRow * rowBytes;
+    if (!(await pool.direct?.readInto(path, at, into))) await reader.readRange(at, into);
     const input = { dtype, rows: c.rows, cols: k, firstRow: c.row, settings, source, codes: buffers.take(chunkRows * k) };
     try {
       return inProcess ? quantizeHere(input) : await pool.run(input);
@@ -129,21 +135,29 @@ export async function executeQuantizePipelined(entry: QuantizeEntry, ckpt: Check
   await sink.write(scaleOut.name, new Uint8Array(scales.buffer), 0);
 }
 
-/** executeCopy with reads running ahead of the writes. */
+/** executeCopy with reads running ahead of the writes; direct reads are written from their slot. */
 export async function executeCopyOverlapped(entry: CopyEntry, ckpt: Checkpoint, sink: OutputSink, opts: ExecuteOptions, pool: QuantizePool): Promise<void> {
   const src = ckpt.info(entry.sources[0]!);
   const out = entry.outputs[0]!;
   const reader = ckpt.reader(src.name);
+  const path = join(ckpt.dir, src.shard);
   const { buffers } = pool;
   const piece = buffers.defaultBytes;
   const count = Math.ceil(src.byteLength / piece);
-  const start = async (i: number): Promise<Uint8Array> => {
+  const start = async (i: number): Promise<DirectView> => {
     const n = Math.min(piece, src.byteLength - i * piece);
-    return reader.readRange(src.fileOffset + i * piece, new Uint8Array(buffers.take(piece), 0, n));
+    const at = src.fileOffset + i * piece;
+    const direct = await pool.direct?.view(path, at, n);
+    if (direct) return direct;
+    const buffer = buffers.take(piece);
+    return { bytes: await reader.readRange(at, new Uint8Array(buffer, 0, n)), release: () => buffers.give(buffer) };
   };
-  await orderedWindow(count, COPY_READ_AHEAD + 1, start, async (bytes, i) => {
-    await sink.write(out.name, bytes, i * piece);
-    buffers.give(bytes.buffer as ArrayBuffer);
-    opts.onBytes?.(bytes.byteLength);
+  await orderedWindow(count, COPY_READ_AHEAD + 1, start, async (view, i) => {
+    try {
+      await sink.write(out.name, view.bytes, i * piece);
+    } finally {
+      view.release();
+    }
+    opts.onBytes?.(view.bytes.byteLength);
   });
 }

@@ -1,13 +1,19 @@
 // A pool of worker threads that quantize chunks of row stripes (quantize-worker.ts), so the
-// kernel runs on every core while the main thread reads, writes and hashes. Buffers travel as
+// kernel runs on every core while the main thread reads, writes and hashes; it also owns the
+// fast path's other per-convert resources (I/O buffers, direct read and write staging, the hash
+// thread). Buffers travel as
 // transfers both ways (no copies); each worker holds one chunk at a time and the rest wait here.
 // Workers start on the first chunk (a convert of a tiny model never pays for them). Idle workers
 // are unref'd, so a pool nobody closed never keeps the process alive; busy ones are ref'd, so the
 // process never exits with a chunk in flight.
 
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { NonFiniteValueError } from '../fp8/block-quantize.js';
+import { DirectReads } from './direct-reads.js';
+import { WriteSlots } from './direct-shard-writer.js';
+import { HashThread } from './hash-thread.js';
+import { startModuleWorker } from './module-worker.js';
 import type { ChunkInput } from './quantize-chunk.js';
 
 export interface ChunkRequest extends ChunkInput {
@@ -55,37 +61,6 @@ interface Pending {
 }
 
 /**
- * The parent's node options minus those that only make sense for the main script (an inline
- * `-e` program, its --input-type, the test runner, a debugger port): by default a worker inherits
- * them all, and `--input-type` alone makes it fail to start.
- */
-export function workerExecArgv(execArgv: readonly string[]): string[] {
-  const withValue = new Set(['-e', '--eval', '-p', '--print', '--input-type']);
-  const dropped = /^(--input-type=|--eval=|--print=|--test|--watch|--inspect|--debug-port)/;
-  const out: string[] = [];
-  for (let i = 0; i < execArgv.length; i++) {
-    const a = execArgv[i]!;
-    if (withValue.has(a)) i++;
-    else if (!dropped.test(a)) out.push(a);
-  }
-  return out;
-}
-
-/**
- * A worker running quantize-worker beside this module: the .js file in dist/; under tsx (tests,
- * bench) the .ts file, loaded by a bootstrap that registers tsx first, because Node 20 does not
- * apply an `--import tsx` of the worker's execArgv to the worker's entry module.
- */
-function startWorker(): Worker {
-  const execArgv = workerExecArgv(process.execArgv);
-  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./quantize-worker.js', import.meta.url), { execArgv });
-  const tsx = import.meta.resolve('tsx/esm/api');
-  const entry = new URL('./quantize-worker.ts', import.meta.url).href;
-  const bootstrap = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); });`;
-  return new Worker(bootstrap, { eval: true, execArgv });
-}
-
-/**
  * Free I/O buffers, reused across chunks and entries for the whole convert: a fresh 4 MiB
  * ArrayBuffer per chunk costs page faults, zeroing and GC, and adds up to gigabytes.
  */
@@ -109,9 +84,18 @@ export class BufferPool {
 /** Source bytes per chunk of work, and the size of every pooled I/O buffer. */
 export const CHUNK_BYTES = 4 * 1024 * 1024;
 
+/** Direct-read staging slots: the quantize read-ahead plus the copy read-ahead, with room to spare. */
+const DIRECT_SLOTS = 6;
+/** Direct-write slots: two written while the third fills; large writes are what disks like. */
+const WRITE_SLOTS = 3;
+const WRITE_SLOT_BYTES = 8 * 1024 * 1024;
+
 export class QuantizePool {
   /** I/O buffers for the executors that use this pool. */
   readonly buffers = new BufferPool(CHUNK_BYTES);
+  private directReads: DirectReads | null | undefined;
+  private directWrites: WriteSlots | null | undefined;
+  private hashThread: HashThread | undefined;
   private readonly workers: Worker[] = [];
   private readonly idle: Worker[] = [];
   private readonly busy = new Map<Worker, Pending>();
@@ -122,6 +106,24 @@ export class QuantizePool {
 
   private constructor(readonly threads: number) {}
 
+  /** Reads around the page cache (direct-reads.ts), made on first use; undefined where unsupported. */
+  get direct(): DirectReads | undefined {
+    if (this.directReads === undefined) this.directReads = DirectReads.create(DIRECT_SLOTS, CHUNK_BYTES) ?? null;
+    return this.directReads ?? undefined;
+  }
+
+  /** Staging for direct shard writes (direct-shard-writer.ts), made on first use; undefined where unsupported. */
+  get writeSlots(): WriteSlots | undefined {
+    if (this.directWrites === undefined) this.directWrites = WriteSlots.create(WRITE_SLOTS, WRITE_SLOT_BYTES) ?? null;
+    return this.directWrites ?? undefined;
+  }
+
+  /** The thread that hashes direct-written shards (hash-thread.ts); its worker starts on first use. */
+  get hashing(): HashThread {
+    this.hashThread ??= new HashThread();
+    return this.hashThread;
+  }
+
   static start(threads: number): QuantizePool {
     if (!Number.isSafeInteger(threads) || threads < 1) throw new RangeError(`QuantizePool: threads must be a positive integer, got ${threads}`);
     return new QuantizePool(threads);
@@ -129,7 +131,7 @@ export class QuantizePool {
 
   private spawn(): void {
     for (let i = 0; i < this.threads; i++) {
-      const w = startWorker();
+      const w = startModuleWorker(import.meta.url, 'quantize-worker');
       w.unref();
       w.on('message', (reply: ChunkReply) => this.onReply(w, reply));
       w.on('error', (e: Error) => this.fail(new Error(`quantize worker failed: ${e.message}`)));
@@ -195,6 +197,6 @@ export class QuantizePool {
     this.closed = true;
     this.fail(new Error('QuantizePool closed'));
     this.idle.length = 0;
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    await Promise.all([...this.workers.map((w) => w.terminate()), this.directReads?.close(), this.hashThread?.close()]);
   }
 }
