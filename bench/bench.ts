@@ -9,12 +9,15 @@
 // starts right after a drop pays for it differently than one that starts later). Where the cache
 // cannot be dropped, the source is read once before each run instead (warm). Every measurement
 // is repeated (--reps) in rotation; the table shows the best run of each, the JSON every run.
+// Then `fp8q verify <source> <converted> --device cpu` once on the last convert's output (wall
+// time, tokens/s, peak RSS next to one decoder layer's weights: verify holds about one layer).
 // Also times the quantize kernels alone on in-memory data. Cleans up its temp dir, also on Ctrl-C.
 //
 // Flags: --json (one JSON document on stdout; use `npm run -s bench -- --json`), --layers <n>
 // (default 5; fewer for a smoke run), --reps <n> (default 2), --threads <list> (default
-// "1,default"; "default" passes no --threads), --settle <s> (default 5), --no-build (use dist/ as
-// is), --keep (leave the temp dir), --tmp <dir> (default os.tmpdir()).
+// "1,default"; "default" passes no --threads), --settle <s> (default 5), --verify-tokens <n>
+// (default 32), --no-verify, --no-build (use dist/ as is), --keep (leave the temp dir), --tmp <dir>
+// (default os.tmpdir()).
 
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -25,7 +28,8 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { computeRates, type ComputeRates } from './compute-rates.js';
-import { LLAMA_8B_LIKE, writeSyntheticCheckpoint, type SyntheticCheckpoint } from './synthetic-checkpoint.js';
+import { HEAD_CHUNK_BYTES } from '../src/runtime/models/runner.js';
+import { LLAMA_8B_LIKE, writeSyntheticCheckpoint, type SyntheticCheckpoint, type SyntheticShape } from './synthetic-checkpoint.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST_CLI = join(REPO, 'dist', 'cli', 'index.js');
@@ -45,10 +49,12 @@ interface Args {
   keep: boolean;
   tmp: string;
   threads: Threads[];
+  /** Tokens for the verify run; 0: no verify (--no-verify). */
+  verifyTokens: number;
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const args: Args = { json: false, layers: LLAMA_8B_LIKE.layers, reps: 2, settleSeconds: 5, build: true, keep: false, tmp: tmpdir(), threads: [1, 'default'] };
+  const args: Args = { json: false, layers: LLAMA_8B_LIKE.layers, reps: 2, settleSeconds: 5, build: true, keep: false, tmp: tmpdir(), threads: [1, 'default'], verifyTokens: 32 };
   const positive = (flag: string, v: string | undefined): number => {
     const n = Number(v);
     if (!Number.isSafeInteger(n) || n < 0) throw new Error(`bench: ${flag} needs a non-negative integer, got "${v}"`);
@@ -62,9 +68,11 @@ function parseArgs(argv: readonly string[]): Args {
     else if (a === '--layers') args.layers = Math.max(1, positive(a, argv[++i]));
     else if (a === '--reps') args.reps = Math.max(1, positive(a, argv[++i]));
     else if (a === '--settle') args.settleSeconds = positive(a, argv[++i]);
+    else if (a === '--verify-tokens') args.verifyTokens = Math.max(1, positive(a, argv[++i]));
+    else if (a === '--no-verify') args.verifyTokens = 0;
     else if (a === '--tmp') args.tmp = argv[++i] ?? '';
     else if (a === '--threads') args.threads = (argv[++i] ?? '').split(',').map((t) => (t === 'default' ? t : Math.max(1, positive(a, t))));
-    else throw new Error(`bench: unknown argument "${a}" (expected --json, --layers <n>, --reps <n>, --threads <list>, --settle <s>, --no-build, --keep, --tmp <dir>)`);
+    else throw new Error(`bench: unknown argument "${a}" (expected --json, --layers <n>, --reps <n>, --threads <list>, --settle <s>, --verify-tokens <n>, --no-verify, --no-build, --keep, --tmp <dir>)`);
   }
   return args;
 }
@@ -104,13 +112,20 @@ interface ConvertRun {
   readonly shards: number;
 }
 
+interface CliRun {
+  readonly code: number | null;
+  readonly seconds: number;
+  readonly maxRssMiB: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
 /** Runs the built CLI in a child that reports its own peak RSS (ru_maxrss, all threads) on exit. */
-async function runConvert(source: string, output: string, threads: Threads): Promise<ConvertRun> {
+async function runCli(cli: readonly string[]): Promise<CliRun> {
   const wrapper =
     `import { main } from ${JSON.stringify(pathToFileURL(DIST_CLI).href)};\n` +
     `process.exitCode = await main(process.argv);\n` +
     `process.on('exit', () => process.stderr.write('\\nFP8Q_BENCH_MAXRSS_KB=' + process.resourceUsage().maxRSS + '\\n'));\n`;
-  const cli = ['fp8q', 'convert', source, '-o', output, '--json', ...(threads === 'default' ? [] : ['--threads', String(threads)])];
   const t0 = performance.now();
   const child = spawn(process.execPath, ['--input-type=module', '-e', wrapper, ...cli], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
@@ -121,10 +136,72 @@ async function runConvert(source: string, output: string, threads: Threads): Pro
   const code = await new Promise<number | null>((res) => child.on('close', (c) => res(c)));
   clearTimeout(timer);
   const seconds = (performance.now() - t0) / 1000;
-  if (code !== 0) throw new Error(`bench: fp8q convert exited with ${code} (null: killed after ${CHILD_TIMEOUT_MS / 1000} s):\n${stderr.slice(-4000)}`);
   const rss = /FP8Q_BENCH_MAXRSS_KB=(\d+)/.exec(stderr);
-  const summary = JSON.parse(stdout) as { bytesOut: number; shards: unknown[] };
-  return { threads, seconds, maxRssMiB: rss ? Number(rss[1]) / 1024 : NaN, bytesOut: summary.bytesOut, shards: summary.shards.length };
+  return { code, seconds, maxRssMiB: rss ? Number(rss[1]) / 1024 : NaN, stdout, stderr };
+}
+
+function childFailed(what: string, r: CliRun): Error {
+  return new Error(`bench: ${what} exited with ${r.code} (null: killed after ${CHILD_TIMEOUT_MS / 1000} s):\n${r.stderr.slice(-4000)}`);
+}
+
+async function runConvert(source: string, output: string, threads: Threads): Promise<ConvertRun> {
+  const r = await runCli(['fp8q', 'convert', source, '-o', output, '--json', ...(threads === 'default' ? [] : ['--threads', String(threads)])]);
+  if (r.code !== 0) throw childFailed('fp8q convert', r);
+  const summary = JSON.parse(r.stdout) as { bytesOut: number; shards: unknown[] };
+  return { threads, seconds: r.seconds, maxRssMiB: r.maxRssMiB, bytesOut: summary.bytesOut, shards: summary.shards.length };
+}
+
+/** Exit status of a verify whose gates failed: the report is complete (random weights may fail them). */
+const EXIT_GATE_FAILED = 3;
+
+interface VerifyRun {
+  readonly tokens: number;
+  /** Wall time of the child (process start, both checkpoints opened, every layer, lm_head). */
+  readonly seconds: number;
+  /** The report's own time (verifyCheckpoints, without process start-up). */
+  readonly reportSeconds: number;
+  readonly tokensPerSecond: number;
+  readonly maxRssMiB: number;
+  /** Largest weight bytes held at once, as stored (both checkpoints), from the report. */
+  readonly peakWeightBytes: number;
+  /** One decoder layer's weights of the source, BF16 as stored and widened to float32 (the CPU forward's form). */
+  readonly layerBf16Bytes: number;
+  readonly layerFloat32Bytes: number;
+  /** The largest float32 weight one graph takes at once: an lm_head row chunk or the largest layer matrix. */
+  readonly largestFloat32TensorBytes: number;
+  readonly rssOverLayerFloat32: number;
+  readonly passed: boolean;
+}
+
+async function runVerify(source: string, converted: string, tokens: number, shape: SyntheticShape): Promise<VerifyRun> {
+  const r = await runCli(['fp8q', 'verify', source, converted, '--tokens', String(tokens), '--json', '--device', 'cpu']);
+  if (r.code !== 0 && r.code !== EXIT_GATE_FAILED) throw childFailed('fp8q verify', r);
+  const report = JSON.parse(r.stdout) as { seconds: number; peakWeightBytes: number; passed: boolean };
+  const layerFloat32Bytes = layerParameters(shape) * 4;
+  return {
+    tokens,
+    seconds: r.seconds,
+    reportSeconds: report.seconds,
+    tokensPerSecond: tokens / r.seconds,
+    maxRssMiB: r.maxRssMiB,
+    peakWeightBytes: report.peakWeightBytes,
+    layerBf16Bytes: layerParameters(shape) * 2,
+    layerFloat32Bytes,
+    largestFloat32TensorBytes: largestFloat32Tensor(shape),
+    rssOverLayerFloat32: (r.maxRssMiB * 2 ** 20) / layerFloat32Bytes,
+    passed: report.passed,
+  };
+}
+
+/** Parameters of one decoder layer: q, k, v, o, gate, up, down and the two norms. */
+function layerParameters(s: SyntheticShape): number {
+  return 2 * s.hidden * s.hidden + 2 * s.kvHidden * s.hidden + 3 * s.hidden * s.intermediate + 2 * s.hidden;
+}
+
+/** runner.ts: a BF16 lm_head runs in chunks of HEAD_CHUNK_BYTES as float32; a layer's largest is gate/up/down. */
+function largestFloat32Tensor(s: SyntheticShape): number {
+  const headRows = Math.min(s.vocab, Math.max(1, Math.floor(HEAD_CHUNK_BYTES / (s.hidden * 4))));
+  return Math.max(headRows * s.hidden * 4, s.hidden * s.intermediate * 4);
 }
 
 interface ConvertBest extends ConvertRun {
@@ -144,6 +221,8 @@ interface BenchResult {
   /** Every run, in the order made. */
   readonly runs: { readonly cp: readonly CpRun[]; readonly converts: readonly ConvertRun[] };
   readonly compute: ComputeRates;
+  /** Absent with --no-verify. */
+  readonly verify?: VerifyRun;
 }
 
 async function dirBytes(dir: string): Promise<number> {
@@ -171,13 +250,15 @@ async function bench(args: Args, work: string): Promise<BenchResult> {
   const source = join(work, 'source');
   log(`writing a synthetic ${args.layers}-layer Llama-8B-shaped BF16 checkpoint into ${source}`);
   const g0 = performance.now();
-  const ckpt = await writeSyntheticCheckpoint(source, { ...LLAMA_8B_LIKE, layers: args.layers }, SOURCE_SHARD_BYTES);
+  const shape: SyntheticShape = { ...LLAMA_8B_LIKE, layers: args.layers };
+  const ckpt = await writeSyntheticCheckpoint(source, shape, SOURCE_SHARD_BYTES);
   const generateSeconds = (performance.now() - g0) / 1000;
   const sourceBytes = await dirBytes(source);
 
   let cacheState: CacheState = 'warm: synced, source read once before';
   const cpRuns: CpRun[] = [];
   const convertRuns: ConvertRun[] = [];
+  const converted = join(work, 'fp8');
   for (let rep = 1; rep <= args.reps; rep++) {
     cacheState = await resetCache(source, args.settleSeconds);
     log(`[${rep}/${args.reps}] cp -r, then sync (${cacheState})`);
@@ -188,11 +269,17 @@ async function bench(args: Args, work: string): Promise<BenchResult> {
     for (const threads of args.threads) {
       cacheState = await resetCache(source, args.settleSeconds);
       log(`[${rep}/${args.reps}] fp8q convert --threads ${threads} (${cacheState})`);
-      const out = join(work, 'fp8');
-      convertRuns.push(await runConvert(source, out, threads));
-      await rm(out, { recursive: true, force: true });
+      await rm(converted, { recursive: true, force: true });
+      convertRuns.push(await runConvert(source, converted, threads));
     }
   }
+  let verify: VerifyRun | undefined;
+  if (args.verifyTokens > 0) {
+    await resetCache(source, args.settleSeconds);
+    log(`fp8q verify --tokens ${args.verifyTokens} --device cpu on the last convert's output`);
+    verify = await runVerify(source, converted, args.verifyTokens, shape);
+  }
+  await rm(converted, { recursive: true, force: true });
   const cp = cpRuns.reduce((a, b) => (b.seconds < a.seconds ? b : a));
   const cpSync = Math.min(...cpRuns.map((r) => r.seconds + r.syncSeconds));
   const converts = args.threads.map((threads) => {
@@ -208,6 +295,7 @@ async function bench(args: Args, work: string): Promise<BenchResult> {
     converts,
     runs: { cp: cpRuns, converts: convertRuns },
     compute,
+    ...(verify === undefined ? {} : { verify }),
   };
 }
 
@@ -230,6 +318,18 @@ function printTable(r: BenchResult): void {
   lines.push(`all runs (s): cp -r ${r.runs.cp.map((c) => c.seconds.toFixed(2)).join(', ')}; ` + r.converts.map((c) => `--threads ${c.threads} ${r.runs.converts.filter((x) => x.threads === c.threads).map((x) => x.seconds.toFixed(2)).join(', ')}`).join('; '));
   lines.push('', `compute only (in-memory [${r.compute.stripe.join(', ')}] BF16 stripe, one thread)   elements/s per core`);
   for (const k of r.compute.kernels) lines.push(`  ${k.name.padEnd(58)} ${(k.elementsPerSecond / 1e6).toFixed(0).padStart(6)} M`);
+  const v = r.verify;
+  if (v !== undefined) {
+    const mib = (b: number): string => `${(b / 2 ** 20).toFixed(0)} MiB`;
+    lines.push(
+      '',
+      `fp8q verify --tokens ${v.tokens} --device cpu (source vs converted, ${v.passed ? 'gates passed' : 'gates failed: random weights'})`,
+      `  ${v.seconds.toFixed(2)} s (${v.reportSeconds.toFixed(2)} s in verify), ${v.tokensPerSecond.toFixed(2)} tokens/s, peak RSS ${v.maxRssMiB.toFixed(0)} MiB`,
+      `  one decoder layer: ${mib(v.layerBf16Bytes)} BF16, ${mib(v.layerFloat32Bytes)} as float32; largest float32 tensor at once ${mib(v.largestFloat32TensorBytes)}; ` +
+        `peak weights held (stored form, both checkpoints) ${mib(v.peakWeightBytes)}`,
+      `  peak RSS / one layer's float32 weights: ${v.rssOverLayerFloat32.toFixed(2)}`,
+    );
+  }
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 

@@ -77,6 +77,25 @@ export function scaleFromAmax(amax: number, fp8Max: number, scaleFormat: ScaleFo
   return scaleFormat === 'ue8m0' ? roundUpToPowerOfTwo(scale) : scale;
 }
 
+/** What every stripe kernel (this oracle, fast-quantize.ts, wasm-kernel.ts) reads from the options, defaults applied. */
+export interface StripeSettings {
+  readonly bk: number;
+  /** FP8_MAX of the format. */
+  readonly max: number;
+  readonly scaleFormat: ScaleFormat;
+  /** nonFinite === 'saturate'. */
+  readonly saturate: boolean;
+}
+
+export function stripeSettings(opts: BlockQuantizeOptions): StripeSettings {
+  return {
+    bk: opts.block.bk,
+    max: fp8FormatInfo(opts.format).max,
+    scaleFormat: opts.scaleFormat ?? 'float',
+    saturate: opts.nonFinite === 'saturate',
+  };
+}
+
 /**
  * Quantize one row stripe (at most `bn` rows of a [rows, cols] matrix) into `codes` (same layout)
  * and `scaleInv` (one row of ceil(cols/bk) scales). `firstRow` only labels errors.
@@ -90,12 +109,8 @@ export function quantizeStripe(
   scaleInv: Float32Array,
   firstRow = 0,
 ): void {
-  const { bk } = opts.block;
-  const info = fp8FormatInfo(opts.format);
-  const max = info.max;
+  const { bk, max, scaleFormat, saturate } = stripeSettings(opts);
   const encode = encoderFor(opts.format);
-  const scaleFormat = opts.scaleFormat ?? 'float';
-  const saturateNonFinite = opts.nonFinite === 'saturate';
   const colBlocks = ceilDiv(cols, bk);
   for (let cb = 0; cb < colBlocks; cb++) {
     const c0 = cb * bk;
@@ -107,7 +122,7 @@ export function quantizeStripe(
         const v = values[base + c]!;
         const a = v < 0 ? -v : v;
         if (a !== a || a === Infinity) {
-          if (!saturateNonFinite) throw new NonFiniteValueError(firstRow + r, c, v);
+          if (!saturate) throw new NonFiniteValueError(firstRow + r, c, v);
           continue; // kept out of amax: one bad value must not zero the rest of its block
         }
         if (a > amax) amax = a;

@@ -12,8 +12,8 @@
 // (other source dtypes, odd widths, stripes holding Inf/NaN) and runs wherever wasm does not.
 // test/perf-fast-kernel.test.ts checks the bytes and errors against the oracle.
 
-import { NonFiniteValueError, scaleFromAmax, type BlockQuantizeOptions } from './block-quantize.js';
-import { fp8FormatInfo, type Fp8Format } from './formats.js';
+import { NonFiniteValueError, scaleFromAmax, stripeSettings, type BlockQuantizeOptions } from './block-quantize.js';
+import type { Fp8Format } from './formats.js';
 
 /** Integer constants of the float32-bits → FP8 encode, per format (see formats.ts for c10's). */
 interface EncodeConstants {
@@ -131,10 +131,7 @@ export function quantizeBf16StripeFast(
   firstRow: number,
   scratch: FastQuantizeScratch,
 ): void {
-  const { bk } = opts.block;
-  const max = fp8FormatInfo(opts.format).max;
-  const scaleFormat = opts.scaleFormat ?? 'float';
-  const saturate = opts.nonFinite === 'saturate';
+  const { bk, max, scaleFormat, saturate } = stripeSettings(opts);
   for (let c0 = 0, cb = 0; c0 < cols; c0 += bk, cb++) {
     const c1 = Math.min(cols, c0 + bk);
     let amax = 0;
@@ -172,10 +169,7 @@ export function quantizeF32StripeFast(
   firstRow: number,
   scratch: FastQuantizeScratch,
 ): void {
-  const { bk } = opts.block;
-  const max = fp8FormatInfo(opts.format).max;
-  const scaleFormat = opts.scaleFormat ?? 'float';
-  const saturate = opts.nonFinite === 'saturate';
+  const { bk, max, scaleFormat, saturate } = stripeSettings(opts);
   const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
   for (let c0 = 0, cb = 0; c0 < cols; c0 += bk, cb++) {
     const c1 = Math.min(cols, c0 + bk);

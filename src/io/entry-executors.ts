@@ -4,9 +4,10 @@
 
 import { ceilDiv, quantizeStripe, NonFiniteValueError, type BlockShape } from '../fp8/block-quantize.js';
 import { dtypeSize, isFloatSourceDtype, widenToFloat32, type FloatSourceDtype } from '../fp8/dtypes.js';
-import type { CopyEntry, QuantizationSettings, QuantizeEntry } from '../passes/plan.js';
+import type { CopyEntry, PlannedOutput, QuantizationSettings, QuantizeEntry } from '../passes/plan.js';
 import type { Checkpoint, CheckpointTensor } from './checkpoint.js';
 import { CheckpointError } from './errors.js';
+import type { ChunkSettings } from './quantize-chunk.js';
 import type { QuantizePool } from './quantize-pool.js';
 
 /** Where an entry's output bytes go (a SafetensorsWriter, behind the shard map). */
@@ -51,25 +52,49 @@ export function nonFiniteWeightError(src: CheckpointTensor, expert: number, err:
   );
 }
 
-export async function executeQuantize(entry: QuantizeEntry, ckpt: Checkpoint, sink: OutputSink, opts: ExecuteOptions): Promise<void> {
+/** The kernel options of this run: the plan's format and scales, the run's NaN/Inf policy, `block` (default the plan's). */
+export function kernelOptions(opts: ExecuteOptions, block: BlockShape = opts.settings.block): ChunkSettings {
+  return { format: opts.settings.format, block, scaleFormat: opts.settings.scaleFormat, nonFinite: opts.nonFinite };
+}
+
+/** A `quantize` entry's float source and outputs, and the geometry of its `[E?, N, K]` weight in blocks. */
+export interface QuantizeGeometry {
+  readonly src: CheckpointTensor;
+  readonly dtype: FloatSourceDtype;
+  readonly weightOut: PlannedOutput;
+  readonly scaleOut: PlannedOutput;
+  /** The leading axis of a 3-D stack, else 1. */
+  readonly experts: number;
+  readonly n: number;
+  readonly k: number;
+  readonly bn: number;
+  readonly rowBlocks: number;
+  readonly colBlocks: number;
+}
+
+/** Shared by executeQuantize and the pipelined executor, so both read an entry the same way. */
+export function quantizeGeometry(entry: QuantizeEntry, ckpt: Checkpoint, opts: ExecuteOptions): QuantizeGeometry {
   const src = ckpt.info(entry.sources[0]!);
   if (!isFloatSourceDtype(src.dtype)) throw new CheckpointError(`tensor "${src.name}" is ${src.dtype}; only float weights can be quantized`);
   const dtype: FloatSourceDtype = src.dtype;
-  const [weightOut, scaleOut] = entry.outputs as [typeof entry.outputs[0], typeof entry.outputs[0]];
+  const [weightOut, scaleOut] = entry.outputs as [PlannedOutput, PlannedOutput];
   const rank = src.shape.length;
   const experts = rank === 3 ? src.shape[0]! : 1;
   const n = src.shape[rank - 2]!;
   const k = src.shape[rank - 1]!;
   const { bn, bk } = opts.settings.block;
-  const colBlocks = ceilDiv(k, bk);
-  const rowBlocks = ceilDiv(n, bn);
+  return { src, dtype, weightOut, scaleOut, experts, n, k, bn, rowBlocks: ceilDiv(n, bn), colBlocks: ceilDiv(k, bk) };
+}
+
+export async function executeQuantize(entry: QuantizeEntry, ckpt: Checkpoint, sink: OutputSink, opts: ExecuteOptions): Promise<void> {
+  const { src, dtype, weightOut, scaleOut, experts, n, k, bn, rowBlocks, colBlocks } = quantizeGeometry(entry, ckpt, opts);
   const stripeRows = Math.min(bn, n);
   const srcBytes = new Uint8Array(stripeRows * k * dtypeSize(dtype));
   const values = new Float32Array(stripeRows * k);
   const codes = new Uint8Array(stripeRows * k);
   // Scales are tiny (1/16384 of the weight at 128x128): gather them and write once, after the codes.
   const scales = new Float32Array(experts * rowBlocks * colBlocks);
-  const quantOpts = { format: opts.settings.format, block: opts.settings.block, scaleFormat: opts.settings.scaleFormat, nonFinite: opts.nonFinite };
+  const quantOpts = kernelOptions(opts);
   for (let e = 0; e < experts; e++) {
     for (let rb = 0; rb < rowBlocks; rb++) {
       const r0 = rb * bn;

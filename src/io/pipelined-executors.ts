@@ -10,13 +10,12 @@
 // identical to entry-executors.ts (the oracle): same kernel contract, same order.
 
 import { join } from 'node:path';
-import { ceilDiv, NonFiniteValueError } from '../fp8/block-quantize.js';
-import { dtypeSize, isFloatSourceDtype, type FloatSourceDtype } from '../fp8/dtypes.js';
+import { NonFiniteValueError } from '../fp8/block-quantize.js';
+import { dtypeSize } from '../fp8/dtypes.js';
 import type { CopyEntry, QuantizeEntry } from '../passes/plan.js';
 import type { Checkpoint } from './checkpoint.js';
 import type { DirectView } from './direct-reads.js';
-import { nonFiniteWeightError, type ExecuteOptions, type OutputSink } from './entry-executors.js';
-import { CheckpointError } from './errors.js';
+import { kernelOptions, nonFiniteWeightError, quantizeGeometry, type ExecuteOptions, type OutputSink } from './entry-executors.js';
 import { ChunkScratch, quantizeChunk, type ChunkInput } from './quantize-chunk.js';
 import { CHUNK_BYTES, ChunkFailure, type QuantizedChunk, type QuantizePool } from './quantize-pool.js';
 
@@ -76,23 +75,13 @@ async function orderedWindow<T>(count: number, depth: number, start: (i: number)
 }
 
 export async function executeQuantizePipelined(entry: QuantizeEntry, ckpt: Checkpoint, sink: OutputSink, opts: ExecuteOptions, pool: QuantizePool): Promise<void> {
-  const src = ckpt.info(entry.sources[0]!);
-  if (!isFloatSourceDtype(src.dtype)) throw new CheckpointError(`tensor "${src.name}" is ${src.dtype}; only float weights can be quantized`);
-  const dtype: FloatSourceDtype = src.dtype;
-  const [weightOut, scaleOut] = entry.outputs as [typeof entry.outputs[0], typeof entry.outputs[0]];
-  const rank = src.shape.length;
-  const experts = rank === 3 ? src.shape[0]! : 1;
-  const n = src.shape[rank - 2]!;
-  const k = src.shape[rank - 1]!;
-  const { bn, bk } = opts.settings.block;
-  const colBlocks = ceilDiv(k, bk);
-  const rowBlocks = ceilDiv(n, bn);
+  const { src, dtype, weightOut, scaleOut, experts, n, k, bn, rowBlocks, colBlocks } = quantizeGeometry(entry, ckpt, opts);
   const rowBytes = k * dtypeSize(dtype);
   const chunkRows = Math.min(n, Math.max(1, Math.floor(CHUNK_BYTES / Math.max(1, bn * rowBytes))) * bn);
   const chunks: Chunk[] = [];
   for (let e = 0; e < experts; e++) for (let r = 0; r < n; r += chunkRows) chunks.push({ expert: e, row: r, rows: Math.min(chunkRows, n - r) });
   const scales = new Float32Array(experts * rowBlocks * colBlocks);
-  const settings = { format: opts.settings.format, block: opts.settings.block, scaleFormat: opts.settings.scaleFormat, nonFinite: opts.nonFinite };
+  const settings = kernelOptions(opts);
   const reader = ckpt.reader(src.name);
   const path = join(ckpt.dir, src.shard);
   const inProcess = src.byteLength < IN_PROCESS_MAX_BYTES;

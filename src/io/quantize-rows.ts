@@ -5,19 +5,23 @@
 
 import { blockQuantize, ceilDiv, NonFiniteValueError, quantizeStripe, type BlockQuantized, type BlockShape } from '../fp8/block-quantize.js';
 import type { PlannedOutput } from '../passes/plan.js';
-import type { ExecuteOptions, OutputSink } from './entry-executors.js';
+import { kernelOptions, type ExecuteOptions, type OutputSink } from './entry-executors.js';
 import { CheckpointError } from './errors.js';
 import type { FloatRowReader } from './float-rows.js';
 
-function explainNonFinite(err: NonFiniteValueError, source: string, where: (row: number, col: number) => string): CheckpointError {
-  return new CheckpointError(
-    `tensor "${source}" has a non-finite value (${err.value}) at ${where(err.row, err.col)}: ` +
-      `the source checkpoint is damaged; fix it, or pass --allow-nonfinite to saturate ±Inf and zero NaN`,
-  );
-}
-
-function quantOptions(opts: ExecuteOptions, block: BlockShape) {
-  return { format: opts.settings.format, block, scaleFormat: opts.settings.scaleFormat, nonFinite: opts.nonFinite };
+/** Runs `quantize`, turning a NonFiniteValueError into the CheckpointError that names `source` and `where`. */
+function namingNonFinite<T>(quantize: () => T, source: string, where: (row: number, col: number) => string): T {
+  try {
+    return quantize();
+  } catch (err) {
+    if (err instanceof NonFiniteValueError) {
+      throw new CheckpointError(
+        `tensor "${source}" has a non-finite value (${err.value}) at ${where(err.row, err.col)}: ` +
+          `the source checkpoint is damaged; fix it, or pass --allow-nonfinite to saturate ±Inf and zero NaN`,
+      );
+    }
+    throw err;
+  }
 }
 
 /** Block-quantize a whole [rows, cols] matrix with `block`; `where` maps a (row, col) to source coordinates. */
@@ -30,12 +34,7 @@ export function quantizeMatrix(
   source: string,
   where: (row: number, col: number) => string,
 ): BlockQuantized {
-  try {
-    return blockQuantize(values, rows, cols, quantOptions(opts, block));
-  } catch (err) {
-    if (err instanceof NonFiniteValueError) throw explainNonFinite(err, source, where);
-    throw err;
-  }
+  return namingNonFinite(() => blockQuantize(values, rows, cols, kernelOptions(opts, block)), source, where);
 }
 
 /** quantizeStripe with the error named after the source tensor. */
@@ -50,12 +49,7 @@ export function quantizeStripeOf(
   source: string,
   where: (row: number, col: number) => string,
 ): void {
-  try {
-    quantizeStripe(values, rows, cols, quantOptions(opts, block), codes, scaleRow, 0);
-  } catch (err) {
-    if (err instanceof NonFiniteValueError) throw explainNonFinite(err, source, where);
-    throw err;
-  }
+  namingNonFinite(() => quantizeStripe(values, rows, cols, kernelOptions(opts, block), codes, scaleRow, 0), source, where);
 }
 
 /**

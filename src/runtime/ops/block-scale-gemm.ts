@@ -30,6 +30,7 @@ import {
   staticLastDim,
   type BlockShape,
   type F32Tensor,
+  type Fp8Format,
   type Fp8Tensor,
 } from './types.js';
 
@@ -39,12 +40,37 @@ import {
  * float64 and rounded once, so the graph's float32 accumulation is the only difference.
  */
 export function blockScaleGemm(x: F32Tensor, w: Fp8Tensor, wScaleInv: F32Tensor, block: BlockShape): F32Tensor {
-  const [n, k] = checkBlockWeight(w, wScaleInv, block);
-  if (x.shape.length !== 2 || x.shape[1] !== k) throw new OpShapeError(`x must be [M, ${k}], got [${x.shape.join(', ')}]`);
-  const m = x.shape[0]!;
+  const [m, n, k] = checkGemmOperands(x, w, wScaleInv, block);
   const kb = ceilDiv(k, block.bk);
   const { q, scale: xScale } = rowwiseGroupQuantFp8(x, block.bk, { format: w.format });
-  const decodeX = decodeTableFor(q.format);
+  const y = scaledBlockDotsReference(q, (r, b) => xScale.data[r * kb + b]!, w, wScaleInv, block, m, n, k);
+  return { data: y, shape: [m, n] };
+}
+
+/** checkBlockWeight, and x against it: returns [M, N, K]. */
+export function checkGemmOperands(x: F32Tensor, w: Fp8Tensor, wScaleInv: F32Tensor, block: BlockShape): [number, number, number] {
+  const [n, k] = checkBlockWeight(w, wScaleInv, block);
+  if (x.shape.length !== 2 || x.shape[1] !== k) throw new OpShapeError(`x must be [M, ${k}], got [${x.shape.join(', ')}]`);
+  return [x.shape[0]!, n, k];
+}
+
+/**
+ * The reference of emitScaledBlockDots, shared by the dynamic and the static GEMM: for each output,
+ * over the K blocks, acc += (x_q · w_q over the block) * xScaleAt(row, block) * w_scale[i / bn, block],
+ * with the dot products exact in float64 and the sum rounded once to float32.
+ */
+export function scaledBlockDotsReference(
+  xq: Fp8Tensor,
+  xScaleAt: (row: number, kBlock: number) => number,
+  w: Fp8Tensor,
+  wScaleInv: F32Tensor,
+  block: BlockShape,
+  m: number,
+  n: number,
+  k: number,
+): Float32Array {
+  const kb = ceilDiv(k, block.bk);
+  const decodeX = decodeTableFor(xq.format);
   const decodeW = decodeTableFor(w.format);
   const y = new Float32Array(m * n);
   for (let r = 0; r < m; r++) {
@@ -53,14 +79,14 @@ export function blockScaleGemm(x: F32Tensor, w: Fp8Tensor, wScaleInv: F32Tensor,
       for (let b = 0; b < kb; b++) {
         let dot = 0;
         for (let j = b * block.bk; j < Math.min(k, (b + 1) * block.bk); j++) {
-          dot += decodeX[q.codes[r * k + j]!]! * decodeW[w.codes[i * k + j]!]!;
+          dot += decodeX[xq.codes[r * k + j]!]! * decodeW[w.codes[i * k + j]!]!;
         }
-        acc += dot * xScale.data[r * kb + b]! * wScaleInv.data[Math.floor(i / block.bn) * kb + b]!;
+        acc += dot * xScaleAt(r, b) * wScaleInv.data[Math.floor(i / block.bn) * kb + b]!;
       }
       y[r * n + i] = acc;
     }
   }
-  return { data: y, shape: [m, n] };
+  return y;
 }
 
 /** Emits `x [M, K] → [M, N]` float32 (M may be symbolic, and 1), with an optional bias `[N]`. */
@@ -72,9 +98,7 @@ export function emitBlockScaleGemm(
   block: BlockShape,
   bias?: Value,
 ): Value {
-  checkBlock(block);
-  const format = weightFp8Format(w, `weight "${w.name}"`);
-  const k = checkGemmInput(x, w);
+  const { format, k } = checkGemmValues(x, w, block);
 
   // Activations: FP8 codes per group, seen as float32 [kb, M, bk].
   const xq = emitGroupedQuant(g, x, block.bk, format);
@@ -84,15 +108,17 @@ export function emitBlockScaleGemm(
   return emitScaledBlockDots(g, xGroups, xScale, w, wScaleInv, block, k, bias);
 }
 
-/** Checks the GEMM input against the weight `[N, K]`; returns K. */
-export function checkGemmInput(x: Value, w: Value): number {
+/** The checks every GEMM emitter starts with: the block, the FP8 weight `[N, K]` and the input against it. */
+export function checkGemmValues(x: Value, w: Value, block: BlockShape): { format: Fp8Format; k: number } {
+  checkBlock(block);
+  const format = weightFp8Format(w, `weight "${w.name}"`);
   const wDims = staticDims(w, 'weight');
   if (wDims.length !== 2) throw new GraphBuildError(`weight "${w.name}" must be [N, K], got [${wDims.join(', ')}]`);
   const k = wDims[1]!;
   if ((x.dtype !== DataType.FLOAT && x.dtype !== DataType.FLOAT16) || x.shape.length !== 2 || staticLastDim(x, 'GEMM input') !== k) {
     throw new GraphBuildError(`GEMM input "${x.name}" must be float [M, ${k}], got [${x.shape.join(', ')}]`);
   }
-  return k;
+  return { format, k };
 }
 
 /**

@@ -120,25 +120,45 @@ export function emitGroupedQuant(
   const lead = x.shape.slice(0, -1);
   const max = fp8Max(format);
   // The seed takes amax and divides in float32 whatever the model dtype (`astype("float32")`).
-  const x32 = emitCast(g, x, DataType.FLOAT);
-  const padded = emitPadLastAxis(g, x32, groups * groupSize);
-  const groupedShape = [...lead, groups, groupSize];
-  // Reshape's 0 copies the input dim, so leading dims may stay symbolic.
-  const grouped = emitReshape(g, padded, [...lead.map(() => 0), groups, groupSize], groupedShape);
-  const abs = g.op('Abs', [grouped], { dtype: DataType.FLOAT, shape: groupedShape, name: 'abs' });
+  const grouped = emitFloatGroups(g, x, groupSize, groups);
+  const abs = g.op('Abs', [grouped], { dtype: DataType.FLOAT, shape: grouped.shape, name: 'abs' });
   const scaleShape = [...lead, groups, 1];
   const amaxRaw = g.op('ReduceMax', [abs, g.constInt64([-1])], { dtype: DataType.FLOAT, shape: scaleShape, name: 'amax' }, {
     keepdims: attr.int(1),
   });
   const amax = g.op('Max', [amaxRaw, g.constFloat32([eps], [])], { dtype: DataType.FLOAT, shape: scaleShape, name: 'amax_eps' });
   const scale = g.op('Div', [amax, g.constFloat32([max], [])], { dtype: DataType.FLOAT, shape: scaleShape, name: 'scale' });
-  const quotient = g.op('Div', [grouped, scale], { dtype: DataType.FLOAT, shape: groupedShape, name: 'x_div_scale' });
-  const clamped = g.op('Clip', [quotient, g.constFloat32([-max], []), g.constFloat32([max], [])], {
+  return { clamped: emitClampedQuotient(g, grouped, scale, max), scale, groups };
+}
+
+/**
+ * The grouping every group quant shares (this module's and static-activation-group-quant-fp8.ts):
+ * x as float32, its last axis zero-padded to `groups` whole groups, reshaped to `[..., G, g]`.
+ */
+export function emitFloatGroups(g: GraphBuilder, x: Value, groupSize: number, groups: number): Value {
+  const lead = x.shape.slice(0, -1);
+  const padded = emitPadLastAxis(g, emitCast(g, x, DataType.FLOAT), groups * groupSize);
+  // Reshape's 0 copies the input dim, so leading dims may stay symbolic.
+  return emitReshape(g, padded, [...lead.map(() => 0), groups, groupSize], [...lead, groups, groupSize]);
+}
+
+/** `grouped / scale` (an elementwise float32 Div), clamped to ±FP8_MAX: the quotients before the FP8 cast. */
+export function emitClampedQuotient(g: GraphBuilder, grouped: Value, scale: Value, max: number): Value {
+  const quotient = g.op('Div', [grouped, scale], { dtype: DataType.FLOAT, shape: grouped.shape, name: 'x_div_scale' });
+  return g.op('Clip', [quotient, g.constFloat32([-max], []), g.constFloat32([max], [])], {
     dtype: DataType.FLOAT,
-    shape: groupedShape,
+    shape: grouped.shape,
     name: 'x_clamped',
   });
-  return { clamped, scale, groups };
+}
+
+/** Clamped quotients `[..., G, g]` → FP8 codes `[..., K]`: flatten the groups, cut the padding, cast. */
+export function emitGroupsToFp8(g: GraphBuilder, clamped: Value, k: number, format: Fp8Format): Value {
+  const lead = clamped.shape.slice(0, -2);
+  const width = (clamped.shape[clamped.shape.length - 2] as number) * (clamped.shape[clamped.shape.length - 1] as number);
+  const flat = emitReshape(g, clamped, [...lead.map(() => 0), width], [...lead, width]);
+  // Slice before the FP8 cast: onnxruntime has no FP8 Slice.
+  return emitCast(g, emitSliceAxis(g, flat, -1, k), fp8DataType(format), true);
 }
 
 /** Emits the quantization; returns FP8 codes `[..., K]` and float32 scales. */
@@ -152,9 +172,7 @@ export function emitRowwiseGroupQuantFp8(
   const k = staticLastDim(x, 'quantized input');
   const lead = x.shape.slice(0, -1);
   const { clamped, scale, groups } = emitGroupedQuant(g, x, groupSize, format, options.eps);
-  const flat = emitReshape(g, clamped, [...lead.map(() => 0), groups * groupSize], [...lead, groups * groupSize]);
-  // Slice before the FP8 cast: onnxruntime has no FP8 Slice.
-  const q = emitCast(g, emitSliceAxis(g, flat, -1, k), fp8DataType(format), true);
+  const q = emitGroupsToFp8(g, clamped, k, format);
   const scale2 = emitReshape(g, scale, [...lead.map(() => 0), groups], [...lead, groups]);
   if (!options.transposeScale) return { q, scale: scale2 };
   const rank = scale2.shape.length;

@@ -7,14 +7,12 @@
 import { encoderFor } from '../../fp8/index.js';
 import { DataType } from '../onnx/data-type.js';
 import { attr, GraphBuildError, type GraphBuilder, type Value } from '../onnx/graph-builder.js';
+import { emitClampedQuotient, emitFloatGroups, emitGroupsToFp8 } from './rowwise-group-quant-fp8.js';
 import {
   ceilDiv,
   checkSize,
   emitCast,
-  emitPadLastAxis,
   emitReshape,
-  emitSliceAxis,
-  fp8DataType,
   fp8Max,
   OpShapeError,
   product,
@@ -67,21 +65,10 @@ export function emitStaticActivationGroupQuantFp8(
   const groups = ceilDiv(k, groupSize);
   const scaleLength = activationScale.shape.reduce<number>((n, d) => (typeof d === 'number' ? n * d : NaN), 1);
   if (!Number.isNaN(scaleLength)) checkScaleLength(scaleLength, groups);
-  const lead = x.shape.slice(0, -1);
-  const max = fp8Max(format);
-  const padded = emitPadLastAxis(g, emitCast(g, x, DataType.FLOAT), groups * groupSize);
-  const groupedShape = [...lead, groups, groupSize];
-  const grouped = emitReshape(g, padded, [...lead.map(() => 0), groups, groupSize], groupedShape);
+  const grouped = emitFloatGroups(g, x, groupSize, groups);
   // [G, 1] (or [1, 1] for a scalar scale) broadcasts over [..., G, g].
   const scaleColumn = emitReshape(g, emitCast(g, activationScale, DataType.FLOAT), [-1, 1], [scaleLength === 1 ? 1 : groups, 1]);
-  const quotient = g.op('Div', [grouped, scaleColumn], { dtype: DataType.FLOAT, shape: groupedShape, name: 'x_div_scale' });
-  const clamped = g.op('Clip', [quotient, g.constFloat32([-max], []), g.constFloat32([max], [])], {
-    dtype: DataType.FLOAT,
-    shape: groupedShape,
-    name: 'x_clamped',
-  });
-  const flat = emitReshape(g, clamped, [...lead.map(() => 0), groups * groupSize], [...lead, groups * groupSize]);
-  return emitCast(g, emitSliceAxis(g, flat, -1, k), fp8DataType(format), true);
+  return emitGroupsToFp8(g, emitClampedQuotient(g, grouped, scaleColumn, fp8Max(format)), k, format);
 }
 
 /** Reference: `s` [G] → `(*x.shape[:-1], G)`, last two axes swapped when `transpose`. */

@@ -7,13 +7,11 @@
 // any number of tokens, one included. A one-element scale applies to every group (a per-tensor
 // scale, as transformers stores it).
 
-import { decodeTableFor } from '../../fp8/index.js';
 import { DataType } from '../onnx/data-type.js';
 import type { GraphBuilder, Value } from '../onnx/graph-builder.js';
-import { checkGemmInput, emitScaledBlockDots } from './block-scale-gemm.js';
-import { checkBlockWeight } from './groupwise-scaled-gemv.js';
+import { checkGemmOperands, checkGemmValues, emitScaledBlockDots, scaledBlockDotsReference } from './block-scale-gemm.js';
 import { emitBroadcastActivationScale, emitStaticActivationGroupQuantFp8, staticActivationGroupQuantFp8 } from './static-activation-group-quant-fp8.js';
-import { ceilDiv, checkBlock, emitCast, emitPadLastAxis, emitReshape, emitTranspose, OpShapeError, type BlockShape, type F32Tensor, type Fp8Tensor, weightFp8Format } from './types.js';
+import { ceilDiv, emitCast, emitPadLastAxis, emitReshape, emitTranspose, OpShapeError, type BlockShape, type F32Tensor, type Fp8Tensor } from './types.js';
 
 /**
  * Reference implementation: quantization bit-exact (staticActivationGroupQuantFp8), per-block dot
@@ -27,27 +25,13 @@ export function staticBlockScaleLinear(
   block: BlockShape,
   bias?: Float32Array,
 ): F32Tensor {
-  const [n, k] = checkBlockWeight(w, wScaleInv, block);
-  if (x.shape.length !== 2 || x.shape[1] !== k) throw new OpShapeError(`x must be [M, ${k}], got [${x.shape.join(', ')}]`);
+  const [m, n, k] = checkGemmOperands(x, w, wScaleInv, block);
   if (bias !== undefined && bias.length !== n) throw new OpShapeError(`bias has ${bias.length} elements, expected ${n}`);
-  const m = x.shape[0]!;
-  const kb = ceilDiv(k, block.bk);
   const q = staticActivationGroupQuantFp8(x, activationScale, block.bk, w.format);
-  const decodeX = decodeTableFor(q.format);
-  const decodeW = decodeTableFor(w.format);
-  const y = new Float32Array(m * n);
-  for (let r = 0; r < m; r++) {
-    for (let i = 0; i < n; i++) {
-      let acc = 0;
-      for (let b = 0; b < kb; b++) {
-        let dot = 0;
-        for (let j = b * block.bk; j < Math.min(k, (b + 1) * block.bk); j++) dot += decodeX[q.codes[r * k + j]!]! * decodeW[w.codes[i * k + j]!]!;
-        const s = activationScale.length === 1 ? activationScale[0]! : activationScale[b]!;
-        acc += dot * s * wScaleInv.data[Math.floor(i / block.bn) * kb + b]!;
-      }
-      y[r * n + i] = bias === undefined ? acc : Math.fround(acc) + bias[i]!;
-    }
-  }
+  const scaleOf = (_row: number, b: number): number => (activationScale.length === 1 ? activationScale[0]! : activationScale[b]!);
+  const y = scaledBlockDotsReference(q, scaleOf, w, wScaleInv, block, m, n, k);
+  // y holds each sum rounded once to float32; the bias is added to that, as the graph's Add does.
+  if (bias !== undefined) for (let i = 0; i < y.length; i++) y[i] = y[i]! + bias[i % n]!;
   return { data: y, shape: [m, n] };
 }
 
@@ -61,9 +45,7 @@ export function emitStaticBlockScaleLinear(
   block: BlockShape,
   bias?: Value,
 ): Value {
-  checkBlock(block);
-  const format = weightFp8Format(w, `weight "${w.name}"`);
-  const k = checkGemmInput(x, w);
+  const { format, k } = checkGemmValues(x, w, block);
   const kb = ceilDiv(k, block.bk);
   const m = x.shape[0]!;
   // x_q [M, K] → float32 groups [kb, M, bk] (FP8 has no Pad: pad after the cast back).

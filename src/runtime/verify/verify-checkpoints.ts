@@ -109,7 +109,8 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
   const gates: Gates = { ...DEFAULT_GATES, ...opts.gates };
   const accounting = new WeightAccounting();
   // One pool of weight buffers (read and decoded) for both runners: their layers have the same shapes.
-  const runnerOptions = { device, accounting, buffers: new HostBufferPool(), ...(opts.intraOpThreads === undefined ? {} : { intraOpThreads: opts.intraOpThreads }) };
+  const buffers = new HostBufferPool();
+  const runnerOptions = { device, accounting, buffers, ...(opts.intraOpThreads === undefined ? {} : { intraOpThreads: opts.intraOpThreads }) };
   const original = await ModelRunner.open(opts.original, runnerOptions);
   let quantized: ModelRunner | undefined;
   try {
@@ -150,6 +151,12 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       hq = rq.hidden;
     }
     emit({ type: 'head' });
+    // Layer-shaped weight buffers and the layer graphs' sessions (with their arenas) are of no use
+    // to the head's lm_head chunks: dropped, the head's memory takes their place instead of adding
+    // to it (peak RSS of a Llama-8B-shaped verify: bench/NOTES.md).
+    buffers.clear();
+    await original.sessions.clear();
+    await quantized.sessions.clear();
     const tokens = shape.batch * shape.seq;
     const model = compareLogits(await original.head(ho, tokens), await quantized.head(hq, tokens), spec.vocabSize);
 
