@@ -13,10 +13,8 @@
 //   - many tokens, layers ≥ 1 (generic inputs, no ties): a whole layer must agree (< 1e-5).
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import { convertCheckpoint } from '../src/io/convert-checkpoint.js';
 import { referenceForward, referenceLayer, referenceLinear } from '../src/runtime/models/reference-forward.js';
@@ -26,24 +24,12 @@ import { blockScaleGemm } from '../src/runtime/ops/block-scale-gemm.js';
 import { relativeL2Error } from '../src/runtime/ops/compare.js';
 import { testDevice } from './helpers/device.js';
 import { FIXTURE_MODELS, MODELS, modelDir } from './helpers/fixtures.js';
+import { useConvertedFixtures } from './helpers/converted-fixtures.js';
 
 const EXPERT = /\.experts\.\d+\./;
 
-let work: string;
-const converted = new Map<string, string>();
-
-before(async () => {
-  work = await mkdtemp(join(tmpdir(), 'runtime-quantized-'));
-  for (const name of FIXTURE_MODELS) {
-    const out = join(work, name);
-    await convertCheckpoint({ input: modelDir(name), output: out });
-    converted.set(name, out);
-  }
-});
-
-after(async () => {
-  await rm(work, { recursive: true, force: true });
-});
+const fixtures = useConvertedFixtures('runtime-quantized');
+const converted = fixtures.converted;
 
 async function fixtureIds(name: string): Promise<Int32Array> {
   return (await readInputIds(join(MODELS, `${name}.logits.safetensors`))).ids;
@@ -114,7 +100,7 @@ for (const name of FIXTURE_MODELS) {
 }
 
 test('static activation scales (BlockScaleQuantizeLinearStaticActivation, GEMM for any M): graph matches the reference', async () => {
-  const out = join(work, 'mixtral-static');
+  const out = join(fixtures.workDir(), 'mixtral-static');
   await convertCheckpoint({
     input: modelDir('mixtral'),
     output: out,

@@ -7,14 +7,11 @@
 //   - host buffers for read and decoded weights are reused, and change nothing in the result.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import { decodeTableFor } from '../src/fp8/formats.js';
 import { widenToFloat32 } from '../src/fp8/dtypes.js';
-import { convertCheckpoint } from '../src/io/convert-checkpoint.js';
 import { HostBufferPool } from '../src/runtime/models/buffer-pool.js';
 import { ModelGraph, decodeFp8Codes, type WeightDecode } from '../src/runtime/models/model-graph.js';
 import { ModelRunner } from '../src/runtime/models/runner.js';
@@ -26,22 +23,10 @@ import { SessionCache } from '../src/runtime/session-cache.js';
 import { OnnxSession, type FeedTensor } from '../src/runtime/session.js';
 import { testDevice } from './helpers/device.js';
 import { FIXTURE_MODELS, MODELS, modelDir } from './helpers/fixtures.js';
+import { useConvertedFixtures } from './helpers/converted-fixtures.js';
 
-let work: string;
-const converted = new Map<string, string>();
-
-before(async () => {
-  work = await mkdtemp(join(tmpdir(), 'runtime-reuse-'));
-  for (const name of FIXTURE_MODELS) {
-    const out = join(work, name);
-    await convertCheckpoint({ input: modelDir(name), output: out });
-    converted.set(name, out);
-  }
-});
-
-after(async () => {
-  await rm(work, { recursive: true, force: true });
-});
+const fixtures = useConvertedFixtures('runtime-reuse');
+const converted = fixtures.converted;
 
 const ALL_BYTES = Uint8Array.from({ length: 256 }, (_, i) => i);
 

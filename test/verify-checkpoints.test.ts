@@ -4,10 +4,8 @@
 // per-linear metrics of any other.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import { convertCheckpoint } from '../src/io/convert-checkpoint.js';
 import { readInputIds } from '../src/runtime/models/token-ids.js';
@@ -17,22 +15,10 @@ import { verifyCheckpoints, type VerifyReport } from '../src/runtime/verify/veri
 import { copyCheckpointWithEdits, scaleF32, swapPrefixes } from './helpers/checkpoint-edit.js';
 import { testDevice } from './helpers/device.js';
 import { FIXTURE_MODELS, MODELS, modelDir } from './helpers/fixtures.js';
+import { useConvertedFixtures } from './helpers/converted-fixtures.js';
 
-let work: string;
-const converted = new Map<string, string>();
-
-before(async () => {
-  work = await mkdtemp(join(tmpdir(), 'verify-checkpoints-'));
-  for (const name of FIXTURE_MODELS) {
-    const out = join(work, name);
-    await convertCheckpoint({ input: modelDir(name), output: out });
-    converted.set(name, out);
-  }
-});
-
-after(async () => {
-  await rm(work, { recursive: true, force: true });
-});
+const fixtures = useConvertedFixtures('verify-checkpoints');
+const converted = fixtures.converted;
 
 async function verify(name: (typeof FIXTURE_MODELS)[number], quantized: string): Promise<VerifyReport> {
   return verifyCheckpoints({
@@ -71,7 +57,7 @@ function failedLinears(r: VerifyReport): string[] {
 }
 
 test('llama: one weight_scale_inv ×4 fails verify and names that linear only', async () => {
-  const damaged = join(work, 'llama-scale');
+  const damaged = join(fixtures.workDir(), 'llama-scale');
   await copyCheckpointWithEdits(converted.get('llama')!, damaged, (t) => scaleF32(t.get('model.layers.1.mlp.down_proj.weight_scale_inv')!, 4));
   const r = await verify('llama', damaged);
   assert.equal(r.passed, false);
@@ -82,7 +68,7 @@ test('llama: one weight_scale_inv ×4 fails verify and names that linear only', 
 });
 
 test('deepseek_v3: a ×4 scale on the edge-block kv_a_proj_with_mqa (160 rows) is found', async () => {
-  const damaged = join(work, 'ds-scale');
+  const damaged = join(fixtures.workDir(), 'ds-scale');
   await copyCheckpointWithEdits(converted.get('deepseek_v3')!, damaged, (t) =>
     scaleF32(t.get('model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv')!, 4),
   );
@@ -91,7 +77,7 @@ test('deepseek_v3: a ×4 scale on the edge-block kv_a_proj_with_mqa (160 rows) i
 });
 
 test('mixtral: two swapped experts fail verify, naming each of their projections', async () => {
-  const damaged = join(work, 'mixtral-swap');
+  const damaged = join(fixtures.workDir(), 'mixtral-swap');
   const block = 'model.layers.0.block_sparse_moe.experts';
   await copyCheckpointWithEdits(converted.get('mixtral')!, damaged, (t) => swapPrefixes(t, `${block}.1`, `${block}.2`));
   const r = await verify('mixtral', damaged);
@@ -100,7 +86,7 @@ test('mixtral: two swapped experts fail verify, naming each of their projections
 });
 
 test('deepseek_v3: two swapped routed experts fail verify, naming them', async () => {
-  const damaged = join(work, 'ds-swap');
+  const damaged = join(fixtures.workDir(), 'ds-swap');
   const block = 'model.layers.1.mlp.experts';
   await copyCheckpointWithEdits(converted.get('deepseek_v3')!, damaged, (t) => swapPrefixes(t, `${block}.0`, `${block}.3`));
   const r = await verify('deepseek_v3', damaged);
@@ -117,7 +103,7 @@ test("conversions with the converter's other layouts and formats verify too", as
     ['mixtral', '--stack-experts', { stackExperts: true }, 0.06],
   ];
   for (const [name, what, options, maxError] of variants) {
-    const out = join(work, `variant-${name}-${what.replace(/\W+/g, '-')}`);
+    const out = join(fixtures.workDir(), `variant-${name}-${what.replace(/\W+/g, '-')}`);
     await convertCheckpoint({ input: modelDir(name), output: out, ...options });
     const r = await verify(name, out);
     assert.equal(r.passed, true, `${name} ${what}: ${r.failures.map((f) => f.message).join('; ')}`);
@@ -127,9 +113,9 @@ test("conversions with the converter's other layouts and formats verify too", as
 });
 
 test("mixtral --stack-experts: damage to one expert's slice of a stacked scale is named by that expert", async () => {
-  const stacked = join(work, 'mixtral-stacked');
+  const stacked = join(fixtures.workDir(), 'mixtral-stacked');
   await convertCheckpoint({ input: modelDir('mixtral'), output: stacked, stackExperts: true });
-  const damaged = join(work, 'mixtral-stacked-bad');
+  const damaged = join(fixtures.workDir(), 'mixtral-stacked-bad');
   await copyCheckpointWithEdits(stacked, damaged, (t) => {
     const scale = t.get('model.layers.1.block_sparse_moe.experts.down_proj_scale_inv')!;
     const perExpert = scale.bytes.byteLength / 4 / scale.shape[0]!;
@@ -141,7 +127,7 @@ test("mixtral --stack-experts: damage to one expert's slice of a stacked scale i
 });
 
 test('static activation scales: a calibrated conversion passes; a scale 16× too small clips and is named', async () => {
-  const calibrated = join(work, 'llama-static');
+  const calibrated = join(fixtures.workDir(), 'llama-static');
   await convertCheckpoint({
     input: modelDir('llama'),
     output: calibrated,
@@ -151,7 +137,7 @@ test('static activation scales: a calibrated conversion passes; a scale 16× too
   const sound = await verify('llama', calibrated);
   assert.equal(sound.passed, true, sound.failures.map((f) => f.message).join('; '));
   assert.equal(sound.summary.linearsCompared, QUANTIZED_LINEARS.llama);
-  const damaged = join(work, 'llama-static-bad');
+  const damaged = join(fixtures.workDir(), 'llama-static-bad');
   await copyCheckpointWithEdits(calibrated, damaged, (t) => scaleF32(t.get('model.layers.0.mlp.up_proj.activation_scale')!, 1 / 16));
   const r = await verify('llama', damaged);
   assert.deepEqual(failedLinears(r), ['model.layers.0.mlp.up_proj']);

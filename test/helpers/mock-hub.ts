@@ -12,6 +12,7 @@
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { seededBytes } from './temp-dir.js';
 
 export interface MockRepoInit {
   id: string;
@@ -553,17 +554,7 @@ export function safetensorsBytes(tensors: Record<string, { dtype: string; shape:
 
 /** Deterministic pseudo-random bytes (xorshift32), so a wrong resume offset shows in the hash. */
 export function noiseBytes(n: number, seed = 1): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
+  return seededBytes(n, seed);
 }
 
 /**
