@@ -5,9 +5,8 @@
 // scaleFromAmax, encoded, and copied out. A stripe holding Inf/NaN is declined (returns false) so
 // the TypeScript kernel reports or saturates it exactly as the oracle does.
 
-import { scaleFromAmax, type BlockQuantizeOptions } from './block-quantize.js';
+import { scaleFromAmax, stripeSettings, type BlockQuantizeOptions } from './block-quantize.js';
 import { FP8_KERNEL_WASM_BASE64 } from './fp8-kernel-wasm.generated.js';
-import { fp8FormatInfo } from './formats.js';
 
 /** The part of the WebAssembly JS API used here (this project's lib has no DOM/wasm typings). */
 interface WasmApi {
@@ -88,8 +87,7 @@ export class WasmBf16Kernel {
     this.kernel.amaxBf16(srcAt, rows, cols, bk, amaxAt);
     const amax = new Int32Array(buffer, amaxAt, colBlocks);
     const scales = new Float32Array(buffer, scalesAt, colBlocks);
-    const max = fp8FormatInfo(opts.format).max;
-    const scaleFormat = opts.scaleFormat ?? 'float';
+    const { max, scaleFormat } = stripeSettings(opts);
     for (let cb = 0; cb < colBlocks; cb++) {
       const bits = amax[cb]!;
       if (bits >= BF16_INF) return false;
