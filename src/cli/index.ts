@@ -118,6 +118,10 @@ export function buildProgram(): Command {
     .option('--max-kl <x>', 'largest mean KL(original ‖ quantized) per token (default 0.01)')
     .option('--min-top1 <x>', 'smallest top-1 agreement (default 0.5)')
     .option('--max-layer-rel-error <x>', 'largest relative error of any quantized linear (default 0.15)')
+    .option('--junit <file>', 'also write the report as JUnit XML (one test case per gate and per quantized linear)')
+    .option('--markdown <file>', 'also write the report as Markdown')
+    .option('--no-summary', 'do not append the Markdown report to $GITHUB_STEP_SUMMARY')
+    .option('--force', 'replace existing --junit/--markdown files')
     .option('--json', 'print one JSON report on stdout and nothing else')
     .option('-q, --quiet', 'no progress output')
     .action(async (original: string, quantized: string, flags) => {
