@@ -58,6 +58,7 @@ export function buildProgram(): Command {
     .option('--hub-url <url>', 'Hub endpoint (default $HF_ENDPOINT or https://huggingface.co)')
     .option('--push-to <org/name>', 'upload the converted folder to this Hub repo, with a generated model card')
     .option('--private', 'with --push-to: create the repo private')
+    .option('--report <file.md>', 'also write a Markdown report (plan, sizes, shard hashes) fit for a model card; --force replaces it')
     .option('--json', 'print one JSON summary on stdout and nothing else')
     .option('-q, --quiet', 'no progress output')
     .action(async (source: string, flags) => {
