@@ -190,3 +190,14 @@ test('the GitLab job runs the same commands and keeps the JUnit report whatever 
   assert.equal(suite.failures, 0);
   assert.ok(await exists(join(dir, 'reports/convert.md')));
 });
+
+test("README's \"In CI\" section shows both example pipelines as they are in examples/", async () => {
+  const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
+  const section = readme.split('\n## In CI\n')[1]?.split('\n## ')[0];
+  assert.ok(section !== undefined, 'README has an "In CI" section');
+  for (const file of ['examples/github-actions/fp8q.yml', 'examples/gitlab-ci/.gitlab-ci.yml']) {
+    const text = (await readFile(join(ROOT, file), 'utf8')).trimEnd();
+    assert.ok(section.includes(`\`\`\`yaml\n${text}\n\`\`\``), `${file} is shown verbatim`);
+  }
+  for (const code of ['0', '1', '2', '3', '130, 143']) assert.match(section, new RegExp(`^\\| ${code} \\|`, 'm'), `exit code ${code} is explained`);
+});
