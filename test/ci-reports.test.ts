@@ -296,7 +296,7 @@ describe('reports through the CLI on the llama fixture', () => {
     assert.equal((JSON.parse(r.stdout) as { passed: boolean }).passed, false);
     const suite = await suiteOf(await readFile(join(work, 'reports/bad.xml'), 'utf8'));
     assert.equal(suite.tests, 17);
-    const failed = failedCases(suite).map((c) => c.name);
+    const failed = failedCases(suite).map((c) => c.name ?? '');
     assert.ok(failed.includes('model.layers.0.self_attn.v_proj'), failed.join());
     assert.ok(failed.includes('max-layer-rel-error'), failed.join());
     assert.equal(suite.failures, failed.length);

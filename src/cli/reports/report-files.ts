@@ -3,12 +3,15 @@
 // a folder, never inside a model folder: fp8q does not modify its input, and a checkpoint folder
 // holds the checkpoint alone), then written atomically (a temporary file beside it, fsynced,
 // renamed into place), so a reader sees the old file or the whole new one. The GitHub job summary
-// is the exception by its own protocol: fp8q appends to the file the runner names.
+// is the exception by its own protocol: fp8q appends to the file the runner names. Like everything
+// the CLI prints, report text passes through the secret redaction (a path or message could hold a
+// Hub token).
 
 import { appendFile, lstat, mkdir, open, realpath, rename, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { ExitError, UsageError } from '../errors.js';
+import { redactSecrets } from '../redact.js';
 
 /** A report file fp8q will not write (exists without --force, is a folder). */
 export class ReportFileError extends ExitError {
@@ -76,7 +79,7 @@ export async function writeReportFile(path: string, text: string): Promise<void>
   try {
     const handle = await open(tmp, 'wx', 0o644);
     try {
-      await handle.writeFile(text, 'utf8');
+      await handle.writeFile(redactSecrets(text), 'utf8');
       await handle.sync();
     } finally {
       await handle.close();
@@ -100,5 +103,5 @@ export async function writeReportFile(path: string, text: string): Promise<void>
 
 /** Append to the GitHub job summary file (`$GITHUB_STEP_SUMMARY`), separated from what is there. */
 export async function appendJobSummary(path: string, markdown: string): Promise<void> {
-  await appendFile(path, `\n${markdown}`, 'utf8');
+  await appendFile(path, redactSecrets(`\n${markdown}`), 'utf8');
 }
