@@ -150,10 +150,11 @@ export function renderVerifyJunit(r: VerifyReportView, opts: JunitOptions = {}):
   const failures = cases.filter((c) => c.failure).length;
   const skipped = cases.filter((c) => c.skipped !== undefined).length;
   const suiteName = `fp8q verify ${r.quantized}`;
-  const counts = `tests="${cases.length}" failures="${failures}" errors="0" skipped="${skipped}" time="${time(r.seconds)}"`;
+  const counts = `tests="${cases.length}" failures="${failures}" errors="0"`;
   const lines: string[] = ['<?xml version="1.0" encoding="UTF-8"?>'];
-  lines.push(`<testsuites name="fp8q verify" ${counts}>`);
-  const attrs = [`name="${xmlEscape(suiteName)}"`, counts];
+  // `skipped` is an attribute of <testsuite> only: the common schema has none on <testsuites>.
+  lines.push(`<testsuites name="fp8q verify" ${counts} time="${time(r.seconds)}">`);
+  const attrs = [`name="${xmlEscape(suiteName)}"`, counts, `skipped="${skipped}"`, `time="${time(r.seconds)}"`];
   if (opts.startedAt) attrs.push(`timestamp="${timestamp(opts.startedAt)}"`);
   if (opts.hostname !== undefined) attrs.push(`hostname="${xmlEscape(opts.hostname)}"`);
   lines.push(`  <testsuite ${attrs.join(' ')}>`);
