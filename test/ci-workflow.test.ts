@@ -144,7 +144,8 @@ test('the GitHub workflow installs with npm ci, runs fp8q through npx, and uploa
   assert.ok(runs.some((r) => r.includes('npx fp8q convert')) && runs.some((r) => r.includes('npx fp8q verify')));
   assert.ok(runs.some((r) => /npx fp8q verify [^\n]*--text "\$VERIFY_TEXT"/.test(r)), 'verifies on text');
   const uploads = steps.filter((s) => s.uses?.startsWith('actions/upload-artifact@'));
-  assert.deepEqual(uploads.map((s) => s.with?.['path']), ['reports/', 'model-fp8/']);
+  const expand = (text: string | undefined): string | undefined => text?.replace(/\$\{\{ env\.(\w+) \}\}/g, (_m, name: string) => workflow.env[name]!);
+  assert.deepEqual(uploads.map((s) => expand(s.with?.['path'])), [`${workflow.env['REPORT_DIR']}/`, `${workflow.env['OUT_DIR']}/`]);
   assert.equal(uploads[0]!.if, '${{ !cancelled() }}', 'reports are uploaded when a gate failed too');
   assert.equal(uploads[1]!.if, undefined, 'the checkpoint only when every step passed');
 });
