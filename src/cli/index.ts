@@ -58,6 +58,7 @@ export function buildProgram(): Command {
     .option('--hub-url <url>', 'Hub endpoint (default $HF_ENDPOINT or https://huggingface.co)')
     .option('--push-to <org/name>', 'upload the converted folder to this Hub repo, with a generated model card')
     .option('--private', 'with --push-to: create the repo private')
+    .option('--report <file.md>', 'also write a Markdown report (plan, sizes, shard hashes) fit for a model card; --force replaces it')
     .option('--json', 'print one JSON summary on stdout and nothing else')
     .option('-q, --quiet', 'no progress output')
     .action(async (source: string, flags) => {
@@ -118,6 +119,10 @@ export function buildProgram(): Command {
     .option('--max-kl <x>', 'largest mean KL(original ‖ quantized) per token (default 0.01)')
     .option('--min-top1 <x>', 'smallest top-1 agreement (default 0.5)')
     .option('--max-layer-rel-error <x>', 'largest relative error of any quantized linear (default 0.15)')
+    .option('--junit <file>', 'also write the report as JUnit XML (one test case per gate and per quantized linear)')
+    .option('--markdown <file>', 'also write the report as Markdown')
+    .option('--no-summary', 'do not append the Markdown report to $GITHUB_STEP_SUMMARY')
+    .option('--force', 'replace existing --junit/--markdown files')
     .option('--json', 'print one JSON report on stdout and nothing else')
     .option('-q, --quiet', 'no progress output')
     .action(async (original: string, quantized: string, flags) => {

@@ -10,6 +10,7 @@ import { compileExcludePattern } from '../../passes/skip-rules.js';
 import { ByteProgress, info, outputMode, printJson, warn, type OutputMode } from '../output.js';
 import { UsageError } from '../errors.js';
 import { pushConversion, resolveModelSource, type HubFlags } from '../hub-source.js';
+import { checkConvertReport, writeConvertReport } from '../reports/convert-report-file.js';
 import { describeCalibrationEvent, parseCalibrationFlags, resolveCalibration, type CalibrationFlags } from '../calibration-flags.js';
 
 export interface ConvertFlags extends HubFlags, CalibrationFlags {
@@ -29,6 +30,7 @@ export interface ConvertFlags extends HubFlags, CalibrationFlags {
   stackExperts?: boolean;
   requantize?: boolean;
   threads?: string;
+  report?: string;
 }
 
 export async function convertCommand(source: string, flags: ConvertFlags): Promise<ConvertSummary> {
@@ -62,6 +64,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     throw e;
   }
   if (flags.pushTo !== undefined && options.dryRun) throw new UsageError('--push-to cannot be combined with --dry-run: nothing would be written to push');
+  if (flags.report !== undefined) await checkConvertReport(flags.report, { source, output: flags.output, force: options.force, dryRun: options.dryRun });
   const resolved = await resolveModelSource(source, flags, mode);
   const calibration = await resolveCalibration(staticFlags);
   const progress = options.dryRun ? undefined : new ByteProgress(mode, 'converting');
@@ -87,6 +90,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     });
     const pushedTo = flags.pushTo !== undefined ? await pushConversion(converted.output, flags.pushTo, source, resolved.commit, flags, mode) : undefined;
     const summary = pushedTo !== undefined ? { ...converted, input: source, pushedTo } : { ...converted, input: source };
+    if (flags.report !== undefined) await writeConvertReport(flags.report, { summary, plan: plan!, ...(resolved.commit === undefined ? {} : { sourceRevision: resolved.commit }) }, mode);
     if (mode.json) printJson(options.dryRun ? { ...summary, plan: planForJson(plan!) } : summary);
     else if (options.dryRun) printPlan(plan!, summary, mode);
     else {

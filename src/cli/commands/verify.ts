@@ -10,8 +10,9 @@ import { EXIT_GATE_FAILED, ExitError, UsageError } from '../errors.js';
 import { parsePositiveInt } from '../options.js';
 import { info, outputMode, printJson } from '../output.js';
 import { parseThreadsFlag } from './logits.js';
+import { VerifyReportWriter, type VerifyReportFlags } from '../reports/verify-reports.js';
 
-export interface VerifyFlags {
+export interface VerifyFlags extends VerifyReportFlags {
   inputIds?: string;
   tokens?: string;
   seed?: string;
@@ -57,6 +58,7 @@ export async function verifyCommand(original: string, quantized: string, flags: 
   const threads = parseThreadsFlag(flags.threads);
   const mode = outputMode(flags);
 
+  const reports = await VerifyReportWriter.prepare(flags, { original, quantized });
   const selection = await selectDevice(device);
   const input = flags.inputIds === undefined ? undefined : await readInputIds(flags.inputIds);
   info(mode, `verifying ${quantized} against ${original} on ${selection.device} (${selection.reason})`);
@@ -70,12 +72,14 @@ export async function verifyCommand(original: string, quantized: string, flags: 
     ...(seed === undefined ? {} : { seed }),
     ...(threads === undefined ? {} : { intraOpThreads: threads }),
     onEvent: (e) => {
+      reports.observe(e);
       if (e.type === 'start') info(mode, `  ${e.layers} layers, ${e.tokens} tokens`);
       else if (e.type === 'layer') info(mode, `  layer ${e.index + 1}/${e.count}`);
     },
   });
   if (mode.json) printJson({ ...report, deviceSelection: selection });
   else process.stdout.write(renderReport(report));
+  await reports.write({ ...report, deviceSelection: selection }, mode);
   if (!report.passed) {
     const [first] = report.failures;
     const more = report.failures.length > 1 ? ` (and ${report.failures.length - 1} more failed gate${report.failures.length > 2 ? 's' : ''})` : '';

@@ -1,0 +1,107 @@
+// Writing report files (verify --junit/--markdown, convert --report) by the rules every fp8q output
+// follows: checked before the work starts (an existing file is replaced only with --force, never
+// a folder, never inside a model folder: fp8q does not modify its input, and a checkpoint folder
+// holds the checkpoint alone), then written atomically (a temporary file beside it, fsynced,
+// renamed into place), so a reader sees the old file or the whole new one. The GitHub job summary
+// is the exception by its own protocol: fp8q appends to the file the runner names. Like everything
+// the CLI prints, report text passes through the secret redaction (a path or message could hold a
+// Hub token).
+
+import { appendFile, lstat, mkdir, open, realpath, rename, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { ExitError, UsageError } from '../errors.js';
+import { redactSecrets } from '../redact.js';
+
+/** A report file fp8q will not write (exists without --force, is a folder). */
+export class ReportFileError extends ExitError {
+  override name = 'ReportFileError';
+}
+
+export interface ReportTarget {
+  /** The flag that named the file, for messages (`--junit`). */
+  readonly flag: string;
+  readonly path: string;
+}
+
+async function realPathOfPrefix(path: string): Promise<string> {
+  const abs = resolve(path);
+  try {
+    return await realpath(abs);
+  } catch {
+    const parent = dirname(abs);
+    return parent === abs ? abs : join(await realPathOfPrefix(parent), basename(abs));
+  }
+}
+
+function isInside(folder: string, path: string): boolean {
+  const rel = relative(folder, path);
+  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+}
+
+/**
+ * Refuse, before any work, report paths that cannot or must not be written: two flags naming one
+ * file, a path inside one of `folders` (the models), an existing folder, an existing file without
+ * --force. The parent folder need not exist (it is created at write time).
+ */
+export async function checkReportTargets(
+  targets: readonly ReportTarget[],
+  opts: { readonly force: boolean; readonly folders: readonly { readonly role: string; readonly path: string }[] },
+): Promise<void> {
+  const seen = new Map<string, string>();
+  for (const t of targets) {
+    const abs = await realPathOfPrefix(t.path);
+    const other = seen.get(abs);
+    if (other !== undefined) throw new UsageError(`${other} and ${t.flag} name the same file ${t.path}: give each report its own file`);
+    seen.set(abs, t.flag);
+    for (const f of opts.folders) {
+      if (isInside(await realPathOfPrefix(f.path), abs)) {
+        throw new UsageError(`${t.flag} ${t.path} is inside the ${f.role} folder ${f.path}: write reports outside model folders`);
+      }
+    }
+    let isDirectory: boolean;
+    try {
+      isDirectory = (await lstat(t.path)).isDirectory();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw e;
+    }
+    if (isDirectory) throw new ReportFileError(`${t.flag} ${t.path} is a folder: give a file name, e.g. ${join(t.path, 'report')}`);
+    if (!opts.force) throw new ReportFileError(`${t.flag} ${t.path} exists: pass --force to replace it, or choose another file`);
+  }
+}
+
+/** Write `text` to `path` atomically (temporary sibling, fsync, rename), creating its folder. */
+export async function writeReportFile(path: string, text: string): Promise<void> {
+  const abs = resolve(path);
+  await mkdir(dirname(abs), { recursive: true });
+  const tmp = join(dirname(abs), `.${basename(abs)}.fp8q-tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  try {
+    const handle = await open(tmp, 'wx', 0o644);
+    try {
+      await handle.writeFile(redactSecrets(text), 'utf8');
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(tmp, abs);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  try {
+    const dir = await open(dirname(abs), 'r');
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+  } catch {
+    // Some filesystems refuse to fsync a folder; the file itself is synced.
+  }
+}
+
+/** Append to the GitHub job summary file (`$GITHUB_STEP_SUMMARY`), separated from what is there. */
+export async function appendJobSummary(path: string, markdown: string): Promise<void> {
+  await appendFile(path, redactSecrets(`\n${markdown}`), 'utf8');
+}
