@@ -5,7 +5,7 @@
 //
 //   node --import tsx scripts/cuda-compare.ts [--m 64] [--k 4096] [--n 4096] [--repeats 10]
 //
-// Needs a GPU with the CUDA provider installed (npm run setup:cuda). NVIDIA_TF32_OVERRIDE is left
+// Needs a GPU with the CUDA provider installed (fp8q setup-cuda). NVIDIA_TF32_OVERRIDE is left
 // as the caller set it, so running this twice (0 and 1) shows what TF32 costs in accuracy.
 
 import { parseArgs } from 'node:util';

@@ -2,7 +2,7 @@
 # The whole GPU check of fp8q, on a Linux x64 machine with an NVIDIA GPU, the CUDA 13 libraries
 # and Node 20+:
 #   1. install (npm ci + build, skipped when node_modules and dist are there), then the CUDA
-#      provider (scripts/setup-cuda.mjs, from the registry or from --provider <tgz|folder>);
+#      provider (fp8q setup-cuda, from the registry or from --provider <tgz|folder>);
 #   2. device selection: `--device cuda` must fail naming the missing CUDA library while
 #      LD_LIBRARY_PATH lacks them, and `auto` must pick CUDA once it has them;
 #   3. the op and graph tests on CUDA (same references and tolerances as on CPU), and the layer
@@ -62,7 +62,7 @@ note "gpu-check $(date -u +%FT%TZ) on $(nvidia-smi --query-gpu=name,driver_versi
 if ! skipped install; then
   [ -d node_modules ] || step npm-ci npm ci
   [ -f dist/runtime/device.js ] || step build npm run build
-  step setup-cuda node scripts/setup-cuda.mjs ${provider:+"$provider"}
+  step setup-cuda node bin/fp8q.js setup-cuda ${provider:+"$provider"}
 fi
 
 # 2. device selection, before and after the CUDA libraries are on the path

@@ -11,6 +11,7 @@ import { after, test } from 'node:test';
 import { EXIT_FAILURE, exitCodeOf, isKnownError } from '../src/cli/errors.js';
 import {
   classifyCudaLoadError,
+  cudaProviderBuild,
   DeviceUnavailableError,
   isDeviceRequest,
   onnxruntimeBinaryDir,
@@ -140,7 +141,7 @@ test('cpu never looks at CUDA', async () => {
   assert.deepEqual(selection, { requested: 'cpu', device: 'cpu', provider: 'CPUExecutionProvider', reason: 'requested with --device cpu' });
 });
 
-test('without the provider files: auto falls back to cpu with the reason, cuda names the files and setup:cuda', async () => {
+test('without the provider files: auto falls back to cpu with the reason, cuda names the files and fp8q setup-cuda', async () => {
   const dir = folder({ 'libonnxruntime_providers_shared.so': fakeElf([]) });
   const auto = await selectDevice('auto', options({ providerDir: dir, probe: neverProbe }));
   assert.equal(auto.device, 'cpu');
@@ -149,7 +150,7 @@ test('without the provider files: auto falls back to cpu with the reason, cuda n
   await assert.rejects(selectDevice('cuda', options({ providerDir: dir, probe: neverProbe })), (e: unknown) => {
     assert.ok(e instanceof DeviceUnavailableError);
     assert.match(e.message, /^--device cuda: the CUDA execution provider is not installed/);
-    assert.match(e.message, /Run `npm run setup:cuda` in /);
+    assert.match(e.message, /Run `fp8q setup-cuda` \(`npx fp8q setup-cuda` in a clone\)/);
     assert.deepEqual(e.problem.missing, ['libonnxruntime_providers_cuda.so']);
     // The CLI prints it as one line, exit code 1, no stack.
     assert.ok(isKnownError(e));
@@ -209,6 +210,32 @@ test('the probe session decides last: its errors are classified, its success sel
     provider: 'CUDAExecutionProvider',
     reason: 'CUDA execution provider loaded',
   });
+  assert.match(ok.reason, /^CUDA execution provider loaded \(CUDA 13, ONNX Runtime's CUDA 13 build, installed by fp8q setup-cuda/);
+});
+
+const CUDA12_NEEDED = ['libcublasLt.so.12', 'libcublas.so.12', 'libcurand.so.10', 'libcufft.so.11', 'libcudart.so.12', 'libcudnn.so.9', 'libcuda.so.1', 'libstdc++.so.6'];
+
+test("onnxruntime-node's own CUDA 12 provider: auto uses it when its libraries resolve and says which build loaded", async () => {
+  const dir = providerFolder(CUDA12_NEEDED);
+  assert.deepEqual(cudaProviderBuild(dir), { cudaMajor: 12, origin: "onnxruntime-node's own CUDA 12 build, downloaded by its install script" });
+  assert.equal(cudaProviderBuild(folder()), null);
+  const libs = folder(Object.fromEntries(CUDA12_NEEDED.map((n) => [n, ''])));
+  let probes = 0;
+  const ok = await selectDevice('auto', options({ providerDir: dir, librarySearch: search([libs]), probe: async () => void probes++ }));
+  assert.equal(probes, 1);
+  assert.equal(ok.device, 'cuda');
+  assert.match(ok.reason, /^CUDA execution provider loaded \(CUDA 12, onnxruntime-node's own CUDA 12 build/);
+
+  // Its CUDA 12 libraries absent: CPU, and the remedy names both ways out.
+  const noLibs = await selectDevice('auto', options({ providerDir: dir, librarySearch: search([folder()]), probe: neverProbe }));
+  assert.equal(noLibs.device, 'cpu');
+  assert.match(noLibs.reason, /needs libcublasLt\.so\.12, libcublas\.so\.12, libcurand\.so\.10, libcufft\.so\.11, libcudart\.so\.12, libcudnn\.so\.9/);
+  await assert.rejects(selectDevice('cuda', options({ providerDir: dir, librarySearch: search([folder()]), probe: neverProbe })), (e: unknown) => {
+    assert.ok(e instanceof DeviceUnavailableError);
+    assert.match(e.problem.remedy, /onnxruntime-node's own CUDA 12 provider: install the CUDA 12 runtime libraries and cuDNN 9/);
+    assert.match(e.problem.remedy, /fp8q setup-cuda/);
+    return true;
+  });
 });
 
 test('onnxruntime load errors map to the missing piece', () => {
@@ -222,7 +249,7 @@ test('onnxruntime load errors map to the missing piece', () => {
   assert.deepEqual(missingLib.missing, ['libcublasLt.so.13']);
   const noShared = classifyCudaLoadError('Failed to load library libonnxruntime_providers_shared.so with error: libonnxruntime_providers_shared.so: cannot open shared object file: No such file or directory');
   assert.equal(noShared.kind, 'provider-missing');
-  assert.match(noShared.remedy, /npm run setup:cuda/);
+  assert.match(noShared.remedy, /fp8q setup-cuda/);
   assert.equal(classifyCudaLoadError('libcuda.so.1: cannot open shared object file').kind, 'no-driver');
   assert.equal(classifyCudaLoadError('CUDA failure 35: CUDA driver version is insufficient for CUDA runtime version').kind, 'no-driver');
   const other = classifyCudaLoadError('something else\nsecond line');

@@ -18,7 +18,8 @@ export function version(): string {
 export function buildProgram(): Command {
   const program = new Command('fp8q')
     .description('Convert LLM safetensors checkpoints to block-scale FP8, and verify them')
-    .version(version())
+    // main() answers --version itself (with the runtime's versions); this declares it for --help.
+    .version(version(), '-V, --version', 'print the versions of fp8q, Node and onnxruntime-node, and the execution providers')
     .exitOverride()
     .configureOutput({ outputError: () => undefined })
     .showHelpAfterError(false);
@@ -130,6 +131,17 @@ export function buildProgram(): Command {
       await verifyCommand(original, quantized, flags);
     });
 
+  program
+    .command('setup-cuda')
+    .description("install ONNX Runtime's CUDA execution provider (CUDA 13) for --device cuda; --check only reports what --device auto picks")
+    .argument('[source]', 'the provider package as a .tgz or unpacked folder (offline); default: fetched from the npm registry')
+    .option('--check', 'install nothing; say which provider is there and what --device auto would pick')
+    .option('--json', 'print one JSON report on stdout and nothing else')
+    .action(async (source: string | undefined, flags) => {
+      const { setupCudaCommand } = await import('./commands/setup-cuda.js');
+      await setupCudaCommand(source, flags);
+    });
+
   return program;
 }
 
@@ -144,6 +156,12 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
+    const args = argv.slice(2);
+    if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
+      const { versionLines } = await import('./commands/version.js');
+      process.stdout.write(`${(await versionLines(version())).join('\n')}\n`);
+      return EXIT_OK;
+    }
     await buildProgram().parseAsync([...argv]);
     return EXIT_OK;
   } catch (e) {

@@ -11,7 +11,8 @@ import type { Fp8Format } from '../fp8/formats.js';
 import { blockScaleQuantizePass } from '../passes/block-scale-quantize.js';
 import { requantizePass } from '../passes/fp8-plans.js';
 import { planTotals, type ConvertPlan, type PlanEntry, type PlannedOutput } from '../passes/plan.js';
-import { Checkpoint, CONFIG_FILE, INDEX_FILE, type ModelConfig } from './checkpoint.js';
+import { Checkpoint, CONFIG_FILE, INDEX_FILE } from './checkpoint.js';
+import { writeEditedConfig } from './config-json.js';
 import type { OutputSink } from './entry-executors.js';
 import { executeEntry } from './plan-executors.js';
 import type { CheckpointFormat } from './formats/descriptor.js';
@@ -178,7 +179,7 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
       const written = await writeShards(ckpt, plan, entries, shards, staging.path, totals.bytesIn, opts, emit, pool, measured?.scales).finally(() => pool?.close());
       emit({ type: 'finalizing' });
       if (shards.length > 1) await writeJson(join(staging.path, INDEX_FILE), buildIndex(shards));
-      await writeJson(join(staging.path, CONFIG_FILE), withQuantizationConfig(ckpt.config, qc));
+      await writeEditedConfig(ckpt.dir, ckpt.config !== undefined, join(staging.path, CONFIG_FILE), { set: { quantization_config: qc } });
       for (const f of ckpt.otherFiles) {
         if (f === CONFIG_FILE || FOREIGN_WEIGHT_FILE.test(f) || isStrayWeightFile(f) || f.split('/').some((p) => p.startsWith('.'))) continue;
         await mkdir(dirname(join(staging.path, f)), { recursive: true });
@@ -193,10 +194,6 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
   } finally {
     await ckpt.close();
   }
-}
-
-function withQuantizationConfig(config: ModelConfig | undefined, qc: WrittenQuantizationConfig): ModelConfig {
-  return { ...(config ?? {}), quantization_config: qc };
 }
 
 async function writeJson(path: string, value: unknown): Promise<void> {

@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { planDequantize } from '../passes/fp8-plans.js';
 import type { PlanEntry, QuantizationSettings } from '../passes/plan.js';
 import { Checkpoint, CONFIG_FILE, INDEX_FILE, type ModelConfig } from './checkpoint.js';
+import { type ConfigChanges, writeEditedConfig } from './config-json.js';
 import { DEFAULT_MAX_SHARD_BYTES } from './convert-checkpoint.js';
 import { executeCopy } from './entry-executors.js';
 import { executeDequantize } from './fp8-executors.js';
@@ -56,12 +57,11 @@ export interface DequantSummary {
   readonly warnings: readonly string[];
 }
 
-/** config.json as a float checkpoint has it: no quantization_config, dtype fields naming the output dtype. */
-export function dequantizedConfig(config: ModelConfig | undefined, dtype: DequantDtype): ModelConfig | undefined {
-  if (!config) return undefined;
-  const { quantization_config: _dropped, ...rest } = config;
-  for (const key of ['torch_dtype', 'dtype']) if (typeof rest[key] === 'string') rest[key] = dtype;
-  return rest;
+/** What config.json loses and gains to read as a float checkpoint: no quantization_config, dtype fields naming the output dtype. */
+export function dequantizedConfigChanges(config: ModelConfig, dtype: DequantDtype): ConfigChanges {
+  const set: Record<string, string> = {};
+  for (const key of ['torch_dtype', 'dtype']) if (typeof config[key] === 'string') set[key] = dtype;
+  return { remove: 'quantization_config' in config ? ['quantization_config'] : [], set };
 }
 
 function byFirstOutput(a: PlanEntry, b: PlanEntry): number {
@@ -134,8 +134,7 @@ export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSu
         written.push({ file: shards[si]!.file, bytes: writer.layout.fileSize });
       }
       if (shards.length > 1) await writeJson(join(staging.path, INDEX_FILE), buildIndex(shards));
-      const config = dequantizedConfig(ckpt.config, dtype);
-      if (config) await writeJson(join(staging.path, CONFIG_FILE), config);
+      if (ckpt.config) await writeEditedConfig(ckpt.dir, true, join(staging.path, CONFIG_FILE), dequantizedConfigChanges(ckpt.config, dtype));
       for (const f of ckpt.otherFiles) {
         if (f === CONFIG_FILE || NOT_COPIED.test(f) || f.split('/').some((p) => p.startsWith('.'))) continue;
         await mkdir(dirname(join(staging.path, f)), { recursive: true });

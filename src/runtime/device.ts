@@ -1,15 +1,16 @@
 // Resolves `--device auto|cpu|cuda` to the device fp8q's graphs run on. CUDA needs three things
 // that the plain install does not bring: the CUDA execution provider's libraries next to
-// onnxruntime-node's core (`npm run setup:cuda` puts them there), the CUDA 13 runtime libraries
-// the provider links against (found through LD_LIBRARY_PATH or the ldconfig cache), and a GPU.
+// onnxruntime-node's core (`fp8q setup-cuda` puts its CUDA 13 build there; onnxruntime-node's own
+// install, when it may download, puts its CUDA 12 build there), the CUDA runtime libraries that
+// provider links against (found through LD_LIBRARY_PATH or the ldconfig cache), and a GPU.
+// Which build is there is read from the provider's ELF NEEDED entries (libcudart.so.12 or .13).
 // `auto` checks them in that order and falls back to CPU with the reason; `cuda` fails with the
 // missing piece named and the command that supplies it. A tiny CUDA session is the last check:
 // only onnxruntime knows whether the provider really loads and finds a device.
 
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
 
 import { DeviceUnavailableError, type CudaProblem } from './device-error.js';
 import { readElfDynamicInfo } from './elf.js';
@@ -38,9 +39,37 @@ export interface DeviceSelection {
 
 export { DeviceUnavailableError, type CudaProblem, type CudaProblemKind } from './device-error.js';
 
-/** The files `npm run setup:cuda` places next to libonnxruntime.so.1. */
+/** The files `fp8q setup-cuda` places next to libonnxruntime.so.1. */
 export const CUDA_PROVIDER_FILES = ['libonnxruntime_providers_shared.so', 'libonnxruntime_providers_cuda.so'] as const;
-export const SETUP_CUDA_COMMAND = 'npm run setup:cuda';
+export const SETUP_CUDA_COMMAND = 'fp8q setup-cuda';
+const RUN_SETUP_CUDA = `Run \`${SETUP_CUDA_COMMAND}\` (\`npx fp8q setup-cuda\` in a clone)`;
+
+/** Which CUDA execution provider build sits next to onnxruntime's core. */
+export interface CudaProviderBuild {
+  /** CUDA major version the provider links against (libcudart.so.N), null when unreadable. */
+  readonly cudaMajor: number | null;
+  /** Where that build comes from, in words. */
+  readonly origin: string;
+}
+
+/** Reads the installed provider's CUDA version from its NEEDED entries; null when no provider is there. */
+export function cudaProviderBuild(dir: string = onnxruntimeBinaryDir()): CudaProviderBuild | null {
+  const file = join(dir, 'libonnxruntime_providers_cuda.so');
+  if (!existsSync(file)) return null;
+  let needed: readonly string[];
+  try {
+    needed = readElfDynamicInfo(file).needed;
+  } catch {
+    return { cudaMajor: null, origin: 'unknown build (its ELF header could not be read)' };
+  }
+  const major = needed.map((n) => /^lib(?:cudart|cublas|cublasLt)\.so\.(\d+)$/.exec(n)?.[1]).find((m) => m !== undefined);
+  const cudaMajor = major === undefined ? null : Number(major);
+  const origin =
+    cudaMajor === 13 ? `ONNX Runtime's CUDA 13 build, installed by ${SETUP_CUDA_COMMAND}`
+    : cudaMajor === 12 ? "onnxruntime-node's own CUDA 12 build, downloaded by its install script"
+    : `a build for CUDA ${cudaMajor ?? 'unknown'}`;
+  return { cudaMajor, origin };
+}
 
 export interface CudaCheckOptions {
   /** The folder of libonnxruntime.so.1 (default: the installed onnxruntime-node's). */
@@ -57,12 +86,6 @@ export function onnxruntimeBinaryDir(platform: string = process.platform, arch: 
   const require = createRequire(import.meta.url);
   const packageRoot = dirname(require.resolve('onnxruntime-node/package.json'));
   return join(packageRoot, 'bin', 'napi-v6', platform, arch);
-}
-
-/** The fp8q package folder, where `npm run setup:cuda` runs. */
-function packageRoot(): string {
-  // src/runtime/device.ts under tsx, dist/runtime/device.js when built: two levels up either way.
-  return resolve(fileURLToPath(new URL('../../', import.meta.url)));
 }
 
 /**
@@ -86,7 +109,7 @@ export function checkCudaInstall(options: CudaCheckOptions = {}): CudaProblem | 
     return {
       kind: 'provider-missing',
       summary: `the CUDA execution provider is not installed (${absent.join(' and ')} missing in ${dir})`,
-      remedy: `Run \`${SETUP_CUDA_COMMAND}\` in ${packageRoot()} (it fetches the provider pinned to onnxruntime-node's version), or use --device cpu.`,
+      remedy: `${RUN_SETUP_CUDA}: it fetches the provider pinned to onnxruntime-node's version. Or use --device cpu.`,
       missing: absent,
     };
   }
@@ -110,19 +133,23 @@ export function checkCudaInstall(options: CudaCheckOptions = {}): CudaProblem | 
       missing: ['libcuda.so.1'],
     };
   }
-  return librariesMissing(notFound.filter((l) => l.name !== 'libcuda.so.1'));
+  return librariesMissing(notFound.filter((l) => l.name !== 'libcuda.so.1'), cudaProviderBuild(dir)?.cudaMajor ?? 13);
 }
 
-function librariesMissing(notFound: readonly LibraryLookup[]): CudaProblem {
+function librariesMissing(notFound: readonly LibraryLookup[], cudaMajor: number): CudaProblem {
   const names = notFound.map((l) => l.name);
   const dirs = [...new Set(notFound.map((l) => l.candidate).filter((d): d is string => d !== null))];
   const allLocated = notFound.every((l) => l.candidate !== null);
   const remedy = allLocated
     ? `${dirs.length === 1 ? 'It is' : 'They are'} in ${dirs.join(' and ')}: start fp8q with ` +
       `LD_LIBRARY_PATH=${dirs.join(':')}:$LD_LIBRARY_PATH (the loader reads it at startup only).`
-    : 'Install the CUDA 13 runtime libraries (the CUDA Toolkit 13, or `pip install nvidia-cuda-runtime nvidia-cublas nvidia-curand` ' +
-      'for CUDA 13, which puts them in site-packages/nvidia/cu13/lib) and add their folder to LD_LIBRARY_PATH' +
-      (dirs.length > 0 ? `; found so far in ${dirs.join(', ')}.` : '.');
+    : cudaMajor === 12
+      ? 'This is onnxruntime-node\'s own CUDA 12 provider: install the CUDA 12 runtime libraries and cuDNN 9 and add their folder to LD_LIBRARY_PATH, ' +
+        `or ${RUN_SETUP_CUDA.charAt(0).toLowerCase()}${RUN_SETUP_CUDA.slice(1)} to replace it with the CUDA 13 build` +
+        (dirs.length > 0 ? `; found so far in ${dirs.join(', ')}.` : '.')
+      : 'Install the CUDA 13 runtime libraries (the CUDA Toolkit 13, or `pip install nvidia-cuda-runtime nvidia-cublas nvidia-curand` ' +
+        'for CUDA 13, which puts them in site-packages/nvidia/cu13/lib) and add their folder to LD_LIBRARY_PATH' +
+        (dirs.length > 0 ? `; found so far in ${dirs.join(', ')}.` : '.');
   return {
     kind: 'libraries-missing',
     summary: `the CUDA execution provider needs ${names.join(', ')}, which the dynamic loader cannot find`,
@@ -138,7 +165,7 @@ export function classifyCudaLoadError(message: string): CudaProblem {
     return {
       kind: 'provider-missing',
       summary: `the CUDA execution provider did not load (${lib} missing)`,
-      remedy: `Run \`${SETUP_CUDA_COMMAND}\` in ${packageRoot()}, or use --device cpu.`,
+      remedy: `${RUN_SETUP_CUDA}, or use --device cpu.`,
       missing: [lib],
     };
   }
@@ -150,7 +177,7 @@ export function classifyCudaLoadError(message: string): CudaProblem {
       missing: [lib],
     };
   }
-  if (lib !== undefined) return librariesMissing([{ name: lib, path: null, candidate: null }]);
+  if (lib !== undefined) return librariesMissing([{ name: lib, path: null, candidate: null }], /\.so\.12$/.test(lib) ? 12 : 13);
   if (/no CUDA-capable device|cudaErrorNoDevice|CUDA failure 100\b|CUDA error 100\b/i.test(message)) {
     return { kind: 'no-gpu', summary: 'no CUDA-capable GPU is visible', remedy: 'Check nvidia-smi and CUDA_VISIBLE_DEVICES, or use --device cpu.', missing: [] };
   }
@@ -165,7 +192,7 @@ export function classifyCudaLoadError(message: string): CudaProblem {
   return {
     kind: 'load-failed',
     summary: `the CUDA execution provider did not start (${firstLine(message)})`,
-    remedy: `Re-run \`${SETUP_CUDA_COMMAND}\`, check that LD_LIBRARY_PATH holds the CUDA 13 libraries, or use --device cpu.`,
+    remedy: `Re-run \`${SETUP_CUDA_COMMAND}\`, check that LD_LIBRARY_PATH holds the CUDA libraries the provider needs, or use --device cpu.`,
     missing: [],
   };
 }
@@ -217,11 +244,14 @@ export async function selectDevice(request: DeviceRequest, options: CudaCheckOpt
   const problem = await checkCuda(options);
   if (problem === null) {
     const gpu = gpuName();
+    const build = cudaProviderBuild(options.providerDir ?? onnxruntimeBinaryDir());
+    const cuda = build?.cudaMajor != null ? `CUDA ${build.cudaMajor}, ${build.origin}` : build?.origin;
+    const detail = [cuda, gpu].filter((d): d is string => d != null).join('; ');
     return {
       requested: request,
       device: 'cuda',
       provider: 'CUDAExecutionProvider',
-      reason: `CUDA execution provider loaded${gpu !== null ? ` (${gpu})` : ''}`,
+      reason: `CUDA execution provider loaded${detail !== '' ? ` (${detail})` : ''}`,
     };
   }
   if (request === 'cuda') throw new DeviceUnavailableError(problem);

@@ -8,9 +8,8 @@
 //   block_structure [128, 128]}, input_activations {num_bits 8, type float, strategy group,
 //   symmetric, dynamic true, group_size 128}.
 // - `quantization/quant_args.py`: every QuantizationArgs field as pydantic's model_dump writes it
-//   (actorder, scale_dtype, zp_dtype, observer_kwargs …); static weights get observer
-//   "memoryless_minmax", dynamic activations observer null; zp_dtype serialises to null when
-//   symmetric. `quantization/quant_config.py`: the QuantizationConfig fields (config_groups,
+//   (actorder, observer_kwargs …); static weights get observer
+//   "memoryless_minmax", dynamic activations observer null. `quantization/quant_config.py`: the QuantizationConfig fields (config_groups,
 //   kv_cache_scheme, format, quantization_status, global_compression_ratio, ignore).
 // - llm-compressor `src/llmcompressor/entrypoints/model_free/save_utils.py` (model_free_ptq, the
 //   entry point that does what `fp8q convert` does): one group "config_group_0", status
@@ -43,7 +42,12 @@ export const COMPRESSED_TENSORS_VERSION = '0.14.0';
 /** llm-compressor model_free_ptq's group name (model_free/save_utils.py). */
 export const CONFIG_GROUP_NAME = 'config_group_0';
 
-/** QuantizationArgs.model_dump(), keys sorted as llm-compressor writes them. */
+/**
+ * QuantizationArgs.model_dump(), keys sorted as llm-compressor writes them, less `scale_dtype` and
+ * `zp_dtype`: fp8q's are always null (their default), and they exist only from compressed-tensors
+ * 0.13, while 0.11 and 0.12 forbid unknown QuantizationArgs keys (`extra="forbid"`). Without them
+ * every key written exists from 0.11.0 on (block strategy, block_structure, transform_config).
+ */
 export interface QuantizationArgsJson {
   actorder: null;
   block_structure: [number, number] | null;
@@ -52,11 +56,9 @@ export interface QuantizationArgsJson {
   num_bits: 8;
   observer: string | null;
   observer_kwargs: Record<string, never>;
-  scale_dtype: null;
   strategy: 'block' | 'group';
   symmetric: true;
   type: 'float';
-  zp_dtype: null;
 }
 
 export interface QuantizationSchemeJson {
@@ -93,11 +95,9 @@ export function fp8BlockScheme(block: BlockShape): QuantizationSchemeJson {
       num_bits: 8,
       observer: null,
       observer_kwargs: {},
-      scale_dtype: null,
       strategy: 'group',
       symmetric: true,
       type: 'float',
-      zp_dtype: null,
     },
     output_activations: null,
     targets: ['Linear'],
@@ -109,11 +109,9 @@ export function fp8BlockScheme(block: BlockShape): QuantizationSchemeJson {
       num_bits: 8,
       observer: 'memoryless_minmax',
       observer_kwargs: {},
-      scale_dtype: null,
       strategy: 'block',
       symmetric: true,
       type: 'float',
-      zp_dtype: null,
     },
   };
 }
