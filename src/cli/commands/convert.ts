@@ -8,7 +8,8 @@ import { describeEntry, entryDetails } from '../../passes/plan-describe.js';
 import { parseBlock, parseOutputFormat, parsePositiveInt, parseSize, parseWeightDtype } from '../options.js';
 import { compileExcludePattern } from '../../passes/skip-rules.js';
 import { ByteProgress, info, outputMode, printJson, warn, type OutputMode } from '../output.js';
-import { UsageError } from '../errors.js';
+import { EXIT_USAGE, ExitError, UsageError } from '../errors.js';
+import { DeployTargetError, parseTargets, reportLines } from '../../passes/deploy-check/index.js';
 import { pushConversion, resolveModelSource, type HubFlags } from '../hub-source.js';
 import { describeCalibrationEvent, parseCalibrationFlags, resolveCalibration, type CalibrationFlags } from '../calibration-flags.js';
 
@@ -29,6 +30,8 @@ export interface ConvertFlags extends HubFlags, CalibrationFlags {
   stackExperts?: boolean;
   requantize?: boolean;
   threads?: string;
+  target?: string;
+  forceTarget?: boolean;
 }
 
 export async function convertCommand(source: string, flags: ConvertFlags): Promise<ConvertSummary> {
@@ -53,6 +56,13 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     requantize: flags.requantize === true,
     threads: flags.threads === undefined ? undefined : parsePositiveInt('--threads', flags.threads),
   } as const;
+  if (flags.forceTarget && flags.target === undefined) throw new UsageError('--force-target needs --target <engines>, e.g. --target vllm:tp8,mlc');
+  let deployTargets;
+  try {
+    deployTargets = flags.target === undefined ? undefined : parseTargets(flags.target);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   const staticFlags = parseCalibrationFlags(flags);
   try {
     // A flag combination the chosen layout cannot express is a command-line error, found before any reading.
@@ -72,6 +82,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
       input: resolved.dir,
       activationScheme: staticFlags.activationScheme,
       ...(calibration === undefined ? {} : { calibration }),
+      ...(deployTargets ? { deployTargets, forceTarget: flags.forceTarget === true } : {}),
       onEvent: (e) => {
         const calibrationLine = describeCalibrationEvent(e);
         if (e.type === 'warning') warn(mode, e.message);
@@ -90,6 +101,10 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     if (mode.json) printJson(options.dryRun ? { ...summary, plan: planForJson(plan!) } : summary);
     else if (options.dryRun) printPlan(plan!, summary, mode);
     else {
+      if (summary.deployCheck) {
+        const failing = summary.deployCheck.results.filter((r) => r.verdict === 'fails');
+        if (failing.length > 0) warn(mode, `--force-target: converting although ${failing.map((r) => `${r.engine}:tp${r.tp}`).join(', ')} would refuse the output`);
+      }
       progress?.succeed(
         `${summary.output}: ${summary.tensorsQuantized} tensors quantized, ${summary.tensorsKept} kept, ` +
           `${formatBytes(summary.bytesIn)} → ${formatBytes(summary.bytesOut)} in ${summary.seconds.toFixed(1)} s`,
@@ -98,6 +113,8 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     return summary;
   } catch (e) {
     progress?.fail();
+    // A target that would refuse the output is a command-line choice to revisit: exit 2, nothing written.
+    if (e instanceof DeployTargetError) throw new ExitError(e.message, EXIT_USAGE);
     throw e;
   }
 }
@@ -139,4 +156,5 @@ function printPlan(plan: ConvertPlan, summary: ConvertSummary, mode: OutputMode)
   process.stdout.write(`${lines.join('\n')}\n`);
   const key = summary.outputFormat === 'compressed-tensors' ? 'ignore' : 'modules_to_not_convert';
   info(mode, `${key}: ${JSON.stringify(plan.notConverted)}`);
+  if (summary.deployCheck) process.stdout.write(`${reportLines(summary.deployCheck).join('\n')}\n`);
 }

@@ -8,6 +8,7 @@ import { ENGINES, type EngineId } from './engines.js';
 import type { DeployCheckInput, QuantizedLinear } from './inventory.js';
 import { evaluateEngine, type Finding } from './rules.js';
 import { patternOf } from './topology.js';
+import type { ConvertPlan } from '../plan.js';
 
 export { ENGINES, ENGINE_LABELS, parseEngines, type EngineId } from './engines.js';
 export { inventoryFromCheckpoint, inventoryFromPlan, type DeployCheckInput } from './inventory.js';
@@ -235,7 +236,7 @@ export function reportLines(report: DeployReport): string[] {
       const r = report.results.find((x) => x.engine === e && x.tp === tp);
       if (!r) return '-'.padEnd(7);
       const warn = r.findings.some((f) => f.severity === 'warn');
-      return (r.verdict === 'loads' ? (warn ? 'ok*' : 'ok') : 'FAIL').padEnd(7);
+      return (r.verdict === 'loads' ? (warn ? 'warn' : 'ok') : 'FAIL').padEnd(7);
     });
     lines.push(`  ${e.padEnd(width)}${cells.join('')}`.trimEnd());
   }
@@ -248,7 +249,7 @@ export function reportLines(report: DeployReport): string[] {
       else merged.set(key, { f, tps: [f.tp] });
     }
   }
-  if (merged.size > 0) lines.push('  findings (* = warning only):');
+  if (merged.size > 0) lines.push('  findings:');
   for (const { f, tps } of merged.values()) {
     const where = f.tensors ? ` — ${f.tensors.pattern}${f.tensors.count > 1 ? ` (${f.tensors.count} tensors, e.g. ${f.tensors.example})` : ''}` : '';
     lines.push(`  ${f.severity === 'fail' ? 'FAIL' : 'warn'} ${f.engine} tp${tps.join('/')}: ${f.message}${where}`);
@@ -260,4 +261,28 @@ export function reportLines(report: DeployReport): string[] {
     );
   }
   return lines;
+}
+
+/**
+ * The config keys the targets read beyond what fp8q writes anyway: vLLM (and SGLang first) take
+ * kept layers from `ignored_layers`, so an hf-layout config with kept linears lists them there too.
+ */
+export function withTargetKeys<T extends object>(qc: T, plan: Pick<ConvertPlan, 'notConverted'>, targets: readonly DeployTarget[]): T {
+  const record = qc as Record<string, unknown>;
+  const wantsIgnored = targets.some((t) => t.engine === 'vllm' || t.engine === 'sglang');
+  if (!wantsIgnored || record['quant_method'] !== 'fp8' || plan.notConverted.length === 0) return qc;
+  return { ...qc, ignored_layers: [...plan.notConverted] };
+}
+
+/** `convert --target …`: a target would refuse the output; nothing was read or written. */
+export class DeployTargetError extends Error {
+  constructor(readonly report: DeployReport) {
+    const failing = failingTargets(report);
+    const lines = reportLines({ ...report, results: failing }).filter((l) => !l.startsWith('  engine') && !/^ {2}[a-z]+ {2,}/.test(l));
+    super(
+      `refusing to convert: the output would not load in ${failing.map((r) => `${r.engine}:tp${r.tp}`).join(', ')}\n${lines.join('\n')}\n` +
+        'nothing was written; change the block or exclusions as suggested, or pass --force-target to convert anyway',
+    );
+    this.name = 'DeployTargetError';
+  }
 }

@@ -235,7 +235,7 @@ function shardedRules(engine: EngineId, input: DeployCheckInput, tp: number, emi
       emit(
         'merged-part',
         `merged ${leafOf(g.merged)}: part ${leafOf(part.module)} has ${parts[bad]} output rows per rank${perRank}, not a multiple of block_n ${bn} ("Weight output_partition_size = ${parts[bad]} is not divisible by weight quantization block_n = ${bn}")`,
-        names,
+        gg.map((x) => x.parts[bad]!.weight),
       );
     }
   }
@@ -325,9 +325,10 @@ function mlcRules(input: DeployCheckInput, tp: number, emit: Emit): void {
     for (const gg of groupBy(groups, (g) => `${g.kind}|${g.parts.map(shapeKey).join('|')}`)) {
       const g = gg[0]!;
       if (g.kind === 'qkv_a') continue;
-      const bad = g.parts.find((p) => p.outFeatures % tp === 0 && (p.outFeatures / tp) % bn !== 0);
-      if (bad) {
-        emit('merged-part', `sharded ${leafOf(g.merged)}: segment ${leafOf(bad.module)} has ${bad.outFeatures}/${tp} = ${bad.outFeatures / tp} rows per shard, not a multiple of block ${bn} (segs // block)`, gg.flatMap((x) => x.parts.map((p) => p.weight)));
+      const bad = g.parts.findIndex((p) => p.outFeatures % tp === 0 && (p.outFeatures / tp) % bn !== 0);
+      if (bad >= 0) {
+        const part = g.parts[bad]!;
+        emit('merged-part', `sharded ${leafOf(g.merged)}: segment ${leafOf(part.module)} has ${part.outFeatures}/${tp} = ${part.outFeatures / tp} rows per shard, not a multiple of block ${bn} (segs // block)`, gg.map((x) => x.parts[bad]!.weight));
       }
     }
     for (const g of groupBy(single, shapeKey)) {
