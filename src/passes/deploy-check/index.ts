@@ -255,9 +255,15 @@ export function reportLines(report: DeployReport): string[] {
     lines.push(`  ${f.severity === 'fail' ? 'FAIL' : 'warn'} ${f.engine} tp${tps.join('/')}: ${f.message}${where}`);
     if (f.source) lines.push(`       rule: ${f.source}`);
   }
+  const byFlags = new Map<string, { s: Suggestion; targets: string[] }>();
   for (const s of report.suggestions) {
+    const m = byFlags.get(s.flags);
+    if (m) m.targets.push(`${s.engine}:tp${s.tp}`);
+    else byFlags.set(s.flags, { s, targets: [`${s.engine}:tp${s.tp}`] });
+  }
+  for (const { s, targets } of byFlags.values()) {
     lines.push(
-      `  suggestion for ${s.engine} tp${s.tp}: ${s.flags} — ${s.why}; scales ${formatCount(s.scalesBefore)} → ${formatCount(s.scalesAfter)}, ${formatBytesShort(s.extraBytes)} (run fp8q verify on the result to see its accuracy)`,
+      `  suggestion for ${targets.join(', ')}: ${s.flags} — ${s.why}; scales ${formatCount(s.scalesBefore)} → ${formatCount(s.scalesAfter)}, ${formatBytesShort(s.extraBytes)} (run fp8q verify on the result to see its accuracy)`,
     );
   }
   return lines;

@@ -275,15 +275,17 @@ function expertRules(engine: EngineId, input: DeployCheckInput, tp: number, emit
     const perRank = intermediate / tp;
     const split = tp > 1 ? `${intermediate}/${tp} = ${perRank}` : `${perRank}`;
     if ((atTp1 || tp > 1) && perRank % bn !== 0) {
+      const sharded = engine === 'vllm' || engine === 'sglang';
       emit(
         'moe-intermediate',
-        `MoE intermediate per rank ${split} is not a multiple of block_n ${bn} ("The output_size of gate's and up's weight = ${perRank} is not divisible by weight quantization block_n = ${bn}")` +
-          (engine === 'vllm' || engine === 'sglang' ? '; expert parallelism keeps each expert whole' : ''),
+        `MoE intermediate per rank ${split} is not a multiple of block_n ${bn}` +
+          (sharded ? ` ("The output_size of gate's and up's weight = ${perRank} is not divisible by weight quantization block_n = ${bn}"); expert parallelism keeps each expert whole` : ': the gate/up scale shard (segs // block) does not line up'),
         names,
       );
     } else if (tp > 1 && perRank % bk !== 0) {
       const down = set.filter((l) => expertIntermediate(l).side === 'down').map((l) => l.weight);
-      emit('moe-intermediate', `MoE intermediate per rank ${split} is not a multiple of block_k ${bk} (down_proj's input, "The input_size of down's weight = ${perRank} is not divisible by weight quantization block_k = ${bk}")`, down.length > 0 ? down : names);
+      const quote = engine === 'vllm' || engine === 'sglang' ? ` ("The input_size of down's weight = ${perRank} is not divisible by weight quantization block_k = ${bk}")` : '';
+      emit('moe-intermediate', `MoE intermediate per rank ${split} is not a multiple of block_k ${bk} (down_proj's input)${quote}`, down.length > 0 ? down : names);
     }
   }
 }
