@@ -197,7 +197,8 @@ test('convert --target refuses a doomed conversion before reading weights or cre
     // Through the CLI: exit 2, the failing rule named; --force-target lets a dry run through.
     const stderr: string[] = [];
     const write = process.stderr.write.bind(process.stderr);
-    process.stderr.write = ((chunk: string) => (stderr.push(String(chunk)), true)) as typeof process.stderr.write;
+    process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) =>
+      typeof chunk === 'string' ? (stderr.push(chunk), true) : (write as (c: Uint8Array, ...r: unknown[]) => boolean)(chunk, ...rest)) as typeof process.stderr.write;
     let code: number;
     try {
       code = await main(['node', 'fp8q', 'convert', src, '-o', join(tmp.path, 'out'), '--target', 'vllm:tp4', '-q']);
@@ -224,7 +225,8 @@ test('fp8q check --json on a converted checkpoint; convert --target vllm writes 
     assert.ok((qc['ignored_layers'] as string[]).includes('model.layers.0.mlp.down_proj'));
     const chunks: string[] = [];
     const write = process.stdout.write.bind(process.stdout);
-    process.stdout.write = ((chunk: string) => (chunks.push(String(chunk)), true)) as typeof process.stdout.write;
+    process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) =>
+      typeof chunk === 'string' ? (chunks.push(chunk), true) : (write as (c: Uint8Array, ...r: unknown[]) => boolean)(chunk, ...rest)) as typeof process.stdout.write;
     let code: number;
     try {
       code = await main(['node', 'fp8q', 'check', out, '--engine', 'vllm,mlc', '--tp', '1,2', '--json']);
@@ -242,4 +244,31 @@ test('fp8q check --json on a converted checkpoint; convert --target vllm writes 
   } finally {
     await tmp.cleanup();
   }
+});
+
+test('convert --dry-run and inspect end with the deployment report', async () => {
+  const out: string[] = [];
+  const write = process.stdout.write.bind(process.stdout);
+  const errWrite = process.stderr.write.bind(process.stderr);
+  // The test runner's own messages are Buffers on stdout: pass them through, keep the CLI's text.
+  process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) =>
+    typeof chunk === 'string' ? (out.push(chunk), true) : (write as (c: Uint8Array, ...r: unknown[]) => boolean)(chunk, ...rest)) as typeof process.stdout.write;
+  process.stderr.write = (() => true) as typeof process.stderr.write;
+  let dry: number;
+  let inspect: number;
+  let text: string;
+  try {
+    dry = await main(['node', 'fp8q', 'convert', 'fixtures/models/mixtral', '-o', '/nonexistent/never-written', '--dry-run', '--json']);
+    text = out.join('');
+    out.length = 0;
+    inspect = await main(['node', 'fp8q', 'inspect', 'fixtures/models/deepseek_v3']);
+  } finally {
+    process.stdout.write = write;
+    process.stderr.write = errWrite;
+  }
+  assert.equal(dry, 0);
+  const summary = JSON.parse(text) as { deployCheck: DeployReport };
+  assert.equal(summary.deployCheck.results.length, 5 * 4, 'five engines × TP 1/2/4/8');
+  assert.equal(inspect, 0);
+  assert.match(out.join(''), /deployment check \(block 128x128[^\n]*\n {2}engine +tp1 +tp2 +tp4 +tp8\n {2}vllm /);
 });

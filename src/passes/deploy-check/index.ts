@@ -230,7 +230,7 @@ export function reportLines(report: DeployReport): string[] {
     `deployment check (block ${report.block.bn}x${report.block.bk}, ${report.fmt}, ${report.activationScheme} activations, ${report.layout} layout; rules and engine versions: ${report.rulesFrom}):`,
   );
   const width = Math.max(...report.engines.map((e) => e.length), 6) + 2;
-  lines.push(`  ${'engine'.padEnd(width)}${report.tpSizes.map((t) => `tp${t}`.padEnd(7)).join('')}`);
+  lines.push(`  ${'engine'.padEnd(width)}${report.tpSizes.map((t) => `tp${t}`.padEnd(7)).join('')}`.trimEnd());
   for (const e of report.engines) {
     const cells = report.tpSizes.map((tp) => {
       const r = report.results.find((x) => x.engine === e && x.tp === tp);
