@@ -173,11 +173,27 @@ test('scale tensors: missing, wrongly shaped, or not float32 where the engine ne
   assert.deepEqual(failRules(shape, 'transformers', 1), ['scale-shape']);
   const bf16 = deployCheck(broken({ ...first!, scale: { ...first!.scale!, dtype: 'BF16' } }), { engines: ['vllm', 'transformers'], tpSizes: [1] });
   assert.deepEqual(failRules(bf16, 'vllm', 1), [], 'vLLM copies BF16 scales into its float32 parameter');
-  assert.deepEqual(failRules(bf16, 'transformers', 1), ['scale-dtype']);
+  assert.deepEqual(failRules(bf16, 'transformers', 1), []);
   const qwen = planned(models.qwen3_30b_a3b(1));
   const [q0, ...qrest] = qwen.linears;
-  const mlcBf16 = deployCheck({ ...qwen, linears: [{ ...q0!, scale: { ...q0!.scale!, dtype: 'BF16' } }, ...qrest] }, { engines: ['mlc'], tpSizes: [1] });
-  assert.deepEqual(failRules(mlcBf16, 'mlc', 1), ['scale-dtype']);
+  const packed = { ...qwen, linears: [{ ...q0!, scale: { ...q0!.scale!, dtype: 'U8' } }, ...qrest] };
+  const r = deployCheck(packed, { engines: ['mlc', 'vllm'], tpSizes: [1] });
+  assert.deepEqual(failRules(r, 'mlc', 1), ['scale-dtype']);
+  assert.deepEqual(failRules(r, 'vllm', 1), ['scale-dtype']);
+});
+
+test('MLC LLM concatenates q/k/v and gate/up with their scales: a part off the block fails even on one GPU', () => {
+  const model = models.qwen3_30b_a3b(1);
+  // A Qwen3 whose key/value projection is 64 rows (one 64-wide head): q is fine, k is not.
+  const narrow: models.RealModel = {
+    ...model,
+    config: { ...model.config, num_key_value_heads: 1, head_dim: 64, num_attention_heads: 64 },
+    tensors: model.tensors.map((t) => (/self_attn\.(k|v)_proj/.test(t.name) ? { ...t, shape: [64, t.shape[1]!] } : t)),
+  };
+  const r = deployCheck(planned(narrow), { engines: ['mlc', 'vllm'], tpSizes: [1] });
+  assert.deepEqual(failRules(r, 'mlc', 1), ['merged-part']);
+  assert.equal(findings(r, 'mlc', 1)[0]!.pattern, 'model.layers.*.self_attn.k_proj.weight');
+  assert.deepEqual(failRules(r, 'vllm', 1), ['merged-part'], "vLLM's merged qkv_proj checks every part but the last too");
 });
 
 test('convert --target refuses a doomed conversion before reading weights or creating the output (exit 2)', async () => {

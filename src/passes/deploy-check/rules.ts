@@ -58,10 +58,10 @@ function groupBy<T>(items: readonly T[], key: (t: T) => string): T[][] {
 
 const shapeKey = (l: QuantizedLinear): string => `${patternOf(l.module)}|${l.outFeatures}|${l.inFeatures}|${l.experts}`;
 
-const SHARDED_ENGINES: ReadonlySet<EngineId> = new Set(['vllm', 'sglang']);
+const FLOAT_SCALE_DTYPES: readonly string[] = ['F32', 'BF16', 'F16'];
 
 /** Rules every engine shares: scales present, shaped [(E,) ceil(N/bn), ceil(K/bk)], in a dtype the engine takes. */
-function scaleRules(engine: EngineId, input: DeployCheckInput, emit: Emit): void {
+function scaleRules(input: DeployCheckInput, emit: Emit): void {
   for (const g of groupBy(input.linears, (l) => `${shapeKey(l)}|${l.scale?.dtype}|${l.scale?.shape.join('x')}`)) {
     const l = g[0]!;
     if (!l.scale) {
@@ -75,9 +75,10 @@ function scaleRules(engine: EngineId, input: DeployCheckInput, emit: Emit): void
         g.map((x) => x.scale!.name),
       );
     }
-    const allowed = SHARDED_ENGINES.has(engine) ? ['F32', 'BF16', 'F16'] : ['F32'];
-    if (!allowed.includes(l.scale.dtype)) {
-      emit('scale-dtype', `scale dtype ${l.scale.dtype}; the engine's scale parameter is float32 and takes ${allowed.join('/')}`, g.map((x) => x.scale!.name));
+    // Every engine allocates a float32 scale and converts floating-point values into it on load
+    // (copy_ / astype); packed or integer scales are not read.
+    if (!FLOAT_SCALE_DTYPES.includes(l.scale.dtype)) {
+      emit('scale-dtype', `scale dtype ${l.scale.dtype}; the engine's scale parameter is float32, filled from F32/BF16/F16 values`, g.map((x) => x.scale!.name));
     }
   }
 }
@@ -312,6 +313,21 @@ function mlcRules(input: DeployCheckInput, tp: number, emit: Emit): void {
   if (mla && (mla.nope % bn !== 0 || mla.v % bk !== 0)) {
     emit('mla-alignment', `"Invalid DeepSeek model config": qk_nope_head_dim ${mla.nope} must be a multiple of weight_block_size[0] ${bn} and v_head_dim ${mla.v} of weight_block_size[1] ${bk}`);
   }
+  // The loaders concatenate q/k/v (gate/up, and each expert's gate/up) and their per-part scales
+  // into one parameter: every part but the last must end on a block boundary, at any TP.
+  const { groups: merged } = mergedGroups(input.linears);
+  for (const gg of groupBy(merged.filter((g) => g.kind !== 'qkv_a'), (g) => `${g.kind}|${g.parts.map(shapeKey).join('|')}`)) {
+    const g = gg[0]!;
+    const bad = g.parts.slice(0, -1).findIndex((p) => p.outFeatures % bn !== 0);
+    if (bad >= 0) {
+      const part = g.parts[bad]!;
+      emit('merged-part', `the loader concatenates ${g.parts.map((p) => leafOf(p.module)).join('/')} and their scales: ${leafOf(part.module)}'s ${part.outFeatures} rows are not a multiple of block ${bn}, so the concatenated scales do not line up`, gg.map((x) => x.parts[bad]!.weight));
+    }
+  }
+  for (const set of groupBy(input.linears.filter((l) => isRoutedExpert(l.module) && expertIntermediate(l).side === 'gate_up'), (l) => patternOf(expertSetOf(l.module)))) {
+    const i = expertIntermediate(set[0]!).intermediate;
+    if (i % bn !== 0) emit('moe-intermediate', `each expert's gate and up (${i} rows) are concatenated with their scales: ${i} is not a multiple of block ${bn}`, set.map((l) => l.weight));
+  }
   if (tp > 1) {
     const text = textConfig(input);
     const checks: [string, number | undefined][] = [
@@ -471,7 +487,7 @@ export function evaluateEngine(engine: EngineId, input: DeployCheckInput, tp: nu
     deepseekRules(input, tp, emit);
   }
   if (!(engine === 'deepseek' && input.family !== 'deepseek_v3')) {
-    scaleRules(engine, input, emit);
+    scaleRules(input, emit);
     keptRules(engine, input, emit);
   }
   return findings;
