@@ -417,7 +417,11 @@ function deepseekRules(input: DeployCheckInput, tp: number, emit: Emit): void {
     const key = parts[parts.length - 2];
     if (key === undefined || !DEEPSEEK_KEYS.has(key)) bad.push(name);
   }
-  for (const g of groupBy(bad, patternOf)) emit('tensor-names', `convert.py has no mapping for this name ("Key … not found in mapping"); it reads per-expert weights, kv_b_proj (not w_uk/w_uv) and no activation scales`, g);
+  if (bad.length > 0) {
+    const patterns = [...new Set(bad.map(patternOf))];
+    const listed = patterns.slice(0, 4).join(', ') + (patterns.length > 4 ? ` and ${patterns.length - 4} more` : '');
+    emit('tensor-names', `convert.py has no mapping for ${listed} ("Key … not found in mapping"); it reads per-expert weights, kv_b_proj (not w_uk/w_uv) and no activation scales`, bad);
+  }
   const experts = numberField(input.config, 'n_routed_experts');
   if (tp > 1 && experts !== undefined && experts % tp !== 0) emit('expert-parallel', `n_routed_experts ${experts} is not divisible by model parallelism ${tp} (experts are split across ranks, not sliced)`);
   const vocab = numberField(input.config, 'vocab_size');
