@@ -58,11 +58,38 @@ function groupBy<T>(items: readonly T[], key: (t: T) => string): T[][] {
 
 const shapeKey = (l: QuantizedLinear): string => `${patternOf(l.module)}|${l.outFeatures}|${l.inFeatures}|${l.experts}`;
 
+/** What every engine × TP evaluation groups the same way, computed once per input. */
+interface Derived {
+  readonly scaleGroups: QuantizedLinear[][];
+  readonly mergedByShape: MergedGroup[][];
+  readonly singleByShape: QuantizedLinear[][];
+  readonly plainByShape: QuantizedLinear[][];
+  readonly expertSets: QuantizedLinear[][];
+}
+
+const derivedCache = new WeakMap<DeployCheckInput, Derived>();
+
+function derived(input: DeployCheckInput): Derived {
+  let d = derivedCache.get(input);
+  if (!d) {
+    const { groups, single } = mergedGroups(input.linears);
+    d = {
+      scaleGroups: groupBy(input.linears, (l) => `${shapeKey(l)}|${l.scale?.dtype}|${l.scale?.shape.join('x')}`),
+      mergedByShape: groupBy(groups, (g) => `${g.kind}|${g.parts.map(shapeKey).join('|')}`),
+      singleByShape: groupBy(single, shapeKey),
+      plainByShape: groupBy(input.linears.filter((l) => !isRoutedExpert(l.module)), shapeKey),
+      expertSets: groupBy(input.linears.filter((l) => isRoutedExpert(l.module)), (l) => patternOf(expertSetOf(l.module))),
+    };
+    derivedCache.set(input, d);
+  }
+  return d;
+}
+
 const FLOAT_SCALE_DTYPES: readonly string[] = ['F32', 'BF16', 'F16'];
 
 /** Rules every engine shares: scales present, shaped [(E,) ceil(N/bn), ceil(K/bk)], in a dtype the engine takes. */
 function scaleRules(input: DeployCheckInput, emit: Emit): void {
-  for (const g of groupBy(input.linears, (l) => `${shapeKey(l)}|${l.scale?.dtype}|${l.scale?.shape.join('x')}`)) {
+  for (const g of derived(input).scaleGroups) {
     const l = g[0]!;
     if (!l.scale) {
       emit('scale-missing', `FP8 weight without a scale tensor (the engine allocates weight_scale_inv ${JSON.stringify(l.expectedScaleShape)} and finds nothing to load into it)`, g.map((x) => x.weight));
@@ -202,8 +229,7 @@ function qkvPartsPerRank(input: DeployCheckInput, g: MergedGroup, tp: number): {
 /** vLLM / SGLang: validate_fp8_block_shape on every (merged) linear, and Fp8MoEMethod on every expert set. */
 function shardedRules(engine: EngineId, input: DeployCheckInput, tp: number, emit: Emit): void {
   const { bn, bk } = input.block;
-  const { groups, single } = mergedGroups(input.linears);
-  for (const gg of groupBy(groups, (g) => `${g.kind}|${g.parts.map(shapeKey).join('|')}`)) {
+  for (const gg of derived(input).mergedByShape) {
     const g = gg[0]!;
     const names = gg.flatMap((x) => x.parts.map((p) => p.weight));
     let parts: number[];
@@ -240,7 +266,7 @@ function shardedRules(engine: EngineId, input: DeployCheckInput, tp: number, emi
       );
     }
   }
-  for (const g of groupBy(single, shapeKey)) {
+  for (const g of derived(input).singleByShape) {
     const l = g[0]!;
     const role = parallelRole(l.module);
     const names = g.map((x) => x.weight);
@@ -262,9 +288,7 @@ function shardedRules(engine: EngineId, input: DeployCheckInput, tp: number, emi
 /** Fused MoE: the per-rank intermediate of gate/up (block_n) and of down's input (block_k). */
 function expertRules(engine: EngineId, input: DeployCheckInput, tp: number, emit: Emit, atTp1: boolean): void {
   const { bn, bk } = input.block;
-  const experts = input.linears.filter((l) => isRoutedExpert(l.module));
-  const sets = groupBy(experts, (l) => patternOf(expertSetOf(l.module)));
-  for (const set of sets) {
+  for (const set of derived(input).expertSets) {
     const gateUp = set.filter((l) => expertIntermediate(l).side === 'gate_up');
     const first = gateUp[0] ?? set[0]!;
     const intermediate = expertIntermediate(first).intermediate;
@@ -315,16 +339,18 @@ function mlcRules(input: DeployCheckInput, tp: number, emit: Emit): void {
   }
   // The loaders concatenate q/k/v (gate/up, and each expert's gate/up) and their per-part scales
   // into one parameter: every part but the last must end on a block boundary, at any TP.
-  const { groups: merged } = mergedGroups(input.linears);
-  for (const gg of groupBy(merged.filter((g) => g.kind !== 'qkv_a'), (g) => `${g.kind}|${g.parts.map(shapeKey).join('|')}`)) {
+  for (const gg of derived(input).mergedByShape) {
     const g = gg[0]!;
+    if (g.kind === 'qkv_a') continue;
     const bad = g.parts.slice(0, -1).findIndex((p) => p.outFeatures % bn !== 0);
     if (bad >= 0) {
       const part = g.parts[bad]!;
       emit('merged-part', `the loader concatenates ${g.parts.map((p) => leafOf(p.module)).join('/')} and their scales: ${leafOf(part.module)}'s ${part.outFeatures} rows are not a multiple of block ${bn}, so the concatenated scales do not line up`, gg.map((x) => x.parts[bad]!.weight));
     }
   }
-  for (const set of groupBy(input.linears.filter((l) => isRoutedExpert(l.module) && expertIntermediate(l).side === 'gate_up'), (l) => patternOf(expertSetOf(l.module)))) {
+  for (const all of derived(input).expertSets) {
+    const set = all.filter((l) => expertIntermediate(l).side === 'gate_up');
+    if (set.length === 0) continue;
     const i = expertIntermediate(set[0]!).intermediate;
     if (i % bn !== 0) emit('moe-intermediate', `each expert's gate and up (${i} rows) are concatenated with their scales: ${i} is not a multiple of block ${bn}`, set.map((l) => l.weight));
   }
@@ -339,8 +365,7 @@ function mlcRules(input: DeployCheckInput, tp: number, emit: Emit): void {
     for (const [key, v] of checks) {
       if (v !== undefined && v % tp !== 0) emit('tp-even-split', `${key} ${v} cannot be split evenly over ${tp} GPUs ("Cannot split … evenly to ${tp} GPUs")`);
     }
-    const { groups, single } = mergedGroups(input.linears);
-    for (const gg of groupBy(groups, (g) => `${g.kind}|${g.parts.map(shapeKey).join('|')}`)) {
+    for (const gg of derived(input).mergedByShape) {
       const g = gg[0]!;
       if (g.kind === 'qkv_a') continue;
       const bad = g.parts.findIndex((p) => p.outFeatures % tp === 0 && (p.outFeatures / tp) % bn !== 0);
@@ -349,7 +374,7 @@ function mlcRules(input: DeployCheckInput, tp: number, emit: Emit): void {
         emit('merged-part', `sharded ${leafOf(g.merged)}: segment ${leafOf(part.module)} has ${part.outFeatures}/${tp} = ${part.outFeatures / tp} rows per shard, not a multiple of block ${bn} (segs // block)`, gg.map((x) => x.parts[bad]!.weight));
       }
     }
-    for (const g of groupBy(single, shapeKey)) {
+    for (const g of derived(input).singleByShape) {
       const l = g[0]!;
       const role = parallelRole(l.module);
       if (role === 'column' && l.outFeatures % tp === 0 && (l.outFeatures / tp) % bn !== 0) {
@@ -372,8 +397,7 @@ function transformersRules(input: DeployCheckInput, tp: number, emit: Emit): voi
     const sf = input.quantizationConfig['scale_fmt'];
     if (sf !== undefined && sf !== 'float' && sf !== 'ue8m0') emit('config-keys', `scale_fmt must be "float" or "ue8m0"; got ${JSON.stringify(sf)}`);
   }
-  const plain = input.linears.filter((l) => !isRoutedExpert(l.module));
-  for (const g of groupBy(plain, shapeKey)) {
+  for (const g of derived(input).plainByShape) {
     const l = g[0]!;
     const names = g.map((x) => x.weight);
     if (l.inFeatures % bk !== 0) {
@@ -401,6 +425,25 @@ const DEEPSEEK_KEYS = new Set([
 const DEEPSEEK_COLUMN = new Set(['q_proj', 'q_b_proj', 'kv_b_proj', 'gate_proj', 'up_proj']);
 const DEEPSEEK_ROW = new Set(['o_proj', 'down_proj']);
 
+const unmappedCache = new WeakMap<DeployCheckInput, string[]>();
+
+/** Tensor names inference/convert.py has no mapping for (layer 61, the MTP layer, it skips). */
+function deepseekUnmapped(input: DeployCheckInput): string[] {
+  let bad = unmappedCache.get(input);
+  if (!bad) {
+    bad = [];
+    for (const name of input.tensorNames) {
+      if (/(^|\.)layers\.61\./.test(name)) continue;
+      const renamed = name.replace(/^model\./, '').replace('weight_scale_inv', 'scale').replace('e_score_correction_bias', 'bias');
+      const parts = renamed.split('.');
+      const key = parts[parts.length - 2];
+      if (key === undefined || !DEEPSEEK_KEYS.has(key)) bad.push(name);
+    }
+    unmappedCache.set(input, bad);
+  }
+  return bad;
+}
+
 function deepseekRules(input: DeployCheckInput, tp: number, emit: Emit): void {
   if (input.family !== 'deepseek_v3') {
     emit('family', `${input.label}: DeepSeek's inference/ code builds DeepSeek-V3 only`);
@@ -409,14 +452,7 @@ function deepseekRules(input: DeployCheckInput, tp: number, emit: Emit): void {
   if (input.block.bn !== 128 || input.block.bk !== 128) emit('block-size', `block ${input.block.bn}x${input.block.bk}: the code fixes block_size = 128 (weights and activations)`);
   if (input.layout !== 'hf') emit('layout', 'compressed-tensors layout: convert.py reads <module>.weight_scale_inv (renamed to .scale)');
   if (input.activationScheme === 'static') emit('activation-scheme', 'static activation scales: the model has no activation_scale parameters and load_model is strict');
-  const bad: string[] = [];
-  for (const name of input.tensorNames) {
-    if (/(^|\.)layers\.61\./.test(name)) continue;
-    const renamed = name.replace(/^model\./, '').replace('weight_scale_inv', 'scale').replace('e_score_correction_bias', 'bias');
-    const parts = renamed.split('.');
-    const key = parts[parts.length - 2];
-    if (key === undefined || !DEEPSEEK_KEYS.has(key)) bad.push(name);
-  }
+  const bad = deepseekUnmapped(input);
   if (bad.length > 0) {
     const patterns = [...new Set(bad.map(patternOf))];
     const listed = patterns.slice(0, 4).join(', ') + (patterns.length > 4 ? ` and ${patterns.length - 4} more` : '');
@@ -427,7 +463,7 @@ function deepseekRules(input: DeployCheckInput, tp: number, emit: Emit): void {
   const vocab = numberField(input.config, 'vocab_size');
   if (tp > 1 && vocab !== undefined && vocab % tp !== 0) emit('tp-even-split', `vocab_size ${vocab} is not divisible by world size ${tp}`);
   if (tp === 1) return;
-  for (const g of groupBy(input.linears.filter((l) => !isRoutedExpert(l.module)), shapeKey)) {
+  for (const g of derived(input).plainByShape) {
     const l = g[0]!;
     const leaf = leafOf(l.module);
     const names = g.map((x) => x.weight);

@@ -44,8 +44,17 @@ export function expertSetOf(module: string): string {
 
 /** Layer and expert indices replaced by `*`: one row per distinct kind of tensor in reports. */
 export function patternOf(name: string): string {
-  return name.replace(/\.\d+(?=\.|$)/g, '.*');
+  let p = patternCache.get(name);
+  if (p === undefined) {
+    // Checks run every rule over ~10^5 names per engine and TP size: compute each pattern once.
+    if (patternCache.size > 1_000_000) patternCache.clear();
+    p = name.replace(/\.\d+(?=\.|$)/g, '.*');
+    patternCache.set(name, p);
+  }
+  return p;
 }
+
+const patternCache = new Map<string, string>();
 
 export interface AttentionShape {
   readonly heads: number;
