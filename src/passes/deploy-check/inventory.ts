@@ -9,6 +9,7 @@ import type { ModelConfig } from '../../io/checkpoint.js';
 import { detectArchitecture } from '../architectures.js';
 import type { SourceTensor } from '../block-scale-quantize.js';
 import type { ConvertPlan } from '../plan.js';
+import { fusedExpertLayout, fusedProjectionOfTensor } from '../fused-experts.js';
 import { isEmbedding, isFinalFc, isMoeRouter } from '../skip-rules.js';
 
 export interface ScaleTensor {
@@ -140,8 +141,11 @@ export function inventoryFromCheckpoint(
       const scale = scaleName ? byName.get(scaleName)! : undefined;
       const stacked = t.shape.length === 3;
       const experts = stacked ? t.shape[0]! : 1;
-      const n = stacked ? t.shape[1]! : t.shape[0]!;
-      const k = stacked ? t.shape[2]! : t.shape[1]!;
+      // gpt-oss / Llama-4 store fused experts in × out ([E, K, N]); fused-experts.ts tells which.
+      const projection = stacked ? fusedProjectionOfTensor(t.name) : undefined;
+      const inOut = projection !== undefined && fusedExpertLayout(config, t.name, projection, t.shape).layout === 'in_out';
+      const [rows, cols] = stacked ? [t.shape[1]!, t.shape[2]!] : [t.shape[0]!, t.shape[1]!];
+      const [n, k] = inOut ? [cols, rows] : [rows, cols];
       linears.push({
         module,
         weight: t.name,
