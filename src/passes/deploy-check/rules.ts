@@ -495,6 +495,7 @@ function mlaDimsOf(input: DeployCheckInput): { nope: number; v: number } | undef
 function fp8ConfigRules(engine: EngineId, input: DeployCheckInput, emit: Emit): void {
   if (input.layout === 'compressed-tensors') {
     if (engine === 'sglang') emit('layout', 'compressed-tensors layout: checked against SGLang\'s "fp8" method only; its compressed-tensors loader is not covered by these rules', [], 'warn');
+    else emit('layout', 'compressed-tensors layout: read through the compressed-tensors package, which needs version ≥ 0.13 for the quantization-args keys fp8q writes (scale_dtype, zp_dtype)', [], 'warn');
     return;
   }
   const qm = qcString(input, 'quant_method');
