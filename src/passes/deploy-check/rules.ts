@@ -330,7 +330,8 @@ function mlcRules(input: DeployCheckInput, tp: number, emit: Emit): void {
     emit('config-keys', `quantization_config.fmt must be "e4m3" (got ${JSON.stringify(input.quantizationConfig['fmt'] ?? null)}): "unrecognized quantization config"`);
   }
   if (!Array.isArray(input.quantizationConfig['weight_block_size'])) emit('config-keys', 'quantization_config.weight_block_size is missing');
-  if (qcString(input, 'activation_scheme') !== 'dynamic') {
+  // ministral3's config reads static block FP8 (BlockScaleQuantizeLinearStaticActivation); the others ask for dynamic.
+  if (qcString(input, 'activation_scheme') !== 'dynamic' && !(isMinistral && qcString(input, 'activation_scheme') === 'static')) {
     emit('activation-scheme', `quantization_config.activation_scheme must be "dynamic" (got ${JSON.stringify(input.quantizationConfig['activation_scheme'] ?? null)}): the model config rejects it`);
   }
   const mla = mlaDimsOf(input);
@@ -504,7 +505,7 @@ function fp8ConfigRules(engine: EngineId, input: DeployCheckInput, emit: Emit): 
   const wbs = input.quantizationConfig['weight_block_size'];
   if (!Array.isArray(wbs) || wbs.length !== 2) emit('config-keys', `quantization_config.weight_block_size ${JSON.stringify(wbs ?? null)}: block-wise loading needs two integers`);
   if (input.activationScheme === 'static' || qcString(input, 'activation_scheme') === 'static') {
-    emit('activation-scheme', '"The block-wise quantization only supports dynamic activation scheme for now, but got static activation scheme." (MLC LLM takes static; convert with --activation-scheme dynamic for this engine)');
+    emit('activation-scheme', '"The block-wise quantization only supports dynamic activation scheme for now, but got static activation scheme.": convert with --activation-scheme dynamic for this engine');
   }
 }
 
