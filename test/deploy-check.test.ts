@@ -121,7 +121,13 @@ test('a VLM (Qwen2.5-VL-7B): the vision MLP (3420) and 28 heads at TP 8', () => 
     assert.ok(findings(report, 'vllm', 1).some((f) => f.rule === 'kept-linear'));
   }
   assert.ok(findings(report, 'vllm', 8).some((f) => f.rule === 'tp-even-split' && /28 attention heads over 8 ranks/.test(f.message)));
+  assert.equal(row(report, 'vllm'), 'FAIL FAIL FAIL FAIL');
   assert.equal(row(report, 'mlc'), 'FAIL FAIL FAIL FAIL');
+  // The vision tower kept in BF16 and listed in ignored_layers (convert --exclude 're:^visual\.' --target vllm):
+  // the language model loads at TP 1/2/4, and 28 heads still do not split over 8.
+  const keptVision = deployCheck(planned(model, { exclude: ['re:^visual\\.'], targets: 'vllm' }), { engines: ['vllm', 'mlc'] });
+  assert.equal(row(keptVision, 'vllm'), 'ok ok ok FAIL');
+  assert.ok(failRules(keptVision, 'mlc', 1).includes('kept-linear'), 'MLC LLM would still build the vision linears as FP8');
 });
 
 test('activation scheme × block: static is refused by vLLM, SGLang and MLC, read by transformers', () => {
