@@ -57,6 +57,8 @@ export function buildProgram(): Command {
     )
     .option('--revision <rev>', 'Hub source: branch, tag or commit (default main)')
     .option('--hub-url <url>', 'Hub endpoint (default $HF_ENDPOINT or https://huggingface.co)')
+    .option('--target <list>', 'engines the output must load in, e.g. vllm:tp8,mlc: checked before anything is written (exit 2 if one would refuse it)')
+    .option('--force-target', 'with --target: convert even when a target would refuse the output')
     .option('--push-to <org/name>', 'upload the converted folder to this Hub repo, with a generated model card')
     .option('--private', 'with --push-to: create the repo private')
     .option('--report <file.md>', 'also write a Markdown report (plan, sizes, shard hashes) fit for a model card; --force replaces it')
@@ -90,6 +92,19 @@ export function buildProgram(): Command {
     .action(async (dir: string, flags) => {
       const { inspectCommand } = await import('./commands/inspect.js');
       await inspectCommand(dir, flags);
+    });
+
+  program
+    .command('check')
+    .description('will this checkpoint load? per engine and tensor-parallel size, the engine rules it breaks, and what would fix it')
+    .argument('<dir>', 'model folder (FP8: checked as stored; BF16/FP16: as fp8q convert would write it)')
+    .option('--engine <list>', 'engines: vllm,sglang,mlc,transformers,deepseek (default all)')
+    .option('--tp <list>', 'tensor-parallel sizes (default 1,2,4,8)')
+    .option('--block <NxK>', 'BF16/FP16 input: the block a convert would use (default 128x128)')
+    .option('--json', 'print JSON')
+    .action(async (dir: string, flags) => {
+      const { checkCommand } = await import('./commands/check.js');
+      await checkCommand(dir, flags);
     });
 
   program

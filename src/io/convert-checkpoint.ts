@@ -11,8 +11,9 @@ import type { Fp8Format } from '../fp8/formats.js';
 import { blockScaleQuantizePass } from '../passes/block-scale-quantize.js';
 import { requantizePass } from '../passes/fp8-plans.js';
 import { planTotals, type ConvertPlan, type PlanEntry, type PlannedOutput } from '../passes/plan.js';
-import { Checkpoint, CONFIG_FILE, INDEX_FILE } from './checkpoint.js';
 import { writeEditedConfig } from './config-json.js';
+import { deployCheck, DeployTargetError, failingTargets, inventoryFromPlan, withTargetKeys, type DeployReport, type DeployTarget } from '../passes/deploy-check/index.js';
+import { Checkpoint, CONFIG_FILE, INDEX_FILE } from './checkpoint.js';
 import type { OutputSink } from './entry-executors.js';
 import { executeEntry } from './plan-executors.js';
 import type { CheckpointFormat } from './formats/descriptor.js';
@@ -65,6 +66,10 @@ export interface ConvertOptions {
   /** 'static' measures an activation_scale per quantized linear on `calibration` (io/static-activation.ts). */
   readonly activationScheme?: 'dynamic' | 'static';
   readonly calibration?: StaticActivationOptions;
+  /** Engines and tensor-parallel sizes the output must load in: checked before anything is read or written (passes/deploy-check/). */
+  readonly deployTargets?: readonly DeployTarget[];
+  /** Convert even when a deploy target would refuse the output. */
+  readonly forceTarget?: boolean;
   readonly onEvent?: (event: ConvertEvent) => void;
 }
 
@@ -98,6 +103,8 @@ export interface ConvertSummary {
   readonly quantizationConfig: WrittenQuantizationConfig;
   /** Static activation scheme: the calibration run (absent for dynamic; no seconds/scales in a dry run). */
   readonly calibration?: CalibrationSummary | { readonly file: string; readonly samples: number; readonly tokens: number };
+  /** The deployment check: against --target when given, and against every engine at TP 1/2/4/8 in a dry run. */
+  readonly deployCheck?: DeployReport;
 }
 
 // The hf config's type and builder live with the format layer; re-exported for existing callers.
@@ -138,7 +145,16 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
     const outputFormat = opts.outputFormat ?? 'hf';
     const calibration = requireCalibration(opts.activationScheme, opts.calibration);
     const basePlan = planFor(ckpt, opts);
-    const { plan, quantizationConfig: qc, warnings: formatWarnings } = applyOutputFormat(calibration ? staticActivationPlan(basePlan, calibration) : basePlan, outputFormat);
+    const formatted = applyOutputFormat(calibration ? staticActivationPlan(basePlan, calibration) : basePlan, outputFormat);
+    const { plan, warnings: formatWarnings } = formatted;
+    // What the targets need in the config (ignored_layers for vLLM) goes in before the check judges it.
+    const qc = opts.deployTargets ? withTargetKeys(formatted.quantizationConfig, plan, opts.deployTargets) : formatted.quantizationConfig;
+    let report: DeployReport | undefined;
+    if (opts.deployTargets || opts.dryRun) {
+      const inventory = inventoryFromPlan(ckpt.config, plan, qc as unknown as Record<string, unknown>);
+      report = deployCheck(inventory, opts.deployTargets ? { targets: opts.deployTargets } : {});
+      if (opts.deployTargets && failingTargets(report).length > 0 && !opts.forceTarget) throw new DeployTargetError(report);
+    }
     const warnings = [...plan.warnings, ...formatWarnings];
     if (ckpt.configProblem) warnings.unshift(ckpt.configProblem);
     // e.g. Mistral's consolidated.safetensors beside the HF shards: a second full BF16 copy that
@@ -160,6 +176,7 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
       warnings,
       outputFormat,
       quantizationConfig: qc,
+      ...(report ? { deployCheck: report } : {}),
     };
     await checkOutputDestination(opts.input, opts.output, opts.force ?? false);
     // Calibration input is read (and tokenized) in a dry run too: a missing tokenizer.json shows up before the real run.

@@ -8,7 +8,8 @@ import { describeEntry, entryDetails } from '../../passes/plan-describe.js';
 import { parseBlock, parseOutputFormat, parsePositiveInt, parseSize, parseWeightDtype } from '../options.js';
 import { compileExcludePattern } from '../../passes/skip-rules.js';
 import { ByteProgress, info, outputMode, printJson, warn, type OutputMode } from '../output.js';
-import { UsageError } from '../errors.js';
+import { EXIT_USAGE, ExitError, UsageError } from '../errors.js';
+import { DeployTargetError, parseTargets, reportLines } from '../../passes/deploy-check/index.js';
 import { pushConversion, resolveModelSource, type HubFlags } from '../hub-source.js';
 import { checkConvertReport, writeConvertReport } from '../reports/convert-report-file.js';
 import { describeCalibrationEvent, parseCalibrationFlags, resolveCalibration, type CalibrationFlags } from '../calibration-flags.js';
@@ -31,6 +32,8 @@ export interface ConvertFlags extends HubFlags, CalibrationFlags {
   requantize?: boolean;
   threads?: string;
   report?: string;
+  target?: string;
+  forceTarget?: boolean;
 }
 
 export async function convertCommand(source: string, flags: ConvertFlags): Promise<ConvertSummary> {
@@ -55,6 +58,13 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     requantize: flags.requantize === true,
     threads: flags.threads === undefined ? undefined : parsePositiveInt('--threads', flags.threads),
   } as const;
+  if (flags.forceTarget && flags.target === undefined) throw new UsageError('--force-target needs --target <engines>, e.g. --target vllm:tp8,mlc');
+  let deployTargets;
+  try {
+    deployTargets = flags.target === undefined ? undefined : parseTargets(flags.target);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   const staticFlags = parseCalibrationFlags(flags);
   try {
     // A flag combination the chosen layout cannot express is a command-line error, found before any reading.
@@ -75,6 +85,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
       input: resolved.dir,
       activationScheme: staticFlags.activationScheme,
       ...(calibration === undefined ? {} : { calibration }),
+      ...(deployTargets ? { deployTargets, forceTarget: flags.forceTarget === true } : {}),
       onEvent: (e) => {
         const calibrationLine = describeCalibrationEvent(e);
         if (e.type === 'warning') warn(mode, e.message);
@@ -94,6 +105,10 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     if (mode.json) printJson(options.dryRun ? { ...summary, plan: planForJson(plan!) } : summary);
     else if (options.dryRun) printPlan(plan!, summary, mode);
     else {
+      if (summary.deployCheck) {
+        const failing = summary.deployCheck.results.filter((r) => r.verdict === 'fails');
+        if (failing.length > 0) warn(mode, `--force-target: converting although ${failing.map((r) => `${r.engine}:tp${r.tp}`).join(', ')} would refuse the output`);
+      }
       progress?.succeed(
         `${summary.output}: ${summary.tensorsQuantized} tensors quantized, ${summary.tensorsKept} kept, ` +
           `${formatBytes(summary.bytesIn)} → ${formatBytes(summary.bytesOut)} in ${summary.seconds.toFixed(1)} s`,
@@ -102,6 +117,8 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     return summary;
   } catch (e) {
     progress?.fail();
+    // A target that would refuse the output is a command-line choice to revisit: exit 2, nothing written.
+    if (e instanceof DeployTargetError) throw new ExitError(e.message, EXIT_USAGE);
     throw e;
   }
 }
@@ -143,4 +160,5 @@ function printPlan(plan: ConvertPlan, summary: ConvertSummary, mode: OutputMode)
   process.stdout.write(`${lines.join('\n')}\n`);
   const key = summary.outputFormat === 'compressed-tensors' ? 'ignore' : 'modules_to_not_convert';
   info(mode, `${key}: ${JSON.stringify(plan.notConverted)}`);
+  if (summary.deployCheck) process.stdout.write(`${reportLines(summary.deployCheck).join('\n')}\n`);
 }

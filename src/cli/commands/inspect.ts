@@ -4,15 +4,31 @@ import { inspectCheckpoint, type InspectReport } from '../../io/inspect-checkpoi
 import { formatBytes } from '../../io/sizes.js';
 import { structureLines } from '../../passes/model-structure.js';
 import { outputMode, printJson, warn } from '../output.js';
+import { deployCheckSourceOf } from '../../io/deploy-check-input.js';
+import { CheckpointError } from '../../io/errors.js';
+import { deployCheck, reportLines, type DeployReport } from '../../passes/deploy-check/index.js';
+
+/** The deployment check at the end of inspect; a checkpoint it cannot judge is a warning, not a failure. */
+async function deployReportOf(dir: string, warnings: string[]): Promise<DeployReport | null> {
+  try {
+    return deployCheck((await deployCheckSourceOf(dir)).input);
+  } catch (e) {
+    if (!(e instanceof CheckpointError)) throw e;
+    warnings.push(`deployment check skipped: ${e.message}`);
+    return null;
+  }
+}
 
 export async function inspectCommand(dir: string, flags: { json?: boolean }): Promise<InspectReport> {
   const mode = outputMode(flags);
   const report = await inspectCheckpoint(dir);
+  const deployWarnings: string[] = [];
+  const deploy = await deployReportOf(dir, deployWarnings);
   if (mode.json) {
-    printJson(report);
+    printJson({ ...report, deployCheck: deploy, warnings: [...report.warnings, ...deployWarnings] });
     return report;
   }
-  for (const w of report.warnings) warn(mode, w);
+  for (const w of [...report.warnings, ...deployWarnings]) warn(mode, w);
   const lines = [
     `${report.dir}: ${report.architecture}${report.family ? ` (${report.family})` : ''}`,
     `  ${report.tensors} tensors in ${report.shards.length} shard(s), ${(report.parameters / 1e6).toFixed(2)}M parameters, ${formatBytes(report.bytes)}`,
@@ -41,6 +57,7 @@ export async function inspectCommand(dir: string, flags: { json?: boolean }): Pr
     for (const m of report.wouldQuantize) lines.push(`    quantize ${m}`);
     for (const m of report.wouldKeep) lines.push(`    keep     ${m.module} (${m.reason})`);
   }
+  if (deploy) lines.push(...reportLines(deploy));
   process.stdout.write(`${lines.join('\n')}\n`);
   return report;
 }
