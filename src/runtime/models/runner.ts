@@ -60,6 +60,18 @@ export interface LayerRunOptions {
   readonly capture?: boolean;
   /** Captured inputs to run through this checkpoint's FP8 linears (module → capture). */
   readonly probes?: LayerCaptures;
+  /** Replaces the layer's attention (generation's KV cache, cached-attention.ts). */
+  readonly attention?: LayerAttentionHook;
+}
+
+/** A decoder layer's attention weights as loaded for its graph. */
+export type LayerAttention = { kind: 'gqa'; w: GqaWeights; linears: LinearWeight[] } | { kind: 'mla'; w: MlaWeights; linears: LinearWeight[] };
+
+/** Another attention for a layer: emitted into the layer graph, shown the graph's outputs after the run. */
+export interface LayerAttentionHook {
+  /** Attention output `[tokens, H]` of the normed hidden states. */
+  emit(mg: ModelGraph, attention: LayerAttention, normed: Value): Value;
+  collect(out: Record<string, HostTensor>): void;
 }
 
 export interface LayerResult {
@@ -199,7 +211,11 @@ export class ModelRunner {
       const a = this.graph(options.capture === true);
       const x = a.input('hidden', hidden, [tokens, h]);
       const normed = a.rmsNorm(x, inputNorm, this.spec.rmsNormEps);
-      const attnOut = attention.kind === 'gqa' ? emitGqaAttention(a, ctx, attention.w, normed) : emitMlaAttention(a, ctx, attention.w, normed);
+      const attnOut = options.attention
+        ? options.attention.emit(a, attention, normed)
+        : attention.kind === 'gqa'
+          ? emitGqaAttention(a, ctx, attention.w, normed)
+          : emitMlaAttention(a, ctx, attention.w, normed);
       const h1 = a.add(x, attnOut);
       const xn = a.rmsNorm(h1, postNorm, this.spec.rmsNormEps);
       const mlp = plan.mlp;
@@ -208,6 +224,7 @@ export class ModelRunner {
         a.output(a.add(h1, emitMlp(a, this.spec, w, xn)), 'out');
         this.addLinearProbes(a, options.probes, [...attention.linears, w.gate, w.up, w.down]);
         const out = await this.run(a);
+        options.attention?.collect(out);
         collect(out, a, result);
         return { ...result, hidden: f32(out, 'out') };
       }
@@ -217,6 +234,7 @@ export class ModelRunner {
       a.output(a.linear(router, xn, false), 'router_logits');
       this.addLinearProbes(a, options.probes, attention.linears);
       const outA = await this.run(a);
+      options.attention?.collect(outA);
       collect(outA, a, result);
 
       // Routing on the host, then graph B: experts + shared experts + combine.
@@ -229,10 +247,7 @@ export class ModelRunner {
     }
   }
 
-  private async loadAttention(
-    scope: WeightScope,
-    plan: LayerPlan,
-  ): Promise<{ kind: 'gqa'; w: GqaWeights; linears: LinearWeight[] } | { kind: 'mla'; w: MlaWeights; linears: LinearWeight[] }> {
+  private async loadAttention(scope: WeightScope, plan: LayerPlan): Promise<LayerAttention> {
     const p = plan.attention;
     if (p.kind === 'gqa') {
       const w: GqaWeights = {
