@@ -148,9 +148,32 @@ function rateLine(g: TimedGeneration): string {
   return `${g.ids.length} tokens in ${g.seconds.toFixed(2)} s (${rate.toFixed(1)} tokens/s), stopped by ${g.stop}`;
 }
 
-/** stdout, redacted; a closed pipe (`| head`) ends the output quietly. */
+/** Thrown by out() once stdout's reader has gone (`| head`): generation stops, quietly. */
+class OutputClosed extends Error {}
+
+let stdoutClosed = false;
+
+/** stdout, redacted. */
 function out(text: string): void {
+  if (stdoutClosed) throw new OutputClosed('stdout closed');
   if (text !== '') process.stdout.write(redactSecrets(text));
+}
+
+/** Runs `body` with a closed stdout pipe ending it quietly rather than as an unhandled EPIPE. */
+async function untilStdoutCloses<T>(body: () => Promise<T>): Promise<T | undefined> {
+  const onError = (e: NodeJS.ErrnoException): void => {
+    if (e.code !== 'EPIPE') throw e;
+    stdoutClosed = true;
+  };
+  process.stdout.on('error', onError);
+  try {
+    return await body();
+  } catch (e) {
+    if (e instanceof OutputClosed) return undefined;
+    throw e;
+  } finally {
+    process.stdout.off('error', onError);
+  }
 }
 
 interface Prepared {
@@ -175,7 +198,8 @@ async function prepare(model: string, flags: GenerateFlags, mode: OutputMode): P
   return { tokenizer, settings, prompts, ids };
 }
 
-export async function generateCommand(model: string, flags: GenerateFlags): Promise<GenerateReport | CompareReport> {
+/** The report, or undefined when stdout was closed before the end. */
+export async function generateCommand(model: string, flags: GenerateFlags): Promise<GenerateReport | CompareReport | undefined> {
   const mode = outputMode(flags);
   const maxNewTokens = flags.maxNewTokens === undefined ? DEFAULT_MAX_NEW_TOKENS : parsePositiveInt('--max-new-tokens', flags.maxNewTokens);
   const sampling = parseSampling(flags);
@@ -193,9 +217,10 @@ export async function generateCommand(model: string, flags: GenerateFlags): Prom
     stopIds: prepared.settings.stopIds,
   } satisfies GenerationRunOptions;
   if (sampling.temperature > 0) info(mode, `sampling: temperature ${sampling.temperature}, top-p ${sampling.topP}, seed ${sampling.seed}`);
-  return flags.compare === undefined
-    ? generateOne(model, prepared, base, device, flags, mode)
-    : compareTwo(model, flags.compare, prepared, base, device, flags, mode);
+  const compare = flags.compare;
+  return untilStdoutCloses<GenerateReport | CompareReport>(() =>
+    compare === undefined ? generateOne(model, prepared, base, device, flags, mode) : compareTwo(model, compare, prepared, base, device, flags, mode),
+  );
 }
 
 async function generateOne(
