@@ -161,8 +161,9 @@ function out(text: string): void {
 
 /** Runs `body` with a closed stdout pipe ending it quietly rather than as an unhandled EPIPE. */
 async function untilStdoutCloses<T>(body: () => Promise<T>): Promise<T | undefined> {
-  const onError = (e: NodeJS.ErrnoException): void => {
-    if (e.code !== 'EPIPE') throw e;
+  stdoutClosed = false;
+  // EPIPE, or any other write error: nothing more can be shown, so stop generating.
+  const onError = (): void => {
     stdoutClosed = true;
   };
   process.stdout.on('error', onError);
