@@ -56,7 +56,7 @@ async function withRunner<T>(dir: string, fn: (runner: ModelRunner) => Promise<T
 
 async function generate(dir: string, cached: boolean, maxNewTokens: number, sampling: SamplingOptions = GREEDY, resident = false): Promise<GeneratedTokens> {
   return withRunner(dir, async (runner) => {
-    if (resident) runner.weights.keepResident();
+    if (resident) runner.keepWeightsResident();
     const prompt = tokenizer.encode(PROMPT);
     const capacity = prompt.length + maxNewTokens;
     const decoder = cached ? new CachedDecoder(runner, capacity) : new RecomputingDecoder(runner, capacity);
@@ -107,7 +107,7 @@ describe('stories260K (trained, BF16)', () => {
     const streamed = await generate(STORIES, true, 12);
     const reads = new Map<string, number>();
     const ids = await withRunner(STORIES, async (runner) => {
-      runner.weights.keepResident();
+      runner.keepWeightsResident();
       const ckpt = runner.checkpoint;
       const read = ckpt.readTensor.bind(ckpt);
       ckpt.readTensor = (name, into) => {

@@ -10,7 +10,7 @@ import { ModelRunner } from '../models/runner.js';
 import { CachedDecoder, RecomputingDecoder, type TokenDecoder } from './decoder.js';
 import { generateTokens, type GeneratedTokens } from './generate-tokens.js';
 import { logProbability, TokenSampler, type SamplingOptions } from './sampling.js';
-import { checkpointTensorBytes, chooseWeightMode, type WeightModeChoice, type WeightModeRequest } from './weight-residency.js';
+import { chooseWeightMode, residentWeightBytes, type WeightModeChoice, type WeightModeRequest } from './weight-residency.js';
 
 export interface GenerationRunOptions {
   readonly device: Device;
@@ -63,8 +63,8 @@ export async function runGeneration(
     ...(options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads }),
   });
   try {
-    const weights = chooseWeightMode(options.weights, checkpointTensorBytes(runner.checkpoint));
-    if (weights.mode === 'resident') runner.weights.keepResident();
+    const weights = chooseWeightMode(options.weights, residentWeightBytes(runner.checkpoint, options.device));
+    if (weights.mode === 'resident') runner.keepWeightsResident();
     const info: ModelRunInfo = { architecture: runner.spec.label, weights, cache: options.cache };
     options.onOpen?.(info);
     const context = runner.spec.rope.maxPositionEmbeddings;

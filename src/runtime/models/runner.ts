@@ -106,6 +106,8 @@ export class ModelRunner {
   readonly sessions: SessionCache;
   private readonly buffers: HostBufferPool;
   private readonly ownsBuffers: boolean;
+  /** Host-decoded weights kept across steps once keepWeightsResident() is on. */
+  private decodedWeights: WeakMap<Uint8Array, Float32Array> | undefined;
 
   private constructor(
     readonly checkpoint: Checkpoint,
@@ -142,6 +144,17 @@ export class ModelRunner {
 
   plan(layer: number): LayerPlan {
     return layerPlan(this.spec, this.weights, layer);
+  }
+
+  /**
+   * Keeps every weight read from now on in memory, as stored and (when decoded on the host) as
+   * float32, so that later forwards over the same layers neither read nor decode it again
+   * (generation). Memory: the checkpoint, plus its float32 copy on the CPU. Not with shared buffers.
+   */
+  keepWeightsResident(): void {
+    if (!this.ownsBuffers) throw new Error('resident weights cannot use a shared buffer pool');
+    this.weights.keepResident();
+    this.decodedWeights ??= new WeakMap();
   }
 
   /** Whether `module`'s weight is stored in FP8 (a quantized linear; per-expert names of stacked experts included). */
@@ -184,7 +197,7 @@ export class ModelRunner {
 
   /** A graph for this runner's device: weights decoded on the host for the CPU, on the GPU for CUDA. */
   private graph(tapLinears: boolean): ModelGraph {
-    return new ModelGraph(tapLinears, this.options.weightDecode ?? (this.device === 'cuda' ? 'graph' : 'host'), this.buffers);
+    return new ModelGraph(tapLinears, this.options.weightDecode ?? (this.device === 'cuda' ? 'graph' : 'host'), this.buffers, this.decodedWeights);
   }
 
   private async run(mg: ModelGraph): Promise<Record<string, HostTensor>> {
