@@ -74,6 +74,8 @@ before(async () => {
     /* 10 */ ['generate', STORIES],
     /* 11 */ ['generate', STORIES, '--prompt', 'x', '--top-p', '1.5'],
     /* 12 */ ['generate', STORIES, '--prompt', 'x', '--max-new-tokens', '0'],
+    /* 13 */ ['generate', join(MODELS, 'llama'), '--prompt', 'x', ...cpu],
+    /* 14 */ ['generate', STORIES, '--prompt', 'x', '--compare', join(work, 'missing'), ...cpu],
   ]);
 });
 
@@ -168,6 +170,15 @@ test('bad flags exit 2 with the flag named', () => {
   assert.match(r[11]!.stderr, /--top-p "1\.5"/);
   assert.equal(r[12]!.code, 2);
   assert.match(r[12]!.stderr, /--max-new-tokens "0"/);
+});
+
+test('a model without tokenizer.json, and a missing --compare folder: exit 1 before anything runs', () => {
+  assert.equal(r[13]!.code, 1);
+  assert.match(r[13]!.stderr, /llama has no tokenizer\.json, needed to tokenize the prompt and decode the output: copy the model's tokenizer\.json into it\n$/);
+  assert.equal(r[14]!.code, 1);
+  assert.match(r[14]!.stderr, /missing/);
+  assert.doesNotMatch(r[14]!.stderr, /tokens in/);
+  assert.equal(r[14]!.stdout, '');
 });
 
 test('comparison layout: side by side when wide, one after the other when narrow or not a terminal', () => {

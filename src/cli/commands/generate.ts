@@ -186,7 +186,7 @@ interface Prepared {
 
 async function prepare(model: string, flags: GenerateFlags, mode: OutputMode): Promise<Prepared> {
   const prompts = await collectPrompts(flags);
-  const tokenizer = await loadModelTokenizer(model, 'to tokenize the prompt and decode the output', undefined);
+  const tokenizer = await loadModelTokenizer(model, 'to tokenize the prompt and decode the output', '');
   const checkpoint = await Checkpoint.open(model);
   let settings: PromptSettings;
   try {
@@ -208,6 +208,8 @@ export async function generateCommand(model: string, flags: GenerateFlags): Prom
   const threads = parseThreadsFlag(flags.threads);
   const device = await selectDevice(parseDeviceFlag(flags.device));
   const prepared = await prepare(model, flags, mode);
+  // A bad --compare folder is reported before the original model has run.
+  if (flags.compare !== undefined) await (await Checkpoint.open(flags.compare)).close();
   const base = {
     device: device.device,
     ...(threads === undefined ? {} : { intraOpThreads: threads }),

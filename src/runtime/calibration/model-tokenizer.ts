@@ -57,12 +57,13 @@ const CALIBRATION_ALTERNATIVE = 'or pass token ids instead (--calibration ids.sa
 export async function loadModelTokenizer(
   modelDir: string,
   neededFor = 'to tokenize the calibration text',
-  alternative: string | undefined = CALIBRATION_ALTERNATIVE,
+  /** What else the user can do; '' for nothing. */
+  alternative: string = CALIBRATION_ALTERNATIVE,
 ): Promise<ModelTokenizer> {
   const file = join(modelDir, TOKENIZER_FILE);
   if (!(await exists(file))) {
     throw new CheckpointError(
-      `${modelDir} has no ${TOKENIZER_FILE}, needed ${neededFor}: copy the model's ${TOKENIZER_FILE} into it` + (alternative ? `, ${alternative}` : ''),
+      `${modelDir} has no ${TOKENIZER_FILE}, needed ${neededFor}: copy the model's ${TOKENIZER_FILE} into it` + (alternative === '' ? '' : `, ${alternative}`),
     );
   }
   const json = await readJsonObject(file, TOKENIZER_FILE);
