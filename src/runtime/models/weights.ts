@@ -124,10 +124,6 @@ export class ModelWeights {
     this.resident ??= new Map();
   }
 
-  get isResident(): boolean {
-    return this.resident !== undefined;
-  }
-
   /** @internal A whole tensor's bytes: from the resident set when kept, else read (into `into` when given). */
   async readTensorBytes(name: string, into?: Uint8Array): Promise<Uint8Array> {
     if (this.resident === undefined) return this.checkpoint.readTensor(name, into);
