@@ -157,6 +157,29 @@ export function buildProgram(): Command {
       await setupCudaCommand(source, flags);
     });
 
+  program
+    .command('generate')
+    .description("a model's continuation of a prompt, streamed; with --compare, an FP8 checkpoint's beside it")
+    .argument('<model>', 'model folder (original or FP8)')
+    .option('--prompt <text>', 'prompt text; repeatable', collect, [])
+    .option('--prompts <file>', 'more prompts, one per non-empty line')
+    .option('--max-new-tokens <n>', 'most tokens generated per prompt (default 64)')
+    .option('--temperature <x>', 'sampling temperature (default 0: greedy)')
+    .option('--top-p <x>', 'sampling: keep the most likely tokens up to this probability (default 1)')
+    .option('--seed <n>', 'sampling: seed of the random generator (default 0)')
+    .option('--chat', "apply the tokenizer config's chat template to the prompt")
+    .option('--compare <quantized-dir>', 'also run this (FP8) checkpoint on the same prompts and compare')
+    .option('--no-cache', 'recompute the whole sequence at every step instead of using the KV cache')
+    .addOption(new Option('--weights <mode>', 'keep weights in memory across steps, or stream them layer by layer').choices(['auto', 'resident', 'streamed']).default('auto'))
+    .option('--device <device>', 'auto, cpu or cuda', 'auto')
+    .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)')
+    .option('--json', 'print one JSON document (ids, text, per-token log-probabilities) on stdout and nothing else')
+    .option('-q, --quiet', 'no progress output')
+    .action(async (model: string, flags) => {
+      const { generateCommand } = await import('./commands/generate.js');
+      await generateCommand(model, flags);
+    });
+
   return program;
 }
 

@@ -18,6 +18,12 @@ export const MAX_TOKENIZER_BYTES = 128 * 1024 * 1024;
 export interface ModelTokenizer {
   /** Token ids of `text`, with the special tokens the model's post-processor adds (BOS …). */
   encode(text: string): number[];
+  /** Token ids of `text` alone, no special tokens added (text that already holds them: a rendered chat template). */
+  encodeWithoutSpecialTokens(text: string): number[];
+  /** Text of `ids` through the tokenizer's decoder; special tokens left out unless `keepSpecialTokens`. */
+  decode(ids: readonly number[], options?: { keepSpecialTokens?: boolean }): string;
+  /** `tokenizer_config.json` (chat template, special-token names), or {} without one. */
+  readonly config: Readonly<Record<string, unknown>>;
   readonly file: string;
 }
 
@@ -42,13 +48,22 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** Loads `<modelDir>/tokenizer.json`; a folder without one is an error that says what to pass instead. */
-export async function loadModelTokenizer(modelDir: string): Promise<ModelTokenizer> {
+const CALIBRATION_ALTERNATIVE = 'or pass token ids instead (--calibration ids.safetensors holding input_ids I64 [B, T])';
+
+/**
+ * Loads `<modelDir>/tokenizer.json`; a folder without one is an error that says what it was needed
+ * for and what to do (`alternative`: the calibration's token-id route by default).
+ */
+export async function loadModelTokenizer(
+  modelDir: string,
+  neededFor = 'to tokenize the calibration text',
+  /** What else the user can do; '' for nothing. */
+  alternative: string = CALIBRATION_ALTERNATIVE,
+): Promise<ModelTokenizer> {
   const file = join(modelDir, TOKENIZER_FILE);
   if (!(await exists(file))) {
     throw new CheckpointError(
-      `${modelDir} has no ${TOKENIZER_FILE}, needed to tokenize the calibration text: copy the model's ${TOKENIZER_FILE} into it, ` +
-        'or pass token ids instead (--calibration ids.safetensors holding input_ids I64 [B, T])',
+      `${modelDir} has no ${TOKENIZER_FILE}, needed ${neededFor}: copy the model's ${TOKENIZER_FILE} into it` + (alternative === '' ? '' : `, ${alternative}`),
     );
   }
   const json = await readJsonObject(file, TOKENIZER_FILE);
@@ -62,6 +77,9 @@ export async function loadModelTokenizer(modelDir: string): Promise<ModelTokeniz
   }
   return {
     file,
+    config,
     encode: (text) => tokenizer.encode(text, { add_special_tokens: true }).ids,
+    encodeWithoutSpecialTokens: (text) => tokenizer.encode(text, { add_special_tokens: false }).ids,
+    decode: (ids, options) => tokenizer.decode([...ids], { skip_special_tokens: options?.keepSpecialTokens !== true }),
   };
 }

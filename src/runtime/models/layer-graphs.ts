@@ -57,7 +57,7 @@ export function causalMask(seq: number, window: number | undefined): Float32Arra
 }
 
 /** Rotary embedding on `[B, h, T, d]` (transformers' apply_rotary_pos_emb, or its interleaved variant). */
-function emitRope(mg: ModelGraph, x: Value, cos: Value, sin: Value, interleave: boolean): Value {
+export function emitRope(mg: ModelGraph, x: Value, cos: Value, sin: Value, interleave: boolean): Value {
   const [b, h, t, d] = mg.dims(x) as [number, number, number, number];
   let v = x;
   if (interleave) v = mg.reshape(mg.transpose(mg.reshape(v, [b, h, t, d / 2, 2]), [0, 1, 2, 4, 3]), [b, h, t, d]);
@@ -68,19 +68,19 @@ function emitRope(mg: ModelGraph, x: Value, cos: Value, sin: Value, interleave: 
 }
 
 /** `[B*T, heads*d]` → `[B, heads, T, d]`. */
-function toHeads(mg: ModelGraph, x: Value, shape: BatchShape, heads: number, d: number): Value {
+export function toHeads(mg: ModelGraph, x: Value, shape: BatchShape, heads: number, d: number): Value {
   return mg.transpose(mg.reshape(x, [shape.batch, shape.seq, heads, d]), [0, 2, 1, 3]);
 }
 
 /** softmax(q·kᵀ·scale + mask)·v over `[B, h, T, d]`, back to `[B*T, h*dv]`. */
-function emitSdpa(mg: ModelGraph, q: Value, k: Value, v: Value, scale: number, mask: Value, shape: BatchShape): Value {
+export function emitSdpa(mg: ModelGraph, q: Value, k: Value, v: Value, scale: number, mask: Value, shape: BatchShape): Value {
   const [, h, , dv] = mg.dims(v) as [number, number, number, number];
   const scores = mg.add(mg.scale(mg.matmul(q, mg.transpose(k, [0, 1, 3, 2])), scale), mask);
   const out = mg.matmul(mg.softmax(scores), v);
   return mg.reshape(mg.transpose(out, [0, 2, 1, 3]), [shape.batch * shape.seq, h * dv]);
 }
 
-function repeatKv(mg: ModelGraph, x: Value, rep: number): Value {
+export function repeatKv(mg: ModelGraph, x: Value, rep: number): Value {
   if (rep === 1) return x;
   const [b, kvh, t, d] = mg.dims(x) as [number, number, number, number];
   return mg.reshape(mg.expand(mg.reshape(x, [b, kvh, 1, t, d]), [b, kvh, rep, t, d]), [b, kvh * rep, t, d]);

@@ -101,6 +101,11 @@ export class ModelGraph {
     readonly tapLinears = false,
     readonly weightDecode: WeightDecode = 'host',
     private readonly pool?: HostBufferPool,
+    /**
+     * Host-decoded weights kept across graphs, by the stored bytes they came from: for resident
+     * weights (the same bytes object every step), so each is widened once, not once per step.
+     */
+    private readonly decoded?: WeakMap<Uint8Array, Float32Array>,
   ) {}
 
   private hostBuffer(length: number): Float32Array {
@@ -108,6 +113,17 @@ export class ModelGraph {
     const b = this.pool.float32(length);
     this.hostBuffers.push(b);
     return b;
+  }
+
+  /** `length` float32 values decoded from `bytes`: from the decoded cache when there is one, else into a host buffer. */
+  private decodedFrom(bytes: Uint8Array, length: number, decode: (out: Float32Array) => Float32Array): Float32Array {
+    if (this.decoded === undefined) return decode(this.hostBuffer(length));
+    let values = this.decoded.get(bytes);
+    if (values === undefined) {
+      values = decode(new Float32Array(length));
+      this.decoded.set(bytes, values);
+    }
+    return values;
   }
 
   input(name: string, data: Float32Array, shape: readonly number[]): Value {
@@ -152,7 +168,7 @@ export class ModelGraph {
       const data =
         t.dtype === 'F32'
           ? aligned(t.bytes, 4, (b, o, n) => new Float32Array(b, o, n))
-          : widenToFloat32(t.bytes, t.dtype, this.hostBuffer(t.bytes.byteLength / dtypeSize(t.dtype)));
+          : this.decodedFrom(t.bytes, t.bytes.byteLength / dtypeSize(t.dtype), (out) => widenToFloat32(t.bytes, t.dtype, out));
       v = this.dataInput({ type: 'float32', data, dims: t.shape }, DataType.FLOAT);
     } else if (t.dtype === 'F16') {
       const halves = this.dataInput({ type: 'float16', data: aligned(t.bytes, 2, (b, o, n) => new Uint16Array(b, o, n)), dims: t.shape }, DataType.FLOAT16);
@@ -301,7 +317,8 @@ export class ModelGraph {
     let sv = this.weightValues.get(`${w.module}.weight_scale_inv`);
     if (!wv || !sv) {
       if (this.weightDecode === 'host') {
-        const values = this.dataInput({ type: 'float32', data: decodeFp8Codes(w.weight.codes, w.weight.format, this.hostBuffer(w.weight.codes.length)), dims: w.weight.shape }, DataType.FLOAT);
+        const data = this.decodedFrom(w.weight.codes, w.weight.codes.length, (out) => decodeFp8Codes(w.weight.codes, w.weight.format, out));
+        const values = this.dataInput({ type: 'float32', data, dims: w.weight.shape }, DataType.FLOAT);
         const decoded: DecodedFp8Value = { ...values, fp8Format: w.weight.format };
         wv = decoded;
       } else {

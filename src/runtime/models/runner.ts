@@ -60,6 +60,18 @@ export interface LayerRunOptions {
   readonly capture?: boolean;
   /** Captured inputs to run through this checkpoint's FP8 linears (module → capture). */
   readonly probes?: LayerCaptures;
+  /** Replaces the layer's attention (generation's KV cache, cached-attention.ts). */
+  readonly attention?: LayerAttentionHook;
+}
+
+/** A decoder layer's attention weights as loaded for its graph. */
+export type LayerAttention = { kind: 'gqa'; w: GqaWeights; linears: LinearWeight[] } | { kind: 'mla'; w: MlaWeights; linears: LinearWeight[] };
+
+/** Another attention for a layer: emitted into the layer graph, shown the graph's outputs after the run. */
+export interface LayerAttentionHook {
+  /** Attention output `[tokens, H]` of the normed hidden states. */
+  emit(mg: ModelGraph, attention: LayerAttention, normed: Value): Value;
+  collect(out: Record<string, HostTensor>): void;
 }
 
 export interface LayerResult {
@@ -94,6 +106,8 @@ export class ModelRunner {
   readonly sessions: SessionCache;
   private readonly buffers: HostBufferPool;
   private readonly ownsBuffers: boolean;
+  /** Host-decoded weights kept across steps once keepWeightsResident() is on. */
+  private decodedWeights: WeakMap<Uint8Array, Float32Array> | undefined;
 
   private constructor(
     readonly checkpoint: Checkpoint,
@@ -130,6 +144,17 @@ export class ModelRunner {
 
   plan(layer: number): LayerPlan {
     return layerPlan(this.spec, this.weights, layer);
+  }
+
+  /**
+   * Keeps every weight read from now on in memory, as stored and (when decoded on the host) as
+   * float32, so that later forwards over the same layers neither read nor decode it again
+   * (generation). Memory: the checkpoint, plus its float32 copy on the CPU. Not with shared buffers.
+   */
+  keepWeightsResident(): void {
+    if (!this.ownsBuffers) throw new Error('resident weights cannot use a shared buffer pool');
+    this.weights.keepResident();
+    this.decodedWeights ??= new WeakMap();
   }
 
   /** Whether `module`'s weight is stored in FP8 (a quantized linear; per-expert names of stacked experts included). */
@@ -172,7 +197,7 @@ export class ModelRunner {
 
   /** A graph for this runner's device: weights decoded on the host for the CPU, on the GPU for CUDA. */
   private graph(tapLinears: boolean): ModelGraph {
-    return new ModelGraph(tapLinears, this.options.weightDecode ?? (this.device === 'cuda' ? 'graph' : 'host'), this.buffers);
+    return new ModelGraph(tapLinears, this.options.weightDecode ?? (this.device === 'cuda' ? 'graph' : 'host'), this.buffers, this.decodedWeights);
   }
 
   private async run(mg: ModelGraph): Promise<Record<string, HostTensor>> {
@@ -199,7 +224,11 @@ export class ModelRunner {
       const a = this.graph(options.capture === true);
       const x = a.input('hidden', hidden, [tokens, h]);
       const normed = a.rmsNorm(x, inputNorm, this.spec.rmsNormEps);
-      const attnOut = attention.kind === 'gqa' ? emitGqaAttention(a, ctx, attention.w, normed) : emitMlaAttention(a, ctx, attention.w, normed);
+      const attnOut = options.attention
+        ? options.attention.emit(a, attention, normed)
+        : attention.kind === 'gqa'
+          ? emitGqaAttention(a, ctx, attention.w, normed)
+          : emitMlaAttention(a, ctx, attention.w, normed);
       const h1 = a.add(x, attnOut);
       const xn = a.rmsNorm(h1, postNorm, this.spec.rmsNormEps);
       const mlp = plan.mlp;
@@ -208,6 +237,7 @@ export class ModelRunner {
         a.output(a.add(h1, emitMlp(a, this.spec, w, xn)), 'out');
         this.addLinearProbes(a, options.probes, [...attention.linears, w.gate, w.up, w.down]);
         const out = await this.run(a);
+        options.attention?.collect(out);
         collect(out, a, result);
         return { ...result, hidden: f32(out, 'out') };
       }
@@ -217,6 +247,7 @@ export class ModelRunner {
       a.output(a.linear(router, xn, false), 'router_logits');
       this.addLinearProbes(a, options.probes, attention.linears);
       const outA = await this.run(a);
+      options.attention?.collect(outA);
       collect(outA, a, result);
 
       // Routing on the host, then graph B: experts + shared experts + combine.
@@ -229,10 +260,7 @@ export class ModelRunner {
     }
   }
 
-  private async loadAttention(
-    scope: WeightScope,
-    plan: LayerPlan,
-  ): Promise<{ kind: 'gqa'; w: GqaWeights; linears: LinearWeight[] } | { kind: 'mla'; w: MlaWeights; linears: LinearWeight[] }> {
+  private async loadAttention(scope: WeightScope, plan: LayerPlan): Promise<LayerAttention> {
     const p = plan.attention;
     if (p.kind === 'gqa') {
       const w: GqaWeights = {

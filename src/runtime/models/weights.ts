@@ -97,6 +97,8 @@ export function configuredBlock(config: ModelConfig | undefined): BlockShape | u
 
 export class ModelWeights {
   readonly block: BlockShape | undefined;
+  /** Whole tensors read so far, by name, once keepResident() is on: later scopes reuse them. */
+  private resident: Map<string, Uint8Array> | undefined;
 
   constructor(
     readonly checkpoint: Checkpoint,
@@ -109,6 +111,28 @@ export class ModelWeights {
 
   has(name: string): boolean {
     return this.checkpoint.has(name);
+  }
+
+  /**
+   * From now on whole tensors are read from the checkpoint once and kept (generation's resident
+   * mode: each decode step reuses the weights instead of reading them again). Row reads (lm_head
+   * chunks, stacked experts, embedding rows) still go to the checkpoint. Not with a buffer pool,
+   * whose buffers are reused after each scope.
+   */
+  keepResident(): void {
+    if (this.pool !== undefined) throw new Error('resident weights cannot be read into pooled buffers');
+    this.resident ??= new Map();
+  }
+
+  /** @internal A whole tensor's bytes: from the resident set when kept, else read (into `into` when given). */
+  async readTensorBytes(name: string, into?: Uint8Array): Promise<Uint8Array> {
+    if (this.resident === undefined) return this.checkpoint.readTensor(name, into);
+    let bytes = this.resident.get(name);
+    if (bytes === undefined) {
+      bytes = await this.checkpoint.readTensor(name);
+      this.resident.set(name, bytes);
+    }
+    return bytes;
   }
 
   hasLinear(module: string): boolean {
@@ -149,7 +173,7 @@ export class ModelWeights {
     if (!isFloatSourceDtype(info.dtype)) {
       throw new CheckpointError(`${this.checkpoint.dir}: tensor "${name}" is ${info.dtype}; expected a float tensor (F32/F16/BF16)`);
     }
-    if (rows === undefined) return { name, dtype: info.dtype, shape: info.shape, bytes: await this.checkpoint.readTensor(name, into?.(info.byteLength)) };
+    if (rows === undefined) return { name, dtype: info.dtype, shape: info.shape, bytes: await this.readTensorBytes(name, into?.(info.byteLength)) };
     const rowBytes = info.shape[0] ? info.byteLength / info.shape[0] : 0;
     const bytes = await this.checkpoint.readRows(name, rows.start, rows.count, into?.(rowBytes * rows.count));
     return { name, dtype: info.dtype, shape: [rows.count, ...info.shape.slice(1)], bytes };
@@ -248,8 +272,8 @@ export class WeightScope {
     if (!isFloatSourceDtype(scaleInfo.dtype)) throw new CheckpointError(`${ckpt.dir}: ${scaleName} is ${scaleInfo.dtype}; expected F32`);
     const [n, k] = info.shape as [number, number];
     const block = this.weights.blockFor(module, n, k, scaleInfo.shape);
-    const codes = await ckpt.readTensor(name, this.buffer(info.byteLength));
-    const scaleBytes = await ckpt.readTensor(scaleName);
+    const codes = await this.weights.readTensorBytes(name, this.buffer(info.byteLength));
+    const scaleBytes = await this.weights.readTensorBytes(scaleName);
     this.count(codes.byteLength + scaleBytes.byteLength);
     const scale = widenToFloat32(scaleBytes, scaleInfo.dtype, new Float32Array(scaleBytes.byteLength / dtypeSize(scaleInfo.dtype)));
     const bias = ckpt.has(biasName) ? await this.tensor(biasName) : undefined;

@@ -1,0 +1,362 @@
+// `fp8q generate`: a model's continuation of a prompt, streamed to the terminal as it is produced
+// (or one JSON document with ids, text and per-token log-probabilities), and with `--compare`, an
+// FP8 checkpoint's continuation beside the original's: the first token where they differ marked,
+// the quantized model's log-probability of each token the original chose, and over several prompts
+// the identical-prefix lengths. Writes nothing to disk.
+
+import { readFile } from 'node:fs/promises';
+import { loadModelTokenizer, type ModelTokenizer } from '../../runtime/calibration/model-tokenizer.js';
+import { selectDevice, type DeviceSelection } from '../../runtime/device.js';
+import { Checkpoint } from '../../io/checkpoint.js';
+import { firstDivergence, identicalPrefix, layoutColumns, markedText, stepTable, summarizePrefixes, tokenCell, DIVERGENCE_CLOSE, DIVERGENCE_OPEN, type PrefixSummary } from '../../runtime/generate/compare.js';
+import { runGeneration, type GenerationRun, type GenerationRunOptions, type ModelRunInfo, type TimedGeneration } from '../../runtime/generate/generate-run.js';
+import type { StopReason } from '../../runtime/generate/generate-tokens.js';
+import { promptIds, promptSettings, type PromptSettings } from '../../runtime/generate/prompt.js';
+import { GREEDY, type SamplingOptions } from '../../runtime/generate/sampling.js';
+import { TextStream } from '../../runtime/generate/text-stream.js';
+import { WEIGHT_MODE_REQUESTS, type WeightModeChoice, type WeightModeRequest } from '../../runtime/generate/weight-residency.js';
+import { UsageError } from '../errors.js';
+import { parsePositiveInt } from '../options.js';
+import { info, outputMode, printJson, warn, type OutputMode } from '../output.js';
+import { redactSecrets } from '../redact.js';
+import { parseDeviceFlag, parseThreadsFlag } from './logits.js';
+
+export interface GenerateFlags {
+  prompt?: string[];
+  prompts?: string;
+  maxNewTokens?: string;
+  device?: string;
+  temperature?: string;
+  topP?: string;
+  seed?: string;
+  chat?: boolean;
+  compare?: string;
+  cache?: boolean;
+  weights?: string;
+  threads?: string;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+export const DEFAULT_MAX_NEW_TOKENS = 64;
+
+export interface GeneratedText {
+  readonly ids: number[];
+  readonly text: string;
+  /** log p of each generated token under the model (temperature 1). */
+  readonly logprobs: number[];
+  readonly stop: StopReason;
+  readonly seconds: number;
+}
+
+export interface ModelDescription {
+  readonly model: string;
+  readonly architecture: string;
+  readonly kvCache: boolean;
+  readonly weights: WeightModeChoice;
+}
+
+export interface GenerateReport {
+  readonly model: ModelDescription;
+  readonly device: DeviceSelection;
+  readonly sampling: SamplingOptions;
+  readonly maxNewTokens: number;
+  readonly chat: boolean;
+  readonly results: { prompt: string; promptIds: number[]; output: GeneratedText }[];
+}
+
+export interface ComparedPrompt {
+  readonly prompt: string;
+  readonly promptIds: number[];
+  readonly original: GeneratedText;
+  readonly quantized: GeneratedText;
+  /** Generated tokens the two continuations share from the start. */
+  readonly identicalPrefix: number;
+  /** First generated token that differs; null when the continuations are identical. */
+  readonly firstDivergence: number | null;
+  /** log p, under the quantized model, of each token the original generated. */
+  readonly quantizedLogprobsOfOriginal: number[];
+}
+
+export interface CompareReport {
+  readonly original: ModelDescription;
+  readonly quantized: ModelDescription;
+  readonly device: DeviceSelection;
+  readonly sampling: SamplingOptions;
+  readonly maxNewTokens: number;
+  readonly chat: boolean;
+  readonly results: ComparedPrompt[];
+  readonly summary: PrefixSummary;
+}
+
+function parseNumber(flag: string, text: string, ok: (x: number) => boolean, expected: string): number {
+  const x = Number(text);
+  if (text.trim() === '' || !Number.isFinite(x) || !ok(x)) throw new UsageError(`invalid ${flag} "${text}": expected ${expected}`);
+  return x;
+}
+
+/** Greedy unless --temperature > 0, or --top-p / --seed without --temperature (then temperature 1). */
+export function parseSampling(flags: Pick<GenerateFlags, 'temperature' | 'topP' | 'seed'>): SamplingOptions {
+  const topP = flags.topP === undefined ? 1 : parseNumber('--top-p', flags.topP, (x) => x > 0 && x <= 1, 'a number in (0, 1]');
+  const seed = flags.seed === undefined ? 0 : parseNumber('--seed', flags.seed, (x) => Number.isSafeInteger(x) && x >= 0 && x <= 0xffffffff, 'an integer from 0 to 4294967295');
+  const temperature =
+    flags.temperature === undefined
+      ? flags.topP !== undefined || flags.seed !== undefined
+        ? 1
+        : 0
+      : parseNumber('--temperature', flags.temperature, (x) => x >= 0, 'a number ≥ 0 (0: greedy)');
+  if (temperature === 0 && (flags.topP !== undefined || flags.seed !== undefined)) {
+    throw new UsageError('--top-p and --seed apply to sampling, and --temperature 0 is greedy: give a temperature above 0, or drop them');
+  }
+  return temperature === 0 ? GREEDY : { temperature, topP, seed };
+}
+
+function parseWeights(text: string | undefined): WeightModeRequest {
+  const value = text ?? 'auto';
+  const found = WEIGHT_MODE_REQUESTS.find((m) => m === value);
+  if (found === undefined) throw new UsageError(`invalid --weights "${value}": expected ${WEIGHT_MODE_REQUESTS.join(', ')}`);
+  return found;
+}
+
+/** --prompt (repeatable) then the non-empty lines of --prompts. */
+async function collectPrompts(flags: GenerateFlags): Promise<string[]> {
+  const prompts = [...(flags.prompt ?? [])];
+  if (flags.prompts !== undefined) {
+    const lines = (await readFile(flags.prompts, 'utf8')).split(/\r?\n/).filter((l) => l.trim() !== '');
+    if (lines.length === 0) throw new UsageError(`${flags.prompts} has no prompts: write one per line`);
+    prompts.push(...lines);
+  }
+  if (prompts.length === 0) throw new UsageError('missing --prompt <text> (or --prompts <file>, one prompt per line)');
+  return prompts;
+}
+
+function describeModel(model: string, run: ModelRunInfo): ModelDescription {
+  return { model, architecture: run.architecture, kvCache: run.cache, weights: run.weights };
+}
+
+function modeLine(model: string, run: ModelRunInfo, device: DeviceSelection): string {
+  const cache = run.cache ? 'KV cache (one pass over the weights per token)' : 'no KV cache (the whole sequence again per token)';
+  return `${model}: ${run.architecture} on ${device.device}; ${cache}; weights ${run.weights.mode} (${run.weights.reason})`;
+}
+
+function textOf(stream: TextStream, generated: TimedGeneration): GeneratedText {
+  return { ids: generated.ids, text: stream.text, logprobs: generated.logprobs, stop: generated.stop, seconds: generated.seconds };
+}
+
+function rateLine(g: TimedGeneration): string {
+  const rate = g.seconds > 0 ? g.ids.length / g.seconds : 0;
+  return `${g.ids.length} tokens in ${g.seconds.toFixed(2)} s (${rate.toFixed(1)} tokens/s), stopped by ${g.stop}`;
+}
+
+/** Thrown by out() once stdout's reader has gone (`| head`): generation stops, quietly. */
+class OutputClosed extends Error {}
+
+let stdoutClosed = false;
+
+/** stdout, redacted. */
+function out(text: string): void {
+  if (stdoutClosed) throw new OutputClosed('stdout closed');
+  if (text !== '') process.stdout.write(redactSecrets(text));
+}
+
+/** Runs `body` with a closed stdout pipe ending it quietly rather than as an unhandled EPIPE. */
+async function untilStdoutCloses<T>(body: () => Promise<T>): Promise<T | undefined> {
+  stdoutClosed = false;
+  // EPIPE, or any other write error: nothing more can be shown, so stop generating.
+  const onError = (): void => {
+    stdoutClosed = true;
+  };
+  process.stdout.on('error', onError);
+  try {
+    return await body();
+  } catch (e) {
+    if (e instanceof OutputClosed) return undefined;
+    throw e;
+  } finally {
+    process.stdout.off('error', onError);
+  }
+}
+
+interface Prepared {
+  readonly tokenizer: ModelTokenizer;
+  readonly settings: PromptSettings;
+  readonly prompts: string[];
+  readonly ids: number[][];
+}
+
+async function prepare(model: string, flags: GenerateFlags, mode: OutputMode): Promise<Prepared> {
+  const prompts = await collectPrompts(flags);
+  const tokenizer = await loadModelTokenizer(model, 'to tokenize the prompt and decode the output', '');
+  const checkpoint = await Checkpoint.open(model);
+  let settings: PromptSettings;
+  try {
+    settings = await promptSettings(model, checkpoint.config, tokenizer);
+  } finally {
+    await checkpoint.close();
+  }
+  const ids = prompts.map((p) => promptIds(tokenizer, settings, p, flags.chat === true, model));
+  if (settings.stopIds.size === 0) warn(mode, `${model}: no eos_token_id in generation_config.json or config.json; generation stops only at --max-new-tokens`);
+  return { tokenizer, settings, prompts, ids };
+}
+
+/** The report, or undefined when stdout was closed before the end. */
+export async function generateCommand(model: string, flags: GenerateFlags): Promise<GenerateReport | CompareReport | undefined> {
+  const mode = outputMode(flags);
+  const maxNewTokens = flags.maxNewTokens === undefined ? DEFAULT_MAX_NEW_TOKENS : parsePositiveInt('--max-new-tokens', flags.maxNewTokens);
+  const sampling = parseSampling(flags);
+  const weights = parseWeights(flags.weights);
+  const threads = parseThreadsFlag(flags.threads);
+  const device = await selectDevice(parseDeviceFlag(flags.device));
+  const prepared = await prepare(model, flags, mode);
+  // A bad --compare folder is reported before the original model has run.
+  if (flags.compare !== undefined) await (await Checkpoint.open(flags.compare)).close();
+  const base = {
+    device: device.device,
+    ...(threads === undefined ? {} : { intraOpThreads: threads }),
+    weights,
+    cache: flags.cache !== false,
+    sampling,
+    maxNewTokens,
+    stopIds: prepared.settings.stopIds,
+  } satisfies GenerationRunOptions;
+  if (sampling.temperature > 0) info(mode, `sampling: temperature ${sampling.temperature}, top-p ${sampling.topP}, seed ${sampling.seed}`);
+  const compare = flags.compare;
+  return untilStdoutCloses<GenerateReport | CompareReport>(() =>
+    compare === undefined ? generateOne(model, prepared, base, device, flags, mode) : compareTwo(model, compare, prepared, base, device, flags, mode),
+  );
+}
+
+async function generateOne(
+  model: string,
+  prepared: Prepared,
+  options: GenerationRunOptions,
+  device: DeviceSelection,
+  flags: GenerateFlags,
+  mode: OutputMode,
+): Promise<GenerateReport> {
+  const streams = prepared.ids.map((ids) => new TextStream(prepared.tokenizer, ids));
+  const stream = !mode.json;
+  const run = await runGeneration(model, prepared.ids, {
+    ...options,
+    onOpen: (r) => info(mode, modeLine(model, r, device)),
+    onToken: (p, id) => {
+      // The prompt is printed before its continuation (a chat template's rendering is not).
+      if (stream && streams[p]!.pieces.length === 0) out(`${p > 0 ? '\n' : ''}${flags.chat === true ? '' : prepared.prompts[p]!}`);
+      const piece = streams[p]!.push(id);
+      if (stream) out(piece);
+    },
+    onPromptDone: (p, g) => {
+      const rest = streams[p]!.flush();
+      if (stream) out(`${rest}\n`);
+      info(mode, `[${rateLine(g)}]`);
+    },
+  });
+  const report: GenerateReport = {
+    model: describeModel(model, run),
+    device,
+    sampling: options.sampling,
+    maxNewTokens: options.maxNewTokens,
+    chat: flags.chat === true,
+    results: prepared.prompts.map((prompt, p) => ({ prompt, promptIds: prepared.ids[p]!, output: textOf(streams[p]!, run.results[p]!) })),
+  };
+  if (mode.json) printJson(report);
+  return report;
+}
+
+async function compareTwo(
+  original: string,
+  quantized: string,
+  prepared: Prepared,
+  options: GenerationRunOptions,
+  device: DeviceSelection,
+  flags: GenerateFlags,
+  mode: OutputMode,
+): Promise<CompareReport> {
+  const progress = (label: string): Partial<GenerationRunOptions> => ({
+    onOpen: (r) => info(mode, modeLine(label, r, device)),
+    onPromptDone: (p, g) => info(mode, `  prompt ${p + 1}/${prepared.ids.length}: ${rateLine(g)}`),
+  });
+  const a: GenerationRun = await runGeneration(original, prepared.ids, { ...options, ...progress(original) });
+  const b: GenerationRun = await runGeneration(
+    quantized,
+    prepared.ids,
+    { ...options, ...progress(quantized) },
+    a.results.map((r) => r.ids),
+  );
+  const streamsOf = (run: GenerationRun): TextStream[] =>
+    run.results.map((g, p) => {
+      const s = new TextStream(prepared.tokenizer, prepared.ids[p]!);
+      for (const id of g.ids) s.push(id);
+      s.flush();
+      return s;
+    });
+  const aStreams = streamsOf(a);
+  const bStreams = streamsOf(b);
+  const results: ComparedPrompt[] = prepared.prompts.map((prompt, p) => {
+    const x = a.results[p]!.ids;
+    const y = b.results[p]!.ids;
+    const at = firstDivergence(x, y);
+    return {
+      prompt,
+      promptIds: prepared.ids[p]!,
+      original: textOf(aStreams[p]!, a.results[p]!),
+      quantized: textOf(bStreams[p]!, b.results[p]!),
+      identicalPrefix: identicalPrefix(x, y),
+      firstDivergence: at ?? null,
+      quantizedLogprobsOfOriginal: b.scores[p]!,
+    };
+  });
+  const report: CompareReport = {
+    original: describeModel(original, a),
+    quantized: describeModel(quantized, b),
+    device,
+    sampling: options.sampling,
+    maxNewTokens: options.maxNewTokens,
+    chat: flags.chat === true,
+    results,
+    summary: summarizePrefixes(results.map((r) => r.identicalPrefix)),
+  };
+  if (mode.json) {
+    printJson(report);
+    return report;
+  }
+  const width = process.stdout.isTTY === true ? (process.stdout.columns ?? 0) : 0;
+  const lines: string[] = [];
+  results.forEach((r, p) => {
+    const aPieces = aStreams[p]!.pieces;
+    const bPieces = bStreams[p]!.pieces;
+    const at = r.firstDivergence ?? undefined;
+    const head = flags.chat === true ? '' : r.prompt;
+    if (p > 0) lines.push('');
+    lines.push(`prompt ${p + 1}: ${JSON.stringify(r.prompt)}`, '');
+    lines.push(...layoutColumns({ title: `original  ${original}`, text: head + markedText(aPieces, at) }, { title: `quantized  ${quantized}`, text: head + markedText(bPieces, at) }, width));
+    lines.push('');
+    const generated = r.original.ids.length;
+    lines.push(
+      at === undefined
+        ? `identical: all ${generated} generated tokens are the same`
+        : `identical prefix: ${r.identicalPrefix} of ${generated} tokens; first divergence at token ${at + 1}, marked ${DIVERGENCE_OPEN}…${DIVERGENCE_CLOSE}: ` +
+            `original ${tokenCell(aPieces[at])}, quantized ${tokenCell(bPieces[at])}`,
+    );
+    lines.push('');
+    lines.push(
+      ...stepTable(
+        r.original.ids.map((id, i) => ({
+          step: i + 1,
+          original: tokenCell(aPieces[i]),
+          originalLogprob: r.original.logprobs[i]!,
+          quantizedLogprobOfOriginal: r.quantizedLogprobsOfOriginal[i]!,
+          quantized: tokenCell(bPieces[i]),
+          same: r.quantized.ids[i] === id,
+        })),
+      ),
+    );
+  });
+  if (results.length > 1) {
+    lines.push('', 'identical prefix (generated tokens the quantized model shares with the original):');
+    results.forEach((r, p) => lines.push(`  ${p + 1}. ${r.identicalPrefix}/${r.original.ids.length}  ${JSON.stringify(r.prompt)}`));
+    lines.push(`  mean ${report.summary.mean.toFixed(1)}, min ${report.summary.min} over ${report.summary.prompts} prompts`);
+  }
+  out(`${lines.join('\n')}\n`);
+  return report;
+}
