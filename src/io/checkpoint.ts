@@ -31,9 +31,16 @@ export class Checkpoint {
     /** Files other than weight shards and their index (tokenizer, generation config, …). */
     readonly otherFiles: readonly string[],
     readonly indexMetadata: Readonly<Record<string, unknown>> | undefined,
+    /** Things the reader accepted but a user should hear about (tensors the index leaves out, with allowUnindexed). */
+    readonly problems: readonly string[] = [],
   ) {}
 
-  static async open(dir: string): Promise<Checkpoint> {
+  /**
+   * Every tensor of every shard is accounted for: one the index does not list is an error (the
+   * index is damaged, or the tensor would silently vanish from any output); with
+   * `allowUnindexed` it is left out with a warning in `problems`, as transformers leaves it out.
+   */
+  static async open(dir: string, opts: { allowUnindexed?: boolean } = {}): Promise<Checkpoint> {
     let entries: string[];
     try {
       const s = await stat(dir);
@@ -41,7 +48,8 @@ export class Checkpoint {
       entries = (await readdir(dir, { recursive: true })).map((e) => e.split(sep).join('/'));
     } catch (e) {
       if (e instanceof CheckpointError) throw e;
-      throw new CheckpointError(`cannot read model folder ${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new CheckpointError(`cannot read model folder ${dir} (${code ?? (e as Error).message})`, code === 'ENOENT' ? 'E_INPUT_MISSING' : 'E_INPUT_MALFORMED');
     }
     const files = [];
     for (const e of entries) if ((await stat(join(dir, e))).isFile()) files.push(e);
@@ -74,13 +82,22 @@ export class Checkpoint {
 
     const readers = new Map<string, SafetensorsReader>();
     const tensors = new Map<string, CheckpointTensor>();
+    const problems: string[] = [];
     try {
       for (const shard of shards) {
         const reader = await SafetensorsReader.open(join(dir, shard));
         readers.set(shard, reader);
         for (const name of reader.tensorNames()) {
           // With an index, the index decides which shard's copy is the tensor (as transformers does).
-          if (weightMap && weightMap.get(name) !== shard) continue;
+          if (weightMap && weightMap.get(name) !== shard) {
+            if (weightMap.has(name)) continue; // a second copy; the index names the one that counts
+            const what = `${join(dir, shard)} holds tensor ${quoteName(name)}, which ${INDEX_FILE} does not list`;
+            if (!opts.allowUnindexed) {
+              throw new CheckpointError(`${what}: the index is incomplete, and converting would drop the tensor; fix the index, or pass --allow-unindexed to leave it out`);
+            }
+            problems.push(`${what}: left out (--allow-unindexed)`);
+            continue;
+          }
           const prev = tensors.get(name);
           if (prev) throw new CheckpointError(`tensor ${quoteName(name)} is in both ${prev.shard} and ${shard} of ${dir}`);
           tensors.set(name, { ...reader.info(name), shard });
@@ -101,7 +118,7 @@ export class Checkpoint {
     }
     const weightFiles = new Set([...shards, INDEX_FILE]);
     const otherFiles = files.filter((f) => !weightFiles.has(f));
-    return new Checkpoint(dir, config, problem, tensors, readers, otherFiles, indexMetadata);
+    return new Checkpoint(dir, config, problem, tensors, readers, otherFiles, indexMetadata, problems);
   }
 
   tensorNames(): string[] {

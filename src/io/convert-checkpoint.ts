@@ -3,8 +3,9 @@
 // events; this module never writes to the terminal.
 
 import { createHash } from 'node:crypto';
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { copyCompanionFiles, selectCompanionFiles } from './companion-files.js';
 import { performance } from 'node:perf_hooks';
 import type { BlockShape, ScaleFormat } from '../fp8/block-quantize.js';
 import type { Fp8Format } from '../fp8/formats.js';
@@ -12,6 +13,7 @@ import { blockScaleQuantizePass } from '../passes/block-scale-quantize.js';
 import { requantizePass } from '../passes/fp8-plans.js';
 import { planTotals, type ConvertPlan, type PlanEntry, type PlannedOutput } from '../passes/plan.js';
 import { Checkpoint, CONFIG_FILE, INDEX_FILE, type ModelConfig } from './checkpoint.js';
+import { CheckpointError } from './errors.js';
 import type { OutputSink } from './entry-executors.js';
 import { executeEntry } from './plan-executors.js';
 import type { CheckpointFormat } from './formats/descriptor.js';
@@ -53,6 +55,8 @@ export interface ConvertOptions {
   readonly dryRun?: boolean;
   readonly force?: boolean;
   readonly allowNonFinite?: boolean;
+  /** A tensor a shard holds but the index does not list: a warning (left out) instead of an error. */
+  readonly allowUnindexed?: boolean;
   /** Worker threads quantizing (default: available cores); 0 runs the reference executors on the main thread. */
   readonly threads?: number;
   /** Also write DeepSeek MLA's w_uk / w_uv (passes/mla-split.ts). */
@@ -132,21 +136,30 @@ function orderEntries(entries: readonly PlanEntry[]): PlanEntry[] {
 export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSummary> {
   const t0 = performance.now();
   const emit = opts.onEvent ?? (() => undefined);
-  const ckpt = await Checkpoint.open(opts.input);
+  const ckpt = await Checkpoint.open(opts.input, { allowUnindexed: opts.allowUnindexed === true });
   try {
     const outputFormat = opts.outputFormat ?? 'hf';
     const calibration = requireCalibration(opts.activationScheme, opts.calibration);
     const basePlan = planFor(ckpt, opts);
     const { plan, quantizationConfig: qc, warnings: formatWarnings } = applyOutputFormat(calibration ? staticActivationPlan(basePlan, calibration) : basePlan, outputFormat);
-    const warnings = [...plan.warnings, ...formatWarnings];
+    const warnings = [...ckpt.problems, ...plan.warnings, ...formatWarnings];
     if (ckpt.configProblem) warnings.unshift(ckpt.configProblem);
     // e.g. Mistral's consolidated.safetensors beside the HF shards: a second full BF16 copy that
     // must not ride along into the FP8 folder.
     for (const f of ckpt.otherFiles.filter(isStrayWeightFile)) {
       warnings.push(`${f} is not one of the checkpoint's shards (not named by ${INDEX_FILE}, or in a subfolder): not converted and not copied`);
     }
+    const companions = await selectCompanionFiles(ckpt.dir, ckpt.otherFiles, (f) => f === CONFIG_FILE || FOREIGN_WEIGHT_FILE.test(f) || isStrayWeightFile(f));
+    warnings.push(...companions.warnings);
     for (const w of warnings) emit({ type: 'warning', message: w });
     const totals = planTotals(plan, (n) => ckpt.info(n).byteLength);
+    if (totals.quantized === 0) {
+      // An "FP8" config over a checkpoint with no FP8 tensor would mislead every loader.
+      throw new CheckpointError(
+        `${opts.input} has no weight fp8q would quantize (${ckpt.tensors.size} tensor(s), none a 2-D float Linear weight outside --exclude): nothing to convert`,
+        'E_INPUT_UNSUPPORTED',
+      );
+    }
     emit({ type: 'plan', plan, bytesTotal: totals.bytesIn });
     const base = {
       input: opts.input,
@@ -160,7 +173,11 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
       outputFormat,
       quantizationConfig: qc,
     };
-    await checkOutputDestination(opts.input, opts.output, opts.force ?? false);
+    const destination = await checkOutputDestination(opts.input, opts.output, opts.force ?? false);
+    for (const w of destination.warnings) {
+      warnings.push(w);
+      emit({ type: 'warning', message: w });
+    }
     // Calibration input is read (and tokenized) in a dry run too: a missing tokenizer.json shows up before the real run.
     const calibrationSet = calibration ? await readStaticCalibration(opts.input, ckpt.config, calibration, emit) : undefined;
     if (opts.dryRun) {
@@ -173,17 +190,13 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
     const shards = assignShards(entries.map((e) => e.outputs), opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
     let staging: StagingFolder | undefined;
     try {
-      staging = await StagingFolder.create(opts.output);
+      staging = await StagingFolder.create(opts.output, { force: opts.force ?? false });
       const pool = opts.threads === 0 ? undefined : QuantizePool.start(opts.threads ?? defaultThreads());
       const written = await writeShards(ckpt, plan, entries, shards, staging.path, totals.bytesIn, opts, emit, pool, measured?.scales).finally(() => pool?.close());
       emit({ type: 'finalizing' });
       if (shards.length > 1) await writeJson(join(staging.path, INDEX_FILE), buildIndex(shards));
       await writeJson(join(staging.path, CONFIG_FILE), withQuantizationConfig(ckpt.config, qc));
-      for (const f of ckpt.otherFiles) {
-        if (f === CONFIG_FILE || FOREIGN_WEIGHT_FILE.test(f) || isStrayWeightFile(f) || f.split('/').some((p) => p.startsWith('.'))) continue;
-        await mkdir(dirname(join(staging.path, f)), { recursive: true });
-        await copyFile(join(ckpt.dir, f), join(staging.path, f));
-      }
+      await copyCompanionFiles(ckpt.dir, staging.path, companions.files);
       await staging.commit();
       return { ...base, ...(measured ? { calibration: measured.summary } : {}), dryRun: false, seconds: (performance.now() - t0) / 1000, shards: written };
     } catch (e) {

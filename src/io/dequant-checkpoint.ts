@@ -4,8 +4,9 @@
 // activation scale) is dropped, everything else is copied byte for byte, and config.json loses
 // quantization_config. Same atomic staging, sharding and index as convert.
 
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { copyCompanionFiles, selectCompanionFiles } from './companion-files.js';
 import { performance } from 'node:perf_hooks';
 import { planDequantize } from '../passes/fp8-plans.js';
 import type { PlanEntry, QuantizationSettings } from '../passes/plan.js';
@@ -31,6 +32,10 @@ export interface DequantOptions {
   readonly dtype?: DequantDtype;
   readonly maxShardBytes?: number;
   readonly force?: boolean;
+  /** A tensor a shard holds but the index does not list: a warning (left out) instead of an error. */
+  readonly allowUnindexed?: boolean;
+  /** Write even when scales are NaN/Inf/≤ 0 or values come out non-finite (counted in the summary). */
+  readonly allowNonFinite?: boolean;
   readonly onEvent?: (event: DequantEvent) => void;
 }
 
@@ -74,13 +79,15 @@ export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSu
   const t0 = performance.now();
   const emit = opts.onEvent ?? (() => undefined);
   const dtype = opts.dtype ?? 'bfloat16';
-  const ckpt = await Checkpoint.open(opts.input);
+  const ckpt = await Checkpoint.open(opts.input, { allowUnindexed: opts.allowUnindexed === true });
   try {
     const infos = ckpt.tensorNames().map((n) => ckpt.info(n));
     const plan = planDequantize(ckpt.config, infos, dtype === 'float16' ? 'F16' : 'BF16');
-    const warnings: string[] = [...(ckpt.configProblem ? [ckpt.configProblem] : []), ...plan.warnings];
+    const warnings: string[] = [...(ckpt.configProblem ? [ckpt.configProblem] : []), ...ckpt.problems, ...plan.warnings];
     if (plan.input.perTensor > 0) warnings.push(`${plan.input.perTensor} FP8 weights have one scale per tensor (not per block); dequantized with it`);
     for (const f of ckpt.otherFiles.filter((f) => f.endsWith('.safetensors'))) warnings.push(`${f} is not one of the checkpoint's shards: not read and not copied`);
+    const companions = await selectCompanionFiles(ckpt.dir, ckpt.otherFiles, (f) => f === CONFIG_FILE || NOT_COPIED.test(f));
+    warnings.push(...companions.warnings);
     for (const w of warnings) emit({ type: 'warning', message: w });
     const entries = [...plan.entries].sort(byFirstOutput);
     let bytesIn = 0;
@@ -102,14 +109,18 @@ export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSu
       bytesOut,
       warnings,
     };
-    await checkOutputDestination(opts.input, opts.output, opts.force ?? false);
+    const destination = await checkOutputDestination(opts.input, opts.output, opts.force ?? false);
+    for (const w of destination.warnings) {
+      warnings.push(w);
+      emit({ type: 'warning', message: w });
+    }
 
     const shards = assignShards(entries.map((e) => e.outputs), opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
     const shardOf = new Map<string, number>();
     shards.forEach((s, i) => s.tensors.forEach((t) => shardOf.set(t.name, i)));
     let staging: StagingFolder | undefined;
     try {
-      staging = await StagingFolder.create(opts.output);
+      staging = await StagingFolder.create(opts.output, { force: opts.force ?? false });
       let done = 0;
       const onBytes = (n: number): void => {
         done += n;
@@ -136,11 +147,7 @@ export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSu
       if (shards.length > 1) await writeJson(join(staging.path, INDEX_FILE), buildIndex(shards));
       const config = dequantizedConfig(ckpt.config, dtype);
       if (config) await writeJson(join(staging.path, CONFIG_FILE), config);
-      for (const f of ckpt.otherFiles) {
-        if (f === CONFIG_FILE || NOT_COPIED.test(f) || f.split('/').some((p) => p.startsWith('.'))) continue;
-        await mkdir(dirname(join(staging.path, f)), { recursive: true });
-        await copyFile(join(ckpt.dir, f), join(staging.path, f));
-      }
+      await copyCompanionFiles(ckpt.dir, staging.path, companions.files);
       await staging.commit();
       return { ...base, seconds: (performance.now() - t0) / 1000, shards: written };
     } catch (e) {

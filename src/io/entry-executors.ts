@@ -49,6 +49,7 @@ export function nonFiniteWeightError(src: CheckpointTensor, expert: number, err:
   return new CheckpointError(
     `tensor "${src.name}" (${src.dtype}${JSON.stringify(src.shape)}) has a non-finite value (${err.value}) at ${where}, in block [${Math.floor(err.row / block.bn)}, ${Math.floor(err.col / block.bk)}]: ` +
       `the source checkpoint is damaged; fix it, or pass --allow-nonfinite to saturate ±Inf and zero NaN`,
+    'E_INPUT_NONFINITE',
   );
 }
 

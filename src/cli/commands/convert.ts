@@ -5,11 +5,11 @@ import { checkOutputFormat, OutputFormatError } from '../../io/formats/output-fo
 import { formatBytes } from '../../io/sizes.js';
 import type { ConvertPlan } from '../../passes/plan.js';
 import { describeEntry, entryDetails } from '../../passes/plan-describe.js';
-import { parseBlock, parseOutputFormat, parsePositiveInt, parseSize, parseWeightDtype } from '../options.js';
+import { capThreads, parseBlock, parseOutputFormat, parsePositiveInt, parseSize, parseWeightDtype } from '../options.js';
 import { compileExcludePattern } from '../../passes/skip-rules.js';
 import { ByteProgress, info, outputMode, printJson, warn, type OutputMode } from '../output.js';
 import { UsageError } from '../errors.js';
-import { pushConversion, resolveModelSource, type HubFlags } from '../hub-source.js';
+import { checkHubFlags, pushConversion, resolveModelSource, type HubFlags } from '../hub-source.js';
 import { describeCalibrationEvent, parseCalibrationFlags, resolveCalibration, type CalibrationFlags } from '../calibration-flags.js';
 
 export interface ConvertFlags extends HubFlags, CalibrationFlags {
@@ -28,6 +28,7 @@ export interface ConvertFlags extends HubFlags, CalibrationFlags {
   mlaSplit?: boolean;
   stackExperts?: boolean;
   requantize?: boolean;
+  allowUnindexed?: boolean;
   threads?: string;
 }
 
@@ -51,7 +52,8 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     mlaSplit: flags.mlaSplit === true,
     stackExperts: flags.stackExperts === true,
     requantize: flags.requantize === true,
-    threads: flags.threads === undefined ? undefined : parsePositiveInt('--threads', flags.threads),
+    allowUnindexed: flags.allowUnindexed === true,
+    threads: flags.threads === undefined ? undefined : capThreads(parsePositiveInt('--threads', flags.threads), mode),
   } as const;
   const staticFlags = parseCalibrationFlags(flags);
   try {
@@ -62,6 +64,11 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     throw e;
   }
   if (flags.pushTo !== undefined && options.dryRun) throw new UsageError('--push-to cannot be combined with --dry-run: nothing would be written to push');
+  if (options.mlaSplit && options.outputFormat === 'compressed-tensors') {
+    throw new UsageError("--mla-split writes MLC LLM's layout, which reads the hf format only: drop --mla-split or use --format hf");
+  }
+  // Everything about the Hub that can be checked before a byte is read (ids, URL, token for --push-to).
+  for (const w of await checkHubFlags(source, flags)) warn(mode, w);
   const resolved = await resolveModelSource(source, flags, mode);
   const calibration = await resolveCalibration(staticFlags);
   const progress = options.dryRun ? undefined : new ByteProgress(mode, 'converting');

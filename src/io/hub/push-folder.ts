@@ -33,6 +33,8 @@ export interface PushOptions {
   onProgress?: (e: PushEvent) => void;
   env?: Env;
   signal?: AbortSignal;
+  /** Connect/answer and idle timeout of each request, ms (hub-fetch.ts); default none. */
+  timeoutMs?: number;
 }
 
 export interface PushResult {
@@ -69,7 +71,7 @@ export async function pushFolder(dir: string, repoId: string, opts: PushOptions)
   if (token === undefined) {
     throw new HubError('HUB_AUTH', `pushing to "${repoId}" needs a token with write access: ${LOGIN_HINT}`);
   }
-  const hubFetch = createHubFetch(opts.signal ? { signal: opts.signal } : {});
+  const hubFetch = createHubFetch({ ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) });
   const errCtx: ErrorContext = { repoId, hubUrl, token, tokenSource, action: 'push', hubFetch };
 
   const files = (await listFolder(dir)).filter((f) => f !== 'README.md');
