@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { copyCompanionFiles, selectCompanionFiles } from './companion-files.js';
+import { countNonFiniteInTensor, type NonFiniteReport } from './nonfinite-count.js';
 import { performance } from 'node:perf_hooks';
 import type { BlockShape, ScaleFormat } from '../fp8/block-quantize.js';
 import type { Fp8Format } from '../fp8/formats.js';
@@ -14,7 +15,7 @@ import { requantizePass } from '../passes/fp8-plans.js';
 import { planTotals, type ConvertPlan, type PlanEntry, type PlannedOutput } from '../passes/plan.js';
 import { Checkpoint, CONFIG_FILE, INDEX_FILE, type ModelConfig } from './checkpoint.js';
 import { CheckpointError } from './errors.js';
-import type { OutputSink } from './entry-executors.js';
+import type { ExecuteOptions, OutputSink } from './entry-executors.js';
 import { executeEntry } from './plan-executors.js';
 import type { CheckpointFormat } from './formats/descriptor.js';
 import { applyOutputFormat, type WrittenQuantizationConfig } from './formats/output-format.js';
@@ -99,6 +100,8 @@ export interface ConvertSummary {
   readonly warnings: readonly string[];
   readonly outputFormat: CheckpointFormat;
   readonly quantizationConfig: WrittenQuantizationConfig;
+  /** --allow-nonfinite: the NaN/Inf values it replaced or kept, by tensor (absent when there were none). */
+  readonly nonFinite?: NonFiniteReport;
   /** Static activation scheme: the calibration run (absent for dynamic; no seconds/scales in a dry run). */
   readonly calibration?: CalibrationSummary | { readonly file: string; readonly samples: number; readonly tokens: number };
 }
@@ -186,19 +189,28 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
     }
     const measured = calibration && calibrationSet ? await measureStaticActivationScales(opts.input, plan, calibrationSet, calibration, emit) : undefined;
 
+    // --allow-nonfinite changes values: count them first, so the summary says how many and where.
+    const nonFinite = opts.allowNonFinite ? await countQuantizedNonFinite(ckpt, plan) : undefined;
+    const execExtras = { onNonFiniteKept: (name: string, values: number) => nonFinite?.push({ name, values, action: 'kept' as const }) };
     const entries = orderEntries(plan.entries);
     const shards = assignShards(entries.map((e) => e.outputs), opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
     let staging: StagingFolder | undefined;
     try {
       staging = await StagingFolder.create(opts.output, { force: opts.force ?? false });
       const pool = opts.threads === 0 ? undefined : QuantizePool.start(opts.threads ?? defaultThreads());
-      const written = await writeShards(ckpt, plan, entries, shards, staging.path, totals.bytesIn, opts, emit, pool, measured?.scales).finally(() => pool?.close());
+      const written = await writeShards(ckpt, plan, entries, shards, staging.path, totals.bytesIn, opts, emit, pool, measured?.scales, execExtras).finally(() => pool?.close());
       emit({ type: 'finalizing' });
       if (shards.length > 1) await writeJson(join(staging.path, INDEX_FILE), buildIndex(shards));
       await writeJson(join(staging.path, CONFIG_FILE), withQuantizationConfig(ckpt.config, qc));
       await copyCompanionFiles(ckpt.dir, staging.path, companions.files);
       await staging.commit();
-      return { ...base, ...(measured ? { calibration: measured.summary } : {}), dryRun: false, seconds: (performance.now() - t0) / 1000, shards: written };
+      const changed = nonFinite !== undefined && nonFinite.length > 0 ? { nonFinite: nonFiniteReport(nonFinite) } : {};
+      if (changed.nonFinite) {
+        const w = describeNonFinite(changed.nonFinite);
+        warnings.push(w);
+        emit({ type: 'warning', message: w });
+      }
+      return { ...base, ...changed, ...(measured ? { calibration: measured.summary } : {}), dryRun: false, seconds: (performance.now() - t0) / 1000, shards: written };
     } catch (e) {
       await staging?.discard();
       throw explainWriteFailure(e, opts.output, totals.bytesOut);
@@ -206,6 +218,36 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
   } finally {
     await ckpt.close();
   }
+}
+
+type NonFiniteTensor = NonFiniteReport['tensors'][number];
+
+/** NaN/Inf in the float sources of quantized entries: what --allow-nonfinite will replace. */
+async function countQuantizedNonFinite(ckpt: Checkpoint, plan: ConvertPlan): Promise<NonFiniteTensor[]> {
+  const out: NonFiniteTensor[] = [];
+  for (const e of plan.entries) {
+    if (e.op === 'copy' || e.op === 'activation-scale') continue;
+    for (const name of e.sources) {
+      const values = await countNonFiniteInTensor(ckpt, ckpt.info(name));
+      if (values > 0) out.push({ name, values, action: 'replaced' });
+    }
+  }
+  return out;
+}
+
+function nonFiniteReport(tensors: readonly NonFiniteTensor[]): NonFiniteReport {
+  const unique = [...new Map(tensors.map((t) => [t.name, t])).values()];
+  return { values: unique.reduce((a, t) => a + t.values, 0), tensors: unique };
+}
+
+function describeNonFinite(r: NonFiniteReport): string {
+  const replaced = r.tensors.filter((t) => t.action === 'replaced');
+  const kept = r.tensors.filter((t) => t.action === 'kept');
+  const parts: string[] = [];
+  const sum = (ts: readonly NonFiniteTensor[]): number => ts.reduce((a, t) => a + t.values, 0);
+  if (replaced.length > 0) parts.push(`${sum(replaced)} NaN/Inf value(s) in ${replaced.length} quantized tensor(s) replaced (±Inf → ±FP8 max, NaN → 0), first ${replaced[0]!.name}`);
+  if (kept.length > 0) parts.push(`${sum(kept)} NaN/Inf value(s) in ${kept.length} unquantized tensor(s) kept as they are, first ${kept[0]!.name}`);
+  return `--allow-nonfinite: ${parts.join('; ')}`;
 }
 
 function withQuantizationConfig(config: ModelConfig | undefined, qc: WrittenQuantizationConfig): ModelConfig {
@@ -231,6 +273,7 @@ async function writeShards(
   emit: (e: ConvertEvent) => void,
   pool: QuantizePool | undefined,
   activationScales?: ReadonlyMap<string, Float32Array>,
+  extras: Pick<ExecuteOptions, 'onNonFiniteKept'> = {},
 ): Promise<WrittenShard[]> {
   const shardOf = new Map<string, number>();
   shards.forEach((s, i) => s.tensors.forEach((t) => shardOf.set(t.name, i)));
@@ -242,6 +285,7 @@ async function writeShards(
     nonFinite: opts.allowNonFinite ? ('saturate' as const) : ('error' as const),
     pool,
     activationScales,
+    ...extras,
     onBytes: (n: number) => {
       bytesDone += n;
       emit({ type: 'bytes', done: bytesDone, total: bytesTotal });

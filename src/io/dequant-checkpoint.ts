@@ -13,7 +13,10 @@ import type { PlanEntry, QuantizationSettings } from '../passes/plan.js';
 import { Checkpoint, CONFIG_FILE, INDEX_FILE, type ModelConfig } from './checkpoint.js';
 import { DEFAULT_MAX_SHARD_BYTES } from './convert-checkpoint.js';
 import { executeCopy } from './entry-executors.js';
-import { executeDequantize } from './fp8-executors.js';
+import { dequantizedNonFiniteError, executeDequantize } from './fp8-executors.js';
+import { CheckpointError } from './errors.js';
+import type { NonFiniteReport } from './nonfinite-count.js';
+import { describeUnusableScales, findUnusableScales } from './scale-survey.js';
 import { checkOutputDestination, explainWriteFailure, StagingFolder } from './output-folder.js';
 import { SafetensorsWriter } from './safetensors-writer.js';
 import { assignShards, buildIndex } from './shards.js';
@@ -59,6 +62,8 @@ export interface DequantSummary {
   readonly seconds: number;
   readonly shards: readonly { readonly file: string; readonly bytes: number }[];
   readonly warnings: readonly string[];
+  /** --allow-nonfinite: NaN/Inf values written, by tensor (absent when there were none). */
+  readonly nonFinite?: NonFiniteReport;
 }
 
 /** config.json as a float checkpoint has it: no quantization_config, dtype fields naming the output dtype. */
@@ -86,6 +91,10 @@ export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSu
     const warnings: string[] = [...(ckpt.configProblem ? [ckpt.configProblem] : []), ...ckpt.problems, ...plan.warnings];
     if (plan.input.perTensor > 0) warnings.push(`${plan.input.perTensor} FP8 weights have one scale per tensor (not per block); dequantized with it`);
     for (const f of ckpt.otherFiles.filter((f) => f.endsWith('.safetensors'))) warnings.push(`${f} is not one of the checkpoint's shards: not read and not copied`);
+    // Damaged scales make whole blocks NaN/Inf/0: found before a byte is written (scales are small).
+    const unusable = describeUnusableScales(await findUnusableScales(ckpt, plan.input.scaleTensors));
+    if (unusable && !opts.allowNonFinite) throw new CheckpointError(`${opts.input}: ${unusable}; pass --allow-nonfinite to dequantize it anyway`, 'E_INPUT_NONFINITE');
+    if (unusable) warnings.push(`${unusable} (--allow-nonfinite: written anyway)`);
     const companions = await selectCompanionFiles(ckpt.dir, ckpt.otherFiles, (f) => f === CONFIG_FILE || NOT_COPIED.test(f));
     warnings.push(...companions.warnings);
     for (const w of warnings) emit({ type: 'warning', message: w });
@@ -128,14 +137,21 @@ export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSu
       };
       let next = 0;
       const written: { file: string; bytes: number }[] = [];
+      const nonFinite: { name: string; values: number; action: 'kept' }[] = [];
       for (let si = 0; si < shards.length; si++) {
         const writer = await SafetensorsWriter.create(join(staging.path, shards[si]!.file), shards[si]!.tensors, { format: 'pt' });
         try {
           for (; next < entries.length && shardOf.get(entries[next]!.outputs[0]!.name) === si; next++) {
             const entry = entries[next]!;
             emit({ type: 'tensor', name: entry.outputs[0]!.name, index: next, count: entries.length });
-            if (entry.op === 'dequantize') await executeDequantize(entry, ckpt, writer, { onBytes });
-            else if (entry.op === 'copy') await executeCopy(entry, ckpt, writer, { settings: COPY_ONLY, nonFinite: 'error', onBytes });
+            if (entry.op === 'dequantize') {
+              const bad = await executeDequantize(entry, ckpt, writer, { onBytes });
+              if (bad > 0 && !opts.allowNonFinite) throw dequantizedNonFiniteError(entry.sources[0]!, entry.outputs[0]!.dtype, bad, '--allow-nonfinite');
+              if (bad > 0) nonFinite.push({ name: entry.outputs[0]!.name, values: bad, action: 'kept' });
+            } else if (entry.op === 'copy') {
+              const onNonFiniteKept = (name: string, values: number): void => void nonFinite.push({ name, values, action: 'kept' });
+              await executeCopy(entry, ckpt, writer, { settings: COPY_ONLY, nonFinite: opts.allowNonFinite ? 'saturate' : 'error', onBytes, onNonFiniteKept });
+            }
           }
           await writer.finish();
         } catch (e) {
@@ -149,7 +165,13 @@ export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSu
       if (config) await writeJson(join(staging.path, CONFIG_FILE), config);
       await copyCompanionFiles(ckpt.dir, staging.path, companions.files);
       await staging.commit();
-      return { ...base, seconds: (performance.now() - t0) / 1000, shards: written };
+      if (nonFinite.length > 0) {
+        const values = nonFinite.reduce((a, t) => a + t.values, 0);
+        const w = `--allow-nonfinite: ${values} NaN/Inf value(s) written in ${nonFinite.length} tensor(s), first ${nonFinite[0]!.name}`;
+        warnings.push(w);
+        emit({ type: 'warning', message: w });
+      }
+      return { ...base, ...(nonFinite.length > 0 ? { nonFinite: { values: nonFinite.reduce((a, t) => a + t.values, 0), tensors: nonFinite } } : {}), seconds: (performance.now() - t0) / 1000, shards: written };
     } catch (e) {
       await staging?.discard();
       throw explainWriteFailure(e, opts.output, bytesOut);

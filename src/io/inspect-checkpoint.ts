@@ -8,7 +8,7 @@ import { Checkpoint } from './checkpoint.js';
 import { CheckpointError } from './errors.js';
 import { detectQuantizedFormat, type QuantizedFormat } from './quantized-format.js';
 import { elementCount } from './safetensors-reader.js';
-import { surveyScales, ue8m0Mismatch, type ScaleSurvey } from './scale-survey.js';
+import { describeUnusableScales, surveyScales, ue8m0Mismatch, type ScaleSurvey } from './scale-survey.js';
 
 export interface DtypeGroup {
   readonly dtype: string;
@@ -80,6 +80,8 @@ export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
       }
       const mismatch = scales ? ue8m0Mismatch(scales) : undefined;
       if (mismatch) warnings.push(mismatch);
+      const unusable = scales ? describeUnusableScales({ count: scales.unusable, first: scales.firstUnusable }) : undefined;
+      if (unusable) warnings.push(`${unusable} (fp8q dequant refuses it unless --allow-nonfinite)`);
     } else {
       const plan = blockScaleQuantizePass(ckpt.config, infos, {
         settings: { format: 'e4m3fn', block: { bn: 128, bk: 128 }, scaleFormat: 'float', activationScheme: 'dynamic' },
