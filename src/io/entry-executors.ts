@@ -32,6 +32,22 @@ export interface ExecuteOptions {
 /** Copies move in pieces of this size: large enough for disk speed, small enough to stay flat. */
 export const COPY_CHUNK_BYTES = 16 * 1024 * 1024;
 
+/**
+ * NaN/Inf among the bytes of an unquantized tensor being copied: an error naming the tensor, or
+ * with --allow-nonfinite their count (the values are kept as they are).
+ */
+export function checkCopiedPiece(entry: CopyEntry, src: CheckpointTensor, piece: Uint8Array, opts: ExecuteOptions): number {
+  const bad = countNonFinite(piece, src.dtype);
+  if (bad > 0 && opts.nonFinite === 'error') {
+    throw new CheckpointError(
+      `tensor "${src.name}" (${src.dtype}${JSON.stringify(src.shape)}, kept unquantized: ${entry.reason}) holds NaN/Inf values: ` +
+        'the source checkpoint is damaged and the output would compute NaN; fix it, or pass --allow-nonfinite to keep them as they are',
+      'E_INPUT_NONFINITE',
+    );
+  }
+  return bad;
+}
+
 export async function executeCopy(entry: CopyEntry, ckpt: Checkpoint, sink: OutputSink, opts: ExecuteOptions): Promise<void> {
   const src = ckpt.info(entry.sources[0]!);
   const out = entry.outputs[0]!;
@@ -41,17 +57,7 @@ export async function executeCopy(entry: CopyEntry, ckpt: Checkpoint, sink: Outp
   for (let done = 0; done < src.byteLength; ) {
     const n = Math.min(buf.byteLength, src.byteLength - done);
     const piece = await reader.readRange(src.fileOffset + done, buf.subarray(0, n));
-    const bad = countNonFinite(piece, src.dtype);
-    if (bad > 0) {
-      nonFinite += bad;
-      if (opts.nonFinite === 'error') {
-        throw new CheckpointError(
-          `tensor "${src.name}" (${src.dtype}${JSON.stringify(src.shape)}, kept unquantized: ${entry.reason}) holds NaN/Inf values: ` +
-            'the source checkpoint is damaged and the output would compute NaN; fix it, or pass --allow-nonfinite to keep them as they are',
-          'E_INPUT_NONFINITE',
-        );
-      }
-    }
+    nonFinite += checkCopiedPiece(entry, src, piece, opts);
     await sink.write(out.name, piece, done);
     done += n;
     opts.onBytes?.(n);
