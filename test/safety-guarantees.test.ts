@@ -102,12 +102,19 @@ describe('never lose: output folders', () => {
     await mkdir(stale);
     await writeFile(join(stale, 'model.safetensors'), new Uint8Array(4096));
     await mkdir(live);
+    // The killed run's lock too: its process is gone, so the lock is taken over.
+    await writeFile(join(tmp.path, `.${out.split('/').pop()}.fp8q-lock`), `${dead.stdout}\n`);
     const r = await runCli(['convert', model, '-o', out, '--json']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /warning: removed .*fp8q-tmp-\d+-deadbeef \(4\.0 KiB|warning: removed .*fp8q-tmp-\d+-deadbeef \(4/);
     assert.ok((JSON.parse(r.stdout) as { warnings: string[] }).warnings.some((w) => w.includes('deadbeef')));
     assert.equal(existsSync(stale), false);
     assert.equal(existsSync(live), true);
+    assert.equal(existsSync(join(tmp.path, `.${out.split('/').pop()}.fp8q-lock`)), false);
+    // A lock held by a live process refuses the run.
+    const busy = fresh('busy');
+    await writeFile(join(tmp.path, `.${busy.split('/').pop()}.fp8q-lock`), `${process.ppid}\n`);
+    assertJsonError(await runCli(['convert', model, '-o', busy, '--json']), 'E_OUTPUT_BUSY', 1);
   });
 
   test('an output name that fits the file system is not refused because of the temporary suffix', async () => {
@@ -137,6 +144,25 @@ describe('never leak: companion files', () => {
     const warnings = (JSON.parse(r.stdout) as { warnings: string[] }).warnings;
     assert.equal(warnings.filter((w) => /leads outside the model folder/.test(w)).length, 2, warnings.join('\n'));
     for (const f of files) assert.ok(!(await readFile(join(out, f))).includes('hf_abcdefghij'), f);
+  });
+
+  test('a symlink to a folder (even to /) is not walked; broken and looping links are ignored, with warnings', async () => {
+    const dir = fresh('dirlinks');
+    await writeTinyLlama(dir);
+    await symlink('/', join(dir, 'rootfs'));
+    await symlink('loop-b', join(dir, 'loop-a'));
+    await symlink('loop-a', join(dir, 'loop-b'));
+    await symlink(join(tmp.path, 'nowhere'), join(dir, 'special_tokens_map.json'));
+    const out = fresh('dirlinks-out');
+    const t0 = Date.now();
+    const r = await runCli(['convert', dir, '-o', out, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(Date.now() - t0 < 20_000, 'the whole disk was walked');
+    assert.deepEqual((await readdir(out)).sort(), ['config.json', 'model.safetensors']);
+    const warnings = (JSON.parse(r.stdout) as { warnings: string[] }).warnings.join('\n');
+    assert.match(warnings, /rootfs is a symbolic link to a folder: not followed/);
+    assert.match(warnings, /loop-a cannot be read \(ELOOP\)/);
+    assert.match(warnings, /special_tokens_map\.json cannot be read \(ENOENT\)/);
   });
 });
 
@@ -227,6 +253,7 @@ describe('check before the long work; say what had no effect', () => {
     assertJsonError(await runCli(['convert', model, '-o', out, '--mla-split', '--format', 'compressed-tensors', '--json']), 'E_USAGE', 2);
     assertJsonError(await runCli(['convert', model, '-o', out, '--calibration', 'x.txt', '--json']), 'E_USAGE', 2);
     assertJsonError(await runCli(['convert', model, '-o', out, '--hub-timeout', '0', '--json']), 'E_USAGE', 2);
+    assertJsonError(await runCli(['convert', model, '-o', out, '--exclude', '', '--json']), 'E_USAGE', 2);
     await assertNoOutputLeft(out);
     const r = await runCli(['convert', model, '-o', out, '--json', '--revision', 'v1', '--stack-experts', '--exclude', 'proj', '--exclude', 'down_proj.weight', '--threads', '999']);
     assert.equal(r.code, 0, r.stderr);

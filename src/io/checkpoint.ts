@@ -42,17 +42,26 @@ export class Checkpoint {
    */
   static async open(dir: string, opts: { allowUnindexed?: boolean } = {}): Promise<Checkpoint> {
     let entries: string[];
+    const linkedFolders: string[] = [];
     try {
       const s = await stat(dir);
       if (!s.isDirectory()) throw new CheckpointError(`${dir} is not a folder: pass the model folder that holds config.json and *.safetensors`);
-      entries = (await readdir(dir, { recursive: true })).map((e) => e.split(sep).join('/'));
+      entries = await listTree(dir, linkedFolders);
     } catch (e) {
       if (e instanceof CheckpointError) throw e;
       const code = (e as NodeJS.ErrnoException).code;
       throw new CheckpointError(`cannot read model folder ${dir} (${code ?? (e as Error).message})`, code === 'ENOENT' ? 'E_INPUT_MISSING' : 'E_INPUT_MALFORMED');
     }
     const files = [];
-    for (const e of entries) if ((await stat(join(dir, e))).isFile()) files.push(e);
+    const unreadable: string[] = [];
+    for (const e of entries) {
+      try {
+        if ((await stat(join(dir, e))).isFile()) files.push(e);
+      } catch (err) {
+        // A broken or looping symbolic link is not part of the checkpoint; say so rather than fail or hide it.
+        unreadable.push(`${join(dir, e)} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): ignored`);
+      }
+    }
     files.sort();
 
     const { config, problem } = await readConfig(dir, files);
@@ -82,7 +91,10 @@ export class Checkpoint {
 
     const readers = new Map<string, SafetensorsReader>();
     const tensors = new Map<string, CheckpointTensor>();
-    const problems: string[] = [];
+    const problems: string[] = [
+      ...unreadable,
+      ...linkedFolders.map((f) => `${join(dir, f)} is a symbolic link to a folder: not followed (its files are not part of the checkpoint)`),
+    ];
     try {
       for (const shard of shards) {
         const reader = await SafetensorsReader.open(join(dir, shard));
@@ -154,6 +166,26 @@ export class Checkpoint {
   async close(): Promise<void> {
     await Promise.all([...this.readers.values()].map((r) => r.close()));
   }
+}
+
+/**
+ * Every entry under `dir`, relative with `/`, descending only into real folders: a symbolic link
+ * to a folder (`weights -> /`) is listed in `linkedFolders`, never walked (Node's recursive
+ * readdir follows such links, which walks the whole disk and reaches files outside the model).
+ */
+async function listTree(dir: string, linkedFolders: string[], prefix = ''): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await readdir(prefix === '' ? dir : join(dir, prefix), { withFileTypes: true })) {
+    const rel = prefix === '' ? entry.name : `${prefix}/${entry.name}`;
+    if (entry.isDirectory()) {
+      out.push(rel, ...(await listTree(dir, linkedFolders, rel)));
+    } else if (entry.isSymbolicLink()) {
+      const target = await stat(join(dir, rel)).catch(() => undefined);
+      if (target?.isDirectory()) linkedFolders.push(rel);
+      else out.push(rel);
+    } else out.push(rel);
+  }
+  return out;
 }
 
 async function readConfig(dir: string, files: string[]): Promise<{ config: ModelConfig | undefined; problem: string | undefined }> {

@@ -46,7 +46,8 @@ export interface InspectReport {
 }
 
 export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
-  const ckpt = await Checkpoint.open(dir);
+  // inspect describes: a tensor the index leaves out is a finding (a warning), not a failure.
+  const ckpt = await Checkpoint.open(dir, { allowUnindexed: true });
   try {
     const infos = ckpt.tensorNames().map((n) => ckpt.info(n));
     const groups = new Map<string, { tensors: number; parameters: number; bytes: number }>();
@@ -64,7 +65,7 @@ export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
     }
     const arch = detectArchitecture(ckpt.config);
     const quantizedBy = detectQuantizedInput(ckpt.config, infos) ?? null;
-    const warnings: string[] = ckpt.configProblem ? [ckpt.configProblem] : [];
+    const warnings: string[] = [...(ckpt.configProblem ? [ckpt.configProblem] : []), ...ckpt.problems];
     let wouldQuantize: string[] = [];
     let wouldKeep: { module: string; reason: string }[] = [];
     let quantizedFormat: QuantizedFormat | null = null;

@@ -4,7 +4,7 @@
 
 import { link, lstat, mkdir, open, readdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { CheckpointError } from './errors.js';
 import { formatBytes } from './sizes.js';
 
@@ -87,9 +87,12 @@ export async function checkOutputDestination(input: string, output: string, forc
 const MAX_STAGING_STEM = 160;
 
 function stagingStem(finalPath: string): string {
-  let stem = basename(finalPath);
-  while (Buffer.byteLength(stem) > MAX_STAGING_STEM) stem = stem.slice(0, -1);
-  return `.${stem}.fp8q`;
+  const name = basename(finalPath);
+  if (Buffer.byteLength(name) <= MAX_STAGING_STEM) return `.${name}.fp8q`;
+  // Cut, plus a hash of the whole name: two long names sharing a prefix keep separate locks.
+  let stem = name;
+  while (Buffer.byteLength(stem) > MAX_STAGING_STEM - 9) stem = stem.slice(0, -1);
+  return `.${stem}~${createHash('sha256').update(name).digest('hex').slice(0, 8)}.fp8q`;
 }
 
 /** `.<name>.fp8q-tmp-<pid>-<hex>` (a staging folder or file) and its `-old` backup. */
@@ -292,6 +295,8 @@ export class StagingFile {
     try {
       const s = await stat(abs);
       if (s.isDirectory()) throw new CheckpointError(`output ${finalPath} is a folder: give a file name (e.g. ${join(finalPath, 'logits.safetensors')})`, 'E_OUTPUT_UNSAFE');
+      // --force replaces a file, never a device, pipe or socket (-o /dev/null as root would replace the device node).
+      if (!s.isFile()) throw new CheckpointError(`output ${finalPath} exists and is not a regular file: choose another -o file`, 'E_OUTPUT_UNSAFE');
       if (opts.force !== true) throw new CheckpointError(`output ${finalPath} exists: pass --force to replace it, or choose another -o file`, 'E_OUTPUT_EXISTS');
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;

@@ -112,6 +112,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
 /** --exclude values, checked before any reading: a bad `re:` pattern is a command-line error. */
 function parseExcludePatterns(patterns: readonly string[]): string[] {
   for (const p of patterns) {
+    if (p.trim() === '' || p === 're:') throw new UsageError(`invalid --exclude "${p}": an empty pattern matches nothing; give a module path suffix (mlp.down_proj) or re:<regex>`);
     try {
       compileExcludePattern(p);
     } catch (e) {
