@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Checkpoint } from '../src/io/checkpoint.js';
@@ -182,6 +182,21 @@ describe('never drop: tensors', () => {
     const r2 = await runCli(['convert', dir, '-o', out, '--json', '--allow-unindexed']);
     assert.equal(r2.code, 0, r2.stderr);
     assert.ok((JSON.parse(r2.stdout) as { warnings: string[] }).warnings.some((w) => /lm_head\.weight.*left out/.test(w)));
+  });
+
+  test('a shard the index never names (its only tensor, lm_head, left out of the index) is an error too', async () => {
+    const dir = fresh('unindexed-shard');
+    const tensors = new Map([...tinyLlamaTensors()].filter(([name]) => name !== 'lm_head.weight'));
+    await writeTinyLlama(dir, { tensors, shards: 2 });
+    // A third shard holding only lm_head, which the index does not know.
+    const third = fresh('third');
+    await writeTinyLlama(third, { tensors: new Map([['lm_head.weight', tinyLlamaTensors().get('lm_head.weight')!]]) });
+    await cp(join(third, 'model.safetensors'), join(dir, 'model-00003-of-00003.safetensors'));
+    const out = fresh('unindexed-shard-out');
+    assert.match(assertJsonError(await runCli(['convert', dir, '-o', out, '--json']), 'E_INPUT_MALFORMED', 1).message, /model-00003-of-00003\.safetensors is named like a shard/);
+    await assertNoOutputLeft(out);
+    const r = await runCli(['convert', dir, '-o', out, '--json', '--allow-unindexed']);
+    assert.equal(r.code, 0, r.stderr);
   });
 
   test('a tensor named __proto__ is written like any other (single file and index)', async () => {

@@ -15,6 +15,9 @@ export const MAX_INDEX_BYTES = 256 * 1024 * 1024;
 
 export type ModelConfig = Record<string, unknown>;
 
+/** transformers' shard names: `model-00001-of-00004.safetensors`. */
+const SHARD_NAME = /^model-\d+-of-\d+\.safetensors$/;
+
 export interface CheckpointTensor extends TensorInfo {
   /** Shard file name, relative to the model folder. */
   readonly shard: string;
@@ -43,6 +46,7 @@ export class Checkpoint {
   static async open(dir: string, opts: { allowUnindexed?: boolean } = {}): Promise<Checkpoint> {
     let entries: string[];
     const linkedFolders: string[] = [];
+    const unindexedShards: string[] = [];
     try {
       const s = await stat(dir);
       if (!s.isDirectory()) throw new CheckpointError(`${dir} is not a folder: pass the model folder that holds config.json and *.safetensors`);
@@ -78,6 +82,17 @@ export class Checkpoint {
           throw new CheckpointError(`${join(dir, INDEX_FILE)} names shard ${quoteName(shard)}, which is not in the folder: the download is incomplete`);
         }
       }
+      // A file named like one of this index's shards that the index never names: its tensors would
+      // vanish from any output. (Other safetensors files, e.g. Mistral's consolidated.safetensors,
+      // are separate copies and stay a warning of the writers.)
+      for (const f of files) {
+        if (!SHARD_NAME.test(f) || shards.includes(f)) continue;
+        const what = `${join(dir, f)} is named like a shard of this checkpoint, but ${INDEX_FILE} lists none of its tensors`;
+        if (!opts.allowUnindexed) {
+          throw new CheckpointError(`${what}: the index is incomplete, and converting would drop them; fix the index, or pass --allow-unindexed to leave them out`);
+        }
+        unindexedShards.push(`${what}: left out (--allow-unindexed)`);
+      }
     } else {
       shards = files.filter((f) => f.endsWith('.safetensors') && !f.includes('/'));
       if (shards.length === 0) {
@@ -93,6 +108,7 @@ export class Checkpoint {
     const tensors = new Map<string, CheckpointTensor>();
     const problems: string[] = [
       ...unreadable,
+      ...unindexedShards,
       ...linkedFolders.map((f) => `${join(dir, f)} is a symbolic link to a folder: not followed (its files are not part of the checkpoint)`),
     ];
     try {
