@@ -62,17 +62,17 @@ describe('Hub requests time out', () => {
       let i = 0;
       const timer = setInterval(() => {
         res.write('x');
-        if (++i === 6) {
+        if (++i === 8) {
           clearInterval(timer);
           res.end();
         }
-      }, 60);
+      }, 200);
     });
     await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
     try {
-      const { fetch } = createHubFetch({ timeoutMs: 150 });
+      const { fetch } = createHubFetch({ timeoutMs: 800 });
       const res = await fetch(`http://127.0.0.1:${(slow.address() as AddressInfo).port}/`);
-      assert.equal(await res.text(), 'xxxxxx'); // 360 ms in all, never 150 ms without data
+      assert.equal(await res.text(), 'xxxxxxxx'); // 1.6 s in all, never 0.8 s without data
     } finally {
       slow.close();
     }
