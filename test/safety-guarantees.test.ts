@@ -16,6 +16,7 @@ import { CheckpointError } from '../src/io/errors.js';
 import { readJson } from './helpers/checkpoint-files.js';
 import { ROOT } from './helpers/fixtures.js';
 import { assertJsonError, tinyLlamaTensors, writeTinyLlama } from './helpers/hostile.js';
+import { tinyModelFiles, withMockHub } from './helpers/mock-hub.js';
 import { assertNoOutputLeft, runCli } from './helpers/safety.js';
 import { bf16Tensor } from './helpers/synthetic-moe.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
@@ -304,5 +305,27 @@ describe('never hang: terminals of width 0', () => {
     assert.equal(r.status, 0, r.stdout);
     assert.ok(r.stdout.length < 100_000, `${r.stdout.length} bytes of terminal output`);
     assert.match(r.stdout, /converting 100/);
+  });
+});
+
+describe('never lose: --push-to a repo that already holds a model', () => {
+  test('is refused before converting unless --force', async () => {
+    const TOKEN = 'hf_guaranteesTokenForTheMockHub0001';
+    await withMockHub({ tokens: [TOKEN], repos: [{ id: 'someone/their-model', files: tinyModelFiles() }] }, async (hub, hubTmp) => {
+      const saved = { ...process.env };
+      process.env['HF_TOKEN'] = TOKEN;
+      process.env['HF_HOME'] = join(hubTmp, 'hf');
+      try {
+        const out = fresh('push-existing');
+        const r = await runCli(['convert', model, '-o', out, '--push-to', 'someone/their-model', '--hub-url', hub.url, '--json']);
+        assert.match(assertJsonError(r, 'E_OUTPUT_EXISTS', 1).message, /already holds a model .*pass --force/);
+        await assertNoOutputLeft(out);
+        const forced = await runCli(['convert', model, '-o', out, '--push-to', 'someone/their-model', '--hub-url', hub.url, '--json', '--force']);
+        assert.equal(forced.code, 0, forced.stderr);
+        assert.ok(hub.filesAt('someone/their-model').has('model.safetensors'));
+      } finally {
+        process.env = saved;
+      }
+    });
   });
 });

@@ -19,7 +19,7 @@ export const ERROR_CODES = {
   E_INPUT_UNSUPPORTED: { exit: 1, meaning: 'a well-formed input the command cannot process: nothing to quantize, not an FP8 checkpoint (dequant), a missing config field' },
   E_INPUT_NONFINITE: { exit: 1, meaning: 'NaN/Inf values, or NaN/Inf/zero/negative FP8 scales, that would poison the output; pass --allow-nonfinite to go on anyway' },
   E_ALREADY_QUANTIZED: { exit: 1, meaning: 'convert was given an FP8 checkpoint; skip it, or pass --requantize' },
-  E_OUTPUT_EXISTS: { exit: 1, meaning: 'the output exists (or appeared during the run) and --force was not given' },
+  E_OUTPUT_EXISTS: { exit: 1, meaning: 'the output (or the --push-to repo, holding a model) exists or appeared during the run, and --force was not given' },
   E_OUTPUT_UNSAFE: { exit: 1, meaning: 'the output is refused even with --force: it is the input, holds or is inside it, is an ancestor of the working folder, or is not a checkpoint folder' },
   E_OUTPUT_BUSY: { exit: 1, meaning: 'another fp8q run is writing the same output; wait for it' },
   E_DISK_FULL: { exit: 1, meaning: 'no space (or quota) left while writing; nothing was left behind' },
@@ -64,6 +64,7 @@ const HUB_CODES: Readonly<Record<string, ErrorCode>> = {
   HUB_INTEGRITY: 'E_HUB_INTEGRITY',
   HUB_OFFLINE: 'E_HUB_OFFLINE',
   HUB_PUSH: 'E_HUB',
+  HUB_REPO_NOT_EMPTY: 'E_OUTPUT_EXISTS',
   HUB_HTTP: 'E_HUB',
 };
 

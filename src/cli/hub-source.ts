@@ -12,6 +12,8 @@ export interface HubFlags {
   hubTimeout?: string;
   pushTo?: string;
   private?: boolean;
+  /** --force: also push over a repo that already holds a model. */
+  force?: boolean;
 }
 
 /** Default seconds to wait for a Hub connection and answer, and between two pieces of a download. */
@@ -94,6 +96,13 @@ export async function resolveModelSource(source: string, flags: HubFlags, mode: 
   }
 }
 
+/** Before converting: a --push-to repo that already holds a model needs --force (push-folder.ts). */
+export async function checkPushTarget(flags: HubFlags): Promise<void> {
+  if (flags.pushTo === undefined || flags.force === true) return;
+  const hub = await import('../io/hub/index.js');
+  await hub.checkPushTarget(flags.pushTo, { ...(flags.hubUrl !== undefined ? { hubUrl: flags.hubUrl } : {}), timeoutMs: parseHubTimeout(flags) });
+}
+
 /** Uploads a converted folder with a generated model card; returns the repo URL. */
 export async function pushConversion(
   outDir: string,
@@ -106,6 +115,7 @@ export async function pushConversion(
   const hub = await import('../io/hub/index.js');
   const result = await hub.pushFolder(outDir, repoId, {
     private: flags.private === true,
+    replace: flags.force === true,
     ...(flags.hubUrl !== undefined ? { hubUrl: flags.hubUrl } : {}),
     timeoutMs: parseHubTimeout(flags),
     card: { source, ...(sourceCommit !== undefined ? { sourceRevision: sourceCommit } : {}) },

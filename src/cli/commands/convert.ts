@@ -9,7 +9,7 @@ import { capThreads, parseBlock, parseOutputFormat, parsePositiveInt, parseSize,
 import { compileExcludePattern } from '../../passes/skip-rules.js';
 import { ByteProgress, info, outputMode, printJson, warn, type OutputMode } from '../output.js';
 import { UsageError } from '../errors.js';
-import { checkHubFlags, pushConversion, resolveModelSource, type HubFlags } from '../hub-source.js';
+import { checkHubFlags, checkPushTarget, pushConversion, resolveModelSource, type HubFlags } from '../hub-source.js';
 import { describeCalibrationEvent, parseCalibrationFlags, resolveCalibration, type CalibrationFlags } from '../calibration-flags.js';
 
 export interface ConvertFlags extends HubFlags, CalibrationFlags {
@@ -69,6 +69,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
   }
   // Everything about the Hub that can be checked before a byte is read (ids, URL, token for --push-to).
   for (const w of await checkHubFlags(source, flags)) warn(mode, w);
+  await checkPushTarget(flags);
   const resolved = await resolveModelSource(source, flags, mode);
   const calibration = await resolveCalibration(staticFlags);
   const progress = options.dryRun ? undefined : new ByteProgress(mode, 'converting');

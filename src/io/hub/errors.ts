@@ -16,6 +16,7 @@ export type HubErrorCode =
   | 'HUB_INTEGRITY' // downloaded bytes do not match the Hub's hash or size
   | 'HUB_OFFLINE' // offline mode and the cache lacks what is needed
   | 'HUB_PUSH' // upload-side failure other than auth
+  | 'HUB_REPO_NOT_EMPTY' // --push-to a repo that already holds a model, without --force
   | 'HUB_HTTP'; // any other HTTP failure
 
 export class HubError extends Error {
