@@ -90,6 +90,19 @@ describe('FP8 checkpoints with damaged scales or codes', () => {
     });
   }
 
+  test('a scale of the wrong shape: inspect warns, dequant refuses before writing', async () => {
+    const dir = fresh('scale-shape');
+    await copyCheckpointWithEdits(fp8, dir, (t) => {
+      const s = t.get(SCALE)!;
+      t.set(SCALE, { ...s, shape: [4, 1], bytes: s.bytes.slice(0, 16) });
+    });
+    const inspect = await runCli(['inspect', dir, '--json']);
+    assert.ok((JSON.parse(inspect.stdout) as { warnings: string[] }).warnings.some((w) => /is \[4,1\] but .* needs \[2,2\].*dequant refuses it/.test(w)), inspect.stdout);
+    const out = fresh('scale-shape-out');
+    assert.match(assertJsonError(await runCli(['dequant', dir, '-o', out, '--json']), 'E_INPUT_MALFORMED', 1).message, /needs \[2,2\]/);
+    await assertNoOutputLeft(out);
+  });
+
   test('a NaN FP8 code: dequant refuses naming the tensor', async () => {
     const dir = fresh('nan-code');
     await copyCheckpointWithEdits(fp8, dir, (t) => {

@@ -2,8 +2,11 @@
 // `error.code` (stdout), so a pipeline can branch on it without parsing messages. One table,
 // exported for every consumer (README's table, reports); an error chooses its code by an
 // `errorCode` property (typed errors of io/ and runtime/), its class, or the OS errno.
+// A new command needs nothing here: main() (index.ts) prints the JSON error for any command
+// given --json, and an error class with `errorCode = 'E_…'` from this table is reported as such.
 
 import type { IoErrorCode } from '../io/errors.js';
+import type { GateName } from '../runtime/verify/gates.js';
 
 export interface ErrorCodeInfo {
   /** The exit code a command ends with when it fails with this code. */
@@ -45,6 +48,13 @@ export type ErrorCode = keyof typeof ERROR_CODES;
 // Every code the io layer can raise must be in the table (a compile-time check).
 const IO_CODES_KNOWN: Readonly<Record<IoErrorCode, ErrorCodeInfo>> = ERROR_CODES;
 void IO_CODES_KNOWN;
+
+/** Each verify gate's code, so a pipeline (or a report) can tell which gate failed. */
+export const GATE_ERROR_CODES: Readonly<Record<GateName, ErrorCode>> = {
+  'max-kl': 'E_GATE_KL',
+  'min-top1': 'E_GATE_TOP1',
+  'max-layer-rel-error': 'E_GATE_LAYER',
+};
 
 export function isErrorCode(code: unknown): code is ErrorCode {
   return typeof code === 'string' && Object.hasOwn(ERROR_CODES, code);

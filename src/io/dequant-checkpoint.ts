@@ -13,6 +13,7 @@ import type { PlanEntry, QuantizationSettings } from '../passes/plan.js';
 import { Checkpoint, CONFIG_FILE, INDEX_FILE, type ModelConfig } from './checkpoint.js';
 import { DEFAULT_MAX_SHARD_BYTES } from './convert-checkpoint.js';
 import { executeCopy } from './entry-executors.js';
+import { checkFp8Scale } from './float-rows.js';
 import { dequantizedNonFiniteError, executeDequantize } from './fp8-executors.js';
 import { CheckpointError } from './errors.js';
 import type { NonFiniteReport } from './nonfinite-count.js';
@@ -91,6 +92,7 @@ export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSu
     const warnings: string[] = [...(ckpt.configProblem ? [ckpt.configProblem] : []), ...ckpt.problems, ...plan.warnings];
     if (plan.input.perTensor > 0) warnings.push(`${plan.input.perTensor} FP8 weights have one scale per tensor (not per block); dequantized with it`);
     for (const f of ckpt.otherFiles.filter((f) => f.endsWith('.safetensors'))) warnings.push(`${f} is not one of the checkpoint's shards: not read and not copied`);
+    for (const [name, ref] of plan.input.weights) checkFp8Scale(ckpt, name, ref);
     // Damaged scales make whole blocks NaN/Inf/0: found before a byte is written (scales are small).
     const unusable = describeUnusableScales(await findUnusableScales(ckpt, plan.input.scaleTensors));
     if (unusable && !opts.allowNonFinite) throw new CheckpointError(`${opts.input}: ${unusable}; pass --allow-nonfinite to dequantize it anyway`, 'E_INPUT_NONFINITE');

@@ -3,9 +3,11 @@
 
 import { blockScaleQuantizePass, detectQuantizedInput } from '../passes/block-scale-quantize.js';
 import { detectArchitecture } from '../passes/architectures.js';
+import { describeFp8Input } from '../passes/fp8-input.js';
 import { describeStructure, type ExpertStructure, type Fp8Structure, type MlaStructure } from '../passes/model-structure.js';
 import { Checkpoint } from './checkpoint.js';
 import { CheckpointError } from './errors.js';
+import { checkFp8Scale } from './float-rows.js';
 import { detectQuantizedFormat, type QuantizedFormat } from './quantized-format.js';
 import { elementCount } from './safetensors-reader.js';
 import { describeUnusableScales, surveyScales, ue8m0Mismatch, type ScaleSurvey } from './scale-survey.js';
@@ -74,6 +76,17 @@ export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
       try {
         quantizedFormat = detectQuantizedFormat(ckpt.config, ckpt.tensorNames()) ?? null;
         if (quantizedFormat) scales = await surveyScales(ckpt, quantizedFormat);
+        // What dequant and --requantize would refuse (a scale of the wrong shape …) is a finding here.
+        const fp8Input = describeFp8Input(ckpt.config, infos);
+        for (const [name, ref] of fp8Input?.weights ?? []) {
+          try {
+            checkFp8Scale(ckpt, name, ref);
+          } catch (e) {
+            if (!(e instanceof CheckpointError)) throw e;
+            warnings.push(`${e.message} (fp8q dequant refuses it)`);
+            break;
+          }
+        }
       } catch (e) {
         // inspect describes what it can; an unreadable quantization is a finding, not a crash.
         if (!(e instanceof CheckpointError)) throw e;

@@ -4,8 +4,8 @@
 
 import { isDeviceRequest, selectDevice } from '../../runtime/device.js';
 import { readInputIds } from '../../runtime/models/token-ids.js';
-import type { GateName, Gates } from '../../runtime/verify/gates.js';
-import type { ErrorCode } from '../error-codes.js';
+import type { Gates } from '../../runtime/verify/gates.js';
+import { GATE_ERROR_CODES } from '../error-codes.js';
 import { DEFAULT_VERIFY_SEED, verifyCheckpoints, type LinearReport, type VerifyReport } from '../../runtime/verify/verify-checkpoints.js';
 import { EXIT_GATE_FAILED, ExitError, UsageError } from '../errors.js';
 import { parsePositiveInt } from '../options.js';
@@ -77,7 +77,7 @@ export async function verifyCommand(original: string, quantized: string, flags: 
   });
   const failure = report.passed ? undefined : gateFailureError(report);
   if (mode.json) {
-    const failures = report.failures.map((f) => ({ ...f, code: GATE_CODES[f.gate] }));
+    const failures = report.failures.map((f) => ({ ...f, code: GATE_ERROR_CODES[f.gate] }));
     const error = failure ? { error: { code: failure.errorCode, exitCode: failure.exitCode, message: failure.message } } : {};
     printJson({ ...report, failures, device: selection.device, deviceSelection: selection, ...error });
   } else process.stdout.write(renderReport(report));
@@ -85,17 +85,10 @@ export async function verifyCommand(original: string, quantized: string, flags: 
   return report;
 }
 
-/** Each gate's error code (src/cli/error-codes.ts), so a pipeline can tell which gate failed. */
-export const GATE_CODES: Readonly<Record<GateName, ErrorCode>> = {
-  'max-kl': 'E_GATE_KL',
-  'min-top1': 'E_GATE_TOP1',
-  'max-layer-rel-error': 'E_GATE_LAYER',
-};
-
 function gateFailureError(report: VerifyReport): ExitError {
   const [first] = report.failures;
   const more = report.failures.length > 1 ? ` (and ${report.failures.length - 1} more failed gate${report.failures.length > 2 ? 's' : ''})` : '';
-  return new ExitError(`verify failed: ${first!.message}${more}`, EXIT_GATE_FAILED, GATE_CODES[first!.gate], true);
+  return new ExitError(`verify failed: ${first!.message}${more}`, EXIT_GATE_FAILED, GATE_ERROR_CODES[first!.gate], true);
 }
 
 function sci(v: number): string {
