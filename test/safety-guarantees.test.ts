@@ -105,6 +105,9 @@ describe('never lose: output folders', () => {
     await mkdir(live);
     // The killed run's lock too: its process is gone, so the lock is taken over.
     await writeFile(join(tmp.path, `.${out.split('/').pop()}.fp8q-lock`), `${dead.stdout}\n`);
+    const dry = await runCli(['convert', model, '-o', out, '--json', '--dry-run']);
+    assert.match(dry.stderr, /warning: a run that writes would remove .*deadbeef/);
+    assert.equal(existsSync(stale), true, 'a dry run writes (and removes) nothing');
     const r = await runCli(['convert', model, '-o', out, '--json']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /warning: removed .*fp8q-tmp-\d+-deadbeef \(4\.0 KiB|warning: removed .*fp8q-tmp-\d+-deadbeef \(4/);

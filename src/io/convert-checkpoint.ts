@@ -176,7 +176,7 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
       outputFormat,
       quantizationConfig: qc,
     };
-    const destination = await checkOutputDestination(opts.input, opts.output, opts.force ?? false);
+    const destination = await checkOutputDestination(opts.input, opts.output, opts.force ?? false, { dryRun: opts.dryRun === true });
     for (const w of destination.warnings) {
       warnings.push(w);
       emit({ type: 'warning', message: w });

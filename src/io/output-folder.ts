@@ -43,7 +43,7 @@ function looksLikeCheckpoint(entries: readonly string[]): boolean {
  * --force, and with --force anything but a checkpoint folder. Removes the temporary folders of
  * earlier runs on this output that were killed (their process is gone), and says so.
  */
-export async function checkOutputDestination(input: string, output: string, force: boolean): Promise<DestinationCheck> {
+export async function checkOutputDestination(input: string, output: string, force: boolean, opts: { dryRun?: boolean } = {}): Promise<DestinationCheck> {
   const inAbs = await realPathOfPrefix(input);
   const outAbs = await realPathOfPrefix(output);
   if (inAbs === outAbs) throw new CheckpointError(`output folder ${output} is the input folder: choose another -o folder (fp8q never modifies its input)`, 'E_OUTPUT_UNSAFE');
@@ -76,7 +76,7 @@ export async function checkOutputDestination(input: string, output: string, forc
       );
     }
   }
-  return { warnings: await removeStaleStaging(outAbs) };
+  return { warnings: await removeStaleStaging(outAbs, opts.dryRun !== true) };
 }
 
 /**
@@ -119,8 +119,8 @@ async function treeBytes(path: string): Promise<number> {
   return total;
 }
 
-/** Removes temporary folders of earlier runs on `finalPath` whose process no longer runs on this machine. */
-async function removeStaleStaging(finalPath: string): Promise<string[]> {
+/** Removes (or, in a dry run, names) temporary folders of earlier runs on `finalPath` whose process no longer runs on this machine. */
+async function removeStaleStaging(finalPath: string, remove: boolean): Promise<string[]> {
   const pattern = stagingPattern(finalPath);
   const dir = dirname(finalPath);
   let names: string[];
@@ -135,8 +135,8 @@ async function removeStaleStaging(finalPath: string): Promise<string[]> {
     if (!m || processAlive(Number(m[1]))) continue;
     const path = join(dir, name);
     const bytes = await treeBytes(path).catch(() => 0);
-    await rm(path, { recursive: true, force: true });
-    warnings.push(`removed ${path} (${formatBytes(bytes)}), the temporary output of an earlier run (pid ${m[1]}) that was killed`);
+    if (remove) await rm(path, { recursive: true, force: true });
+    warnings.push(`${remove ? 'removed' : 'a run that writes would remove'} ${path} (${formatBytes(bytes)}), the temporary output of an earlier run (pid ${m[1]}) that was killed`);
   }
   return warnings;
 }
@@ -279,6 +279,8 @@ export class StagingFile {
     readonly finalPath: string,
     readonly path: string,
     private readonly force: boolean,
+    /** Temporary files of killed earlier runs on this output, removed (for a warning). */
+    readonly warnings: readonly string[],
   ) {}
 
   static async create(finalPath: string, opts: { force?: boolean; inputFiles?: readonly string[]; inputFolders?: readonly string[] }): Promise<StagingFile> {
@@ -302,8 +304,9 @@ export class StagingFile {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
     await mkdir(dirname(abs), { recursive: true });
+    const stale = await removeStaleStaging(abs, true);
     const tmp = join(dirname(abs), `${stagingStem(abs)}-tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-    const staged = new StagingFile(abs, tmp, opts.force === true);
+    const staged = new StagingFile(abs, tmp, opts.force === true, stale);
     activeStaging.add(staged);
     return staged;
   }

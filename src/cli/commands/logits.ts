@@ -8,7 +8,7 @@ import { readInputIds, writeLogits } from '../../runtime/models/token-ids.js';
 import { UsageError } from '../errors.js';
 import { StagingFile } from '../../io/output-folder.js';
 import { capThreads, parsePositiveInt } from '../options.js';
-import { info, outputMode, printJson, type OutputMode } from '../output.js';
+import { info, outputMode, printJson, warn, type OutputMode } from '../output.js';
 
 export interface LogitsFlags {
   inputIds?: string;
@@ -54,6 +54,7 @@ export async function logitsCommand(model: string, flags: LogitsFlags): Promise<
   const deviceRequest = parseDeviceFlag(flags.device);
   // The destination is checked before the forward: a refused -o costs nothing.
   const staged = await StagingFile.create(flags.output, { force: flags.force === true, inputFiles: [flags.inputIds], inputFolders: [model] });
+  for (const w of staged.warnings) warn(mode, w);
   try {
     const device = await selectDevice(deviceRequest);
     const batch = await readInputIds(flags.inputIds);
