@@ -1,5 +1,6 @@
-// Exit codes and the errors the CLI knows how to report: a known error prints its message alone;
-// anything else is a bug in fp8q and prints its stack.
+// Exit codes and the errors the CLI knows how to report: a known error prints its message alone
+// (OS errors translated into the path and what to do); anything else is a bug in fp8q and prints
+// its stack. Machine-readable codes for --json live in error-codes.ts.
 
 import { CheckpointError, SafetensorsParseError } from '../io/errors.js';
 import { AlreadyQuantizedError } from '../passes/block-scale-quantize.js';

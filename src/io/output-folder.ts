@@ -1,6 +1,10 @@
-// The output folder's lifecycle: refuse dangerous destinations, write into a temporary sibling,
-// and make the result visible by one rename only when everything is on disk. A crash, an error or
-// Ctrl-C leaves either the old state or the whole new checkpoint, never half of one.
+// The output's lifecycle, the same for every command that writes: refuse dangerous destinations
+// (the input, the working folder's ancestors, an occupied folder without --force, anything but a
+// checkpoint with it), clear temporary outputs of killed runs, hold a lock so two runs cannot
+// write one output, write into a temporary sibling, and make the result visible by one rename only
+// when everything is on disk (a final check there: without --force, an output that appeared
+// meanwhile is not replaced). A crash, an error or Ctrl-C leaves either the old state or the whole
+// new output, never half of one. StagingFolder serves checkpoints, StagingFile single files (logits).
 
 import { link, lstat, mkdir, open, readdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
