@@ -253,7 +253,7 @@ describe('static activation scales on the fixtures', () => {
     await assert.rejects(convertCommand(modelDir('llama'), { ...base, activationScheme: 'static' }), (e: Error) => e instanceof UsageError && /needs --calibration <file>/.test(e.message));
     await assert.rejects(
       convertCommand(modelDir('llama'), { ...base, calibration: join(MODELS, 'llama.logits.safetensors') }),
-      (e: Error) => e instanceof UsageError && /--calibration only apply to --activation-scheme static/.test(e.message),
+      (e: Error) => e instanceof UsageError && /--calibration applies only to --activation-scheme static/.test(e.message),
     );
     await assert.rejects(
       convertCommand(modelDir('llama'), { ...base, activationScheme: 'static', calibration: join(MODELS, 'llama.logits.safetensors'), format: 'compressed-tensors' }),

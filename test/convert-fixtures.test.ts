@@ -295,12 +295,14 @@ describe('what convert writes, and refuses', () => {
   test('a non-empty output folder is refused without --force and replaced with it', async () => {
     const out = join(tmp.path, 'occupied');
     await mkdir(out);
+    // An earlier checkpoint (--force replaces only a checkpoint folder).
+    await writeFile(join(out, 'config.json'), '{}');
     await writeFile(join(out, 'old.txt'), 'old');
     await assert.rejects(
       convertCheckpoint({ input: modelDir('llama'), output: out }),
       (e: unknown) => e instanceof CheckpointError && /output folder .*occupied is not empty: pass --force to replace it/.test(e.message),
     );
-    assert.deepEqual(await readdir(out), ['old.txt']);
+    assert.deepEqual((await readdir(out)).sort(), ['config.json', 'old.txt']);
     await convertCheckpoint({ input: modelDir('llama'), output: out, force: true });
     assert.deepEqual(await listFiles(out), ['config.json', 'generation_config.json', 'model.safetensors']);
     assert.deepEqual(await readFile(join(out, 'model.safetensors')), await readFile(join(outA('llama'), 'model.safetensors')));

@@ -3,12 +3,13 @@
 // which (see errors.ts).
 
 import { Command, CommanderError, Option } from 'commander';
-import { rmSync } from 'node:fs';
+import { rmSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { discardAllStagingSync } from '../io/output-folder.js';
 import { collect } from './options.js';
 import { redactSecrets } from './redact.js';
-import { describeError, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, exitCodeOf, isKnownError } from './errors.js';
+import { describeError, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, ExitError, exitCodeOf, isKnownError } from './errors.js';
+import { errorCodeOf, type ErrorCode } from './error-codes.js';
 
 export function version(): string {
   const require = createRequire(import.meta.url);
@@ -40,8 +41,9 @@ export function buildProgram(): Command {
     .option('--exclude <pattern>', 'keep matching modules unquantized (module suffix, or re:<regex>); repeatable', collect, [])
     .option('--max-shard-size <size>', 'largest output shard', '5GB')
     .option('--dry-run', 'print the plan, write nothing')
-    .option('--force', 'replace a non-empty output folder')
-    .option('--allow-nonfinite', 'saturate ±Inf to ±FP8 max and NaN to 0 instead of failing')
+    .option('--force', 'replace a non-empty output folder that holds a checkpoint')
+    .option('--allow-nonfinite', 'saturate ±Inf to ±FP8 max and NaN to 0 (and keep non-finite unquantized tensors) instead of failing')
+    .option('--allow-unindexed', 'a tensor a shard holds but the index does not list: leave it out with a warning instead of failing')
     .option('--mla-split', 'MLA models (kv_lora_rank): also write self_attn.w_uk / w_uv in FP8 (MLC LLM layout)')
     .option('--stack-experts', 'write per-expert MoE weights as stacked [E, N, K] experts.gate_up_proj / down_proj')
     .option('--requantize', 'accept an FP8 input: dequantize it to float32 on the fly and quantize it again')
@@ -59,6 +61,7 @@ export function buildProgram(): Command {
     .option('--hub-url <url>', 'Hub endpoint (default $HF_ENDPOINT or https://huggingface.co)')
     .option('--target <list>', 'engines the output must load in, e.g. vllm:tp8,mlc: checked before anything is written (exit 2 if one would refuse it)')
     .option('--force-target', 'with --target: convert even when a target would refuse the output')
+    .option('--hub-timeout <seconds>', 'Hub: give up on a request with no answer, or a download with no data, for this long (default $FP8Q_HUB_TIMEOUT or 60)')
     .option('--push-to <org/name>', 'upload the converted folder to this Hub repo, with a generated model card')
     .option('--private', 'with --push-to: create the repo private')
     .option('--report <file.md>', 'also write a Markdown report (plan, sizes, shard hashes) fit for a model card; --force replaces it')
@@ -76,7 +79,9 @@ export function buildProgram(): Command {
     .option('-o, --output <dir>', 'output folder (written atomically)')
     .option('--dtype <dtype>', 'bfloat16 or float16', 'bfloat16')
     .option('--max-shard-size <size>', 'largest output shard', '5GB')
-    .option('--force', 'replace a non-empty output folder')
+    .option('--force', 'replace a non-empty output folder that holds a checkpoint')
+    .option('--allow-nonfinite', 'write even when scales are NaN/Inf/≤ 0 or values come out NaN/Inf (counted in the summary)')
+    .option('--allow-unindexed', 'a tensor a shard holds but the index does not list: leave it out with a warning instead of failing')
     .option('--json', 'print one JSON summary on stdout and nothing else')
     .option('-q, --quiet', 'no progress output')
     .action(async (source: string, flags) => {
@@ -115,6 +120,7 @@ export function buildProgram(): Command {
     .option('-o, --output <file>', 'where to write "logits" F32 [B, T, vocab] (safetensors)')
     .option('--device <device>', 'auto, cpu or cuda', 'auto')
     .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)')
+    .option('--force', 'replace an existing output file')
     .option('--json', 'print one JSON summary on stdout and nothing else')
     .option('-q, --quiet', 'no progress output')
     .action(async (model: string, flags) => {
@@ -183,13 +189,35 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** True when the command line asks for JSON (`--json` before any `--`): failures are then JSON too. */
+export function wantsJson(argv: readonly string[]): boolean {
+  const end = argv.indexOf('--');
+  return (end === -1 ? argv : argv.slice(0, end)).includes('--json');
+}
+
+/** The JSON a failed command prints on stdout with --json: one object, `error.code` from src/cli/error-codes.ts. */
+export function jsonError(code: ErrorCode, message: string, exitCode: number): string {
+  return `${JSON.stringify({ error: { code, exitCode, message } }, null, 2)}\n`;
+}
+
 /** Runs the CLI and returns the exit code (never throws, never calls process.exit). */
 export async function main(argv: readonly string[]): Promise<number> {
+  const json = wantsJson(argv.slice(2));
+  const fail = (code: ErrorCode, message: string, exitCode: number): number => {
+    const text = redactSecrets(message);
+    process.stderr.write(`fp8q: ${text}\n`);
+    if (json) process.stdout.write(redactSecrets(jsonError(code, text.split('\n')[0]!, exitCode)));
+    return exitCode;
+  };
   const onSignal = (signal: NodeJS.Signals): void => {
-    // A conversion in flight leaves only its staging folder: remove it, then stop.
+    // A run in flight leaves only its staging folders and temporary files: remove them, then stop.
     discardAllStagingSync(rmSync);
-    process.stderr.write(`\nfp8q: interrupted by ${signal}; partial output removed\n`);
-    process.exit(EXIT_INTERRUPTED);
+    const exitCode = signal === 'SIGTERM' ? EXIT_TERMINATED : EXIT_INTERRUPTED;
+    const message = `interrupted by ${signal}; partial output removed`;
+    // Synchronous writes: process.exit does not wait for a piped stream to drain.
+    writeSync(2, `\nfp8q: ${message}\n`);
+    if (json) writeSync(1, jsonError('E_INTERRUPTED', message, exitCode));
+    process.exit(exitCode);
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -206,17 +234,19 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (e instanceof CommanderError) {
       if (e.exitCode === 0 || e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return EXIT_OK;
       // No command given: commander has already printed the help on stderr; its message is "(outputHelp)".
-      if (e.code === 'commander.help') return EXIT_USAGE;
-      process.stderr.write(redactSecrets(`fp8q: ${e.message.replace(/^error: /, '')}\n`));
-      return EXIT_USAGE;
+      if (e.code === 'commander.help') return json ? fail('E_USAGE', 'no command given: see fp8q --help', EXIT_USAGE) : EXIT_USAGE;
+      return fail('E_USAGE', e.message.replace(/^error: /, ''), EXIT_USAGE);
     }
     // Every message is redacted: an error may quote a path, URL or header holding an HF token.
     if (isKnownError(e)) {
-      process.stderr.write(redactSecrets(`fp8q: ${describeError(e)}\n`));
-      return exitCodeOf(e);
+      const exitCode = exitCodeOf(e);
+      if (e instanceof ExitError && e.jsonPrinted) {
+        process.stderr.write(redactSecrets(`fp8q: ${describeError(e)}\n`));
+        return exitCode;
+      }
+      return fail(errorCodeOf(e), describeError(e), exitCode);
     }
-    process.stderr.write(redactSecrets(`fp8q: internal error (please report it):\n${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`));
-    return 1;
+    return fail('E_INTERNAL', `internal error (please report it):\n${e instanceof Error ? (e.stack ?? e.message) : String(e)}`, 1);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

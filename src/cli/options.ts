@@ -5,7 +5,9 @@ import type { BlockShape } from '../fp8/block-quantize.js';
 import type { Fp8Format } from '../fp8/formats.js';
 import { CHECKPOINT_FORMATS, type CheckpointFormat } from '../io/quantized-format.js';
 import { parseByteSize } from '../io/sizes.js';
+import { availableParallelism } from 'node:os';
 import { UsageError } from './errors.js';
+import { warn, type OutputMode } from './output.js';
 
 export function parseBlock(text: string): BlockShape {
   const m = /^(\d+)x(\d+)$/i.exec(text.trim());
@@ -47,4 +49,14 @@ export function parsePositiveInt(flag: string, text: string): number {
 
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
+}
+
+/**
+ * A thread count capped to the cores this machine has: threads beyond them only add memory (each
+ * holds its own buffers) and contention. The cap is said, not silent.
+ */
+export function capThreads(requested: number, mode?: OutputMode, cores: number = availableParallelism()): number {
+  if (requested <= cores) return requested;
+  if (mode) warn(mode, `--threads ${requested} is more than the ${cores} cores here: using ${cores}`);
+  return cores;
 }

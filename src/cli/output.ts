@@ -11,8 +11,15 @@ export interface OutputMode {
   readonly tty: boolean;
 }
 
-export function outputMode(opts: { json?: boolean; quiet?: boolean }, stream: NodeJS.WriteStream = process.stderr): OutputMode {
-  return { json: opts.json === true, quiet: opts.quiet === true, tty: stream.isTTY === true && process.env['CI'] === undefined };
+/**
+ * A live spinner needs a terminal that reports a width: a pseudo-terminal of 0 columns (`script`
+ * without a terminal, some CI runners) would make the spinner's line arithmetic redraw forever, so
+ * it gets plain lines, as pipes do.
+ */
+export function outputMode(opts: { json?: boolean; quiet?: boolean }, stream: Pick<NodeJS.WriteStream, 'isTTY' | 'columns'> = process.stderr): OutputMode {
+  const columns = stream.columns;
+  const width = typeof columns === 'number' && Number.isFinite(columns) && columns >= 20;
+  return { json: opts.json === true, quiet: opts.quiet === true, tty: stream.isTTY === true && width && process.env['CI'] === undefined };
 }
 
 /** Messages for humans go to stderr, so stdout carries only results (tables or JSON). */
@@ -50,8 +57,9 @@ export class ByteProgress {
     if (this.mode.quiet || this.mode.json) return;
     const seconds = (Date.now() - this.start) / 1000;
     const rate = seconds > 0 ? done / seconds : 0;
-    const eta = rate > 0 ? (total - done) / rate : 0;
-    const pct = total > 0 ? (100 * done) / total : 100;
+    // Clamped: a plan's byte total is an estimate for some entries (the MLA split reads kv_b_proj twice).
+    const eta = rate > 0 ? Math.max(0, (total - done) / rate) : 0;
+    const pct = total > 0 ? Math.min(100, (100 * done) / total) : 100;
     const text = `${this.title} ${pct.toFixed(1)}% ${formatBytes(done)}/${formatBytes(total)} ${formatBytes(rate)}/s ETA ${eta.toFixed(0)}s ${this.label}`;
     if (this.spinner) {
       this.spinner.text = text;
@@ -72,7 +80,11 @@ export class ByteProgress {
 
   succeed(text: string): void {
     if (this.spinner) this.spinner.succeed(redactSecrets(text));
-    else info(this.mode, text);
+    else {
+      // Plain lines come every 10%: end on 100% even when the last update fell short of it.
+      if (this.lastDecile >= 0 && this.lastDecile < 10) info(this.mode, `${this.title} 100%`);
+      info(this.mode, text);
+    }
   }
 
   fail(): void {

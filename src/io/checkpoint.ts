@@ -15,6 +15,9 @@ export const MAX_INDEX_BYTES = 256 * 1024 * 1024;
 
 export type ModelConfig = Record<string, unknown>;
 
+/** transformers' shard names: `model-00001-of-00004.safetensors`. */
+const SHARD_NAME = /^model-\d+-of-\d+\.safetensors$/;
+
 export interface CheckpointTensor extends TensorInfo {
   /** Shard file name, relative to the model folder. */
   readonly shard: string;
@@ -31,20 +34,38 @@ export class Checkpoint {
     /** Files other than weight shards and their index (tokenizer, generation config, …). */
     readonly otherFiles: readonly string[],
     readonly indexMetadata: Readonly<Record<string, unknown>> | undefined,
+    /** Things the reader accepted but a user should hear about (tensors the index leaves out, with allowUnindexed). */
+    readonly problems: readonly string[] = [],
   ) {}
 
-  static async open(dir: string): Promise<Checkpoint> {
+  /**
+   * Every tensor of every shard is accounted for: one the index does not list is an error (the
+   * index is damaged, or the tensor would silently vanish from any output); with
+   * `allowUnindexed` it is left out with a warning in `problems`, as transformers leaves it out.
+   */
+  static async open(dir: string, opts: { allowUnindexed?: boolean } = {}): Promise<Checkpoint> {
     let entries: string[];
+    const linkedFolders: string[] = [];
+    const unindexedShards: string[] = [];
     try {
       const s = await stat(dir);
       if (!s.isDirectory()) throw new CheckpointError(`${dir} is not a folder: pass the model folder that holds config.json and *.safetensors`);
-      entries = (await readdir(dir, { recursive: true })).map((e) => e.split(sep).join('/'));
+      entries = await listTree(dir, linkedFolders);
     } catch (e) {
       if (e instanceof CheckpointError) throw e;
-      throw new CheckpointError(`cannot read model folder ${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new CheckpointError(`cannot read model folder ${dir} (${code ?? (e as Error).message})`, code === 'ENOENT' ? 'E_INPUT_MISSING' : 'E_INPUT_MALFORMED');
     }
     const files = [];
-    for (const e of entries) if ((await stat(join(dir, e))).isFile()) files.push(e);
+    const unreadable: string[] = [];
+    for (const e of entries) {
+      try {
+        if ((await stat(join(dir, e))).isFile()) files.push(e);
+      } catch (err) {
+        // A broken or looping symbolic link is not part of the checkpoint; say so rather than fail or hide it.
+        unreadable.push(`${join(dir, e)} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): ignored`);
+      }
+    }
     files.sort();
 
     const { config, problem } = await readConfig(dir, files);
@@ -61,6 +82,17 @@ export class Checkpoint {
           throw new CheckpointError(`${join(dir, INDEX_FILE)} names shard ${quoteName(shard)}, which is not in the folder: the download is incomplete`);
         }
       }
+      // A file named like one of this index's shards that the index never names: its tensors would
+      // vanish from any output. (Other safetensors files, e.g. Mistral's consolidated.safetensors,
+      // are separate copies and stay a warning of the writers.)
+      for (const f of files) {
+        if (!SHARD_NAME.test(f) || shards.includes(f)) continue;
+        const what = `${join(dir, f)} is named like a shard of this checkpoint, but ${INDEX_FILE} lists none of its tensors`;
+        if (!opts.allowUnindexed) {
+          throw new CheckpointError(`${what}: the index is incomplete, and converting would drop them; fix the index, or pass --allow-unindexed to leave them out`);
+        }
+        unindexedShards.push(`${what}: left out (--allow-unindexed)`);
+      }
     } else {
       shards = files.filter((f) => f.endsWith('.safetensors') && !f.includes('/'));
       if (shards.length === 0) {
@@ -74,13 +106,26 @@ export class Checkpoint {
 
     const readers = new Map<string, SafetensorsReader>();
     const tensors = new Map<string, CheckpointTensor>();
+    const problems: string[] = [
+      ...unreadable,
+      ...unindexedShards,
+      ...linkedFolders.map((f) => `${join(dir, f)} is a symbolic link to a folder: not followed (its files are not part of the checkpoint)`),
+    ];
     try {
       for (const shard of shards) {
         const reader = await SafetensorsReader.open(join(dir, shard));
         readers.set(shard, reader);
         for (const name of reader.tensorNames()) {
           // With an index, the index decides which shard's copy is the tensor (as transformers does).
-          if (weightMap && weightMap.get(name) !== shard) continue;
+          if (weightMap && weightMap.get(name) !== shard) {
+            if (weightMap.has(name)) continue; // a second copy; the index names the one that counts
+            const what = `${join(dir, shard)} holds tensor ${quoteName(name)}, which ${INDEX_FILE} does not list`;
+            if (!opts.allowUnindexed) {
+              throw new CheckpointError(`${what}: the index is incomplete, and converting would drop the tensor; fix the index, or pass --allow-unindexed to leave it out`);
+            }
+            problems.push(`${what}: left out (--allow-unindexed)`);
+            continue;
+          }
           const prev = tensors.get(name);
           if (prev) throw new CheckpointError(`tensor ${quoteName(name)} is in both ${prev.shard} and ${shard} of ${dir}`);
           tensors.set(name, { ...reader.info(name), shard });
@@ -101,7 +146,7 @@ export class Checkpoint {
     }
     const weightFiles = new Set([...shards, INDEX_FILE]);
     const otherFiles = files.filter((f) => !weightFiles.has(f));
-    return new Checkpoint(dir, config, problem, tensors, readers, otherFiles, indexMetadata);
+    return new Checkpoint(dir, config, problem, tensors, readers, otherFiles, indexMetadata, problems);
   }
 
   tensorNames(): string[] {
@@ -137,6 +182,26 @@ export class Checkpoint {
   async close(): Promise<void> {
     await Promise.all([...this.readers.values()].map((r) => r.close()));
   }
+}
+
+/**
+ * Every entry under `dir`, relative with `/`, descending only into real folders: a symbolic link
+ * to a folder (`weights -> /`) is listed in `linkedFolders`, never walked (Node's recursive
+ * readdir follows such links, which walks the whole disk and reaches files outside the model).
+ */
+async function listTree(dir: string, linkedFolders: string[], prefix = ''): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await readdir(prefix === '' ? dir : join(dir, prefix), { withFileTypes: true })) {
+    const rel = prefix === '' ? entry.name : `${prefix}/${entry.name}`;
+    if (entry.isDirectory()) {
+      out.push(rel, ...(await listTree(dir, linkedFolders, rel)));
+    } else if (entry.isSymbolicLink()) {
+      const target = await stat(join(dir, rel)).catch(() => undefined);
+      if (target?.isDirectory()) linkedFolders.push(rel);
+      else out.push(rel);
+    } else out.push(rel);
+  }
+  return out;
 }
 
 async function readConfig(dir: string, files: string[]): Promise<{ config: ModelConfig | undefined; problem: string | undefined }> {

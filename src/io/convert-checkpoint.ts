@@ -3,8 +3,10 @@
 // events; this module never writes to the terminal.
 
 import { createHash } from 'node:crypto';
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { copyCompanionFiles, selectCompanionFiles } from './companion-files.js';
+import { countNonFiniteInTensor, type NonFiniteReport } from './nonfinite-count.js';
 import { performance } from 'node:perf_hooks';
 import type { BlockShape, ScaleFormat } from '../fp8/block-quantize.js';
 import type { Fp8Format } from '../fp8/formats.js';
@@ -14,7 +16,8 @@ import { planTotals, type ConvertPlan, type PlanEntry, type PlannedOutput } from
 import { writeEditedConfig } from './config-json.js';
 import { deployCheck, DeployTargetError, failingTargets, inventoryFromPlan, withTargetKeys, type DeployReport, type DeployTarget } from '../passes/deploy-check/index.js';
 import { Checkpoint, CONFIG_FILE, INDEX_FILE } from './checkpoint.js';
-import type { OutputSink } from './entry-executors.js';
+import { CheckpointError } from './errors.js';
+import type { ExecuteOptions, OutputSink } from './entry-executors.js';
 import { executeEntry } from './plan-executors.js';
 import type { CheckpointFormat } from './formats/descriptor.js';
 import { applyOutputFormat, type WrittenQuantizationConfig } from './formats/output-format.js';
@@ -55,6 +58,8 @@ export interface ConvertOptions {
   readonly dryRun?: boolean;
   readonly force?: boolean;
   readonly allowNonFinite?: boolean;
+  /** A tensor a shard holds but the index does not list: a warning (left out) instead of an error. */
+  readonly allowUnindexed?: boolean;
   /** Worker threads quantizing (default: available cores); 0 runs the reference executors on the main thread. */
   readonly threads?: number;
   /** Also write DeepSeek MLA's w_uk / w_uv (passes/mla-split.ts). */
@@ -101,6 +106,8 @@ export interface ConvertSummary {
   readonly warnings: readonly string[];
   readonly outputFormat: CheckpointFormat;
   readonly quantizationConfig: WrittenQuantizationConfig;
+  /** --allow-nonfinite: the NaN/Inf values it replaced or kept, by tensor (absent when there were none). */
+  readonly nonFinite?: NonFiniteReport;
   /** Static activation scheme: the calibration run (absent for dynamic; no seconds/scales in a dry run). */
   readonly calibration?: CalibrationSummary | { readonly file: string; readonly samples: number; readonly tokens: number };
   /** The deployment check: against --target when given, and against every engine at TP 1/2/4/8 in a dry run. */
@@ -140,7 +147,7 @@ function orderEntries(entries: readonly PlanEntry[]): PlanEntry[] {
 export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSummary> {
   const t0 = performance.now();
   const emit = opts.onEvent ?? (() => undefined);
-  const ckpt = await Checkpoint.open(opts.input);
+  const ckpt = await Checkpoint.open(opts.input, { allowUnindexed: opts.allowUnindexed === true });
   try {
     const outputFormat = opts.outputFormat ?? 'hf';
     const calibration = requireCalibration(opts.activationScheme, opts.calibration);
@@ -155,15 +162,24 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
       report = deployCheck(inventory, opts.deployTargets ? { targets: opts.deployTargets } : {});
       if (opts.deployTargets && failingTargets(report).length > 0 && !opts.forceTarget) throw new DeployTargetError(report);
     }
-    const warnings = [...plan.warnings, ...formatWarnings];
+    const warnings = [...ckpt.problems, ...plan.warnings, ...formatWarnings];
     if (ckpt.configProblem) warnings.unshift(ckpt.configProblem);
     // e.g. Mistral's consolidated.safetensors beside the HF shards: a second full BF16 copy that
     // must not ride along into the FP8 folder.
     for (const f of ckpt.otherFiles.filter(isStrayWeightFile)) {
       warnings.push(`${f} is not one of the checkpoint's shards (not named by ${INDEX_FILE}, or in a subfolder): not converted and not copied`);
     }
+    const companions = await selectCompanionFiles(ckpt.dir, ckpt.otherFiles, (f) => f === CONFIG_FILE || FOREIGN_WEIGHT_FILE.test(f) || isStrayWeightFile(f));
+    warnings.push(...companions.warnings);
     for (const w of warnings) emit({ type: 'warning', message: w });
     const totals = planTotals(plan, (n) => ckpt.info(n).byteLength);
+    if (totals.quantized === 0) {
+      // An "FP8" config over a checkpoint with no FP8 tensor would mislead every loader.
+      throw new CheckpointError(
+        `${opts.input} has no weight fp8q would quantize (${ckpt.tensors.size} tensor(s), none a 2-D float Linear weight outside --exclude): nothing to convert`,
+        'E_INPUT_UNSUPPORTED',
+      );
+    }
     emit({ type: 'plan', plan, bytesTotal: totals.bytesIn });
     const base = {
       input: opts.input,
@@ -178,7 +194,11 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
       quantizationConfig: qc,
       ...(report ? { deployCheck: report } : {}),
     };
-    await checkOutputDestination(opts.input, opts.output, opts.force ?? false);
+    const destination = await checkOutputDestination(opts.input, opts.output, opts.force ?? false, { dryRun: opts.dryRun === true });
+    for (const w of destination.warnings) {
+      warnings.push(w);
+      emit({ type: 'warning', message: w });
+    }
     // Calibration input is read (and tokenized) in a dry run too: a missing tokenizer.json shows up before the real run.
     const calibrationSet = calibration ? await readStaticCalibration(opts.input, ckpt.config, calibration, emit) : undefined;
     if (opts.dryRun) {
@@ -187,23 +207,28 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
     }
     const measured = calibration && calibrationSet ? await measureStaticActivationScales(opts.input, plan, calibrationSet, calibration, emit) : undefined;
 
+    // --allow-nonfinite changes values: count them first, so the summary says how many and where.
+    const nonFinite = opts.allowNonFinite ? await countQuantizedNonFinite(ckpt, plan) : undefined;
+    const execExtras = { onNonFiniteKept: (name: string, values: number) => nonFinite?.push({ name, values, action: 'kept' as const }) };
     const entries = orderEntries(plan.entries);
     const shards = assignShards(entries.map((e) => e.outputs), opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
     let staging: StagingFolder | undefined;
     try {
-      staging = await StagingFolder.create(opts.output);
+      staging = await StagingFolder.create(opts.output, { force: opts.force ?? false });
       const pool = opts.threads === 0 ? undefined : QuantizePool.start(opts.threads ?? defaultThreads());
-      const written = await writeShards(ckpt, plan, entries, shards, staging.path, totals.bytesIn, opts, emit, pool, measured?.scales).finally(() => pool?.close());
+      const written = await writeShards(ckpt, plan, entries, shards, staging.path, totals.bytesIn, opts, emit, pool, measured?.scales, execExtras).finally(() => pool?.close());
       emit({ type: 'finalizing' });
       if (shards.length > 1) await writeJson(join(staging.path, INDEX_FILE), buildIndex(shards));
       await writeEditedConfig(ckpt.dir, ckpt.config !== undefined, join(staging.path, CONFIG_FILE), { set: { quantization_config: qc } });
-      for (const f of ckpt.otherFiles) {
-        if (f === CONFIG_FILE || FOREIGN_WEIGHT_FILE.test(f) || isStrayWeightFile(f) || f.split('/').some((p) => p.startsWith('.'))) continue;
-        await mkdir(dirname(join(staging.path, f)), { recursive: true });
-        await copyFile(join(ckpt.dir, f), join(staging.path, f));
-      }
+      await copyCompanionFiles(ckpt.dir, staging.path, companions.files);
       await staging.commit();
-      return { ...base, ...(measured ? { calibration: measured.summary } : {}), dryRun: false, seconds: (performance.now() - t0) / 1000, shards: written };
+      const changed = nonFinite !== undefined && nonFinite.length > 0 ? { nonFinite: nonFiniteReport(nonFinite) } : {};
+      if (changed.nonFinite) {
+        const w = describeNonFinite(changed.nonFinite);
+        warnings.push(w);
+        emit({ type: 'warning', message: w });
+      }
+      return { ...base, ...changed, ...(measured ? { calibration: measured.summary } : {}), dryRun: false, seconds: (performance.now() - t0) / 1000, shards: written };
     } catch (e) {
       await staging?.discard();
       throw explainWriteFailure(e, opts.output, totals.bytesOut);
@@ -211,6 +236,36 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
   } finally {
     await ckpt.close();
   }
+}
+
+type NonFiniteTensor = NonFiniteReport['tensors'][number];
+
+/** NaN/Inf in the float sources of quantized entries: what --allow-nonfinite will replace. */
+async function countQuantizedNonFinite(ckpt: Checkpoint, plan: ConvertPlan): Promise<NonFiniteTensor[]> {
+  const out: NonFiniteTensor[] = [];
+  for (const e of plan.entries) {
+    if (e.op === 'copy' || e.op === 'activation-scale') continue;
+    for (const name of e.sources) {
+      const values = await countNonFiniteInTensor(ckpt, ckpt.info(name));
+      if (values > 0) out.push({ name, values, action: 'replaced' });
+    }
+  }
+  return out;
+}
+
+function nonFiniteReport(tensors: readonly NonFiniteTensor[]): NonFiniteReport {
+  const unique = [...new Map(tensors.map((t) => [t.name, t])).values()];
+  return { values: unique.reduce((a, t) => a + t.values, 0), tensors: unique };
+}
+
+function describeNonFinite(r: NonFiniteReport): string {
+  const replaced = r.tensors.filter((t) => t.action === 'replaced');
+  const kept = r.tensors.filter((t) => t.action === 'kept');
+  const parts: string[] = [];
+  const sum = (ts: readonly NonFiniteTensor[]): number => ts.reduce((a, t) => a + t.values, 0);
+  if (replaced.length > 0) parts.push(`${sum(replaced)} NaN/Inf value(s) in ${replaced.length} quantized tensor(s) replaced (±Inf → ±FP8 max, NaN → 0), first ${replaced[0]!.name}`);
+  if (kept.length > 0) parts.push(`${sum(kept)} NaN/Inf value(s) in ${kept.length} unquantized tensor(s) kept as they are, first ${kept[0]!.name}`);
+  return `--allow-nonfinite: ${parts.join('; ')}`;
 }
 
 async function writeJson(path: string, value: unknown): Promise<void> {
@@ -232,6 +287,7 @@ async function writeShards(
   emit: (e: ConvertEvent) => void,
   pool: QuantizePool | undefined,
   activationScales?: ReadonlyMap<string, Float32Array>,
+  extras: Pick<ExecuteOptions, 'onNonFiniteKept'> = {},
 ): Promise<WrittenShard[]> {
   const shardOf = new Map<string, number>();
   shards.forEach((s, i) => s.tensors.forEach((t) => shardOf.set(t.name, i)));
@@ -243,6 +299,7 @@ async function writeShards(
     nonFinite: opts.allowNonFinite ? ('saturate' as const) : ('error' as const),
     pool,
     activationScales,
+    ...extras,
     onBytes: (n: number) => {
       bytesDone += n;
       emit({ type: 'bytes', done: bytesDone, total: bytesTotal });

@@ -4,8 +4,9 @@
 // activation scale) is dropped, everything else is copied byte for byte, and config.json loses
 // quantization_config. Same atomic staging, sharding and index as convert.
 
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { copyCompanionFiles, selectCompanionFiles } from './companion-files.js';
 import { performance } from 'node:perf_hooks';
 import { planDequantize } from '../passes/fp8-plans.js';
 import type { PlanEntry, QuantizationSettings } from '../passes/plan.js';
@@ -13,7 +14,11 @@ import { Checkpoint, CONFIG_FILE, INDEX_FILE, type ModelConfig } from './checkpo
 import { type ConfigChanges, writeEditedConfig } from './config-json.js';
 import { DEFAULT_MAX_SHARD_BYTES } from './convert-checkpoint.js';
 import { executeCopy } from './entry-executors.js';
-import { executeDequantize } from './fp8-executors.js';
+import { checkFp8Scale } from './float-rows.js';
+import { dequantizedNonFiniteError, executeDequantize } from './fp8-executors.js';
+import { CheckpointError } from './errors.js';
+import type { NonFiniteReport } from './nonfinite-count.js';
+import { describeUnusableScales, findUnusableScales } from './scale-survey.js';
 import { checkOutputDestination, explainWriteFailure, StagingFolder } from './output-folder.js';
 import { SafetensorsWriter } from './safetensors-writer.js';
 import { assignShards, buildIndex } from './shards.js';
@@ -32,6 +37,10 @@ export interface DequantOptions {
   readonly dtype?: DequantDtype;
   readonly maxShardBytes?: number;
   readonly force?: boolean;
+  /** A tensor a shard holds but the index does not list: a warning (left out) instead of an error. */
+  readonly allowUnindexed?: boolean;
+  /** Write even when scales are NaN/Inf/≤ 0 or values come out non-finite (counted in the summary). */
+  readonly allowNonFinite?: boolean;
   readonly onEvent?: (event: DequantEvent) => void;
 }
 
@@ -55,6 +64,8 @@ export interface DequantSummary {
   readonly seconds: number;
   readonly shards: readonly { readonly file: string; readonly bytes: number }[];
   readonly warnings: readonly string[];
+  /** --allow-nonfinite: NaN/Inf values written, by tensor (absent when there were none). */
+  readonly nonFinite?: NonFiniteReport;
 }
 
 /** What config.json loses and gains to read as a float checkpoint: no quantization_config, dtype fields naming the output dtype. */
@@ -74,13 +85,20 @@ export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSu
   const t0 = performance.now();
   const emit = opts.onEvent ?? (() => undefined);
   const dtype = opts.dtype ?? 'bfloat16';
-  const ckpt = await Checkpoint.open(opts.input);
+  const ckpt = await Checkpoint.open(opts.input, { allowUnindexed: opts.allowUnindexed === true });
   try {
     const infos = ckpt.tensorNames().map((n) => ckpt.info(n));
     const plan = planDequantize(ckpt.config, infos, dtype === 'float16' ? 'F16' : 'BF16');
-    const warnings: string[] = [...(ckpt.configProblem ? [ckpt.configProblem] : []), ...plan.warnings];
+    const warnings: string[] = [...(ckpt.configProblem ? [ckpt.configProblem] : []), ...ckpt.problems, ...plan.warnings];
     if (plan.input.perTensor > 0) warnings.push(`${plan.input.perTensor} FP8 weights have one scale per tensor (not per block); dequantized with it`);
     for (const f of ckpt.otherFiles.filter((f) => f.endsWith('.safetensors'))) warnings.push(`${f} is not one of the checkpoint's shards: not read and not copied`);
+    for (const [name, ref] of plan.input.weights) checkFp8Scale(ckpt, name, ref);
+    // Damaged scales make whole blocks NaN/Inf/0: found before a byte is written (scales are small).
+    const unusable = describeUnusableScales(await findUnusableScales(ckpt, plan.input.scaleTensors));
+    if (unusable && !opts.allowNonFinite) throw new CheckpointError(`${opts.input}: ${unusable}; pass --allow-nonfinite to dequantize it anyway`, 'E_INPUT_NONFINITE');
+    if (unusable) warnings.push(`${unusable} (--allow-nonfinite: written anyway)`);
+    const companions = await selectCompanionFiles(ckpt.dir, ckpt.otherFiles, (f) => f === CONFIG_FILE || NOT_COPIED.test(f));
+    warnings.push(...companions.warnings);
     for (const w of warnings) emit({ type: 'warning', message: w });
     const entries = [...plan.entries].sort(byFirstOutput);
     let bytesIn = 0;
@@ -102,14 +120,18 @@ export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSu
       bytesOut,
       warnings,
     };
-    await checkOutputDestination(opts.input, opts.output, opts.force ?? false);
+    const destination = await checkOutputDestination(opts.input, opts.output, opts.force ?? false);
+    for (const w of destination.warnings) {
+      warnings.push(w);
+      emit({ type: 'warning', message: w });
+    }
 
     const shards = assignShards(entries.map((e) => e.outputs), opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
     const shardOf = new Map<string, number>();
     shards.forEach((s, i) => s.tensors.forEach((t) => shardOf.set(t.name, i)));
     let staging: StagingFolder | undefined;
     try {
-      staging = await StagingFolder.create(opts.output);
+      staging = await StagingFolder.create(opts.output, { force: opts.force ?? false });
       let done = 0;
       const onBytes = (n: number): void => {
         done += n;
@@ -117,14 +139,21 @@ export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSu
       };
       let next = 0;
       const written: { file: string; bytes: number }[] = [];
+      const nonFinite: { name: string; values: number; action: 'kept' }[] = [];
       for (let si = 0; si < shards.length; si++) {
         const writer = await SafetensorsWriter.create(join(staging.path, shards[si]!.file), shards[si]!.tensors, { format: 'pt' });
         try {
           for (; next < entries.length && shardOf.get(entries[next]!.outputs[0]!.name) === si; next++) {
             const entry = entries[next]!;
             emit({ type: 'tensor', name: entry.outputs[0]!.name, index: next, count: entries.length });
-            if (entry.op === 'dequantize') await executeDequantize(entry, ckpt, writer, { onBytes });
-            else if (entry.op === 'copy') await executeCopy(entry, ckpt, writer, { settings: COPY_ONLY, nonFinite: 'error', onBytes });
+            if (entry.op === 'dequantize') {
+              const bad = await executeDequantize(entry, ckpt, writer, { onBytes });
+              if (bad > 0 && !opts.allowNonFinite) throw dequantizedNonFiniteError(entry.sources[0]!, entry.outputs[0]!.dtype, bad, '--allow-nonfinite');
+              if (bad > 0) nonFinite.push({ name: entry.outputs[0]!.name, values: bad, action: 'kept' });
+            } else if (entry.op === 'copy') {
+              const onNonFiniteKept = (name: string, values: number): void => void nonFinite.push({ name, values, action: 'kept' });
+              await executeCopy(entry, ckpt, writer, { settings: COPY_ONLY, nonFinite: opts.allowNonFinite ? 'saturate' : 'error', onBytes, onNonFiniteKept });
+            }
           }
           await writer.finish();
         } catch (e) {
@@ -135,13 +164,15 @@ export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSu
       }
       if (shards.length > 1) await writeJson(join(staging.path, INDEX_FILE), buildIndex(shards));
       if (ckpt.config) await writeEditedConfig(ckpt.dir, true, join(staging.path, CONFIG_FILE), dequantizedConfigChanges(ckpt.config, dtype));
-      for (const f of ckpt.otherFiles) {
-        if (f === CONFIG_FILE || NOT_COPIED.test(f) || f.split('/').some((p) => p.startsWith('.'))) continue;
-        await mkdir(dirname(join(staging.path, f)), { recursive: true });
-        await copyFile(join(ckpt.dir, f), join(staging.path, f));
-      }
+      await copyCompanionFiles(ckpt.dir, staging.path, companions.files);
       await staging.commit();
-      return { ...base, seconds: (performance.now() - t0) / 1000, shards: written };
+      if (nonFinite.length > 0) {
+        const values = nonFinite.reduce((a, t) => a + t.values, 0);
+        const w = `--allow-nonfinite: ${values} NaN/Inf value(s) written in ${nonFinite.length} tensor(s), first ${nonFinite[0]!.name}`;
+        warnings.push(w);
+        emit({ type: 'warning', message: w });
+      }
+      return { ...base, ...(nonFinite.length > 0 ? { nonFinite: { values: nonFinite.reduce((a, t) => a + t.values, 0), tensors: nonFinite } } : {}), seconds: (performance.now() - t0) / 1000, shards: written };
     } catch (e) {
       await staging?.discard();
       throw explainWriteFailure(e, opts.output, bytesOut);

@@ -7,6 +7,7 @@ import { dtypeSize, isFloatSourceDtype, widenToFloat32, type FloatSourceDtype } 
 import type { CopyEntry, PlannedOutput, QuantizationSettings, QuantizeEntry } from '../passes/plan.js';
 import type { Checkpoint, CheckpointTensor } from './checkpoint.js';
 import { CheckpointError } from './errors.js';
+import { countNonFinite } from './nonfinite-count.js';
 import type { ChunkSettings } from './quantize-chunk.js';
 import type { QuantizePool } from './quantize-pool.js';
 
@@ -24,23 +25,44 @@ export interface ExecuteOptions {
   readonly pool?: QuantizePool;
   /** Calibrated static activation scales by module, for `activation-scale` entries. */
   readonly activationScales?: ReadonlyMap<string, Float32Array>;
+  /** With nonFinite 'saturate': an unquantized tensor copied with `values` NaN/Inf in it (kept as they are). */
+  readonly onNonFiniteKept?: (tensor: string, values: number) => void;
 }
 
 /** Copies move in pieces of this size: large enough for disk speed, small enough to stay flat. */
 export const COPY_CHUNK_BYTES = 16 * 1024 * 1024;
+
+/**
+ * NaN/Inf among the bytes of an unquantized tensor being copied: an error naming the tensor, or
+ * with --allow-nonfinite their count (the values are kept as they are).
+ */
+export function checkCopiedPiece(entry: CopyEntry, src: CheckpointTensor, piece: Uint8Array, opts: ExecuteOptions): number {
+  const bad = countNonFinite(piece, src.dtype);
+  if (bad > 0 && opts.nonFinite === 'error') {
+    throw new CheckpointError(
+      `tensor "${src.name}" (${src.dtype}${JSON.stringify(src.shape)}, kept unquantized: ${entry.reason}) holds NaN/Inf values: ` +
+        'the source checkpoint is damaged and the output would compute NaN; fix it, or pass --allow-nonfinite to keep them as they are',
+      'E_INPUT_NONFINITE',
+    );
+  }
+  return bad;
+}
 
 export async function executeCopy(entry: CopyEntry, ckpt: Checkpoint, sink: OutputSink, opts: ExecuteOptions): Promise<void> {
   const src = ckpt.info(entry.sources[0]!);
   const out = entry.outputs[0]!;
   const reader = ckpt.reader(src.name);
   const buf = new Uint8Array(Math.min(COPY_CHUNK_BYTES, Math.max(1, src.byteLength)));
+  let nonFinite = 0;
   for (let done = 0; done < src.byteLength; ) {
     const n = Math.min(buf.byteLength, src.byteLength - done);
     const piece = await reader.readRange(src.fileOffset + done, buf.subarray(0, n));
+    nonFinite += checkCopiedPiece(entry, src, piece, opts);
     await sink.write(out.name, piece, done);
     done += n;
     opts.onBytes?.(n);
   }
+  if (nonFinite > 0) opts.onNonFiniteKept?.(src.name, nonFinite);
 }
 
 /** A NaN/Inf found while quantizing `src` (matrix `expert` of a 3-D stack), as the user sees it. */
@@ -49,6 +71,7 @@ export function nonFiniteWeightError(src: CheckpointTensor, expert: number, err:
   return new CheckpointError(
     `tensor "${src.name}" (${src.dtype}${JSON.stringify(src.shape)}) has a non-finite value (${err.value}) at ${where}, in block [${Math.floor(err.row / block.bn)}, ${Math.floor(err.col / block.bk)}]: ` +
       `the source checkpoint is damaged; fix it, or pass --allow-nonfinite to saturate ±Inf and zero NaN`,
+    'E_INPUT_NONFINITE',
   );
 }
 

@@ -18,6 +18,7 @@ export function oneLine(text: string): string {
 }
 
 export class SafetensorsParseError extends Error {
+  readonly errorCode: IoErrorCode = 'E_INPUT_MALFORMED';
   constructor(
     readonly file: string,
     detail: string,
@@ -28,8 +29,25 @@ export class SafetensorsParseError extends Error {
   }
 }
 
+/**
+ * The machine-readable kind of an I/O-layer failure: `--json` prints it as `error.code`, so a
+ * pipeline can branch on it. The CLI's table (src/cli/error-codes.ts) documents every code.
+ */
+export type IoErrorCode =
+  | 'E_INPUT_MISSING' // the input folder or file does not exist
+  | 'E_INPUT_MALFORMED' // a file of the input is corrupt, inconsistent or not what it claims
+  | 'E_INPUT_UNSUPPORTED' // a well-formed input this command cannot process (nothing to quantize, not FP8 …)
+  | 'E_INPUT_NONFINITE' // NaN/Inf values or unusable scales that would poison the output
+  | 'E_OUTPUT_EXISTS' // the output exists and --force was not given
+  | 'E_OUTPUT_UNSAFE' // the output is refused even with --force (the input, an ancestor, not a checkpoint …)
+  | 'E_OUTPUT_BUSY' // another run is writing the same output
+  | 'E_DISK_FULL'; // no space (or quota) left while writing
+
 export class CheckpointError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    readonly errorCode: IoErrorCode = 'E_INPUT_MALFORMED',
+  ) {
     super(message);
     this.name = 'CheckpointError';
   }

@@ -54,17 +54,8 @@ export class FloatRowReader {
     if (!isFp8Dtype(info.dtype)) throw new CheckpointError(`tensor "${name}" is ${info.dtype}; only float or FP8 weights can be read as values`);
     if (!ref) throw new CheckpointError(`tensor "${name}" is ${info.dtype} but has no scale tensor: its values cannot be recovered`);
     const scaleInfo = ckpt.info(ref.scale);
-    if (!isFloatSourceDtype(scaleInfo.dtype)) {
-      throw new CheckpointError(`scale tensor "${ref.scale}" is ${scaleInfo.dtype}; fp8q reads F32, BF16 or F16 block scales`);
-    }
-    const expected = expectedScaleShape(info.shape, ref);
-    // [E] vs [E, 1, 1] and the like hold the same values in the same order; other differences do not.
-    if (withoutOnes(scaleInfo.shape) !== withoutOnes(expected)) {
-      throw new CheckpointError(
-        `scale tensor "${ref.scale}" is ${JSON.stringify(scaleInfo.shape)} but "${name}" ${JSON.stringify(info.shape)} with ${ref.rowBlock}x${ref.colBlock} blocks ` +
-          `needs ${JSON.stringify(expected)}: the block size in config.json does not match the tensors`,
-      );
-    }
+    const expected = checkFp8Scale(ckpt, name, ref);
+    if (!isFloatSourceDtype(scaleInfo.dtype)) throw new CheckpointError(`scale tensor "${ref.scale}" is ${scaleInfo.dtype}`); // (checked above; narrows the type)
     const scales = widenToFloat32(await ckpt.readTensor(ref.scale), scaleInfo.dtype);
     const g = expected.slice(-2) as [number, number];
     return new FloatRowReader(ckpt, info, ref, scales, [g[0], g[1]]);
@@ -144,4 +135,25 @@ export class FloatRowReader {
     });
     return out.subarray(0, n);
   }
+}
+
+/**
+ * The scale tensor of FP8 weight `name` has a float dtype and the shape its blocks need; returns
+ * that shape. Reads nothing, so inspect and dequant can check every weight before any long work.
+ */
+export function checkFp8Scale(ckpt: Checkpoint, name: string, ref: Fp8SourceRef): number[] {
+  const info = ckpt.info(name);
+  const scaleInfo = ckpt.info(ref.scale);
+  if (!isFloatSourceDtype(scaleInfo.dtype)) {
+    throw new CheckpointError(`scale tensor "${ref.scale}" is ${scaleInfo.dtype}; fp8q reads F32, BF16 or F16 block scales`);
+  }
+  const expected = expectedScaleShape(info.shape, ref);
+  // [E] vs [E, 1, 1] and the like hold the same values in the same order; other differences do not.
+  if (withoutOnes(scaleInfo.shape) !== withoutOnes(expected)) {
+    throw new CheckpointError(
+      `scale tensor "${ref.scale}" is ${JSON.stringify(scaleInfo.shape)} but "${name}" ${JSON.stringify(info.shape)} with ${ref.rowBlock}x${ref.colBlock} blocks ` +
+        `needs ${JSON.stringify(expected)}: the block size in config.json does not match the tensors`,
+    );
+  }
+  return [...expected];
 }

@@ -14,6 +14,7 @@ import type { DequantizeEntry, RequantizeEntry } from '../passes/plan.js';
 import type { Checkpoint } from './checkpoint.js';
 import type { ExecuteOptions, OutputSink } from './entry-executors.js';
 import { CheckpointError } from './errors.js';
+import { countNonFinite } from './nonfinite-count.js';
 import { FloatRowReader } from './float-rows.js';
 import { quantizeOutInRows } from './quantize-rows.js';
 
@@ -27,7 +28,20 @@ export async function executeRequantize(entry: RequantizeEntry, ckpt: Checkpoint
   await quantizeOutInRows(reader, weightOut!, scaleOut!, sink, opts);
 }
 
-export async function executeDequantize(entry: DequantizeEntry, ckpt: Checkpoint, sink: OutputSink, opts: Pick<ExecuteOptions, 'onBytes'>): Promise<void> {
+/** An FP8 weight whose dequantized values are NaN/Inf, as the user sees it. */
+export function dequantizedNonFiniteError(source: string, dtype: string, count: number, flag: string): CheckpointError {
+  return new CheckpointError(
+    `tensor "${source}" dequantizes to ${count} NaN/Inf value(s) in ${dtype} (NaN FP8 codes, damaged scales${dtype === 'F16' ? ", or values beyond float16's ±65504: try --dtype bfloat16" : ''}): ` +
+      `the output would compute NaN; pass ${flag} to write it anyway`,
+    'E_INPUT_NONFINITE',
+  );
+}
+
+/**
+ * Writes `fp8 × scale` rounded once to the output dtype. Returns how many values came out NaN/Inf
+ * (NaN codes, damaged scales, values beyond float16's range), which the caller refuses or reports.
+ */
+export async function executeDequantize(entry: DequantizeEntry, ckpt: Checkpoint, sink: OutputSink, opts: Pick<ExecuteOptions, 'onBytes'>): Promise<number> {
   const source = entry.sources[0]!;
   const out = entry.outputs[0]!;
   if (!isFloatSourceDtype(out.dtype)) throw new CheckpointError(`cannot dequantize "${source}" to ${out.dtype}: expected BF16, F16 or F32`);
@@ -35,10 +49,14 @@ export async function executeDequantize(entry: DequantizeEntry, ckpt: Checkpoint
   const rowsPerStripe = Math.max(1, Math.floor(DEQUANT_STRIPE_ELEMENTS / Math.max(1, reader.cols)));
   const exact = new Float64Array(Math.min(rowsPerStripe, reader.rows) * reader.cols);
   const outBytesPerRow = (out.byteLength / Math.max(1, reader.rows)) | 0;
+  let nonFinite = 0;
   for (let r0 = 0; r0 < reader.rows; r0 += rowsPerStripe) {
     const rows = Math.min(rowsPerStripe, reader.rows - r0);
     const values = await reader.readExact(r0, rows, exact);
-    await sink.write(out.name, narrowExact(values, out.dtype), r0 * outBytesPerRow);
+    const narrowed = narrowExact(values, out.dtype);
+    nonFinite += countNonFinite(narrowed, out.dtype);
+    await sink.write(out.name, narrowed, r0 * outBytesPerRow);
     opts.onBytes?.(rows * reader.cols);
   }
+  return nonFinite;
 }

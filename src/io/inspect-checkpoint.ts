@@ -3,12 +3,14 @@
 
 import { blockScaleQuantizePass, detectQuantizedInput } from '../passes/block-scale-quantize.js';
 import { detectArchitecture } from '../passes/architectures.js';
+import { describeFp8Input } from '../passes/fp8-input.js';
 import { describeStructure, type ExpertStructure, type Fp8Structure, type MlaStructure } from '../passes/model-structure.js';
 import { Checkpoint } from './checkpoint.js';
 import { CheckpointError } from './errors.js';
+import { checkFp8Scale } from './float-rows.js';
 import { detectQuantizedFormat, type QuantizedFormat } from './quantized-format.js';
 import { elementCount } from './safetensors-reader.js';
-import { surveyScales, ue8m0Mismatch, type ScaleSurvey } from './scale-survey.js';
+import { describeUnusableScales, surveyScales, ue8m0Mismatch, type ScaleSurvey } from './scale-survey.js';
 
 export interface DtypeGroup {
   readonly dtype: string;
@@ -46,7 +48,8 @@ export interface InspectReport {
 }
 
 export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
-  const ckpt = await Checkpoint.open(dir);
+  // inspect describes: a tensor the index leaves out is a finding (a warning), not a failure.
+  const ckpt = await Checkpoint.open(dir, { allowUnindexed: true });
   try {
     const infos = ckpt.tensorNames().map((n) => ckpt.info(n));
     const groups = new Map<string, { tensors: number; parameters: number; bytes: number }>();
@@ -64,7 +67,7 @@ export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
     }
     const arch = detectArchitecture(ckpt.config);
     const quantizedBy = detectQuantizedInput(ckpt.config, infos) ?? null;
-    const warnings: string[] = ckpt.configProblem ? [ckpt.configProblem] : [];
+    const warnings: string[] = [...(ckpt.configProblem ? [ckpt.configProblem] : []), ...ckpt.problems];
     let wouldQuantize: string[] = [];
     let wouldKeep: { module: string; reason: string }[] = [];
     let quantizedFormat: QuantizedFormat | null = null;
@@ -73,6 +76,17 @@ export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
       try {
         quantizedFormat = detectQuantizedFormat(ckpt.config, ckpt.tensorNames()) ?? null;
         if (quantizedFormat) scales = await surveyScales(ckpt, quantizedFormat);
+        // What dequant and --requantize would refuse (a scale of the wrong shape …) is a finding here.
+        const fp8Input = describeFp8Input(ckpt.config, infos);
+        for (const [name, ref] of fp8Input?.weights ?? []) {
+          try {
+            checkFp8Scale(ckpt, name, ref);
+          } catch (e) {
+            if (!(e instanceof CheckpointError)) throw e;
+            warnings.push(`${e.message} (fp8q dequant refuses it)`);
+            break;
+          }
+        }
       } catch (e) {
         // inspect describes what it can; an unreadable quantization is a finding, not a crash.
         if (!(e instanceof CheckpointError)) throw e;
@@ -80,6 +94,8 @@ export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
       }
       const mismatch = scales ? ue8m0Mismatch(scales) : undefined;
       if (mismatch) warnings.push(mismatch);
+      const unusable = scales ? describeUnusableScales({ count: scales.unusable, first: scales.firstUnusable }) : undefined;
+      if (unusable) warnings.push(`${unusable} (fp8q dequant refuses it unless --allow-nonfinite)`);
     } else {
       const plan = blockScaleQuantizePass(ckpt.config, infos, {
         settings: { format: 'e4m3fn', block: { bn: 128, bk: 128 }, scaleFormat: 'float', activationScheme: 'dynamic' },

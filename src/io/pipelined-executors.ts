@@ -15,7 +15,7 @@ import { dtypeSize } from '../fp8/dtypes.js';
 import type { CopyEntry, QuantizeEntry } from '../passes/plan.js';
 import type { Checkpoint } from './checkpoint.js';
 import type { DirectView } from './direct-reads.js';
-import { kernelOptions, nonFiniteWeightError, quantizeGeometry, type ExecuteOptions, type OutputSink } from './entry-executors.js';
+import { checkCopiedPiece, kernelOptions, nonFiniteWeightError, quantizeGeometry, type ExecuteOptions, type OutputSink } from './entry-executors.js';
 import { ChunkScratch, quantizeChunk, type ChunkInput } from './quantize-chunk.js';
 import { CHUNK_BYTES, ChunkFailure, type QuantizedChunk, type QuantizePool } from './quantize-pool.js';
 
@@ -141,12 +141,15 @@ export async function executeCopyOverlapped(entry: CopyEntry, ckpt: Checkpoint, 
     const buffer = buffers.take(piece);
     return { bytes: await reader.readRange(at, new Uint8Array(buffer, 0, n)), release: () => buffers.give(buffer) };
   };
+  let nonFinite = 0;
   await orderedWindow(count, COPY_READ_AHEAD + 1, start, async (view, i) => {
     try {
+      nonFinite += checkCopiedPiece(entry, src, view.bytes, opts);
       await sink.write(out.name, view.bytes, i * piece);
     } finally {
       view.release();
     }
     opts.onBytes?.(view.bytes.byteLength);
   });
+  if (nonFinite > 0) opts.onNonFiniteKept?.(src.name, nonFinite);
 }

@@ -6,7 +6,7 @@ import { executeActivationScale } from './activation-scale-executor.js';
 import type { Checkpoint } from './checkpoint.js';
 import { executeCopy, executeQuantize, type ExecuteOptions, type OutputSink } from './entry-executors.js';
 import { executeQuantizeInOut, executeStackExperts } from './expert-executors.js';
-import { executeDequantize, executeRequantize } from './fp8-executors.js';
+import { dequantizedNonFiniteError, executeDequantize, executeRequantize } from './fp8-executors.js';
 import { executeMlaSplit } from './mla-split-executor.js';
 import { executeCopyOverlapped, executeQuantizePipelined } from './pipelined-executors.js';
 
@@ -24,8 +24,12 @@ export async function executeEntry(entry: PlanEntry, ckpt: Checkpoint, sink: Out
       return executeStackExperts(entry, ckpt, sink, opts);
     case 'requantize':
       return executeRequantize(entry, ckpt, sink, opts);
-    case 'dequantize':
-      return executeDequantize(entry, ckpt, sink, opts);
+    case 'dequantize': {
+      const bad = await executeDequantize(entry, ckpt, sink, opts);
+      if (bad > 0 && opts.nonFinite === 'error') throw dequantizedNonFiniteError(entry.sources[0]!, entry.outputs[0]!.dtype, bad, '--allow-nonfinite');
+      if (bad > 0) opts.onNonFiniteKept?.(entry.outputs[0]!.name, bad);
+      return;
+    }
     case 'activation-scale':
       return executeActivationScale(entry, sink, opts);
   }

@@ -18,6 +18,7 @@ function namingNonFinite<T>(quantize: () => T, source: string, where: (row: numb
       throw new CheckpointError(
         `tensor "${source}" has a non-finite value (${err.value}) at ${where(err.row, err.col)}: ` +
           `the source checkpoint is damaged; fix it, or pass --allow-nonfinite to saturate ±Inf and zero NaN`,
+        'E_INPUT_NONFINITE',
       );
     }
     throw err;

@@ -144,9 +144,11 @@ export class SafetensorsReader {
       if (size < 8) throw new SafetensorsParseError(path, `file is ${size} bytes, too short for a safetensors header`);
       const lenBuf = new Uint8Array(8);
       await readExactly(handle, lenBuf, 0, path);
-      const headerLen = Number(new DataView(lenBuf.buffer).getBigUint64(0, true));
+      const headerLenExact = new DataView(lenBuf.buffer).getBigUint64(0, true);
+      const headerLen = Number(headerLenExact);
       if (headerLen > MAX_HEADER_BYTES) {
-        throw new SafetensorsParseError(path, `header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit: the file is corrupt or not a safetensors file`);
+        // The exact integer: a 2^63 length must not print as 9223372036854776000.
+        throw new SafetensorsParseError(path, `header length ${headerLenExact} exceeds the ${MAX_HEADER_BYTES}-byte limit: the file is corrupt or not a safetensors file`);
       }
       if (headerLen > size - 8) {
         throw new SafetensorsParseError(path, `header length ${headerLen} is larger than the file (${size} bytes): the file is truncated or corrupt`);

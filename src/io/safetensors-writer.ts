@@ -28,7 +28,8 @@ export function tensorByteLength(t: PlannedTensor): number {
  * with spaces to a multiple of 8 bytes, as the reference implementation does, so data is aligned.
  */
 export function layoutSafetensors(tensors: readonly PlannedTensor[], metadata?: Record<string, string>): SafetensorsLayout {
-  const header: Record<string, unknown> = {};
+  // No prototype: a tensor named "__proto__" must become a key, not replace the prototype.
+  const header: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
   if (metadata && Object.keys(metadata).length > 0) header['__metadata__'] = metadata;
   let cursor = 0;
   const rel = new Map<string, { begin: number; length: number }>();

@@ -27,6 +27,33 @@ export interface ScaleSurvey {
   /** Scale tensors holding at least one value that is not a power of two. */
   readonly nonPowerOfTwoTensors: number;
   readonly firstNonPowerOfTwo: NonPowerOfTwoScale | null;
+  /** Scales that are NaN, ±Inf, 0 or negative: every value of their block dequantizes to garbage. */
+  readonly unusable: number;
+  readonly firstUnusable: NonPowerOfTwoScale | null;
+}
+
+/** NaN/Inf/≤ 0 scales of the given scale tensors, and the first one; a block scale must be a positive finite number. */
+export async function findUnusableScales(ckpt: Checkpoint, scales: Iterable<string>): Promise<{ count: number; first: NonPowerOfTwoScale | null }> {
+  let count = 0;
+  let first: NonPowerOfTwoScale | null = null;
+  for (const scale of scales) {
+    const info = ckpt.info(scale);
+    if (!isFloatSourceDtype(info.dtype)) continue;
+    const f = widenToFloat32(await ckpt.readTensor(scale), info.dtype);
+    for (let i = 0; i < f.length; i++) {
+      const v = f[i]!;
+      if (v > 0 && v !== Infinity) continue;
+      count++;
+      first ??= { tensor: scale, at: unflatten(i, info.shape), value: v };
+    }
+  }
+  return { count, first };
+}
+
+/** The warning (inspect) or error text (dequant) for unusable scales. */
+export function describeUnusableScales(u: { count: number; first: NonPowerOfTwoScale | null }): string | undefined {
+  if (u.count === 0 || !u.first) return undefined;
+  return `${u.count} block scale(s) are NaN, Inf, zero or negative (first: ${u.first.tensor}${JSON.stringify(u.first.at)} = ${u.first.value}): those blocks dequantize to NaN/Inf/0; the checkpoint is damaged`;
 }
 
 export async function surveyScales(ckpt: Checkpoint, qf: QuantizedFormat): Promise<ScaleSurvey> {
@@ -47,7 +74,10 @@ export async function surveyScales(ckpt: Checkpoint, qf: QuantizedFormat): Promi
       first ??= { tensor: scale, at: unflatten(i, info.shape), value: f[i]! };
     }
   }
+  const unusable = await findUnusableScales(ckpt, weights.map((w) => w.scale));
   return {
+    unusable: unusable.count,
+    firstUnusable: unusable.first,
     declared: qf.scaleFormat,
     found: weights.length > 0 && badTensors === 0 ? 'ue8m0' : 'float',
     tensors: weights.length,

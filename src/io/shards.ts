@@ -43,7 +43,8 @@ export interface SafetensorsIndex {
 }
 
 export function buildIndex(shards: readonly ShardPlan[]): SafetensorsIndex {
-  const weightMap: Record<string, string> = {};
+  // No prototype: a tensor named "__proto__" must become a key, not replace the prototype.
+  const weightMap: Record<string, string> = Object.create(null) as Record<string, string>;
   let total = 0;
   const entries: [string, string][] = [];
   for (const s of shards) {

@@ -164,6 +164,8 @@ export function blockScaleQuantizePass(
   if (options.stackExperts) stackPerExpertWeights(entries, modules, tensors, settings, warnings);
   if (options.mlaSplit) entries.push(...planMlaSplit(config, tensors, modules, settings, warnings));
 
+  warnings.push(...unmatchedExcludes(options.exclude ?? [], modules, tensors));
+
   const reasons = new Map(modules.map((m) => [m.module, m.reason]));
   for (const t of tensors) {
     if (handled.has(t.name)) continue;
@@ -179,6 +181,20 @@ export function blockScaleQuantizePass(
     notConverted,
     warnings,
   };
+}
+
+/** --exclude patterns that match no module of the checkpoint: a typo would otherwise go unnoticed. */
+export function unmatchedExcludes(patterns: readonly string[], modules: readonly ModuleDecision[], tensors: readonly SourceTensor[]): string[] {
+  const paths = new Set(modules.map((m) => m.module));
+  for (const t of tensors) if (t.name.includes('.')) paths.add(t.name.slice(0, t.name.lastIndexOf('.')));
+  const out: string[] = [];
+  for (const source of patterns) {
+    const p = compileExcludePattern(source);
+    if ([...paths].some((path) => p.matches(path))) continue;
+    const hint = /\.(weight|bias)$/.test(source) ? `; drop "${source.slice(source.lastIndexOf('.'))}": patterns name modules, not tensors` : '';
+    out.push(`--exclude "${source}" matched no module, so it had no effect (patterns are a module path or its dotted suffix, e.g. mlp.down_proj, or re:<regex>${hint})`);
+  }
+  return out;
 }
 
 function copyReason(t: SourceTensor, moduleReasons: ReadonlyMap<string, string>): string {

@@ -102,7 +102,7 @@ function isDerivedMlaTensor(name: string, input: Fp8Input): boolean {
 
 export function planDequantize(config: ModelConfig | undefined, tensors: readonly SourceTensor[], dtype: 'BF16' | 'F16'): DequantizePlan {
   const input = describeFp8Input(config, tensors);
-  if (!input) throw new CheckpointError('the input is not an FP8 checkpoint (no quantization_config, no FP8 tensors): there is nothing to dequantize');
+  if (!input) throw new CheckpointError('the input is not an FP8 checkpoint (no quantization_config, no FP8 tensors): there is nothing to dequantize', 'E_INPUT_UNSUPPORTED');
   const entries: PlanEntry[] = [];
   const derived = tensors.filter((t) => isDerivedMlaTensor(t.name, input)).length;
   const warnings =

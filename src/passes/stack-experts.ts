@@ -62,6 +62,7 @@ export function stackPerExpertWeights(
     if (!byExpert) set.projections.set(projection, (byExpert = new Map()));
     byExpert.set(Number(index), e);
   }
+  if (sets.size === 0) warnings.push('--stack-experts had no effect: the checkpoint has no per-expert MoE weights to stack');
   const fp8 = fp8FormatInfo(settings.format).dtype;
   const { bn, bk } = settings.block;
   const replaced = new Set<QuantizeEntry>();

@@ -44,7 +44,7 @@ export async function writeCheckpoint(
   const names = [...tensors.keys()];
   const fileOf = (i: number): string =>
     shardCount === 1 ? 'model.safetensors' : `model-${String(i + 1).padStart(5, '0')}-of-${String(shardCount).padStart(5, '0')}.safetensors`;
-  const weightMap: Record<string, string> = {};
+  const weightMap: Record<string, string> = Object.create(null) as Record<string, string>; // "__proto__" is a tensor name too
   let total = 0;
   for (let s = 0; s < shardCount; s++) {
     const mine = names.filter((_, i) => i % shardCount === s);

@@ -67,12 +67,12 @@ export function assertOneLineFailure(result: CliResult, ...patterns: (RegExp | s
   }
 }
 
-/** Neither `output` nor any staging sibling of it (`.<name>.fp8q-tmp-*`) exists. */
+/** Neither `output` nor any staging sibling or lock of it (`.<name>.fp8q-tmp-*`, `.<name>.fp8q-lock`) exists. */
 export async function assertNoOutputLeft(output: string): Promise<void> {
   const siblings = await readdir(dirname(output));
   const name = basename(output);
   assert.deepEqual(
-    siblings.filter((s) => s === name || s.startsWith(`.${name}.fp8q-tmp-`)),
+    siblings.filter((s) => s === name || s.startsWith(`.${name}.fp8q-`)),
     [],
     `left behind beside ${output}: ${siblings.join(', ')}`,
   );

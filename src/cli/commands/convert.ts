@@ -5,12 +5,12 @@ import { checkOutputFormat, OutputFormatError } from '../../io/formats/output-fo
 import { formatBytes } from '../../io/sizes.js';
 import type { ConvertPlan } from '../../passes/plan.js';
 import { describeEntry, entryDetails } from '../../passes/plan-describe.js';
-import { parseBlock, parseOutputFormat, parsePositiveInt, parseSize, parseWeightDtype } from '../options.js';
+import { capThreads, parseBlock, parseOutputFormat, parsePositiveInt, parseSize, parseWeightDtype } from '../options.js';
 import { compileExcludePattern } from '../../passes/skip-rules.js';
 import { ByteProgress, info, outputMode, printJson, warn, type OutputMode } from '../output.js';
 import { EXIT_USAGE, ExitError, UsageError } from '../errors.js';
 import { DeployTargetError, parseTargets, reportLines } from '../../passes/deploy-check/index.js';
-import { pushConversion, resolveModelSource, type HubFlags } from '../hub-source.js';
+import { checkHubFlags, checkPushTarget, pushConversion, resolveModelSource, type HubFlags } from '../hub-source.js';
 import { checkConvertReport, writeConvertReport } from '../reports/convert-report-file.js';
 import { describeCalibrationEvent, parseCalibrationFlags, resolveCalibration, type CalibrationFlags } from '../calibration-flags.js';
 
@@ -30,6 +30,7 @@ export interface ConvertFlags extends HubFlags, CalibrationFlags {
   mlaSplit?: boolean;
   stackExperts?: boolean;
   requantize?: boolean;
+  allowUnindexed?: boolean;
   threads?: string;
   report?: string;
   target?: string;
@@ -56,7 +57,8 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     mlaSplit: flags.mlaSplit === true,
     stackExperts: flags.stackExperts === true,
     requantize: flags.requantize === true,
-    threads: flags.threads === undefined ? undefined : parsePositiveInt('--threads', flags.threads),
+    allowUnindexed: flags.allowUnindexed === true,
+    threads: flags.threads === undefined ? undefined : capThreads(parsePositiveInt('--threads', flags.threads), mode),
   } as const;
   if (flags.forceTarget && flags.target === undefined) throw new UsageError('--force-target needs --target <engines>, e.g. --target vllm:tp8,mlc');
   let deployTargets;
@@ -74,6 +76,12 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     throw e;
   }
   if (flags.pushTo !== undefined && options.dryRun) throw new UsageError('--push-to cannot be combined with --dry-run: nothing would be written to push');
+  if (options.mlaSplit && options.outputFormat === 'compressed-tensors') {
+    throw new UsageError("--mla-split writes MLC LLM's layout, which reads the hf format only: drop --mla-split or use --format hf");
+  }
+  // Everything about the Hub that can be checked before a byte is read (ids, URL, token for --push-to).
+  for (const w of await checkHubFlags(source, flags)) warn(mode, w);
+  await checkPushTarget(flags);
   if (flags.report !== undefined) await checkConvertReport(flags.report, { source, output: flags.output, force: options.force, dryRun: options.dryRun });
   const resolved = await resolveModelSource(source, flags, mode);
   const calibration = await resolveCalibration(staticFlags);
@@ -126,6 +134,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
 /** --exclude values, checked before any reading: a bad `re:` pattern is a command-line error. */
 function parseExcludePatterns(patterns: readonly string[]): string[] {
   for (const p of patterns) {
+    if (p.trim() === '' || p === 're:') throw new UsageError(`invalid --exclude "${p}": an empty pattern matches nothing; give a module path suffix (mlp.down_proj) or re:<regex>`);
     try {
       compileExcludePattern(p);
     } catch (e) {

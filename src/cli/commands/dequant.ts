@@ -11,6 +11,8 @@ export interface DequantFlags {
   dtype?: string;
   maxShardSize?: string;
   force?: boolean;
+  allowNonfinite?: boolean;
+  allowUnindexed?: boolean;
   json?: boolean;
   quiet?: boolean;
 }
@@ -35,6 +37,8 @@ export async function dequantCommand(source: string, flags: DequantFlags): Promi
       dtype,
       maxShardBytes,
       force: flags.force === true,
+      allowNonFinite: flags.allowNonfinite === true,
+      allowUnindexed: flags.allowUnindexed === true,
       onEvent: (e) => {
         if (e.type === 'warning') warn(mode, e.message);
         else if (e.type === 'tensor') progress.item(e.name);

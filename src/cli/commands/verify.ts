@@ -5,6 +5,7 @@
 import { isDeviceRequest, selectDevice } from '../../runtime/device.js';
 import { readInputIds } from '../../runtime/models/token-ids.js';
 import type { Gates } from '../../runtime/verify/gates.js';
+import { GATE_ERROR_CODES } from '../error-codes.js';
 import { DEFAULT_VERIFY_SEED, verifyCheckpoints, type LinearReport, type VerifyReport } from '../../runtime/verify/verify-checkpoints.js';
 import { EXIT_GATE_FAILED, ExitError, UsageError } from '../errors.js';
 import { parsePositiveInt } from '../options.js';
@@ -55,8 +56,8 @@ export async function verifyCommand(original: string, quantized: string, flags: 
   const seed = flags.seed === undefined ? undefined : Number(flags.seed);
   if (seed !== undefined && (!Number.isSafeInteger(seed) || seed < 0)) throw new UsageError(`invalid --seed "${flags.seed}": expected a non-negative integer`);
   const gates = parseGates(flags);
-  const threads = parseThreadsFlag(flags.threads);
   const mode = outputMode(flags);
+  const threads = parseThreadsFlag(flags.threads, mode);
 
   const reports = await VerifyReportWriter.prepare(flags, { original, quantized });
   const selection = await selectDevice(device);
@@ -77,15 +78,21 @@ export async function verifyCommand(original: string, quantized: string, flags: 
       else if (e.type === 'layer') info(mode, `  layer ${e.index + 1}/${e.count}`);
     },
   });
-  if (mode.json) printJson({ ...report, deviceSelection: selection });
-  else process.stdout.write(renderReport(report));
+  const failure = report.passed ? undefined : gateFailureError(report);
+  if (mode.json) {
+    const failures = report.failures.map((f) => ({ ...f, code: GATE_ERROR_CODES[f.gate] }));
+    const error = failure ? { error: { code: failure.errorCode, exitCode: failure.exitCode, message: failure.message } } : {};
+    printJson({ ...report, failures, device: selection.device, deviceSelection: selection, ...error });
+  } else process.stdout.write(renderReport(report));
   await reports.write({ ...report, deviceSelection: selection }, mode);
-  if (!report.passed) {
-    const [first] = report.failures;
-    const more = report.failures.length > 1 ? ` (and ${report.failures.length - 1} more failed gate${report.failures.length > 2 ? 's' : ''})` : '';
-    throw new ExitError(`verify failed: ${first!.message}${more}`, EXIT_GATE_FAILED);
-  }
+  if (failure) throw failure;
   return report;
+}
+
+function gateFailureError(report: VerifyReport): ExitError {
+  const [first] = report.failures;
+  const more = report.failures.length > 1 ? ` (and ${report.failures.length - 1} more failed gate${report.failures.length > 2 ? 's' : ''})` : '';
+  return new ExitError(`verify failed: ${first!.message}${more}`, EXIT_GATE_FAILED, GATE_ERROR_CODES[first!.gate], true);
 }
 
 function sci(v: number): string {

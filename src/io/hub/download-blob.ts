@@ -15,7 +15,7 @@ import { createReadStream } from 'node:fs';
 import { open, rename, rm, stat } from 'node:fs/promises';
 import { downloadFile } from '@huggingface/hub';
 import { errorText, HubError } from './errors.js';
-import { RANGE_IGNORED, RangeIgnoredError } from './hub-fetch.js';
+import { isTimeoutText, RANGE_IGNORED, RangeIgnoredError } from './hub-fetch.js';
 import type { RepoFile } from './select-files.js';
 
 export interface BlobDownload {
@@ -175,7 +175,7 @@ export async function downloadBlob(p: BlobDownload): Promise<void> {
       const reason = rangeIgnored ? RANGE_IGNORED : errorText(e, p.accessToken);
       if (attempt >= p.retries || p.signal?.aborted) {
         throw new HubError(
-          'HUB_NETWORK',
+          isTimeoutText(reason) ? 'HUB_TIMEOUT' : 'HUB_NETWORK',
           `download of "${p.file.path}" from ${p.repoId} stopped after ${have} of ${p.file.size} bytes (${reason}): ` +
             `run the same command again to resume from ${incomplete}`,
         );

@@ -12,9 +12,11 @@ export type HubErrorCode =
   | 'HUB_BAD_SOURCE' // neither a folder nor a repo id
   | 'HUB_NO_SAFETENSORS' // the repo holds no safetensors weights
   | 'HUB_NETWORK' // connection failed or was cut (a rerun resumes)
+  | 'HUB_TIMEOUT' // no answer within the connect or idle timeout
   | 'HUB_INTEGRITY' // downloaded bytes do not match the Hub's hash or size
   | 'HUB_OFFLINE' // offline mode and the cache lacks what is needed
   | 'HUB_PUSH' // upload-side failure other than auth
+  | 'HUB_REPO_NOT_EMPTY' // --push-to a repo that already holds a model, without --force
   | 'HUB_HTTP'; // any other HTTP failure
 
 export class HubError extends Error {

@@ -9,7 +9,7 @@ export {
   type ResolveOptions,
   type ResolvedSource,
 } from './resolve-source.js';
-export { pushFolder, type PushOptions, type PushResult } from './push-folder.js';
+export { checkPushTarget, pushFolder, type PushOptions, type PushResult } from './push-folder.js';
 export {
   renderModelCard,
   readModelCardData,

@@ -5,7 +5,7 @@
 
 import { HubApiError } from '@huggingface/hub';
 import { errorText, HubError, redact } from './errors.js';
-import type { HubFetch } from './hub-fetch.js';
+import { isTimeoutText, type HubFetch } from './hub-fetch.js';
 
 export const LOGIN_HINT = 'run `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN';
 
@@ -118,6 +118,7 @@ export function toHubError(e: unknown, ctx: ErrorContext): HubError {
       `the token${tokenFrom} is not a Hugging Face token (they start with "hf_"): create one at ${ctx.hubUrl}/settings/tokens, then ${LOGIN_HINT}`,
     );
   }
+  if (isTimeoutText(text)) return make('HUB_TIMEOUT', text);
   if (e instanceof Error && e.name === 'AbortError') return make('HUB_NETWORK', `${ctx.action} of ${repo} was cancelled`);
   return make('HUB_NETWORK', `cannot reach ${ctx.hubUrl} for ${repo}: ${text}. Check the connection (or --hub-url / HF_ENDPOINT)`);
 }

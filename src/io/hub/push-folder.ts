@@ -7,7 +7,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { commitIter, createRepo, HubApiError, type CommitOperation } from '@huggingface/hub';
+import { commitIter, createRepo, HubApiError, listFiles, type CommitOperation } from '@huggingface/hub';
 import { chooseToken, type Env, hubEndpoint } from './env.js';
 import { HubError } from './errors.js';
 import type { PushEvent } from './events.js';
@@ -33,6 +33,10 @@ export interface PushOptions {
   onProgress?: (e: PushEvent) => void;
   env?: Env;
   signal?: AbortSignal;
+  /** Connect/answer and idle timeout of each request, ms (hub-fetch.ts); default none. */
+  timeoutMs?: number;
+  /** Push over a repo that already holds a model (--force); without it such a repo is refused. */
+  replace?: boolean;
 }
 
 export interface PushResult {
@@ -60,6 +64,41 @@ async function listFolder(dir: string, prefix = '', depth = 0): Promise<string[]
   return out.sort();
 }
 
+/** A repo's files that make it "a model" a push would replace. */
+function modelFiles(paths: readonly string[]): string[] {
+  return paths.filter((p) => p === 'config.json' || p.endsWith('.safetensors') || p.endsWith('.safetensors.index.json'));
+}
+
+/**
+ * Refuses (HUB_REPO_NOT_EMPTY) a repo that already holds a model, unless `replace`: a push is a
+ * new commit (the Hub keeps history), but landing on someone's model by a typo in the id should
+ * take --force, as replacing an output folder does. A repo that does not exist or cannot be
+ * listed passes: creating it, or the push itself, says what is wrong.
+ */
+export async function checkPushTarget(repoId: string, opts: Pick<PushOptions, 'hubUrl' | 'token' | 'env' | 'timeoutMs' | 'replace' | 'branch'>): Promise<void> {
+  if (opts.replace === true) return;
+  const env = opts.env ?? process.env;
+  const hubUrl = hubEndpoint(env, opts.hubUrl);
+  const { token } = chooseToken(opts.token, env);
+  const hubFetch = createHubFetch(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {});
+  const paths: string[] = [];
+  try {
+    for await (const e of listFiles({ repo: { type: 'model', name: repoId }, revision: opts.branch ?? 'main', hubUrl, fetch: hubFetch.fetch, ...(token !== undefined ? { accessToken: token } : {}) })) {
+      if (e.type === 'file') paths.push(e.path);
+    }
+  } catch (e) {
+    if (e instanceof HubApiError && (e.statusCode === 404 || e.statusCode === 401 || e.statusCode === 403)) return;
+    throw toHubError(e, { repoId, hubUrl, token, tokenSource: undefined, action: 'push', hubFetch });
+  }
+  const found = modelFiles(paths);
+  if (found.length > 0) {
+    throw new HubError(
+      'HUB_REPO_NOT_EMPTY',
+      `${repoId} on ${hubUrl} already holds a model (${found.slice(0, 3).join(', ')}${found.length > 3 ? ' …' : ''}): pass --force to push a new commit over it (the Hub keeps the old one in its history), or choose another --push-to repo`,
+    );
+  }
+}
+
 export async function pushFolder(dir: string, repoId: string, opts: PushOptions): Promise<PushResult> {
   assertRepoId(repoId, '--push-to');
   const env = opts.env ?? process.env;
@@ -69,7 +108,7 @@ export async function pushFolder(dir: string, repoId: string, opts: PushOptions)
   if (token === undefined) {
     throw new HubError('HUB_AUTH', `pushing to "${repoId}" needs a token with write access: ${LOGIN_HINT}`);
   }
-  const hubFetch = createHubFetch(opts.signal ? { signal: opts.signal } : {});
+  const hubFetch = createHubFetch({ ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) });
   const errCtx: ErrorContext = { repoId, hubUrl, token, tokenSource, action: 'push', hubFetch };
 
   const files = (await listFolder(dir)).filter((f) => f !== 'README.md');
@@ -90,6 +129,8 @@ export async function pushFolder(dir: string, repoId: string, opts: PushOptions)
   } catch (e) {
     if (!(e instanceof HubApiError && e.statusCode === 409)) throw toHubError(e, errCtx);
     created = false;
+    // It exists: the final check (it may have been created, or filled, since the check before converting).
+    await checkPushTarget(repoId, { ...opts, token });
   }
   const url = `${hubUrl}/${repoId}`;
   emit({ event: 'repo', repoId, url, created });

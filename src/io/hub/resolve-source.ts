@@ -46,6 +46,8 @@ export interface ResolveOptions {
   retries?: number;
   retryDelayMs?: number;
   signal?: AbortSignal;
+  /** Connect/answer and idle timeout of each request, ms (hub-fetch.ts); default none. */
+  timeoutMs?: number;
 }
 
 export interface ResolvedSource {
@@ -98,7 +100,7 @@ async function downloadRepo(repoId: string, opts: ResolveOptions): Promise<Resol
   const { token, source: tokenSource } = chooseToken(opts.token, env);
   const cache = new RepoCache(opts.cacheDir ?? hubCacheDir(env), repoId);
   const emit = (e: DownloadEvent): void => opts.onProgress?.(e);
-  const hubFetch = createHubFetch(opts.signal ? { signal: opts.signal } : {});
+  const hubFetch = createHubFetch({ ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) });
   // `org/name` may have been meant as a folder: messages about a missing repo say there is none.
   const errCtx: ErrorContext = { repoId, hubUrl, token, tokenSource, revision, action: 'download', hubFetch, noLocalFolder: true };
   const ctx: Ctx = { repoId, revision, hubUrl, token, cache, hubFetch, errCtx, emit, opts };
@@ -242,7 +244,7 @@ async function fetchOne(ctx: Ctx, commit: string, file: RepoFile, signal: AbortS
   const blobPath = cache.blobPath(etag);
   const errCtx: ErrorContext = { ...ctx.errCtx, path: file.path };
   await mkdir(join(cache.storage, 'blobs'), { recursive: true });
-  const hubFetch = createHubFetch({ signal });
+  const hubFetch = createHubFetch({ signal, ...(ctx.opts.timeoutMs !== undefined ? { timeoutMs: ctx.opts.timeoutMs } : {}) });
   errCtx.hubFetch = hubFetch;
   await downloadBlob({
     repoId,

@@ -22,9 +22,13 @@ export interface TensorMetrics {
   readonly sqnrDb: number;
 }
 
+/** Index of the largest value; -1 when the row holds a NaN (no token is "the" prediction then). */
 function argmax(row: Float32Array): number {
   let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i]! > row[best]!) best = i;
+  for (let i = 0; i < row.length; i++) {
+    if (Number.isNaN(row[i]!)) return -1;
+    if (row[i]! > row[best]!) best = i;
+  }
   return best;
 }
 
@@ -72,11 +76,13 @@ export function compareLogits(original: Float32Array, quantized: Float32Array, v
     const q = quantized.subarray(t * vocab, (t + 1) * vocab);
     const kl = klDivergence(o, q);
     klSum += kl;
-    if (kl > maxKl) {
+    // A NaN KL (NaN logits) is the worst token, not one that never counts: the report must show it.
+    if (kl > maxKl || (Number.isNaN(kl) && !Number.isNaN(maxKl))) {
       maxKl = kl;
       maxKlToken = t;
     }
-    if (argmax(o) === argmax(q)) agree++;
+    const top = argmax(o);
+    if (top >= 0 && top === argmax(q)) agree++;
   }
   return {
     tokens,
