@@ -39,6 +39,7 @@ export function buildProgram(): Command {
         .default('hf'),
     )
     .option('--exclude <pattern>', 'keep matching modules unquantized (module suffix, or re:<regex>); repeatable', collect, [])
+    .option('--include <pattern>', 'quantize matching modules the architecture would keep (vision towers, projectors; same syntax); repeatable', collect, [])
     .option('--max-shard-size <size>', 'largest output shard', '5GB')
     .option('--dry-run', 'print the plan, write nothing')
     .option('--force', 'replace a non-empty output folder that holds a checkpoint')

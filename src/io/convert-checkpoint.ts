@@ -54,6 +54,8 @@ export interface ConvertOptions {
   /** On-disk layout: 'hf' (weight_scale_inv, quant_method fp8; default) or 'compressed-tensors'. */
   readonly outputFormat?: CheckpointFormat;
   readonly exclude?: readonly string[];
+  /** Quantize modules the architecture's recipe would keep (vision towers, projectors, …); see passes/family-recipes.ts. */
+  readonly include?: readonly string[];
   readonly maxShardBytes?: number;
   readonly dryRun?: boolean;
   readonly force?: boolean;
@@ -126,6 +128,7 @@ export function planFor(ckpt: Checkpoint, opts: ConvertOptions): ConvertPlan {
       activationScheme: opts.activationScheme ?? 'dynamic',
     },
     exclude: opts.exclude ?? [],
+    include: opts.include ?? [],
     mlaSplit: opts.mlaSplit ?? false,
     stackExperts: opts.stackExperts ?? false,
   } as const;

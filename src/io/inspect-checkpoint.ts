@@ -4,6 +4,8 @@
 import { blockScaleQuantizePass, detectQuantizedInput } from '../passes/block-scale-quantize.js';
 import { detectArchitecture } from '../passes/architectures.js';
 import { describeFp8Input } from '../passes/fp8-input.js';
+import type { PlanRecipe } from '../passes/plan.js';
+import { recipeOf, SHARED_RULES } from '../passes/family-recipes.js';
 import { describeStructure, type ExpertStructure, type Fp8Structure, type MlaStructure } from '../passes/model-structure.js';
 import { Checkpoint } from './checkpoint.js';
 import { CheckpointError } from './errors.js';
@@ -23,6 +25,8 @@ export interface InspectReport {
   readonly dir: string;
   readonly architecture: string;
   readonly family: string | null;
+  /** The known family's convert recipe (its name, the release it was checked against, its decisions), or null. */
+  readonly recipe: (PlanRecipe & { readonly sharedRules: string }) | null;
   readonly shards: readonly string[];
   readonly tensors: number;
   readonly parameters: number;
@@ -109,6 +113,7 @@ export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
       dir,
       architecture: arch.label,
       family: arch.family ?? null,
+      recipe: arch.family ? (({ name, checkedAgainst, notes }) => ({ name, checkedAgainst, notes, sharedRules: SHARED_RULES }))(recipeOf(arch.family)) : null,
       shards: ckpt.shardNames,
       tensors: infos.length,
       parameters,

@@ -6,6 +6,7 @@
 import type { ModelConfig } from './checkpoint.js';
 import { COMPRESSED_TENSORS_QUANT_METHOD, parseCompressedTensorsConfig } from './formats/compressed-tensors.js';
 import { QuantizationConfigError, type QuantizedFormat, type ScaleSuffix } from './formats/descriptor.js';
+import { fusedProjectionOfTensor } from '../passes/fused-experts.js';
 import { HF_FP8_QUANT_METHOD, parseHfFp8Config } from './formats/hf-fp8.js';
 
 export {
@@ -56,7 +57,10 @@ export function detectQuantizedFormat(config: ModelConfig | undefined, tensorNam
       `config.json has quant_method ${JSON.stringify(method)}; fp8q reads block-FP8 checkpoints in the "fp8" (hf) or "compressed-tensors" format`,
     );
   }
-  if (!names.some((n) => n.endsWith(`.${qf.scaleSuffix}`))) {
+  // Fused experts carry `<tensor>_scale_inv` (`experts.gate_up_proj_scale_inv`): a gpt-oss conversion may hold no other scale.
+  const fusedSuffix = qf.scaleSuffix.replace(/^weight/, '');
+  const isFusedScale = (n: string): boolean => n.endsWith(fusedSuffix) && fusedProjectionOfTensor(n.slice(0, -fusedSuffix.length)) !== undefined;
+  if (!names.some((n) => n.endsWith(`.${qf.scaleSuffix}`) || isFusedScale(n))) {
     const other = names.find((n) => scaleTensorOf(n) !== undefined);
     throw new QuantizationConfigError(
       other

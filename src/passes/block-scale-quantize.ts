@@ -18,6 +18,7 @@ import { compileExcludePattern, isEmbedding, isFinalFc, isMoeRouter, type Exclud
 import { fusedExpertAliases, planQuantizeEntry } from './fused-experts.js';
 import { planMlaSplit } from './mla-split.js';
 import { stackPerExpertWeights } from './stack-experts.js';
+import { modalityModule, recipeOf, type FamilyRecipe } from './family-recipes.js';
 
 export interface SourceTensor {
   readonly name: string;
@@ -29,6 +30,12 @@ export interface PassOptions {
   readonly settings: QuantizationSettings;
   /** User --exclude patterns (plain module suffixes or `re:` regular expressions). */
   readonly exclude?: readonly string[];
+  /**
+   * --include patterns (same syntax): modules the architecture's recipe would keep (vision towers,
+   * projectors, a family's kept projections, the generic vision/audio rule) are quantized instead.
+   * --exclude, embeddings, lm_head and routers still win.
+   */
+  readonly include?: readonly string[];
   /** Also write MLA's w_uk / w_uv (passes/mla-split.ts). */
   readonly mlaSplit?: boolean;
   /** Write per-expert weights as one stacked [E, N, K] tensor per projection (passes/stack-experts.ts). */
@@ -93,12 +100,16 @@ export function blockScaleQuantizePass(
   const warnings: string[] = [];
   if (!config) warnings.push('no usable config.json: converting by the generic rules (every 2-D weight except embeddings, lm_head and routers)');
   else if (!arch.family) {
-    warnings.push(`architecture ${arch.label} is not one fp8q knows (Llama, Mistral, Qwen2/3, Mixtral, Qwen2/3-MoE, DeepSeek-V2/V3): converting by the generic rules; check the plan with --dry-run`);
+    warnings.push(`architecture ${arch.label} is not one fp8q knows (${KNOWN_FAMILIES}): converting by the generic rules; check the plan with --dry-run`);
   }
+  const recipe: FamilyRecipe | undefined = arch.family ? recipeOf(arch.family) : undefined;
   const excludes: ExcludePattern[] = [
-    ...(options.exclude ?? []).map(compileExcludePattern),
-    ...sourceModulesToNotConvert(config).map(compileExcludePattern),
+    ...(options.exclude ?? []).map((p) => compileExcludePattern(p)),
+    ...sourceModulesToNotConvert(config).map((p) => compileExcludePattern(p)),
   ];
+  const includes: ExcludePattern[] = (options.include ?? []).map((p) => compileExcludePattern(p, '--include'));
+  /** Unknown architectures: modules kept by the vision/audio/projector rule, by their topmost such module. */
+  const modalityKept = new Map<string, number>();
   const byName = new Map(tensors.map((t) => [t.name, t]));
   // Fused experts stored without `.weight` (`mlp.experts.gate_up_proj`) enter the tree as `<name>.weight`.
   const aliases = fusedExpertAliases(tensors);
@@ -139,6 +150,19 @@ export function blockScaleQuantizePass(
       keep(node, 'final FC (lm_head)');
       continue;
     }
+    if (!includes.some((p) => p.matches(node.path))) {
+      const rule = recipe?.keeps.find((r) => r.pattern.test(node.path));
+      if (rule) {
+        keep(node, rule.reason);
+        continue;
+      }
+      const group = recipe === undefined ? modalityModule(node.path) : undefined;
+      if (group !== undefined) {
+        keep(node, `under ${group}: a vision/audio/image/projector module of an unknown architecture`);
+        modalityKept.set(group, (modalityKept.get(group) ?? 0) + 1);
+        continue;
+      }
+    }
     if (isMoeRouter(node.path, weight.shape[rank - 2]!, arch.isMoe)) {
       keep(node, 'MoE router');
       continue;
@@ -154,7 +178,7 @@ export function blockScaleQuantizePass(
     const kind = moduleKind(node.path, settings);
     // Orientation of fused experts ([E, N, K] or [E, K, N]) and their scale names: passes/fused-experts.ts.
     const planned = planQuantizeEntry(
-      { config, module: node.path, kind, source: { ...weight, name: aliases.get(weightName) ?? weightName }, suffixless: aliases.has(weightName), settings },
+      { config, module: node.path, kind, source: { ...weight, name: aliases.get(weightName) ?? weightName }, suffixless: aliases.has(weightName), settings, siblings: tensors },
       warnings,
     );
     entries.push(planned.entry);
@@ -165,16 +189,21 @@ export function blockScaleQuantizePass(
   if (options.mlaSplit) entries.push(...planMlaSplit(config, tensors, modules, settings, warnings));
 
   warnings.push(...unmatchedExcludes(options.exclude ?? [], modules, tensors));
+  if (modalityKept.size > 0) {
+    const groups = [...modalityKept].map(([g, n]) => `${g} (${n} module${n === 1 ? '' : 's'})`).join(', ');
+    warnings.push(`kept in the source dtype as vision/audio/image/projector modules of an unknown architecture: ${groups}; pass --include <pattern> to quantize them`);
+  }
 
   const reasons = new Map(modules.map((m) => [m.module, m.reason]));
   for (const t of tensors) {
     if (handled.has(t.name)) continue;
-    entries.push({ op: 'copy', reason: copyReason(t, reasons), sources: [t.name], outputs: [plannedOutput(t.name, t.dtype, t.shape)] });
+    entries.push({ op: 'copy', reason: copyReason(t, reasons, recipe), sources: [t.name], outputs: [plannedOutput(t.name, t.dtype, t.shape)] });
   }
 
   return {
     architecture: arch.label,
     family: arch.family,
+    ...(recipe ? { recipe: { name: recipe.name, checkedAgainst: recipe.checkedAgainst, notes: recipe.notes } } : {}),
     settings,
     entries,
     modules,
@@ -197,7 +226,15 @@ export function unmatchedExcludes(patterns: readonly string[], modules: readonly
   return out;
 }
 
-function copyReason(t: SourceTensor, moduleReasons: ReadonlyMap<string, string>): string {
+function copyReason(t: SourceTensor, moduleReasons: ReadonlyMap<string, string>, recipe: FamilyRecipe | undefined): string {
   if (t.shape.length < 2) return t.shape.length === 1 ? '1-D' : 'scalar';
-  return moduleReasons.get(t.name.slice(0, t.name.lastIndexOf('.'))) ?? 'not a module weight';
+  const module = t.name.slice(0, t.name.lastIndexOf('.'));
+  const decided = moduleReasons.get(module);
+  if (decided !== undefined) return decided;
+  // A bare parameter inside a kept subtree (Gemma 3's multi_modal_projector.mm_input_projection_weight).
+  const rule = recipe?.keeps.find((r) => r.pattern.test(module));
+  return rule ? rule.reason : 'not a module weight';
 }
+
+const KNOWN_FAMILIES =
+  'Llama, Mistral, Qwen2/3, Mixtral, Qwen2/3-MoE, DeepSeek-V2/V3/V3.2, Qwen2.5-VL, Qwen3-VL(-MoE), Mistral 3, Gemma 3, Llama 4, GLM-4.5, Qwen3-Next, gpt-oss, MiniMax-M2';

@@ -83,7 +83,7 @@ export function describeFp8Input(config: ModelConfig | undefined, tensors: reado
       ref = { scale: scaleName, rowBlock: bk, colBlock: bn, scaleTransposed: false };
     } else {
       const projection = rank === 3 ? fusedProjectionOfTensor(t.name) : undefined;
-      const inOut = projection !== undefined && fusedExpertLayout(config, t.name, projection, t.shape).layout === 'in_out';
+      const inOut = projection !== undefined && fusedExpertLayout(config, t.name, projection, t.shape, tensors).layout === 'in_out';
       ref = inOut ? { scale: scaleName, rowBlock: bk, colBlock: bn, scaleTransposed: true } : { scale: scaleName, rowBlock: bn, colBlock: bk, scaleTransposed: false };
     }
     weights.set(t.name, ref);

@@ -74,16 +74,46 @@ export function modelType(config: ModelConfig | undefined): string | undefined {
   return typeof t === 'string' ? t : undefined;
 }
 
-/** Orientation of a fused expert tensor `[E, A, B]` named `tensor`. */
-export function fusedExpertLayout(config: ModelConfig | undefined, tensor: string, projection: FusedProjection, shape: readonly number[]): FusedExpertLayout {
-  const family = modelType(config);
-  const familyRule = family !== undefined ? IN_OUT_FAMILIES[family] : undefined;
-  const familyLayout: WeightLayout = familyRule ? 'in_out' : 'out_in';
+/** The orientation config.json's sizes prove for `[E, A, B]`, or undefined when they cannot tell. */
+function layoutByShape(config: ModelConfig | undefined, projection: FusedProjection, shape: readonly number[]): WeightLayout | undefined {
   const dims = projectionDims(config, projection);
   const [a, b] = [shape[1]!, shape[2]!];
   const outIn = dims !== undefined && a === dims[0] && b === dims[1];
   const inOut = dims !== undefined && a === dims[1] && b === dims[0];
-  if (outIn !== inOut) {
+  return outIn === inOut ? undefined : outIn ? 'out_in' : 'in_out';
+}
+
+/**
+ * The orientation a sibling of `tensor` in the same expert set proves by its shape: when hidden =
+ * 2 × intermediate, gate_up_proj is square per expert, but down_proj `[E, hidden, I]` or `[E, I, hidden]`
+ * still tells how this checkpoint stores its experts (transformers 5 writes Qwen3-VL-MoE out × in,
+ * its original release in × out).
+ */
+function layoutBySibling(config: ModelConfig | undefined, tensor: string, siblings: readonly { readonly name: string; readonly shape: readonly number[] }[]): WeightLayout | undefined {
+  const container = tensor.slice(0, tensor.lastIndexOf('.experts.') + '.experts.'.length);
+  for (const s of siblings) {
+    if (s.name === tensor || s.shape.length !== 3 || !s.name.startsWith(container)) continue;
+    const projection = fusedProjectionOfTensor(s.name);
+    const layout = projection ? layoutByShape(config, projection, s.shape) : undefined;
+    if (layout) return layout;
+  }
+  return undefined;
+}
+
+/** Orientation of a fused expert tensor `[E, A, B]` named `tensor`; `siblings` (the checkpoint's tensors) settle a square one. */
+export function fusedExpertLayout(
+  config: ModelConfig | undefined,
+  tensor: string,
+  projection: FusedProjection,
+  shape: readonly number[],
+  siblings: readonly { readonly name: string; readonly shape: readonly number[] }[] = [],
+): FusedExpertLayout {
+  const family = modelType(config);
+  const familyRule = family !== undefined ? IN_OUT_FAMILIES[family] : undefined;
+  const familyLayout: WeightLayout = familyRule ? 'in_out' : 'out_in';
+  const byShape = layoutByShape(config, projection, shape) ?? layoutBySibling(config, tensor, siblings);
+  if (byShape !== undefined) {
+    const outIn = byShape === 'out_in';
     const layout: WeightLayout = outIn ? 'out_in' : 'in_out';
     if (familyRule !== undefined && layout !== familyLayout) {
       return { layout, assumption: `${tensor} ${JSON.stringify(shape)} is ${layout === 'out_in' ? '[E, out, in]' : '[E, in, out]'} by config.json's sizes, although ${familyRule}; following the shape` };
@@ -136,6 +166,8 @@ export interface QuantizeEntryRequest {
   /** True for a fused tensor without `.weight`: its scale is `<name>_scale_inv` (transformers' FP8 experts). */
   readonly suffixless: boolean;
   readonly settings: QuantizationSettings;
+  /** The checkpoint's tensors: a sibling's shape settles a square fused tensor's orientation. */
+  readonly siblings?: readonly { readonly name: string; readonly shape: readonly number[] }[];
 }
 
 /**
@@ -152,7 +184,7 @@ export function planQuantizeEntry(req: QuantizeEntryRequest, warnings: string[])
   const projection = rank === 3 ? fusedProjectionOfTensor(source.name) : undefined;
   let layout: WeightLayout = 'out_in';
   if (projection) {
-    const decided = fusedExpertLayout(req.config, source.name, projection, shape);
+    const decided = fusedExpertLayout(req.config, source.name, projection, shape, req.siblings);
     layout = decided.layout;
     if (decided.assumption) warnings.push(decided.assumption);
   }

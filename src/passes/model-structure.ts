@@ -103,7 +103,7 @@ export function describeExperts(config: ModelConfig | undefined, tensors: readon
     if (!projection) continue;
     const container = t.name.slice(0, t.name.lastIndexOf('.experts.') + '.experts'.length);
     const list = stacked.get(container) ?? [];
-    list.push({ name: t.name, shape: t.shape, dtype: t.dtype, layout: fusedExpertLayout(config, t.name, projection, t.shape).layout });
+    list.push({ name: t.name, shape: t.shape, dtype: t.dtype, layout: fusedExpertLayout(config, t.name, projection, t.shape, tensors).layout });
     stacked.set(container, list);
   }
   const sets: ExpertSet[] = [

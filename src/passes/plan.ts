@@ -152,9 +152,18 @@ export interface ModuleDecision {
   readonly reason: string;
 }
 
+/** The family recipe a plan followed (passes/family-recipes.ts): printed by --dry-run and inspect. */
+export interface PlanRecipe {
+  readonly name: string;
+  readonly checkedAgainst: string;
+  readonly notes: readonly string[];
+}
+
 export interface ConvertPlan {
   readonly architecture: string;
   readonly family: string | undefined;
+  /** Absent for architectures fp8q does not know (generic rules). */
+  readonly recipe?: PlanRecipe;
   readonly settings: QuantizationSettings;
   readonly entries: readonly PlanEntry[];
   readonly modules: readonly ModuleDecision[];

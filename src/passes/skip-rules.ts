@@ -34,13 +34,13 @@ export interface ExcludePattern {
   matches(modulePath: string): boolean;
 }
 
-export function compileExcludePattern(source: string): ExcludePattern {
+export function compileExcludePattern(source: string, flag = '--exclude'): ExcludePattern {
   if (source.startsWith('re:')) {
     let re: RegExp;
     try {
       re = new RegExp(source.slice(3));
     } catch (e) {
-      throw new Error(`invalid --exclude regular expression "${source}": ${(e as Error).message}`);
+      throw new Error(`invalid ${flag} regular expression "${source}": ${(e as Error).message}`);
     }
     return { source, matches: (p) => re.test(p) };
   }

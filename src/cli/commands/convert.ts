@@ -5,6 +5,7 @@ import { checkOutputFormat, OutputFormatError } from '../../io/formats/output-fo
 import { formatBytes } from '../../io/sizes.js';
 import type { ConvertPlan } from '../../passes/plan.js';
 import { describeEntry, entryDetails } from '../../passes/plan-describe.js';
+import { recipeLines } from './inspect.js';
 import { capThreads, parseBlock, parseOutputFormat, parsePositiveInt, parseSize, parseWeightDtype } from '../options.js';
 import { compileExcludePattern } from '../../passes/skip-rules.js';
 import { ByteProgress, info, outputMode, printJson, warn, type OutputMode } from '../output.js';
@@ -21,6 +22,7 @@ export interface ConvertFlags extends HubFlags, CalibrationFlags {
   scaleFmt?: string;
   format?: string;
   exclude?: string[];
+  include?: string[];
   maxShardSize: string;
   dryRun?: boolean;
   force?: boolean;
@@ -50,6 +52,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     scaleFormat,
     outputFormat: parseOutputFormat(flags.format ?? 'hf'),
     exclude: parseExcludePatterns(flags.exclude ?? []),
+    include: parseExcludePatterns(flags.include ?? [], '--include'),
     maxShardBytes: parseSize('--max-shard-size', flags.maxShardSize),
     dryRun: flags.dryRun === true,
     force: flags.force === true,
@@ -131,12 +134,12 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
   }
 }
 
-/** --exclude values, checked before any reading: a bad `re:` pattern is a command-line error. */
-function parseExcludePatterns(patterns: readonly string[]): string[] {
+/** --exclude / --include values, checked before any reading: a bad `re:` pattern is a command-line error. */
+function parseExcludePatterns(patterns: readonly string[], flag = '--exclude'): string[] {
   for (const p of patterns) {
     if (p.trim() === '' || p === 're:') throw new UsageError(`invalid --exclude "${p}": an empty pattern matches nothing; give a module path suffix (mlp.down_proj) or re:<regex>`);
     try {
-      compileExcludePattern(p);
+      compileExcludePattern(p, flag);
     } catch (e) {
       throw new UsageError((e as Error).message);
     }
@@ -148,6 +151,7 @@ export function planForJson(plan: ConvertPlan): unknown {
   return {
     architecture: plan.architecture,
     family: plan.family ?? null,
+    recipe: plan.recipe ?? null,
     settings: plan.settings,
     modules: plan.modules,
     entries: plan.entries.map((e) => ({
@@ -162,6 +166,7 @@ export function planForJson(plan: ConvertPlan): unknown {
 function printPlan(plan: ConvertPlan, summary: ConvertSummary, mode: OutputMode): void {
   const lines: string[] = [];
   lines.push(`plan for ${summary.input} (${plan.architecture}), nothing written:`);
+  lines.push(...recipeLines(plan.recipe));
   for (const e of plan.entries) lines.push(`  ${describeEntry(e)}`);
   lines.push(
     `${summary.tensorsQuantized} to quantize, ${summary.tensorsKept} to keep; ${formatBytes(summary.bytesIn)} → ${formatBytes(summary.bytesOut)}`,

@@ -3,6 +3,7 @@
 import { inspectCheckpoint, type InspectReport } from '../../io/inspect-checkpoint.js';
 import { formatBytes } from '../../io/sizes.js';
 import { structureLines } from '../../passes/model-structure.js';
+import type { PlanRecipe } from '../../passes/plan.js';
 import { outputMode, printJson, warn } from '../output.js';
 import { deployCheckSourceOf } from '../../io/deploy-check-input.js';
 import { CheckpointError } from '../../io/errors.js';
@@ -19,6 +20,12 @@ async function deployReportOf(dir: string, warnings: string[]): Promise<DeployRe
   }
 }
 
+/** The family's convert rules, as inspect and convert --dry-run state them. */
+export function recipeLines(recipe: PlanRecipe | null | undefined): string[] {
+  if (!recipe) return [];
+  return [`  convert rules: ${recipe.name}, checked against ${recipe.checkedAgainst}`, ...recipe.notes.map((n) => `    ${n}`)];
+}
+
 export async function inspectCommand(dir: string, flags: { json?: boolean }): Promise<InspectReport> {
   const mode = outputMode(flags);
   const report = await inspectCheckpoint(dir);
@@ -30,7 +37,8 @@ export async function inspectCommand(dir: string, flags: { json?: boolean }): Pr
   }
   for (const w of [...report.warnings, ...deployWarnings]) warn(mode, w);
   const lines = [
-    `${report.dir}: ${report.architecture}${report.family ? ` (${report.family})` : ''}`,
+    `${report.dir}: ${report.architecture}${report.recipe ? ` (${report.recipe.name}; family ${report.family})` : ' (unknown family: generic rules)'}`,
+    ...recipeLines(report.recipe),
     `  ${report.tensors} tensors in ${report.shards.length} shard(s), ${(report.parameters / 1e6).toFixed(2)}M parameters, ${formatBytes(report.bytes)}`,
     '  dtype      tensors   parameters        bytes',
     ...report.byDtype.map(

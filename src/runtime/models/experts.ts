@@ -9,17 +9,39 @@
 import { isFp8Dtype } from '../../fp8/dtypes.js';
 import type { Checkpoint } from '../../io/checkpoint.js';
 import type { MlpNames, MoePlan } from './layer-plan.js';
-import type { LinearWeight, WeightScope } from './weights.js';
+import type { LinearWeight, StoredTensor, WeightScope } from './weights.js';
+
+/**
+ * gpt-oss's stacked experts: gate and up interleaved along gate_up's output (gate = even
+ * columns), and per-expert biases added after the (bias-free) linears, so that verify compares
+ * the linears themselves.
+ */
+export interface GptOssExpertExtras {
+  readonly gateUpBias: StoredTensor | undefined;
+  readonly downBias: StoredTensor | undefined;
+}
 
 export type ExpertWeights =
   | { readonly layout: 'separate'; readonly names: MlpNames; readonly gate: LinearWeight; readonly up: LinearWeight; readonly down: LinearWeight }
-  | { readonly layout: 'fused'; readonly names: MlpNames; readonly gateUp: LinearWeight; readonly down: LinearWeight; readonly intermediate: number };
+  | {
+      readonly layout: 'fused';
+      readonly names: MlpNames;
+      readonly gateUp: LinearWeight;
+      readonly down: LinearWeight;
+      readonly intermediate: number;
+      readonly gptOss?: GptOssExpertExtras;
+    };
 
 export async function loadExpert(scope: WeightScope, plan: MoePlan, expert: number): Promise<ExpertWeights> {
   const names = plan.experts[expert]!;
   if (plan.stacked) {
-    const gateUp = await scope.stackedExpert(plan.stacked.gateUp, expert);
-    return { layout: 'fused', names, gateUp, down: await scope.stackedExpert(plan.stacked.down, expert), intermediate: gateUp.weight.shape[0]! / 2 };
+    const { gateUp: gu, down: dn, inOut } = plan.stacked;
+    const gateUp = await scope.stackedExpert(gu, expert, inOut);
+    const down = await scope.stackedExpert(dn, expert, inOut);
+    const intermediate = gateUp.weight.shape[0]! / 2;
+    if (!inOut) return { layout: 'fused', names, gateUp, down, intermediate };
+    const gptOss = { gateUpBias: await scope.stackedBias(`${gu}_bias`, expert), downBias: await scope.stackedBias(`${dn}_bias`, expert) };
+    return { layout: 'fused', names, gateUp, down, intermediate, gptOss };
   }
   const load = async (module: string): Promise<LinearWeight> => dynamicActivations(await scope.linear(module));
   return { layout: 'separate', names, gate: await load(names.gate), up: await load(names.up), down: await load(names.down) };
@@ -50,6 +72,7 @@ export function expertLinears(w: ExpertWeights): LinearWeight[] {
 const PER_EXPERT = /^(.*\.experts)\.(\d+)\.([^.]+)$/;
 const STACKED_OF: Readonly<Record<string, string>> = {
   gate_proj: 'gate_up_proj',
+  gate_up_proj: 'gate_up_proj',
   w1: 'gate_up_proj',
   up_proj: 'gate_up_proj',
   w3: 'gate_up_proj',

@@ -25,6 +25,8 @@ export interface GqaWeights {
   readonly o: LinearWeight;
   readonly qNorm: StoredTensor | undefined;
   readonly kNorm: StoredTensor | undefined;
+  /** gpt-oss: one learned logit per head that joins each query's softmax and takes no value. */
+  readonly sinks?: StoredTensor | undefined;
 }
 
 export interface MlaWeights {
@@ -72,11 +74,16 @@ export function toHeads(mg: ModelGraph, x: Value, shape: BatchShape, heads: numb
   return mg.transpose(mg.reshape(x, [shape.batch, shape.seq, heads, d]), [0, 2, 1, 3]);
 }
 
-/** softmax(q·kᵀ·scale + mask)·v over `[B, h, T, d]`, back to `[B*T, h*dv]`. */
-export function emitSdpa(mg: ModelGraph, q: Value, k: Value, v: Value, scale: number, mask: Value, shape: BatchShape): Value {
+/** softmax(q·kᵀ·scale + mask)·v over `[B, h, T, d]`, back to `[B*T, h*dv]`; with `sinks`, softmax over [scores, sink] without the sink's column. */
+export function emitSdpa(mg: ModelGraph, q: Value, k: Value, v: Value, scale: number, mask: Value, shape: BatchShape, sinks?: StoredTensor): Value {
   const [, h, , dv] = mg.dims(v) as [number, number, number, number];
   const scores = mg.add(mg.scale(mg.matmul(q, mg.transpose(k, [0, 1, 3, 2])), scale), mask);
-  const out = mg.matmul(mg.softmax(scores), v);
+  let probs: Value;
+  if (sinks) {
+    const sink = mg.expand(mg.reshape(mg.stored(sinks), [1, h, 1, 1]), [shape.batch, h, shape.seq, 1]);
+    probs = mg.slice(mg.softmax(mg.concat([scores, sink], -1)), -1, 0, shape.seq);
+  } else probs = mg.softmax(scores);
+  const out = mg.matmul(probs, v);
   return mg.reshape(mg.transpose(out, [0, 2, 1, 3]), [shape.batch * shape.seq, h * dv]);
 }
 
@@ -109,15 +116,27 @@ export function emitGqaAttention(mg: ModelGraph, ctx: AttentionContext, w: GqaWe
   const { cos, sin, mask } = ropeValues(mg, ctx);
   const { shape } = ctx;
   const d = a.headDim;
+  const offset = ctx.spec.gemma?.normOffset ?? 0;
   const headNorm = (v: Value, heads: number, norm: StoredTensor | undefined): Value => {
-    const split = mg.reshape(v, [shape.batch, shape.seq, heads, d]);
-    return mg.transpose(norm ? mg.rmsNorm(split, norm, ctx.spec.rmsNormEps) : split, [0, 2, 1, 3]);
+    // A q/k norm over the whole projection (MiniMax-M2: [heads × d]) rather than per head ([d]).
+    const wide = norm !== undefined && heads > 1 && norm.shape[0] === heads * d;
+    const split = mg.reshape(wide ? mg.rmsNorm(v, norm, ctx.spec.rmsNormEps, offset) : v, [shape.batch, shape.seq, heads, d]);
+    return mg.transpose(norm && !wide ? mg.rmsNorm(split, norm, ctx.spec.rmsNormEps, offset) : split, [0, 2, 1, 3]);
   };
-  const q = emitRope(mg, headNorm(mg.linear(w.q, x), a.heads, w.qNorm), cos, sin, false);
-  const k = emitRope(mg, headNorm(mg.linear(w.k, x), a.kvHeads, w.kNorm), cos, sin, false);
+  // Partial rotary (GLM-4.5): the first rope.dim dims of each head rotate, the rest pass through.
+  const rd = ctx.rope.dim;
+  const rope = (v: Value): Value =>
+    rd === d ? emitRope(mg, v, cos, sin, false) : mg.concat([emitRope(mg, mg.slice(v, -1, 0, rd), cos, sin, false), mg.slice(v, -1, rd, d)], -1);
+  let q = rope(headNorm(mg.linear(w.q, x), a.heads, w.qNorm));
+  const qps = ctx.spec.queryPositionScale;
+  if (qps) {
+    const scale = Float32Array.from({ length: shape.seq }, (_, p) => Math.fround(1 + qps.beta * Math.log(1 + Math.floor(p / qps.original))));
+    q = mg.mul(q, mg.constF32(scale, [shape.seq, 1]));
+  }
+  const k = rope(headNorm(mg.linear(w.k, x), a.kvHeads, w.kNorm));
   const v = toHeads(mg, mg.linear(w.v, x), shape, a.kvHeads, d);
   const rep = a.heads / a.kvHeads;
-  const out = emitSdpa(mg, q, repeatKv(mg, k, rep), repeatKv(mg, v, rep), attentionScale(ctx.spec), mask, shape);
+  const out = emitSdpa(mg, q, repeatKv(mg, k, rep), repeatKv(mg, v, rep), attentionScale(ctx.spec), mask, shape, w.sinks);
   return mg.linear(w.o, out);
 }
 

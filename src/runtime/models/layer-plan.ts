@@ -15,6 +15,8 @@ export interface GqaPlan {
   /** Qwen3's per-head RMSNorm weights on q and k. */
   readonly qNorm: string | undefined;
   readonly kNorm: string | undefined;
+  /** gpt-oss's per-head attention sink logits. */
+  readonly sinks: string | undefined;
 }
 
 export interface MlaPlan {
@@ -40,6 +42,8 @@ export interface MlpNames {
 export interface StackedExperts {
   readonly gateUp: string;
   readonly down: string;
+  /** gpt-oss: stored in × out `[E, K, N]`, gate and up interleaved, with `<tensor>_bias` `[E, N]`. */
+  readonly inOut: boolean;
 }
 
 export interface MoePlan {
@@ -65,6 +69,11 @@ export interface LayerPlan {
   readonly prefix: string;
   readonly inputNorm: string;
   readonly postAttentionNorm: string;
+  /**
+   * Gemma 3's sandwich norms: when present, post_attention_layernorm norms the attention output
+   * before its residual add, these norm the MLP's input and output.
+   */
+  readonly feedforwardNorms: { readonly pre: string; readonly post: string } | undefined;
   readonly attention: GqaPlan | MlaPlan;
   readonly mlp: DenseMlpPlan | MoePlan;
 }
@@ -74,7 +83,7 @@ function mlpNames(prefix: string, gate: string, up: string, down: string): MlpNa
 }
 
 export function layerPlan(spec: ModelSpec, weights: ModelWeights, index: number): LayerPlan {
-  const prefix = `model.layers.${index}`;
+  const prefix = `${spec.names.decoder}.layers.${index}`;
   const attn = `${prefix}.self_attn`;
   let attention: GqaPlan | MlaPlan;
   if (spec.attention.kind === 'gqa') {
@@ -88,6 +97,7 @@ export function layerPlan(spec: ModelSpec, weights: ModelWeights, index: number)
       o: `${attn}.o_proj`,
       qNorm: weights.has(qNorm) ? qNorm : undefined,
       kNorm: weights.has(kNorm) ? kNorm : undefined,
+      sinks: weights.has(`${attn}.sinks`) ? `${attn}.sinks` : undefined,
     };
   } else {
     const lora = spec.attention.qLoraRank !== undefined;
@@ -112,12 +122,13 @@ export function layerPlan(spec: ModelSpec, weights: ModelWeights, index: number)
 
   const names = spec.moeNames;
   const block = `${prefix}.${names.block}`;
-  const router = `${block}.gate`;
+  const router = `${block}.${names.router}`;
   let mlp: DenseMlpPlan | MoePlan;
   if (spec.routing !== undefined && weights.has(`${router}.weight`)) {
     const experts: MlpNames[] = [];
     const stackedGateUp = `${block}.experts.gate_up_proj`;
-    const stacked: StackedExperts | undefined = weights.has(stackedGateUp) ? { gateUp: stackedGateUp, down: `${block}.experts.down_proj` } : undefined;
+    const inOut = spec.gptOssExperts !== undefined;
+    const stacked: StackedExperts | undefined = weights.has(stackedGateUp) ? { gateUp: stackedGateUp, down: `${block}.experts.down_proj`, inOut } : undefined;
     const count = stacked ? weights.checkpoint.info(stacked.gateUp).shape[0]! : undefined;
     while (count === undefined ? weights.hasLinear(`${block}.experts.${experts.length}.${names.gate}`) : experts.length < count) {
       experts.push(mlpNames(`${block}.experts.${experts.length}`, names.gate, names.up, names.down));
@@ -129,9 +140,19 @@ export function layerPlan(spec: ModelSpec, weights: ModelWeights, index: number)
       );
     }
     if (stacked && !weights.has(stacked.down)) throw new ModelConfigError(`${weights.checkpoint.dir}: ${stacked.gateUp} has no ${stacked.down} beside it`);
+    if (stacked) {
+      // The forward reads stacked experts as [E, out, in]; down_proj [E, hidden, I] says so even when gate_up_proj is square.
+      const down = weights.checkpoint.info(stacked.down).shape;
+      if (down[inOut ? 2 : 1] !== spec.hiddenSize) {
+        throw new ModelConfigError(
+          `${weights.checkpoint.dir}: ${stacked.down} [${down.join(', ')}] is not stored ${inOut ? '[E, I, hidden] (in × out)' : '[E, hidden, I] (out × in)'}, as the forward reads ${spec.family}'s stacked experts`,
+        );
+      }
+    }
     const shared = names.shared !== undefined && weights.hasLinear(`${block}.${names.shared}.gate_proj`) ? names.shared : undefined;
     const sharedGate = names.sharedGate !== undefined && weights.hasLinear(`${block}.${names.sharedGate}`) ? names.sharedGate : undefined;
-    const bias = `${router}.e_score_correction_bias`;
+    // DeepSeek-V3 / GLM-4.5 keep the bias on the router; MiniMax-M2 on the MoE block.
+    const bias = [`${router}.e_score_correction_bias`, `${block}.e_score_correction_bias`].find((n) => weights.has(n)) ?? `${router}.e_score_correction_bias`;
     mlp = {
       kind: 'moe',
       router,
@@ -152,6 +173,9 @@ export function layerPlan(spec: ModelSpec, weights: ModelWeights, index: number)
     prefix,
     inputNorm: `${prefix}.input_layernorm.weight`,
     postAttentionNorm: `${prefix}.post_attention_layernorm.weight`,
+    feedforwardNorms: weights.has(`${prefix}.pre_feedforward_layernorm.weight`)
+      ? { pre: `${prefix}.pre_feedforward_layernorm.weight`, post: `${prefix}.post_feedforward_layernorm.weight` }
+      : undefined,
     attention,
     mlp,
   };
@@ -168,5 +192,6 @@ export function layerLinears(plan: LayerPlan): string[] {
     for (const e of m.experts) out.push(e.gate, e.up, e.down);
     if (m.shared) out.push(m.shared.gate, m.shared.up, m.shared.down);
   }
-  return out;
+  // gpt-oss names its gate and up as one gate_up linear.
+  return [...new Set(out)];
 }

@@ -217,6 +217,12 @@ export class ModelGraph {
     return this.f32('Neg', [a], this.dims(a));
   }
 
+  /** min(max(a, lo), hi); either bound may be omitted (gpt-oss's clamped SwiGLU). */
+  clip(a: Value, lo: number | undefined, hi: number | undefined): Value {
+    const bound = (x: number | undefined): Value | null => (x === undefined ? null : this.g.constFloat32([x], []));
+    return this.f32('Clip', [a, bound(lo), bound(hi)], this.dims(a));
+  }
+
   sigmoid(a: Value): Value {
     return this.f32('Sigmoid', [a], this.dims(a));
   }
@@ -280,14 +286,16 @@ export class ModelGraph {
   }
 
   /** transformers' RMSNorm: x * 1/sqrt(mean(x²) + eps), times the weight, over the last axis. */
-  rmsNorm(x: Value, weight: StoredTensor, eps: number): Value {
+  /** RMSNorm; `offset` 1 for Gemma's norms, which multiply by (1 + weight). */
+  rmsNorm(x: Value, weight: StoredTensor, eps: number, offset = 0): Value {
     const d = this.dims(x);
     const statShape = [...d.slice(0, -1), 1];
     const sq = this.mul(x, x);
     const mean = this.f32('ReduceMean', [sq, this.g.constInt64([-1])], statShape, { keepdims: attr.int(1) });
     const rms = this.f32('Sqrt', [this.add(mean, this.g.constFloat32([eps], []))], statShape);
     const normed = this.f32('Div', [x, rms], d);
-    return this.mul(this.stored(weight), normed);
+    const w = this.stored(weight);
+    return this.mul(offset === 0 ? w : this.add(w, this.g.constFloat32([offset], [])), normed);
   }
 
   act(x: Value, kind: HiddenAct): Value {

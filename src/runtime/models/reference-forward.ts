@@ -194,8 +194,9 @@ async function attentionBlock(runner: ModelRunner, scope: WeightScope, layer: nu
     const v = referenceLinear(await scope.linear(p.v), x, tokens);
     const qNorm = p.qNorm ? widen(await scope.tensor(p.qNorm)) : undefined;
     const kNorm = p.kNorm ? widen(await scope.tensor(p.kNorm)) : undefined;
-    const qn = qNorm ? rmsNorm(q, d, qNorm, spec.rmsNormEps) : q;
-    const kn = kNorm ? rmsNorm(k, d, kNorm, spec.rmsNormEps) : k;
+    // Per head ([d]) or, MiniMax-M2's, over the whole projection ([heads × d]).
+    const qn = qNorm ? rmsNorm(q, qNorm.length, qNorm, spec.rmsNormEps) : q;
+    const kn = kNorm ? rmsNorm(k, kNorm.length, kNorm, spec.rmsNormEps) : k;
     for (let t = 0; t < tokens; t++) {
       const pos = t % shape.seq;
       for (let h = 0; h < heads; h++) applyRope(qn, (t * heads + h) * d, pos, rope, false);
@@ -374,8 +375,9 @@ export async function referenceHead(runner: ModelRunner, hidden: Float32Array, t
   const spec = runner.spec;
   const scope = runner.weights.scope();
   try {
-    const normed = rmsNorm(hidden, spec.hiddenSize, widen(await scope.tensor('model.norm.weight')), spec.rmsNormEps);
-    const head = runner.weights.hasLinear('lm_head') ? 'lm_head' : 'model.embed_tokens';
+    const { decoder, lmHead } = spec.names;
+    const normed = rmsNorm(hidden, spec.hiddenSize, widen(await scope.tensor(`${decoder}.norm.weight`)), spec.rmsNormEps);
+    const head = runner.weights.hasLinear(lmHead) ? lmHead : `${decoder}.embed_tokens`;
     return referenceLinear(await scope.linear(head), normed, tokens);
   } finally {
     scope.close();
@@ -384,6 +386,10 @@ export async function referenceHead(runner: ModelRunner, hidden: Float32Array, t
 
 /** Logits `[B*T, vocab]` of `runner`'s checkpoint, computed on the host. */
 export async function referenceForward(runner: ModelRunner, ids: ArrayLike<number>, shape: BatchShape): Promise<Float32Array> {
+  // Gemma 3's norms and rotary are in the graph forward only; a Llama-style answer would be wrong, not a reference.
+  if (runner.spec.gemma || runner.spec.gptOssExperts) throw new Error(`the reference forward has no ${runner.spec.family} variant`);
+  const qps = runner.spec.queryPositionScale;
+  if (qps && shape.seq > qps.original) throw new Error(`the reference forward has no llama_4_scaling_beta query scale (needed past ${qps.original} tokens)`);
   let hidden = await runner.embed(ids);
   for (let layer = 0; layer < runner.spec.numLayers; layer++) hidden = await referenceLayer(runner, layer, hidden, shape);
   return referenceHead(runner, hidden, shape.batch * shape.seq);

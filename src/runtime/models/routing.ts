@@ -8,7 +8,8 @@
 // `norm_topk_prob` for Qwen); DeepSeek-V3 sigmoid scores with `e_score_correction_bias` added for
 // the choice only, group-limited selection (sum of each group's top-2, keep `topk_group` groups,
 // others masked to 0.0), weights from the unbiased scores, normalized (+1e-20) when
-// `norm_topk_prob`, times `routed_scaling_factor`.
+// `norm_topk_prob`, times `routed_scaling_factor`; DeepSeek-V2 softmax scores, groups ranked by
+// their largest score (`group_limited_greedy`), the same normalization and scaling.
 
 import type { RoutingSpec } from './config.js';
 
@@ -66,7 +67,27 @@ export function routeTokens(
     const row = logits.subarray(t * expertCount, (t + 1) * expertCount);
     let chosen: number[];
     let w: number[];
-    if (spec.kind === 'softmax') {
+    if (spec.kind === 'topk_softmax') {
+      chosen = topKIndices(row, k);
+      w = [...softmaxRow(Float32Array.from(chosen, (e) => row[e]!))];
+    } else if (spec.kind === 'softmax_grouped') {
+      const p = softmaxRow(row);
+      const perGroup = expertCount / spec.nGroup;
+      const groupMax = Array.from({ length: spec.nGroup }, (_, gi) => Math.max(...p.subarray(gi * perGroup, (gi + 1) * perGroup)));
+      const keptGroups = new Set(topKIndices(groupMax, spec.topkGroup));
+      chosen = topKIndices(
+        p.map((v, e) => (keptGroups.has(Math.floor(e / perGroup)) ? v : 0)),
+        k,
+      );
+      w = chosen.map((e) => p[e]!);
+      if (spec.normalize) {
+        let sum = 0;
+        for (const v of w) sum = f(sum + v);
+        const denominator = f(sum + 1e-20);
+        w = w.map((v) => f(v / denominator));
+      }
+      w = w.map((v) => f(v * spec.routedScalingFactor));
+    } else if (spec.kind === 'softmax') {
       const p = softmaxRow(row);
       chosen = topKIndices(p, k);
       w = chosen.map((e) => p[e]!);

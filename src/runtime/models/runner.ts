@@ -16,8 +16,8 @@
 // For verify, a layer can also export each linear's input and output (`capture`), and run
 // captured activations of another model through this model's FP8 linears (`probes`).
 
-import { isFp8Dtype } from '../../fp8/dtypes.js';
 import { expertLinears, expertProjection, isFp8Module, loadExpert, type ExpertWeights } from './experts.js';
+import { isFp8Dtype, widenToFloat32 } from '../../fp8/dtypes.js';
 import { Checkpoint } from '../../io/checkpoint.js';
 import type { Value } from '../onnx/graph-builder.js';
 import type { RoutingTensor } from '../ops/mixtral-experts.js';
@@ -39,7 +39,7 @@ import { layerPlan, type LayerPlan, type MlpNames, type MoePlan } from './layer-
 import { ForwardGraphError, ModelGraph, type WeightDecode } from './model-graph.js';
 import { ropeTables, type RopeTableOptions, type RopeTables } from './rope.js';
 import { groupByExpert, routeTokens, type ExpertGroups, type TokenRouting } from './routing.js';
-import { ModelWeights, WeightAccounting, type Fp8Linear, type LinearWeight, type WeightScope } from './weights.js';
+import { ModelWeights, WeightAccounting, type Fp8Linear, type LinearWeight, type StoredTensor, type WeightScope } from './weights.js';
 import type { ProbeOutput } from './model-graph.js';
 
 /** lm_head rows per head graph: 256 MiB once widened to float32. */
@@ -101,7 +101,7 @@ export interface RunnerOptions {
 const PROJECTIONS = ['gate', 'up', 'down'] as const;
 
 export class ModelRunner {
-  private readonly ropeCache = new Map<number, RopeTables>();
+  private readonly ropeCache = new Map<string, RopeTables>();
   /** Sessions by graph; released by close(). */
   readonly sessions: SessionCache;
   private readonly buffers: HostBufferPool;
@@ -126,7 +126,7 @@ export class ModelRunner {
   static async open(dir: string, options: RunnerOptions = {}): Promise<ModelRunner> {
     const ckpt = await Checkpoint.open(dir);
     try {
-      const spec = modelSpecOf(ckpt.config, dir);
+      const spec = modelSpecOf(ckpt.config, dir, (n) => ckpt.has(n));
       return new ModelRunner(ckpt, spec, new ModelWeights(ckpt, options.accounting, options.buffers), options);
     } catch (e) {
       await ckpt.close();
@@ -171,9 +171,12 @@ export class ModelRunner {
     }
   }
 
-  /** Token embeddings `[ids.length, H]`. */
-  embed(ids: ArrayLike<number>): Promise<Float32Array> {
-    return this.weights.gatherRows('model.embed_tokens.weight', ids);
+  /** Token embeddings `[ids.length, H]` (times Gemma's √hidden_size, in float32). */
+  async embed(ids: ArrayLike<number>): Promise<Float32Array> {
+    const rows = await this.weights.gatherRows(`${this.spec.names.decoder}.embed_tokens.weight`, ids);
+    const scale = this.spec.gemma?.embedScale;
+    if (scale !== undefined) for (let i = 0; i < rows.length; i++) rows[i] = Math.fround(rows[i]! * scale);
+    return rows;
   }
 
   /** Logits `[B*T, vocab]` for the full forward. */
@@ -186,11 +189,14 @@ export class ModelRunner {
     return this.head(hidden, shape.batch * shape.seq);
   }
 
-  private rope(seq: number): RopeTables {
-    let t = this.ropeCache.get(seq);
+  /** Rotary tables of a layer: Gemma's sliding-window layers have their own theta. */
+  private rope(seq: number, layer: number): RopeTables {
+    const local = this.spec.gemma !== undefined && this.spec.slidingWindow(layer) !== undefined;
+    const key = `${local ? 'local' : 'global'}:${seq}`;
+    let t = this.ropeCache.get(key);
     if (!t) {
-      t = ropeTables(this.spec.rope, seq, this.ropeOptions);
-      this.ropeCache.set(seq, t);
+      t = ropeTables(local ? this.spec.gemma!.localRope : this.spec.rope, seq, this.ropeOptions);
+      this.ropeCache.set(key, t);
     }
     return t;
   }
@@ -215,7 +221,7 @@ export class ModelRunner {
     const h = this.spec.hiddenSize;
     const result: LayerResult = { hidden, captures: new Map(), probeOutputs: new Map() };
     try {
-      const ctx: AttentionContext = { spec: this.spec, shape, rope: this.rope(shape.seq), window: this.spec.slidingWindow(index) };
+      const ctx: AttentionContext = { spec: this.spec, shape, rope: this.rope(shape.seq, index), window: this.spec.slidingWindow(index) };
       const attention = await this.loadAttention(scope, plan);
       const inputNorm = await scope.tensor(plan.inputNorm);
       const postNorm = await scope.tensor(plan.postAttentionNorm);
@@ -223,24 +229,31 @@ export class ModelRunner {
       // Graph A: attention block (and, for a dense layer, the MLP).
       const a = this.graph(options.capture === true);
       const x = a.input('hidden', hidden, [tokens, h]);
-      const normed = a.rmsNorm(x, inputNorm, this.spec.rmsNormEps);
+      const eps = this.spec.rmsNormEps;
+      const offset = this.spec.gemma?.normOffset ?? 0;
+      const normed = a.rmsNorm(x, inputNorm, eps, offset);
       const attnOut = options.attention
         ? options.attention.emit(a, attention, normed)
         : attention.kind === 'gqa'
           ? emitGqaAttention(a, ctx, attention.w, normed)
           : emitMlaAttention(a, ctx, attention.w, normed);
-      const h1 = a.add(x, attnOut);
-      const xn = a.rmsNorm(h1, postNorm, this.spec.rmsNormEps);
+      // Gemma 3 (feedforwardNorms): norm → attention → norm → add; norm → MLP → norm → add.
+      const ff = plan.feedforwardNorms;
+      const ffNorms = ff === undefined ? undefined : { pre: await scope.tensor(ff.pre), post: await scope.tensor(ff.post) };
+      const h1 = a.add(x, ffNorms ? a.rmsNorm(attnOut, postNorm, eps, offset) : attnOut);
+      const xn = a.rmsNorm(h1, ffNorms ? ffNorms.pre : postNorm, eps, offset);
       const mlp = plan.mlp;
       if (mlp.kind === 'dense') {
         const w = await this.loadMlp(scope, mlp);
-        a.output(a.add(h1, emitMlp(a, this.spec, w, xn)), 'out');
+        const mlpOut = emitMlp(a, this.spec, w, xn);
+        a.output(a.add(h1, ffNorms ? a.rmsNorm(mlpOut, ffNorms.post, eps, offset) : mlpOut), 'out');
         this.addLinearProbes(a, options.probes, [...attention.linears, w.gate, w.up, w.down]);
         const out = await this.run(a);
         options.attention?.collect(out);
         collect(out, a, result);
         return { ...result, hidden: f32(out, 'out') };
       }
+      if (ffNorms) throw new ForwardGraphError(`${this.checkpoint.dir}: layer ${index} has feed-forward norms and an MoE block; the forward has no such layer`);
       const router = await scope.linear(mlp.router);
       a.output(h1, 'h1');
       a.output(xn, 'xn');
@@ -270,6 +283,7 @@ export class ModelRunner {
         o: await scope.linear(p.o),
         qNorm: p.qNorm === undefined ? undefined : await scope.tensor(p.qNorm),
         kNorm: p.kNorm === undefined ? undefined : await scope.tensor(p.kNorm),
+        sinks: p.sinks === undefined ? undefined : await scope.tensor(p.sinks),
       };
       return { kind: 'gqa', w, linears: [w.q, w.k, w.v, w.o] };
     }
@@ -357,6 +371,7 @@ export class ModelRunner {
     const sorted = groups.rows === 1 ? xn : b.gatherRows(xn, groups.rowToken);
     const experts = groups.experts.map((e) => loaded.get(e)!);
     const act = (g: Value, u: Value): Value => b.mul(b.act(g, this.spec.hiddenAct), u);
+    const gptOss = this.spec.gptOssExperts;
     if (experts.every((w) => expertLinears(w).every((l) => l.kind === 'fp8'))) {
       // The seed's BlockScaleQuantizeMixtralExperts: one call per projection over all routed experts.
       const routing = expertsRouting(groups);
@@ -368,6 +383,21 @@ export class ModelRunner {
           routing,
         );
       const first = experts[0]!;
+      if (first.layout === 'fused' && gptOss) {
+        // The experts op has no bias: each sorted row gets its expert's bias row.
+        const rowExpert = groups.indptr.slice(0, -1).flatMap((start, j) => Array<number>(groups.indptr[j + 1]! - start).fill(j));
+        const biasRows = (v: Value, pick: (w: ExpertWeights) => StoredTensor | undefined, n: number): Value => {
+          const table = new Float32Array(experts.length * n);
+          experts.forEach((w, j) => {
+            const bias = pick(w);
+            if (bias) table.set(widenToFloat32(bias.bytes, bias.dtype), j * n);
+          });
+          return b.add(v, b.gatherRows(b.constF32(table, [experts.length, n]), rowExpert));
+        };
+        const gu = biasRows(run('gateUp', xIn), (w) => (w.layout === 'fused' ? w.gptOss?.gateUpBias : undefined), 2 * first.intermediate);
+        const out = run('down', emitGptOssGlu(b, gu, first.intermediate, gptOss));
+        return biasRows(out, (w) => (w.layout === 'fused' ? w.gptOss?.downBias : undefined), this.spec.hiddenSize);
+      }
       let hidden: Value;
       if (first.layout === 'fused') {
         const gu = run('gateUp', xIn);
@@ -382,6 +412,14 @@ export class ModelRunner {
       const rows = groups.single ? xn : b.slice(sorted, 0, groups.indptr[j]!, groups.indptr[j + 1]!);
       let g: Value;
       let u: Value;
+      if (w.layout === 'fused' && gptOss) {
+        // gpt-oss: one gate_up linear per expert (compared as such), biases after it.
+        const gu = b.linear(w.gateUp, rows, b.tapLinears ? w.names.gate : false);
+        const withBias = (v: Value, bias: StoredTensor | undefined): Value => (bias ? b.add(v, b.stored(bias)) : v);
+        const h = emitGptOssGlu(b, withBias(gu, w.gptOss?.gateUpBias), w.intermediate, gptOss);
+        parts.push(withBias(b.linear(w.down, h, b.tapLinears ? w.names.down : false), w.gptOss?.downBias));
+        return;
+      }
       if (w.layout === 'fused') {
         const gu = b.linear(w.gateUp, rows, false);
         g = b.slice(gu, -1, 0, w.intermediate);
@@ -424,7 +462,10 @@ export class ModelRunner {
         const q = fp8(l);
         return capture && q ? { w: q, capture, outputs } : undefined;
       };
-      if (w.layout === 'fused') {
+      if (w.layout === 'fused' && w.gptOss) {
+        // gpt-oss: gate_up is one linear under one name (gate and up interleaved in its output).
+        add(0, member(w.gateUp, w.names.gate, [{ module: w.names.gate }]), single);
+      } else if (w.layout === 'fused') {
         const i = w.intermediate;
         const gateCapture = probes.has(w.names.gate) ? w.names.gate : w.names.up;
         add(0, member(w.gateUp, gateCapture, [
@@ -475,9 +516,10 @@ export class ModelRunner {
   /** Final norm and lm_head, in row chunks: logits `[tokens, vocab]`. */
   async head(hidden: Float32Array, tokens: number): Promise<Float32Array> {
     const h = this.spec.hiddenSize;
-    const headModule = this.weights.hasLinear('lm_head') ? 'lm_head' : this.spec.tieWordEmbeddings ? 'model.embed_tokens' : undefined;
+    const names = this.spec.names;
+    const headModule = this.weights.hasLinear(names.lmHead) ? names.lmHead : this.spec.tieWordEmbeddings ? `${names.decoder}.embed_tokens` : undefined;
     if (headModule === undefined) {
-      throw new ForwardGraphError(`${this.checkpoint.dir}: no lm_head.weight and tie_word_embeddings is false`);
+      throw new ForwardGraphError(`${this.checkpoint.dir}: no ${names.lmHead}.weight and tie_word_embeddings is false`);
     }
     const info = this.checkpoint.info(`${headModule}.weight`);
     const vocab = info.shape[0]!;
@@ -487,11 +529,11 @@ export class ModelRunner {
       const count = Math.min(chunkRows, vocab - start);
       const scope = this.weights.scope();
       try {
-        const norm = await scope.tensor('model.norm.weight');
+        const norm = await scope.tensor(`${names.decoder}.norm.weight`);
         const w = count === vocab ? await scope.linear(headModule) : await scope.linear(headModule, { start, count });
         const g = this.graph(false);
         const x = g.input('hidden', hidden, [tokens, h]);
-        g.output(g.linear(w, g.rmsNorm(x, norm, this.spec.rmsNormEps), false), 'logits');
+        g.output(g.linear(w, g.rmsNorm(x, norm, this.spec.rmsNormEps, this.spec.gemma?.normOffset ?? 0), false), 'logits');
         const chunk = f32(await this.run(g), 'logits');
         for (let t = 0; t < tokens; t++) logits.set(chunk.subarray(t * count, (t + 1) * count), t * vocab + start);
       } finally {
@@ -546,4 +588,17 @@ function collect(out: Record<string, HostTensor>, mg: ModelGraph, result: LayerR
     for (let r = r0; r < r1; r++) block.set(t.subarray(r * n + c0, r * n + c1), (r - r0) * (c1 - c0));
     result.probeOutputs.set(module, block);
   }
+}
+
+/**
+ * gpt-oss's expert activation on gate_up `[rows, 2I]` (bias added): gate = even columns, up = odd,
+ * (clamp(up, ±limit) + 1) · g · σ(alpha · g) with g = min(gate, limit).
+ */
+function emitGptOssGlu(b: ModelGraph, gu: Value, intermediate: number, p: { readonly alpha: number; readonly limit: number }): Value {
+  const rows = b.dims(gu)[0]!;
+  const pairs = b.reshape(gu, [rows, intermediate, 2]);
+  const gate = b.clip(b.reshape(b.slice(pairs, -1, 0, 1), [rows, intermediate]), undefined, p.limit);
+  const up = b.clip(b.reshape(b.slice(pairs, -1, 1, 2), [rows, intermediate]), -p.limit, p.limit);
+  const glu = b.mul(gate, b.sigmoid(b.scale(gate, p.alpha)));
+  return b.mul(b.add(up, b.constF32(Float32Array.of(1), [])), glu);
 }

@@ -309,15 +309,17 @@ export class WeightScope {
    * `<experts>.down_proj`, as `fp8q convert --stack-experts` and transformers 5 write them), with
    * its `[E, nb, kb]` `<tensor>_scale_inv` slice when FP8. Reads only that expert's bytes.
    */
-  async stackedExpert(tensor: string, expert: number): Promise<LinearWeight> {
+  async stackedExpert(tensor: string, expert: number, inOut = false): Promise<LinearWeight> {
     const ckpt = this.weights.checkpoint;
     const info = ckpt.info(tensor);
     if (info.shape.length !== 3 || expert >= info.shape[0]!) {
       throw new CheckpointError(`${ckpt.dir}: "${tensor}" is [${info.shape.join(', ')}]; expected stacked experts [E, N, K] with expert ${expert}`);
     }
-    const [n, k] = [info.shape[1]!, info.shape[2]!];
+    // In × out ([E, K, N], gpt-oss) is read as its [N, K] transpose; its scales are [E, ceil(N/bn), ceil(K/bk)] either way.
+    const [n, k] = inOut ? [info.shape[2]!, info.shape[1]!] : [info.shape[1]!, info.shape[2]!];
     const module = `${tensor}.${expert}`;
-    const bytes = await ckpt.readRows(tensor, expert, 1, this.buffer(info.byteLength / info.shape[0]!));
+    const stored = await ckpt.readRows(tensor, expert, 1, this.buffer(info.byteLength / info.shape[0]!));
+    const bytes = inOut ? transposeBytes(stored, k, n, stored.byteLength / (n * k)) : stored;
     const format = FP8_DTYPES[info.dtype];
     if (format === undefined) {
       if (!isFloatSourceDtype(info.dtype)) throw new CheckpointError(`${ckpt.dir}: "${tensor}" is ${info.dtype}; expected a float or FP8 tensor`);
@@ -343,6 +345,17 @@ export class WeightScope {
     };
   }
 
+  /** Expert `expert`'s row of a stacked bias `[E, N]` (gpt-oss's `gate_up_proj_bias`), or undefined when absent. */
+  async stackedBias(tensor: string, expert: number): Promise<StoredTensor | undefined> {
+    const ckpt = this.weights.checkpoint;
+    if (!ckpt.has(tensor)) return undefined;
+    const info = ckpt.info(tensor);
+    if (!isFloatSourceDtype(info.dtype) || info.shape.length !== 2) throw new CheckpointError(`${ckpt.dir}: "${tensor}" is ${info.dtype} [${info.shape.join(', ')}]; expected a float [E, N] bias`);
+    const bytes = await ckpt.readRows(tensor, expert, 1);
+    this.count(bytes.byteLength);
+    return { name: `${tensor}.${expert}`, dtype: info.dtype, shape: [info.shape[1]!], bytes };
+  }
+
   /**
    * Releases the scope's share of the accounting; the arrays go when nothing references them, or,
    * with a pool, back to the pool — so nothing read in a scope may be used after it closes.
@@ -355,4 +368,17 @@ export class WeightScope {
     this.weights.accounting.remove(this.bytes);
     this.bytes = 0;
   }
+}
+
+/** `[rows, cols]` elements of `size` bytes → `[cols, rows]`. */
+function transposeBytes(src: Uint8Array, rows: number, cols: number, size: number): Uint8Array {
+  const out = new Uint8Array(src.byteLength);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      const from = (r * cols + c) * size;
+      const to = (c * rows + r) * size;
+      for (let b = 0; b < size; b++) out[to + b] = src[from + b]!;
+    }
+  }
+  return out;
 }
