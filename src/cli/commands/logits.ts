@@ -5,11 +5,57 @@ import { rename, rm } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { isDeviceRequest, selectDevice, type DeviceSelection } from '../../runtime/device.js';
 import { ModelRunner } from '../../runtime/models/runner.js';
-import { readInputIds, writeLogits } from '../../runtime/models/token-ids.js';
+import { readInputIds, writeLogits, type TokenBatch } from '../../runtime/models/token-ids.js';
+import { modelTextLimits, readTextInput, type TextInput, type TextInputDescription, type TextSource } from '../../runtime/text-input.js';
+import { hasModelTokenizer } from '../../runtime/calibration/model-tokenizer.js';
 import { UsageError } from '../errors.js';
+import { parsePositiveInt } from '../options.js';
 import { info, outputMode, printJson } from '../output.js';
 
-export interface LogitsFlags {
+/** Text input flags shared by `logits` and `verify` (runtime/text-input.ts). */
+export interface TextInputFlags {
+  text?: string;
+  dataset?: string;
+  seqLen?: string;
+  maxSamples?: string;
+  maxTokens?: string;
+}
+
+export function textInputFlagsGiven(flags: TextInputFlags): boolean {
+  return flags.seqLen !== undefined || flags.maxSamples !== undefined || flags.maxTokens !== undefined;
+}
+
+/**
+ * Token ids from --text / --dataset, tokenized with `modelDir`'s tokenizer.json. Without either
+ * flag: with `fallbackToRandom`, the bundled English sample when the model has a tokenizer and
+ * undefined when it has none; otherwise undefined.
+ */
+export async function readModelInput(modelDir: string, flags: TextInputFlags, opts: { fallbackToRandom?: boolean } = {}): Promise<TextInput | undefined> {
+  if (flags.text !== undefined && flags.dataset !== undefined) throw new UsageError('--text and --dataset exclude each other: give one text input');
+  let source: TextSource | undefined;
+  if (flags.text !== undefined) source = { kind: 'text', file: flags.text };
+  else if (flags.dataset !== undefined) source = { kind: 'dataset', file: flags.dataset };
+  else if (opts.fallbackToRandom === true && (await hasModelTokenizer(modelDir))) source = { kind: 'bundled' };
+  if (source === undefined) {
+    if (textInputFlagsGiven(flags) && opts.fallbackToRandom !== true) throw new UsageError('--seq-len, --max-samples and --max-tokens need --text or --dataset');
+    return undefined;
+  }
+  const seqLen = flags.seqLen === undefined ? undefined : parsePositiveInt('--seq-len', flags.seqLen);
+  const maxSamples = flags.maxSamples === undefined ? undefined : parsePositiveInt('--max-samples', flags.maxSamples);
+  const maxTokens = flags.maxTokens === undefined ? undefined : parsePositiveInt('--max-tokens', flags.maxTokens);
+  const { contextLength, vocabSize } = await modelTextLimits(modelDir);
+  return readTextInput({
+    source,
+    modelDir,
+    ...(seqLen === undefined ? {} : { seqLen }),
+    ...(maxSamples === undefined ? {} : { maxSamples }),
+    ...(maxTokens === undefined ? {} : { maxTokens }),
+    ...(contextLength === undefined ? {} : { contextLength }),
+    ...(vocabSize === undefined ? {} : { vocabSize }),
+  });
+}
+
+export interface LogitsFlags extends TextInputFlags {
   inputIds?: string;
   output?: string;
   device?: string;
@@ -26,6 +72,8 @@ export interface LogitsSummary {
   readonly batch: number;
   readonly seq: number;
   readonly vocab: number;
+  /** `input-ids`, or the text input (runtime/text-input.ts) the ids came from. */
+  readonly input: { readonly kind: 'input-ids'; readonly file: string } | { readonly kind: 'text'; readonly text: TextInputDescription };
   readonly seconds: number;
 }
 
@@ -43,13 +91,17 @@ export function parseThreadsFlag(text: string | undefined): number | undefined {
 }
 
 export async function logitsCommand(model: string, flags: LogitsFlags): Promise<LogitsSummary> {
-  if (!flags.inputIds) throw new UsageError('missing --input-ids <ids.safetensors>: a file with "input_ids" I64 [B, T]');
+  const given = [flags.inputIds !== undefined && '--input-ids', flags.text !== undefined && '--text', flags.dataset !== undefined && '--dataset'].filter((f): f is string => f !== false);
+  if (given.length === 0) throw new UsageError('missing input: --input-ids <ids.safetensors> (input_ids I64 [B, T]), --text <file|-> or --dataset <file.jsonl>');
+  if (given.length > 1) throw new UsageError(`${given.join(' and ')} exclude each other: give one input`);
+  if (flags.inputIds !== undefined && textInputFlagsGiven(flags)) throw new UsageError('--seq-len, --max-samples and --max-tokens apply to --text and --dataset, not to --input-ids');
   if (!flags.output) throw new UsageError('missing -o <out.safetensors>: say where to write the logits');
   const mode = outputMode(flags);
   const t0 = performance.now();
   const device = await selectDevice(parseDeviceFlag(flags.device));
   const threads = parseThreadsFlag(flags.threads);
-  const batch = await readInputIds(flags.inputIds);
+  const text = flags.inputIds === undefined ? await readModelInput(model, flags) : undefined;
+  const batch: TokenBatch = text?.batch ?? (await readInputIds(flags.inputIds!));
   const runner = await ModelRunner.open(model, { device: device.device, ...(threads === undefined ? {} : { intraOpThreads: threads }) });
   try {
     info(mode, `${model}: ${runner.spec.label}, ${batch.batch}×${batch.seq} tokens on ${device.device} (${device.reason})`);
@@ -57,7 +109,8 @@ export async function logitsCommand(model: string, flags: LogitsFlags): Promise<
     const vocab = logits.length / (batch.batch * batch.seq);
     const temporary = `${flags.output}.partial-${process.pid}`;
     try {
-      await writeLogits(temporary, logits, batch, vocab);
+      // Text input: the ids go into the file too, so the logits can be scored against them.
+      await writeLogits(temporary, logits, batch, vocab, undefined, text === undefined ? undefined : batch);
       await rename(temporary, flags.output);
     } catch (e) {
       await rm(temporary, { force: true });
@@ -71,6 +124,7 @@ export async function logitsCommand(model: string, flags: LogitsFlags): Promise<
       batch: batch.batch,
       seq: batch.seq,
       vocab,
+      input: text === undefined ? { kind: 'input-ids', file: flags.inputIds! } : { kind: 'text', text: text.description },
       seconds: (performance.now() - t0) / 1000,
     };
     if (mode.json) printJson(summary);

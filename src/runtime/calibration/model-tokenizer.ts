@@ -42,6 +42,11 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+/** Whether `<modelDir>` has a tokenizer.json (verify then defaults to text input). */
+export async function hasModelTokenizer(modelDir: string): Promise<boolean> {
+  return exists(join(modelDir, TOKENIZER_FILE));
+}
+
 /** Loads `<modelDir>/tokenizer.json`; a folder without one is an error that says what to pass instead. */
 export async function loadModelTokenizer(modelDir: string): Promise<ModelTokenizer> {
   const file = join(modelDir, TOKENIZER_FILE);

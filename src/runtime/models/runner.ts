@@ -60,6 +60,19 @@ export interface LayerRunOptions {
   readonly capture?: boolean;
   /** Captured inputs to run through this checkpoint's FP8 linears (module → capture). */
   readonly probes?: LayerCaptures;
+  /**
+   * Linears that are not part of the layer's forward, run on given inputs in the attention graph
+   * (MLA's w_uk/w_uv, which only the absorbed path uses); outputs come back under `name`.
+   */
+  readonly extraProbes?: readonly ExtraProbe[];
+}
+
+export interface ExtraProbe {
+  readonly name: string;
+  readonly w: LinearWeight;
+  /** `[rows, K]`. */
+  readonly input: Float32Array;
+  readonly rows: number;
 }
 
 export interface LayerResult {
@@ -207,6 +220,7 @@ export class ModelRunner {
         const w = await this.loadMlp(scope, mlp);
         a.output(a.add(h1, emitMlp(a, this.spec, w, xn)), 'out');
         this.addLinearProbes(a, options.probes, [...attention.linears, w.gate, w.up, w.down]);
+        for (const p of options.extraProbes ?? []) a.probeLinear(p.name, p.w, p.input, p.rows);
         const out = await this.run(a);
         collect(out, a, result);
         return { ...result, hidden: f32(out, 'out') };
@@ -216,6 +230,7 @@ export class ModelRunner {
       a.output(xn, 'xn');
       a.output(a.linear(router, xn, false), 'router_logits');
       this.addLinearProbes(a, options.probes, attention.linears);
+      for (const p of options.extraProbes ?? []) a.probeLinear(p.name, p.w, p.input, p.rows);
       const outA = await this.run(a);
       collect(outA, a, result);
 

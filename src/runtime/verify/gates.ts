@@ -16,15 +16,18 @@ export interface Gates {
   readonly minTop1: number;
   /** Largest relative L2 error of any quantized linear's output. */
   readonly maxLayerRelError: number;
+  /** Largest perplexity increase of the quantized model over the original, percent (text input only). */
+  readonly maxPplIncrease: number;
 }
 
 export const DEFAULT_GATES: Gates = {
-  maxKl: 0.01,
+  maxKl: 0.1,
   minTop1: 0.5,
   maxLayerRelError: 0.15,
+  maxPplIncrease: 5,
 };
 
-export type GateName = 'max-kl' | 'min-top1' | 'max-layer-rel-error';
+export type GateName = 'max-kl' | 'min-top1' | 'max-layer-rel-error' | 'max-ppl-increase' | 'unverified' | 'kept-module';
 
 export interface GateFailure {
   readonly gate: GateName;
@@ -39,6 +42,13 @@ export interface GateInputs {
   readonly meanKl: number;
   readonly top1Agreement: number;
   readonly linears: readonly { readonly module: string; readonly relativeError: number }[];
+  /** Perplexity increase, percent; absent when the input is not text. */
+  readonly pplIncreasePercent?: number;
+  /** Quantized tensors no comparison ran (coverage.ts); failures unless allowed. */
+  readonly unverified?: readonly string[];
+  readonly allowUnverified?: boolean;
+  /** FP8 modules that the conversion should have kept in high precision (coverage.ts). */
+  readonly keptModules?: readonly string[];
 }
 
 /**
@@ -49,6 +59,17 @@ export interface GateInputs {
 export function evaluateGates(inputs: GateInputs, gates: Gates): GateFailure[] {
   const failures: GateFailure[] = [];
   const bad = (v: number): boolean => !Number.isFinite(v);
+  for (const module of inputs.keptModules ?? []) {
+    failures.push({
+      gate: 'kept-module',
+      subject: module,
+      value: 1,
+      limit: 0,
+      message:
+        `${module}: stored in FP8, but the original keeps it in high precision and fp8q never quantizes final projections, embeddings or MoE routers ` +
+        '(they cost accuracy for little memory): convert again without quantizing it',
+    });
+  }
   for (const l of inputs.linears) {
     if (bad(l.relativeError) || l.relativeError > gates.maxLayerRelError) {
       failures.push({
@@ -59,6 +80,15 @@ export function evaluateGates(inputs: GateInputs, gates: Gates): GateFailure[] {
         message: `${l.module}: relative error ${fmt(l.relativeError)} exceeds --max-layer-rel-error ${gates.maxLayerRelError}`,
       });
     }
+  }
+  if (inputs.pplIncreasePercent !== undefined && (bad(inputs.pplIncreasePercent) || inputs.pplIncreasePercent > gates.maxPplIncrease)) {
+    failures.push({
+      gate: 'max-ppl-increase',
+      subject: 'model',
+      value: inputs.pplIncreasePercent,
+      limit: gates.maxPplIncrease,
+      message: `model: perplexity increase ${fmt(inputs.pplIncreasePercent)}% exceeds --max-ppl-increase ${gates.maxPplIncrease}%`,
+    });
   }
   if (bad(inputs.meanKl) || inputs.meanKl > gates.maxKl) {
     failures.push({
@@ -76,6 +106,18 @@ export function evaluateGates(inputs: GateInputs, gates: Gates): GateFailure[] {
       value: inputs.top1Agreement,
       limit: gates.minTop1,
       message: `model: top-1 agreement ${fmt(inputs.top1Agreement)} is below --min-top1 ${gates.minTop1}`,
+    });
+  }
+  const unverified = inputs.unverified ?? [];
+  if (unverified.length > 0 && inputs.allowUnverified !== true) {
+    failures.push({
+      gate: 'unverified',
+      subject: unverified[0]!,
+      value: unverified.length,
+      limit: 0,
+      message:
+        `${unverified.length} quantized tensor(s) were not run, so nothing checked them: ${unverified.slice(0, 3).join(', ')}${unverified.length > 3 ? ', …' : ''} ` +
+        '(more tokens reach more experts; --allow-unverified accepts this)',
     });
   }
   return failures;

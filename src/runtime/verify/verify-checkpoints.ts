@@ -10,7 +10,6 @@
 // and one layer's captures are held at a time. Events report progress; nothing is printed here.
 
 import { performance } from 'node:perf_hooks';
-import { CheckpointError } from '../../io/errors.js';
 import type { BatchShape } from '../models/layer-graphs.js';
 import { layerLinears } from '../models/layer-plan.js';
 import { HostBufferPool } from '../models/buffer-pool.js';
@@ -20,7 +19,11 @@ import { WeightAccounting } from '../models/weights.js';
 import type { Device } from '../session.js';
 import { linearClipping, staticActivationScaleOf, summarizeClipping, type ClippingSummary, type LinearClipping } from './activation-clipping.js';
 import { DEFAULT_GATES, evaluateGates, type GateFailure, type Gates } from './gates.js';
-import { compareLogits, compareTensors, type LogitMetrics } from './metrics.js';
+import { compareLogits, compareTensors, perplexity, type LogitMetrics } from './metrics.js';
+import { checkCheckpointPair } from './checkpoint-pair.js';
+import { quantizedKeptModules, unverifiedTensors } from './coverage.js';
+import { mlaSplitProbes, mlaSplitTensors, REFERENCE_SUFFIX } from './mla-split-probes.js';
+import type { TextInputDescription } from '../text-input.js';
 
 export const DEFAULT_VERIFY_TOKENS = 32;
 export const DEFAULT_VERIFY_SEED = 0;
@@ -30,6 +33,10 @@ export interface VerifyOptions {
   readonly quantized: string;
   /** Token ids; when absent, `tokens` seeded random ids in one sequence. */
   readonly input?: TokenBatch;
+  /** Where `input` came from: text (then perplexity is reported and gated), or an ids file (default). */
+  readonly inputSource?: { readonly kind: 'file'; readonly file?: string } | { readonly kind: 'text'; readonly text: TextInputDescription };
+  /** Quantized tensors no comparison reached do not fail the run. */
+  readonly allowUnverified?: boolean;
   readonly tokens?: number;
   readonly seed?: number;
   readonly device?: Device;
@@ -55,16 +62,48 @@ export interface LinearReport {
   readonly clipping?: LinearClipping;
 }
 
+/** The token ids a verify ran on. */
+export interface VerifyInput {
+  /** `text`/`dataset`/`bundled`: tokenized text (perplexity reported); `file`: --input-ids; `generated`: random ids. */
+  readonly source: 'file' | 'generated' | TextInputDescription['kind'];
+  readonly batch: number;
+  readonly seq: number;
+  /** Generated ids' seed. */
+  readonly seed?: number;
+  /** The file read (`-` for stdin); for `bundled`, the sample's path. */
+  readonly file?: string;
+  /** Text: the tokenizer.json used and how many of the text's tokens the run used. */
+  readonly tokenizer?: string;
+  readonly tokensAvailable?: number;
+  /** One line for reports, e.g. `text fixtures/a.txt (2×512 of 2156 tokens, tokenizer.json)`. */
+  readonly description: string;
+}
+
+/** Perplexity of both models on the input text (next-token NLL over every row). */
+export interface VerifyPerplexity {
+  readonly original: number;
+  readonly quantized: number;
+  /** (quantized / original − 1) × 100. */
+  readonly increasePercent: number;
+  readonly predictions: number;
+}
+
 export interface VerifyReport {
   readonly original: string;
   readonly quantized: string;
   readonly architecture: string;
   readonly device: Device;
-  readonly input: { readonly source: 'file' | 'generated'; readonly batch: number; readonly seq: number; readonly seed?: number };
+  readonly input: VerifyInput;
   readonly model: LogitMetrics;
+  /** Present when the input is text. */
+  readonly perplexity?: VerifyPerplexity;
   readonly linears: readonly LinearReport[];
   /** Quantized linears no activation reached (experts no token was routed to). */
   readonly notReached: readonly string[];
+  /** Every FP8 tensor of the quantized checkpoint that no comparison ran (coverage.ts); non-empty fails unless allowed. */
+  readonly unverified: readonly string[];
+  /** FP8 modules fp8q keeps in high precision (lm_head, embeddings, routers) while the original does. */
+  readonly keptModules: readonly string[];
   readonly summary: {
     readonly linearsCompared: number;
     readonly maxRelativeError: number;
@@ -89,19 +128,6 @@ function checkpointBytes(runner: ModelRunner): number {
   return n;
 }
 
-function checkCompatible(o: ModelRunner, q: ModelRunner): void {
-  const a = o.spec;
-  const b = q.spec;
-  const diffs: string[] = [];
-  if (a.family !== b.family) diffs.push(`architecture ${a.label} vs ${b.label}`);
-  if (a.numLayers !== b.numLayers) diffs.push(`num_hidden_layers ${a.numLayers} vs ${b.numLayers}`);
-  if (a.hiddenSize !== b.hiddenSize) diffs.push(`hidden_size ${a.hiddenSize} vs ${b.hiddenSize}`);
-  if (a.vocabSize !== b.vocabSize) diffs.push(`vocab_size ${a.vocabSize} vs ${b.vocabSize}`);
-  if (diffs.length > 0) {
-    throw new CheckpointError(`${q.checkpoint.dir} is not a conversion of ${o.checkpoint.dir}: ${diffs.join(', ')}`);
-  }
-}
-
 export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyReport> {
   const t0 = performance.now();
   const emit = opts.onEvent ?? (() => undefined);
@@ -115,7 +141,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
   let quantized: ModelRunner | undefined;
   try {
     quantized = await ModelRunner.open(opts.quantized, runnerOptions);
-    checkCompatible(original, quantized);
+    await checkCheckpointPair(original, quantized);
     const spec = original.spec;
     const seed = opts.seed ?? DEFAULT_VERIFY_SEED;
     const input = opts.input ?? generateInputIds(spec.vocabSize, opts.tokens ?? DEFAULT_VERIFY_TOKENS, seed);
@@ -129,8 +155,31 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     for (let layer = 0; layer < spec.numLayers; layer++) {
       emit({ type: 'layer', index: layer, count: spec.numLayers });
       const ro = await original.runLayer(layer, ho, shape, { capture: true });
-      const rq = await quantized.runLayer(layer, hq, shape, { probes: ro.captures });
-      for (const module of layerLinears(quantized.plan(layer))) {
+      const plan = quantized.plan(layer);
+      const attention = plan.attention;
+      const split = attention.kind === 'mla' && spec.attention.kind === 'mla' ? mlaSplitTensors((n) => quantized!.checkpoint.has(n), attention) : undefined;
+      const originalScope = original.weights.scope();
+      const quantizedScope = quantized.weights.scope();
+      let rq;
+      let splitModules: { name: string; rows: number }[] = [];
+      try {
+        const extra =
+          split && attention.kind === 'mla' && spec.attention.kind === 'mla'
+            ? await mlaSplitProbes(spec.attention, attention, split, ro.captures, originalScope, quantizedScope)
+            : undefined;
+        splitModules = extra?.modules ?? [];
+        rq = await quantized.runLayer(layer, hq, shape, { probes: ro.captures, ...(extra ? { extraProbes: extra.probes } : {}) });
+      } finally {
+        originalScope.close();
+        quantizedScope.close();
+      }
+      for (const m of splitModules) {
+        const ref = rq.probeOutputs.get(`${m.name}${REFERENCE_SUFFIX}`);
+        const out = rq.probeOutputs.get(m.name);
+        if (ref === undefined || out === undefined) continue;
+        linears.push({ module: m.name, layer, rows: m.rows, ...compareTensors(ref, out) });
+      }
+      for (const module of layerLinears(plan)) {
         if (!quantized.isFp8Linear(module)) continue;
         const capture = ro.captures.get(module);
         const out = rq.probeOutputs.get(module);
@@ -158,21 +207,45 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     await original.sessions.clear();
     await quantized.sessions.clear();
     const tokens = shape.batch * shape.seq;
-    const model = compareLogits(await original.head(ho, tokens), await quantized.head(hq, tokens), spec.vocabSize);
+    const logitsO = await original.head(ho, tokens);
+    const logitsQ = await quantized.head(hq, tokens);
+    const model = compareLogits(logitsO, logitsQ, spec.vocabSize);
+    let ppl: VerifyPerplexity | undefined;
+    if (opts.inputSource?.kind === 'text') {
+      const po = perplexity(logitsO, input.ids, shape.batch, shape.seq, spec.vocabSize);
+      const pq = perplexity(logitsQ, input.ids, shape.batch, shape.seq, spec.vocabSize);
+      ppl = { original: po.perplexity, quantized: pq.perplexity, increasePercent: (pq.perplexity / po.perplexity - 1) * 100, predictions: po.predictions };
+    }
+    const unverified = unverifiedTensors(quantized.checkpoint, new Set(linears.map((l) => l.module)));
+    const keptModules = quantizedKeptModules(original.checkpoint, quantized.checkpoint, spec.routing !== undefined);
 
     let worst: LinearReport | undefined;
     for (const l of linears) if (worst === undefined || !(l.relativeError <= worst.relativeError)) worst = l;
-    const failures = evaluateGates({ meanKl: model.meanKl, top1Agreement: model.top1Agreement, linears }, gates);
+    const failures = evaluateGates(
+      {
+        meanKl: model.meanKl,
+        top1Agreement: model.top1Agreement,
+        linears,
+        ...(ppl === undefined ? {} : { pplIncreasePercent: ppl.increasePercent }),
+        unverified,
+        allowUnverified: opts.allowUnverified === true,
+        keptModules,
+      },
+      gates,
+    );
     const clipping = summarizeClipping(linears);
     return {
       original: opts.original,
       quantized: opts.quantized,
       architecture: spec.label,
       device,
-      input: opts.input ? { source: 'file', batch: shape.batch, seq: shape.seq } : { source: 'generated', batch: shape.batch, seq: shape.seq, seed },
+      input: describeInput(opts, shape, seed),
       model,
+      ...(ppl === undefined ? {} : { perplexity: ppl }),
       linears,
       notReached,
+      unverified,
+      keptModules,
       summary: {
         linearsCompared: linears.length,
         maxRelativeError: worst?.relativeError ?? 0,
@@ -192,4 +265,25 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     await original.close();
     await quantized?.close();
   }
+}
+
+function describeInput(opts: VerifyOptions, shape: BatchShape, seed: number): VerifyInput {
+  const dims = `${shape.batch}×${shape.seq} tokens`;
+  const src = opts.inputSource;
+  if (!opts.input) return { source: 'generated', batch: shape.batch, seq: shape.seq, seed, description: `random ids, ${dims}, seed ${seed}` };
+  if (src?.kind === 'text') {
+    const t = src.text;
+    const what = t.kind === 'bundled' ? 'bundled English sample' : t.kind === 'dataset' ? `dataset ${t.file}` : `text ${t.file === '-' ? 'stdin' : t.file}`;
+    return {
+      source: t.kind,
+      batch: shape.batch,
+      seq: shape.seq,
+      file: t.file,
+      tokenizer: t.tokenizer,
+      tokensAvailable: t.tokensAvailable,
+      description: `${what}, ${dims} of its ${t.tokensAvailable}`,
+    };
+  }
+  const file = src?.kind === 'file' ? src.file : undefined;
+  return { source: 'file', batch: shape.batch, seq: shape.seq, ...(file === undefined ? {} : { file }), description: `ids ${file ?? 'given'}, ${dims}` };
 }
