@@ -1,13 +1,21 @@
 // Accuracy gates of `fp8q verify`: limits a sound block-scale FP8 conversion stays within and a
-// broken one (a wrong scale, swapped or mislabelled weights) does not. Defaults come from the
-// bundled fixtures (README "fp8q verify"), E4M3 128×128, the fixtures' token ids and seeds 0–12:
-// - per-linear relative error 0.034–0.041 (SQNR 27.8–29.4 dB, cosine ≥ 0.9992) when sound;
-//   one weight_scale_inv ×4 gives 3.0 on its linear, two swapped experts ≈ 1.4 on each;
-// - mean KL 2e-4 – 2.4e-3 when sound;
-// - top-1 agreement 0.66–0.96 when sound: the fixtures are random-initialised, their next-token
-//   distributions nearly flat, so top-1 flips on near-ties. Real models on real text agree on
-//   ≥ 0.95; the default only catches a model that is broken outright (agreement near 1/vocab).
-// The per-linear gate is the sharp one: it compares each linear on identical inputs.
+// broken one (a wrong scale, swapped, transposed or zeroed weights) does not. Defaults come from
+// measurements (README "Gates"): the really trained stories260K on children's stories (its
+// domain), other English text, the bundled sample and random ids, and the random-initialised
+// fixtures on their ids, for E4M3 128×128, ue8m0, 64×64, static activations and
+// compressed-tensors (sound), E5M2 (sound, coarser), and damaged conversions:
+// - per-linear relative error: sound E4M3 0.011–0.060, E5M2 ≤ 0.11; damaged ≥ 0.51 (one scale ×4:
+//   3.0, a transposed block 1.07, a zeroed block 1.0, swapped experts ≈ 1.4) → 0.15. This is the
+//   sharp gate: each linear runs the original's activations, so it names the damaged linear;
+// - mean KL: sound E4M3 0.010–0.030 (a 260k-parameter model is the worst case seen; the fixtures
+//   2e-4–2.4e-3), E5M2 ≤ 0.113; damaged ≥ 0.36 → 0.15, a backstop for damage outside the quantized
+//   linears (norms, embeddings);
+// - perplexity increase on text: sound E4M3 −0.1 to +2.1 %, E5M2 ≤ 6.4 %; damaged ≥ +48 % → 10 %;
+// - top-1 agreement: sound ≥ 0.84 on the trained model (0.66 on the random fixtures, whose
+//   next-token distributions are nearly flat), damaged 0.25–0.66: it cannot tell the two apart,
+//   so 0.5 only catches a model that is broken outright.
+// Coverage failures (an FP8 tensor not run; a final projection, embedding or router quantized
+// that fp8q keeps) are not thresholds: see coverage.ts.
 
 export interface Gates {
   /** Largest mean (over tokens) KL(original ‖ quantized), nats. */
@@ -21,10 +29,10 @@ export interface Gates {
 }
 
 export const DEFAULT_GATES: Gates = {
-  maxKl: 0.1,
+  maxKl: 0.15,
   minTop1: 0.5,
   maxLayerRelError: 0.15,
-  maxPplIncrease: 5,
+  maxPplIncrease: 10,
 };
 
 export type GateName = 'max-kl' | 'min-top1' | 'max-layer-rel-error' | 'max-ppl-increase' | 'unverified' | 'kept-module';
