@@ -53,7 +53,7 @@ for (const name of FIXTURE_MODELS) {
 }
 
 function failedLinears(r: VerifyReport): string[] {
-  return r.failures.filter((f) => f.gate === 'max-layer-rel-error').map((f) => f.subject).sort();
+  return r.failures.filter((f) => f.gate === 'max-layer-rel-error' || f.gate === 'max-layer-error-ratio').map((f) => f.subject).sort();
 }
 
 test('llama: one weight_scale_inv ×4 fails verify and names that linear only', async () => {
@@ -64,7 +64,11 @@ test('llama: one weight_scale_inv ×4 fails verify and names that linear only', 
   assert.deepEqual(failedLinears(r), ['model.layers.1.mlp.down_proj']);
   const bad = r.linears.find((l) => l.module === 'model.layers.1.mlp.down_proj')!;
   assert.ok(Math.abs(bad.relativeError - 3) < 0.1, `×4 scale gives relative error ≈ 3, got ${bad.relativeError}`);
-  assert.match(r.failures.find((f) => f.gate === 'max-layer-rel-error')!.message, /^model\.layers\.1\.mlp\.down_proj: relative error .* exceeds --max-layer-rel-error 0\.15$/);
+  assert.ok(Math.abs(bad.errorRatio! - bad.relativeError / bad.floorError!) < 1e-12 && bad.errorRatio! > 50, `ratio ${bad.errorRatio}`);
+  assert.match(
+    r.failures.find((f) => f.gate === 'max-layer-error-ratio')!.message,
+    /^model\.layers\.1\.mlp\.down_proj: relative error 3\.\d+ is \d+\.\d+× its FP8 floor 0\.0\d+ \(the original weights re-quantized the same way\), over --max-layer-error-ratio 2$/,
+  );
 });
 
 test('deepseek_v3: a ×4 scale on the edge-block kv_a_proj_with_mqa (160 rows) is found', async () => {

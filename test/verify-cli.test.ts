@@ -90,7 +90,7 @@ test('verify prints a table and passes a sound conversion with exit code 0', () 
   const r = results[1]!;
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /mean KL .* top-1 agreement/);
-  assert.match(r.stdout, /^\s+0\s+self_attn\.q_proj\s+48\s+0\.0\d+\s+0\.99\d+\s+2\d\.\d$/m);
+  assert.match(r.stdout, /^\s+0\s+self_attn\.q_proj\s+48\s+0\.0\d+\s+1\.00\s+0\.99\d+\s+2\d\.\d$/m);
   assert.match(r.stdout, /^PASS: 14 quantized linears compared/m);
 });
 
@@ -109,12 +109,12 @@ test('a failed gate exits with code 3 and names the damaged layer, in the table 
   const r = results[3]!;
   assert.equal(r.code, 3);
   assert.match(r.stdout, /^\s+0\s+self_attn\.v_proj\s+48\s+2\.9\d+ .*FAIL$/m);
-  assert.match(r.stderr, /^fp8q: verify failed: model\.layers\.0\.self_attn\.v_proj: relative error 2\.9\d+ exceeds --max-layer-rel-error 0\.15/m);
+  assert.match(r.stderr, /^fp8q: verify failed: model\.layers\.0\.self_attn\.v_proj: relative error 2\.9\d+ is \d+\.\d+× its FP8 floor 0\.0\d+ .*over --max-layer-error-ratio 2/m);
   const json = results[4]!;
   assert.equal(json.code, 3);
   const doc = JSON.parse(json.stdout) as { passed: boolean; failures: { gate: string; subject: string }[] };
   assert.equal(doc.passed, false);
-  assert.ok(doc.failures.some((f) => f.gate === 'max-layer-rel-error' && f.subject === 'model.layers.0.self_attn.v_proj'));
+  assert.ok(doc.failures.some((f) => f.gate === 'max-layer-error-ratio' && f.subject === 'model.layers.0.self_attn.v_proj'));
 });
 
 test('bad flags exit with code 2 and one line saying what is wrong', () => {

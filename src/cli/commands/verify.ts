@@ -22,6 +22,7 @@ export interface VerifyFlags extends TextInputFlags {
   minTop1?: string;
   maxLayerRelError?: string;
   maxPplIncrease?: string;
+  maxLayerErrorRatio?: string;
   allowUnverified?: boolean;
   json?: boolean;
   quiet?: boolean;
@@ -43,6 +44,8 @@ function parseGates(flags: VerifyFlags): Partial<Gates> {
   const maxRel = parseNumber('--max-layer-rel-error', flags.maxLayerRelError, 0, Infinity);
   const maxPpl = parseNumber('--max-ppl-increase', flags.maxPplIncrease, 0, Infinity);
   if (maxPpl !== undefined) gates.maxPplIncrease = maxPpl;
+  const maxRatio = parseNumber('--max-layer-error-ratio', flags.maxLayerErrorRatio, 1, Infinity);
+  if (maxRatio !== undefined) gates.maxLayerErrorRatio = maxRatio;
   if (maxKl !== undefined) gates.maxKl = maxKl;
   if (minTop1 !== undefined) gates.minTop1 = minTop1;
   if (maxRel !== undefined) gates.maxLayerRelError = maxRel;
@@ -136,6 +139,8 @@ interface TableRow {
   readonly minCosine: number;
   readonly minSqnr: number;
   readonly failed: boolean;
+  /** Largest error / FP8 floor among the row's linears (undefined: none has a floor). */
+  readonly maxRatio: number | undefined;
   /** Static activation scheme: the highest clipping rate among the row's linears. */
   readonly clipRate: number | undefined;
 }
@@ -144,7 +149,7 @@ const EXPERT = /^(.*\.experts)\.(\d+)\.([^.]+)$/;
 
 /** One row per linear; a layer's experts are folded into one row per projection (worst shown). */
 function tableRows(report: VerifyReport): TableRow[] {
-  const limit = report.gates.maxLayerRelError;
+  const failedModules = new Set(report.failures.filter((f) => f.gate === 'max-layer-rel-error' || f.gate === 'max-layer-error-ratio').map((f) => f.subject));
   const groups = new Map<string, { layer: number; name: string; experts: boolean; members: LinearReport[] }>();
   for (const l of report.linears) {
     const local = l.module.replace(/^model\.layers\.\d+\./, '');
@@ -168,7 +173,8 @@ function tableRows(report: VerifyReport): TableRow[] {
       worst,
       minCosine: Math.min(...g.members.map((l) => l.cosine)),
       minSqnr: Math.min(...g.members.map((l) => l.sqnrDb)),
-      failed: g.members.some((l) => !(l.relativeError <= limit)),
+      failed: g.members.some((l) => failedModules.has(l.module)),
+      maxRatio: g.members.some((l) => l.errorRatio !== undefined) ? Math.max(...g.members.map((l) => l.errorRatio ?? 0)) : undefined,
       clipRate: g.members.some((l) => l.clipping) ? Math.max(...g.members.map((l) => l.clipping?.rate ?? 0)) : undefined,
     };
   });
@@ -194,10 +200,11 @@ export function renderReport(report: VerifyReport): string {
   const rows = tableRows(report);
   const nameWidth = Math.max(6, ...rows.map((r) => r.name.length));
   const clip = report.clipping !== undefined;
-  out.push(`layer  ${'linear'.padEnd(nameWidth)}  ${'rows'.padStart(6)}  rel. error    cosine   SQNR dB${clip ? '   clipped' : ''}`);
+  out.push(`layer  ${'linear'.padEnd(nameWidth)}  ${'rows'.padStart(6)}  rel. error   × floor    cosine   SQNR dB${clip ? '   clipped' : ''}`);
   for (const r of rows) {
     out.push(
       `${String(r.layer).padStart(5)}  ${r.name.padEnd(nameWidth)}  ${r.rows.padStart(6)}  ${sci(r.worst.relativeError).padStart(10)}  ` +
+        `${(r.maxRatio === undefined ? '-' : r.maxRatio.toFixed(2)).padStart(8)}  ` +
         `${r.minCosine.toFixed(5).padStart(8)}  ${db(r.minSqnr).padStart(8)}${clip ? `  ${percent(r.clipRate).padStart(8)}` : ''}${r.failed ? '  FAIL' : ''}`,
     );
   }
@@ -221,6 +228,7 @@ export function renderReport(report: VerifyReport): string {
   out.push(
     `gates   max-kl ${g.maxKl}: ${mark('max-kl')}   min-top1 ${g.minTop1}: ${mark('min-top1')}   ` +
       `${p ? `max-ppl-increase ${g.maxPplIncrease}%: ${mark('max-ppl-increase')}   ` : ''}` +
+      `max-layer-error-ratio ${g.maxLayerErrorRatio}: ${mark('max-layer-error-ratio')}   ` +
       `max-layer-rel-error ${g.maxLayerRelError}: ${mark('max-layer-rel-error')} (worst ${sci(report.summary.maxRelativeError)}` +
       `${report.summary.worstLinear ? `, ${report.summary.worstLinear}` : ''})`,
   );

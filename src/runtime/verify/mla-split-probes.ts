@@ -16,13 +16,14 @@ import { widenToFloat32 } from '../../fp8/dtypes.js';
 import type { MlaAttentionSpec } from '../models/config.js';
 import type { MlaPlan } from '../models/layer-plan.js';
 import type { ExtraProbe, LayerCaptures } from '../models/runner.js';
-import type { DenseLinear, WeightScope } from '../models/weights.js';
+import type { DenseLinear, Fp8Linear, LinearWeight, WeightScope } from '../models/weights.js';
+import { floorLinear, FLOOR_SUFFIX, settingsOf } from './fp8-floor.js';
 
 export const REFERENCE_SUFFIX = '#reference';
 
 export interface MlaSplitProbes {
   readonly probes: ExtraProbe[];
-  /** Module names of the compared heads (each has a `${name}${REFERENCE_SUFFIX}` reference probe). */
+  /** Module names of the compared heads (each has `${name}${REFERENCE_SUFFIX}` and `${name}${FLOOR_SUFFIX}` probes). */
   readonly modules: { readonly name: string; readonly rows: number }[];
 }
 
@@ -76,11 +77,17 @@ export async function mlaSplitProbes(
     const qNope = columns(qCap.output, rows, heads * (nope + rope), h * (nope + rope), nope);
     const ukName = `${tensors.wUk}.${h}`;
     const uvName = `${tensors.wUv}.${h}`;
+    const qUk = await quantizedScope.stackedExpert(tensors.wUk, h);
+    const qUv = await quantizedScope.stackedExpert(tensors.wUv, h);
+    const floor = (name: string, w: LinearWeight, values: Float32Array, n: number, k: number, input: Float32Array, r: number): ExtraProbe[] =>
+      w.kind === 'fp8' ? [{ name: `${name}${FLOOR_SUFFIX}`, w: floorLinear(`${name}${FLOOR_SUFFIX}`, values, n, k, settingsOf(w as Fp8Linear)), input, rows: r }] : [];
     probes.push(
-      { name: ukName, w: await quantizedScope.stackedExpert(tensors.wUk, h), input: qNope, rows },
-      { name: `${ukName}${REFERENCE_SUFFIX}`, w: denseF32(ukName, uk, lora, nope), input: qNope, rows },
-      { name: uvName, w: await quantizedScope.stackedExpert(tensors.wUv, h), input: kvCap.input, rows: kvCap.rows },
-      { name: `${uvName}${REFERENCE_SUFFIX}`, w: denseF32(uvName, uv, v, lora), input: kvCap.input, rows: kvCap.rows },
+      { name: ukName, w: qUk, input: qNope, rows },
+      { name: `${ukName}${REFERENCE_SUFFIX}`, w: denseF32(`${ukName}${REFERENCE_SUFFIX}`, uk, lora, nope), input: qNope, rows },
+      ...floor(ukName, qUk, uk, lora, nope, qNope, rows),
+      { name: uvName, w: qUv, input: kvCap.input, rows: kvCap.rows },
+      { name: `${uvName}${REFERENCE_SUFFIX}`, w: denseF32(`${uvName}${REFERENCE_SUFFIX}`, uv, v, lora), input: kvCap.input, rows: kvCap.rows },
+      ...floor(uvName, qUv, uv, v, lora, kvCap.input, kvCap.rows),
     );
     modules.push({ name: ukName, rows }, { name: uvName, rows: kvCap.rows });
   }

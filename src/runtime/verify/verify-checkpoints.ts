@@ -23,9 +23,12 @@ import { compareLogits, compareTensors, perplexity, type LogitMetrics } from './
 import { checkCheckpointPair } from './checkpoint-pair.js';
 import { quantizedKeptModules, unverifiedTensors } from './coverage.js';
 import { mlaSplitProbes, mlaSplitTensors, REFERENCE_SUFFIX } from './mla-split-probes.js';
+import { floorProbes, FLOOR_SUFFIX } from './fp8-floor.js';
 import type { TextInputDescription } from '../text-input.js';
 
 export const DEFAULT_VERIFY_TOKENS = 32;
+/** Floors below this are taken as this: an error ratio over a (near) exact floor would be noise. */
+export const FLOOR_EPSILON = 1e-3;
 export const DEFAULT_VERIFY_SEED = 0;
 
 export interface VerifyOptions {
@@ -58,6 +61,14 @@ export interface LinearReport {
   readonly relativeError: number;
   readonly cosine: number;
   readonly sqnrDb: number;
+  /**
+   * Relative error of the original weights re-quantized the same way (block, FP8 format, scale
+   * format; dynamic activations) on the same input: the FP8 floor (fp8-floor.ts). Absent for
+   * stacked / fused 3-D experts.
+   */
+  readonly floorError?: number;
+  /** relativeError / max(floorError, FLOOR_EPSILON): 1 for a conversion as good as FP8 allows. */
+  readonly errorRatio?: number;
   /** Static activation scheme: its input values beyond the calibrated range (activation-clipping.ts). */
   readonly clipping?: LinearClipping;
 }
@@ -168,7 +179,13 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
             ? await mlaSplitProbes(spec.attention, attention, split, ro.captures, originalScope, quantizedScope)
             : undefined;
         splitModules = extra?.modules ?? [];
-        rq = await quantized.runLayer(layer, hq, shape, { probes: ro.captures, ...(extra ? { extraProbes: extra.probes } : {}) });
+        const fp8Modules = layerLinears(plan).filter((m) => quantized!.isFp8Linear(m));
+        const q = quantized;
+        const floors = await floorProbes(fp8Modules, ro.captures, { checkpoint: original.checkpoint, scope: originalScope }, {
+          checkpoint: q.checkpoint,
+          blockFor: (m, n, k, sh) => q.weights.blockFor(m, n, k, sh),
+        });
+        rq = await quantized.runLayer(layer, hq, shape, { probes: ro.captures, extraProbes: [...(extra?.probes ?? []), ...floors] });
       } finally {
         originalScope.close();
         quantizedScope.close();
@@ -177,7 +194,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
         const ref = rq.probeOutputs.get(`${m.name}${REFERENCE_SUFFIX}`);
         const out = rq.probeOutputs.get(m.name);
         if (ref === undefined || out === undefined) continue;
-        linears.push({ module: m.name, layer, rows: m.rows, ...compareTensors(ref, out) });
+        linears.push({ module: m.name, layer, rows: m.rows, ...compareTensors(ref, out), ...floorOf(ref, rq.probeOutputs.get(`${m.name}${FLOOR_SUFFIX}`), out) });
       }
       for (const module of layerLinears(plan)) {
         if (!quantized.isFp8Linear(module)) continue;
@@ -193,6 +210,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
           layer,
           rows: capture.rows,
           ...compareTensors(capture.output, out),
+          ...floorOf(capture.output, rq.probeOutputs.get(`${module}${FLOOR_SUFFIX}`), out),
           ...(staticScale === undefined ? {} : { clipping: linearClipping(capture.input, capture.rows, staticScale) }),
         });
       }
@@ -286,4 +304,12 @@ function describeInput(opts: VerifyOptions, shape: BatchShape, seed: number): Ve
   }
   const file = src?.kind === 'file' ? src.file : undefined;
   return { source: 'file', batch: shape.batch, seq: shape.seq, ...(file === undefined ? {} : { file }), description: `ids ${file ?? 'given'}, ${dims}` };
+}
+
+/** floorError and errorRatio of a linear whose floor probe ran. */
+function floorOf(reference: Float32Array, floor: Float32Array | undefined, actual: Float32Array): { floorError?: number; errorRatio?: number } {
+  if (floor === undefined) return {};
+  const floorError = compareTensors(reference, floor).relativeError;
+  const error = compareTensors(reference, actual).relativeError;
+  return { floorError, errorRatio: error / Math.max(floorError, FLOOR_EPSILON) };
 }
