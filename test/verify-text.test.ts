@@ -257,3 +257,23 @@ test('--mla-split: w_uk/w_uv of every head are run and compared; a ×4 scale on 
     );
   }
 });
+
+test('a zeroed block of a large weight is found by its row block, where the whole output hides it', async () => {
+  const fine = join(work, 'llama-16');
+  await convertCheckpoint({ input: modelDir('llama'), output: fine, block: { bn: 16, bk: 16 } });
+  const damaged = join(work, 'llama-16-zero');
+  const module = 'model.layers.1.mlp.down_proj'; // [256, 512]: 16 × 32 blocks of 16×16
+  await copyCheckpointWithEdits(fine, damaged, (t) => {
+    const w = t.get(`${module}.weight`)!;
+    for (let r = 0; r < 16; r++) w.bytes.fill(0, r * 512 + 32, r * 512 + 48);
+  });
+  const input = await readInputIds(join(MODELS, 'llama.logits.safetensors'));
+  const r = await verifyCheckpoints({ original: modelDir('llama'), quantized: damaged, input, device: testDevice() });
+  const hit = r.linears.find((l) => l.module === module)!;
+  assert.ok(hit.relativeError / hit.floorError! < 2, `whole output: ${hit.relativeError} vs floor ${hit.floorError}`);
+  assert.ok(hit.errorRatio! > 3, `row block: ratio ${hit.errorRatio}`);
+  assert.deepEqual(
+    r.failures.filter((f) => f.gate === 'max-layer-error-ratio').map((f) => f.subject),
+    [module],
+  );
+});

@@ -173,6 +173,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       const quantizedScope = quantized.weights.scope();
       let rq;
       let splitModules: { name: string; rows: number }[] = [];
+      const floorRows = new Map<string, number>();
       try {
         const extra =
           split && attention.kind === 'mla' && spec.attention.kind === 'mla'
@@ -185,7 +186,9 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
           checkpoint: q.checkpoint,
           blockFor: (m, n, k, sh) => q.weights.blockFor(m, n, k, sh),
         });
-        rq = await quantized.runLayer(layer, hq, shape, { probes: ro.captures, extraProbes: [...(extra?.probes ?? []), ...floors] });
+        const extraProbes = [...(extra?.probes ?? []), ...floors];
+        for (const p of extraProbes) if (p.name.endsWith(FLOOR_SUFFIX) && p.w.kind === 'fp8') floorRows.set(p.name, p.w.block.bn);
+        rq = await quantized.runLayer(layer, hq, shape, { probes: ro.captures, extraProbes });
       } finally {
         originalScope.close();
         quantizedScope.close();
@@ -194,7 +197,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
         const ref = rq.probeOutputs.get(`${m.name}${REFERENCE_SUFFIX}`);
         const out = rq.probeOutputs.get(m.name);
         if (ref === undefined || out === undefined) continue;
-        linears.push({ module: m.name, layer, rows: m.rows, ...compareTensors(ref, out), ...floorOf(ref, rq.probeOutputs.get(`${m.name}${FLOOR_SUFFIX}`), out) });
+        linears.push({ module: m.name, layer, rows: m.rows, ...compareTensors(ref, out), ...floorOf(ref, rq.probeOutputs.get(`${m.name}${FLOOR_SUFFIX}`), out, m.rows, floorRows.get(`${m.name}${FLOOR_SUFFIX}`)) });
       }
       for (const module of layerLinears(plan)) {
         if (!quantized.isFp8Linear(module)) continue;
@@ -210,7 +213,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
           layer,
           rows: capture.rows,
           ...compareTensors(capture.output, out),
-          ...floorOf(capture.output, rq.probeOutputs.get(`${module}${FLOOR_SUFFIX}`), out),
+          ...floorOf(capture.output, rq.probeOutputs.get(`${module}${FLOOR_SUFFIX}`), out, capture.rows, floorRows.get(`${module}${FLOOR_SUFFIX}`)),
           ...(staticScale === undefined ? {} : { clipping: linearClipping(capture.input, capture.rows, staticScale) }),
         });
       }
@@ -306,10 +309,41 @@ function describeInput(opts: VerifyOptions, shape: BatchShape, seed: number): Ve
   return { source: 'file', batch: shape.batch, seq: shape.seq, ...(file === undefined ? {} : { file }), description: `ids ${file ?? 'given'}, ${dims}` };
 }
 
-/** floorError and errorRatio of a linear whose floor probe ran. */
-function floorOf(reference: Float32Array, floor: Float32Array | undefined, actual: Float32Array): { floorError?: number; errorRatio?: number } {
+/**
+ * floorError (whole output) and errorRatio of a linear whose floor probe ran: the largest ratio
+ * over the whole output and each group of `bn` output columns (one row block of the weight), so
+ * damage to one block of a large matrix is not averaged away by the blocks around it (a zeroed
+ * 128×128 block of a 4096×4096 weight moves the whole output's error by ~25 %, its row block's ~4×).
+ */
+function floorOf(
+  reference: Float32Array,
+  floor: Float32Array | undefined,
+  actual: Float32Array,
+  rows: number,
+  bn: number | undefined,
+): { floorError?: number; errorRatio?: number } {
   if (floor === undefined) return {};
   const floorError = compareTensors(reference, floor).relativeError;
-  const error = compareTensors(reference, actual).relativeError;
-  return { floorError, errorRatio: error / Math.max(floorError, FLOOR_EPSILON) };
+  let ratio = compareTensors(reference, actual).relativeError / Math.max(floorError, FLOOR_EPSILON);
+  const n = rows > 0 ? reference.length / rows : 0;
+  if (bn !== undefined && n > bn) {
+    for (let c0 = 0; c0 < n; c0 += bn) {
+      const c1 = Math.min(n, c0 + bn);
+      let ref2 = 0;
+      let err2 = 0;
+      let floor2 = 0;
+      for (let r = 0; r < rows; r++) {
+        for (let i = r * n + c0, end = r * n + c1; i < end; i++) {
+          const x = reference[i]!;
+          ref2 += x * x;
+          err2 += (actual[i]! - x) ** 2;
+          floor2 += (floor[i]! - x) ** 2;
+        }
+      }
+      if (ref2 === 0) continue;
+      const blockFloor = Math.max(Math.sqrt(floor2 / ref2), FLOOR_EPSILON);
+      ratio = Math.max(ratio, Math.sqrt(err2 / ref2) / blockFloor);
+    }
+  }
+  return { floorError, errorRatio: ratio };
 }
