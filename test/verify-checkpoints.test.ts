@@ -64,7 +64,7 @@ test('llama: one weight_scale_inv ×4 fails verify and names that linear only', 
   assert.deepEqual(failedLinears(r), ['model.layers.1.mlp.down_proj']);
   const bad = r.linears.find((l) => l.module === 'model.layers.1.mlp.down_proj')!;
   assert.ok(Math.abs(bad.relativeError - 3) < 0.1, `×4 scale gives relative error ≈ 3, got ${bad.relativeError}`);
-  assert.ok(Math.abs(bad.errorRatio! - bad.relativeError / bad.floorError!) < 1e-12 && bad.errorRatio! > 50, `ratio ${bad.errorRatio}`);
+  assert.ok(bad.errorRatio! >= bad.relativeError / bad.floorError! - 1e-9 && bad.errorRatio! > 50, `ratio ${bad.errorRatio}`);
   assert.match(
     r.failures.find((f) => f.gate === 'max-layer-error-ratio')!.message,
     /^model\.layers\.1\.mlp\.down_proj: relative error [23]\.\d+ is \d+\.\d+× its FP8 floor 0\.0\d+ \(the original weights re-quantized the same way\), over --max-layer-error-ratio 2$/,
