@@ -115,7 +115,9 @@ export async function floorProbes(
     const [n, k] = w.weight.shape as [number, number];
     // Its own module name: graphs cache weight values by module.
     const floor = floorLinear(`${module}${FLOOR_SUFFIX}`, originalValues(w), n, k, settings);
-    probes.push({ name: `${module}${FLOOR_SUFFIX}`, w: w.bias === undefined ? floor : { ...floor, bias: w.bias }, input: capture.input, rows: capture.rows });
+    // The bias is copied: the scope's buffers go back to the pool when it closes, before the probe runs.
+    const bias = w.bias === undefined ? undefined : { ...w.bias, bytes: w.bias.bytes.slice() };
+    probes.push({ name: `${module}${FLOOR_SUFFIX}`, w: { ...floor, bias }, input: capture.input, rows: capture.rows });
   }
   return probes;
 }

@@ -11,11 +11,11 @@
 
 import { performance } from 'node:perf_hooks';
 import type { BatchShape } from '../models/layer-graphs.js';
-import { layerLinears } from '../models/layer-plan.js';
+import { layerLinears, type LayerPlan } from '../models/layer-plan.js';
 import { HostBufferPool } from '../models/buffer-pool.js';
-import { ModelRunner } from '../models/runner.js';
+import { ModelRunner, type ExtraProbe, type LayerCaptures } from '../models/runner.js';
 import { generateInputIds, type TokenBatch } from '../models/token-ids.js';
-import { WeightAccounting } from '../models/weights.js';
+import { WeightAccounting, type WeightScope } from '../models/weights.js';
 import type { Device } from '../session.js';
 import { linearClipping, staticActivationScaleOf, summarizeClipping, type ClippingSummary, type LinearClipping } from './activation-clipping.js';
 import { DEFAULT_GATES, evaluateGates, type GateFailure, type Gates } from './gates.js';
@@ -133,6 +133,46 @@ export interface VerifyReport {
   readonly seconds: number;
 }
 
+interface LayerExtraProbes {
+  readonly probes: ExtraProbe[];
+  /** MLA w_uk/w_uv heads compared (with reference and floor probes). */
+  readonly splitModules: readonly { readonly name: string; readonly rows: number }[];
+  /** Floor probe name → its block's bn (row blocks of the floor ratio). */
+  readonly floorRows: ReadonlyMap<string, number>;
+}
+
+/**
+ * A quantized layer's probes beyond its own linears: MLA split heads (when it has w_uk/w_uv) and
+ * the FP8 floor of every FP8 linear. The original's weights are read in a scope of their own,
+ * closed before the layer runs: the probes hold fresh copies, so they do not add to the peak.
+ */
+async function layerExtraProbes(
+  original: ModelRunner,
+  quantized: ModelRunner,
+  plan: LayerPlan,
+  captures: LayerCaptures,
+  quantizedScope: WeightScope,
+): Promise<LayerExtraProbes> {
+  const originalScope = original.weights.scope();
+  try {
+    const attention = plan.attention;
+    const spec = quantized.spec.attention;
+    const split = attention.kind === 'mla' && spec.kind === 'mla' ? mlaSplitTensors((n) => quantized.checkpoint.has(n), attention) : undefined;
+    const mla = split && attention.kind === 'mla' && spec.kind === 'mla' ? await mlaSplitProbes(spec, attention, split, captures, originalScope, quantizedScope) : undefined;
+    const fp8Modules = layerLinears(plan).filter((m) => quantized.isFp8Linear(m));
+    const floors = await floorProbes(fp8Modules, captures, { checkpoint: original.checkpoint, scope: originalScope }, {
+      checkpoint: quantized.checkpoint,
+      blockFor: (m, n, k, shape) => quantized.weights.blockFor(m, n, k, shape),
+    });
+    const probes = [...(mla?.probes ?? []), ...floors];
+    const floorRows = new Map<string, number>();
+    for (const p of probes) if (p.name.endsWith(FLOOR_SUFFIX) && p.w.kind === 'fp8') floorRows.set(p.name, p.w.block.bn);
+    return { probes, splitModules: mla?.modules ?? [], floorRows };
+  } finally {
+    originalScope.close();
+  }
+}
+
 function checkpointBytes(runner: ModelRunner): number {
   let n = 0;
   for (const name of runner.checkpoint.tensorNames()) n += runner.checkpoint.info(name).byteLength;
@@ -167,32 +207,17 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       emit({ type: 'layer', index: layer, count: spec.numLayers });
       const ro = await original.runLayer(layer, ho, shape, { capture: true });
       const plan = quantized.plan(layer);
-      const attention = plan.attention;
-      const split = attention.kind === 'mla' && spec.attention.kind === 'mla' ? mlaSplitTensors((n) => quantized!.checkpoint.has(n), attention) : undefined;
-      const originalScope = original.weights.scope();
+      // Scope of the quantized checkpoint's w_uk/w_uv heads: they live in its pooled buffers until the layer has run.
       const quantizedScope = quantized.weights.scope();
       let rq;
-      let splitModules: { name: string; rows: number }[] = [];
-      const floorRows = new Map<string, number>();
+      let extra: LayerExtraProbes;
       try {
-        const extra =
-          split && attention.kind === 'mla' && spec.attention.kind === 'mla'
-            ? await mlaSplitProbes(spec.attention, attention, split, ro.captures, originalScope, quantizedScope)
-            : undefined;
-        splitModules = extra?.modules ?? [];
-        const fp8Modules = layerLinears(plan).filter((m) => quantized!.isFp8Linear(m));
-        const q = quantized;
-        const floors = await floorProbes(fp8Modules, ro.captures, { checkpoint: original.checkpoint, scope: originalScope }, {
-          checkpoint: q.checkpoint,
-          blockFor: (m, n, k, sh) => q.weights.blockFor(m, n, k, sh),
-        });
-        const extraProbes = [...(extra?.probes ?? []), ...floors];
-        for (const p of extraProbes) if (p.name.endsWith(FLOOR_SUFFIX) && p.w.kind === 'fp8') floorRows.set(p.name, p.w.block.bn);
-        rq = await quantized.runLayer(layer, hq, shape, { probes: ro.captures, extraProbes });
+        extra = await layerExtraProbes(original, quantized, plan, ro.captures, quantizedScope);
+        rq = await quantized.runLayer(layer, hq, shape, { probes: ro.captures, extraProbes: extra.probes });
       } finally {
-        originalScope.close();
         quantizedScope.close();
       }
+      const { splitModules, floorRows } = extra;
       for (const m of splitModules) {
         const ref = rq.probeOutputs.get(`${m.name}${REFERENCE_SUFFIX}`);
         const out = rq.probeOutputs.get(m.name);
