@@ -65,6 +65,9 @@ before(async () => {
     ['verify', STORIES, STORIES, '--device', 'cpu', '--quiet'],
     ['logits', STORIES, '--text', IN_DOMAIN, '--max-tokens', '300', '--seq-len', '100', '-o', join(work, 'stories-logits.safetensors'), '--device', 'cpu', '--quiet'],
     ['verify', STORIES, storiesFp8, '--text', IN_DOMAIN, '--input-ids', ids],
+    // 14–15: no input flag: the bundled sample with a tokenizer, random ids without one.
+    ['verify', STORIES, storiesFp8, '--max-tokens', '256', '--device', 'cpu', '--json'],
+    ['verify', modelDir('llama'), fp8, '--device', 'cpu', '--json'],
   ]);
 });
 
@@ -151,4 +154,18 @@ test('logits --text writes the ids it tokenized beside the logits', async () => 
   assert.deepEqual(tensors.get('input_ids')!.shape, [3, 100]);
   assert.deepEqual(tensors.get('logits')!.shape, [3, 100, 512]);
   assert.equal(new BigInt64Array(tensors.get('input_ids')!.bytes.slice().buffer)[0], 1n, 'BOS first, as the tokenizer config says');
+});
+
+test('verify without an input flag: the bundled English sample when the model has a tokenizer, random ids when not', () => {
+  const text = JSON.parse(results[14]!.stdout) as { input: { source: string; batch: number; seq: number; description: string }; perplexity: { original: number; quantized: number } };
+  assert.equal(results[14]!.code, 0, results[14]!.stderr);
+  assert.equal(text.input.source, 'bundled');
+  assert.deepEqual([text.input.batch, text.input.seq], [1, 256]);
+  assert.match(text.input.description, /^bundled English sample, 1×256 tokens of its 4110$/);
+  assert.ok(text.perplexity.original > 1 && text.perplexity.quantized > 1);
+  const ids = JSON.parse(results[15]!.stdout) as { input: { source: string }; perplexity?: unknown; unverified: string[] };
+  assert.equal(results[15]!.code, 0, results[15]!.stderr);
+  assert.equal(ids.input.source, 'generated');
+  assert.equal(ids.perplexity, undefined);
+  assert.deepEqual(ids.unverified, []);
 });

@@ -37,7 +37,13 @@ export async function readModelInput(modelDir: string, flags: TextInputFlags, op
   else if (flags.dataset !== undefined) source = { kind: 'dataset', file: flags.dataset };
   else if (opts.fallbackToRandom === true && (await hasModelTokenizer(modelDir))) source = { kind: 'bundled' };
   if (source === undefined) {
-    if (textInputFlagsGiven(flags) && opts.fallbackToRandom !== true) throw new UsageError('--seq-len, --max-samples and --max-tokens need --text or --dataset');
+    if (textInputFlagsGiven(flags)) {
+      throw new UsageError(
+        opts.fallbackToRandom === true
+          ? `--seq-len, --max-samples and --max-tokens apply to text input, and ${modelDir} has no tokenizer.json to tokenize the bundled sample: use --tokens N (random ids) or --input-ids`
+          : '--seq-len, --max-samples and --max-tokens need --text or --dataset',
+      );
+    }
     return undefined;
   }
   const seqLen = flags.seqLen === undefined ? undefined : parsePositiveInt('--seq-len', flags.seqLen);

@@ -6,8 +6,13 @@
 // layer L on ITS hidden states (for the model-level metrics) and, in the same graphs, runs the
 // original's captured inputs through its FP8 linears (probes). Each quantized linear is thus
 // compared with the original linear on identical inputs, so an error is pinned to the layer that
-// makes it, not smeared over everything downstream. Only one layer's weights (of one checkpoint)
-// and one layer's captures are held at a time. Events report progress; nothing is printed here.
+// makes it, not smeared over everything downstream. The same graphs also run each linear's FP8
+// floor (fp8-floor.ts: its original weights re-quantized the same way) and, for --mla-split
+// output, every head's w_uk/w_uv (mla-split-probes.ts). Before anything runs, the two folders
+// must be an original and its conversion (checkpoint-pair.ts); after, every FP8 tensor no
+// comparison ran is listed (coverage.ts). On text input both models' perplexity is reported.
+// Only one layer's weights (of one checkpoint) and one layer's captures are held at a time.
+// Events report progress; nothing is printed here.
 
 import { performance } from 'node:perf_hooks';
 import type { BatchShape } from '../models/layer-graphs.js';
