@@ -12,12 +12,13 @@ import { after, before, test } from 'node:test';
 
 import { logitsCommand } from '../src/cli/commands/logits.js';
 import { blockQuantize } from '../src/fp8/block-quantize.js';
-import { widenToFloat32 } from '../src/fp8/dtypes.js';
+import { narrowFromFloat32, widenToFloat32 } from '../src/fp8/dtypes.js';
 import { convertCheckpoint, type ConvertOptions } from '../src/io/convert-checkpoint.js';
 import { dequantCheckpoint } from '../src/io/dequant-checkpoint.js';
 import { readInputIds } from '../src/runtime/models/token-ids.js';
 import { BUNDLED_TEXT_FILE, readTextInput, type TextSource } from '../src/runtime/text-input.js';
 import { VerifyArgumentsError } from '../src/runtime/verify/checkpoint-pair.js';
+import { bf16FloorLinear, floorLinear, originalValues } from '../src/runtime/verify/fp8-floor.js';
 import { verifyCheckpoints, type VerifyReport } from '../src/runtime/verify/verify-checkpoints.js';
 import { copyCheckpointWithEdits, scaleF32 } from './helpers/checkpoint-edit.js';
 import { testDevice } from './helpers/device.js';
@@ -276,4 +277,22 @@ test('a zeroed block of a large weight is found by its row block, where the whol
     r.failures.filter((f) => f.gate === 'max-layer-error-ratio').map((f) => f.subject),
     [module],
   );
+});
+
+test('the FP8 floor of a BF16 weight: the WebAssembly kernel and the float32 path give the same codes and scales', () => {
+  const n = 40;
+  const k = 96;
+  const values = Float32Array.from({ length: n * k }, (_, i) => Math.sin(i * 0.37) * (1 + (i % 7)) * 0.01);
+  const bytes = narrowFromFloat32(values, 'BF16');
+  const w = { kind: 'dense' as const, module: 'm', weight: { name: 'm.weight', dtype: 'BF16' as const, shape: [n, k], bytes }, bias: undefined };
+  for (const settings of [
+    { block: { bn: 16, bk: 32 }, format: 'e4m3fn' as const, scaleFormat: 'float' as const },
+    { block: { bn: 128, bk: 128 }, format: 'e5m2' as const, scaleFormat: 'ue8m0' as const },
+  ]) {
+    const wasm = bf16FloorLinear('m', w, settings);
+    assert.ok(wasm !== undefined, 'the kernel covers this width');
+    const ref = floorLinear('m', originalValues(w), n, k, settings);
+    assert.deepEqual(wasm.weight.codes, ref.weight.codes);
+    assert.deepEqual(wasm.scaleInv.data, ref.scaleInv.data);
+  }
 });
