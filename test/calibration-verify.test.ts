@@ -73,7 +73,7 @@ test('the forward uses the scale: one shrunk 8x clips, fails its gate by name, a
   const r = await verify('llama', damaged, true);
   assert.equal(r.passed, false);
   assert.deepEqual(
-    r.failures.filter((f) => f.gate === 'max-layer-rel-error').map((f) => f.subject),
+    r.failures.filter((f) => f.gate === 'max-layer-rel-error' || f.gate === 'max-layer-error-ratio').map((f) => f.subject),
     [target],
   );
   const hit = r.linears.find((l) => l.module === target)!;

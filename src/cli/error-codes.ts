@@ -39,6 +39,10 @@ export const ERROR_CODES = {
   E_GATE_KL: { exit: 3, meaning: 'verify: the mean KL gate (--max-kl) failed, or the logits were not finite' },
   E_GATE_TOP1: { exit: 3, meaning: 'verify: the top-1 agreement gate (--min-top1) failed' },
   E_GATE_LAYER: { exit: 3, meaning: 'verify: a quantized linear exceeded --max-layer-rel-error' },
+  E_GATE_LAYER_RATIO: { exit: 3, meaning: "verify: a quantized linear's error exceeded --max-layer-error-ratio times its FP8 floor" },
+  E_GATE_PPL: { exit: 3, meaning: 'verify: the perplexity increase on text exceeded --max-ppl-increase' },
+  E_GATE_UNVERIFIED: { exit: 3, meaning: 'verify: some quantized tensors were not run (pass --allow-unverified to accept that)' },
+  E_GATE_KEPT_MODULE: { exit: 3, meaning: 'verify: a module the original keeps unquantized (lm_head, an embedding, a router) is FP8 in the quantized checkpoint' },
   E_INTERRUPTED: { exit: 130, meaning: 'SIGINT (exit 130) or SIGTERM (exit 143); partial output was removed' },
   E_INTERNAL: { exit: 1, meaning: 'a bug in fp8q; the message carries the stack, please report it' },
 } as const satisfies Readonly<Record<string, ErrorCodeInfo>>;
@@ -54,6 +58,10 @@ export const GATE_ERROR_CODES: Readonly<Record<GateName, ErrorCode>> = {
   'max-kl': 'E_GATE_KL',
   'min-top1': 'E_GATE_TOP1',
   'max-layer-rel-error': 'E_GATE_LAYER',
+  'max-layer-error-ratio': 'E_GATE_LAYER_RATIO',
+  'max-ppl-increase': 'E_GATE_PPL',
+  unverified: 'E_GATE_UNVERIFIED',
+  'kept-module': 'E_GATE_KEPT_MODULE',
 };
 
 export function isErrorCode(code: unknown): code is ErrorCode {

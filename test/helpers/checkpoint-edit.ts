@@ -14,7 +14,11 @@ export interface EditableTensor {
   bytes: Uint8Array;
 }
 
-/** Copies `src` to `dst`; `edit` may change tensors (across all shards) in place. */
+/**
+ * Copies `src` to `dst`; `edit` may change tensors (across all shards) in place, delete them, or
+ * add new ones (written into the first shard; a sharded index is not updated, so add only to
+ * single-file checkpoints).
+ */
 export async function copyCheckpointWithEdits(src: string, dst: string, edit: (tensors: Map<string, EditableTensor>) => void): Promise<void> {
   await mkdir(dst, { recursive: true });
   const files = await readdir(src);
@@ -26,8 +30,13 @@ export async function copyCheckpointWithEdits(src: string, dst: string, edit: (t
     byShard.set(shard, { names: [...tensors.keys()], metadata });
     for (const [name, t] of tensors) all.set(name, { dtype: t.dtype, shape: t.shape, bytes: t.bytes.slice() });
   }
+  const before = new Set(all.keys());
   edit(all);
-  for (const [shard, { names, metadata }] of byShard) {
+  const added = [...all.keys()].filter((n) => !before.has(n));
+  let first = true;
+  for (const [shard, { names: stored, metadata }] of byShard) {
+    const names = [...stored.filter((n) => all.has(n)), ...(first ? added : [])];
+    first = false;
     const planned = names.map((name) => ({ name, dtype: all.get(name)!.dtype as Dtype, shape: all.get(name)!.shape }));
     const writer = await SafetensorsWriter.create(join(dst, shard), planned, metadata);
     for (const name of names) await writer.write(name, all.get(name)!.bytes);

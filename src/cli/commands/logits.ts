@@ -1,16 +1,68 @@
 // `fp8q logits`: runs a checkpoint's forward (original or FP8) on token ids from a safetensors
-// file and writes `logits` F32 [B, T, vocab], atomically (temporary file, then rename).
+// file, or on text tokenized by the model's tokenizer, and writes `logits` F32 [B, T, vocab]
+// atomically (temporary file, then rename), under the write rules of every fp8q output.
 
 import { performance } from 'node:perf_hooks';
 import { isDeviceRequest, selectDevice, type DeviceSelection } from '../../runtime/device.js';
 import { ModelRunner } from '../../runtime/models/runner.js';
-import { readInputIds, writeLogits } from '../../runtime/models/token-ids.js';
+import { readInputIds, writeLogits, type TokenBatch } from '../../runtime/models/token-ids.js';
+import { modelTextLimits, readTextInput, type TextInput, type TextInputDescription, type TextSource } from '../../runtime/text-input.js';
+import { hasModelTokenizer } from '../../runtime/calibration/model-tokenizer.js';
 import { UsageError } from '../errors.js';
 import { StagingFile } from '../../io/output-folder.js';
 import { capThreads, parsePositiveInt } from '../options.js';
 import { info, outputMode, printJson, warn, type OutputMode } from '../output.js';
 
-export interface LogitsFlags {
+/** Text input flags shared by `logits` and `verify` (runtime/text-input.ts). */
+export interface TextInputFlags {
+  text?: string;
+  dataset?: string;
+  seqLen?: string;
+  maxSamples?: string;
+  maxTokens?: string;
+}
+
+export function textInputFlagsGiven(flags: TextInputFlags): boolean {
+  return flags.seqLen !== undefined || flags.maxSamples !== undefined || flags.maxTokens !== undefined;
+}
+
+/**
+ * Token ids from --text / --dataset, tokenized with `modelDir`'s tokenizer.json. Without either
+ * flag: with `fallbackToRandom`, the bundled English sample when the model has a tokenizer and
+ * undefined when it has none; otherwise undefined.
+ */
+export async function readModelInput(modelDir: string, flags: TextInputFlags, opts: { fallbackToRandom?: boolean } = {}): Promise<TextInput | undefined> {
+  if (flags.text !== undefined && flags.dataset !== undefined) throw new UsageError('--text and --dataset exclude each other: give one text input');
+  let source: TextSource | undefined;
+  if (flags.text !== undefined) source = { kind: 'text', file: flags.text };
+  else if (flags.dataset !== undefined) source = { kind: 'dataset', file: flags.dataset };
+  else if (opts.fallbackToRandom === true && (await hasModelTokenizer(modelDir))) source = { kind: 'bundled' };
+  if (source === undefined) {
+    if (textInputFlagsGiven(flags)) {
+      throw new UsageError(
+        opts.fallbackToRandom === true
+          ? `--seq-len, --max-samples and --max-tokens apply to text input, and ${modelDir} has no tokenizer.json to tokenize the bundled sample: use --tokens N (random ids) or --input-ids`
+          : '--seq-len, --max-samples and --max-tokens need --text or --dataset',
+      );
+    }
+    return undefined;
+  }
+  const seqLen = flags.seqLen === undefined ? undefined : parsePositiveInt('--seq-len', flags.seqLen);
+  const maxSamples = flags.maxSamples === undefined ? undefined : parsePositiveInt('--max-samples', flags.maxSamples);
+  const maxTokens = flags.maxTokens === undefined ? undefined : parsePositiveInt('--max-tokens', flags.maxTokens);
+  const { contextLength, vocabSize } = await modelTextLimits(modelDir);
+  return readTextInput({
+    source,
+    modelDir,
+    ...(seqLen === undefined ? {} : { seqLen }),
+    ...(maxSamples === undefined ? {} : { maxSamples }),
+    ...(maxTokens === undefined ? {} : { maxTokens }),
+    ...(contextLength === undefined ? {} : { contextLength }),
+    ...(vocabSize === undefined ? {} : { vocabSize }),
+  });
+}
+
+export interface LogitsFlags extends TextInputFlags {
   inputIds?: string;
   output?: string;
   device?: string;
@@ -30,6 +82,8 @@ export interface LogitsSummary {
   readonly batch: number;
   readonly seq: number;
   readonly vocab: number;
+  /** `input-ids`, or the text input (runtime/text-input.ts) the ids came from. */
+  readonly input: { readonly kind: 'input-ids'; readonly file: string } | { readonly kind: 'text'; readonly text: TextInputDescription };
   readonly seconds: number;
 }
 
@@ -46,26 +100,46 @@ export function parseThreadsFlag(text: string | undefined, mode?: OutputMode): n
 }
 
 export async function logitsCommand(model: string, flags: LogitsFlags): Promise<LogitsSummary> {
-  if (!flags.inputIds) throw new UsageError('missing --input-ids <ids.safetensors>: a file with "input_ids" I64 [B, T]');
+  const given = [flags.inputIds !== undefined && '--input-ids', flags.text !== undefined && '--text', flags.dataset !== undefined && '--dataset'].filter((f): f is string => f !== false);
+  if (given.length === 0) throw new UsageError('missing input: --input-ids <ids.safetensors> (input_ids I64 [B, T]), --text <file|-> or --dataset <file.jsonl>');
+  if (given.length > 1) throw new UsageError(`${given.join(' and ')} exclude each other: give one input`);
+  if (flags.inputIds !== undefined && textInputFlagsGiven(flags)) throw new UsageError('--seq-len, --max-samples and --max-tokens apply to --text and --dataset, not to --input-ids');
   if (!flags.output) throw new UsageError('missing -o <out.safetensors>: say where to write the logits');
   const mode = outputMode(flags);
   const t0 = performance.now();
   const threads = parseThreadsFlag(flags.threads, mode);
   const deviceRequest = parseDeviceFlag(flags.device);
+  const inputFiles = [flags.inputIds, flags.text, flags.dataset].filter((f): f is string => f !== undefined && f !== '-');
   // The destination is checked before the forward: a refused -o costs nothing.
-  const staged = await StagingFile.create(flags.output, { force: flags.force === true, inputFiles: [flags.inputIds], inputFolders: [model] });
+  const staged = await StagingFile.create(flags.output, { force: flags.force === true, inputFiles, inputFolders: [model] });
   for (const w of staged.warnings) warn(mode, w);
   try {
     const device = await selectDevice(deviceRequest);
-    const batch = await readInputIds(flags.inputIds);
+    const text = flags.inputIds === undefined ? await readModelInput(model, flags) : undefined;
+    const batch: TokenBatch = text?.batch ?? (await readInputIds(flags.inputIds!));
     const runner = await ModelRunner.open(model, { device: device.device, ...(threads === undefined ? {} : { intraOpThreads: threads }) });
     try {
       info(mode, `${model}: ${runner.spec.label}, ${batch.batch}×${batch.seq} tokens on ${device.device} (${device.reason})`);
       const logits = await runner.forward(batch.ids, batch, (layer) => info(mode, `  layer ${layer + 1}/${runner.spec.numLayers}`));
       const vocab = logits.length / (batch.batch * batch.seq);
-      await writeLogits(staged.path, logits, batch, vocab);
+      // Text input: the ids go into the file too, so the logits can be scored against them.
+      await writeLogits(staged.path, logits, batch, vocab, undefined, text === undefined ? undefined : batch);
       await staged.commit();
-      return report(model, flags.output, runner.spec.label, device, batch, vocab, t0, mode);
+      const summary: LogitsSummary = {
+        model,
+        output: flags.output,
+        architecture: runner.spec.label,
+        device: device.device,
+        deviceSelection: device,
+        batch: batch.batch,
+        seq: batch.seq,
+        vocab,
+        input: text === undefined ? { kind: 'input-ids', file: flags.inputIds! } : { kind: 'text', text: text.description },
+        seconds: (performance.now() - t0) / 1000,
+      };
+      if (mode.json) printJson(summary);
+      else info(mode, `${flags.output}: logits F32 [${batch.batch}, ${batch.seq}, ${vocab}] in ${summary.seconds.toFixed(1)} s`);
+      return summary;
     } finally {
       await runner.close();
     }
@@ -73,30 +147,4 @@ export async function logitsCommand(model: string, flags: LogitsFlags): Promise<
     await staged.discard();
     throw e;
   }
-}
-
-function report(
-  model: string,
-  output: string,
-  architecture: string,
-  device: DeviceSelection,
-  batch: { batch: number; seq: number },
-  vocab: number,
-  t0: number,
-  mode: OutputMode,
-): LogitsSummary {
-  const summary: LogitsSummary = {
-    model,
-    output,
-    architecture,
-    device: device.device,
-    deviceSelection: device,
-    batch: batch.batch,
-    seq: batch.seq,
-    vocab,
-    seconds: (performance.now() - t0) / 1000,
-  };
-  if (mode.json) printJson(summary);
-  else info(mode, `${output}: logits F32 [${batch.batch}, ${batch.seq}, ${vocab}] in ${summary.seconds.toFixed(1)} s`);
-  return summary;
 }

@@ -6,14 +6,15 @@ import { isDeviceRequest, selectDevice } from '../../runtime/device.js';
 import { readInputIds } from '../../runtime/models/token-ids.js';
 import type { Gates } from '../../runtime/verify/gates.js';
 import { GATE_ERROR_CODES } from '../error-codes.js';
-import { DEFAULT_VERIFY_SEED, verifyCheckpoints, type LinearReport, type VerifyReport } from '../../runtime/verify/verify-checkpoints.js';
+import { VerifyArgumentsError } from '../../runtime/verify/checkpoint-pair.js';
+import { verifyCheckpoints, type LinearReport, type VerifyOptions, type VerifyReport } from '../../runtime/verify/verify-checkpoints.js';
 import { EXIT_GATE_FAILED, ExitError, UsageError } from '../errors.js';
 import { parsePositiveInt } from '../options.js';
 import { info, outputMode, printJson } from '../output.js';
-import { parseThreadsFlag } from './logits.js';
+import { parseThreadsFlag, readModelInput, textInputFlagsGiven, type TextInputFlags } from './logits.js';
 import { VerifyReportWriter, type VerifyReportFlags } from '../reports/verify-reports.js';
 
-export interface VerifyFlags extends VerifyReportFlags {
+export interface VerifyFlags extends TextInputFlags, VerifyReportFlags {
   inputIds?: string;
   tokens?: string;
   seed?: string;
@@ -22,6 +23,9 @@ export interface VerifyFlags extends VerifyReportFlags {
   maxKl?: string;
   minTop1?: string;
   maxLayerRelError?: string;
+  maxPplIncrease?: string;
+  maxLayerErrorRatio?: string;
+  allowUnverified?: boolean;
   json?: boolean;
   quiet?: boolean;
 }
@@ -40,15 +44,36 @@ function parseGates(flags: VerifyFlags): Partial<Gates> {
   const maxKl = parseNumber('--max-kl', flags.maxKl, 0, Infinity);
   const minTop1 = parseNumber('--min-top1', flags.minTop1, 0, 1);
   const maxRel = parseNumber('--max-layer-rel-error', flags.maxLayerRelError, 0, Infinity);
+  const maxPpl = parseNumber('--max-ppl-increase', flags.maxPplIncrease, 0, Infinity);
+  if (maxPpl !== undefined) gates.maxPplIncrease = maxPpl;
+  const maxRatio = parseNumber('--max-layer-error-ratio', flags.maxLayerErrorRatio, 1, Infinity);
+  if (maxRatio !== undefined) gates.maxLayerErrorRatio = maxRatio;
   if (maxKl !== undefined) gates.maxKl = maxKl;
   if (minTop1 !== undefined) gates.minTop1 = minTop1;
   if (maxRel !== undefined) gates.maxLayerRelError = maxRel;
   return gates;
 }
 
+/** verifyCheckpoints, its refusals (the two folders cannot be compared) as command-line errors. */
+async function runVerify(options: VerifyOptions): Promise<VerifyReport> {
+  try {
+    return await verifyCheckpoints(options);
+  } catch (e) {
+    if (e instanceof VerifyArgumentsError) throw new UsageError(e.message);
+    throw e;
+  }
+}
+
 export async function verifyCommand(original: string, quantized: string, flags: VerifyFlags): Promise<VerifyReport> {
-  if (flags.inputIds !== undefined && flags.tokens !== undefined) {
-    throw new UsageError('--input-ids and --tokens exclude each other: token ids come from the file or are generated');
+  const sources = [flags.inputIds !== undefined && '--input-ids', flags.tokens !== undefined && '--tokens', flags.text !== undefined && '--text', flags.dataset !== undefined && '--dataset'].filter(
+    (f): f is string => f !== false,
+  );
+  if (sources.length > 1) throw new UsageError(`${sources.join(' and ')} exclude each other: give one input (token ids, random ids, text or a dataset)`);
+  if ((flags.inputIds !== undefined || flags.tokens !== undefined) && textInputFlagsGiven(flags)) {
+    throw new UsageError('--seq-len, --max-samples and --max-tokens apply to text input (--text, --dataset or the bundled sample), not to token ids');
+  }
+  if (flags.seed !== undefined && (flags.text !== undefined || flags.dataset !== undefined || flags.inputIds !== undefined)) {
+    throw new UsageError('--seed applies to random ids (--tokens), not to --text, --dataset or --input-ids');
   }
   const device = flags.device ?? 'auto';
   if (!isDeviceRequest(device)) throw new UsageError(`invalid --device "${device}": expected auto, cpu or cuda`);
@@ -61,14 +86,23 @@ export async function verifyCommand(original: string, quantized: string, flags: 
 
   const reports = await VerifyReportWriter.prepare(flags, { original, quantized });
   const selection = await selectDevice(device);
-  const input = flags.inputIds === undefined ? undefined : await readInputIds(flags.inputIds);
+  // Input: --input-ids, --tokens (random), --text/--dataset, or by default the bundled English
+  // sample when the original has a tokenizer (random ids when it has none).
+  let input: Pick<VerifyOptions, 'input' | 'inputSource'> = {};
+  if (flags.inputIds !== undefined) input = { input: await readInputIds(flags.inputIds), inputSource: { kind: 'file', file: flags.inputIds } };
+  else if (flags.tokens === undefined && flags.seed === undefined) {
+    const text = await readModelInput(original, flags, { fallbackToRandom: true });
+    if (text !== undefined) input = { input: text.batch, inputSource: { kind: 'text', text: text.description } };
+    else info(mode, `${original} has no tokenizer.json: verifying on random token ids (--text or --input-ids give real input)`);
+  }
   info(mode, `verifying ${quantized} against ${original} on ${selection.device} (${selection.reason})`);
-  const report = await verifyCheckpoints({
+  const report = await runVerify({
     original,
     quantized,
     device: selection.device,
     gates,
-    ...(input === undefined ? {} : { input }),
+    ...input,
+    ...(flags.allowUnverified === true ? { allowUnverified: true } : {}),
     ...(tokens === undefined ? {} : { tokens }),
     ...(seed === undefined ? {} : { seed }),
     ...(threads === undefined ? {} : { intraOpThreads: threads }),
@@ -116,6 +150,8 @@ interface TableRow {
   readonly minCosine: number;
   readonly minSqnr: number;
   readonly failed: boolean;
+  /** Largest error / FP8 floor among the row's linears (undefined: none has a floor). */
+  readonly maxRatio: number | undefined;
   /** Static activation scheme: the highest clipping rate among the row's linears. */
   readonly clipRate: number | undefined;
 }
@@ -124,7 +160,7 @@ const EXPERT = /^(.*\.experts)\.(\d+)\.([^.]+)$/;
 
 /** One row per linear; a layer's experts are folded into one row per projection (worst shown). */
 function tableRows(report: VerifyReport): TableRow[] {
-  const limit = report.gates.maxLayerRelError;
+  const failedModules = new Set(report.failures.filter((f) => f.gate === 'max-layer-rel-error' || f.gate === 'max-layer-error-ratio').map((f) => f.subject));
   const groups = new Map<string, { layer: number; name: string; experts: boolean; members: LinearReport[] }>();
   for (const l of report.linears) {
     const local = l.module.replace(/^model\.layers\.\d+\./, '');
@@ -148,7 +184,8 @@ function tableRows(report: VerifyReport): TableRow[] {
       worst,
       minCosine: Math.min(...g.members.map((l) => l.cosine)),
       minSqnr: Math.min(...g.members.map((l) => l.sqnrDb)),
-      failed: g.members.some((l) => !(l.relativeError <= limit)),
+      failed: g.members.some((l) => failedModules.has(l.module)),
+      maxRatio: g.members.some((l) => l.errorRatio !== undefined) ? Math.max(...g.members.map((l) => l.errorRatio ?? 0)) : undefined,
       clipRate: g.members.some((l) => l.clipping) ? Math.max(...g.members.map((l) => l.clipping?.rate ?? 0)) : undefined,
     };
   });
@@ -160,8 +197,7 @@ export function renderReport(report: VerifyReport): string {
   const out: string[] = [];
   out.push(`${report.quantized} vs ${report.original}`);
   out.push(
-    `  ${report.architecture}, ${report.input.batch}×${report.input.seq} tokens ` +
-      `(${report.input.source === 'file' ? 'from --input-ids' : `generated, seed ${report.input.seed ?? DEFAULT_VERIFY_SEED}`}), ${report.device}, ` +
+    `  ${report.architecture}, input: ${report.input.description}, ${report.device}, ` +
       `${report.seconds.toFixed(1)} s, peak weights held ${(report.peakWeightBytes / 2 ** 20).toFixed(1)} MiB`,
   );
   out.push('');
@@ -169,14 +205,17 @@ export function renderReport(report: VerifyReport): string {
     `model   mean KL ${sci(m.meanKl)}   max KL ${sci(m.maxKl)} (token ${m.maxKlToken})   top-1 agreement ${(100 * m.top1Agreement).toFixed(1)}%   ` +
       `logits rel. error ${sci(m.relativeError)}`,
   );
+  const p = report.perplexity;
+  if (p) out.push(`        perplexity ${p.original.toFixed(4)} → ${p.quantized.toFixed(4)} (${p.increasePercent >= 0 ? '+' : ''}${p.increasePercent.toFixed(2)}%) over ${p.predictions} next-token predictions`);
   out.push('');
   const rows = tableRows(report);
   const nameWidth = Math.max(6, ...rows.map((r) => r.name.length));
   const clip = report.clipping !== undefined;
-  out.push(`layer  ${'linear'.padEnd(nameWidth)}  ${'rows'.padStart(6)}  rel. error    cosine   SQNR dB${clip ? '   clipped' : ''}`);
+  out.push(`layer  ${'linear'.padEnd(nameWidth)}  ${'rows'.padStart(6)}  rel. error   × floor    cosine   SQNR dB${clip ? '   clipped' : ''}`);
   for (const r of rows) {
     out.push(
       `${String(r.layer).padStart(5)}  ${r.name.padEnd(nameWidth)}  ${r.rows.padStart(6)}  ${sci(r.worst.relativeError).padStart(10)}  ` +
+        `${(r.maxRatio === undefined ? '-' : r.maxRatio.toFixed(2)).padStart(8)}  ` +
         `${r.minCosine.toFixed(5).padStart(8)}  ${db(r.minSqnr).padStart(8)}${clip ? `  ${percent(r.clipRate).padStart(8)}` : ''}${r.failed ? '  FAIL' : ''}`,
     );
   }
@@ -190,11 +229,17 @@ export function renderReport(report: VerifyReport): string {
   if (report.notReached.length > 0) {
     out.push(`  ${report.notReached.length} quantized linear(s) got no tokens (experts not routed to) and were not compared`);
   }
+  if (report.unverified.length > 0) {
+    out.push(`  not run, so not verified (${report.unverified.length}):`);
+    for (const t of report.unverified) out.push(`    ${t}`);
+  }
   out.push('');
   const failed = new Set(report.failures.map((f) => f.gate));
   const mark = (gate: string): string => (failed.has(gate as never) ? 'FAIL' : 'pass');
   out.push(
     `gates   max-kl ${g.maxKl}: ${mark('max-kl')}   min-top1 ${g.minTop1}: ${mark('min-top1')}   ` +
+      `${p ? `max-ppl-increase ${g.maxPplIncrease}%: ${mark('max-ppl-increase')}   ` : ''}` +
+      `max-layer-error-ratio ${g.maxLayerErrorRatio}: ${mark('max-layer-error-ratio')}   ` +
       `max-layer-rel-error ${g.maxLayerRelError}: ${mark('max-layer-rel-error')} (worst ${sci(report.summary.maxRelativeError)}` +
       `${report.summary.worstLinear ? `, ${report.summary.worstLinear}` : ''})`,
   );

@@ -134,7 +134,7 @@ function properties(r: VerifyReportView, opts: JunitOptions): [string, string][]
   if (r.deviceSelection) props.push(['device-selection', `${r.deviceSelection.requested} → ${r.deviceSelection.device}: ${r.deviceSelection.reason}`]);
   if (r.perplexity) {
     props.push(['perplexity-original', String(r.perplexity.original)], ['perplexity-quantized', String(r.perplexity.quantized)]);
-    props.push(['perplexity-relative-increase', String(r.perplexity.relativeIncrease)]);
+    props.push(['perplexity-relative-increase', String(r.perplexity.increasePercent / 100)]);
   }
   for (const [k, v] of Object.entries(r.gates)) if (typeof v === 'number') props.push([`gate-${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`, String(v)]);
   if (r.timings) {

@@ -43,7 +43,7 @@ function modelSection(r: VerifyReportView): string[] {
   ];
   if (r.perplexity) {
     const p = r.perplexity;
-    rows.push(['perplexity, original → quantized', `${p.original.toFixed(3)} → ${p.quantized.toFixed(3)} (${signedPercent(p.relativeIncrease)})`]);
+    rows.push(['perplexity, original → quantized', `${p.original.toFixed(3)} → ${p.quantized.toFixed(3)} (${signedPercent(p.increasePercent / 100)})`]);
   }
   rows.push([
     'quantized linears compared',

@@ -48,8 +48,8 @@ export interface VerifyReportView {
     readonly top1Agreement: number;
     readonly relativeError: number;
   };
-  /** Text input only: perplexity of each model on it; `relativeIncrease` is a fraction (0.013 = +1.3%). */
-  readonly perplexity?: { readonly original: number; readonly quantized: number; readonly relativeIncrease: number };
+  /** Text input only: perplexity of each model on it; `increasePercent` in percent (1.3 = +1.3%). */
+  readonly perplexity?: { readonly original: number; readonly quantized: number; readonly increasePercent: number };
   readonly linears: readonly LinearReport[];
   /** Quantized linears no activation reached (experts no token was routed to). */
   readonly notReached: readonly string[];
@@ -156,7 +156,7 @@ export function gateResults(r: VerifyReportView): GateResult[] {
   ];
   if (g.maxPplIncrease !== undefined) {
     rows.push(
-      result('max-ppl-increase', 'perplexity increase', `≤ ${g.maxPplIncrease}%`, r.perplexity ? signedPercent(r.perplexity.relativeIncrease) : 'no text input'),
+      result('max-ppl-increase', 'perplexity increase', `≤ ${g.maxPplIncrease}%`, r.perplexity ? signedPercent(r.perplexity.increasePercent / 100) : 'no text input'),
     );
   }
   const known = new Set<string>(KNOWN_GATES);

@@ -48,6 +48,11 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+/** Whether `<modelDir>` has a tokenizer.json (verify then defaults to text input). */
+export async function hasModelTokenizer(modelDir: string): Promise<boolean> {
+  return exists(join(modelDir, TOKENIZER_FILE));
+}
+
 const CALIBRATION_ALTERNATIVE = 'or pass token ids instead (--calibration ids.safetensors holding input_ids I64 [B, T])';
 
 /**

@@ -62,6 +62,11 @@ export interface LayerRunOptions {
   readonly probes?: LayerCaptures;
   /** Replaces the layer's attention (generation's KV cache, cached-attention.ts). */
   readonly attention?: LayerAttentionHook;
+  /**
+   * Linears that are not part of the layer's forward, run on given inputs in the attention graph
+   * (MLA's w_uk/w_uv, which only the absorbed path uses); outputs come back under `name`.
+   */
+  readonly extraProbes?: readonly ExtraProbe[];
 }
 
 /** A decoder layer's attention weights as loaded for its graph. */
@@ -72,6 +77,14 @@ export interface LayerAttentionHook {
   /** Attention output `[tokens, H]` of the normed hidden states. */
   emit(mg: ModelGraph, attention: LayerAttention, normed: Value): Value;
   collect(out: Record<string, HostTensor>): void;
+}
+
+export interface ExtraProbe {
+  readonly name: string;
+  readonly w: LinearWeight;
+  /** `[rows, K]`. */
+  readonly input: Float32Array;
+  readonly rows: number;
 }
 
 export interface LayerResult {
@@ -248,6 +261,7 @@ export class ModelRunner {
         const mlpOut = emitMlp(a, this.spec, w, xn);
         a.output(a.add(h1, ffNorms ? a.rmsNorm(mlpOut, ffNorms.post, eps, offset) : mlpOut), 'out');
         this.addLinearProbes(a, options.probes, [...attention.linears, w.gate, w.up, w.down]);
+        for (const p of options.extraProbes ?? []) a.probeLinear(p.name, p.w, p.input, p.rows);
         const out = await this.run(a);
         options.attention?.collect(out);
         collect(out, a, result);
@@ -259,6 +273,7 @@ export class ModelRunner {
       a.output(xn, 'xn');
       a.output(a.linear(router, xn, false), 'router_logits');
       this.addLinearProbes(a, options.probes, attention.linears);
+      for (const p of options.extraProbes ?? []) a.probeLinear(p.name, p.w, p.input, p.rows);
       const outA = await this.run(a);
       options.attention?.collect(outA);
       collect(outA, a, result);

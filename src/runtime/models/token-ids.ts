@@ -54,9 +54,15 @@ export function generateInputIds(vocab: number, tokens: number, seed: number): T
   return { ids: Int32Array.from({ length: tokens }, () => Math.floor(rng.next() * vocab)), batch: 1, seq: tokens };
 }
 
-export async function writeLogits(path: string, logits: Float32Array, shape: BatchShape, vocab: number, metadata?: Record<string, string>): Promise<void> {
-  const writer = await SafetensorsWriter.create(path, [{ name: LOGITS_TENSOR, dtype: 'F32', shape: [shape.batch, shape.seq, vocab] }], metadata);
+/** Writes `logits` F32 `[B, T, vocab]`; with `ids`, also their `input_ids` I64 `[B, T]` (the reference files' layout). */
+export async function writeLogits(path: string, logits: Float32Array, shape: BatchShape, vocab: number, metadata?: Record<string, string>, ids?: TokenBatch): Promise<void> {
+  const planned = [
+    ...(ids === undefined ? [] : [{ name: INPUT_IDS_TENSOR, dtype: 'I64' as const, shape: [ids.batch, ids.seq] }]),
+    { name: LOGITS_TENSOR, dtype: 'F32' as const, shape: [shape.batch, shape.seq, vocab] },
+  ];
+  const writer = await SafetensorsWriter.create(path, planned, metadata);
   try {
+    if (ids !== undefined) await writer.write(INPUT_IDS_TENSOR, new Uint8Array(BigInt64Array.from(ids.ids, BigInt).buffer));
     await writer.write(LOGITS_TENSOR, new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength));
     await writer.finish();
   } catch (e) {

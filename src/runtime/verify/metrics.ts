@@ -115,3 +115,38 @@ export function compareTensors(reference: ArrayLike<number>, actual: ArrayLike<n
   const sqnrDb = diffNorm === 0 ? Infinity : 20 * Math.log10(refNorm / diffNorm);
   return { relativeError, cosine, sqnrDb };
 }
+
+export interface Perplexity {
+  /** Next-token predictions scored: (T − 1) per row. */
+  readonly predictions: number;
+  /** Mean negative log-likelihood of the next token, nats. */
+  readonly meanNll: number;
+  /** exp(meanNll). */
+  readonly perplexity: number;
+}
+
+/**
+ * Perplexity of logits `[B*T, vocab]` on the ids `[B, T]` they came from: the position t of a
+ * row predicts the id at t + 1 (the last position of each row predicts nothing), NLL is
+ * −log softmax(logits_t)[id_{t+1}] in float64, perplexity exp(mean NLL).
+ */
+export function perplexity(logits: Float32Array, ids: ArrayLike<number>, batch: number, seq: number, vocab: number): Perplexity {
+  if (logits.length !== batch * seq * vocab || ids.length !== batch * seq) {
+    throw new RangeError(`logits [${logits.length}] and ids [${ids.length}] do not fit [${batch}, ${seq}, ${vocab}]`);
+  }
+  let nll = 0;
+  let n = 0;
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t + 1 < seq; t++) {
+      const row = logits.subarray((b * seq + t) * vocab, (b * seq + t + 1) * vocab);
+      let max = -Infinity;
+      for (let i = 0; i < vocab; i++) if (row[i]! > max) max = row[i]!;
+      let sum = 0;
+      for (let i = 0; i < vocab; i++) sum += Math.exp(row[i]! - max);
+      nll += max + Math.log(sum) - row[ids[b * seq + t + 1]!]!;
+      n++;
+    }
+  }
+  const meanNll = n === 0 ? NaN : nll / n;
+  return { predictions: n, meanNll, perplexity: Math.exp(meanNll) };
+}

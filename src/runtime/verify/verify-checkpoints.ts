@@ -6,23 +6,34 @@
 // layer L on ITS hidden states (for the model-level metrics) and, in the same graphs, runs the
 // original's captured inputs through its FP8 linears (probes). Each quantized linear is thus
 // compared with the original linear on identical inputs, so an error is pinned to the layer that
-// makes it, not smeared over everything downstream. Only one layer's weights (of one checkpoint)
-// and one layer's captures are held at a time. Events report progress; nothing is printed here.
+// makes it, not smeared over everything downstream. The same graphs also run each linear's FP8
+// floor (fp8-floor.ts: its original weights re-quantized the same way) and, for --mla-split
+// output, every head's w_uk/w_uv (mla-split-probes.ts). Before anything runs, the two folders
+// must be an original and its conversion (checkpoint-pair.ts); after, every FP8 tensor no
+// comparison ran is listed (coverage.ts). On text input both models' perplexity is reported.
+// Only one layer's weights (of one checkpoint) and one layer's captures are held at a time.
+// Events report progress; nothing is printed here.
 
 import { performance } from 'node:perf_hooks';
-import { CheckpointError } from '../../io/errors.js';
 import type { BatchShape } from '../models/layer-graphs.js';
-import { layerLinears } from '../models/layer-plan.js';
+import { layerLinears, type LayerPlan } from '../models/layer-plan.js';
 import { HostBufferPool } from '../models/buffer-pool.js';
-import { ModelRunner } from '../models/runner.js';
+import { ModelRunner, type ExtraProbe, type LayerCaptures } from '../models/runner.js';
 import { generateInputIds, type TokenBatch } from '../models/token-ids.js';
-import { WeightAccounting } from '../models/weights.js';
+import { WeightAccounting, type WeightScope } from '../models/weights.js';
 import type { Device } from '../session.js';
 import { linearClipping, staticActivationScaleOf, summarizeClipping, type ClippingSummary, type LinearClipping } from './activation-clipping.js';
 import { DEFAULT_GATES, evaluateGates, type GateFailure, type Gates } from './gates.js';
-import { compareLogits, compareTensors, type LogitMetrics } from './metrics.js';
+import { compareLogits, compareTensors, perplexity, type LogitMetrics } from './metrics.js';
+import { checkCheckpointPair } from './checkpoint-pair.js';
+import { quantizedKeptModules, unverifiedTensors } from './coverage.js';
+import { mlaSplitProbes, mlaSplitTensors, REFERENCE_SUFFIX } from './mla-split-probes.js';
+import { floorProbes, FLOOR_SUFFIX } from './fp8-floor.js';
+import type { TextInputDescription } from '../text-input.js';
 
 export const DEFAULT_VERIFY_TOKENS = 32;
+/** Floors below this are taken as this: an error ratio over a (near) exact floor would be noise. */
+export const FLOOR_EPSILON = 1e-3;
 export const DEFAULT_VERIFY_SEED = 0;
 
 export interface VerifyOptions {
@@ -30,6 +41,10 @@ export interface VerifyOptions {
   readonly quantized: string;
   /** Token ids; when absent, `tokens` seeded random ids in one sequence. */
   readonly input?: TokenBatch;
+  /** Where `input` came from: text (then perplexity is reported and gated), or an ids file (default). */
+  readonly inputSource?: { readonly kind: 'file'; readonly file?: string } | { readonly kind: 'text'; readonly text: TextInputDescription };
+  /** Quantized tensors no comparison reached do not fail the run. */
+  readonly allowUnverified?: boolean;
   readonly tokens?: number;
   readonly seed?: number;
   readonly device?: Device;
@@ -51,8 +66,42 @@ export interface LinearReport {
   readonly relativeError: number;
   readonly cosine: number;
   readonly sqnrDb: number;
+  /**
+   * Relative error of the original weights re-quantized the same way (block, FP8 format, scale
+   * format; dynamic activations) on the same input: the FP8 floor (fp8-floor.ts). Absent for
+   * stacked / fused 3-D experts.
+   */
+  readonly floorError?: number;
+  /** relativeError / max(floorError, FLOOR_EPSILON): 1 for a conversion as good as FP8 allows. */
+  readonly errorRatio?: number;
   /** Static activation scheme: its input values beyond the calibrated range (activation-clipping.ts). */
   readonly clipping?: LinearClipping;
+}
+
+/** The token ids a verify ran on. */
+export interface VerifyInput {
+  /** `text`/`dataset`/`bundled`: tokenized text (perplexity reported); `file`: --input-ids; `generated`: random ids. */
+  readonly source: 'file' | 'generated' | TextInputDescription['kind'];
+  readonly batch: number;
+  readonly seq: number;
+  /** Generated ids' seed. */
+  readonly seed?: number;
+  /** The file read (`-` for stdin); for `bundled`, the sample's path. */
+  readonly file?: string;
+  /** Text: the tokenizer.json used and how many of the text's tokens the run used. */
+  readonly tokenizer?: string;
+  readonly tokensAvailable?: number;
+  /** One line for reports, e.g. `text fixtures/a.txt (2×512 of 2156 tokens, tokenizer.json)`. */
+  readonly description: string;
+}
+
+/** Perplexity of both models on the input text (next-token NLL over every row). */
+export interface VerifyPerplexity {
+  readonly original: number;
+  readonly quantized: number;
+  /** (quantized / original − 1) × 100. */
+  readonly increasePercent: number;
+  readonly predictions: number;
 }
 
 export interface VerifyReport {
@@ -60,11 +109,17 @@ export interface VerifyReport {
   readonly quantized: string;
   readonly architecture: string;
   readonly device: Device;
-  readonly input: { readonly source: 'file' | 'generated'; readonly batch: number; readonly seq: number; readonly seed?: number };
+  readonly input: VerifyInput;
   readonly model: LogitMetrics;
+  /** Present when the input is text. */
+  readonly perplexity?: VerifyPerplexity;
   readonly linears: readonly LinearReport[];
   /** Quantized linears no activation reached (experts no token was routed to). */
   readonly notReached: readonly string[];
+  /** Every FP8 tensor of the quantized checkpoint that no comparison ran (coverage.ts); non-empty fails unless allowed. */
+  readonly unverified: readonly string[];
+  /** FP8 modules fp8q keeps in high precision (lm_head, embeddings, routers) while the original does. */
+  readonly keptModules: readonly string[];
   readonly summary: {
     readonly linearsCompared: number;
     readonly maxRelativeError: number;
@@ -83,23 +138,50 @@ export interface VerifyReport {
   readonly seconds: number;
 }
 
+interface LayerExtraProbes {
+  readonly probes: ExtraProbe[];
+  /** MLA w_uk/w_uv heads compared (with reference and floor probes). */
+  readonly splitModules: readonly { readonly name: string; readonly rows: number }[];
+  /** Floor probe name → its block's bn (row blocks of the floor ratio). */
+  readonly floorRows: ReadonlyMap<string, number>;
+}
+
+/**
+ * A quantized layer's probes beyond its own linears: MLA split heads (when it has w_uk/w_uv) and
+ * the FP8 floor of every FP8 linear. The original's weights are read in a scope of their own,
+ * closed before the layer runs: the probes hold fresh copies, so they do not add to the peak.
+ */
+async function layerExtraProbes(
+  original: ModelRunner,
+  quantized: ModelRunner,
+  plan: LayerPlan,
+  captures: LayerCaptures,
+  quantizedScope: WeightScope,
+): Promise<LayerExtraProbes> {
+  const originalScope = original.weights.scope();
+  try {
+    const attention = plan.attention;
+    const spec = quantized.spec.attention;
+    const split = attention.kind === 'mla' && spec.kind === 'mla' ? mlaSplitTensors((n) => quantized.checkpoint.has(n), attention) : undefined;
+    const mla = split && attention.kind === 'mla' && spec.kind === 'mla' ? await mlaSplitProbes(spec, attention, split, captures, originalScope, quantizedScope) : undefined;
+    const fp8Modules = layerLinears(plan).filter((m) => quantized.isFp8Linear(m));
+    const floors = await floorProbes(fp8Modules, captures, { checkpoint: original.checkpoint, scope: originalScope }, {
+      checkpoint: quantized.checkpoint,
+      blockFor: (m, n, k, shape) => quantized.weights.blockFor(m, n, k, shape),
+    });
+    const probes = [...(mla?.probes ?? []), ...floors];
+    const floorRows = new Map<string, number>();
+    for (const p of probes) if (p.name.endsWith(FLOOR_SUFFIX) && p.w.kind === 'fp8') floorRows.set(p.name, p.w.block.bn);
+    return { probes, splitModules: mla?.modules ?? [], floorRows };
+  } finally {
+    originalScope.close();
+  }
+}
+
 function checkpointBytes(runner: ModelRunner): number {
   let n = 0;
   for (const name of runner.checkpoint.tensorNames()) n += runner.checkpoint.info(name).byteLength;
   return n;
-}
-
-function checkCompatible(o: ModelRunner, q: ModelRunner): void {
-  const a = o.spec;
-  const b = q.spec;
-  const diffs: string[] = [];
-  if (a.family !== b.family) diffs.push(`architecture ${a.label} vs ${b.label}`);
-  if (a.numLayers !== b.numLayers) diffs.push(`num_hidden_layers ${a.numLayers} vs ${b.numLayers}`);
-  if (a.hiddenSize !== b.hiddenSize) diffs.push(`hidden_size ${a.hiddenSize} vs ${b.hiddenSize}`);
-  if (a.vocabSize !== b.vocabSize) diffs.push(`vocab_size ${a.vocabSize} vs ${b.vocabSize}`);
-  if (diffs.length > 0) {
-    throw new CheckpointError(`${q.checkpoint.dir} is not a conversion of ${o.checkpoint.dir}: ${diffs.join(', ')}`);
-  }
 }
 
 export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyReport> {
@@ -115,7 +197,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
   let quantized: ModelRunner | undefined;
   try {
     quantized = await ModelRunner.open(opts.quantized, runnerOptions);
-    checkCompatible(original, quantized);
+    await checkCheckpointPair(original, quantized);
     const spec = original.spec;
     const seed = opts.seed ?? DEFAULT_VERIFY_SEED;
     const input = opts.input ?? generateInputIds(spec.vocabSize, opts.tokens ?? DEFAULT_VERIFY_TOKENS, seed);
@@ -129,8 +211,25 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     for (let layer = 0; layer < spec.numLayers; layer++) {
       emit({ type: 'layer', index: layer, count: spec.numLayers });
       const ro = await original.runLayer(layer, ho, shape, { capture: true });
-      const rq = await quantized.runLayer(layer, hq, shape, { probes: ro.captures });
-      for (const module of layerLinears(quantized.plan(layer))) {
+      const plan = quantized.plan(layer);
+      // Scope of the quantized checkpoint's w_uk/w_uv heads: they live in its pooled buffers until the layer has run.
+      const quantizedScope = quantized.weights.scope();
+      let rq;
+      let extra: LayerExtraProbes;
+      try {
+        extra = await layerExtraProbes(original, quantized, plan, ro.captures, quantizedScope);
+        rq = await quantized.runLayer(layer, hq, shape, { probes: ro.captures, extraProbes: extra.probes });
+      } finally {
+        quantizedScope.close();
+      }
+      const { splitModules, floorRows } = extra;
+      for (const m of splitModules) {
+        const ref = rq.probeOutputs.get(`${m.name}${REFERENCE_SUFFIX}`);
+        const out = rq.probeOutputs.get(m.name);
+        if (ref === undefined || out === undefined) continue;
+        linears.push({ module: m.name, layer, rows: m.rows, ...compareTensors(ref, out), ...floorOf(ref, rq.probeOutputs.get(`${m.name}${FLOOR_SUFFIX}`), out, m.rows, floorRows.get(`${m.name}${FLOOR_SUFFIX}`)) });
+      }
+      for (const module of layerLinears(plan)) {
         if (!quantized.isFp8Linear(module)) continue;
         const capture = ro.captures.get(module);
         const out = rq.probeOutputs.get(module);
@@ -144,6 +243,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
           layer,
           rows: capture.rows,
           ...compareTensors(capture.output, out),
+          ...floorOf(capture.output, rq.probeOutputs.get(`${module}${FLOOR_SUFFIX}`), out, capture.rows, floorRows.get(`${module}${FLOOR_SUFFIX}`)),
           ...(staticScale === undefined ? {} : { clipping: linearClipping(capture.input, capture.rows, staticScale) }),
         });
       }
@@ -158,21 +258,45 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     await original.sessions.clear();
     await quantized.sessions.clear();
     const tokens = shape.batch * shape.seq;
-    const model = compareLogits(await original.head(ho, tokens), await quantized.head(hq, tokens), spec.vocabSize);
+    const logitsO = await original.head(ho, tokens);
+    const logitsQ = await quantized.head(hq, tokens);
+    const model = compareLogits(logitsO, logitsQ, spec.vocabSize);
+    let ppl: VerifyPerplexity | undefined;
+    if (opts.inputSource?.kind === 'text') {
+      const po = perplexity(logitsO, input.ids, shape.batch, shape.seq, spec.vocabSize);
+      const pq = perplexity(logitsQ, input.ids, shape.batch, shape.seq, spec.vocabSize);
+      ppl = { original: po.perplexity, quantized: pq.perplexity, increasePercent: (pq.perplexity / po.perplexity - 1) * 100, predictions: po.predictions };
+    }
+    const unverified = unverifiedTensors(quantized.checkpoint, new Set(linears.map((l) => l.module)));
+    const keptModules = quantizedKeptModules(original.checkpoint, quantized.checkpoint, spec.routing !== undefined);
 
     let worst: LinearReport | undefined;
     for (const l of linears) if (worst === undefined || !(l.relativeError <= worst.relativeError)) worst = l;
-    const failures = evaluateGates({ meanKl: model.meanKl, top1Agreement: model.top1Agreement, linears }, gates);
+    const failures = evaluateGates(
+      {
+        meanKl: model.meanKl,
+        top1Agreement: model.top1Agreement,
+        linears,
+        ...(ppl === undefined ? {} : { pplIncreasePercent: ppl.increasePercent }),
+        unverified,
+        allowUnverified: opts.allowUnverified === true,
+        keptModules,
+      },
+      gates,
+    );
     const clipping = summarizeClipping(linears);
     return {
       original: opts.original,
       quantized: opts.quantized,
       architecture: spec.label,
       device,
-      input: opts.input ? { source: 'file', batch: shape.batch, seq: shape.seq } : { source: 'generated', batch: shape.batch, seq: shape.seq, seed },
+      input: describeInput(opts, shape, seed),
       model,
+      ...(ppl === undefined ? {} : { perplexity: ppl }),
       linears,
       notReached,
+      unverified,
+      keptModules,
       summary: {
         linearsCompared: linears.length,
         maxRelativeError: worst?.relativeError ?? 0,
@@ -192,4 +316,64 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     await original.close();
     await quantized?.close();
   }
+}
+
+function describeInput(opts: VerifyOptions, shape: BatchShape, seed: number): VerifyInput {
+  const dims = `${shape.batch}×${shape.seq} tokens`;
+  const src = opts.inputSource;
+  if (!opts.input) return { source: 'generated', batch: shape.batch, seq: shape.seq, seed, description: `random ids, ${dims}, seed ${seed}` };
+  if (src?.kind === 'text') {
+    const t = src.text;
+    const what = t.kind === 'bundled' ? 'bundled English sample' : t.kind === 'dataset' ? `dataset ${t.file}` : `text ${t.file === '-' ? 'stdin' : t.file}`;
+    return {
+      source: t.kind,
+      batch: shape.batch,
+      seq: shape.seq,
+      file: t.file,
+      tokenizer: t.tokenizer,
+      tokensAvailable: t.tokensAvailable,
+      description: `${what}, ${dims} of its ${t.tokensAvailable}`,
+    };
+  }
+  const file = src?.kind === 'file' ? src.file : undefined;
+  return { source: 'file', batch: shape.batch, seq: shape.seq, ...(file === undefined ? {} : { file }), description: `ids ${file ?? 'given'}, ${dims}` };
+}
+
+/**
+ * floorError (whole output) and errorRatio of a linear whose floor probe ran: the largest ratio
+ * over the whole output and each group of `bn` output columns (one row block of the weight), so
+ * damage to one block of a large matrix is not averaged away by the blocks around it (a zeroed
+ * 128×128 block of a 4096×4096 weight moves the whole output's error by ~25 %, its row block's ~4×).
+ */
+function floorOf(
+  reference: Float32Array,
+  floor: Float32Array | undefined,
+  actual: Float32Array,
+  rows: number,
+  bn: number | undefined,
+): { floorError?: number; errorRatio?: number } {
+  if (floor === undefined) return {};
+  const floorError = compareTensors(reference, floor).relativeError;
+  let ratio = compareTensors(reference, actual).relativeError / Math.max(floorError, FLOOR_EPSILON);
+  const n = rows > 0 ? reference.length / rows : 0;
+  if (bn !== undefined && n > bn) {
+    for (let c0 = 0; c0 < n; c0 += bn) {
+      const c1 = Math.min(n, c0 + bn);
+      let ref2 = 0;
+      let err2 = 0;
+      let floor2 = 0;
+      for (let r = 0; r < rows; r++) {
+        for (let i = r * n + c0, end = r * n + c1; i < end; i++) {
+          const x = reference[i]!;
+          ref2 += x * x;
+          err2 += (actual[i]! - x) ** 2;
+          floor2 += (floor[i]! - x) ** 2;
+        }
+      }
+      if (ref2 === 0) continue;
+      const blockFloor = Math.max(Math.sqrt(floor2 / ref2), FLOOR_EPSILON);
+      ratio = Math.max(ratio, Math.sqrt(err2 / ref2) / blockFloor);
+    }
+  }
+  return { floorError, errorRatio: ratio };
 }
