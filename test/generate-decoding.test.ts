@@ -20,7 +20,7 @@ import { identicalPrefix } from '../src/runtime/generate/compare.js';
 import { CachedDecoder, RecomputingDecoder, type TokenDecoder } from '../src/runtime/generate/decoder.js';
 import { generateTokens, type GeneratedTokens } from '../src/runtime/generate/generate-tokens.js';
 import { argmax, GREEDY, logProbability, TokenSampler, type SamplingOptions } from '../src/runtime/generate/sampling.js';
-import { MODELS, modelDir } from './helpers/fixtures.js';
+import { MODELS } from './helpers/fixtures.js';
 
 const STORIES = join(MODELS, 'stories260K');
 /** fixtures/models/README.md: greedy from "Once upon a time" (57 generated tokens). */
@@ -163,10 +163,10 @@ describe('FP8 conversion of stories260K', () => {
   });
 });
 
-describe('KV cache against recomputation on the other architectures (BF16)', () => {
-  for (const name of ['llama', 'mixtral', 'deepseek_v3'] as const) {
+describe('KV cache against recomputation on the other architectures (BF16; gemma3_text and gpt_oss also past their sliding window)', () => {
+  for (const name of ['llama', 'mixtral', 'deepseek_v3', 'deepseek_v2', 'gemma3_text', 'gpt_oss', 'glm4_moe', 'minimax_m2', 'mistral3', 'qwen3_vl'] as const) {
     test(`${name}: logits agree to 1e-5 at every step`, async () => {
-      const { errors, sameArgmax } = await stepErrors(modelDir(name), 6);
+      const { errors, sameArgmax } = await stepErrors(join(MODELS, name), 6);
       for (const [i, e] of errors.entries()) assert.ok(e < 1e-5, `step ${i}: relative error ${e}`);
       assert.ok(sameArgmax.every(Boolean));
     });

@@ -34,7 +34,7 @@ interface PackResult {
 
 /** Largest tarball accepted: the build is ~0.3 MB; a stray fixture or weight file is megabytes. */
 const MAX_TARBALL_BYTES = 2 * 1024 * 1024;
-const ALLOWED = /^(bin\/fp8q\.js|dist\/.+\.js(\.map)?|README\.md|LICENSE|package\.json)$/;
+const ALLOWED = /^(bin\/fp8q\.js|dist\/.+\.js(\.map)?|data\/verify-sample\.txt|README\.md|LICENSE|package\.json)$/;
 /** Hub tokens, private keys, npm auth lines: what must never ship. */
 const SECRET = /\bhf_[A-Za-z0-9]{30,}|-----BEGIN [A-Z ]*PRIVATE KEY-----|_authToken\s*=|npm_[A-Za-z0-9]{36}/;
 
@@ -60,7 +60,7 @@ after(async () => tmp?.cleanup());
 test('the tarball holds the build (JavaScript and source maps), README and package.json only, no secret, and stays small', async (t) => {
   t.diagnostic(`${pack.filename}: ${(pack.size / 1024).toFixed(0)} KiB packed, ${(pack.unpackedSize / 1024).toFixed(0)} KiB unpacked, ${pack.files.length} files`);
   const stray = pack.files.map((f) => f.path).filter((p) => !ALLOWED.test(p));
-  assert.deepEqual(stray, [], 'files outside bin/, dist/, README.md, package.json');
+  assert.deepEqual(stray, [], 'files outside bin/, dist/, data/verify-sample.txt, README.md, package.json');
   assert.ok(pack.files.some((f) => f.path === 'dist/cli/index.js'), 'the compiled CLI is in the tarball');
   assert.ok(pack.size < MAX_TARBALL_BYTES, `tarball is ${pack.size} bytes`);
   // The installed copy is the tarball's content: scan it for tokens and keys.

@@ -6,7 +6,6 @@
 // by layer, or — with resident weights (weight-residency.ts) — read once and kept.
 
 import { CachedAttentionStep, KvCache } from '../models/cached-attention.js';
-import { ropeTables, type RopeTables } from '../models/rope.js';
 import type { ModelRunner } from '../models/runner.js';
 
 export interface TokenDecoder {
@@ -29,14 +28,12 @@ async function lastLogits(runner: ModelRunner, hidden: Float32Array, rows: numbe
 export class CachedDecoder implements TokenDecoder {
   readonly cached = true;
   readonly cache: KvCache;
-  private readonly rope: RopeTables;
 
   constructor(
     private readonly runner: ModelRunner,
     readonly capacity: number,
   ) {
     this.cache = new KvCache(runner.spec, capacity);
-    this.rope = ropeTables(runner.spec.rope, capacity, runner.ropeOptions);
   }
 
   get length(): number {
@@ -50,7 +47,7 @@ export class CachedDecoder implements TokenDecoder {
     const spec = this.runner.spec;
     let hidden = await this.runner.embed(ids);
     for (let i = 0; i < spec.numLayers; i++) {
-      const step = new CachedAttentionStep(spec, this.cache.layers[i]!, this.rope, position, ids.length, spec.slidingWindow(i));
+      const step = new CachedAttentionStep(spec, this.cache.layers[i]!, this.runner.layerRope(this.capacity, i), position, ids.length, spec.slidingWindow(i));
       hidden = (await this.runner.runLayer(i, hidden, { batch: 1, seq: ids.length }, { attention: step })).hidden;
     }
     this.cache.length = position + ids.length;

@@ -10,17 +10,17 @@
 // so a cached key never changes. MLA caches its per-head keys and values as the plain forward
 // computes them (not the compressed latent): simple, and exact with respect to that forward.
 //
-// The projections repeat those of the uncached graphs in layer-graphs.ts on purpose: those stay as
-// they are, and this module owns only what a cache changes.
+// The projections are the uncached forward's own (layer-graphs.ts gqaProjections/mlaProjections,
+// every family's variants included); this module owns only what a cache changes: which rotary rows
+// and mask the new tokens get, and the keys and values kept between steps.
 
 import type { Value } from '../onnx/graph-builder.js';
 import type { HostTensor } from '../session.js';
 import { attentionScale, type ModelSpec } from './config.js';
-import { emitRope, emitSdpa, MLA_INNER_NORM_EPS, repeatKv, toHeads, type BatchShape, type GqaWeights, type MlaWeights } from './layer-graphs.js';
+import { emitSdpa, gqaProjections, mlaProjections, repeatKv, ropeRowsAt, type BatchShape } from './layer-graphs.js';
 import { ForwardGraphError, type ModelGraph } from './model-graph.js';
 import type { RopeTables } from './rope.js';
 import type { LayerAttention, LayerAttentionHook } from './runner.js';
-import type { StoredTensor } from './weights.js';
 
 /** One layer's cached keys `[heads, capacity, keyDim]` and values `[heads, capacity, valueDim]`. */
 export class LayerKvCache {
@@ -100,7 +100,7 @@ export class CachedAttentionStep implements LayerAttentionHook {
   constructor(
     private readonly spec: ModelSpec,
     private readonly cache: LayerKvCache,
-    /** Rotary tables covering at least `position + count` positions. */
+    /** This layer's rotary tables (ModelRunner.layerRope), covering at least `position + count` positions. */
     private readonly rope: RopeTables,
     private readonly position: number,
     private readonly count: number,
@@ -112,14 +112,11 @@ export class CachedAttentionStep implements LayerAttentionHook {
 
   emit(mg: ModelGraph, attention: LayerAttention, normed: Value): Value {
     const shape: BatchShape = { batch: 1, seq: this.count };
-    const dim = this.rope.dim;
-    const rows = (t: Float32Array): Float32Array => t.slice(this.position * dim, (this.position + this.count) * dim);
-    const cos = mg.constF32(rows(this.rope.cos), [this.count, dim]);
-    const sin = mg.constF32(rows(this.rope.sin), [this.count, dim]);
+    const rows = ropeRowsAt(mg, this.rope, this.position, this.count);
     // The first step (no past) attends over its own tokens only; later steps over the whole cache.
     const past = this.position === 0 ? 0 : this.cache.capacity;
     const mask = mg.constF32(cachedAttentionMask(this.position, this.count, past, this.window), [this.count, past + this.count]);
-    const kv = attention.kind === 'gqa' ? gqaQkv(mg, this.spec, attention.w, normed, shape, cos, sin) : mlaQkv(mg, this.spec, attention.w, normed, shape, cos, sin);
+    const kv = attention.kind === 'gqa' ? gqaProjections(mg, this.spec, attention.w, normed, shape, rows, this.rope.dim) : mlaProjections(mg, this.spec, attention.w, normed, shape, rows);
     mg.output(kv.key, KEY_OUTPUT);
     mg.output(kv.value, VALUE_OUTPUT);
     let key = kv.key;
@@ -129,8 +126,9 @@ export class CachedAttentionStep implements LayerAttentionHook {
       key = mg.concat([mg.constF32(c.keys, [1, c.heads, c.capacity, c.keyDim]), key], 2);
       value = mg.concat([mg.constF32(c.values, [1, c.heads, c.capacity, c.valueDim]), value], 2);
     }
-    const rep = kv.queryHeads / this.cache.heads;
-    const out = emitSdpa(mg, kv.query, repeatKv(mg, key, rep), repeatKv(mg, value, rep), attentionScale(this.spec), mask, shape);
+    const rep = this.spec.attention.heads / kv.kvHeads;
+    const sinks = attention.kind === 'gqa' ? attention.w.sinks : undefined;
+    const out = emitSdpa(mg, kv.query, repeatKv(mg, key, rep), repeatKv(mg, value, rep), attentionScale(this.spec), mask, shape, sinks);
     return mg.linear(attention.w.o, out);
   }
 
@@ -140,54 +138,4 @@ export class CachedAttentionStep implements LayerAttentionHook {
     if (k?.type !== 'float32' || v?.type !== 'float32') throw new ForwardGraphError('cached attention: the graph did not return the new keys and values');
     this.cache.write(this.position, this.count, k.data, v.data);
   }
-}
-
-interface QueryKeyValue {
-  /** `[1, queryHeads, T, dk]`. */
-  readonly query: Value;
-  /** `[1, cacheHeads, T, dk]` and `[1, cacheHeads, T, dv]`. */
-  readonly key: Value;
-  readonly value: Value;
-  readonly queryHeads: number;
-}
-
-/** Grouped-query attention's projections, as emitGqaAttention computes them, for `T` tokens. */
-function gqaQkv(mg: ModelGraph, spec: ModelSpec, w: GqaWeights, x: Value, shape: BatchShape, cos: Value, sin: Value): QueryKeyValue {
-  const a = spec.attention;
-  if (a.kind !== 'gqa') throw new ForwardGraphError('cached GQA attention needs a GQA spec');
-  const d = a.headDim;
-  const headNorm = (v: Value, heads: number, norm: StoredTensor | undefined): Value => {
-    const split = mg.reshape(v, [shape.batch, shape.seq, heads, d]);
-    return mg.transpose(norm ? mg.rmsNorm(split, norm, spec.rmsNormEps) : split, [0, 2, 1, 3]);
-  };
-  return {
-    query: emitRope(mg, headNorm(mg.linear(w.q, x), a.heads, w.qNorm), cos, sin, false),
-    key: emitRope(mg, headNorm(mg.linear(w.k, x), a.kvHeads, w.kNorm), cos, sin, false),
-    value: toHeads(mg, mg.linear(w.v, x), shape, a.kvHeads, d),
-    queryHeads: a.heads,
-  };
-}
-
-/** DeepSeek MLA's per-head queries, keys and values, as emitMlaAttention computes them. */
-function mlaQkv(mg: ModelGraph, spec: ModelSpec, w: MlaWeights, x: Value, shape: BatchShape, cos: Value, sin: Value): QueryKeyValue {
-  const a = spec.attention;
-  if (a.kind !== 'mla') throw new ForwardGraphError('cached MLA attention needs an MLA spec');
-  const qkHead = a.qkNopeHeadDim + a.qkRopeHeadDim;
-  let qFlat: Value;
-  if (w.qA && w.qB && w.qANorm) qFlat = mg.linear(w.qB, mg.rmsNorm(mg.linear(w.qA, x), w.qANorm, MLA_INNER_NORM_EPS));
-  else if (w.q) qFlat = mg.linear(w.q, x);
-  else throw new ForwardGraphError('MLA attention needs q_proj or q_a_proj/q_a_layernorm/q_b_proj');
-  const q = toHeads(mg, qFlat, shape, a.heads, qkHead);
-  const qPass = mg.slice(q, -1, 0, a.qkNopeHeadDim);
-  const qRot = emitRope(mg, mg.slice(q, -1, a.qkNopeHeadDim, qkHead), cos, sin, spec.rope.interleave);
-
-  const compressed = mg.linear(w.kvA, x);
-  const kPassLatent = mg.slice(compressed, -1, 0, a.kvLoraRank);
-  const kRotFlat = mg.slice(compressed, -1, a.kvLoraRank, a.kvLoraRank + a.qkRopeHeadDim);
-  const kv = toHeads(mg, mg.linear(w.kvB, mg.rmsNorm(kPassLatent, w.kvANorm, MLA_INNER_NORM_EPS)), shape, a.heads, a.qkNopeHeadDim + a.vHeadDim);
-  const kPass = mg.slice(kv, -1, 0, a.qkNopeHeadDim);
-  const value = mg.slice(kv, -1, a.qkNopeHeadDim, a.qkNopeHeadDim + a.vHeadDim);
-  const kRot1 = emitRope(mg, toHeads(mg, kRotFlat, shape, 1, a.qkRopeHeadDim), cos, sin, spec.rope.interleave);
-  const kRot = mg.expand(kRot1, [shape.batch, a.heads, shape.seq, a.qkRopeHeadDim]);
-  return { query: mg.concat([qPass, qRot], -1), key: mg.concat([kPass, kRot], -1), value, queryHeads: a.heads };
 }

@@ -202,8 +202,8 @@ export class ModelRunner {
     return this.head(hidden, shape.batch * shape.seq);
   }
 
-  /** Rotary tables of a layer: Gemma's sliding-window layers have their own theta. */
-  private rope(seq: number, layer: number): RopeTables {
+  /** Rotary tables of a layer for `seq` positions: Gemma's sliding-window layers have their own theta. */
+  layerRope(seq: number, layer: number): RopeTables {
     const local = this.spec.gemma !== undefined && this.spec.slidingWindow(layer) !== undefined;
     const key = `${local ? 'local' : 'global'}:${seq}`;
     let t = this.ropeCache.get(key);
@@ -234,7 +234,7 @@ export class ModelRunner {
     const h = this.spec.hiddenSize;
     const result: LayerResult = { hidden, captures: new Map(), probeOutputs: new Map() };
     try {
-      const ctx: AttentionContext = { spec: this.spec, shape, rope: this.rope(shape.seq, index), window: this.spec.slidingWindow(index) };
+      const ctx: AttentionContext = { spec: this.spec, shape, rope: this.layerRope(shape.seq, index), window: this.spec.slidingWindow(index) };
       const attention = await this.loadAttention(scope, plan);
       const inputNorm = await scope.tensor(plan.inputNorm);
       const postNorm = await scope.tensor(plan.postAttentionNorm);
