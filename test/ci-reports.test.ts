@@ -300,7 +300,7 @@ describe('reports through the CLI on the llama fixture', () => {
     assert.equal(suite.tests, gates.length + 14);
     const failed = failedCases(suite).map((c) => c.name ?? '');
     assert.ok(failed.includes('model.layers.0.self_attn.v_proj'), failed.join());
-    assert.ok(failed.includes('max-layer-rel-error'), failed.join());
+    assert.ok(failed.includes('max-layer-error-ratio'), failed.join());
     assert.equal(suite.failures, failed.length);
     assert.ok(failed.every((n) => n === 'model.layers.0.self_attn.v_proj' || gates.includes(n)), failed.join());
     const html = markdown.render(await readFile(join(work, 'reports/bad.md'), 'utf8'));

@@ -120,12 +120,12 @@ describe('verify', () => {
     const bad = join(tmp.path, 'llama-bad');
     await copyCheckpointWithEdits(fp8, bad, (t) => scaleF32(t.get('model.layers.0.self_attn.v_proj.weight_scale_inv')!, 4));
     const r = await runCli(['verify', modelDir('llama'), bad, '--input-ids', join(MODELS, 'llama.logits.safetensors'), '--device', 'cpu', '--json']);
-    // The first failure is the per-linear gate against the FP8 floor; the absolute one follows.
+    // The first failure is the per-linear gate against the FP8 floor.
     const err = assertJsonError(r, 'E_GATE_LAYER_RATIO', 3);
     assert.match(err.message, /v_proj/);
     const report = JSON.parse(r.stdout) as { passed: boolean; failures: { gate: string; code: string }[]; device: string; deviceSelection: { device: string } };
     assert.equal(report.passed, false);
-    assert.ok(report.failures.some((f) => f.gate === 'max-layer-rel-error' && f.code === 'E_GATE_LAYER'));
+    assert.ok(report.failures.some((f) => f.gate === 'max-layer-error-ratio' && f.code === 'E_GATE_LAYER_RATIO'));
     assert.ok(report.failures.every((f) => f.code === GATE_ERROR_CODES[f.gate as keyof typeof GATE_ERROR_CODES]));
     assert.equal(report.device, 'cpu');
     assert.equal(report.deviceSelection.device, 'cpu');

@@ -73,7 +73,8 @@ function linearCases(r: VerifyReportView): TestCase[] {
   const cases: TestCase[] = [];
   const limit = r.gates.maxLayerRelError;
   for (const l of r.linears) {
-    const figures = `relative error ${sci(l.relativeError)} (limit ${limit}), cosine ${l.cosine.toFixed(5)}, SQNR ${decibels(l.sqnrDb)} dB, ${l.rows} rows` +
+    const ratio = l.errorRatio === undefined ? '' : `, ${l.errorRatio.toFixed(2)}× its FP8 floor ${sci(l.floorError ?? NaN)}`;
+    const figures = `relative error ${sci(l.relativeError)} (limit ${limit})${ratio}, cosine ${l.cosine.toFixed(5)}, SQNR ${decibels(l.sqnrDb)} dB, ${l.rows} rows` +
       (l.clipping ? `, ${l.clipping.clipped} of ${l.clipping.elements} input values beyond the calibrated range` : '');
     const f = failed.get(l.module);
     cases.push({
@@ -81,7 +82,7 @@ function linearCases(r: VerifyReportView): TestCase[] {
       name: l.module,
       time: share(l),
       ...(f
-        ? { failure: { message: `relative error ${sci(l.relativeError)} exceeds --max-layer-rel-error ${limit}`, type: 'max-layer-rel-error', text: `${f.message}\n${figures}` } }
+        ? { failure: { message: f.message, type: f.gate, text: `${f.message}\n${figures}` } }
         : { out: figures }),
     });
   }

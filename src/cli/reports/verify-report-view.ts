@@ -67,6 +67,8 @@ export interface VerifyReportView {
     readonly maxKl: number;
     readonly minTop1: number;
     readonly maxLayerRelError: number;
+    /** Largest ratio of a linear's error to its FP8 floor (the original weights re-quantized the same way). */
+    readonly maxLayerErrorRatio?: number;
     readonly maxPplIncrease?: number;
   };
   readonly failures: readonly ReportGateFailure[];
@@ -131,7 +133,7 @@ export function describeInput(r: VerifyReportView): string {
   return `${shape} (${r.input.source}${r.input.file !== undefined ? ` ${r.input.file}` : ''})`;
 }
 
-const KNOWN_GATES = ['max-layer-rel-error', 'max-kl', 'min-top1', 'max-ppl-increase'] as const;
+const KNOWN_GATES = ['max-layer-error-ratio', 'max-layer-rel-error', 'max-kl', 'min-top1', 'max-ppl-increase'] as const;
 
 /**
  * Every gate of the run in a fixed order (per-linear first, as failures are), then any gate
@@ -144,7 +146,19 @@ export function gateResults(r: VerifyReportView): GateResult[] {
     return { gate, flag: `--${gate}`, metric, limit, measured, passed: failures.length === 0, failures };
   };
   const g = r.gates;
-  const rows: GateResult[] = [
+  const ratios = r.linears.map((l) => l.errorRatio).filter((x): x is number => x !== undefined);
+  const rows: GateResult[] = [];
+  if (g.maxLayerErrorRatio !== undefined) {
+    rows.push(
+      result(
+        'max-layer-error-ratio',
+        "each quantized linear's error over its FP8 floor",
+        `≤ ${g.maxLayerErrorRatio}×`,
+        ratios.length > 0 ? `${Math.max(...ratios).toFixed(2)}× (worst of ${ratios.length})` : 'no floor measured',
+      ),
+    );
+  }
+  rows.push(
     result(
       'max-layer-rel-error',
       'relative error of each quantized linear',
@@ -153,7 +167,7 @@ export function gateResults(r: VerifyReportView): GateResult[] {
     ),
     result('max-kl', 'mean KL(original ‖ quantized) per token', `≤ ${g.maxKl}`, sci(r.model.meanKl)),
     result('min-top1', 'top-1 agreement', `≥ ${g.minTop1}`, `${r.model.top1Agreement.toFixed(4)} (${percent(r.model.top1Agreement)})`),
-  ];
+  );
   if (g.maxPplIncrease !== undefined) {
     rows.push(
       result('max-ppl-increase', 'perplexity increase', `≤ ${g.maxPplIncrease}%`, r.perplexity ? signedPercent(r.perplexity.increasePercent / 100) : 'no text input'),
@@ -176,9 +190,12 @@ export function worstLinears(r: VerifyReportView, count: number): LinearReport[]
 }
 
 /** Failures of the per-linear gate by module, so a linear's row can say why it failed. */
+/** The gates a single linear can fail: against its FP8 floor, and the absolute backstop. */
+const PER_LINEAR_GATES: ReadonlySet<string> = new Set(['max-layer-error-ratio', 'max-layer-rel-error']);
+
 export function linearFailures(r: VerifyReportView): Map<string, ReportGateFailure> {
   const out = new Map<string, ReportGateFailure>();
-  for (const f of r.failures) if (f.gate === 'max-layer-rel-error' && !out.has(f.subject)) out.set(f.subject, f);
+  for (const f of r.failures) if (PER_LINEAR_GATES.has(f.gate) && !out.has(f.subject)) out.set(f.subject, f);
   return out;
 }
 
