@@ -2,28 +2,15 @@
 // output, fp8q's own) → a BF16 (or FP16) checkpoint, what DeepSeek's fp8_cast_bf16.py does: every
 // FP8 weight becomes `fp8 × scale_inv` rounded once to the output dtype, its scale (and any
 // activation scale) is dropped, everything else is copied byte for byte, and config.json loses
-// quantization_config. Same atomic staging, sharding and index as convert.
+// quantization_config. Written by the same pipeline as convert (write-plan.ts).
 
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { planDequantize } from '../passes/fp8-plans.js';
-import type { PlanEntry, QuantizationSettings } from '../passes/plan.js';
-import { Checkpoint, CONFIG_FILE, INDEX_FILE, type ModelConfig } from './checkpoint.js';
-import { DEFAULT_MAX_SHARD_BYTES } from './convert-checkpoint.js';
-import { executeCopy } from './entry-executors.js';
-import { executeDequantize } from './fp8-executors.js';
-import { checkOutputDestination, explainWriteFailure, StagingFolder } from './output-folder.js';
-import { SafetensorsWriter } from './safetensors-writer.js';
-import { assignShards, buildIndex } from './shards.js';
-
-/** Files that hold weights in other formats, or stray safetensors: never copied beside the output. */
-const NOT_COPIED = /\.(bin|pt|pth|ckpt|h5|msgpack|gguf|onnx|onnx_data|safetensors)$/i;
+import { Checkpoint, type ModelConfig } from './checkpoint.js';
+import { checkOutputDestination } from './output-folder.js';
+import { orderEntries, planInputBytes, planOutputBytes, writePlan } from './write-plan.js';
 
 export type DequantDtype = 'bfloat16' | 'float16';
-
-/** executeCopy's options carry quantization settings it never reads; a dequant quantizes nothing. */
-const COPY_ONLY: QuantizationSettings = { format: 'e4m3fn', block: { bn: 128, bk: 128 }, scaleFormat: 'float', activationScheme: 'dynamic' };
 
 export interface DequantOptions {
   readonly input: string;
@@ -31,6 +18,8 @@ export interface DequantOptions {
   readonly dtype?: DequantDtype;
   readonly maxShardBytes?: number;
   readonly force?: boolean;
+  /** Worker threads (default: available cores); 0 runs the reference executors on this thread. */
+  readonly threads?: number;
   readonly onEvent?: (event: DequantEvent) => void;
 }
 
@@ -64,12 +53,6 @@ export function dequantizedConfig(config: ModelConfig | undefined, dtype: Dequan
   return rest;
 }
 
-function byFirstOutput(a: PlanEntry, b: PlanEntry): number {
-  const x = a.outputs[0]!.name;
-  const y = b.outputs[0]!.name;
-  return x < y ? -1 : x > y ? 1 : 0;
-}
-
 export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSummary> {
   const t0 = performance.now();
   const emit = opts.onEvent ?? (() => undefined);
@@ -82,13 +65,9 @@ export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSu
     if (plan.input.perTensor > 0) warnings.push(`${plan.input.perTensor} FP8 weights have one scale per tensor (not per block); dequantized with it`);
     for (const f of ckpt.otherFiles.filter((f) => f.endsWith('.safetensors'))) warnings.push(`${f} is not one of the checkpoint's shards: not read and not copied`);
     for (const w of warnings) emit({ type: 'warning', message: w });
-    const entries = [...plan.entries].sort(byFirstOutput);
-    let bytesIn = 0;
-    let bytesOut = 0;
-    for (const e of entries) {
-      for (const s of e.sources) bytesIn += ckpt.info(s).byteLength;
-      for (const o of e.outputs) bytesOut += o.byteLength;
-    }
+    const entries = orderEntries(plan.entries);
+    const bytesIn = planInputBytes(ckpt, entries);
+    const bytesOut = planOutputBytes(entries);
     const { format } = plan.input;
     const base = {
       input: opts.input,
@@ -103,55 +82,18 @@ export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSu
       warnings,
     };
     await checkOutputDestination(opts.input, opts.output, opts.force ?? false);
-
-    const shards = assignShards(entries.map((e) => e.outputs), opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
-    const shardOf = new Map<string, number>();
-    shards.forEach((s, i) => s.tensors.forEach((t) => shardOf.set(t.name, i)));
-    let staging: StagingFolder | undefined;
-    try {
-      staging = await StagingFolder.create(opts.output);
-      let done = 0;
-      const onBytes = (n: number): void => {
-        done += n;
-        emit({ type: 'bytes', done, total: bytesIn });
-      };
-      let next = 0;
-      const written: { file: string; bytes: number }[] = [];
-      for (let si = 0; si < shards.length; si++) {
-        const writer = await SafetensorsWriter.create(join(staging.path, shards[si]!.file), shards[si]!.tensors, { format: 'pt' });
-        try {
-          for (; next < entries.length && shardOf.get(entries[next]!.outputs[0]!.name) === si; next++) {
-            const entry = entries[next]!;
-            emit({ type: 'tensor', name: entry.outputs[0]!.name, index: next, count: entries.length });
-            if (entry.op === 'dequantize') await executeDequantize(entry, ckpt, writer, { onBytes });
-            else if (entry.op === 'copy') await executeCopy(entry, ckpt, writer, { settings: COPY_ONLY, nonFinite: 'error', onBytes });
-          }
-          await writer.finish();
-        } catch (e) {
-          await writer.abort();
-          throw e;
-        }
-        written.push({ file: shards[si]!.file, bytes: writer.layout.fileSize });
-      }
-      if (shards.length > 1) await writeJson(join(staging.path, INDEX_FILE), buildIndex(shards));
-      const config = dequantizedConfig(ckpt.config, dtype);
-      if (config) await writeJson(join(staging.path, CONFIG_FILE), config);
-      for (const f of ckpt.otherFiles) {
-        if (f === CONFIG_FILE || NOT_COPIED.test(f) || f.split('/').some((p) => p.startsWith('.'))) continue;
-        await mkdir(dirname(join(staging.path, f)), { recursive: true });
-        await copyFile(join(ckpt.dir, f), join(staging.path, f));
-      }
-      await staging.commit();
-      return { ...base, seconds: (performance.now() - t0) / 1000, shards: written };
-    } catch (e) {
-      await staging?.discard();
-      throw explainWriteFailure(e, opts.output, bytesOut);
-    }
+    const written = await writePlan(ckpt, {
+      output: opts.output,
+      entries,
+      config: dequantizedConfig(ckpt.config, dtype),
+      ...(opts.maxShardBytes !== undefined ? { maxShardBytes: opts.maxShardBytes } : {}),
+      ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+      emit: (e) => {
+        if (e.type !== 'finalizing') emit(e);
+      },
+    });
+    return { ...base, seconds: (performance.now() - t0) / 1000, shards: written.map(({ file, bytes }) => ({ file, bytes })) };
   } finally {
     await ckpt.close();
   }
-}
-
-async function writeJson(path: string, value: unknown): Promise<void> {
-  await writeFile(path, `${JSON.stringify(value, null, 2)}\n`);
 }

@@ -16,7 +16,8 @@ export interface OutputSink {
 }
 
 export interface ExecuteOptions {
-  readonly settings: QuantizationSettings;
+  /** The plan's quantization settings; absent for a plan that quantizes nothing (dequant). */
+  readonly settings?: QuantizationSettings;
   readonly nonFinite: 'error' | 'saturate';
   /** Called with source bytes consumed, for progress. */
   readonly onBytes?: (bytes: number) => void;
@@ -52,9 +53,16 @@ export function nonFiniteWeightError(src: CheckpointTensor, expert: number, err:
   );
 }
 
+/** The plan's quantization settings, which every quantizing entry needs. */
+export function quantizationSettings(opts: ExecuteOptions): QuantizationSettings {
+  if (!opts.settings) throw new Error('a quantizing plan entry was executed without quantization settings');
+  return opts.settings;
+}
+
 /** The kernel options of this run: the plan's format and scales, the run's NaN/Inf policy, `block` (default the plan's). */
-export function kernelOptions(opts: ExecuteOptions, block: BlockShape = opts.settings.block): ChunkSettings {
-  return { format: opts.settings.format, block, scaleFormat: opts.settings.scaleFormat, nonFinite: opts.nonFinite };
+export function kernelOptions(opts: ExecuteOptions, block: BlockShape = quantizationSettings(opts).block): ChunkSettings {
+  const settings = quantizationSettings(opts);
+  return { format: settings.format, block, scaleFormat: settings.scaleFormat, nonFinite: opts.nonFinite };
 }
 
 /** A `quantize` entry's float source and outputs, and the geometry of its `[E?, N, K]` weight in blocks. */
@@ -82,7 +90,7 @@ export function quantizeGeometry(entry: QuantizeEntry, ckpt: Checkpoint, opts: E
   const experts = rank === 3 ? src.shape[0]! : 1;
   const n = src.shape[rank - 2]!;
   const k = src.shape[rank - 1]!;
-  const { bn, bk } = opts.settings.block;
+  const { bn, bk } = quantizationSettings(opts).block;
   return { src, dtype, weightOut, scaleOut, experts, n, k, bn, rowBlocks: ceilDiv(n, bn), colBlocks: ceilDiv(k, bk) };
 }
 
@@ -109,7 +117,7 @@ export async function executeQuantize(entry: QuantizeEntry, ckpt: Checkpoint, si
       try {
         quantizeStripe(v, rows, k, quantOpts, c, scaleRow, r0);
       } catch (err) {
-        if (err instanceof NonFiniteValueError) throw nonFiniteWeightError(src, e, err, opts.settings.block);
+        if (err instanceof NonFiniteValueError) throw nonFiniteWeightError(src, e, err, quantizationSettings(opts).block);
         throw err;
       }
       await sink.write(weightOut.name, c, globalRow * k);

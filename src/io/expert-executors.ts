@@ -10,7 +10,7 @@
 import { ceilDiv } from '../fp8/block-quantize.js';
 import type { QuantizeInOutEntry, StackExpertsEntry } from '../passes/plan.js';
 import type { Checkpoint } from './checkpoint.js';
-import type { ExecuteOptions, OutputSink } from './entry-executors.js';
+import { quantizationSettings, type ExecuteOptions, type OutputSink } from './entry-executors.js';
 import { CheckpointError } from './errors.js';
 import { FloatRowReader } from './float-rows.js';
 import { quantizeStripeOf } from './quantize-rows.js';
@@ -18,7 +18,7 @@ import { quantizeStripeOf } from './quantize-rows.js';
 export async function executeStackExperts(entry: StackExpertsEntry, ckpt: Checkpoint, sink: OutputSink, opts: ExecuteOptions): Promise<void> {
   const [weightOut, scaleOut] = entry.outputs;
   const [experts, n, k] = weightOut!.shape as [number, number, number];
-  const { bn, bk } = opts.settings.block;
+  const { bn, bk } = quantizationSettings(opts).block;
   const rowBlocks = ceilDiv(n, bn);
   const colBlocks = ceilDiv(k, bk);
   const scales = new Float32Array(experts * rowBlocks * colBlocks);
@@ -67,7 +67,7 @@ export async function executeQuantizeInOut(entry: QuantizeInOutEntry, ckpt: Chec
   const experts = shape.length === 3 ? shape[0]! : 1;
   const k = shape[shape.length - 2]!;
   const n = shape[shape.length - 1]!;
-  const { bn, bk } = opts.settings.block;
+  const { bn, bk } = quantizationSettings(opts).block;
   const outBlocks = ceilDiv(n, bn);
   const inBlocks = ceilDiv(k, bk);
   const scales = new Float32Array(experts * outBlocks * inBlocks);

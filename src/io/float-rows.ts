@@ -24,6 +24,15 @@ function withoutOnes(shape: readonly number[]): string {
   return JSON.stringify(shape.filter((d) => d !== 1));
 }
 
+/** An FP8 tensor's scales as FloatRowReader.blockScales gives them. */
+export interface BlockScales {
+  readonly scales: Float32Array;
+  readonly gridRows: number;
+  readonly gridCols: number;
+  readonly rowBlock: number;
+  readonly colBlock: number;
+}
+
 export class FloatRowReader {
   /** Rows of the 2-D view (all axes but the last). */
   readonly rows: number;
@@ -72,6 +81,29 @@ export class FloatRowReader {
 
   get isFp8(): boolean {
     return this.decode !== undefined;
+  }
+
+  /** Rows of one matrix (the second-to-last axis): a scale grid never spans two. */
+  get rowsPerMatrix(): number {
+    return this.matrixRows;
+  }
+
+  /**
+   * An FP8 tensor's scale grid, un-transposed: per matrix, `[gridRows, gridCols]` row-major over
+   * (stored row block, stored column block). Undefined for a float tensor.
+   */
+  blockScales(): BlockScales | undefined {
+    if (!this.ref || !this.scales) return undefined;
+    const { rowBlock, colBlock, scaleTransposed } = this.ref;
+    const gridRows = ceilDiv(this.matrixRows, rowBlock);
+    const gridCols = ceilDiv(this.cols, colBlock);
+    if (!scaleTransposed) return { scales: this.scales, gridRows, gridCols, rowBlock, colBlock };
+    const per = gridRows * gridCols;
+    const out = new Float32Array(this.scales.length);
+    for (let m = 0; m < this.scales.length / per; m++) {
+      for (let r = 0; r < gridRows; r++) for (let c = 0; c < gridCols; c++) out[m * per + r * gridCols + c] = this.scales[m * per + c * gridRows + r]!;
+    }
+    return { scales: out, gridRows, gridCols, rowBlock, colBlock };
   }
 
   private async readRaw(row0: number, count: number): Promise<Uint8Array> {

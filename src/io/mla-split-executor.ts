@@ -12,7 +12,7 @@
 import { ceilDiv } from '../fp8/block-quantize.js';
 import type { MlaSplitEntry } from '../passes/plan.js';
 import type { Checkpoint } from './checkpoint.js';
-import type { ExecuteOptions, OutputSink } from './entry-executors.js';
+import { quantizationSettings, type ExecuteOptions, type OutputSink } from './entry-executors.js';
 import { CheckpointError } from './errors.js';
 import { FloatRowReader } from './float-rows.js';
 import { quantizeMatrix } from './quantize-rows.js';
@@ -28,7 +28,7 @@ export async function executeMlaSplit(entry: MlaSplitEntry, ckpt: Checkpoint, si
         `(num_attention_heads ${heads} × (qk_nope_head_dim ${nope} + v_head_dim ${v}), kv_lora_rank ${lora})`,
     );
   }
-  const { bn, bk } = opts.settings.block;
+  const { bn, bk } = quantizationSettings(opts).block;
   const [wUk, wUkScale, wUv, wUvScale] = entry.outputs;
   const ukRowBlocks = ceilDiv(lora, bk);
   const ukColBlocks = ceilDiv(nope, bn);

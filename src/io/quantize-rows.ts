@@ -5,21 +5,24 @@
 
 import { blockQuantize, ceilDiv, NonFiniteValueError, quantizeStripe, type BlockQuantized, type BlockShape } from '../fp8/block-quantize.js';
 import type { PlannedOutput } from '../passes/plan.js';
-import { kernelOptions, type ExecuteOptions, type OutputSink } from './entry-executors.js';
+import { kernelOptions, quantizationSettings, type ExecuteOptions, type OutputSink } from './entry-executors.js';
 import { CheckpointError } from './errors.js';
 import type { FloatRowReader } from './float-rows.js';
+
+/** The CheckpointError for a NaN/Inf of `source`, at the source coordinates `where` gives. */
+export function nonFiniteSourceError(err: NonFiniteValueError, source: string, where: (row: number, col: number) => string): CheckpointError {
+  return new CheckpointError(
+    `tensor "${source}" has a non-finite value (${err.value}) at ${where(err.row, err.col)}: ` +
+      `the source checkpoint is damaged; fix it, or pass --allow-nonfinite to saturate ±Inf and zero NaN`,
+  );
+}
 
 /** Runs `quantize`, turning a NonFiniteValueError into the CheckpointError that names `source` and `where`. */
 function namingNonFinite<T>(quantize: () => T, source: string, where: (row: number, col: number) => string): T {
   try {
     return quantize();
   } catch (err) {
-    if (err instanceof NonFiniteValueError) {
-      throw new CheckpointError(
-        `tensor "${source}" has a non-finite value (${err.value}) at ${where(err.row, err.col)}: ` +
-          `the source checkpoint is damaged; fix it, or pass --allow-nonfinite to saturate ±Inf and zero NaN`,
-      );
-    }
+    if (err instanceof NonFiniteValueError) throw nonFiniteSourceError(err, source, where);
     throw err;
   }
 }
@@ -67,7 +70,7 @@ export async function quantizeOutInRows(
   const n = shape[shape.length - 2]!;
   const k = shape[shape.length - 1]!;
   const experts = shape.length === 3 ? shape[0]! : 1;
-  const { bn, bk } = opts.settings.block;
+  const { bn, bk } = quantizationSettings(opts).block;
   const rowBlocks = ceilDiv(n, bn);
   const colBlocks = ceilDiv(k, bk);
   const values = new Float32Array(Math.min(bn, n) * k);
@@ -80,7 +83,7 @@ export async function quantizeOutInRows(
       const v = await reader.readF32(e * n + r0, rows, values);
       const c = codes.subarray(0, rows * k);
       const at = (e * rowBlocks + rb) * colBlocks;
-      quantizeStripeOf(v, rows, k, opts.settings.block, opts, c, scales.subarray(at, at + colBlocks), reader.info.name, (r, col) =>
+      quantizeStripeOf(v, rows, k, quantizationSettings(opts).block, opts, c, scales.subarray(at, at + colBlocks), reader.info.name, (r, col) =>
         experts > 1 || shape.length === 3 ? `[${e}, ${r0 + r}, ${col}]` : `[${r0 + r}, ${col}]`,
       );
       await sink.write(weightOut.name, c, (e * n + r0) * k);
