@@ -4,6 +4,7 @@
 import { CheckpointError, SafetensorsParseError } from '../io/errors.js';
 import { AlreadyQuantizedError } from '../passes/block-scale-quantize.js';
 import { DeviceUnavailableError } from '../runtime/device-error.js';
+import { ForwardGraphError, SessionError } from '../runtime/runtime-errors.js';
 import { HubError } from '../io/hub/errors.js';
 
 export const EXIT_OK = 0;
@@ -39,6 +40,8 @@ const KNOWN: readonly (abstract new (...args: never[]) => Error)[] = [
   AlreadyQuantizedError,
   DeviceUnavailableError,
   HubError,
+  SessionError,
+  ForwardGraphError,
 ];
 
 export function isKnownError(e: unknown): e is Error {
