@@ -80,11 +80,22 @@ export class ModelWeights {
   readonly format: QuantizedFormat | undefined;
   readonly block: BlockShape | undefined;
 
+  /** Whole-tensor reads started ahead of need (readAhead), by tensor name. */
+  private readonly ahead = new Map<string, { readonly bytes: Promise<Uint8Array>; readonly byteLength: number }>();
+  /** The highest decoder layer whose tensors were read ahead. */
+  private aheadLayer = -1;
+
   constructor(
     readonly checkpoint: Checkpoint,
     readonly accounting: WeightAccounting = new WeightAccounting(),
     /** Where scopes take the buffers they read into (given back when they close); none: fresh arrays. */
     readonly pool?: HostBufferPool,
+    /**
+     * Read decoder layer i+1's tensors (all but routed experts) while layer i runs. On CUDA the
+     * forward is bound by reads and host→device copies, and onnxruntime-node's run blocks the main
+     * thread: reads issued before it proceed during it. Costs one more layer of stored bytes.
+     */
+    readonly readAhead = false,
   ) {
     // Throws QuantizationConfigError (a CheckpointError) for a config fp8q cannot read or one the tensor names contradict.
     this.format = detectQuantizedFormat(checkpoint.config, checkpoint.tensorNames());
@@ -134,13 +145,57 @@ export class ModelWeights {
     return out;
   }
 
+  /**
+   * A whole tensor's bytes: the read-ahead's when one was started, else read now into `into()`.
+   * Reading a tensor of `model.layers.N.` starts the read-ahead of layer N+1.
+   * @internal
+   */
+  async readWhole(name: string, into?: () => Uint8Array | undefined): Promise<Uint8Array> {
+    const started = this.ahead.get(name);
+    this.startReadAhead(name);
+    if (started) {
+      this.ahead.delete(name);
+      this.accounting.remove(started.byteLength);
+      return started.bytes;
+    }
+    return this.checkpoint.readTensor(name, into?.());
+  }
+
+  private startReadAhead(name: string): void {
+    if (!this.readAhead) return;
+    const m = /^model\.layers\.(\d+)\./.exec(name);
+    if (!m) return;
+    const next = Number(m[1]) + 1;
+    if (next <= this.aheadLayer) return;
+    this.aheadLayer = next;
+    const prefix = `model.layers.${next}.`;
+    // Routed experts are read only once routed (most are not, at few tokens): never ahead.
+    for (const t of this.checkpoint.tensorNames()) {
+      if (!t.startsWith(prefix) || /\.experts\.\d+\./.test(t) || /\.experts\.(gate_up_proj|down_proj|w[123])\b/.test(t) || this.ahead.has(t)) continue;
+      const byteLength = this.checkpoint.info(t).byteLength;
+      const bytes = this.checkpoint.readTensor(t);
+      // A read nobody consumes (or one that fails) must not become an unhandled rejection.
+      bytes.catch(() => undefined);
+      this.ahead.set(t, { bytes, byteLength });
+      this.accounting.add(byteLength);
+    }
+    // Layers already passed: whatever of them was not consumed is dropped.
+    for (const [t, a] of this.ahead) {
+      const layer = /^model\.layers\.(\d+)\./.exec(t);
+      if (layer && Number(layer[1]) < next - 1) {
+        this.ahead.delete(t);
+        this.accounting.remove(a.byteLength);
+      }
+    }
+  }
+
   /** @internal */
   async readStored(name: string, rows?: { start: number; count: number }, into?: (byteLength: number) => Uint8Array | undefined): Promise<StoredTensor> {
     const info = this.checkpoint.info(name);
     if (!isFloatSourceDtype(info.dtype)) {
       throw new CheckpointError(`${this.checkpoint.dir}: tensor "${name}" is ${info.dtype}; expected a float tensor (F32/F16/BF16)`);
     }
-    if (rows === undefined) return { name, dtype: info.dtype, shape: info.shape, bytes: await this.checkpoint.readTensor(name, into?.(info.byteLength)) };
+    if (rows === undefined) return { name, dtype: info.dtype, shape: info.shape, bytes: await this.readWhole(name, () => into?.(info.byteLength)) };
     const rowBytes = info.shape[0] ? info.byteLength / info.shape[0] : 0;
     const bytes = await this.checkpoint.readRows(name, rows.start, rows.count, into?.(rowBytes * rows.count));
     return { name, dtype: info.dtype, shape: [rows.count, ...info.shape.slice(1)], bytes };
@@ -236,8 +291,8 @@ export class WeightScope {
     if (!isFloatSourceDtype(scaleInfo.dtype)) throw new CheckpointError(`${ckpt.dir}: ${scaleName} is ${scaleInfo.dtype}; expected F32`);
     const [n, k] = info.shape as [number, number];
     const block = this.weights.blockFor(module, n, k, scaleInfo.shape);
-    const codes = await ckpt.readTensor(name, this.buffer(info.byteLength));
-    const scaleBytes = await ckpt.readTensor(scaleName);
+    const codes = await this.weights.readWhole(name, () => this.buffer(info.byteLength));
+    const scaleBytes = await this.weights.readWhole(scaleName);
     this.count(codes.byteLength + scaleBytes.byteLength);
     const scale = widenToFloat32(scaleBytes, scaleInfo.dtype, new Float32Array(scaleBytes.byteLength / dtypeSize(scaleInfo.dtype)));
     const bias = ckpt.has(biasName) ? await this.tensor(biasName) : undefined;
