@@ -15,7 +15,7 @@ import { float32ToBf16Bits, float32ToF16Bits, widenToFloat32 } from '../src/fp8/
 import { convertCheckpoint, type ConvertEvent, type ConvertOptions } from '../src/io/convert-checkpoint.js';
 import { dequantCheckpoint } from '../src/io/dequant-checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
-import { listFiles, writeCheckpoint, type TensorData } from './helpers/checkpoint-files.js';
+import { listFiles, readCheckpointTensors, writeCheckpoint, type TensorData } from './helpers/checkpoint-files.js';
 import { modelDir } from './helpers/fixtures.js';
 import { bf16Tensor } from './helpers/synthetic-moe.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
@@ -168,6 +168,9 @@ describe('the stripe driver writes the reference executors\' bytes', () => {
     await both('dense-ct', { input, outputFormat: 'compressed-tensors', block: { bn: 64, bk: 32 } });
     await both('dense-ue8m0', { input, scaleFormat: 'ue8m0', format: 'e5m2' });
     assertProgress(await both('dense-requant', { input: hf.dir, requantize: true, block: { bn: 64, bk: 32 } }), 'requantize');
+    // Target blocks spanning several source blocks, power-of-two scales, E5M2; and from E5M2 codes.
+    await both('dense-requant-wide', { input: hf.dir, requantize: true, block: { bn: 256, bk: 192 }, scaleFormat: 'ue8m0', format: 'e5m2' });
+    await both('dense-requant-from-e5m2', { input: join(tmp.path, 'dense-ue8m0-t2'), requantize: true, block: { bn: 48, bk: 80 } });
     await dequantBoth('dense-dequant', hf.dir);
   });
 
@@ -221,5 +224,23 @@ describe('the stripe driver writes the reference executors\' bytes', () => {
       assert.equal(messages[1], messages[0], name);
       assert.match(messages[0]!, /non-finite value/);
     }
+    // An FP8 NaN code in a --requantize input: the codes kernel steps aside, the error is the oracle's.
+    const fp8 = join(tmp.path, 'nan-fp8-src');
+    await convertCheckpoint({ input: join(tmp.path, 'dense'), output: fp8, threads: 0 });
+    const tensors = await readCheckpointTensors(fp8);
+    tensors.get(`${L}.mlp.down_proj.weight`)!.bytes[3 * 2048 + 1000] = 0x7f;
+    const bad = join(tmp.path, 'nan-fp8');
+    await writeCheckpoint(bad, tensors, { config: JSON.parse(await readFile(join(fp8, 'config.json'), 'utf8')) });
+    const messages: string[] = [];
+    for (const threads of [0, 2]) {
+      const err = await convertCheckpoint({ input: bad, output: join(tmp.path, `nan-fp8-out-${threads}`), threads, requantize: true, block: { bn: 64, bk: 64 } }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof CheckpointError, String(err));
+      messages.push(err.message);
+    }
+    assert.equal(messages[1], messages[0]);
+    assert.match(messages[0]!, /non-finite value \(NaN\) at \[3, 1000\]/);
   });
 });

@@ -11,6 +11,7 @@ import type { BlockShape, ScaleFormat } from '../fp8/block-quantize.js';
 import { dtypeSize, widenToFloat32, type FloatSourceDtype } from '../fp8/dtypes.js';
 import { FastQuantizeScratch, quantizeBf16StripeFast, quantizeF32StripeFast } from '../fp8/fast-quantize.js';
 import type { Fp8Format } from '../fp8/formats.js';
+import { requantizeCodes } from '../fp8/requantize-codes.js';
 import { decodeScaledToFloat32, dequantizeScaledExact, type DequantDtype, type Fp8Dtype, type ScaleGridSlice } from '../fp8/scaled-decode.js';
 import { WasmBf16Kernel } from '../fp8/wasm-kernel.js';
 
@@ -132,9 +133,15 @@ function quantizeSegments(input: ChunkInput, settings: ChunkSettings, scratch: C
   const { bn, bk } = settings.block;
   const colBlocks = Math.ceil(cols / bk);
   const stripes = Math.ceil(rows / bn);
-  const values = segmentValues(input, scratch);
   const codes = new Uint8Array(input.codes, 0, rows * cols);
   const scales = new Float32Array(stripes * colBlocks);
+  const only = input.segments!.length === 1 ? input.segments![0]! : undefined;
+  // FP8 in one grid (--requantize): straight from the codes, unless a stripe holds NaN/Inf.
+  if (only?.grid && (only.dtype === 'F8_E4M3' || only.dtype === 'F8_E5M2')) {
+    const source = new Uint8Array(input.source, only.byteOffset, rows * cols);
+    if (requantizeCodes(source, rows, cols, only.dtype, only.grid, settings, codes, scales)) return scales;
+  }
+  const values = segmentValues(input, scratch);
   for (let s = 0; s < stripes; s++) {
     const r0 = s * bn;
     const n = Math.min(bn, rows - r0);
