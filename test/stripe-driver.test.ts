@@ -1,6 +1,6 @@
-// Every conversion path through the stripe driver (worker pool, WebAssembly / fast kernels, FP8
-// decode and dequantization in the workers) against the reference executors on the main thread
-// (--threads 0, the oracle): byte-identical files for plain BF16/F16/F32, compressed-tensors,
+// Every conversion path through the stripe driver on the worker pool (WebAssembly / fast kernels,
+// FP8 requantization and dequantization in the workers) against the same driver with the reference
+// kernel on the main thread (--threads 0, the oracle): byte-identical files for plain BF16/F16/F32, compressed-tensors,
 // fused experts out × in and in × out, --stack-experts, --mla-split (both methods), --requantize
 // of each of those outputs and dequant of each; the same NaN messages; and progress that ends at
 // exactly the input bytes. Some weights are just over the in-process limit so workers run, others
@@ -105,10 +105,10 @@ async function filesOf(dir: string): Promise<Map<string, Buffer>> {
 
 function assertSameFiles(a: Map<string, Buffer>, b: Map<string, Buffer>, what: string): void {
   assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort(), `${what}: the same files`);
-  for (const [f, bytes] of a) assert.ok(bytes.equals(b.get(f)!), `${what}: ${f} differs between the stripe driver and the reference executors`);
+  for (const [f, bytes] of a) assert.ok(bytes.equals(b.get(f)!), `${what}: ${f} differs between the fast kernels and the reference kernel`);
 }
 
-describe('the stripe driver writes the reference executors\' bytes', () => {
+describe('the fast kernels write the reference kernel\'s bytes on every path', () => {
   let tmp: TempDir;
   before(async () => {
     tmp = await makeTempDir('stripe-driver');

@@ -44,7 +44,7 @@ export interface ConvertOptions {
   readonly dryRun?: boolean;
   readonly force?: boolean;
   readonly allowNonFinite?: boolean;
-  /** Worker threads quantizing (default: available cores); 0 runs the reference executors on the main thread. */
+  /** Worker threads quantizing (default: available cores); 0 runs the reference kernel on the main thread. */
   readonly threads?: number;
   /** Also write DeepSeek MLA's w_uk / w_uv (passes/mla-split.ts). */
   readonly mlaSplit?: boolean;

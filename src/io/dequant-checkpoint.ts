@@ -18,7 +18,7 @@ export interface DequantOptions {
   readonly dtype?: DequantDtype;
   readonly maxShardBytes?: number;
   readonly force?: boolean;
-  /** Worker threads (default: available cores); 0 runs the reference executors on this thread. */
+  /** Worker threads (default: available cores); 0 runs the reference kernel on this thread. */
   readonly threads?: number;
   readonly onEvent?: (event: DequantEvent) => void;
 }

@@ -7,12 +7,13 @@
 // float32 first and quantized by the float32 fast kernel; or a dequantization (`dequantizeTo`):
 // FP8 rows rounded once to a float dtype (fp8/scaled-decode.ts), no quantization.
 
-import type { BlockShape, ScaleFormat } from '../fp8/block-quantize.js';
+import { quantizeStripe, type BlockShape, type ScaleFormat } from '../fp8/block-quantize.js';
 import { dtypeSize, widenToFloat32, type FloatSourceDtype } from '../fp8/dtypes.js';
 import { FastQuantizeScratch, quantizeBf16StripeFast, quantizeF32StripeFast } from '../fp8/fast-quantize.js';
 import type { Fp8Format } from '../fp8/formats.js';
 import { requantizeCodes } from '../fp8/requantize-codes.js';
-import { decodeScaledToFloat32, dequantizeScaledExact, type DequantDtype, type Fp8Dtype, type ScaleGridSlice } from '../fp8/scaled-decode.js';
+import { narrowExact } from '../fp8/round-once.js';
+import { decodeScaledToFloat32, dequantizeScaledExact, fp8DecodeTable, type DequantDtype, type Fp8Dtype, type ScaleGridSlice } from '../fp8/scaled-decode.js';
 import { WasmBf16Kernel } from '../fp8/wasm-kernel.js';
 
 export interface ChunkSettings {
@@ -168,4 +169,58 @@ function dequantizeChunk(input: ChunkInput): Float32Array {
   const out = new Uint8Array(input.codes, 0, chunkOutputBytes(input));
   dequantizeScaledExact(new Uint8Array(input.source, seg.byteOffset, n), input.rows, input.cols, seg.dtype, seg.grid, input.dequantizeTo!, out);
   return new Float32Array(0);
+}
+
+/** The scale of element (r, c) of a segment: the oracle's per-element lookup (io/float-rows.ts). */
+function scaleAt(grid: ScaleGridSlice, r: number, c: number): number {
+  const g = Math.floor((grid.firstRow + r) / grid.rowBlock) - Math.floor(grid.firstRow / grid.rowBlock);
+  return grid.scales[g * grid.gridCols + Math.floor(c / grid.colBlock)]!;
+}
+
+/**
+ * The oracle: the same contract as quantizeChunk, element by element with the reference kernel
+ * (fp8/block-quantize.ts quantizeStripe), `fround(fp8 × scale)` per element for FP8 input and
+ * narrowExact of the exact product for dequantization. --threads 0 runs it; the tests compare the
+ * fast kernels' bytes with it.
+ */
+export function referenceChunk(input: ChunkInput): Float32Array {
+  const { rows, cols, firstRow } = input;
+  const n = rows * cols;
+  if (input.dequantizeTo) {
+    const seg = input.segments?.[0];
+    if (!seg?.grid || (seg.dtype !== 'F8_E4M3' && seg.dtype !== 'F8_E5M2')) throw new Error('a dequantize chunk is one FP8 segment with its scale grid');
+    const decode = fp8DecodeTable(seg.dtype);
+    const codes = new Uint8Array(input.source, seg.byteOffset, n);
+    const exact = new Float64Array(n);
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) exact[r * cols + c] = decode[codes[r * cols + c]!]! * scaleAt(seg.grid, r, c);
+    new Uint8Array(input.codes, 0, chunkOutputBytes(input)).set(narrowExact(exact, input.dequantizeTo));
+    return new Float32Array(0);
+  }
+  const settings = input.settings;
+  if (!settings) throw new Error('a quantize chunk needs kernel settings');
+  const values = new Float32Array(n);
+  const segments = input.segments ?? [{ rows, byteOffset: 0, dtype: input.dtype }];
+  let row = 0;
+  for (const seg of segments) {
+    const count = seg.rows * cols;
+    if (seg.dtype === 'F8_E4M3' || seg.dtype === 'F8_E5M2') {
+      const decode = fp8DecodeTable(seg.dtype);
+      const codes = new Uint8Array(input.source, seg.byteOffset, count);
+      for (let r = 0; r < seg.rows; r++) {
+        for (let c = 0; c < cols; c++) values[(row + r) * cols + c] = Math.fround(decode[codes[r * cols + c]!]! * scaleAt(seg.grid!, r, c));
+      }
+    } else {
+      widenToFloat32(new Uint8Array(input.source, seg.byteOffset, count * dtypeSize(seg.dtype)), seg.dtype, values.subarray(row * cols, row * cols + count));
+    }
+    row += seg.rows;
+  }
+  const { bn, bk } = settings.block;
+  const colBlocks = Math.ceil(cols / bk);
+  const codes = new Uint8Array(input.codes, 0, n);
+  const scales = new Float32Array(Math.ceil(rows / bn) * colBlocks);
+  for (let s = 0, r0 = 0; r0 < rows; s++, r0 += bn) {
+    const m = Math.min(bn, rows - r0);
+    quantizeStripe(values.subarray(r0 * cols, (r0 + m) * cols), m, cols, settings, codes.subarray(r0 * cols, (r0 + m) * cols), scales.subarray(s * colBlocks, (s + 1) * colBlocks), firstRow + r0);
+  }
+  return scales;
 }

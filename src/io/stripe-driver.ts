@@ -4,14 +4,33 @@
 // TypeScript kernel, FP8 decode or dequantization in the worker too) and writes the result, with
 // reads running ahead and results consumed strictly in task order, at most 2·threads + 1 chunks
 // in flight: memory is a few chunks per worker, whatever the tensor's size. Small weights run on
-// this thread (a worker hop costs more than it saves). The reference executors
-// (entry-executors.ts and the per-kind modules) stay the oracle: tests compare the bytes.
+// this thread (a worker hop costs more than it saves). With --threads 0 the same tasks run on
+// this thread through the reference kernel (quantize-chunk.ts referenceChunk), the oracle the
+// tests compare the fast kernels' bytes with.
 
 import { join } from 'node:path';
 import { NonFiniteValueError } from '../fp8/block-quantize.js';
 import type { Checkpoint, CheckpointTensor } from './checkpoint.js';
-import { ChunkScratch, chunkOutputBytes, quantizeChunk, type ChunkInput } from './quantize-chunk.js';
-import { ChunkFailure, type BufferPool, type QuantizedChunk, type QuantizePool } from './quantize-pool.js';
+import type { DirectReads } from './direct-reads.js';
+import { ChunkScratch, chunkOutputBytes, quantizeChunk, referenceChunk, type ChunkInput } from './quantize-chunk.js';
+import { BufferPool, CHUNK_BYTES, ChunkFailure, type QuantizedChunk } from './quantize-pool.js';
+
+/**
+ * Where chunks run: the worker pool (quantize-pool.ts; fast kernels), or, without `run`, this
+ * thread with the reference kernel (--threads 0, the oracle).
+ */
+export interface StripeRunner {
+  readonly buffers: BufferPool;
+  readonly threads: number;
+  /** Reads around the page cache, where the pool made them. */
+  readonly direct?: DirectReads | undefined;
+  run?(input: ChunkInput): Promise<QuantizedChunk>;
+}
+
+/** The oracle's runner: the reference kernel on this thread, one chunk at a time, ordinary reads. */
+export function referenceRunner(): StripeRunner {
+  return { buffers: new BufferPool(CHUNK_BYTES), threads: 0 };
+}
 
 /** Weights smaller than this are processed on the main thread: a worker hop costs more than it saves. */
 export const IN_PROCESS_MAX_BYTES = 1024 * 1024;
@@ -30,10 +49,10 @@ export interface StripeTask {
 
 const mainThreadScratch = new ChunkScratch();
 
-/** The pool's contract, run synchronously on this thread. */
-function runHere(input: ChunkInput): QuantizedChunk {
+/** The pool's contract, run synchronously on this thread (with the reference kernel for the oracle). */
+function runHere(input: ChunkInput, reference: boolean): QuantizedChunk {
   try {
-    const scales = quantizeChunk(input, mainThreadScratch);
+    const scales = reference ? referenceChunk(input) : quantizeChunk(input, mainThreadScratch);
     return { source: input.source, codes: new Uint8Array(input.codes, 0, chunkOutputBytes(input)), scales };
   } catch (e) {
     throw new ChunkFailure(e as Error, input.source, input.codes);
@@ -76,14 +95,15 @@ export interface DriveOptions {
   readonly onBytes?: (bytes: number) => void;
 }
 
-/** Runs `tasks` through the pool in order; see the module comment. */
-export async function driveStripes(tasks: readonly StripeTask[], pool: QuantizePool, opts: DriveOptions): Promise<void> {
-  const { buffers } = pool;
+/** Runs `tasks` through `runner` in order; see the module comment. */
+export async function driveStripes(tasks: readonly StripeTask[], runner: StripeRunner, opts: DriveOptions): Promise<void> {
+  const { buffers } = runner;
   const start = async (i: number): Promise<QuantizedChunk> => {
     const task = tasks[i]!;
     const input = await task.prepare(buffers);
     try {
-      return opts.inProcess ? runHere(input) : await pool.run(input);
+      if (!runner.run) return runHere(input, true);
+      return opts.inProcess ? runHere(input, false) : await runner.run(input);
     } catch (e) {
       throw e instanceof ChunkFailure ? new FailedTask(task, e) : e;
     }
@@ -100,7 +120,7 @@ export async function driveStripes(tasks: readonly StripeTask[], pool: QuantizeP
   };
   try {
     // Each worker has one chunk running and one waiting; one more is being read or written.
-    await orderedWindow(tasks.length, 2 * pool.threads + 1, start, consume);
+    await orderedWindow(tasks.length, 2 * runner.threads + 1, start, consume);
   } catch (err) {
     if (!(err instanceof FailedTask)) throw err;
     const { failure, task } = err;
@@ -112,8 +132,8 @@ export async function driveStripes(tasks: readonly StripeTask[], pool: QuantizeP
 }
 
 /** Reads `into.byteLength` bytes of `src` from byte `offset` of its data, directly where possible. */
-export async function readSourceBytes(ckpt: Checkpoint, pool: QuantizePool, src: CheckpointTensor, offset: number, into: Uint8Array): Promise<Uint8Array> {
+export async function readSourceBytes(ckpt: Checkpoint, runner: StripeRunner, src: CheckpointTensor, offset: number, into: Uint8Array): Promise<Uint8Array> {
   const at = src.fileOffset + offset;
-  if (await pool.direct?.readInto(join(ckpt.dir, src.shard), at, into)) return into;
+  if (await runner.direct?.readInto(join(ckpt.dir, src.shard), at, into)) return into;
   return ckpt.reader(src.name).readRange(at, into);
 }

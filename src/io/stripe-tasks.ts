@@ -8,8 +8,14 @@
 //  - mla-split: kv_b_proj one head at a time (move-blocks: its rows quantized as kv_b_proj's own,
 //    codes and scales moved; own-grid: w_uk from the transposed nope rows, w_uv from the v rows);
 //  - dequantize: FP8 rows rounded once to BF16/F16/F32 in the worker.
-// The layouts and error messages are those of the reference executors (entry-executors.ts,
-// expert-executors.ts, mla-split-executor.ts, fp8-executors.ts), which stay the oracle.
+// Every kind runs on the worker pool's fast kernels, or with --threads 0 on the reference kernel
+// (the oracle); independent references of each layout are in the tests (experts-stacked,
+// mla-split, fp8-input-dequant).
+// Dequantization rounds the exact `fp8 × scale_inv` once to the output dtype. DeepSeek's
+// fp8_cast_bf16.py (deepseek-ai/DeepSeek-V3, inference/kernel.py weight_dequant) multiplies in
+// float32 and then stores BF16, which can round twice; the two agree except where the float32
+// product lands on a BF16 tie, never with BF16/F16 or power-of-two scales (their products are
+// exact in float32).
 
 import { ceilDiv, type NonFiniteValueError } from '../fp8/block-quantize.js';
 import { dtypeSize, isFloatSourceDtype, widenToFloat32, type FloatSourceDtype } from '../fp8/dtypes.js';
@@ -25,20 +31,19 @@ import type {
   StackExpertsEntry,
 } from '../passes/plan.js';
 import type { Checkpoint, CheckpointTensor } from './checkpoint.js';
-import { kernelOptions, nonFiniteWeightError, quantizationSettings, quantizeGeometry, type ExecuteOptions, type OutputSink } from './entry-executors.js';
+import { kernelOptions, nonFiniteSourceError, nonFiniteWeightError, quantizationSettings, quantizeGeometry, type ExecuteOptions, type OutputSink } from './entry-executors.js';
 import { CheckpointError } from './errors.js';
 import { FloatRowReader, type BlockScales } from './float-rows.js';
 import type { ChunkInput, ChunkSegment, ChunkSettings } from './quantize-chunk.js';
-import { CHUNK_BYTES, type BufferPool, type QuantizePool } from './quantize-pool.js';
-import { nonFiniteSourceError } from './quantize-rows.js';
-import { driveStripes, IN_PROCESS_MAX_BYTES, readSourceBytes, type StripeTask } from './stripe-driver.js';
+import { CHUNK_BYTES, type BufferPool } from './quantize-pool.js';
+import { driveStripes, IN_PROCESS_MAX_BYTES, readSourceBytes, type StripeRunner, type StripeTask } from './stripe-driver.js';
 
 /** What every task builder needs. */
 interface Run {
   readonly ckpt: Checkpoint;
   readonly sink: OutputSink;
   readonly opts: ExecuteOptions;
-  readonly pool: QuantizePool;
+  readonly runner: StripeRunner;
 }
 
 /** A tensor read row by row as raw segments (float bytes, or FP8 codes with the grid slice they need). */
@@ -77,7 +82,7 @@ class TensorRows {
   /** Reads rows [row0, row0 + count) of the 2-D view into `buffer` at `byteOffset`; FP8 rows must lie in one matrix. */
   async segment(row0: number, count: number, buffer: ArrayBuffer, byteOffset: number): Promise<ChunkSegment> {
     const size = this.elementBytes;
-    await readSourceBytes(this.run.ckpt, this.run.pool, this.info, row0 * this.cols * size, new Uint8Array(buffer, byteOffset, count * this.cols * size));
+    await readSourceBytes(this.run.ckpt, this.run.runner, this.info, row0 * this.cols * size, new Uint8Array(buffer, byteOffset, count * this.cols * size));
     const grid = this.grid;
     if (!grid) return { rows: count, byteOffset, dtype: this.dtype };
     const matrixRows = this.reader.rowsPerMatrix;
@@ -123,7 +128,7 @@ function chunkRows(total: number, stripe: number, rowBytes: number): number {
 }
 
 function drive(run: Run, tasks: readonly StripeTask[], sourceBytes: number): Promise<void> {
-  return driveStripes(tasks, run.pool, { inProcess: sourceBytes < IN_PROCESS_MAX_BYTES, ...(run.opts.onBytes ? { onBytes: run.opts.onBytes } : {}) });
+  return driveStripes(tasks, run.runner, { inProcess: sourceBytes < IN_PROCESS_MAX_BYTES, ...(run.opts.onBytes ? { onBytes: run.opts.onBytes } : {}) });
 }
 
 /**
@@ -420,11 +425,11 @@ export async function dequantizeFast(entry: DequantizeEntry, run: Run): Promise<
   await drive(run, tasks, src.info.byteLength);
 }
 
-/** Runs `entry` through the stripe driver; the entry kinds that move weights only. */
-export type FastEntry = QuantizeEntry | RequantizeEntry | QuantizeInOutEntry | StackExpertsEntry | MlaSplitEntry | DequantizeEntry;
+/** The entry kinds that move weights: all but copy and activation-scale. */
+export type StripeEntry = QuantizeEntry | RequantizeEntry | QuantizeInOutEntry | StackExpertsEntry | MlaSplitEntry | DequantizeEntry;
 
-export function executeFast(entry: FastEntry, ckpt: Checkpoint, sink: OutputSink, opts: ExecuteOptions, pool: QuantizePool): Promise<void> {
-  const run: Run = { ckpt, sink, opts, pool };
+export function executeStripes(entry: StripeEntry, ckpt: Checkpoint, sink: OutputSink, opts: ExecuteOptions, runner: StripeRunner): Promise<void> {
+  const run: Run = { ckpt, sink, opts, runner };
   switch (entry.op) {
     case 'quantize':
       return quantizeFast(entry, run);

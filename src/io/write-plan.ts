@@ -1,8 +1,9 @@
 // The one write pipeline of every command that writes a checkpoint (convert, convert --requantize,
 // dequant): plan entries in output order → shards (sharding, index) in a staging folder, each
-// entry through executeEntry (the stripe driver with a worker pool, the reference executors
-// without), then config.json and the companion files, every file synced, and one rename. On any
-// failure the staging folder is removed and the error explained (output-folder.ts). Progress is
+// entry through executeEntry (the stripe driver, on a worker pool or with --threads 0 on the
+// reference kernel), then config.json and the companion files, every file synced, and one
+// rename. On any failure the staging folder is removed and the error explained
+// (output-folder.ts). Progress is
 // counted one way for every plan: each source tensor's bytes once, when the entry that reads it
 // first is done with it, so the count ends at exactly the plan's input bytes.
 
@@ -53,7 +54,7 @@ export interface WritePlanOptions {
   /** config.json of the output; undefined writes none (the input had none). */
   readonly config: ModelConfig | undefined;
   readonly maxShardBytes?: number;
-  /** Worker threads (default: available cores); 0 runs the reference executors on this thread. */
+  /** Worker threads (default: available cores); 0 runs the reference kernel on this thread. */
   readonly threads?: number;
   readonly allowNonFinite?: boolean;
   /** Calibrated static activation scales by module, for `activation-scale` entries. */
