@@ -27,8 +27,9 @@ import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { computeRates, type ComputeRates } from './compute-rates.js';
+import { computeRates, gemmRate, type ComputeRates } from './compute-rates.js';
 import { HEAD_CHUNK_BYTES } from '../src/runtime/models/runner.js';
+import { DEEPSEEK_BENCH, DEEPSEEK_V3, writeSyntheticDeepseek } from './synthetic-deepseek.js';
 import { LLAMA_8B_LIKE, writeSyntheticCheckpoint, type SyntheticCheckpoint, type SyntheticShape } from './synthetic-checkpoint.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -51,10 +52,14 @@ interface Args {
   threads: Threads[];
   /** Tokens for the verify run; 0: no verify (--no-verify). */
   verifyTokens: number;
+  /** Measure every conversion path (--no-paths: only the plain convert rows). */
+  paths: boolean;
+  /** Layers of the DeepSeek-V3-shaped checkpoints (0: none, --deepseek-layers). */
+  deepseekLayers: number;
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const args: Args = { json: false, layers: LLAMA_8B_LIKE.layers, reps: 2, settleSeconds: 5, build: true, keep: false, tmp: tmpdir(), threads: [1, 'default'], verifyTokens: 32 };
+  const args: Args = { json: false, layers: LLAMA_8B_LIKE.layers, reps: 2, settleSeconds: 5, build: true, keep: false, tmp: tmpdir(), threads: [1, 'default'], verifyTokens: 32, paths: true, deepseekLayers: DEEPSEEK_BENCH.layers };
   const positive = (flag: string, v: string | undefined): number => {
     const n = Number(v);
     if (!Number.isSafeInteger(n) || n < 0) throw new Error(`bench: ${flag} needs a non-negative integer, got "${v}"`);
@@ -70,9 +75,11 @@ function parseArgs(argv: readonly string[]): Args {
     else if (a === '--settle') args.settleSeconds = positive(a, argv[++i]);
     else if (a === '--verify-tokens') args.verifyTokens = Math.max(1, positive(a, argv[++i]));
     else if (a === '--no-verify') args.verifyTokens = 0;
+    else if (a === '--no-paths') args.paths = false;
+    else if (a === '--deepseek-layers') args.deepseekLayers = positive(a, argv[++i]);
     else if (a === '--tmp') args.tmp = argv[++i] ?? '';
     else if (a === '--threads') args.threads = (argv[++i] ?? '').split(',').map((t) => (t === 'default' ? t : Math.max(1, positive(a, t))));
-    else throw new Error(`bench: unknown argument "${a}" (expected --json, --layers <n>, --reps <n>, --threads <list>, --settle <s>, --verify-tokens <n>, --no-verify, --no-build, --keep, --tmp <dir>)`);
+    else throw new Error(`bench: unknown argument "${a}" (expected --json, --layers <n>, --reps <n>, --threads <list>, --settle <s>, --verify-tokens <n>, --no-verify, --no-paths, --deepseek-layers <n>, --no-build, --keep, --tmp <dir>)`);
   }
   return args;
 }
@@ -171,6 +178,20 @@ interface VerifyRun {
   readonly largestFloat32TensorBytes: number;
   readonly rssOverLayerFloat32: number;
   readonly passed: boolean;
+  /** The bound verify is held to: both checkpoints' bytes at the measured cold read rate, its FLOPs at onnxruntime's measured GEMM rate. */
+  readonly bound?: VerifyBound;
+}
+
+interface VerifyBound {
+  readonly readSeconds: number;
+  readonly flops: number;
+  readonly gemmFlopsPerSecond: number;
+  readonly computeSeconds: number;
+  /** max(read, compute): what a verify overlapping its reads with its compute would take. */
+  readonly boundSeconds: number;
+  readonly ratio: number;
+  /** One decoder layer's weights as float32 + 256 MiB. */
+  readonly rssBoundMiB: number;
 }
 
 async function runVerify(source: string, converted: string, tokens: number, shape: SyntheticShape): Promise<VerifyRun> {
@@ -204,6 +225,70 @@ function largestFloat32Tensor(s: SyntheticShape): number {
   return Math.max(headRows * s.hidden * 4, s.hidden * s.intermediate * 4);
 }
 
+/** One conversion path: a command over an input folder. */
+interface PathSpec {
+  readonly name: string;
+  readonly input: string;
+  readonly cli: (output: string) => string[];
+}
+
+interface PathRun {
+  readonly name: string;
+  readonly command: string;
+  readonly seconds: number;
+  readonly maxRssMiB: number;
+  readonly inBytes: number;
+  readonly outBytes: number;
+  readonly largerSide: 'input' | 'output';
+  /** `cp -r` of the larger side, measured right after this run from the same cache state. */
+  readonly cpSeconds: number;
+  readonly ratioToCp: number;
+}
+
+/** Runs `spec` once, then `cp -r` of the larger of its input and output folders; removes the output unless `keep`. */
+async function measurePath(spec: PathSpec, work: string, settleSeconds: number, keep = false): Promise<PathRun & { output: string }> {
+  const output = join(work, `path-${spec.name.replace(/[^a-z0-9]+/gi, '-')}`);
+  await rm(output, { recursive: true, force: true });
+  await resetCache(spec.input, settleSeconds);
+  const cli = spec.cli(output);
+  const r = await runCli([...cli, '--json']);
+  if (r.code !== 0) throw childFailed(cli.slice(0, 2).join(' '), r);
+  const inBytes = await dirBytes(spec.input);
+  const outBytes = await dirBytes(output);
+  const larger = outBytes > inBytes ? output : spec.input;
+  await resetCache(larger, settleSeconds);
+  const cpDir = join(work, 'cp-copy');
+  const cpSeconds = timeCommand('cp', ['-r', larger, cpDir]);
+  await rm(cpDir, { recursive: true, force: true });
+  if (!keep) await rm(output, { recursive: true, force: true });
+  const command = cli.map((a) => (a === spec.input ? '<in>' : a === output ? '<out>' : a)).join(' ');
+  return { name: spec.name, command, seconds: r.seconds, maxRssMiB: r.maxRssMiB, inBytes, outBytes, largerSide: larger === output ? 'output' : 'input', cpSeconds, ratioToCp: r.seconds / cpSeconds, output };
+}
+
+/** The best (lowest ratio to its cp -r) of `reps` runs of each path. */
+async function measurePaths(specs: readonly PathSpec[], work: string, args: Args, log: (m: string) => void): Promise<{ best: PathRun[]; all: PathRun[] }> {
+  const all: PathRun[] = [];
+  for (let rep = 1; rep <= args.reps; rep++) {
+    for (const spec of specs) {
+      log(`[${rep}/${args.reps}] path ${spec.name}, then cp -r of its larger side`);
+      const { output: _output, ...run } = await measurePath(spec, work, args.settleSeconds);
+      all.push(run);
+    }
+  }
+  const best = specs.map((spec) => all.filter((r) => r.name === spec.name).reduce((a, b) => (b.ratioToCp < a.ratioToCp ? b : a)));
+  return { best, all };
+}
+
+interface DeepseekResult {
+  readonly layers: number;
+  readonly routedExperts: number;
+  readonly sourceBytes: number;
+  /** BF16 bytes of the full 671 B model, and the time a convert would take at the per-expert path's measured input rate. */
+  readonly fullModelBytes: number;
+  readonly extrapolatedSeconds: number;
+  readonly extrapolatedCpSeconds: number;
+}
+
 interface ConvertBest extends ConvertRun {
   readonly ratioToCp: number;
   readonly ratioToCpSync: number;
@@ -223,6 +308,9 @@ interface BenchResult {
   readonly compute: ComputeRates;
   /** Absent with --no-verify. */
   readonly verify?: VerifyRun;
+  /** Every conversion path against cp -r of its larger side (absent with --no-paths). */
+  readonly paths?: { readonly best: readonly PathRun[]; readonly all: readonly PathRun[] };
+  readonly deepseek?: DeepseekResult;
 }
 
 async function dirBytes(dir: string): Promise<number> {
@@ -278,6 +366,68 @@ async function bench(args: Args, work: string): Promise<BenchResult> {
     await resetCache(source, args.settleSeconds);
     log(`fp8q verify --tokens ${args.verifyTokens} --device cpu on the last convert's output`);
     verify = await runVerify(source, converted, args.verifyTokens, shape);
+    log('verify bound: cat > /dev/null of both checkpoints (same cache state), onnxruntime GEMM rate');
+    await resetCache(source, args.settleSeconds);
+    const readSeconds = timeCommand('sh', ['-c', `cat ${JSON.stringify(source)}/* ${JSON.stringify(converted)}/* > /dev/null`]);
+    const gemm = await gemmRate();
+    const flops = verifyFlops(shape, args.verifyTokens);
+    const computeSeconds = flops / gemm.flopsPerSecond;
+    const boundSeconds = Math.max(readSeconds, computeSeconds);
+    verify = {
+      ...verify,
+      bound: { readSeconds, flops, gemmFlopsPerSecond: gemm.flopsPerSecond, computeSeconds, boundSeconds, ratio: verify.seconds / boundSeconds, rssBoundMiB: verify.layerFloat32Bytes / 2 ** 20 + 256 },
+    };
+  }
+  let paths: BenchResult['paths'];
+  let deepseek: DeepseekResult | undefined;
+  if (args.paths) {
+    const llama: PathSpec[] = [
+      { name: 'plain BF16 → FP8', input: source, cli: (o) => ['fp8q', 'convert', source, '-o', o] },
+      { name: 'compressed-tensors', input: source, cli: (o) => ['fp8q', 'convert', source, '-o', o, '--format', 'compressed-tensors'] },
+      { name: 'requantize 64x64 of the FP8', input: converted, cli: (o) => ['fp8q', 'convert', converted, '-o', o, '--requantize', '--block', '64x64'] },
+      { name: 'dequant of the FP8', input: converted, cli: (o) => ['fp8q', 'dequant', converted, '-o', o] },
+    ];
+    const measured = await measurePaths(llama, work, args, log);
+    await rm(converted, { recursive: true, force: true });
+    const best = [...measured.best];
+    const all = [...measured.all];
+    if (args.deepseekLayers > 0) {
+      await rm(source, { recursive: true, force: true });
+      const ds = join(work, 'deepseek');
+      const dsShape = { ...DEEPSEEK_BENCH, layers: args.deepseekLayers };
+      log(`writing a ${dsShape.layers}-layer DeepSeek-V3-shaped checkpoint (${dsShape.routedExperts} routed experts per layer, per expert) into ${ds}`);
+      await writeSyntheticDeepseek(ds, dsShape, SOURCE_SHARD_BYTES);
+      const dsBytes = await dirBytes(ds);
+      const perExpert = await measurePaths(
+        [
+          { name: 'DeepSeek-V3 per-expert', input: ds, cli: (o) => ['fp8q', 'convert', ds, '-o', o] },
+          { name: 'DeepSeek-V3 --stack-experts', input: ds, cli: (o) => ['fp8q', 'convert', ds, '-o', o, '--stack-experts'] },
+          { name: 'DeepSeek-V3 --mla-split', input: ds, cli: (o) => ['fp8q', 'convert', ds, '-o', o, '--mla-split'] },
+        ],
+        work,
+        args,
+        log,
+      );
+      await rm(ds, { recursive: true, force: true });
+      const dsf = join(work, 'deepseek-fused');
+      log(`writing the same with fused experts (experts.gate_up_proj [E, 4096, 7168]) into ${dsf}`);
+      await writeSyntheticDeepseek(dsf, { ...dsShape, fusedExperts: true }, SOURCE_SHARD_BYTES);
+      const fused = await measurePaths([{ name: 'DeepSeek-V3 fused experts', input: dsf, cli: (o) => ['fp8q', 'convert', dsf, '-o', o] }], work, args, log);
+      await rm(dsf, { recursive: true, force: true });
+      best.push(...perExpert.best, ...fused.best);
+      all.push(...perExpert.all, ...fused.all);
+      const plainDs = perExpert.best[0]!;
+      const fullModelBytes = DEEPSEEK_V3.fullParameters * 2;
+      deepseek = {
+        layers: dsShape.layers,
+        routedExperts: dsShape.routedExperts,
+        sourceBytes: dsBytes,
+        fullModelBytes,
+        extrapolatedSeconds: (fullModelBytes / plainDs.inBytes) * plainDs.seconds,
+        extrapolatedCpSeconds: (fullModelBytes / plainDs.inBytes) * plainDs.cpSeconds,
+      };
+    }
+    paths = { best, all };
   }
   await rm(converted, { recursive: true, force: true });
   const cp = cpRuns.reduce((a, b) => (b.seconds < a.seconds ? b : a));
@@ -296,7 +446,16 @@ async function bench(args: Args, work: string): Promise<BenchResult> {
     runs: { cp: cpRuns, converts: convertRuns },
     compute,
     ...(verify === undefined ? {} : { verify }),
+    ...(paths === undefined ? {} : { paths }),
+    ...(deepseek === undefined ? {} : { deepseek }),
   };
+}
+
+/** FLOPs of a verify over `tokens` tokens: the original forward, the quantized linears on its inputs, the quantized forward; each with its lm_head. */
+function verifyFlops(s: SyntheticShape, tokens: number): number {
+  const linear = s.layers * (layerParameters(s) - 2 * s.hidden);
+  const head = s.vocab * s.hidden;
+  return 2 * tokens * (3 * linear + 2 * head);
 }
 
 function printTable(r: BenchResult): void {
@@ -328,6 +487,32 @@ function printTable(r: BenchResult): void {
       `  one decoder layer: ${mib(v.layerBf16Bytes)} BF16, ${mib(v.layerFloat32Bytes)} as float32; largest float32 tensor at once ${mib(v.largestFloat32TensorBytes)}; ` +
         `peak weights held (stored form, both checkpoints) ${mib(v.peakWeightBytes)}`,
       `  peak RSS / one layer's float32 weights: ${v.rssOverLayerFloat32.toFixed(2)}`,
+    );
+    const b = v.bound;
+    if (b !== undefined) {
+      lines.push(
+        `  bound: read both checkpoints ${b.readSeconds.toFixed(2)} s (cat, same cache state); ${(b.flops / 1e9).toFixed(0)} GFLOP at onnxruntime's ${(b.gemmFlopsPerSecond / 1e9).toFixed(1)} GFLOP/s = ${b.computeSeconds.toFixed(2)} s;` +
+          ` bound ${b.boundSeconds.toFixed(2)} s, verify ${b.ratio.toFixed(2)}x it (target ≤ 2x); RSS bound ${b.rssBoundMiB.toFixed(0)} MiB (one layer float32 + 256 MiB), measured ${v.maxRssMiB.toFixed(0)} MiB`,
+      );
+    }
+  }
+  const p = r.paths;
+  if (p !== undefined) {
+    lines.push('', 'path (best of the runs; each against cp -r of its larger side, measured right after it)   seconds   cp -r s   ratio   peak RSS   in → out');
+    for (const x of p.best) {
+      lines.push(
+        `  ${x.name.padEnd(40)} ${x.seconds.toFixed(2).padStart(7)}   ${x.cpSeconds.toFixed(2).padStart(7)}   ${x.ratioToCp.toFixed(2).padStart(5)}x   ${x.maxRssMiB.toFixed(0).padStart(4)} MiB   ` +
+          `${(x.inBytes / 1e9).toFixed(2)} → ${(x.outBytes / 1e9).toFixed(2)} GB (cp of the ${x.largerSide})`,
+      );
+    }
+    lines.push(`  all runs: ${p.all.map((x) => `${x.name} ${x.seconds.toFixed(2)}/${x.cpSeconds.toFixed(2)}`).join('; ')}`);
+  }
+  const d = r.deepseek;
+  if (d !== undefined) {
+    lines.push(
+      '',
+      `DeepSeek-V3-shaped: ${d.layers} MoE layers of real dimensions, ${d.routedExperts} routed + 1 shared experts, ${(d.sourceBytes / 1e9).toFixed(2)} GB BF16.`,
+      `  extrapolated to the full 671 B model (${(d.fullModelBytes / 1e12).toFixed(2)} TB BF16) at the per-expert path's rate: ${(d.extrapolatedSeconds / 60).toFixed(1)} min (cp -r at the same rate: ${(d.extrapolatedCpSeconds / 60).toFixed(1)} min)`,
     );
   }
   process.stdout.write(`${lines.join('\n')}\n`);

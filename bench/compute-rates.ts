@@ -80,3 +80,35 @@ export function computeRates(): ComputeRates {
   }
   return { stripe: [ROWS, COLS], kernels };
 }
+
+/**
+ * onnxruntime's float32 GEMM rate on this machine (CPU, all cores): `[m, k] × [k, n]` MatMul with
+ * the weight fed as an input (as verify feeds weights), median of a few runs after a warm-up.
+ * The CPU verify's compute bound is its FLOPs at this rate.
+ */
+export async function gemmRate(m = 32, k = 4096, n = 14336): Promise<{ readonly shape: readonly [number, number, number]; readonly flopsPerSecond: number }> {
+  const { GraphBuilder } = await import('../src/runtime/onnx/graph-builder.js');
+  const { DataType } = await import('../src/runtime/onnx/data-type.js');
+  const { OnnxSession } = await import('../src/runtime/session.js');
+  const g = new GraphBuilder();
+  const x = g.input('x', DataType.FLOAT, [m, k]);
+  const w = g.input('w', DataType.FLOAT, [k, n]);
+  g.output(g.op('MatMul', [x, w], { dtype: DataType.FLOAT, shape: [m, n] }), 'y');
+  const session = await OnnxSession.create(g.toBytes(), { device: 'cpu' });
+  const xs = new Float32Array(m * k).map((_, i) => ((i % 97) - 48) / 97);
+  const ws = new Float32Array(k * n).map((_, i) => ((i % 89) - 44) / 890);
+  const feeds = { x: { type: 'float32' as const, data: xs, dims: [m, k] }, w: { type: 'float32' as const, data: ws, dims: [k, n] } };
+  try {
+    await session.run(feeds);
+    const times: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t0 = performance.now();
+      await session.run(feeds);
+      times.push((performance.now() - t0) / 1000);
+    }
+    times.sort((a, b) => a - b);
+    return { shape: [m, k, n], flopsPerSecond: (2 * m * k * n) / times[2]! };
+  } finally {
+    await session.release();
+  }
+}

@@ -75,10 +75,14 @@ function randomPool(seed: number): Uint16Array {
   return pool;
 }
 
-/** Writes the checkpoint into `dir` (created), shards of at most `maxShardBytes`, then fsyncs. */
-export async function writeSyntheticCheckpoint(dir: string, shape: SyntheticShape, maxShardBytes: number, seed = 1): Promise<SyntheticCheckpoint> {
+/** Writes the Llama-shaped checkpoint into `dir` (created), shards of at most `maxShardBytes`. */
+export function writeSyntheticCheckpoint(dir: string, shape: SyntheticShape, maxShardBytes: number, seed = 1): Promise<SyntheticCheckpoint> {
+  return writeSyntheticTensors(dir, tensorsOf(shape), configOf(shape), maxShardBytes, seed);
+}
+
+/** Writes BF16 `tensors` (pool values) and `config` into `dir` (created), shards of at most `maxShardBytes`. */
+export async function writeSyntheticTensors(dir: string, tensors: readonly PlannedTensor[], config: Record<string, unknown>, maxShardBytes: number, seed = 1): Promise<SyntheticCheckpoint> {
   await mkdir(dir, { recursive: true });
-  const tensors = tensorsOf(shape);
   const shards: PlannedTensor[][] = [];
   let current: PlannedTensor[] = [];
   let currentBytes = 0;
@@ -116,7 +120,7 @@ export async function writeSyntheticCheckpoint(dir: string, shape: SyntheticShap
     await writer.finish();
   }
   await writeFile(join(dir, 'model.safetensors.index.json'), `${JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2)}\n`);
-  await writeFile(join(dir, 'config.json'), `${JSON.stringify(configOf(shape), null, 2)}\n`);
+  await writeFile(join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
   await writeFile(join(dir, 'generation_config.json'), `${JSON.stringify({ bos_token_id: 1, eos_token_id: 2 }, null, 2)}\n`);
   return { dir, bytes: total, tensors: tensors.length, largestTensorBytes: Math.max(...tensors.map(bytesOf)), shards: shards.length };
 }

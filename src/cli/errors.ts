@@ -5,6 +5,7 @@
 import { CheckpointError, SafetensorsParseError } from '../io/errors.js';
 import { AlreadyQuantizedError } from '../passes/block-scale-quantize.js';
 import { DeviceUnavailableError } from '../runtime/device-error.js';
+import { ForwardGraphError, SessionError } from '../runtime/runtime-errors.js';
 import { HubError } from '../io/hub/errors.js';
 import { errorCodeOf, type ErrorCode } from './error-codes.js';
 
@@ -47,6 +48,8 @@ const KNOWN: readonly (abstract new (...args: never[]) => Error)[] = [
   AlreadyQuantizedError,
   DeviceUnavailableError,
   HubError,
+  SessionError,
+  ForwardGraphError,
 ];
 
 export function isKnownError(e: unknown): e is Error {

@@ -107,6 +107,15 @@ function encodeRow(qBits: Uint32Array, n: number, codes: Uint8Array, at: number,
   }
 }
 
+/**
+ * Encode `n` float32 values (their bit patterns in `qBits`, already divided by the scale) into
+ * `codes[at ..)` with the same clamp as the stripe kernels (for the codes kernel of
+ * requantize-codes.ts).
+ */
+export function encodeFloat32Bits(qBits: Uint32Array, n: number, codes: Uint8Array, at: number, format: Fp8Format): void {
+  encodeRow(qBits, n, codes, at, constantsFor(format));
+}
+
 const f32Word = new Float32Array(1);
 const u32Word = new Uint32Array(f32Word.buffer);
 

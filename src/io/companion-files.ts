@@ -29,18 +29,29 @@ function containmentRoot(realDir: string): string {
   return basename(parent) === 'snapshots' && basename(repo).startsWith('models--') ? repo : realDir;
 }
 
+/** Files that hold weights in other formats: never shipped beside the written safetensors. */
+const FOREIGN_WEIGHT_FILE = /\.(bin|pt|pth|ckpt|h5|msgpack|gguf|onnx|onnx_data)$/i;
+
 /**
- * `candidates` (files of `dir` other than weights, relative paths) reduced to those a writer may
- * copy: `skip` drops what the command never copies (config.json it rewrites, foreign weights,
- * dot-files); the rest must resolve to a regular file inside the model folder.
+ * The one rule, for every command that writes a checkpoint, of which other files of the input
+ * travel: not config.json (each command writes its own), not weights in another format, not a
+ * safetensors file that is not one of the checkpoint's shards, not a hidden file.
  */
-export async function selectCompanionFiles(dir: string, candidates: readonly string[], skip: (file: string) => boolean): Promise<CompanionSelection> {
+export function isCompanionCandidate(file: string): boolean {
+  return file !== 'config.json' && !FOREIGN_WEIGHT_FILE.test(file) && !file.endsWith('.safetensors') && !file.split('/').some((p) => p.startsWith('.'));
+}
+
+/**
+ * `candidates` (files of `dir` other than its shards, relative paths) reduced to those a writer
+ * copies: the companion rule above, and each must resolve to a regular file inside the model folder.
+ */
+export async function selectCompanionFiles(dir: string, candidates: readonly string[]): Promise<CompanionSelection> {
   const realDir = await realpath(dir);
   const root = containmentRoot(realDir);
   const files: string[] = [];
   const warnings: string[] = [];
   for (const file of candidates) {
-    if (skip(file) || file.split('/').some((p) => p.startsWith('.'))) continue;
+    if (!isCompanionCandidate(file)) continue;
     const path = join(dir, file);
     let target: string;
     try {

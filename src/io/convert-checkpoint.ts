@@ -1,29 +1,23 @@
-// `fp8q convert` as a library call: open → plan → validate destination → write shards, index,
-// config and companion files into a staging folder → rename. Progress is reported as typed
-// events; this module never writes to the terminal.
+// `fp8q convert` as a library call: open → plan → validate destination → (static activations:
+// calibrate) → writePlan (write-plan.ts: shards, index, config and companion files in a staging
+// folder, then rename). Progress is reported as typed events; this module never writes to the
+// terminal.
 
-import { createHash } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { copyCompanionFiles, selectCompanionFiles } from './companion-files.js';
+import { selectCompanionFiles } from './companion-files.js';
 import { countNonFiniteInTensor, type NonFiniteReport } from './nonfinite-count.js';
 import { performance } from 'node:perf_hooks';
 import type { BlockShape, ScaleFormat } from '../fp8/block-quantize.js';
 import type { Fp8Format } from '../fp8/formats.js';
 import { blockScaleQuantizePass } from '../passes/block-scale-quantize.js';
 import { requantizePass } from '../passes/fp8-plans.js';
-import { planTotals, type ConvertPlan, type PlanEntry, type PlannedOutput } from '../passes/plan.js';
-import { writeEditedConfig } from './config-json.js';
+import { planTotals, type ConvertPlan, type PlannedOutput } from '../passes/plan.js';
 import { deployCheck, DeployTargetError, failingTargets, inventoryFromPlan, withTargetKeys, type DeployReport, type DeployTarget } from '../passes/deploy-check/index.js';
-import { Checkpoint, CONFIG_FILE, INDEX_FILE } from './checkpoint.js';
+import { Checkpoint, INDEX_FILE } from './checkpoint.js';
 import { CheckpointError } from './errors.js';
-import type { ExecuteOptions, OutputSink } from './entry-executors.js';
-import { executeEntry } from './plan-executors.js';
 import type { CheckpointFormat } from './formats/descriptor.js';
 import { applyOutputFormat, type WrittenQuantizationConfig } from './formats/output-format.js';
-import { checkOutputDestination, explainWriteFailure, StagingFolder } from './output-folder.js';
-import { createShardWriter } from './direct-shard-writer.js';
-import { defaultThreads, QuantizePool } from './quantize-pool.js';
+import { checkOutputDestination } from './output-folder.js';
+import { writePlan, type WrittenShard } from './write-plan.js';
 import {
   measureStaticActivationScales,
   readStaticCalibration,
@@ -33,17 +27,8 @@ import {
   type StaticActivationEvent,
   type StaticActivationOptions,
 } from './static-activation.js';
-import { assignShards, buildIndex, type ShardPlan } from './shards.js';
 
-export const DEFAULT_MAX_SHARD_BYTES = 5e9;
-
-/** Files that hold weights in other formats: never shipped beside FP8 safetensors. */
-const FOREIGN_WEIGHT_FILE = /\.(bin|pt|pth|ckpt|h5|msgpack|gguf|onnx|onnx_data)$/i;
-
-/** A safetensors file that is not a shard of the checkpoint (Checkpoint lists it among otherFiles). */
-function isStrayWeightFile(file: string): boolean {
-  return file.endsWith('.safetensors');
-}
+export { DEFAULT_MAX_SHARD_BYTES, type WrittenShard } from './write-plan.js';
 
 export interface ConvertOptions {
   readonly input: string;
@@ -87,12 +72,6 @@ export type ConvertEvent =
   | { readonly type: 'bytes'; readonly done: number; readonly total: number }
   | { readonly type: 'finalizing' }
   | StaticActivationEvent;
-
-export interface WrittenShard {
-  readonly file: string;
-  readonly bytes: number;
-  readonly sha256: string;
-}
 
 export interface ConvertSummary {
   readonly input: string;
@@ -138,15 +117,6 @@ export function planFor(ckpt: Checkpoint, opts: ConvertOptions): ConvertPlan {
   return blockScaleQuantizePass(ckpt.config, tensors, passOptions);
 }
 
-/** Entries in output order: sorted by first output name, each entry's outputs kept together. */
-function orderEntries(entries: readonly PlanEntry[]): PlanEntry[] {
-  return [...entries].sort((a, b) => {
-    const x = a.outputs[0]!.name;
-    const y = b.outputs[0]!.name;
-    return x < y ? -1 : x > y ? 1 : 0;
-  });
-}
-
 export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSummary> {
   const t0 = performance.now();
   const emit = opts.onEvent ?? (() => undefined);
@@ -169,10 +139,10 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
     if (ckpt.configProblem) warnings.unshift(ckpt.configProblem);
     // e.g. Mistral's consolidated.safetensors beside the HF shards: a second full BF16 copy that
     // must not ride along into the FP8 folder.
-    for (const f of ckpt.otherFiles.filter(isStrayWeightFile)) {
+    for (const f of ckpt.otherFiles.filter((f) => f.endsWith('.safetensors'))) {
       warnings.push(`${f} is not one of the checkpoint's shards (not named by ${INDEX_FILE}, or in a subfolder): not converted and not copied`);
     }
-    const companions = await selectCompanionFiles(ckpt.dir, ckpt.otherFiles, (f) => f === CONFIG_FILE || FOREIGN_WEIGHT_FILE.test(f) || isStrayWeightFile(f));
+    const companions = await selectCompanionFiles(ckpt.dir, ckpt.otherFiles);
     warnings.push(...companions.warnings);
     for (const w of warnings) emit({ type: 'warning', message: w });
     const totals = planTotals(plan, (n) => ckpt.info(n).byteLength);
@@ -212,30 +182,27 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
 
     // --allow-nonfinite changes values: count them first, so the summary says how many and where.
     const nonFinite = opts.allowNonFinite ? await countQuantizedNonFinite(ckpt, plan) : undefined;
-    const execExtras = { onNonFiniteKept: (name: string, values: number) => nonFinite?.push({ name, values, action: 'kept' as const }) };
-    const entries = orderEntries(plan.entries);
-    const shards = assignShards(entries.map((e) => e.outputs), opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
-    let staging: StagingFolder | undefined;
-    try {
-      staging = await StagingFolder.create(opts.output, { force: opts.force ?? false });
-      const pool = opts.threads === 0 ? undefined : QuantizePool.start(opts.threads ?? defaultThreads());
-      const written = await writeShards(ckpt, plan, entries, shards, staging.path, totals.bytesIn, opts, emit, pool, measured?.scales, execExtras).finally(() => pool?.close());
-      emit({ type: 'finalizing' });
-      if (shards.length > 1) await writeJson(join(staging.path, INDEX_FILE), buildIndex(shards));
-      await writeEditedConfig(ckpt.dir, ckpt.config !== undefined, join(staging.path, CONFIG_FILE), { set: { quantization_config: qc } });
-      await copyCompanionFiles(ckpt.dir, staging.path, companions.files);
-      await staging.commit();
-      const changed = nonFinite !== undefined && nonFinite.length > 0 ? { nonFinite: nonFiniteReport(nonFinite) } : {};
-      if (changed.nonFinite) {
-        const w = describeNonFinite(changed.nonFinite);
-        warnings.push(w);
-        emit({ type: 'warning', message: w });
-      }
-      return { ...base, ...changed, ...(measured ? { calibration: measured.summary } : {}), dryRun: false, seconds: (performance.now() - t0) / 1000, shards: written };
-    } catch (e) {
-      await staging?.discard();
-      throw explainWriteFailure(e, opts.output, totals.bytesOut);
+    const shards = await writePlan(ckpt, {
+      output: opts.output,
+      force: opts.force ?? false,
+      entries: plan.entries,
+      settings: plan.settings,
+      config: { sourceIsValid: ckpt.config !== undefined, changes: { set: { quantization_config: qc } } },
+      companions: companions.files,
+      ...(opts.maxShardBytes !== undefined ? { maxShardBytes: opts.maxShardBytes } : {}),
+      ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+      ...(opts.allowNonFinite !== undefined ? { allowNonFinite: opts.allowNonFinite } : {}),
+      ...(measured ? { activationScales: measured.scales } : {}),
+      onNonFiniteKept: (name, values) => nonFinite?.push({ name, values, action: 'kept' }),
+      emit,
+    });
+    const changed = nonFinite !== undefined && nonFinite.length > 0 ? { nonFinite: nonFiniteReport(nonFinite) } : {};
+    if (changed.nonFinite) {
+      const w = describeNonFinite(changed.nonFinite);
+      warnings.push(w);
+      emit({ type: 'warning', message: w });
     }
+    return { ...base, ...changed, ...(measured ? { calibration: measured.summary } : {}), dryRun: false, seconds: (performance.now() - t0) / 1000, shards };
   } finally {
     await ckpt.close();
   }
@@ -269,106 +236,6 @@ function describeNonFinite(r: NonFiniteReport): string {
   if (replaced.length > 0) parts.push(`${sum(replaced)} NaN/Inf value(s) in ${replaced.length} quantized tensor(s) replaced (±Inf → ±FP8 max, NaN → 0), first ${replaced[0]!.name}`);
   if (kept.length > 0) parts.push(`${sum(kept)} NaN/Inf value(s) in ${kept.length} unquantized tensor(s) kept as they are, first ${kept[0]!.name}`);
   return `--allow-nonfinite: ${parts.join('; ')}`;
-}
-
-async function writeJson(path: string, value: unknown): Promise<void> {
-  await writeFile(path, `${JSON.stringify(value, null, 2)}\n`);
-}
-
-/**
- * Writes every shard in order. Entries arrive in file order, so each shard's bytes are produced
- * sequentially and hashed on the way (no second read for --json's SHA-256).
- */
-async function writeShards(
-  ckpt: Checkpoint,
-  plan: ConvertPlan,
-  entries: readonly PlanEntry[],
-  shards: readonly ShardPlan[],
-  dir: string,
-  bytesTotal: number,
-  opts: ConvertOptions,
-  emit: (e: ConvertEvent) => void,
-  pool: QuantizePool | undefined,
-  activationScales?: ReadonlyMap<string, Float32Array>,
-  extras: Pick<ExecuteOptions, 'onNonFiniteKept'> = {},
-): Promise<WrittenShard[]> {
-  const shardOf = new Map<string, number>();
-  shards.forEach((s, i) => s.tensors.forEach((t) => shardOf.set(t.name, i)));
-  const written: WrittenShard[] = [];
-  let bytesDone = 0;
-  let entryIndex = 0;
-  const execOpts = {
-    settings: plan.settings,
-    nonFinite: opts.allowNonFinite ? ('saturate' as const) : ('error' as const),
-    pool,
-    activationScales,
-    ...extras,
-    onBytes: (n: number) => {
-      bytesDone += n;
-      emit({ type: 'bytes', done: bytesDone, total: bytesTotal });
-    },
-  };
-  for (let si = 0; si < shards.length; si++) {
-    const shard = shards[si]!;
-    const writer = await createShardWriter(join(dir, shard.file), shard.tensors, { format: 'pt' }, pool?.writeSlots, pool?.hashing);
-    // A direct writer hashes the file itself, on another thread (direct-shard-writer.ts).
-    const hashing = writer.digest ? undefined : new SequentialHasher(writer.layout.headerBytes);
-    const sink: OutputSink = {
-      write: async (name, bytes, byteOffset) => {
-        // Hash while the bytes go to the file: both are on the critical path of a disk-bound convert.
-        const writing = writer.write(name, bytes, byteOffset);
-        hashing?.add(writer.layout.offsets.get(name)!.fileOffset + byteOffset, bytes);
-        await writing;
-      },
-    };
-    try {
-      while (entryIndex < entries.length && shardOf.get(entries[entryIndex]!.outputs[0]!.name) === si) {
-        const entry = entries[entryIndex]!;
-        emit({ type: 'tensor', name: entry.outputs[0]!.name, index: entryIndex, count: entries.length });
-        await executeEntry(entry, ckpt, sink, execOpts);
-        entryIndex++;
-      }
-      await writer.finish();
-    } catch (e) {
-      await writer.abort();
-      throw e;
-    }
-    written.push({ file: shard.file, bytes: writer.layout.fileSize, sha256: hashing ? await hashing.digest(join(dir, shard.file)) : await writer.digest!() });
-  }
-  return written;
-}
-
-/**
- * SHA-256 of a file whose bytes are written in order; if a write ever lands out of order, the
- * hash is computed by reading the finished file instead.
- */
-class SequentialHasher {
-  private readonly hash = createHash('sha256');
-  private cursor: number;
-  private inOrder = true;
-
-  constructor(header: Uint8Array) {
-    this.hash.update(header);
-    this.cursor = header.byteLength;
-  }
-
-  add(position: number, bytes: Uint8Array): void {
-    if (!this.inOrder) return;
-    if (position !== this.cursor) {
-      this.inOrder = false;
-      return;
-    }
-    this.hash.update(bytes);
-    this.cursor += bytes.byteLength;
-  }
-
-  async digest(path: string): Promise<string> {
-    if (this.inOrder) return this.hash.digest('hex');
-    const { createReadStream } = await import('node:fs');
-    const h = createHash('sha256');
-    for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
-    return h.digest('hex');
-  }
 }
 
 export type { PlannedOutput };

@@ -2,34 +2,21 @@
 // output, fp8q's own) → a BF16 (or FP16) checkpoint, what DeepSeek's fp8_cast_bf16.py does: every
 // FP8 weight becomes `fp8 × scale_inv` rounded once to the output dtype, its scale (and any
 // activation scale) is dropped, everything else is copied byte for byte, and config.json loses
-// quantization_config. Same atomic staging, sharding and index as convert.
+// quantization_config. Written by the same pipeline as convert (write-plan.ts).
 
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { copyCompanionFiles, selectCompanionFiles } from './companion-files.js';
 import { performance } from 'node:perf_hooks';
 import { planDequantize } from '../passes/fp8-plans.js';
-import type { PlanEntry, QuantizationSettings } from '../passes/plan.js';
-import { Checkpoint, CONFIG_FILE, INDEX_FILE, type ModelConfig } from './checkpoint.js';
-import { type ConfigChanges, writeEditedConfig } from './config-json.js';
-import { DEFAULT_MAX_SHARD_BYTES } from './convert-checkpoint.js';
-import { executeCopy } from './entry-executors.js';
-import { checkFp8Scale } from './float-rows.js';
-import { dequantizedNonFiniteError, executeDequantize } from './fp8-executors.js';
+import { Checkpoint, type ModelConfig } from './checkpoint.js';
+import { selectCompanionFiles } from './companion-files.js';
+import type { ConfigChanges } from './config-json.js';
 import { CheckpointError } from './errors.js';
+import { checkFp8Scale } from './float-rows.js';
 import type { NonFiniteReport } from './nonfinite-count.js';
+import { checkOutputDestination } from './output-folder.js';
 import { describeUnusableScales, findUnusableScales } from './scale-survey.js';
-import { checkOutputDestination, explainWriteFailure, StagingFolder } from './output-folder.js';
-import { SafetensorsWriter } from './safetensors-writer.js';
-import { assignShards, buildIndex } from './shards.js';
-
-/** Files that hold weights in other formats, or stray safetensors: never copied beside the output. */
-const NOT_COPIED = /\.(bin|pt|pth|ckpt|h5|msgpack|gguf|onnx|onnx_data|safetensors)$/i;
+import { orderEntries, planInputBytes, planOutputBytes, writePlan } from './write-plan.js';
 
 export type DequantDtype = 'bfloat16' | 'float16';
-
-/** executeCopy's options carry quantization settings it never reads; a dequant quantizes nothing. */
-const COPY_ONLY: QuantizationSettings = { format: 'e4m3fn', block: { bn: 128, bk: 128 }, scaleFormat: 'float', activationScheme: 'dynamic' };
 
 export interface DequantOptions {
   readonly input: string;
@@ -41,6 +28,8 @@ export interface DequantOptions {
   readonly allowUnindexed?: boolean;
   /** Write even when scales are NaN/Inf/≤ 0 or values come out non-finite (counted in the summary). */
   readonly allowNonFinite?: boolean;
+  /** Worker threads (default: available cores); 0 runs the reference kernel on this thread. */
+  readonly threads?: number;
   readonly onEvent?: (event: DequantEvent) => void;
 }
 
@@ -75,12 +64,6 @@ export function dequantizedConfigChanges(config: ModelConfig, dtype: DequantDtyp
   return { remove: 'quantization_config' in config ? ['quantization_config'] : [], set };
 }
 
-function byFirstOutput(a: PlanEntry, b: PlanEntry): number {
-  const x = a.outputs[0]!.name;
-  const y = b.outputs[0]!.name;
-  return x < y ? -1 : x > y ? 1 : 0;
-}
-
 export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSummary> {
   const t0 = performance.now();
   const emit = opts.onEvent ?? (() => undefined);
@@ -97,16 +80,12 @@ export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSu
     const unusable = describeUnusableScales(await findUnusableScales(ckpt, plan.input.scaleTensors));
     if (unusable && !opts.allowNonFinite) throw new CheckpointError(`${opts.input}: ${unusable}; pass --allow-nonfinite to dequantize it anyway`, 'E_INPUT_NONFINITE');
     if (unusable) warnings.push(`${unusable} (--allow-nonfinite: written anyway)`);
-    const companions = await selectCompanionFiles(ckpt.dir, ckpt.otherFiles, (f) => f === CONFIG_FILE || NOT_COPIED.test(f));
+    const companions = await selectCompanionFiles(ckpt.dir, ckpt.otherFiles);
     warnings.push(...companions.warnings);
     for (const w of warnings) emit({ type: 'warning', message: w });
-    const entries = [...plan.entries].sort(byFirstOutput);
-    let bytesIn = 0;
-    let bytesOut = 0;
-    for (const e of entries) {
-      for (const s of e.sources) bytesIn += ckpt.info(s).byteLength;
-      for (const o of e.outputs) bytesOut += o.byteLength;
-    }
+    const entries = orderEntries(plan.entries);
+    const bytesIn = planInputBytes(ckpt, entries);
+    const bytesOut = planOutputBytes(entries);
     const { format } = plan.input;
     const base = {
       input: opts.input,
@@ -126,62 +105,30 @@ export async function dequantCheckpoint(opts: DequantOptions): Promise<DequantSu
       emit({ type: 'warning', message: w });
     }
 
-    const shards = assignShards(entries.map((e) => e.outputs), opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
-    const shardOf = new Map<string, number>();
-    shards.forEach((s, i) => s.tensors.forEach((t) => shardOf.set(t.name, i)));
-    let staging: StagingFolder | undefined;
-    try {
-      staging = await StagingFolder.create(opts.output, { force: opts.force ?? false });
-      let done = 0;
-      const onBytes = (n: number): void => {
-        done += n;
-        emit({ type: 'bytes', done, total: bytesIn });
-      };
-      let next = 0;
-      const written: { file: string; bytes: number }[] = [];
-      const nonFinite: { name: string; values: number; action: 'kept' }[] = [];
-      for (let si = 0; si < shards.length; si++) {
-        const writer = await SafetensorsWriter.create(join(staging.path, shards[si]!.file), shards[si]!.tensors, { format: 'pt' });
-        try {
-          for (; next < entries.length && shardOf.get(entries[next]!.outputs[0]!.name) === si; next++) {
-            const entry = entries[next]!;
-            emit({ type: 'tensor', name: entry.outputs[0]!.name, index: next, count: entries.length });
-            if (entry.op === 'dequantize') {
-              const bad = await executeDequantize(entry, ckpt, writer, { onBytes });
-              if (bad > 0 && !opts.allowNonFinite) throw dequantizedNonFiniteError(entry.sources[0]!, entry.outputs[0]!.dtype, bad, '--allow-nonfinite');
-              if (bad > 0) nonFinite.push({ name: entry.outputs[0]!.name, values: bad, action: 'kept' });
-            } else if (entry.op === 'copy') {
-              const onNonFiniteKept = (name: string, values: number): void => void nonFinite.push({ name, values, action: 'kept' });
-              await executeCopy(entry, ckpt, writer, { settings: COPY_ONLY, nonFinite: opts.allowNonFinite ? 'saturate' : 'error', onBytes, onNonFiniteKept });
-            }
-          }
-          await writer.finish();
-        } catch (e) {
-          await writer.abort();
-          throw e;
-        }
-        written.push({ file: shards[si]!.file, bytes: writer.layout.fileSize });
-      }
-      if (shards.length > 1) await writeJson(join(staging.path, INDEX_FILE), buildIndex(shards));
-      if (ckpt.config) await writeEditedConfig(ckpt.dir, true, join(staging.path, CONFIG_FILE), dequantizedConfigChanges(ckpt.config, dtype));
-      await copyCompanionFiles(ckpt.dir, staging.path, companions.files);
-      await staging.commit();
-      if (nonFinite.length > 0) {
-        const values = nonFinite.reduce((a, t) => a + t.values, 0);
-        const w = `--allow-nonfinite: ${values} NaN/Inf value(s) written in ${nonFinite.length} tensor(s), first ${nonFinite[0]!.name}`;
-        warnings.push(w);
-        emit({ type: 'warning', message: w });
-      }
-      return { ...base, ...(nonFinite.length > 0 ? { nonFinite: { values: nonFinite.reduce((a, t) => a + t.values, 0), tensors: nonFinite } } : {}), seconds: (performance.now() - t0) / 1000, shards: written };
-    } catch (e) {
-      await staging?.discard();
-      throw explainWriteFailure(e, opts.output, bytesOut);
+    const nonFinite: { name: string; values: number; action: 'kept' }[] = [];
+    const written = await writePlan(ckpt, {
+      output: opts.output,
+      force: opts.force ?? false,
+      entries,
+      config: ckpt.config ? { sourceIsValid: true, changes: dequantizedConfigChanges(ckpt.config, dtype) } : undefined,
+      companions: companions.files,
+      ...(opts.maxShardBytes !== undefined ? { maxShardBytes: opts.maxShardBytes } : {}),
+      ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+      ...(opts.allowNonFinite !== undefined ? { allowNonFinite: opts.allowNonFinite } : {}),
+      onNonFiniteKept: (name, values) => void nonFinite.push({ name, values, action: 'kept' }),
+      emit: (e) => {
+        if (e.type !== 'finalizing') emit(e);
+      },
+    });
+    if (nonFinite.length > 0) {
+      const values = nonFinite.reduce((a, t) => a + t.values, 0);
+      const w = `--allow-nonfinite: ${values} NaN/Inf value(s) written in ${nonFinite.length} tensor(s), first ${nonFinite[0]!.name}`;
+      warnings.push(w);
+      emit({ type: 'warning', message: w });
     }
+    const changed = nonFinite.length > 0 ? { nonFinite: { values: nonFinite.reduce((a, t) => a + t.values, 0), tensors: nonFinite } } : {};
+    return { ...base, ...changed, seconds: (performance.now() - t0) / 1000, shards: written.map(({ file, bytes }) => ({ file, bytes })) };
   } finally {
     await ckpt.close();
   }
-}
-
-async function writeJson(path: string, value: unknown): Promise<void> {
-  await writeFile(path, `${JSON.stringify(value, null, 2)}\n`);
 }

@@ -1,9 +1,9 @@
-// Executing one plan entry: read its sources from the checkpoint in bounded pieces and write its
-// outputs. Memory per entry is a few row stripes (bn rows of a weight) or one copy chunk, never a
-// whole tensor.
+// What executing a plan entry shares (the output sink, the options, the kernel settings, the
+// user-facing NaN/Inf errors, a quantize entry's geometry), and the plain copy: a source moves in
+// bounded pieces, never a whole tensor. Weights go through the stripe driver (stripe-tasks.ts).
 
-import { ceilDiv, quantizeStripe, NonFiniteValueError, type BlockShape } from '../fp8/block-quantize.js';
-import { dtypeSize, isFloatSourceDtype, widenToFloat32, type FloatSourceDtype } from '../fp8/dtypes.js';
+import { ceilDiv, type BlockShape, type NonFiniteValueError } from '../fp8/block-quantize.js';
+import { isFloatSourceDtype, type FloatSourceDtype } from '../fp8/dtypes.js';
 import type { CopyEntry, PlannedOutput, QuantizationSettings, QuantizeEntry } from '../passes/plan.js';
 import type { Checkpoint, CheckpointTensor } from './checkpoint.js';
 import { CheckpointError } from './errors.js';
@@ -17,11 +17,12 @@ export interface OutputSink {
 }
 
 export interface ExecuteOptions {
-  readonly settings: QuantizationSettings;
+  /** The plan's quantization settings; absent for a plan that quantizes nothing (dequant). */
+  readonly settings?: QuantizationSettings;
   readonly nonFinite: 'error' | 'saturate';
   /** Called with source bytes consumed, for progress. */
   readonly onBytes?: (bytes: number) => void;
-  /** Worker threads for the fast quantize path (pipelined-executors.ts); without it, this module's executors run. */
+  /** Worker threads and I/O resources of the fast path; without it (--threads 0) the reference kernel runs on this thread. */
   readonly pool?: QuantizePool;
   /** Calibrated static activation scales by module, for `activation-scale` entries. */
   readonly activationScales?: ReadonlyMap<string, Float32Array>;
@@ -65,6 +66,14 @@ export async function executeCopy(entry: CopyEntry, ckpt: Checkpoint, sink: Outp
   if (nonFinite > 0) opts.onNonFiniteKept?.(src.name, nonFinite);
 }
 
+/** The CheckpointError for a NaN/Inf of `source`, at the source coordinates `where` gives. */
+export function nonFiniteSourceError(err: NonFiniteValueError, source: string, where: (row: number, col: number) => string): CheckpointError {
+  return new CheckpointError(
+    `tensor "${source}" has a non-finite value (${err.value}) at ${where(err.row, err.col)}: ` +
+      `the source checkpoint is damaged; fix it, or pass --allow-nonfinite to saturate ±Inf and zero NaN`,
+  );
+}
+
 /** A NaN/Inf found while quantizing `src` (matrix `expert` of a 3-D stack), as the user sees it. */
 export function nonFiniteWeightError(src: CheckpointTensor, expert: number, err: NonFiniteValueError, block: BlockShape): CheckpointError {
   const where = src.shape.length === 3 ? `[${expert}, ${err.row}, ${err.col}]` : `[${err.row}, ${err.col}]`;
@@ -75,9 +84,16 @@ export function nonFiniteWeightError(src: CheckpointTensor, expert: number, err:
   );
 }
 
+/** The plan's quantization settings, which every quantizing entry needs. */
+export function quantizationSettings(opts: ExecuteOptions): QuantizationSettings {
+  if (!opts.settings) throw new Error('a quantizing plan entry was executed without quantization settings');
+  return opts.settings;
+}
+
 /** The kernel options of this run: the plan's format and scales, the run's NaN/Inf policy, `block` (default the plan's). */
-export function kernelOptions(opts: ExecuteOptions, block: BlockShape = opts.settings.block): ChunkSettings {
-  return { format: opts.settings.format, block, scaleFormat: opts.settings.scaleFormat, nonFinite: opts.nonFinite };
+export function kernelOptions(opts: ExecuteOptions, block: BlockShape = quantizationSettings(opts).block): ChunkSettings {
+  const settings = quantizationSettings(opts);
+  return { format: settings.format, block, scaleFormat: settings.scaleFormat, nonFinite: opts.nonFinite };
 }
 
 /** A `quantize` entry's float source and outputs, and the geometry of its `[E?, N, K]` weight in blocks. */
@@ -95,7 +111,7 @@ export interface QuantizeGeometry {
   readonly colBlocks: number;
 }
 
-/** Shared by executeQuantize and the pipelined executor, so both read an entry the same way. */
+/** A quantize entry's source checked and measured (stripe-tasks.ts). */
 export function quantizeGeometry(entry: QuantizeEntry, ckpt: Checkpoint, opts: ExecuteOptions): QuantizeGeometry {
   const src = ckpt.info(entry.sources[0]!);
   if (!isFloatSourceDtype(src.dtype)) throw new CheckpointError(`tensor "${src.name}" is ${src.dtype}; only float weights can be quantized`);
@@ -105,39 +121,6 @@ export function quantizeGeometry(entry: QuantizeEntry, ckpt: Checkpoint, opts: E
   const experts = rank === 3 ? src.shape[0]! : 1;
   const n = src.shape[rank - 2]!;
   const k = src.shape[rank - 1]!;
-  const { bn, bk } = opts.settings.block;
+  const { bn, bk } = quantizationSettings(opts).block;
   return { src, dtype, weightOut, scaleOut, experts, n, k, bn, rowBlocks: ceilDiv(n, bn), colBlocks: ceilDiv(k, bk) };
-}
-
-export async function executeQuantize(entry: QuantizeEntry, ckpt: Checkpoint, sink: OutputSink, opts: ExecuteOptions): Promise<void> {
-  const { src, dtype, weightOut, scaleOut, experts, n, k, bn, rowBlocks, colBlocks } = quantizeGeometry(entry, ckpt, opts);
-  const stripeRows = Math.min(bn, n);
-  const srcBytes = new Uint8Array(stripeRows * k * dtypeSize(dtype));
-  const values = new Float32Array(stripeRows * k);
-  const codes = new Uint8Array(stripeRows * k);
-  // Scales are tiny (1/16384 of the weight at 128x128): gather them and write once, after the codes.
-  const scales = new Float32Array(experts * rowBlocks * colBlocks);
-  const quantOpts = kernelOptions(opts);
-  for (let e = 0; e < experts; e++) {
-    for (let rb = 0; rb < rowBlocks; rb++) {
-      const r0 = rb * bn;
-      const rows = Math.min(bn, n - r0);
-      const globalRow = e * n + r0;
-      // Rows of the [E·N, K] view: readRows counts along the first axis, which for a 3-D stack is E.
-      const rowBytes = k * dtypeSize(dtype);
-      const bytes = await ckpt.reader(src.name).readRange(src.fileOffset + globalRow * rowBytes, srcBytes.subarray(0, rows * rowBytes));
-      const v = widenToFloat32(bytes, dtype, values.subarray(0, rows * k));
-      const c = codes.subarray(0, rows * k);
-      const scaleRow = scales.subarray((e * rowBlocks + rb) * colBlocks, (e * rowBlocks + rb + 1) * colBlocks);
-      try {
-        quantizeStripe(v, rows, k, quantOpts, c, scaleRow, r0);
-      } catch (err) {
-        if (err instanceof NonFiniteValueError) throw nonFiniteWeightError(src, e, err, opts.settings.block);
-        throw err;
-      }
-      await sink.write(weightOut.name, c, globalRow * k);
-      opts.onBytes?.(bytes.byteLength);
-    }
-  }
-  await sink.write(scaleOut.name, new Uint8Array(scales.buffer), 0);
 }

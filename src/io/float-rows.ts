@@ -1,10 +1,10 @@
-// Reading a weight as float values, row stripe by row stripe, whatever it is stored as: BF16/FP16/
-// FP32/F64 widen exactly (F64 rounds to float32); an FP8 tensor is decoded and multiplied by its
-// block's scale_inv (FP8 checkpoints as input). The tensor is seen as a 2-D matrix of
-// rows = product of all axes but the last, columns = the last axis; the scale grid is indexed per
-// leading index by the tensor's last two axes (Fp8SourceRef).
+// A weight to be read as float values, whatever it is stored as: BF16/FP16/FP32/F64, or FP8 with
+// its block scale_inv (FP8 checkpoints as input), whose scale tensor is checked against the grid
+// the weight needs and loaded as float32. The tensor is seen as a 2-D matrix of rows = product of
+// all axes but the last, columns = the last axis; the scale grid is indexed per leading index by
+// the tensor's last two axes (Fp8SourceRef). The stripe driver reads the rows (stripe-tasks.ts).
 
-import { dtypeSize, isFloatSourceDtype, isFp8Dtype, widenToFloat32 } from '../fp8/dtypes.js';
+import { isFloatSourceDtype, isFp8Dtype, widenToFloat32 } from '../fp8/dtypes.js';
 import { ceilDiv } from '../fp8/block-quantize.js';
 import { E4M3_DECODE, E5M2_DECODE } from '../fp8/formats.js';
 import type { Fp8SourceRef } from '../passes/plan.js';
@@ -24,6 +24,15 @@ function withoutOnes(shape: readonly number[]): string {
   return JSON.stringify(shape.filter((d) => d !== 1));
 }
 
+/** An FP8 tensor's scales as FloatRowReader.blockScales gives them. */
+export interface BlockScales {
+  readonly scales: Float32Array;
+  readonly gridRows: number;
+  readonly gridCols: number;
+  readonly rowBlock: number;
+  readonly colBlock: number;
+}
+
 export class FloatRowReader {
   /** Rows of the 2-D view (all axes but the last). */
   readonly rows: number;
@@ -31,15 +40,12 @@ export class FloatRowReader {
   /** Rows of one matrix (the second-to-last axis): where the scale grid restarts. */
   private readonly matrixRows: number;
   private readonly decode: Float32Array | undefined;
-  private raw: Uint8Array = new Uint8Array(0);
 
   private constructor(
-    private readonly ckpt: Checkpoint,
     readonly info: CheckpointTensor,
     private readonly ref: Fp8SourceRef | undefined,
     /** The scale values as float32 (exact for F32/BF16/F16 scale tensors). */
     private readonly scales: Float32Array | undefined,
-    private readonly scaleGrid: readonly [number, number],
   ) {
     const shape = info.shape;
     this.cols = shape[shape.length - 1] ?? 1;
@@ -50,90 +56,41 @@ export class FloatRowReader {
 
   static async open(ckpt: Checkpoint, name: string, ref?: Fp8SourceRef): Promise<FloatRowReader> {
     const info = ckpt.info(name);
-    if (isFloatSourceDtype(info.dtype)) return new FloatRowReader(ckpt, info, undefined, undefined, [1, 1]);
+    if (isFloatSourceDtype(info.dtype)) return new FloatRowReader(info, undefined, undefined);
     if (!isFp8Dtype(info.dtype)) throw new CheckpointError(`tensor "${name}" is ${info.dtype}; only float or FP8 weights can be read as values`);
     if (!ref) throw new CheckpointError(`tensor "${name}" is ${info.dtype} but has no scale tensor: its values cannot be recovered`);
     const scaleInfo = ckpt.info(ref.scale);
-    const expected = checkFp8Scale(ckpt, name, ref);
+    checkFp8Scale(ckpt, name, ref);
     if (!isFloatSourceDtype(scaleInfo.dtype)) throw new CheckpointError(`scale tensor "${ref.scale}" is ${scaleInfo.dtype}`); // (checked above; narrows the type)
     const scales = widenToFloat32(await ckpt.readTensor(ref.scale), scaleInfo.dtype);
-    const g = expected.slice(-2) as [number, number];
-    return new FloatRowReader(ckpt, info, ref, scales, [g[0], g[1]]);
+    return new FloatRowReader(info, ref, scales);
   }
 
   get isFp8(): boolean {
     return this.decode !== undefined;
   }
 
-  private async readRaw(row0: number, count: number): Promise<Uint8Array> {
-    if (row0 < 0 || count < 0 || row0 + count > this.rows) {
-      throw new RangeError(`tensor "${this.info.name}": rows [${row0}, ${row0 + count}) out of [0, ${this.rows})`);
-    }
-    const size = dtypeSize(this.info.dtype);
-    const bytes = count * this.cols * size;
-    if (this.raw.byteLength < bytes) this.raw = new Uint8Array(bytes);
-    const view = this.raw.subarray(0, bytes);
-    await this.ckpt.reader(this.info.name).readRange(this.info.fileOffset + row0 * this.cols * size, view);
-    return view;
-  }
-
-  /** Calls `fn(i, code, scale)` for each element of an FP8 stripe, `i` counted from the stripe's start. */
-  private forEachFp8(row0: number, count: number, codes: Uint8Array, fn: (i: number, value: number, scale: number) => void): void {
-    const ref = this.ref!;
-    const decode = this.decode!;
-    const scales = this.scales!;
-    const [gr, gc] = this.scaleGrid;
-    const cols = this.cols;
-    for (let r = 0; r < count; r++) {
-      const row = row0 + r;
-      const lead = Math.floor(row / this.matrixRows);
-      const a = row - lead * this.matrixRows;
-      const base = lead * gr * gc;
-      const ab = Math.floor(a / ref.rowBlock);
-      for (let c = 0; c < cols; c++) {
-        const cb = Math.floor(c / ref.colBlock);
-        const s = scales[ref.scaleTransposed ? base + cb * gc + ab : base + ab * gc + cb]!;
-        fn(r * cols + c, decode[codes[r * cols + c]!]!, s);
-      }
-    }
+  /** Rows of one matrix (the second-to-last axis): a scale grid never spans two. */
+  get rowsPerMatrix(): number {
+    return this.matrixRows;
   }
 
   /**
-   * Rows [row0, row0 + count) as float32: exact widening, or `fp8 × scale` as one float32
-   * multiplication (what PyTorch's `weight.float() * scale_inv` gives).
+   * An FP8 tensor's scale grid, un-transposed: per matrix, `[gridRows, gridCols]` row-major over
+   * (stored row block, stored column block). Undefined for a float tensor.
    */
-  async readF32(row0: number, count: number, out: Float32Array = new Float32Array(count * this.cols)): Promise<Float32Array> {
-    const n = count * this.cols;
-    const bytes = await this.readRaw(row0, count);
-    const dtype = this.info.dtype;
-    if (isFloatSourceDtype(dtype)) return widenToFloat32(bytes, dtype, out.subarray(0, n));
-    this.forEachFp8(row0, count, bytes, (i, v, s) => {
-      out[i] = Math.fround(v * s);
-    });
-    return out.subarray(0, n);
-  }
-
-  /**
-   * Rows as exact float64 values: for FP8, `fp8 × scale` is exact in float64 (a 4-bit E4M3 or 3-bit
-   * E5M2 significand times a 24-bit float32 one fits in 53 bits), so a caller can round it once.
-   */
-  async readExact(row0: number, count: number, out: Float64Array = new Float64Array(count * this.cols)): Promise<Float64Array> {
-    const n = count * this.cols;
-    const bytes = await this.readRaw(row0, count);
-    const dtype = this.info.dtype;
-    if (isFloatSourceDtype(dtype)) {
-      if (dtype === 'F64') {
-        out.set(new Float64Array(bytes.slice(0, n * 8).buffer));
-        return out.subarray(0, n);
-      }
-      const f = widenToFloat32(bytes, dtype, new Float32Array(n));
-      out.set(f);
-      return out.subarray(0, n);
+  blockScales(): BlockScales | undefined {
+    if (!this.ref || !this.scales) return undefined;
+    const { rowBlock, colBlock, scaleTransposed } = this.ref;
+    const gridRows = ceilDiv(this.matrixRows, rowBlock);
+    const gridCols = ceilDiv(this.cols, colBlock);
+    if (!scaleTransposed) return { scales: this.scales, gridRows, gridCols, rowBlock, colBlock };
+    const per = gridRows * gridCols;
+    const out = new Float32Array(this.scales.length);
+    for (let m = 0; m < this.scales.length / per; m++) {
+      for (let r = 0; r < gridRows; r++) for (let c = 0; c < gridCols; c++) out[m * per + r * gridCols + c] = this.scales[m * per + c * gridRows + r]!;
     }
-    this.forEachFp8(row0, count, bytes, (i, v, s) => {
-      out[i] = v * s;
-    });
-    return out.subarray(0, n);
+    return { scales: out, gridRows, gridCols, rowBlock, colBlock };
   }
 }
 

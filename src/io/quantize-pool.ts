@@ -14,7 +14,7 @@ import { DirectReads } from './direct-reads.js';
 import { WriteSlots } from './direct-shard-writer.js';
 import { HashThread } from './hash-thread.js';
 import { startModuleWorker } from './module-worker.js';
-import type { ChunkInput } from './quantize-chunk.js';
+import { chunkOutputBytes, type ChunkInput } from './quantize-chunk.js';
 
 export interface ChunkRequest extends ChunkInput {
   readonly id: number;
@@ -174,7 +174,7 @@ export class QuantizePool {
     this.idle.push(w);
     const f = reply.failure;
     if (!f) {
-      const codes = new Uint8Array(reply.codes, 0, job.request.rows * job.request.cols);
+      const codes = new Uint8Array(reply.codes, 0, chunkOutputBytes(job.request));
       job.resolve({ source: reply.source, codes, scales: new Float32Array(reply.scales!) });
     } else {
       const reason = 'nonFinite' in f ? new NonFiniteValueError(f.nonFinite.row, f.nonFinite.col, f.nonFinite.value) : new Error(f.message);

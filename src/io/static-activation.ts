@@ -7,8 +7,10 @@
 import type { Fp8Format } from '../fp8/formats.js';
 import { activationScaleTargets, withActivationScaleEntries, type ActivationScaleGranularity } from '../passes/activation-scales.js';
 import type { ConvertPlan } from '../passes/plan.js';
-import { calibrateActivationScales, type CalibrationEvent, type CalibrationResult } from '../runtime/calibration/calibrate.js';
-import { readCalibrationSet, type CalibrationFileKind, type CalibrationSet, type CalibrationSplit } from '../runtime/calibration/calibration-input.js';
+// The calibration modules load onnxruntime and the tokenizers: imported only when a static
+// conversion runs, so a dynamic convert never pays for them.
+import type { CalibrationEvent, CalibrationResult } from '../runtime/calibration/calibrate.js';
+import type { CalibrationFileKind, CalibrationSet, CalibrationSplit } from '../runtime/calibration/calibration-input.js';
 import type { Device } from '../runtime/session.js';
 import type { ModelConfig } from './checkpoint.js';
 import { CheckpointError } from './errors.js';
@@ -72,6 +74,7 @@ function vocabSizeOf(config: ModelConfig | undefined): number | undefined {
 
 export async function readStaticCalibration(modelDir: string, config: ModelConfig | undefined, opts: StaticActivationOptions, emit: (e: StaticActivationEvent) => void): Promise<CalibrationSet> {
   const vocabSize = vocabSizeOf(config);
+  const { readCalibrationSet } = await import('../runtime/calibration/calibration-input.js');
   const set = await readCalibrationSet({
     file: opts.file,
     modelDir,
@@ -93,6 +96,7 @@ export async function measureStaticActivationScales(
 ): Promise<{ scales: ReadonlyMap<string, Float32Array>; summary: CalibrationSummary }> {
   const format: Fp8Format = plan.settings.format;
   const granularity = opts.granularity ?? 'group';
+  const { calibrateActivationScales } = await import('../runtime/calibration/calibrate.js');
   const result: CalibrationResult = await calibrateActivationScales({
     model: modelDir,
     set,

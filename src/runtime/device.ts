@@ -16,7 +16,8 @@ import { DeviceUnavailableError, type CudaProblem } from './device-error.js';
 import { readElfDynamicInfo } from './elf.js';
 import { DataType } from './onnx/data-type.js';
 import { GraphBuilder } from './onnx/graph-builder.js';
-import { OnnxSession, type Device } from './session.js';
+// session.js loads onnxruntime-node: only the probe needs it, so it is imported there.
+import type { Device } from './session.js';
 import { findLibrary, systemLibrarySearch, type LibraryLookup, type LibrarySearch } from './shared-libraries.js';
 
 export type DeviceRequest = 'auto' | 'cpu' | 'cuda';
@@ -202,6 +203,7 @@ export async function probeCudaSession(): Promise<void> {
   const g = new GraphBuilder();
   const x = g.input('x', DataType.FLOAT, [2]);
   g.output(g.op('Mul', [x, x], { dtype: DataType.FLOAT, shape: [2] }), 'y');
+  const { OnnxSession } = await import('./session.js');
   const session = await OnnxSession.create(g.toBytes(), { device: 'cuda' });
   try {
     const out = await session.run({ x: { type: 'float32', data: new Float32Array([1, 2]), dims: [2] } });

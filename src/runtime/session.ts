@@ -4,6 +4,7 @@
 // mapping and onnxruntime's tensor types stay here.
 
 import { env, InferenceSession, Tensor } from 'onnxruntime-node';
+import { SessionError } from './runtime-errors.js';
 
 // onnxruntime's process-wide logger (read once, at the first session) writes its errors and
 // warnings to stderr in color: a failed CUDA probe under --device auto, or "some nodes were not
@@ -40,12 +41,7 @@ export interface SessionOptions {
   readonly intraOpThreads?: number;
 }
 
-export class SessionError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'SessionError';
-  }
-}
+export { SessionError };
 
 /**
  * Execution providers per device. 'cuda' names only CUDA: onnxruntime itself places nodes CUDA

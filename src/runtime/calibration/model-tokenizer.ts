@@ -6,7 +6,8 @@
 
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Tokenizer } from '@huggingface/tokenizers';
+// The tokenizers package is loaded when a tokenizer is (a plain convert never needs it).
+import type { Tokenizer } from '@huggingface/tokenizers';
 import { CheckpointError } from '../../io/errors.js';
 
 export const TOKENIZER_FILE = 'tokenizer.json';
@@ -74,9 +75,10 @@ export async function loadModelTokenizer(
   const json = await readJsonObject(file, TOKENIZER_FILE);
   const configFile = join(modelDir, TOKENIZER_CONFIG_FILE);
   const config = (await exists(configFile)) ? await readJsonObject(configFile, TOKENIZER_CONFIG_FILE) : {};
+  const { Tokenizer: TokenizerClass } = await import('@huggingface/tokenizers');
   let tokenizer: Tokenizer;
   try {
-    tokenizer = new Tokenizer(json, config);
+    tokenizer = new TokenizerClass(json, config);
   } catch (e) {
     throw new CheckpointError(`${file}: cannot build the tokenizer (${(e as Error).message})`);
   }

@@ -24,6 +24,7 @@ import { emitDecodeFp8Codes, emitFp8DecodeTable, type BlockShape, type DecodedFp
 import type { FeedTensor } from '../session.js';
 import type { HiddenAct } from './config.js';
 import type { Fp8Linear, LinearWeight, StoredTensor } from './weights.js';
+import { ForwardGraphError } from '../runtime-errors.js';
 
 let bf16Table: Uint8Array | undefined;
 
@@ -44,12 +45,7 @@ function aligned<T>(bytes: Uint8Array, width: number, make: (buffer: ArrayBuffer
   return make(copy.buffer, 0, copy.byteLength / width);
 }
 
-export class ForwardGraphError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ForwardGraphError';
-  }
-}
+export { ForwardGraphError };
 
 export interface ProbeOutput {
   readonly output: string;

@@ -109,6 +109,8 @@ export interface RunnerOptions {
   readonly buffers?: HostBufferPool;
   /** Round rotary inverse frequencies to BF16, as transformers does for an upcast BF16 model (rope.ts). */
   readonly bf16RopeFrequencies?: boolean;
+  /** Read layer i+1's weights while layer i runs (weights.ts); default: on CUDA only. */
+  readonly readAhead?: boolean;
 }
 
 const PROJECTIONS = ['gate', 'up', 'down'] as const;
@@ -140,7 +142,7 @@ export class ModelRunner {
     const ckpt = await Checkpoint.open(dir);
     try {
       const spec = modelSpecOf(ckpt.config, dir, (n) => ckpt.has(n));
-      return new ModelRunner(ckpt, spec, new ModelWeights(ckpt, options.accounting, options.buffers), options);
+      return new ModelRunner(ckpt, spec, new ModelWeights(ckpt, options.accounting, options.buffers, options.readAhead ?? (options.device ?? 'cpu') === 'cuda'), options);
     } catch (e) {
       await ckpt.close();
       throw e;

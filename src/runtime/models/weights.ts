@@ -1,6 +1,7 @@
 // Weight loading for the forward: one place that knows how a checkpoint stores a linear layer.
-// `WeightScope.linear(prefix)` returns either a dense weight (BF16/F16/F32 bytes as stored) or an
-// FP8 block-scale weight (codes + float32 dequantization multipliers + block shape), so the
+// The FP8 layout (block size, scale names) comes from io/quantized-format.ts, the reader inspect,
+// dequant and convert --requantize use. `WeightScope.linear(prefix)` returns either a dense weight
+// (BF16/F16/F32 bytes as stored) or an FP8 block-scale weight (codes + float32 dequantization multipliers + block shape), so the
 // graphs and the reference never look at tensor names. New storage forms (compressed-tensors
 // `weight_scale`, stacked experts, MLA w_uk/w_uv) are added here.
 //
@@ -11,8 +12,9 @@
 import type { BlockShape } from '../../fp8/block-quantize.js';
 import { dtypeSize, isFloatSourceDtype, widenToFloat32, type Dtype, type FloatSourceDtype } from '../../fp8/dtypes.js';
 import type { Fp8Format } from '../../fp8/formats.js';
-import type { Checkpoint, ModelConfig } from '../../io/checkpoint.js';
+import type { Checkpoint } from '../../io/checkpoint.js';
 import { CheckpointError } from '../../io/errors.js';
+import { detectQuantizedFormat, type QuantizedFormat } from '../../io/quantized-format.js';
 import type { F32Tensor, Fp8Tensor } from '../ops/types.js';
 import type { HostBufferPool } from './buffer-pool.js';
 
@@ -73,40 +75,40 @@ export class WeightAccounting {
 
 const FP8_DTYPES: Partial<Record<Dtype, Fp8Format>> = { F8_E4M3: 'e4m3fn', F8_E5M2: 'e5m2' };
 
-/** Block shape from `quantization_config` (HF fp8 `weight_block_size`, or compressed-tensors `block_structure`). */
-export function configuredBlock(config: ModelConfig | undefined): BlockShape | undefined {
-  const qc = config?.['quantization_config'];
-  if (typeof qc !== 'object' || qc === null) return undefined;
-  const q = qc as Record<string, unknown>;
-  const fromPair = (v: unknown): BlockShape | undefined =>
-    Array.isArray(v) && v.length === 2 && v.every((d) => Number.isSafeInteger(d) && (d as number) > 0)
-      ? { bn: v[0] as number, bk: v[1] as number }
-      : undefined;
-  const direct = fromPair(q['weight_block_size']);
-  if (direct) return direct;
-  const groups = q['config_groups'];
-  if (typeof groups === 'object' && groups !== null) {
-    for (const group of Object.values(groups as Record<string, unknown>)) {
-      const weights = (group as Record<string, unknown> | null)?.['weights'];
-      const b = fromPair((weights as Record<string, unknown> | null | undefined)?.['block_structure']);
-      if (b) return b;
-    }
-  }
-  return undefined;
-}
-
 export class ModelWeights {
+  /** The checkpoint's FP8 layout (hf or compressed-tensors: block, scale names), from the one reader every command uses; undefined when unquantized. */
+  readonly format: QuantizedFormat | undefined;
   readonly block: BlockShape | undefined;
   /** Whole tensors read so far, by name, once keepResident() is on: later scopes reuse them. */
   private resident: Map<string, Uint8Array> | undefined;
+
+  /** Whole-tensor reads started ahead of need (readAhead), by tensor name. */
+  private readonly ahead = new Map<string, { readonly bytes: Promise<Uint8Array>; readonly byteLength: number }>();
+  /** The highest decoder layer whose tensors were read ahead. */
+  private aheadLayer = -1;
 
   constructor(
     readonly checkpoint: Checkpoint,
     readonly accounting: WeightAccounting = new WeightAccounting(),
     /** Where scopes take the buffers they read into (given back when they close); none: fresh arrays. */
     readonly pool?: HostBufferPool,
+    /**
+     * Read decoder layer i+1's tensors (all but routed experts) while layer i runs. On CUDA the
+     * forward is bound by reads and host→device copies, and onnxruntime-node's run blocks the main
+     * thread: reads issued before it proceed during it. Costs one more layer of stored bytes.
+     */
+    readonly readAhead = false,
   ) {
-    this.block = configuredBlock(checkpoint.config);
+    // Throws QuantizationConfigError (a CheckpointError) for a config fp8q cannot read or one the tensor names contradict.
+    this.format = detectQuantizedFormat(checkpoint.config, checkpoint.tensorNames());
+    this.block = this.format?.block;
+  }
+
+  /** The scale tensor beside FP8 tensor `weight` (`<m>.weight` → `<m>.weight_scale_inv`, `experts.down_proj` → `experts.down_proj_scale_inv`). */
+  scaleOf(weight: string): string | undefined {
+    if (!this.format) return undefined;
+    const name = `${weight}${this.format.scaleSuffix.slice('weight'.length)}`;
+    return this.checkpoint.has(name) ? name : undefined;
   }
 
   has(name: string): boolean {
@@ -124,12 +126,15 @@ export class ModelWeights {
     this.resident ??= new Map();
   }
 
-  /** @internal A whole tensor's bytes: from the resident set when kept, else read (into `into` when given). */
-  async readTensorBytes(name: string, into?: Uint8Array): Promise<Uint8Array> {
-    if (this.resident === undefined) return this.checkpoint.readTensor(name, into);
+  /**
+   * @internal A whole tensor's bytes: from the resident set when kept, else read (or taken from the
+   * read-ahead) into `into()` when given.
+   */
+  async readTensorBytes(name: string, into?: () => Uint8Array | undefined): Promise<Uint8Array> {
+    if (this.resident === undefined) return this.readWhole(name, into);
     let bytes = this.resident.get(name);
     if (bytes === undefined) {
-      bytes = await this.checkpoint.readTensor(name);
+      bytes = await this.readWhole(name);
       this.resident.set(name, bytes);
     }
     return bytes;
@@ -167,13 +172,57 @@ export class ModelWeights {
     return out;
   }
 
+  /**
+   * A whole tensor's bytes: the read-ahead's when one was started, else read now into `into()`.
+   * Reading a tensor of `model.layers.N.` starts the read-ahead of layer N+1.
+   * @internal
+   */
+  private async readWhole(name: string, into?: () => Uint8Array | undefined): Promise<Uint8Array> {
+    const started = this.ahead.get(name);
+    this.startReadAhead(name);
+    if (started) {
+      this.ahead.delete(name);
+      this.accounting.remove(started.byteLength);
+      return started.bytes;
+    }
+    return this.checkpoint.readTensor(name, into?.());
+  }
+
+  private startReadAhead(name: string): void {
+    if (!this.readAhead) return;
+    const m = /^model\.layers\.(\d+)\./.exec(name);
+    if (!m) return;
+    const next = Number(m[1]) + 1;
+    if (next <= this.aheadLayer) return;
+    this.aheadLayer = next;
+    const prefix = `model.layers.${next}.`;
+    // Routed experts are read only once routed (most are not, at few tokens): never ahead.
+    for (const t of this.checkpoint.tensorNames()) {
+      if (!t.startsWith(prefix) || /\.experts\.\d+\./.test(t) || /\.experts\.(gate_up_proj|down_proj|w[123])\b/.test(t) || this.ahead.has(t)) continue;
+      const byteLength = this.checkpoint.info(t).byteLength;
+      const bytes = this.checkpoint.readTensor(t);
+      // A read nobody consumes (or one that fails) must not become an unhandled rejection.
+      bytes.catch(() => undefined);
+      this.ahead.set(t, { bytes, byteLength });
+      this.accounting.add(byteLength);
+    }
+    // Layers already passed: whatever of them was not consumed is dropped.
+    for (const [t, a] of this.ahead) {
+      const layer = /^model\.layers\.(\d+)\./.exec(t);
+      if (layer && Number(layer[1]) < next - 1) {
+        this.ahead.delete(t);
+        this.accounting.remove(a.byteLength);
+      }
+    }
+  }
+
   /** @internal */
   async readStored(name: string, rows?: { start: number; count: number }, into?: (byteLength: number) => Uint8Array | undefined): Promise<StoredTensor> {
     const info = this.checkpoint.info(name);
     if (!isFloatSourceDtype(info.dtype)) {
       throw new CheckpointError(`${this.checkpoint.dir}: tensor "${name}" is ${info.dtype}; expected a float tensor (F32/F16/BF16)`);
     }
-    if (rows === undefined) return { name, dtype: info.dtype, shape: info.shape, bytes: await this.readTensorBytes(name, into?.(info.byteLength)) };
+    if (rows === undefined) return { name, dtype: info.dtype, shape: info.shape, bytes: await this.readTensorBytes(name, () => into?.(info.byteLength)) };
     const rowBytes = info.shape[0] ? info.byteLength / info.shape[0] : 0;
     const bytes = await this.checkpoint.readRows(name, rows.start, rows.count, into?.(rowBytes * rows.count));
     return { name, dtype: info.dtype, shape: [rows.count, ...info.shape.slice(1)], bytes };
@@ -181,24 +230,20 @@ export class ModelWeights {
 
   /** The block shape of one FP8 weight: the config's, checked against the scale grid. */
   blockFor(module: string, n: number, k: number, scaleShape: readonly number[]): BlockShape {
-    if (scaleShape.length === 0 || (scaleShape.length <= 2 && scaleShape.every((d) => d === 1) && this.block === undefined)) {
-      return { bn: n, bk: k }; // one per-tensor scale: a single block covers the matrix
-    }
-    const block = this.block ?? { bn: 128, bk: 128 };
+    const block = this.block;
+    if (block === undefined) throw new CheckpointError(`${this.checkpoint.dir}: ${module} is FP8 but config.json has no quantization_config, so its block size is unknown`);
+    // One scale for the whole matrix (some exporters write per-tensor scales): a single block covers it.
+    if (scaleShape.every((d) => d === 1) && (scaleShape.length === 0 || n > block.bn || k > block.bk)) return { bn: n, bk: k };
     const expected = [Math.ceil(n / block.bn), Math.ceil(k / block.bk)];
     if (scaleShape.length !== 2 || scaleShape[0] !== expected[0] || scaleShape[1] !== expected[1]) {
       throw new CheckpointError(
         `${this.checkpoint.dir}: ${module} has weight [${n}, ${k}] and scale [${scaleShape.join(', ')}], which does not match ` +
-          `${this.block ? `quantization_config's weight_block_size [${block.bn}, ${block.bk}]` : 'the default [128, 128] blocks (config.json has no weight_block_size)'} ` +
-          `(expected [${expected.join(', ')}])`,
+          `quantization_config's block [${block.bn}, ${block.bk}] (expected [${expected.join(', ')}])`,
       );
     }
     return block;
   }
 }
-
-/** Scale tensor names, in lookup order: HF fp8 (`weight_scale_inv`), compressed-tensors (`weight_scale`). */
-const SCALE_SUFFIXES = ['weight_scale_inv', 'weight_scale'] as const;
 
 export class WeightScope {
   private bytes = 0;
@@ -264,15 +309,16 @@ export class WeightScope {
       return { kind: 'dense', module, weight, bias };
     }
     if (rows !== undefined) throw new CheckpointError(`${ckpt.dir}: ${module} is FP8; it cannot be read in row chunks`);
-    const scaleName = SCALE_SUFFIXES.map((s) => `${module}.${s}`).find((n) => ckpt.has(n));
+    const scaleName = this.weights.scaleOf(name);
     if (scaleName === undefined) {
-      throw new CheckpointError(`${ckpt.dir}: ${name} is ${info.dtype} but there is no ${module}.weight_scale_inv (or .weight_scale)`);
+      const expected = this.weights.format ? `${module}.${this.weights.format.scaleSuffix}` : `${module}.weight_scale_inv (and a quantization_config)`;
+      throw new CheckpointError(`${ckpt.dir}: ${name} is ${info.dtype} but there is no ${expected}`);
     }
     const scaleInfo = ckpt.info(scaleName);
     if (!isFloatSourceDtype(scaleInfo.dtype)) throw new CheckpointError(`${ckpt.dir}: ${scaleName} is ${scaleInfo.dtype}; expected F32`);
     const [n, k] = info.shape as [number, number];
     const block = this.weights.blockFor(module, n, k, scaleInfo.shape);
-    const codes = await this.weights.readTensorBytes(name, this.buffer(info.byteLength));
+    const codes = await this.weights.readTensorBytes(name, () => this.buffer(info.byteLength));
     const scaleBytes = await this.weights.readTensorBytes(scaleName);
     this.count(codes.byteLength + scaleBytes.byteLength);
     const scale = widenToFloat32(scaleBytes, scaleInfo.dtype, new Float32Array(scaleBytes.byteLength / dtypeSize(scaleInfo.dtype)));
@@ -326,8 +372,8 @@ export class WeightScope {
       this.count(bytes.byteLength);
       return { kind: 'dense', module, weight: { name: module, dtype: info.dtype, shape: [n, k], bytes }, bias: undefined };
     }
-    const scaleName = [`${tensor}_scale_inv`, `${tensor}_scale`].find((s) => ckpt.has(s));
-    if (scaleName === undefined) throw new CheckpointError(`${ckpt.dir}: ${tensor} is ${info.dtype} but there is no ${tensor}_scale_inv`);
+    const scaleName = this.weights.scaleOf(tensor);
+    if (scaleName === undefined) throw new CheckpointError(`${ckpt.dir}: ${tensor} is ${info.dtype} but there is no ${tensor}_scale_inv (or _scale, with a quantization_config)`);
     const scaleInfo = ckpt.info(scaleName);
     if (!isFloatSourceDtype(scaleInfo.dtype) || scaleInfo.shape.length !== 3) {
       throw new CheckpointError(`${ckpt.dir}: ${scaleName} is ${scaleInfo.dtype} [${scaleInfo.shape.join(', ')}]; expected F32 [E, nb, kb]`);

@@ -1,0 +1,106 @@
+// Weight loading for the forward (runtime/models/weights.ts): the FP8 layout comes from the reader
+// every other command uses (io/quantized-format.ts): a config without weight_block_size is refused
+// with the reader's message instead of being read as 128x128, and compressed-tensors scale names
+// come from the detected layout. Reading layer i+1 ahead while layer i runs (on by default on
+// CUDA) gives the same logits bit for bit, on BF16 and FP8 checkpoints and MoE, and is accounted.
+
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Checkpoint } from '../src/io/checkpoint.js';
+import { convertCheckpoint } from '../src/io/convert-checkpoint.js';
+import { QuantizationConfigError } from '../src/io/quantized-format.js';
+import { ModelRunner } from '../src/runtime/models/runner.js';
+import { ModelWeights } from '../src/runtime/models/weights.js';
+import { FIXTURE_MODELS, MODELS, modelDir, readAll } from './helpers/fixtures.js';
+import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
+
+describe('the forward reads FP8 layouts with io/quantized-format', () => {
+  let tmp: TempDir;
+  before(async () => {
+    tmp = await makeTempDir('fp8-layout');
+  });
+  after(() => tmp.cleanup());
+
+  test('weight_block_size missing: refused, not assumed 128x128', async () => {
+    const out = join(tmp.path, 'hf');
+    await convertCheckpoint({ input: modelDir('llama'), output: out, block: { bn: 64, bk: 64 } });
+    const configPath = join(out, 'config.json');
+    const config = JSON.parse(await readFile(configPath, 'utf8')) as { quantization_config: Record<string, unknown> };
+    const ckpt = await Checkpoint.open(out);
+    try {
+      const weights = new ModelWeights(ckpt);
+      assert.deepEqual(weights.block, { bn: 64, bk: 64 });
+      const scope = weights.scope();
+      const q = await scope.linear('model.layers.0.self_attn.q_proj');
+      assert.equal(q.kind, 'fp8');
+      scope.close();
+    } finally {
+      await ckpt.close();
+    }
+    delete config.quantization_config['weight_block_size'];
+    await writeFile(configPath, JSON.stringify(config));
+    const broken = await Checkpoint.open(out);
+    try {
+      assert.throws(() => new ModelWeights(broken), (e: unknown) => e instanceof QuantizationConfigError && /weight_block_size/.test(e.message));
+    } finally {
+      await broken.close();
+    }
+  });
+
+  test('compressed-tensors: weight_scale found through the detected layout', async () => {
+    const out = join(tmp.path, 'ct');
+    await convertCheckpoint({ input: modelDir('llama'), output: out, outputFormat: 'compressed-tensors' });
+    const ckpt = await Checkpoint.open(out);
+    try {
+      const weights = new ModelWeights(ckpt);
+      assert.equal(weights.format?.format, 'compressed-tensors');
+      assert.equal(weights.scaleOf('model.layers.0.mlp.down_proj.weight'), 'model.layers.0.mlp.down_proj.weight_scale');
+      const scope = weights.scope();
+      const w = await scope.linear('model.layers.0.mlp.down_proj');
+      assert.equal(w.kind, 'fp8');
+      scope.close();
+    } finally {
+      await ckpt.close();
+    }
+  });
+
+  test('read-ahead: the same logits bit for bit (BF16 and FP8, dense and MoE), reads served ahead and accounted', async () => {
+    const fp8 = join(tmp.path, 'mixtral-fp8');
+    await convertCheckpoint({ input: modelDir('mixtral'), output: fp8 });
+    const cases: [string, string][] = [...FIXTURE_MODELS.map((m): [string, string] => [modelDir(m), m]), [fp8, 'mixtral']];
+    for (const [dir, fixture] of cases) {
+      const { tensors } = await readAll(join(MODELS, `${fixture}.logits.safetensors`));
+      const ids = Array.from(new BigInt64Array(tensors.get('input_ids')!.bytes.slice().buffer), Number);
+      const shape = { batch: 2, seq: ids.length / 2 };
+      const logits: Float32Array[] = [];
+      for (const readAhead of [false, true]) {
+        const runner = await ModelRunner.open(dir, { device: 'cpu', readAhead });
+        try {
+          assert.equal(runner.weights.readAhead, readAhead);
+          logits.push(await runner.forward(ids, shape));
+        } finally {
+          await runner.close();
+        }
+      }
+      assert.ok(Buffer.from(logits[0]!.buffer).equals(Buffer.from(logits[1]!.buffer)), `${dir}: logits with and without read-ahead`);
+    }
+    const ckpt = await Checkpoint.open(modelDir('llama'));
+    try {
+      const weights = new ModelWeights(ckpt, undefined, undefined, true);
+      const scope = weights.scope();
+      const q0 = await scope.linear('model.layers.0.self_attn.q_proj');
+      const layer1 = ckpt.tensorNames().filter((n) => n.startsWith('model.layers.1.'));
+      const ahead = layer1.reduce((sum, n) => sum + ckpt.info(n).byteLength, 0);
+      assert.equal(weights.accounting.held, (q0.weight as { bytes: Uint8Array }).bytes.byteLength + ahead, 'layer 1 read ahead and accounted');
+      scope.close();
+      const next = weights.scope();
+      const q1 = await next.linear('model.layers.1.self_attn.q_proj');
+      assert.deepEqual((q1.weight as { bytes: Uint8Array }).bytes, await ckpt.readTensor('model.layers.1.self_attn.q_proj.weight'));
+      next.close();
+    } finally {
+      await ckpt.close();
+    }
+  });
+});
