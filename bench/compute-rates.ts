@@ -89,7 +89,7 @@ export function computeRates(): ComputeRates {
 export async function gemmRate(m = 32, k = 4096, n = 14336): Promise<{ readonly shape: readonly [number, number, number]; readonly flopsPerSecond: number }> {
   const { GraphBuilder } = await import('../src/runtime/onnx/graph-builder.js');
   const { DataType } = await import('../src/runtime/onnx/data-type.js');
-  const { OnnxSession } = await import('../src/runtime/session.js');
+  const { OnnxSession } = await import('../src/runtime/onnx/session.js');
   const g = new GraphBuilder();
   const x = g.input('x', DataType.FLOAT, [m, k]);
   const w = g.input('w', DataType.FLOAT, [k, n]);

@@ -7,7 +7,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { float32ToBf16Bits } from '../src/fp8/dtypes.js';
-import { SafetensorsWriter, type PlannedTensor } from '../src/io/safetensors-writer.js';
+import { SafetensorsWriter, type PlannedTensor } from '../src/io/safetensors/safetensors-writer.js';
 
 export interface SyntheticShape {
   readonly layers: number;

@@ -6,7 +6,7 @@
 // released layout) or fused (transformers 5.x `experts.gate_up_proj [E, 2I, H]`, `down_proj
 // [E, H, I]`). Every layer is MoE (first_k_dense_replace 0). Values as synthetic-checkpoint.ts.
 
-import type { PlannedTensor } from '../src/io/safetensors-writer.js';
+import type { PlannedTensor } from '../src/io/safetensors/safetensors-writer.js';
 import { writeSyntheticTensors, type SyntheticCheckpoint } from './synthetic-checkpoint.js';
 
 export interface DeepseekShape {

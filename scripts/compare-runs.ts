@@ -11,7 +11,7 @@
 
 import { readFile } from 'node:fs/promises';
 
-import { SafetensorsReader } from '../src/io/safetensors-reader.js';
+import { SafetensorsReader } from '../src/io/safetensors/safetensors-reader.js';
 import { relativeL2Error } from '../src/runtime/ops/compare.js';
 
 async function readLogits(path: string): Promise<{ data: Float32Array; vocab: number }> {

@@ -17,7 +17,7 @@ import { relativeL2Error } from '../src/runtime/ops/compare.js';
 import { emitDequantizeFp8GroupwiseScaledGemv } from '../src/runtime/ops/groupwise-scaled-gemv.js';
 import { SeededRandom } from '../src/runtime/ops/random.js';
 import { emitCast } from '../src/runtime/ops/types.js';
-import { OnnxSession, type Device } from '../src/runtime/session.js';
+import { OnnxSession, type Device } from '../src/runtime/onnx/session.js';
 
 const { values } = parseArgs({
   options: {

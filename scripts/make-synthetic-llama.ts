@@ -14,7 +14,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { SafetensorsWriter } from '../src/io/safetensors-writer.js';
+import { SafetensorsWriter } from '../src/io/safetensors/safetensors-writer.js';
 
 const { values } = parseArgs({
   options: {

@@ -15,7 +15,7 @@ import { SeededRandom } from '../src/runtime/ops/random.js';
 import { staticActivationGroupQuantFp8 } from '../src/runtime/ops/static-activation-group-quant-fp8.js';
 import { emitStaticBlockScaleLinear, staticBlockScaleLinear } from '../src/runtime/ops/static-block-scale-linear.js';
 import { fp8DataType, type BlockShape } from '../src/runtime/ops/types.js';
-import { OnnxSession } from '../src/runtime/session.js';
+import { OnnxSession } from '../src/runtime/onnx/session.js';
 import { clippingThreshold, countClipped } from '../src/runtime/calibration/activation-ranges.js';
 
 const N = 200;

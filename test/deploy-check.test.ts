@@ -7,8 +7,8 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { convertCheckpoint, type ConvertEvent } from '../src/io/convert-checkpoint.js';
-import { applyOutputFormat } from '../src/io/formats/output-format.js';
+import { convertCheckpoint, type ConvertEvent } from '../src/io/pipeline/convert-checkpoint.js';
+import { applyOutputFormat } from '../src/io/pipeline/output-format.js';
 import { blockScaleQuantizePass } from '../src/passes/block-scale-quantize.js';
 import {
   DeployTargetError,

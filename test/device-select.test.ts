@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 
-import { EXIT_FAILURE, exitCodeOf, isKnownError } from '../src/cli/errors.js';
+import { EXIT_FAILURE, exitCodeOf, isKnownError } from '../src/cli/common/errors.js';
 import {
   classifyCudaLoadError,
   cudaProviderBuild,
@@ -17,9 +17,9 @@ import {
   onnxruntimeBinaryDir,
   selectDevice,
   type CudaCheckOptions,
-} from '../src/runtime/device.js';
-import { ElfParseError, parseElfDynamicInfo, readElfDynamicInfo } from '../src/runtime/elf.js';
-import { findLibrary, parseLdconfigCache, type LibrarySearch } from '../src/runtime/shared-libraries.js';
+} from '../src/runtime/device/device.js';
+import { ElfParseError, parseElfDynamicInfo, readElfDynamicInfo } from '../src/runtime/device/elf.js';
+import { findLibrary, parseLdconfigCache, type LibrarySearch } from '../src/runtime/device/shared-libraries.js';
 
 const root = mkdtempSync(join(tmpdir(), 'fp8q-device-'));
 after(() => rmSync(root, { recursive: true, force: true }));

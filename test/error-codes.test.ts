@@ -1,4 +1,4 @@
-// Stable error codes: one table (src/cli/error-codes.ts) that README documents in full, each error
+// Stable error codes: one table (src/cli/common/error-codes.ts) that README documents in full, each error
 // mapped to its code (typed errors, Hub errors, OS errors, a new command's own errors without any
 // registration), OS errors described with the path and what to do, a failed verify gate reported
 // in its JSON with the gate's code, and the few message details hostile inputs exposed.
@@ -7,13 +7,13 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ERROR_CODES, errorCodeOf, GATE_ERROR_CODES } from '../src/cli/error-codes.js';
-import { describeError, EXIT_GATE_FAILED, EXIT_USAGE, isKnownError, UsageError } from '../src/cli/errors.js';
-import { ByteProgress, outputMode } from '../src/cli/output.js';
-import { convertCheckpoint } from '../src/io/convert-checkpoint.js';
+import { ERROR_CODES, errorCodeOf, GATE_ERROR_CODES } from '../src/cli/common/error-codes.js';
+import { describeError, EXIT_GATE_FAILED, EXIT_USAGE, isKnownError, UsageError } from '../src/cli/common/errors.js';
+import { ByteProgress, outputMode } from '../src/cli/common/output.js';
+import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
 import { HubError } from '../src/io/hub/errors.js';
-import { SafetensorsReader } from '../src/io/safetensors-reader.js';
+import { SafetensorsReader } from '../src/io/safetensors/safetensors-reader.js';
 import { copyCheckpointWithEdits, scaleF32 } from './helpers/checkpoint-edit.js';
 import { MODELS, modelDir, ROOT } from './helpers/fixtures.js';
 import { assertJsonError } from './helpers/hostile.js';

@@ -8,12 +8,12 @@ import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FIXTURE_MODELS, modelDir, readAll } from './helpers/fixtures.js';
-import { convertCheckpoint, type ConvertEvent } from '../src/io/convert-checkpoint.js';
-import { inspectCheckpoint } from '../src/io/inspect-checkpoint.js';
-import { applyOutputFormat, OutputFormatError } from '../src/io/formats/output-format.js';
-import { detectQuantizedFormat, quantizedWeightsOf, QuantizationConfigError } from '../src/io/quantized-format.js';
+import { convertCheckpoint, type ConvertEvent } from '../src/io/pipeline/convert-checkpoint.js';
+import { inspectCheckpoint } from '../src/io/inspect/inspect-checkpoint.js';
+import { applyOutputFormat, OutputFormatError } from '../src/io/pipeline/output-format.js';
+import { detectQuantizedFormat, quantizedWeightsOf, QuantizationConfigError } from '../src/io/formats/quantized-format.js';
 import { convertCommand } from '../src/cli/commands/convert.js';
-import { UsageError } from '../src/cli/errors.js';
+import { UsageError } from '../src/cli/common/errors.js';
 import type { ConvertPlan } from '../src/passes/plan.js';
 
 type Tensor = { dtype: string; shape: readonly number[]; bytes: Uint8Array };

@@ -11,8 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { convertCheckpoint } from '../src/io/convert-checkpoint.js';
-import { loadModelTokenizer, type ModelTokenizer } from '../src/runtime/calibration/model-tokenizer.js';
+import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
+import { loadModelTokenizer, type ModelTokenizer } from '../src/runtime/text/model-tokenizer.js';
 import { cachedAttentionMask } from '../src/runtime/models/cached-attention.js';
 import { ModelRunner } from '../src/runtime/models/runner.js';
 import { relativeL2Error } from '../src/runtime/ops/compare.js';

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { loadModelTokenizer } from '../src/runtime/calibration/model-tokenizer.js';
+import { loadModelTokenizer } from '../src/runtime/text/model-tokenizer.js';
 import { findChatTemplate, promptIds, promptSettings, renderChat } from '../src/runtime/generate/prompt.js';
 import { TextStream } from '../src/runtime/generate/text-stream.js';
 import { MODELS } from './helpers/fixtures.js';

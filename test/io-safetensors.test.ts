@@ -8,8 +8,8 @@ import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DTYPES, dtypeSize, type Dtype } from '../src/fp8/dtypes.js';
 import { SafetensorsParseError } from '../src/io/errors.js';
-import { MAX_HEADER_BYTES, parseSafetensorsHeader, SafetensorsReader } from '../src/io/safetensors-reader.js';
-import { layoutSafetensors, SafetensorsWriter, tensorByteLength, type PlannedTensor } from '../src/io/safetensors-writer.js';
+import { MAX_HEADER_BYTES, parseSafetensorsHeader, SafetensorsReader } from '../src/io/safetensors/safetensors-reader.js';
+import { layoutSafetensors, SafetensorsWriter, tensorByteLength, type PlannedTensor } from '../src/io/safetensors/safetensors-writer.js';
 import { FIXTURE_MODELS, MODELS, REFERENCE_VECTORS, modelDir } from './helpers/fixtures.js';
 import { makeTempDir, seededBytes, type TempDir } from './helpers/temp-dir.js';
 

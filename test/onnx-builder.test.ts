@@ -11,7 +11,7 @@ import {
   littleEndianBytes,
 } from '../src/runtime/onnx/graph-builder.js';
 import { decodeModel } from '../src/runtime/onnx/onnx-schema.js';
-import { OnnxSession } from '../src/runtime/session.js';
+import { OnnxSession } from '../src/runtime/onnx/session.js';
 
 import { testDevice } from './helpers/device.js';
 

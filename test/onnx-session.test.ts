@@ -3,7 +3,7 @@ import { test } from 'node:test';
 
 import { DataType } from '../src/runtime/onnx/data-type.js';
 import { attr, GraphBuilder } from '../src/runtime/onnx/graph-builder.js';
-import { executionProviders, OnnxSession, SessionError } from '../src/runtime/session.js';
+import { executionProviders, OnnxSession, SessionError } from '../src/runtime/onnx/session.js';
 
 test('devices map to execution providers without a silent CPU fallback for cuda', () => {
   assert.deepEqual(executionProviders('cpu'), ['cpu']);

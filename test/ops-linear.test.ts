@@ -24,7 +24,7 @@ import {
 import { SeededRandom } from '../src/runtime/ops/random.js';
 import { rowwiseGroupQuantFp8 } from '../src/runtime/ops/rowwise-group-quant-fp8.js';
 import { fp8DataType, OpShapeError, type BlockShape, type F32Tensor, type Fp8Tensor } from '../src/runtime/ops/types.js';
-import { OnnxSession } from '../src/runtime/session.js';
+import { OnnxSession } from '../src/runtime/onnx/session.js';
 
 import { testDevice } from './helpers/device.js';
 

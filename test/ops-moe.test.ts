@@ -20,7 +20,7 @@ import {
 } from '../src/runtime/ops/mixtral-experts.js';
 import { SeededRandom } from '../src/runtime/ops/random.js';
 import { OpShapeError, type BlockShape, type F32Tensor } from '../src/runtime/ops/types.js';
-import { OnnxSession } from '../src/runtime/session.js';
+import { OnnxSession } from '../src/runtime/onnx/session.js';
 
 import { testDevice } from './helpers/device.js';
 

@@ -19,7 +19,7 @@ import {
   staticActivationGroupQuantFp8,
 } from '../src/runtime/ops/static-activation-group-quant-fp8.js';
 import { fp8Max, type F32Tensor, type Fp8Tensor } from '../src/runtime/ops/types.js';
-import { OnnxSession, type HostTensor } from '../src/runtime/session.js';
+import { OnnxSession, type HostTensor } from '../src/runtime/onnx/session.js';
 
 import { testDevice } from './helpers/device.js';
 

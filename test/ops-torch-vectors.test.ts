@@ -14,7 +14,7 @@ import { DataType } from '../src/runtime/onnx/data-type.js';
 import { attr, GraphBuilder, type Value } from '../src/runtime/onnx/graph-builder.js';
 import { emitRowwiseGroupQuantFp8, rowwiseGroupQuantFp8 } from '../src/runtime/ops/rowwise-group-quant-fp8.js';
 import { fp8DataType, fp8Max } from '../src/runtime/ops/types.js';
-import { OnnxSession, type HostTensor } from '../src/runtime/session.js';
+import { OnnxSession, type HostTensor } from '../src/runtime/onnx/session.js';
 
 import { testDevice } from './helpers/device.js';
 import { f32, readAll, REFERENCE_VECTORS } from './helpers/fixtures.js';

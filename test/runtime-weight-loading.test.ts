@@ -1,5 +1,5 @@
 // Weight loading for the forward (runtime/models/weights.ts): the FP8 layout comes from the reader
-// every other command uses (io/quantized-format.ts): a config without weight_block_size is refused
+// every other command uses (io/formats/quantized-format.ts): a config without weight_block_size is refused
 // with the reader's message instead of being read as 128x128, and compressed-tensors scale names
 // come from the detected layout. Reading layer i+1 ahead while layer i runs (on by default on
 // CUDA) gives the same logits bit for bit, on BF16 and FP8 checkpoints and MoE, and is accounted.
@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Checkpoint } from '../src/io/checkpoint.js';
-import { convertCheckpoint } from '../src/io/convert-checkpoint.js';
-import { QuantizationConfigError } from '../src/io/quantized-format.js';
+import { Checkpoint } from '../src/io/checkpoint/checkpoint.js';
+import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
+import { QuantizationConfigError } from '../src/io/formats/quantized-format.js';
 import { ModelRunner } from '../src/runtime/models/runner.js';
 import { ModelWeights } from '../src/runtime/models/weights.js';
 import { FIXTURE_MODELS, MODELS, modelDir, readAll } from './helpers/fixtures.js';

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DTYPE_SIZES } from '../src/fp8/dtypes.js';
 import { SafetensorsParseError } from '../src/io/errors.js';
-import { SafetensorsReader } from '../src/io/safetensors-reader.js';
+import { SafetensorsReader } from '../src/io/safetensors/safetensors-reader.js';
 import { rawSafetensors } from './helpers/safety.js';
 
 const CASES = 3000;

@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SafetensorsParseError } from '../src/io/errors.js';
-import { MAX_HEADER_BYTES, MAX_RANK, SafetensorsReader } from '../src/io/safetensors-reader.js';
+import { MAX_HEADER_BYTES, MAX_RANK, SafetensorsReader } from '../src/io/safetensors/safetensors-reader.js';
 import { assertNoOutputLeft, assertOneLineFailure, rawSafetensors, runCli } from './helpers/safety.js';
 import { makeTempDir, seededBytes, type TempDir } from './helpers/temp-dir.js';
 

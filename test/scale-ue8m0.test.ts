@@ -11,10 +11,10 @@ import { join } from 'node:path';
 import { FIXTURE_MODELS, f32, modelDir, readAll } from './helpers/fixtures.js';
 import { blockQuantize, roundUpToPowerOfTwo, widenToFloat32, type FloatSourceDtype } from '../src/fp8/index.js';
 import { firstNonPowerOfTwo, isPowerOfTwo, scaleFormatOfValues } from '../src/fp8/scale-format.js';
-import { Checkpoint } from '../src/io/checkpoint.js';
-import { convertCheckpoint } from '../src/io/convert-checkpoint.js';
-import { inspectCheckpoint } from '../src/io/inspect-checkpoint.js';
-import { SafetensorsReader } from '../src/io/safetensors-reader.js';
+import { Checkpoint } from '../src/io/checkpoint/checkpoint.js';
+import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
+import { inspectCheckpoint } from '../src/io/inspect/inspect-checkpoint.js';
+import { SafetensorsReader } from '../src/io/safetensors/safetensors-reader.js';
 
 let tmp = '';
 before(async () => {

@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { onnxruntimeBinaryDir } from '../src/runtime/device.js';
+import { onnxruntimeBinaryDir } from '../src/runtime/device/device.js';
 import { ROOT } from './helpers/fixtures.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
 

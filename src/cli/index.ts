@@ -5,11 +5,11 @@
 import { Command, CommanderError, Option } from 'commander';
 import { rmSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { discardAllStagingSync } from '../io/output-folder.js';
-import { collect } from './options.js';
-import { redactSecrets } from './redact.js';
-import { describeError, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, ExitError, exitCodeOf, isKnownError } from './errors.js';
-import { errorCodeOf, type ErrorCode } from './error-codes.js';
+import { discardAllStagingSync } from '../io/pipeline/output-folder.js';
+import { collect } from './common/options.js';
+import { redactSecrets } from './common/redact.js';
+import { describeError, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, ExitError, exitCodeOf, isKnownError } from './common/errors.js';
+import { errorCodeOf, type ErrorCode } from './common/error-codes.js';
 
 export function version(): string {
   const require = createRequire(import.meta.url);
@@ -209,7 +209,7 @@ export function wantsJson(argv: readonly string[]): boolean {
   return (end === -1 ? argv : argv.slice(0, end)).includes('--json');
 }
 
-/** The JSON a failed command prints on stdout with --json: one object, `error.code` from src/cli/error-codes.ts. */
+/** The JSON a failed command prints on stdout with --json: one object, `error.code` from src/cli/common/error-codes.ts. */
 export function jsonError(code: ErrorCode, message: string, exitCode: number): string {
   return `${JSON.stringify({ error: { code, exitCode, message } }, null, 2)}\n`;
 }

@@ -4,7 +4,7 @@
 // with the code's low 7 bits), and each output code from a 256-entry table per (source block,
 // target block) pair: `encode(clamp(fround(fround(fp8 × s_src) / s_dst)))`, the oracle's formula,
 // encoded by the fast kernel's integer encoder (fast-quantize.ts)
-// (block-quantize.ts quantizeStripe on the values io/float-rows.ts readF32 gives). Stripes holding
+// (block-quantize.ts quantizeStripe on the values io/formats/float-rows.ts readF32 gives). Stripes holding
 // a NaN/Inf code, a non-finite scale or a product that overflows float32 are left to the caller
 // (returns false), which decodes and runs the general kernel, so errors stay the oracle's.
 // Pure: no I/O.

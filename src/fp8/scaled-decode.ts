@@ -3,7 +3,7 @@
 // `w.float() * scale_inv` gives; --requantize), or rounded once from the exact product to
 // BF16/F16/F32 (dequant, round-once.ts). Within one block every element shares its scale, so each
 // block gets a 256-entry table of the 256 possible results and the stripe is table lookups; the
-// tables hold exactly what the per-element formulas (io/float-rows.ts, the oracle) give.
+// tables hold exactly what the per-element formulas (io/formats/float-rows.ts, the oracle) give.
 // Pure: no I/O.
 
 import { float64ToBf16Bits, float64ToF16Bits } from './round-once.js';

@@ -31,7 +31,7 @@ export class SafetensorsParseError extends Error {
 
 /**
  * The machine-readable kind of an I/O-layer failure: `--json` prints it as `error.code`, so a
- * pipeline can branch on it. The CLI's table (src/cli/error-codes.ts) documents every code.
+ * pipeline can branch on it. The CLI's table (src/cli/common/error-codes.ts) documents every code.
  */
 export type IoErrorCode =
   | 'E_INPUT_MISSING' // the input folder or file does not exist

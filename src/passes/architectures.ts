@@ -1,7 +1,7 @@
 // Architecture rules: which model families fp8q knows, read from config.json, and the facts about
 // each that the pass needs (where MoE experts and routers live, whether attention is MLA).
 
-import type { ModelConfig } from '../io/checkpoint.js';
+import type { ModelConfig } from '../io/checkpoint/checkpoint.js';
 
 export type ArchitectureFamily =
   | 'llama'

@@ -3,7 +3,7 @@
 // ConvertPlan. No bytes are read here: only names, dtypes, shapes and config.json.
 
 import { isFloatSourceDtype, isFp8Dtype, type Dtype } from '../fp8/dtypes.js';
-import type { ModelConfig } from '../io/checkpoint.js';
+import type { ModelConfig } from '../io/checkpoint/checkpoint.js';
 import { detectArchitecture } from './architectures.js';
 import { buildModuleTree, walkModules, type ModuleNode } from './module-tree.js';
 import {

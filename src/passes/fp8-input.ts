@@ -8,12 +8,12 @@
 // - transformers' fine-grained FP8 output: no `fmt` in the config; fused experts, where present,
 //   are `experts.gate_up_proj` + `experts.gate_up_proj_scale_inv` (scale = tensor name +
 //   `_scale_inv`, the rule DeepSeek's fp8_cast_bf16.py uses too).
-// Block sizes and the scale suffix come from io/quantized-format.ts (hf or compressed-tensors).
+// Block sizes and the scale suffix come from io/formats/quantized-format.ts (hf or compressed-tensors).
 
 import type { Dtype } from '../fp8/dtypes.js';
 import { isFp8Dtype } from '../fp8/dtypes.js';
-import type { ModelConfig } from '../io/checkpoint.js';
-import { detectQuantizedFormat, QuantizationConfigError, type QuantizedFormat } from '../io/quantized-format.js';
+import type { ModelConfig } from '../io/checkpoint/checkpoint.js';
+import { detectQuantizedFormat, QuantizationConfigError, type QuantizedFormat } from '../io/formats/quantized-format.js';
 import type { SourceTensor } from './block-scale-quantize.js';
 import { fusedExpertLayout, fusedProjectionOfTensor } from './fused-experts.js';
 import type { Fp8SourceRef } from './plan.js';

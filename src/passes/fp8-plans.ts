@@ -8,7 +8,7 @@
 //   scales and activation scales dropped, everything else copied.
 
 import type { FloatSourceDtype } from '../fp8/dtypes.js';
-import type { ModelConfig } from '../io/checkpoint.js';
+import type { ModelConfig } from '../io/checkpoint/checkpoint.js';
 import { CheckpointError } from '../io/errors.js';
 import { blockScaleQuantizePass, type PassOptions, type SourceTensor } from './block-scale-quantize.js';
 import { describeFp8Input, type Fp8Input } from './fp8-input.js';

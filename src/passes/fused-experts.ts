@@ -23,16 +23,15 @@
 
 import { ceilDiv } from '../fp8/block-quantize.js';
 import { fp8FormatInfo } from '../fp8/formats.js';
-import type { ModelConfig } from '../io/checkpoint.js';
+import type { ModelConfig } from '../io/checkpoint/checkpoint.js';
+import { fusedProjectionOfTensor, type FusedProjection } from '../io/formats/expert-tensor-names.js';
 import { numberField } from './architectures.js';
 import type { SourceTensor } from './block-scale-quantize.js';
 import { plannedOutput, type PlanEntry, type QuantizationSettings, type QuantizedModuleKind } from './plan.js';
 
 export type WeightLayout = 'out_in' | 'in_out';
 
-/** Parameter names of fused expert projections (on an `experts` module, with or without `.weight`). */
-export const FUSED_EXPERT_PROJECTIONS = ['gate_up_proj', 'down_proj', 'gate_proj', 'up_proj'] as const;
-type FusedProjection = (typeof FUSED_EXPERT_PROJECTIONS)[number];
+export { FUSED_EXPERT_PROJECTIONS, fusedProjectionOfTensor } from '../io/formats/expert-tensor-names.js';
 
 /** Model types whose fused experts are stored in × out ([E, K, N]), and where that is written. */
 const IN_OUT_FAMILIES: Readonly<Record<string, string>> = {
@@ -133,17 +132,6 @@ export function fusedExpertLayout(
 /** Families whose fused experts (transformers 5.x conversion_mapping) are [E, out, in]. */
 const FAMILIES_OUT_IN = new Set(['mixtral', 'qwen2_moe', 'qwen3_moe', 'deepseek_v2', 'deepseek_v3', 'minimax', 'olmoe', 'phimoe', 'qwen3_next', 'glm4_moe']);
 
-function fusedProjectionOf(name: string): FusedProjection | undefined {
-  return (FUSED_EXPERT_PROJECTIONS as readonly string[]).includes(name) ? (name as FusedProjection) : undefined;
-}
-
-/** The fused projection a 3-D tensor is, from its name (`…experts.gate_up_proj` or `…experts.gate_up_proj.weight`). */
-export function fusedProjectionOfTensor(name: string): FusedProjection | undefined {
-  const parts = name.split('.');
-  if (parts[parts.length - 1] === 'weight') parts.pop();
-  const projection = fusedProjectionOf(parts[parts.length - 1] ?? '');
-  return projection && parts[parts.length - 2] === 'experts' ? projection : undefined;
-}
 
 /**
  * Fused expert tensors stored without a `.weight` suffix (`mlp.experts.gate_up_proj`), keyed by a

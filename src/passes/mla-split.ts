@@ -29,7 +29,7 @@
 // block has; w_uv (v × kv_lora) in bn × bk blocks — and a warning says so.
 
 import { CheckpointError } from '../io/errors.js';
-import type { ModelConfig } from '../io/checkpoint.js';
+import type { ModelConfig } from '../io/checkpoint/checkpoint.js';
 import { ceilDiv } from '../fp8/block-quantize.js';
 import { fp8FormatInfo } from '../fp8/formats.js';
 import { numberField } from './architectures.js';

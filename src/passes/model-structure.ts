@@ -3,7 +3,7 @@
 // MoE experts (sets, experts per set, per-expert or stacked, and the stacked tensors' layout);
 // and, for an FP8 checkpoint, how it is quantized. From names, shapes and config.json only.
 
-import type { ModelConfig } from '../io/checkpoint.js';
+import type { ModelConfig } from '../io/checkpoint/checkpoint.js';
 import { CheckpointError } from '../io/errors.js';
 import { numberField } from './architectures.js';
 import type { SourceTensor } from './block-scale-quantize.js';

@@ -39,18 +39,8 @@ export interface QuantizeEntry extends EntryBase {
   readonly kind: QuantizedModuleKind;
 }
 
-/**
- * Where the dequantization multipliers of an FP8 *source* tensor are (FP8 checkpoints as input).
- * The stored tensor is read as a 2-D matrix per leading index (its last two axes, rows × columns);
- * each scale covers `rowBlock` rows × `colBlock` columns of it.
- */
-export interface Fp8SourceRef {
-  readonly scale: string;
-  readonly rowBlock: number;
-  readonly colBlock: number;
-  /** true: the scale grid is indexed [column block, row block] (a weight stored in × out). */
-  readonly scaleTransposed: boolean;
-}
+export type { Fp8SourceRef } from '../io/formats/descriptor.js';
+import type { Fp8SourceRef } from '../io/formats/descriptor.js';
 
 /** FP8 source tensors of an entry → their scales; absent for BF16/FP16/FP32 sources. */
 export type Fp8Sources = Readonly<Record<string, Fp8SourceRef>>;

@@ -1,4 +1,4 @@
-// Errors of the model runtime that the CLI reports as one line (cli/errors.ts), in a module of
+// Errors of the model runtime that the CLI reports as one line (cli/common/errors.ts), in a module of
 // their own so the CLI knows them without loading onnxruntime (session.ts loads it).
 
 /** onnxruntime could not create or run a session (device out of memory, a provider failure …). */

@@ -4,7 +4,7 @@
 
 import { copyFile, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { SafetensorsWriter } from '../../src/io/safetensors-writer.js';
+import { SafetensorsWriter } from '../../src/io/safetensors/safetensors-writer.js';
 import type { Dtype } from '../../src/fp8/dtypes.js';
 import { readAll } from './fixtures.js';
 

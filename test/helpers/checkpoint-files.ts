@@ -5,8 +5,8 @@ import { createHash } from 'node:crypto';
 import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Dtype } from '../../src/fp8/dtypes.js';
-import { Checkpoint } from '../../src/io/checkpoint.js';
-import { SafetensorsWriter } from '../../src/io/safetensors-writer.js';
+import { Checkpoint } from '../../src/io/checkpoint/checkpoint.js';
+import { SafetensorsWriter } from '../../src/io/safetensors/safetensors-writer.js';
 
 export interface TensorData {
   readonly dtype: Dtype;

@@ -2,7 +2,7 @@
 // the same tests (same references, same tolerances) check the CUDA execution provider on a GPU
 // machine: `FP8Q_TEST_DEVICE=cuda node --import tsx --test test/ops-*.test.ts`.
 
-import type { Device } from '../../src/runtime/session.js';
+import type { Device } from '../../src/runtime/onnx/session.js';
 
 export function testDevice(): Device {
   const value = process.env['FP8Q_TEST_DEVICE'] ?? 'cpu';

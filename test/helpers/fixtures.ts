@@ -2,7 +2,7 @@
 
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { SafetensorsReader } from '../../src/io/safetensors-reader.js';
+import { SafetensorsReader } from '../../src/io/safetensors/safetensors-reader.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const FIXTURES = join(ROOT, 'fixtures');

@@ -2,11 +2,11 @@
 // deployment check (passes/deploy-check/) as a table with findings and suggestions, or JSON.
 // Exit 0 whatever the verdicts: the report is the result (convert --target is the gate).
 
-import { deployCheckSourceOf } from '../../io/deploy-check-input.js';
+import { deployCheckSourceOf } from '../../io/inspect/deploy-check-input.js';
 import { DEFAULT_TP_SIZES, deployCheck, ENGINES, parseEngines, parseTpSizes, reportLines, type DeployReport } from '../../passes/deploy-check/index.js';
-import { UsageError } from '../errors.js';
-import { parseBlock } from '../options.js';
-import { outputMode, printJson, warn } from '../output.js';
+import { UsageError } from '../common/errors.js';
+import { parseBlock } from '../common/options.js';
+import { outputMode, printJson, warn } from '../common/output.js';
 
 export interface CheckFlags {
   engine?: string;

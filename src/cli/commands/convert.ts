@@ -1,19 +1,19 @@
 // `fp8q convert`: flags → ConvertOptions, progress rendering, and the summary (table or JSON).
 
-import { convertCheckpoint, type ConvertSummary } from '../../io/convert-checkpoint.js';
-import { checkOutputFormat, OutputFormatError } from '../../io/formats/output-format.js';
+import { convertCheckpoint, type ConvertSummary } from '../../io/pipeline/convert-checkpoint.js';
+import { checkOutputFormat, OutputFormatError } from '../../io/pipeline/output-format.js';
 import { formatBytes } from '../../io/sizes.js';
 import type { ConvertPlan } from '../../passes/plan.js';
 import { describeEntry, entryDetails } from '../../passes/plan-describe.js';
 import { recipeLines } from './inspect.js';
-import { capThreads, parseBlock, parseOutputFormat, parsePositiveInt, parseSize, parseWeightDtype } from '../options.js';
+import { capThreads, parseBlock, parseOutputFormat, parsePositiveInt, parseSize, parseWeightDtype } from '../common/options.js';
 import { compileExcludePattern } from '../../passes/skip-rules.js';
-import { ByteProgress, info, outputMode, printJson, warn, type OutputMode } from '../output.js';
-import { EXIT_USAGE, ExitError, UsageError } from '../errors.js';
+import { ByteProgress, info, outputMode, printJson, warn, type OutputMode } from '../common/output.js';
+import { EXIT_USAGE, ExitError, UsageError } from '../common/errors.js';
 import { DeployTargetError, parseTargets, reportLines } from '../../passes/deploy-check/index.js';
-import { checkHubFlags, checkPushTarget, pushConversion, resolveModelSource, type HubFlags } from '../hub-source.js';
+import { checkHubFlags, checkPushTarget, pushConversion, resolveModelSource, type HubFlags } from '../common/hub-source.js';
 import { checkConvertReport, writeConvertReport } from '../reports/convert-report-file.js';
-import { describeCalibrationEvent, parseCalibrationFlags, resolveCalibration, type CalibrationFlags } from '../calibration-flags.js';
+import { describeCalibrationEvent, parseCalibrationFlags, resolveCalibration, type CalibrationFlags } from '../common/calibration-flags.js';
 
 export interface ConvertFlags extends HubFlags, CalibrationFlags {
   output?: string;

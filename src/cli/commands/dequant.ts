@@ -1,10 +1,10 @@
 // `fp8q dequant`: flags → DequantOptions, progress rendering, and the summary (one line or JSON).
 
-import { dequantCheckpoint, type DequantDtype, type DequantSummary } from '../../io/dequant-checkpoint.js';
+import { dequantCheckpoint, type DequantDtype, type DequantSummary } from '../../io/pipeline/dequant-checkpoint.js';
 import { formatBytes } from '../../io/sizes.js';
-import { UsageError } from '../errors.js';
-import { parseSize } from '../options.js';
-import { ByteProgress, outputMode, printJson, warn } from '../output.js';
+import { UsageError } from '../common/errors.js';
+import { parseSize } from '../common/options.js';
+import { ByteProgress, outputMode, printJson, warn } from '../common/output.js';
 
 export interface DequantFlags {
   output?: string;

@@ -5,9 +5,9 @@
 // the identical-prefix lengths. Writes nothing to disk.
 
 import { readFile } from 'node:fs/promises';
-import { loadModelTokenizer, type ModelTokenizer } from '../../runtime/calibration/model-tokenizer.js';
-import { selectDevice, type DeviceSelection } from '../../runtime/device.js';
-import { Checkpoint } from '../../io/checkpoint.js';
+import { loadModelTokenizer, type ModelTokenizer } from '../../runtime/text/model-tokenizer.js';
+import { selectDevice, type DeviceSelection } from '../../runtime/device/device.js';
+import { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import { firstDivergence, identicalPrefix, layoutColumns, markedText, stepTable, summarizePrefixes, tokenCell, DIVERGENCE_CLOSE, DIVERGENCE_OPEN, type PrefixSummary } from '../../runtime/generate/compare.js';
 import { runGeneration, type GenerationRun, type GenerationRunOptions, type ModelRunInfo, type TimedGeneration } from '../../runtime/generate/generate-run.js';
 import type { StopReason } from '../../runtime/generate/generate-tokens.js';
@@ -15,10 +15,10 @@ import { promptIds, promptSettings, type PromptSettings } from '../../runtime/ge
 import { GREEDY, type SamplingOptions } from '../../runtime/generate/sampling.js';
 import { TextStream } from '../../runtime/generate/text-stream.js';
 import { WEIGHT_MODE_REQUESTS, type WeightModeChoice, type WeightModeRequest } from '../../runtime/generate/weight-residency.js';
-import { UsageError } from '../errors.js';
-import { parsePositiveInt } from '../options.js';
-import { info, outputMode, printJson, warn, type OutputMode } from '../output.js';
-import { redactSecrets } from '../redact.js';
+import { UsageError } from '../common/errors.js';
+import { parsePositiveInt } from '../common/options.js';
+import { info, outputMode, printJson, warn, type OutputMode } from '../common/output.js';
+import { redactSecrets } from '../common/redact.js';
 import { parseDeviceFlag, parseThreadsFlag } from './logits.js';
 
 export interface GenerateFlags {

@@ -3,17 +3,17 @@
 // atomically (temporary file, then rename), under the write rules of every fp8q output.
 
 import { performance } from 'node:perf_hooks';
-import { isDeviceRequest, selectDevice, type DeviceSelection } from '../../runtime/device.js';
+import { isDeviceRequest, selectDevice, type DeviceSelection } from '../../runtime/device/device.js';
 import { ModelRunner } from '../../runtime/models/runner.js';
 import { readInputIds, writeLogits, type TokenBatch } from '../../runtime/models/token-ids.js';
-import { modelTextLimits, readTextInput, type TextInput, type TextInputDescription, type TextSource } from '../../runtime/text-input.js';
-import { hasModelTokenizer } from '../../runtime/calibration/model-tokenizer.js';
-import { UsageError } from '../errors.js';
-import { StagingFile } from '../../io/output-folder.js';
-import { capThreads, parsePositiveInt } from '../options.js';
-import { info, outputMode, printJson, warn, type OutputMode } from '../output.js';
+import { modelTextLimits, readTextInput, type TextInput, type TextInputDescription, type TextSource } from '../../runtime/text/text-input.js';
+import { hasModelTokenizer } from '../../runtime/text/model-tokenizer.js';
+import { UsageError } from '../common/errors.js';
+import { StagingFile } from '../../io/pipeline/output-folder.js';
+import { capThreads, parsePositiveInt } from '../common/options.js';
+import { info, outputMode, printJson, warn, type OutputMode } from '../common/output.js';
 
-/** Text input flags shared by `logits` and `verify` (runtime/text-input.ts). */
+/** Text input flags shared by `logits` and `verify` (runtime/text/text-input.ts). */
 export interface TextInputFlags {
   text?: string;
   dataset?: string;
@@ -82,7 +82,7 @@ export interface LogitsSummary {
   readonly batch: number;
   readonly seq: number;
   readonly vocab: number;
-  /** `input-ids`, or the text input (runtime/text-input.ts) the ids came from. */
+  /** `input-ids`, or the text input (runtime/text/text-input.ts) the ids came from. */
   readonly input: { readonly kind: 'input-ids'; readonly file: string } | { readonly kind: 'text'; readonly text: TextInputDescription };
   readonly seconds: number;
 }

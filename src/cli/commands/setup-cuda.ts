@@ -2,10 +2,10 @@
 // --check, only looks), then says what `--device auto` picks now and, when that is the CPU, what
 // to do. Works from an installed package as from a clone.
 
-import { cudaProviderBuild, onnxruntimeBinaryDir, selectDevice, DeviceUnavailableError, type DeviceSelection } from '../../runtime/device.js';
-import { CudaSetupError, installCudaProvider, type InstalledFile } from '../../runtime/cuda-setup.js';
-import { ExitError } from '../errors.js';
-import { info, outputMode, printJson } from '../output.js';
+import { cudaProviderBuild, onnxruntimeBinaryDir, selectDevice, DeviceUnavailableError, type DeviceSelection } from '../../runtime/device/device.js';
+import { CudaSetupError, installCudaProvider, type InstalledFile } from '../../runtime/device/cuda-setup.js';
+import { ExitError } from '../common/errors.js';
+import { info, outputMode, printJson } from '../common/output.js';
 
 export interface SetupCudaReport {
   readonly installed: readonly InstalledFile[];

@@ -2,15 +2,15 @@
 // JSON document with --json. A failed gate exits with EXIT_GATE_FAILED and names the layer or
 // metric that failed.
 
-import { isDeviceRequest, selectDevice } from '../../runtime/device.js';
+import { isDeviceRequest, selectDevice } from '../../runtime/device/device.js';
 import { readInputIds } from '../../runtime/models/token-ids.js';
 import type { Gates } from '../../runtime/verify/gates.js';
-import { GATE_ERROR_CODES } from '../error-codes.js';
+import { GATE_ERROR_CODES } from '../common/error-codes.js';
 import { VerifyArgumentsError } from '../../runtime/verify/checkpoint-pair.js';
 import { verifyCheckpoints, type LinearReport, type VerifyOptions, type VerifyReport } from '../../runtime/verify/verify-checkpoints.js';
-import { EXIT_GATE_FAILED, ExitError, UsageError } from '../errors.js';
-import { parsePositiveInt } from '../options.js';
-import { info, outputMode, printJson } from '../output.js';
+import { EXIT_GATE_FAILED, ExitError, UsageError } from '../common/errors.js';
+import { parsePositiveInt } from '../common/options.js';
+import { info, outputMode, printJson } from '../common/output.js';
 import { parseThreadsFlag, readModelInput, textInputFlagsGiven, type TextInputFlags } from './logits.js';
 import { VerifyReportWriter, type VerifyReportFlags } from '../reports/verify-reports.js';
 

@@ -3,8 +3,8 @@
 // Loads the native runtime, so only this flag pays for it.
 
 import { arch, platform } from 'node:process';
-import { cudaProviderBuild, onnxruntimeBinaryDir } from '../../runtime/device.js';
-import { onnxruntimeNodeVersion } from '../../runtime/cuda-setup.js';
+import { cudaProviderBuild, onnxruntimeBinaryDir } from '../../runtime/device/device.js';
+import { onnxruntimeNodeVersion } from '../../runtime/device/cuda-setup.js';
 
 export async function versionLines(fp8qVersion: string): Promise<string[]> {
   const lines = [`fp8q ${fp8qVersion}`, `node ${process.version} (${platform}-${arch})`, `onnxruntime-node ${onnxruntimeNodeVersion()}`];

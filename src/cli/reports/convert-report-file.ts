@@ -3,10 +3,10 @@
 
 import { stat } from 'node:fs/promises';
 import { fp8qVersion } from '../../io/hub/version.js';
-import type { ConvertSummary } from '../../io/convert-checkpoint.js';
+import type { ConvertSummary } from '../../io/pipeline/convert-checkpoint.js';
 import type { ConvertPlan } from '../../passes/plan.js';
-import { UsageError } from '../errors.js';
-import { info, type OutputMode } from '../output.js';
+import { UsageError } from '../common/errors.js';
+import { info, type OutputMode } from '../common/output.js';
 import { renderConvertReport } from './convert-report.js';
 import { checkReportTargets, writeReportFile } from './report-files.js';
 

@@ -10,8 +10,8 @@
 import { appendFile, lstat, mkdir, open, realpath, rename, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
-import { ExitError, UsageError } from '../errors.js';
-import { redactSecrets } from '../redact.js';
+import { ExitError, UsageError } from '../common/errors.js';
+import { redactSecrets } from '../common/redact.js';
 
 /** A report file fp8q will not write (exists without --force, is a folder). */
 export class ReportFileError extends ExitError {

@@ -6,7 +6,7 @@
 import { hostname } from 'node:os';
 import type { VerifyEvent } from '../../runtime/verify/verify-checkpoints.js';
 import { fp8qVersion } from '../../io/hub/version.js';
-import { info, warn, type OutputMode } from '../output.js';
+import { info, warn, type OutputMode } from '../common/output.js';
 import { appendJobSummary, checkReportTargets, writeReportFile, type ReportTarget } from './report-files.js';
 import { renderVerifyJunit } from './verify-junit.js';
 import { renderVerifyMarkdown } from './verify-markdown.js';

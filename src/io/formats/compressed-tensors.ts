@@ -1,6 +1,6 @@
 // The compressed-tensors layout of a block-FP8 checkpoint, as llm-compressor writes it for its
 // `FP8_BLOCK` scheme and vLLM's `compressed-tensors` loader reads it: writing its
-// `quantization_config` from a ConvertPlan, and reading one back.
+// `quantization_config` from a convert plan, and reading one back.
 //
 // What we followed (vllm-project repositories on GitHub):
 // - compressed-tensors `src/compressed_tensors/quantization/quant_scheme.py`: the FP8_BLOCK preset —
@@ -30,8 +30,8 @@
 // create_fp8_scale_parameter).
 
 import type { BlockShape } from '../../fp8/block-quantize.js';
-import type { ConvertPlan } from '../../passes/plan.js';
 import { QuantizationConfigError, type ActivationScheme, type QuantizedFormat } from './descriptor.js';
+import type { PlannedQuantization } from './descriptor.js';
 
 export const COMPRESSED_TENSORS_QUANT_METHOD = 'compressed-tensors';
 export const COMPRESSED_TENSORS_SCALE_SUFFIX = 'weight_scale';
@@ -120,7 +120,7 @@ export function fp8BlockScheme(block: BlockShape): QuantizationSchemeJson {
  * `quantization_config` for a plan. Callers check first that the plan fits the format
  * (E4M3 weights, dynamic activations): see output-format.ts.
  */
-export function compressedTensorsConfigOf(plan: ConvertPlan): CompressedTensorsQuantizationConfig {
+export function compressedTensorsConfigOf(plan: PlannedQuantization): CompressedTensorsQuantizationConfig {
   return {
     config_groups: { [CONFIG_GROUP_NAME]: fp8BlockScheme(plan.settings.block) },
     format: FLOAT_QUANTIZED,

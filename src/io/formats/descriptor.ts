@@ -3,6 +3,7 @@
 // entry point for readers is ../quantized-format.ts.
 
 import type { BlockShape, ScaleFormat } from '../../fp8/block-quantize.js';
+import type { Fp8Format } from '../../fp8/formats.js';
 import { CheckpointError } from '../errors.js';
 
 /** The two on-disk layouts fp8q writes and reads. */
@@ -26,7 +27,7 @@ export interface QuantizedFormat {
   /**
    * The scale format the config DECLARES. compressed-tensors has no field for it, so its
    * checkpoints always declare 'float'; to learn what the scales are, look at their values
-   * (io/scale-survey.ts).
+   * (io/formats/scale-survey.ts).
    */
   readonly scaleFormat: ScaleFormat;
   readonly activationScheme: ActivationScheme;
@@ -40,4 +41,31 @@ export class QuantizationConfigError extends CheckpointError {
     super(message);
     this.name = 'QuantizationConfigError';
   }
+}
+
+/**
+ * Where the dequantization multipliers of an FP8 *source* tensor are (FP8 checkpoints as input).
+ * The stored tensor is read as a 2-D matrix per leading index (its last two axes, rows × columns);
+ * each scale covers `rowBlock` rows × `colBlock` columns of it.
+ */
+export interface Fp8SourceRef {
+  readonly scale: string;
+  readonly rowBlock: number;
+  readonly colBlock: number;
+  /** true: the scale grid is indexed [column block, row block] (a weight stored in × out). */
+  readonly scaleTransposed: boolean;
+}
+
+/**
+ * What a written `quantization_config` is made from: the settings of a convert plan and the modules
+ * it keeps (a ConvertPlan is one). Declared here so the layout writers need nothing of the passes.
+ */
+export interface PlannedQuantization {
+  readonly settings: {
+    readonly format: Fp8Format;
+    readonly block: BlockShape;
+    readonly scaleFormat: ScaleFormat;
+    readonly activationScheme: 'dynamic' | 'static';
+  };
+  readonly notConverted: readonly string[];
 }

@@ -1,12 +1,12 @@
 // The HF / DeepSeek "fp8" block format's `quantization_config` (SPEC.md section 1): writing it from
-// a ConvertPlan and reading it back. Tensors: `<module>.weight` FP8 and `<module>.weight_scale_inv`
+// a convert plan and reading it back. Tensors: `<module>.weight` FP8 and `<module>.weight_scale_inv`
 // F32, the dequantization multiplier per block. Read by transformers' fine-grained FP8, vLLM and
 // SGLang's `fp8` method, and MLC LLM (which requires `fmt`).
 
 import type { ScaleFormat } from '../../fp8/block-quantize.js';
 import { fp8FormatInfo } from '../../fp8/formats.js';
-import type { ConvertPlan } from '../../passes/plan.js';
 import { QuantizationConfigError, type QuantizedFormat } from './descriptor.js';
+import type { PlannedQuantization } from './descriptor.js';
 
 export const HF_FP8_QUANT_METHOD = 'fp8';
 export const HF_FP8_SCALE_SUFFIX = 'weight_scale_inv';
@@ -21,7 +21,7 @@ export interface QuantizationConfig {
   scale_fmt?: 'ue8m0';
 }
 
-export function quantizationConfigOf(plan: ConvertPlan): QuantizationConfig {
+export function quantizationConfigOf(plan: PlannedQuantization): QuantizationConfig {
   const { settings } = plan;
   const qc: QuantizationConfig = {
     quant_method: 'fp8',

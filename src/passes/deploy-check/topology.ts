@@ -3,7 +3,7 @@
 // linears an engine merges into one GEMM (q/k/v → qkv_proj, gate/up → gate_up_proj, MLA's
 // q_a/kv_a → fused_qkv_a_proj), whose parts each need their own block alignment.
 
-import type { ModelConfig } from '../../io/checkpoint.js';
+import type { ModelConfig } from '../../io/checkpoint/checkpoint.js';
 import { numberField } from '../architectures.js';
 import type { QuantizedLinear } from './inventory.js';
 

@@ -21,9 +21,9 @@ import type { BatchShape } from '../models/layer-graphs.js';
 import { layerLinears, type LayerPlan, type MlpNames } from '../models/layer-plan.js';
 import { ModelGraph } from '../models/model-graph.js';
 import { ModelRunner, type LinearCapture } from '../models/runner.js';
-import { OnnxSession, type Device } from '../session.js';
+import { OnnxSession, type Device } from '../onnx/session.js';
 import { activationScales, ActivationRange, groupAmax, type ActivationScaleGranularity } from './activation-ranges.js';
-import type { CalibrationSet } from './calibration-input.js';
+import type { CalibrationSet } from '../text/calibration-input.js';
 
 /** Most tokens in one layer graph: attention scores are [B, heads, T, T] floats. */
 export const DEFAULT_CALIBRATION_BATCH_TOKENS = 4096;

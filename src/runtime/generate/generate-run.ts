@@ -5,7 +5,7 @@
 
 import { performance } from 'node:perf_hooks';
 import { CheckpointError } from '../../io/errors.js';
-import type { Device } from '../session.js';
+import type { Device } from '../onnx/session.js';
 import { ModelRunner } from '../models/runner.js';
 import { CachedDecoder, RecomputingDecoder, type TokenDecoder } from './decoder.js';
 import { generateTokens, type GeneratedTokens } from './generate-tokens.js';

@@ -8,9 +8,9 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
-import type { ModelConfig } from '../../io/checkpoint.js';
+import type { ModelConfig } from '../../io/checkpoint/checkpoint.js';
 import { CheckpointError } from '../../io/errors.js';
-import type { ModelTokenizer } from '../calibration/model-tokenizer.js';
+import type { ModelTokenizer } from '../text/model-tokenizer.js';
 
 export const GENERATION_CONFIG_FILE = 'generation_config.json';
 const CHAT_TEMPLATE_FILES = ['chat_template.jinja', 'chat_template.json'] as const;

@@ -5,7 +5,7 @@
 // ends in an incomplete UTF-8 sequence (U+FFFD) — the prefix/read-offset scheme of Hugging Face's
 // text-generation-inference. Cost per token is the window, not the whole sequence.
 
-import type { ModelTokenizer } from '../calibration/model-tokenizer.js';
+import type { ModelTokenizer } from '../text/model-tokenizer.js';
 
 /** Tokens of context decoded before the new ones. */
 const CONTEXT_TOKENS = 5;

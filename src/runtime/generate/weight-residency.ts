@@ -8,9 +8,9 @@
 
 import { freemem } from 'node:os';
 import { dtypeSize } from '../../fp8/dtypes.js';
-import type { Checkpoint } from '../../io/checkpoint.js';
+import type { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import { formatBytes } from '../../io/sizes.js';
-import type { Device } from '../session.js';
+import type { Device } from '../onnx/session.js';
 
 export type WeightMode = 'resident' | 'streamed';
 export type WeightModeRequest = WeightMode | 'auto';

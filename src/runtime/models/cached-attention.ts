@@ -15,7 +15,7 @@
 // and mask the new tokens get, and the keys and values kept between steps.
 
 import type { Value } from '../onnx/graph-builder.js';
-import type { HostTensor } from '../session.js';
+import type { HostTensor } from '../onnx/session.js';
 import { attentionScale, type ModelSpec } from './config.js';
 import { emitSdpa, gqaProjections, mlaProjections, repeatKv, ropeRowsAt, type BatchShape } from './layer-graphs.js';
 import { ForwardGraphError, type ModelGraph } from './model-graph.js';

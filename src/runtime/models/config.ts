@@ -8,7 +8,7 @@
 // `attention_bias` all end up as "this tensor exists or not", and the tensors are what we run.
 
 import { CheckpointError } from '../../io/errors.js';
-import type { ModelConfig } from '../../io/checkpoint.js';
+import type { ModelConfig } from '../../io/checkpoint/checkpoint.js';
 import { detectArchitecture, textConfigOf } from '../../passes/architectures.js';
 import { recipeOf } from '../../passes/family-recipes.js';
 

@@ -7,7 +7,7 @@
 // with its per-expert original.
 
 import { isFp8Dtype } from '../../fp8/dtypes.js';
-import type { Checkpoint } from '../../io/checkpoint.js';
+import type { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import type { MlpNames, MoePlan } from './layer-plan.js';
 import type { LinearWeight, StoredTensor, WeightScope } from './weights.js';
 

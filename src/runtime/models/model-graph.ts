@@ -21,7 +21,7 @@ import { decodeTableFor } from '../../fp8/formats.js';
 import { dtypeSize, widenToFloat32 } from '../../fp8/dtypes.js';
 import type { HostBufferPool } from './buffer-pool.js';
 import { emitDecodeFp8Codes, emitFp8DecodeTable, type BlockShape, type DecodedFp8Value, type Fp8Format } from '../ops/types.js';
-import type { FeedTensor } from '../session.js';
+import type { FeedTensor } from '../onnx/session.js';
 import type { HiddenAct } from './config.js';
 import type { Fp8Linear, LinearWeight, StoredTensor } from './weights.js';
 import { ForwardGraphError } from '../runtime-errors.js';

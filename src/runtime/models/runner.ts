@@ -18,12 +18,12 @@
 
 import { expertLinears, expertProjection, isFp8Module, loadExpert, type ExpertWeights } from './experts.js';
 import { isFp8Dtype, widenToFloat32 } from '../../fp8/dtypes.js';
-import { Checkpoint } from '../../io/checkpoint.js';
+import { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import type { Value } from '../onnx/graph-builder.js';
 import type { RoutingTensor } from '../ops/mixtral-experts.js';
-import { SessionCache } from '../session-cache.js';
+import { SessionCache } from '../onnx/session-cache.js';
 import { HostBufferPool } from './buffer-pool.js';
-import type { Device, HostTensor } from '../session.js';
+import type { Device, HostTensor } from '../onnx/session.js';
 import { modelSpecOf, type ModelSpec } from './config.js';
 import {
   emitGqaAttention,

@@ -3,8 +3,8 @@
 // seeded synthetic ids for a verify run without an input file.
 
 import { CheckpointError } from '../../io/errors.js';
-import { SafetensorsReader } from '../../io/safetensors-reader.js';
-import { SafetensorsWriter } from '../../io/safetensors-writer.js';
+import { SafetensorsReader } from '../../io/safetensors/safetensors-reader.js';
+import { SafetensorsWriter } from '../../io/safetensors/safetensors-writer.js';
 import { SeededRandom } from '../ops/random.js';
 import type { BatchShape } from './layer-graphs.js';
 

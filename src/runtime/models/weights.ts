@@ -1,5 +1,5 @@
 // Weight loading for the forward: one place that knows how a checkpoint stores a linear layer.
-// The FP8 layout (block size, scale names) comes from io/quantized-format.ts, the reader inspect,
+// The FP8 layout (block size, scale names) comes from io/formats/quantized-format.ts, the reader inspect,
 // dequant and convert --requantize use. `WeightScope.linear(prefix)` returns either a dense weight
 // (BF16/F16/F32 bytes as stored) or an FP8 block-scale weight (codes + float32 dequantization multipliers + block shape), so the
 // graphs and the reference never look at tensor names. New storage forms (compressed-tensors
@@ -12,9 +12,9 @@
 import type { BlockShape } from '../../fp8/block-quantize.js';
 import { dtypeSize, isFloatSourceDtype, widenToFloat32, type Dtype, type FloatSourceDtype } from '../../fp8/dtypes.js';
 import type { Fp8Format } from '../../fp8/formats.js';
-import type { Checkpoint } from '../../io/checkpoint.js';
+import type { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import { CheckpointError } from '../../io/errors.js';
-import { detectQuantizedFormat, type QuantizedFormat } from '../../io/quantized-format.js';
+import { detectQuantizedFormat, type QuantizedFormat } from '../../io/formats/quantized-format.js';
 import type { F32Tensor, Fp8Tensor } from '../ops/types.js';
 import type { HostBufferPool } from './buffer-pool.js';
 

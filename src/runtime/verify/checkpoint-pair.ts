@@ -6,7 +6,7 @@
 
 import { realpath } from 'node:fs/promises';
 import { isFp8Dtype } from '../../fp8/dtypes.js';
-import type { Checkpoint } from '../../io/checkpoint.js';
+import type { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import { CheckpointError } from '../../io/errors.js';
 import type { ModelSpec } from '../models/config.js';
 

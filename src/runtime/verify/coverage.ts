@@ -6,7 +6,7 @@
 // too — quantizing those is a conversion mistake that a model-level metric hardly shows.
 
 import { isFp8Dtype } from '../../fp8/dtypes.js';
-import type { Checkpoint } from '../../io/checkpoint.js';
+import type { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import { isEmbedding, isFinalFc, isMoeRouter } from '../../passes/skip-rules.js';
 import { fp8TensorNames } from './checkpoint-pair.js';
 

@@ -15,7 +15,7 @@ import { FastQuantizeScratch, quantizeF32StripeFast } from '../../fp8/fast-quant
 import { decodeTableFor, type Fp8Format } from '../../fp8/formats.js';
 import { scaleFormatOfValues } from '../../fp8/scale-format.js';
 import { WasmBf16Kernel } from '../../fp8/wasm-kernel.js';
-import type { Checkpoint } from '../../io/checkpoint.js';
+import type { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import type { ExtraProbe, LayerCaptures } from '../models/runner.js';
 import type { Fp8Linear, LinearWeight, WeightScope } from '../models/weights.js';
 

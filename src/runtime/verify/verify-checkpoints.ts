@@ -21,7 +21,7 @@ import { HostBufferPool } from '../models/buffer-pool.js';
 import { ModelRunner, type ExtraProbe, type LayerCaptures } from '../models/runner.js';
 import { generateInputIds, type TokenBatch } from '../models/token-ids.js';
 import { WeightAccounting, type WeightScope } from '../models/weights.js';
-import type { Device } from '../session.js';
+import type { Device } from '../onnx/session.js';
 import { linearClipping, staticActivationScaleOf, summarizeClipping, type ClippingSummary, type LinearClipping } from './activation-clipping.js';
 import { DEFAULT_GATES, evaluateGates, type GateFailure, type Gates } from './gates.js';
 import { compareLogits, compareTensors, perplexity, type LogitMetrics } from './metrics.js';
@@ -29,7 +29,7 @@ import { checkCheckpointPair } from './checkpoint-pair.js';
 import { quantizedKeptModules, unverifiedTensors } from './coverage.js';
 import { mlaSplitProbes, mlaSplitTensors, REFERENCE_SUFFIX } from './mla-split-probes.js';
 import { floorProbes, FLOOR_SUFFIX } from './fp8-floor.js';
-import type { TextInputDescription } from '../text-input.js';
+import type { TextInputDescription } from '../text/text-input.js';
 
 export const DEFAULT_VERIFY_TOKENS = 32;
 /** Floors below this are taken as this: an error ratio over a (near) exact floor would be noise. */

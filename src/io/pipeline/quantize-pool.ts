@@ -1,0 +1,202 @@
+// A pool of worker threads that quantize chunks of row stripes (quantize-worker.ts), so the
+// kernel runs on every core while the main thread reads, writes and hashes; it also owns the
+// fast path's other per-convert resources (I/O buffers, direct read and write staging, the hash
+// thread). Buffers travel as
+// transfers both ways (no copies); each worker holds one chunk at a time and the rest wait here.
+// Workers start on the first chunk (a convert of a tiny model never pays for them). Idle workers
+// are unref'd, so a pool nobody closed never keeps the process alive; busy ones are ref'd, so the
+// process never exits with a chunk in flight.
+
+import { availableParallelism } from 'node:os';
+import type { Worker } from 'node:worker_threads';
+import { NonFiniteValueError } from '../../fp8/block-quantize.js';
+import { DirectReads } from '../safetensors/direct-reads.js';
+import { WriteSlots } from './direct-shard-writer.js';
+import { HashThread } from './hash-thread.js';
+import { startModuleWorker } from './module-worker.js';
+import { chunkOutputBytes, type ChunkInput } from './quantize-chunk.js';
+
+export interface ChunkRequest extends ChunkInput {
+  readonly id: number;
+}
+
+export interface ChunkReply {
+  readonly id: number;
+  readonly source: ArrayBuffer;
+  readonly codes: ArrayBuffer;
+  /** The chunk's float32 scales; absent on failure. */
+  readonly scales?: ArrayBuffer;
+  readonly failure?: { readonly nonFinite: { row: number; col: number; value: number } } | { readonly message: string };
+}
+
+export interface QuantizedChunk {
+  /** The source buffer, free for the next read. */
+  readonly source: ArrayBuffer;
+  /** rows × cols codes, on the codes buffer that went out. */
+  readonly codes: Uint8Array;
+  readonly scales: Float32Array;
+}
+
+/** A chunk that failed (reason: NonFiniteValueError or Error); its buffers come back for reuse. */
+export class ChunkFailure extends Error {
+  constructor(
+    readonly reason: Error,
+    readonly source: ArrayBuffer,
+    readonly codes: ArrayBuffer,
+  ) {
+    super(reason.message);
+    this.name = 'ChunkFailure';
+  }
+}
+
+/** Default --threads: every core the OS gives this process. */
+export function defaultThreads(): number {
+  return Math.max(1, availableParallelism());
+}
+
+interface Pending {
+  readonly request: ChunkRequest;
+  readonly resolve: (c: QuantizedChunk) => void;
+  readonly reject: (e: Error) => void;
+}
+
+/**
+ * Free I/O buffers, reused across chunks and entries for the whole convert: a fresh 4 MiB
+ * ArrayBuffer per chunk costs page faults, zeroing and GC, and adds up to gigabytes.
+ */
+export class BufferPool {
+  private readonly free: ArrayBuffer[] = [];
+  constructor(readonly defaultBytes: number) {}
+
+  /** A buffer of at least `minBytes` (usually exactly defaultBytes). */
+  take(minBytes: number): ArrayBuffer {
+    const i = this.free.findIndex((b) => b.byteLength >= minBytes);
+    if (i >= 0) return this.free.splice(i, 1)[0]!;
+    return new ArrayBuffer(Math.max(minBytes, this.defaultBytes));
+  }
+
+  give(buffer: ArrayBuffer): void {
+    // Oversized one-offs (a stripe larger than a chunk) are left to the GC.
+    if (buffer.byteLength === this.defaultBytes) this.free.push(buffer);
+  }
+}
+
+/** Source bytes per chunk of work, and the size of every pooled I/O buffer. */
+export const CHUNK_BYTES = 4 * 1024 * 1024;
+
+/** Direct-read staging slots: the quantize read-ahead plus the copy read-ahead, with room to spare. */
+const DIRECT_SLOTS = 6;
+/** Direct-write slots: two written while the third fills; large writes are what disks like. */
+const WRITE_SLOTS = 3;
+const WRITE_SLOT_BYTES = 8 * 1024 * 1024;
+
+export class QuantizePool {
+  /** I/O buffers for the executors that use this pool. */
+  readonly buffers = new BufferPool(CHUNK_BYTES);
+  private directReads: DirectReads | null | undefined;
+  private directWrites: WriteSlots | null | undefined;
+  private hashThread: HashThread | undefined;
+  private readonly workers: Worker[] = [];
+  private readonly idle: Worker[] = [];
+  private readonly busy = new Map<Worker, Pending>();
+  private readonly queue: Pending[] = [];
+  private nextId = 0;
+  private broken: Error | undefined;
+  private closed = false;
+
+  private constructor(readonly threads: number) {}
+
+  /** Reads around the page cache (direct-reads.ts), made on first use; undefined where unsupported. */
+  get direct(): DirectReads | undefined {
+    if (this.directReads === undefined) this.directReads = DirectReads.create(DIRECT_SLOTS, CHUNK_BYTES) ?? null;
+    return this.directReads ?? undefined;
+  }
+
+  /** Staging for direct shard writes (direct-shard-writer.ts), made on first use; undefined where unsupported. */
+  get writeSlots(): WriteSlots | undefined {
+    if (this.directWrites === undefined) this.directWrites = WriteSlots.create(WRITE_SLOTS, WRITE_SLOT_BYTES) ?? null;
+    return this.directWrites ?? undefined;
+  }
+
+  /** The thread that hashes direct-written shards (hash-thread.ts); its worker starts on first use. */
+  get hashing(): HashThread {
+    this.hashThread ??= new HashThread();
+    return this.hashThread;
+  }
+
+  static start(threads: number): QuantizePool {
+    if (!Number.isSafeInteger(threads) || threads < 1) throw new RangeError(`QuantizePool: threads must be a positive integer, got ${threads}`);
+    return new QuantizePool(threads);
+  }
+
+  private spawn(): void {
+    for (let i = 0; i < this.threads; i++) {
+      const w = startModuleWorker(import.meta.url, 'quantize-worker');
+      w.unref();
+      w.on('message', (reply: ChunkReply) => this.onReply(w, reply));
+      w.on('error', (e: Error) => this.fail(new Error(`quantize worker failed: ${e.message}`)));
+      w.on('exit', (code) => {
+        if (!this.closed) this.fail(new Error(`quantize worker exited unexpectedly (code ${code})`));
+      });
+      this.workers.push(w);
+      this.idle.push(w);
+    }
+  }
+
+  /** Quantize one chunk; rejects with ChunkFailure, or with an Error if the pool broke or closed. */
+  run(input: ChunkInput): Promise<QuantizedChunk> {
+    return new Promise((resolve, reject) => {
+      if (this.broken || this.closed) {
+        reject(this.broken ?? new Error('QuantizePool is closed'));
+        return;
+      }
+      if (this.workers.length === 0) this.spawn();
+      this.queue.push({ request: { ...input, id: this.nextId++ }, resolve, reject });
+      this.dispatch();
+    });
+  }
+
+  private dispatch(): void {
+    while (this.idle.length > 0 && this.queue.length > 0) {
+      const w = this.idle.pop()!;
+      const job = this.queue.shift()!;
+      this.busy.set(w, job);
+      w.ref();
+      w.postMessage(job.request, [job.request.source, job.request.codes]);
+    }
+  }
+
+  private onReply(w: Worker, reply: ChunkReply): void {
+    w.unref();
+    const job = this.busy.get(w);
+    if (!job || job.request.id !== reply.id) return; // its chunk was rejected when the pool broke
+    this.busy.delete(w);
+    this.idle.push(w);
+    const f = reply.failure;
+    if (!f) {
+      const codes = new Uint8Array(reply.codes, 0, chunkOutputBytes(job.request));
+      job.resolve({ source: reply.source, codes, scales: new Float32Array(reply.scales!) });
+    } else {
+      const reason = 'nonFinite' in f ? new NonFiniteValueError(f.nonFinite.row, f.nonFinite.col, f.nonFinite.value) : new Error(f.message);
+      job.reject(new ChunkFailure(reason, reply.source, reply.codes));
+    }
+    this.dispatch();
+  }
+
+  private fail(e: Error): void {
+    if (this.broken) return;
+    this.broken = e;
+    for (const job of [...this.busy.values(), ...this.queue]) job.reject(e);
+    this.busy.clear();
+    this.queue.length = 0;
+  }
+
+  /** Stops every worker; chunks still queued or running are rejected. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.fail(new Error('QuantizePool closed'));
+    this.idle.length = 0;
+    await Promise.all([...this.workers.map((w) => w.terminate()), this.directReads?.close(), this.hashThread?.close()]);
+  }
+}
