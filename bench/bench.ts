@@ -1,4 +1,4 @@
-// `npm run bench`: is conversion disk-bound and memory-flat? (issue 5)
+// `npm run bench`: is conversion disk-bound and memory-flat?
 //
 // Writes a synthetic Llama-8B-shaped BF16 checkpoint (≥ 4 GiB, sharded, two 1 GiB tensors) into a
 // temp dir, then measures, from the same cache state each time, `cp -r` of the source folder (and

@@ -1,4 +1,4 @@
-// The seed's BlockScaleQuantizeLinearStaticActivation forward: graph against reference on awkward
+// MLC LLM's BlockScaleQuantizeLinearStaticActivation forward: graph against reference on awkward
 // shapes (K = 300, N = 200, bk 128 and 64: edge groups), group scales and one per-tensor scale,
 // M = 1 (no GEMV branch: the static linear always runs the GEMM) and M = 7, with a bias; and
 // the reference against an independent formula: dequant(x_q) · dequant(W)ᵀ with x_q the static

@@ -1,4 +1,4 @@
-// `fp8q verify` of static conversions: the quantized forward runs the seed's static linear with
+// `fp8q verify` of static conversions: the quantized forward runs MLC LLM's static linear with
 // the calibrated scales and passes the default gates on every fixture; clipping is reported per
 // linear and overall — exactly 0 on the calibration tokens themselves (the scales cover them),
 // above 0 but small on other tokens. A scale shrunk 8× shows that the forward really uses it: that

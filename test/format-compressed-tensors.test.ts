@@ -1,4 +1,4 @@
-// `--format compressed-tensors` (issue 10): the same FP8 codes and scale values as the hf layout
+// `--format compressed-tensors`: the same FP8 codes and scale values as the hf layout
 // under llm-compressor's names and config, and a config our reader (detectQuantizedFormat) reads
 // back to the same settings. Differential: every fixture is converted both ways and compared.
 

@@ -145,7 +145,7 @@ test('rowwiseGroupQuantFp8 graph matches the reference bit for bit (codes and sc
   }
 });
 
-test('rowwiseGroupQuantFp8 takes float16 input, widened to float32 as the seed does', async () => {
+test('rowwiseGroupQuantFp8 takes float16 input, widened to float32 as MLC LLM does', async () => {
   const rng = new SeededRandom(3);
   // Values that are exact in float16, so the reference sees what the graph sees.
   const data = Float32Array.from({ length: 2 * 200 }, () => Math.round(rng.normal() * 256) / 64);

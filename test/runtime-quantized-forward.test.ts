@@ -1,5 +1,5 @@
 // The graph forward of converted (FP8 block-scale) fixtures against the TypeScript reference,
-// which uses the seed ops' references (blockScaleLinear, mixtralExperts).
+// which uses the references of MLC LLM's ops (blockScaleLinear, mixtralExperts).
 //
 // Why three checks instead of one logits comparison: the GEMM path quantizes activations to FP8,
 // and on these fixtures layer 0's activations sit exactly on FP8 rounding ties (RMSNorm weights
@@ -67,7 +67,7 @@ for (const name of FIXTURE_MODELS) {
             const out = rq.probeOutputs.get(module);
             assert.ok(out, `${module}: no probe output`);
             const w = await scope.linear(module);
-            // Batched experts take the block-scale GEMM even for a one-row group (the seed's group GEMM).
+            // Batched experts take the block-scale GEMM even for a one-row group (MLC LLM's group GEMM).
             const expected =
               EXPERT.test(module) && w.kind === 'fp8'
                 ? blockScaleGemm({ data: capture.input, shape: [capture.rows, w.weight.shape[1]!] }, w.weight, w.scaleInv, w.block).data

@@ -1,4 +1,4 @@
-// `--scale-fmt ue8m0` (issue 11): a conversion of each fixture has only power-of-two scales, the
+// `--scale-fmt ue8m0`: a conversion of each fixture has only power-of-two scales, the
 // codes and scales of the reference kernel (blockQuantize, itself bit-exact with PyTorch's
 // `<case>.e4m3_ue8m0.*` vectors in fp8-reference-vectors.test.ts), `"scale_fmt": "ue8m0"` in its
 // config; inspect reports the scale format it finds and flags a ue8m0 config that lies.

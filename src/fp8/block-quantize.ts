@@ -1,4 +1,4 @@
-// Block-scale FP8 quantization of 2-D weights, the numerics of SPEC.md section 2:
+// Block-scale FP8 quantization of 2-D weights, the numerics of docs/FORMAT.md §2:
 // per (bn × bk) block, amax in float32, scale = amax / FP8_MAX (float32 division),
 // q = fp8(clamp(w / scale)) with a float32 division per element. This is the reference kernel:
 // any faster path must produce the same bytes.

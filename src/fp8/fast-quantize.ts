@@ -3,7 +3,7 @@
 // a shared scratch word. Per (bn × bk) block:
 //  - amax on the integer bit patterns: for non-negative IEEE floats, |x|'s bits order like |x|,
 //    and a pattern ≥ the infinity pattern is Inf/NaN, so one integer max finds both;
-//  - q = fround(w / scale), the float32 division of SPEC §2, rounded by a Float32Array store;
+//  - q = fround(w / scale), the float32 division of docs/FORMAT.md §2, rounded by a Float32Array store;
 //  - the FP8 code from q's bits with integer round-to-nearest-even (c10's algorithm, unrolled),
 //    in long loops over whole rows rather than 128-element block rows.
 // BF16 words widen through a 65,536-entry table. Non-finite values are found by the integer amax
@@ -82,7 +82,7 @@ export class FastQuantizeScratch {
 
 /**
  * Encode `n` float32 patterns of `qBits` (already divided by the scale) into codes[at ..), with the
- * clamp of SPEC §2: |q| ≥ max (Inf included) → ±max, NaN → 0 (NaN only arrives under 'saturate').
+ * clamp of docs/FORMAT.md §2: |q| ≥ max (Inf included) → ±max, NaN → 0 (NaN only arrives under 'saturate').
  */
 function encodeRow(qBits: Uint32Array, n: number, codes: Uint8Array, at: number, k: EncodeConstants): void {
   const { maxBits, maxCode, minNormalBits, rebias, mantShift, roundBias, subShiftBase, subZeroExp } = k;
@@ -160,7 +160,7 @@ export function quantizeBf16StripeFast(
     const base = r * cols;
     for (let c0 = 0, cb = 0; c0 < cols; c0 += bk, cb++) {
       const scale = scaleInv[cb]!;
-      // A float32 division per element, rounded by the Float32Array store: SPEC §2's formula.
+      // A float32 division per element, rounded by the Float32Array store: docs/FORMAT.md §2's formula.
       for (let c = c0, end = Math.min(cols, c0 + bk); c < end; c++) q[c] = values[src[base + c]!]! / scale;
     }
     encodeRow(qBits, cols, codes, base, k);

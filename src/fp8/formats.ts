@@ -145,7 +145,7 @@ export function decodeTableFor(format: Fp8Format): Float32Array {
   return format === 'e4m3fn' ? E4M3_DECODE : E5M2_DECODE;
 }
 
-/** Saturating cast, the `fp8(clamp(x, -max, max))` of SPEC.md: NaN stays NaN. */
+/** Saturating cast, the `fp8(clamp(x, -max, max))` of docs/FORMAT.md §2: NaN stays NaN. */
 export function saturateEncode(x: number, format: Fp8Format): number {
   const max = format === 'e4m3fn' ? FP8_E4M3_MAX : FP8_E5M2_MAX;
   const clamped = x > max ? max : x < -max ? -max : x;

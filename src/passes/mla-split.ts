@@ -1,6 +1,6 @@
 // --mla-split: for every quantized `self_attn.kv_b_proj` of an MLA model (config.json has
 // kv_lora_rank: DeepSeek-V2/V3 and kin), plan `self_attn.w_uk` (H, kv_lora, nope) and
-// `self_attn.w_uv` (H, v, kv_lora) in FP8 with their scales (SPEC.md section 4).
+// `self_attn.w_uv` (H, v, kv_lora) in FP8 with their scales (docs/FORMAT.md §4).
 //
 // Layout, from MLC LLM (mlc-ai/mlc-llm on GitHub):
 // - python/mlc_llm/model/deepseek_v2/deepseek_v2_loader.py reshapes kv_b_proj.weight to

@@ -58,7 +58,7 @@ export interface QuantizeInOutEntry extends EntryBase {
 }
 
 /**
- * DeepSeek MLA (SPEC.md section 4): `kv_b_proj.weight [H*(nope+v), kv_lora]` → `w_uk
+ * DeepSeek MLA (docs/FORMAT.md §4): `kv_b_proj.weight [H*(nope+v), kv_lora]` → `w_uk
  * (H, kv_lora, nope)` and `w_uv (H, v, kv_lora)` in FP8, in MLC LLM's layout. 'move-blocks':
  * the head dims align with the block, so w_uk/w_uv are the blocks of the quantized kv_b_proj,
  * moved. 'own-grid': they do not; each head's w_uk and w_uv are quantized from the source with

@@ -234,7 +234,10 @@ export async function startMockHub(opts: MockHubOptions = {}): Promise<MockHub> 
     let status = 200;
     if (rangeHeader !== undefined) {
       const m = /^bytes=(\d+)-(\d*)$/.exec(rangeHeader);
-      if (m === null) return fail(req, res, 416, 'bad range');
+      if (m === null) {
+        fail(req, res, 416, 'bad range');
+        return;
+      }
       start = Number(m[1]);
       end = m[2] === '' ? total - 1 : Math.min(Number(m[2]), total - 1);
       if (start >= total) {

@@ -10,7 +10,7 @@ import { capThreads, parseBlock, parseOutputFormat, parsePositiveInt, parseSize,
 import { compileExcludePattern } from '../../passes/skip-rules.js';
 import { ByteProgress, info, outputMode, printJson, warn, type OutputMode } from '../common/output.js';
 import { EXIT_USAGE, ExitError, UsageError } from '../common/errors.js';
-import { DeployTargetError, parseTargets, reportLines } from '../../passes/deploy-check/index.js';
+import { DeployTargetError, parseTargets, reportLines, type DeployTarget } from '../../passes/deploy-check/index.js';
 import { checkHubFlags, checkPushTarget, pushConversion, resolveModelSource, type HubFlags } from '../common/hub-source.js';
 import { checkConvertReport, writeConvertReport } from '../reports/convert-report-file.js';
 import { describeCalibrationEvent, parseCalibrationFlags, resolveCalibration, type CalibrationFlags } from '../common/calibration-flags.js';
@@ -64,7 +64,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     threads: flags.threads === undefined ? undefined : capThreads(parsePositiveInt('--threads', flags.threads), mode),
   } as const;
   if (flags.forceTarget && flags.target === undefined) throw new UsageError('--force-target needs --target <engines>, e.g. --target vllm:tp8,mlc');
-  let deployTargets;
+  let deployTargets: DeployTarget[] | undefined;
   try {
     deployTargets = flags.target === undefined ? undefined : parseTargets(flags.target);
   } catch (e) {

@@ -1,4 +1,4 @@
-// The HF / DeepSeek "fp8" block format's `quantization_config` (SPEC.md section 1): writing it from
+// The HF / DeepSeek "fp8" block format's `quantization_config` (docs/FORMAT.md §1): writing it from
 // a convert plan and reading it back. Tensors: `<module>.weight` FP8 and `<module>.weight_scale_inv`
 // F32, the dequantization multiplier per block. Read by transformers' fine-grained FP8, vLLM and
 // SGLang's `fp8` method, and MLC LLM (which requires `fmt`).

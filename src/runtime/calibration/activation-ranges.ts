@@ -1,4 +1,4 @@
-// The arithmetic of static activation scales (SPEC.md section 6), with no I/O: the running
+// The arithmetic of static activation scales (docs/FORMAT.md §6), with no I/O: the running
 // max |x| of a linear's input per group of `groupSize` channels, the scales it gives, and how
 // often later activations exceed them (clipping).
 //
@@ -7,7 +7,7 @@
 // `group` granularity keeps one scale per input group, `[ceil(K/bk)]` (MLC LLM's
 // BlockScaleQuantizeLinearStaticActivation); `tensor` keeps the max over groups, one scale per
 // layer (transformers' static FP8Linear). A group that stayed zero over the whole calibration set
-// gets amax = 1e-10, the eps of the seed's rowwise_group_quant_fp8, so its scale is finite and
+// gets amax = 1e-10, the eps of MLC LLM's rowwise_group_quant_fp8, so its scale is finite and
 // positive (never 0, which would make x / scale NaN or Inf at run time).
 
 import { fp8FormatInfo, type Fp8Format } from '../../fp8/formats.js';
@@ -112,7 +112,7 @@ export interface ClippingCount {
 
 /**
  * How many elements of `x [rows, K]` the static quantization with `scale` ([G], or one element
- * for every group) clips: x / scale computed in float32 as the seed's kernel does.
+ * for every group) clips: x / scale computed in float32 as MLC LLM's kernel does.
  */
 export function countClipped(x: Float32Array, rows: number, k: number, scale: Float32Array, groupSize: number, format: Fp8Format): ClippingCount {
   const threshold = clippingThreshold(format);

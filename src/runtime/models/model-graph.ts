@@ -1,5 +1,5 @@
 // ModelGraph: the GraphBuilder as the layer graphs use it — static-shape float32 ops with short
-// names, linears dispatched to the seed's quantized ops, and the two hooks verify needs:
+// names, linears dispatched to MLC LLM's quantized ops, and the two hooks verify needs:
 //   - taps: a linear's input and output exported as graph outputs (original model);
 //   - probes: extra graph inputs fed with captured activations, run through a quantized linear.
 //
@@ -337,7 +337,7 @@ export class ModelGraph {
   }
 
   /**
-   * `x [M, K] → [M, N]`. Dense: x · Wᵀ (+ b) in float32. FP8: the seed's BlockScaleQuantizeLinear
+   * `x [M, K] → [M, N]`. Dense: x · Wᵀ (+ b) in float32. FP8: MLC LLM's BlockScaleQuantizeLinear
    * (GEMV for M = 1, block-scale GEMM with per-token activation quantization otherwise), or with
    * `activation_scale`, BlockScaleQuantizeLinearStaticActivation (static scales, GEMM). `tap`
    * exports input and output (under `w.module`, or the module name given).
@@ -354,7 +354,7 @@ export class ModelGraph {
       const { w: wv, s } = this.fp8Values(w);
       const bias = w.bias ? this.stored(w.bias) : undefined;
       if (w.activationScale !== undefined) {
-        // The seed's BlockScaleQuantizeLinearStaticActivation: calibrated scales, GEMM for any M.
+        // MLC LLM's BlockScaleQuantizeLinearStaticActivation: calibrated scales, GEMM for any M.
         const scale = this.constF32(w.activationScale, [w.activationScale.length]);
         y = emitStaticBlockScaleLinear(this.g, x, scale, wv, s, w.block, bias);
       } else y = emitBlockScaleLinear(this.g, x, wv, s, w.block, bias);
@@ -384,7 +384,7 @@ export class ModelGraph {
   }
 
   /**
-   * The seed's BlockScaleQuantizeMixtralExperts for one projection over FP8 experts: rows of `x`
+   * MLC LLM's BlockScaleQuantizeMixtralExperts for one projection over FP8 experts: rows of `x`
    * grouped by `routing` (indptr over `experts`, or expert_indices for a single token).
    */
   fp8Experts(experts: readonly Fp8Linear[], x: Value, routing: RoutingTensor): Value {

@@ -1,7 +1,7 @@
 // A plain TypeScript float32 forward, the oracle the graph forward is tested against. Same
 // config parsing, layer plan, weight loading, rotary tables and routing as the runner, but every
 // computation is a loop on typed arrays (dot products summed in float64, rounded to float32
-// once), and FP8 linears/experts use the seed ops' references. Slow — O(weights × tokens) in
+// once), and FP8 linears/experts use the references of MLC LLM's ops. Slow — O(weights × tokens) in
 // JavaScript — and meant for tiny test models only.
 
 import { widenToFloat32 } from '../../fp8/dtypes.js';
@@ -241,7 +241,7 @@ async function attentionBlock(runner: ModelRunner, scope: WeightScope, layer: nu
   return referenceLinear(await scope.linear(p.o), o, tokens);
 }
 
-/** The experts of one MoE block on the host, in the seed's module semantics when all are FP8. */
+/** The experts of one MoE block on the host, in MLC LLM's module semantics when all are FP8. */
 async function moeBlock(runner: ModelRunner, scope: WeightScope, layer: number, x: Float32Array, tokens: number): Promise<Float32Array> {
   const spec = runner.spec;
   const plan = layerPlan(spec, runner.weights, layer);

@@ -1,5 +1,5 @@
 // MoE routing on the host: router logits (computed in a graph) → each token's top-k experts and
-// their weights, then the expert-sorted layout the seed's MoE experts op takes (rows grouped by
+// their weights, then the expert-sorted layout MLC LLM's MoE experts op takes (rows grouped by
 // expert, `indptr` offsets) and the inverse map that brings expert outputs back to tokens.
 //
 // Routing is data-dependent control flow: doing it here keeps the graphs static (they are built
@@ -127,7 +127,7 @@ export function routeTokens(
   return { tokens, topK: k, experts, weights };
 }
 
-/** Assignments grouped by expert, in the layout of the seed's `indptr`. */
+/** Assignments grouped by expert, in the layout of MLC LLM's `indptr`. */
 export interface ExpertGroups {
   /** Experts that received at least one row, ascending. */
   readonly experts: readonly number[];
@@ -138,7 +138,7 @@ export interface ExpertGroups {
   /** `[tokens * topK]`: the sorted row of assignment (t, i). */
   readonly assignmentRow: Int32Array;
   readonly rows: number;
-  /** True for a single token's top-k slots in routing order (the seed's expert_indices path). */
+  /** True for a single token's top-k slots in routing order (MLC LLM's expert_indices path). */
   readonly single?: boolean;
 }
 

@@ -390,7 +390,7 @@ export class ModelRunner {
     const act = (g: Value, u: Value): Value => b.mul(b.act(g, this.spec.hiddenAct), u);
     const gptOss = this.spec.gptOssExperts;
     if (experts.every((w) => expertLinears(w).every((l) => l.kind === 'fp8'))) {
-      // The seed's BlockScaleQuantizeMixtralExperts: one call per projection over all routed experts.
+      // MLC LLM's BlockScaleQuantizeMixtralExperts: one call per projection over all routed experts.
       const routing = expertsRouting(groups);
       const xIn = groups.single ? xn : sorted;
       const run = (projection: 'gateUp' | 'gate' | 'up' | 'down', x: Value): Value =>
@@ -457,7 +457,7 @@ export class ModelRunner {
   /**
    * Captured expert inputs through this checkpoint's FP8 experts, one experts-op call per
    * projection: the captured rows of every expert concatenated in expert order with their
-   * indptr (or, for a single token, expert_indices), as the seed's module receives them.
+   * indptr (or, for a single token, expert_indices), as MLC LLM's module receives them.
    * Stacked experts run gate and up as one fused projection on the gate's captured input.
    */
   private addExpertProbes(b: ModelGraph, loaded: ReadonlyMap<number, ExpertWeights>, probes: LayerCaptures, single: boolean): void {
@@ -561,7 +561,7 @@ export class ModelRunner {
   }
 }
 
-/** A single token: its k experts in top-k order, each one row (the seed's expert_indices path). */
+/** A single token: its k experts in top-k order, each one row (MLC LLM's expert_indices path). */
 function singleTokenGroups(routing: TokenRouting): ExpertGroups {
   const k = routing.topK;
   return {

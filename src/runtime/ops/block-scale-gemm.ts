@@ -1,4 +1,4 @@
-// The seed's batched (m > 1) block-scale GEMM, the CUTLASS/Triton fp8_groupwise_scaled_gemm:
+// MLC LLM's batched (m > 1) block-scale GEMM, the CUTLASS/Triton fp8_groupwise_scaled_gemm:
 // activations are quantized per token in groups of bk with rowwise_group_quant_fp8 (into the
 // weight's FP8 format), then, over the K blocks,
 //   acc_f32[m, n] += (x_q[m, kb-block] · w_q[n, kb-block]ᵀ) * x_scale[m, kb] * w_scale[n / bn, kb].

@@ -1,9 +1,9 @@
-// BlockScaleQuantizeLinear.forward of the seed: one token (M == 1) takes the W8A16 GEMV, more
+// MLC LLM's BlockScaleQuantizeLinear.forward (block_scale_quantization): one token (M == 1) takes the W8A16 GEMV, more
 // take the block-scale GEMM with dynamically quantized activations. With a static M the emitter
 // picks the path while building; with a symbolic M it emits an ONNX If on M == 1, so one graph
-// serves decode and prefill the way the seed's runtime dispatch does.
+// serves decode and prefill the way MLC LLM's runtime dispatch does.
 //
-// Bias: the seed's M == 1 branch returns the GEMV result without adding the bias (only the GEMM
+// Bias: MLC LLM's M == 1 branch returns the GEMV result without adding the bias (only the GEMM
 // branch adds it). That is a bug for any linear with a bias (Qwen2's q/k/v), and a verifier must
 // not copy it: here both paths add the bias.
 

@@ -1,4 +1,4 @@
-// dequantize_float8_groupwise_scaled_gemv: the seed's single-token (m = 1) path. Weights are
+// dequantize_float8_groupwise_scaled_gemv: MLC LLM's single-token (m = 1) path. Weights are
 // dequantized, w[n, k] = fp8(w)[n, k] * scale_inv[n / bn, k / bk] in float32, and the activations
 // are NOT quantized (W8A16): y = x · wᵀ.
 //
@@ -7,9 +7,9 @@
 // initializers, so onnxruntime folds the dequantization into one float32 weight at session
 // creation: four bytes per weight element in memory, acceptable for verification.
 //
-// The seed asserts x is [1, K]; both versions here accept [M, K] and treat every row as its own
+// MLC LLM asserts x is [1, K]; both versions here accept [M, K] and treat every row as its own
 // GEMV, which the MoE single-token path needs (one row per selected expert). A float16 x is
-// widened and the result is float32 (the seed computes in the model dtype; float32 is the more
+// widened and the result is float32 (MLC LLM computes in the model dtype; float32 is the more
 // accurate yardstick for a verifier).
 
 import { decodeTableFor } from '../../fp8/index.js';
@@ -30,7 +30,7 @@ import {
   type Fp8Tensor,
 } from './types.js';
 
-/** Checks a weight/scale pair against SPEC.md section 1 and returns [N, K]. */
+/** Checks a weight/scale pair against docs/FORMAT.md §1 and returns [N, K]. */
 export function checkBlockWeight(w: Fp8Tensor, wScaleInv: F32Tensor, block: BlockShape): [number, number] {
   checkBlock(block);
   checkSize('weight', w.shape, w.codes.length);

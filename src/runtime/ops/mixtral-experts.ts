@@ -1,8 +1,8 @@
-// BlockScaleQuantizeMixtralExperts.forward of the seed, the MoE expert projections. Like the
+// MLC LLM's BlockScaleQuantizeMixtralExperts.forward (block_scale_quantization), the MoE expert projections. Like the
 // seed, it dispatches on the rank of its routing tensor:
 // - `indptr` [E + 1]: rows of x are sorted by expert and expert e owns rows
 //   [indptr[e], indptr[e + 1]); each expert's rows go through the block-scale GEMM (activations
-//   quantized per token), even a group of one row, as the seed's group GEMM does;
+//   quantized per token), even a group of one row, as MLC LLM's group GEMM does;
 // - `expert_indices` [1, k] (single token): each selected expert runs the W8A16 GEMV. x is
 //   [1, K] for the up/gate projections (the token goes to every selected expert) or [k, K] for
 //   the down projection (row i goes to expert_indices[0, i]); the result is [k, N].

@@ -1,12 +1,12 @@
-// rowwise_group_quant_fp8: dynamic per-token activation quantization of the seed (MLC's
-// block_scale_quantization.py). Per row, per group of `groupSize` along the last axis:
+// rowwise_group_quant_fp8: dynamic per-token activation quantization of MLC LLM's
+// block_scale_quantization (block_scale_quantization.py). Per row, per group of `groupSize` along the last axis:
 // amax = max(max|x|, eps), scale = amax / FP8_MAX, x_q = fp8(clamp(x / scale, -max, max)), all in
-// float32 with one correctly rounded division per element (SPEC.md section 2). Scales are
+// float32 with one correctly rounded division per element (docs/FORMAT.md §2). Scales are
 // [..., ceil(K/g)], or [G, ...] with `transposeScale` (the CUTLASS layout).
 //
 // Both a plain reference on typed arrays and the ONNX emitter live here, so they are read side
 // by side. The emitter pads the last axis with zeros to whole groups: zeros never raise an amax
-// (it is at least eps > 0), so the edge group covers only the real elements, as in the seed.
+// (it is at least eps > 0), so the edge group covers only the real elements, as in MLC LLM.
 
 import { encoderFor } from '../../fp8/index.js';
 import { DataType } from '../onnx/data-type.js';
@@ -29,7 +29,7 @@ import {
   type Fp8Tensor,
 } from './types.js';
 
-/** The seed's default: keeps an all-zero group's scale finite and positive. */
+/** MLC LLM's default: keeps an all-zero group's scale finite and positive. */
 export const DEFAULT_QUANT_EPS = 1e-10;
 
 export interface RowwiseGroupQuantOptions {
@@ -119,7 +119,7 @@ export function emitGroupedQuant(
   const groups = ceilDiv(k, groupSize);
   const lead = x.shape.slice(0, -1);
   const max = fp8Max(format);
-  // The seed takes amax and divides in float32 whatever the model dtype (`astype("float32")`).
+  // MLC LLM takes amax and divides in float32 whatever the model dtype (`astype("float32")`).
   const grouped = emitFloatGroups(g, x, groupSize, groups);
   const abs = g.op('Abs', [grouped], { dtype: DataType.FLOAT, shape: grouped.shape, name: 'abs' });
   const scaleShape = [...lead, groups, 1];

@@ -1,5 +1,5 @@
 // static_activation_group_quant_fp8 and broadcast_activation_scale: the static activation scheme
-// of the seed (SPEC.md section 6). Activations are quantized with calibrated per-input-group
+// of MLC LLM's block_scale_quantization (docs/FORMAT.md §6). Activations are quantized with calibrated per-input-group
 // scales, x_q = fp8(clamp(x / activation_scale[j / group_size])), and the same scales are
 // broadcast to the per-token layout the block-scale GEMM takes. A one-element scale applies to
 // every group (checkpoints may store a scalar that runtimes broadcast).

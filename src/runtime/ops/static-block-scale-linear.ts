@@ -1,9 +1,9 @@
-// BlockScaleQuantizeLinearStaticActivation.forward of the seed (MLC LLM, used by Ministral-3):
+// MLC LLM's BlockScaleQuantizeLinearStaticActivation.forward (block_scale_quantization, used by Ministral-3):
 // activations are quantized with the calibrated `activation_scale` (static_activation_group_quant_fp8,
 // group = bk) instead of per-token scales, and the block-scale GEMM takes the same scales
 // broadcast to every token (broadcast_activation_scale):
 //   acc_f32[m, n] += (x_q[m, kb-block] · w_q[n, kb-block]ᵀ) * activation_scale[kb] * w_scale[n / bn, kb].
-// Unlike the dynamic linear there is no GEMV branch: the seed's static forward runs the GEMM for
+// Unlike the dynamic linear there is no GEMV branch: MLC LLM's static forward runs the GEMM for
 // any number of tokens, one included. A one-element scale applies to every group (a per-tensor
 // scale, as transformers stores it).
 

@@ -18,7 +18,7 @@ import { performance } from 'node:perf_hooks';
 import type { BatchShape } from '../models/layer-graphs.js';
 import { layerLinears, type LayerPlan } from '../models/layer-plan.js';
 import { HostBufferPool } from '../models/buffer-pool.js';
-import { ModelRunner, type ExtraProbe, type LayerCaptures } from '../models/runner.js';
+import { ModelRunner, type ExtraProbe, type LayerCaptures, type LayerResult } from '../models/runner.js';
 import { generateInputIds, type TokenBatch } from '../models/token-ids.js';
 import { WeightAccounting, type WeightScope } from '../models/weights.js';
 import type { Device } from '../onnx/session.js';
@@ -214,7 +214,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       const plan = quantized.plan(layer);
       // Scope of the quantized checkpoint's w_uk/w_uv heads: they live in its pooled buffers until the layer has run.
       const quantizedScope = quantized.weights.scope();
-      let rq;
+      let rq: LayerResult;
       let extra: LayerExtraProbes;
       try {
         extra = await layerExtraProbes(original, quantized, plan, ro.captures, quantizedScope);
