@@ -7,11 +7,12 @@
 // the CLI prints, report text passes through the secret redaction (a path or message could hold a
 // Hub token).
 
-import { appendFile, lstat, mkdir, open, realpath, rename, rm } from 'node:fs/promises';
+import { appendFile, lstat, mkdir, open, rename, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { ExitError, UsageError } from '../common/errors.js';
 import { redactSecrets } from '../common/redact.js';
+import { realPathOfPrefix } from '../../io/pipeline/output-folder.js';
 
 /** A report file fp8q will not write (exists without --force, is a folder). */
 export class ReportFileError extends ExitError {
@@ -24,15 +25,6 @@ export interface ReportTarget {
   readonly path: string;
 }
 
-async function realPathOfPrefix(path: string): Promise<string> {
-  const abs = resolve(path);
-  try {
-    return await realpath(abs);
-  } catch {
-    const parent = dirname(abs);
-    return parent === abs ? abs : join(await realPathOfPrefix(parent), basename(abs));
-  }
-}
 
 function isInside(folder: string, path: string): boolean {
   const rel = relative(folder, path);

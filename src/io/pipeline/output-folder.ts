@@ -16,7 +16,7 @@ import { formatBytes } from '../sizes.js';
  * The absolute path with symbolic links resolved as far as the path exists (the output folder
  * usually does not yet), so that `-o link-to-input` is seen for what it is.
  */
-async function realPathOfPrefix(path: string): Promise<string> {
+export async function realPathOfPrefix(path: string): Promise<string> {
   const abs = resolve(path);
   try {
     return await realpath(abs);

@@ -58,15 +58,17 @@ function checkCount(what: string, n: number, max = Number.MAX_SAFE_INTEGER): voi
   if (!Number.isSafeInteger(n) || n < 1 || n > max) throw new CheckpointError(`${what} must be an integer from 1 to ${max}, got ${n}`);
 }
 
-async function readText(file: string): Promise<string> {
+/** A text file read whole, refused past MAX_CALIBRATION_TEXT_BYTES; `kind` says what it is for in messages. */
+export async function readWholeText(file: string, kind: 'calibration' | 'text'): Promise<string> {
   let size: number;
   try {
     size = (await stat(file)).size;
   } catch (e) {
-    throw new CheckpointError(`cannot read calibration file ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new CheckpointError(`cannot read ${kind} file ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   if (size > MAX_CALIBRATION_TEXT_BYTES) {
-    throw new CheckpointError(`${file} is ${size} bytes; calibration text is read whole, up to ${MAX_CALIBRATION_TEXT_BYTES} bytes: pass fewer samples`);
+    const what = kind === 'calibration' ? 'calibration text' : 'text';
+    throw new CheckpointError(`${file} is ${size} bytes; ${what} is read whole, up to ${MAX_CALIBRATION_TEXT_BYTES} bytes${kind === 'calibration' ? ': pass fewer samples' : ''}`);
   }
   return readFile(file, 'utf8');
 }
@@ -114,7 +116,7 @@ export async function readCalibrationSet(opts: CalibrationInputOptions): Promise
   if (kind === 'token-ids') {
     sources = (await tokenIdRows(opts.file)).map((row) => () => row);
   } else {
-    const content = await readText(opts.file);
+    const content = await readWholeText(opts.file, 'calibration');
     const texts = kind === 'jsonl' ? jsonlTexts(opts.file, content) : lines(content).filter((l) => l.trim() !== '');
     const tokenizer = await loadModelTokenizer(opts.modelDir);
     sources = texts.map((t) => () => Int32Array.from(tokenizer.encode(t)));

@@ -9,11 +9,11 @@
 // for even one row: then the one row is all of it. Limits (`maxSamples` rows, `maxTokens` tokens)
 // keep the first rows, so a run is reproducible from its flags.
 
-import { readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CheckpointError } from '../../io/errors.js';
-import { jsonlTexts, MAX_CALIBRATION_TEXT_BYTES } from './calibration-input.js';
+import { jsonlTexts, MAX_CALIBRATION_TEXT_BYTES, readWholeText } from './calibration-input.js';
 import { loadModelTokenizer, TOKENIZER_FILE } from './model-tokenizer.js';
 import { MAX_SEQUENCE, type TokenBatch } from '../models/token-ids.js';
 
@@ -80,25 +80,15 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-async function readTextFile(file: string): Promise<string> {
-  let size: number;
-  try {
-    size = (await stat(file)).size;
-  } catch (e) {
-    throw new CheckpointError(`cannot read text file ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  if (size > MAX_CALIBRATION_TEXT_BYTES) throw new CheckpointError(`${file} is ${size} bytes; text is read whole, up to ${MAX_CALIBRATION_TEXT_BYTES} bytes`);
-  return readFile(file, 'utf8');
-}
 
 async function documents(opts: TextInputOptions): Promise<{ file: string; texts: string[] }> {
   const s = opts.source;
-  if (s.kind === 'bundled') return { file: BUNDLED_TEXT_FILE, texts: [await readTextFile(BUNDLED_TEXT_FILE)] };
+  if (s.kind === 'bundled') return { file: BUNDLED_TEXT_FILE, texts: [await readWholeText(BUNDLED_TEXT_FILE, 'text')] };
   if (s.kind === 'text') {
-    const text = s.file === '-' ? await (opts.stdin ?? readStdin)() : await readTextFile(s.file);
+    const text = s.file === '-' ? await (opts.stdin ?? readStdin)() : await readWholeText(s.file, 'text');
     return { file: s.file, texts: [text] };
   }
-  return { file: s.file, texts: jsonlTexts(s.file, await readTextFile(s.file)) };
+  return { file: s.file, texts: jsonlTexts(s.file, await readWholeText(s.file, 'text')) };
 }
 
 /** max_position_embeddings and vocab_size from `<modelDir>/config.json`, where it says them. */
