@@ -283,7 +283,7 @@ def main():
     ap.add_argument("--fp8q-logits", required=True)
     ap.add_argument("--ids", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--fixtures", default="llama,mixtral,deepseek_v3")
+    ap.add_argument("--fixtures", default="llama,mixtral,deepseek_v3", help="comma-separated; a missing <fixture>-<format> folder is skipped")
     a = ap.parse_args()
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, kernels: {importlib.util.find_spec('kernels') is not None}, "
           f"compressed_tensors: {importlib.util.find_spec('compressed_tensors') is not None}, GPU: {torch.cuda.get_device_name(0)}", flush=True)
@@ -293,6 +293,8 @@ def main():
         fp8q_logits = {k: load_file(os.path.join(a.fp8q_logits, f"{fixture}.{k}.safetensors"))["logits"] for k in ("bf16", "fp8") if os.path.exists(os.path.join(a.fp8q_logits, f"{fixture}.{k}.safetensors"))}
         for fmt, suffix in (("hf", "hf"), ("compressed-tensors", "ct")):
             folder = os.path.join(a.converted, f"{fixture}-{suffix}")
+            if not os.path.isdir(folder):
+                continue
             r = check(folder, fixture, fmt, fp8q_logits, ids)
             results.append(r)
             print(json.dumps(r, indent=1)[:6000], flush=True)

@@ -294,3 +294,19 @@ test('convert --dry-run and inspect end with the deployment report', async () =>
   assert.equal(inspect, 0);
   assert.match(out.join(''), /deployment check \(block 128x128[^\n]*\n {2}engine +tp1 +tp2 +tp4 +tp8\n {2}vllm /);
 });
+
+test('transformers refuses fused FP8 experts with biases (gpt-oss), and names the rule; Llama has none', async () => {
+  const { deployCheckSourceOf } = await import('../src/io/inspect/deploy-check-input.js');
+  const { deployCheck } = await import('../src/passes/deploy-check/index.js');
+  const judge = async (name: string) => {
+    const source = await deployCheckSourceOf(join('fixtures', 'models', name));
+    return deployCheck(source.input, { engines: ['transformers'], tpSizes: [1] }).results[0]!;
+  };
+  const gptOss = await judge('gpt_oss');
+  assert.equal(gptOss.verdict, 'fails');
+  const bias = gptOss.findings.find((f) => f.rule === 'expert-bias');
+  assert.ok(bias, JSON.stringify(gptOss.findings));
+  assert.match(bias.message, /FP8Experts/);
+  const llama = await judge('llama');
+  assert.ok(!llama.findings.some((f) => f.rule === 'expert-bias'));
+});

@@ -194,6 +194,14 @@ export function blockScaleQuantizePass(
     warnings.push(`kept in the source dtype as vision/audio/image/projector modules of an unknown architecture: ${groups}; pass --include <pattern> to quantize them`);
   }
 
+  // Tied embeddings (no head tensor): loaders still build an lm_head Linear, sharing the embedding's
+  // weight, and would create it as FP8 (with a scale the checkpoint does not have) unless it is listed.
+  const moduleOf = (name: string): string => name.slice(0, name.lastIndexOf('.'));
+  const tied = tensors.some((t) => isEmbedding(moduleOf(t.name))) && !tensors.some((t) => isFinalFc(moduleOf(t.name)));
+  if (tied && !notConverted.includes('lm_head')) {
+    notConverted.push('lm_head');
+  }
+
   const reasons = new Map(modules.map((m) => [m.module, m.reason]));
   for (const t of tensors) {
     if (handled.has(t.name)) continue;

@@ -34,7 +34,8 @@ export type RuleId =
   | 'fused-partially-kept'
   | 'activation-groups'
   | 'tensor-names'
-  | 'dequantize-rows';
+  | 'dequantize-rows'
+  | 'expert-bias';
 
 export interface RuleSource {
   /** File in the engine's repository. */
@@ -98,7 +99,8 @@ export const RULE_SOURCES: Record<EngineId, Partial<Record<RuleId, RuleSource>>>
     'config-keys': { file: 'src/transformers/utils/quantization_config.py', where: 'FineGrainedFP8Config.post_init' },
     'activation-scheme': { file: 'src/transformers/utils/quantization_config.py', where: 'FineGrainedFP8Config.post_init' },
     'weight-dtype': { file: 'src/transformers/quantizers/quantizer_finegrained_fp8.py', where: 'create_quantized_param ("Expect quantized weights")' },
-    layout: { file: 'src/transformers/utils/quantization_config.py', where: 'CompressedTensorsConfig (needs compressed-tensors ≥ 0.13)' },
+    layout: { file: 'src/transformers/utils/quantization_config.py', where: 'CompressedTensorsConfig (needs compressed-tensors ≥ 0.11)' },
+    'expert-bias': { file: 'src/transformers/integrations/finegrained_fp8.py', where: 'FP8Experts.__init__ ("FP8Experts does not support bias for now")' },
     'scale-missing': { file: 'src/transformers/integrations/finegrained_fp8.py', where: 'FP8Linear.__init__ (weight_scale_inv)' },
     'scale-shape': { file: 'src/transformers/integrations/finegrained_fp8.py', where: 'FP8Linear.__init__' },
     'scale-dtype': { file: 'src/transformers/integrations/finegrained_fp8.py', where: 'FP8Linear.__init__ (float32)' },

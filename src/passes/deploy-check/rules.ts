@@ -391,12 +391,18 @@ function mlcRules(input: DeployCheckInput, tp: number, emit: Emit): void {
 function transformersRules(input: DeployCheckInput, tp: number, emit: Emit): void {
   const { bn, bk } = input.block;
   if (input.layout === 'compressed-tensors') {
-    emit('layout', 'compressed-tensors layout: transformers reads it through the compressed-tensors package, which needs version ≥ 0.13 for the keys fp8q writes', [], 'warn');
+    emit('layout', 'compressed-tensors layout: transformers reads it through the compressed-tensors package, which needs version ≥ 0.11 for the keys fp8q writes', [], 'warn');
   } else {
     const scheme = qcString(input, 'activation_scheme') ?? 'dynamic';
     if (scheme !== 'dynamic' && scheme !== 'static') emit('activation-scheme', `activation_scheme ${JSON.stringify(scheme)} not supported`);
     const sf = input.quantizationConfig['scale_fmt'];
     if (sf !== undefined && sf !== 'float' && sf !== 'ue8m0') emit('config-keys', `scale_fmt must be "float" or "ue8m0"; got ${JSON.stringify(sf)}`);
+  }
+  // Fused FP8 experts with biases (gpt-oss): transformers 5.17's FP8Experts asserts there are none.
+  const expertBiases = input.tensorNames.filter((n) => /\.experts\.(gate_up_proj|down_proj|gate_proj|up_proj)_bias$/.test(n));
+  const fusedFp8Experts = input.linears.some((l) => l.experts > 0 && /\.experts(\.|$)/.test(l.module) && !/\.experts\.\d+\./.test(l.module));
+  if (expertBiases.length > 0 && fusedFp8Experts) {
+    emit('expert-bias', `fused FP8 experts with biases (${expertBiases.length} bias tensors): FP8Experts refuses them at load ("does not support bias for now")`, expertBiases);
   }
   for (const g of derived(input).plainByShape) {
     const l = g[0]!;
@@ -496,7 +502,7 @@ function mlaDimsOf(input: DeployCheckInput): { nope: number; v: number } | undef
 function fp8ConfigRules(engine: EngineId, input: DeployCheckInput, emit: Emit): void {
   if (input.layout === 'compressed-tensors') {
     if (engine === 'sglang') emit('layout', 'compressed-tensors layout: checked against SGLang\'s "fp8" method only; its compressed-tensors loader is not covered by these rules', [], 'warn');
-    else emit('layout', 'compressed-tensors layout: read through the compressed-tensors package, which needs version ≥ 0.13 for the quantization-args keys fp8q writes (scale_dtype, zp_dtype)', [], 'warn');
+    else emit('layout', 'compressed-tensors layout: read through the compressed-tensors package, which needs version ≥ 0.11 for the keys fp8q writes (block strategy, block_structure, transform_config)', [], 'warn');
     return;
   }
   const qm = qcString(input, 'quant_method');
