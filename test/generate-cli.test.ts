@@ -76,6 +76,8 @@ before(async () => {
     /* 12 */ ['generate', STORIES, '--prompt', 'x', '--max-new-tokens', '0'],
     /* 13 */ ['generate', join(MODELS, 'llama'), '--prompt', 'x', ...cpu],
     /* 14 */ ['generate', STORIES, '--prompt', 'x', '--compare', join(work, 'missing'), ...cpu],
+    /* 15 */ ['generate', STORIES, '--prompt', 'x', '--compare', STORIES, '--json', ...cpu],
+    /* 16 */ ['generate', STORIES, '--prompt', 'x', '--compare', join(MODELS, 'llama'), ...cpu],
   ]);
 });
 
@@ -179,6 +181,16 @@ test('a model without tokenizer.json, and a missing --compare folder: exit 1 bef
   assert.match(r[14]!.stderr, /missing/);
   assert.doesNotMatch(r[14]!.stderr, /tokens in/);
   assert.equal(r[14]!.stdout, '');
+});
+
+test('--compare with the model itself or with another model: exit 2 before anything runs', () => {
+  assert.equal(r[15]!.code, 2, r[15]!.stderr);
+  const err = (JSON.parse(r[15]!.stdout) as { error: { code: string; message: string } }).error;
+  assert.equal(err.code, 'E_USAGE');
+  assert.match(err.message, /stories260K is the model itself: give its FP8 conversion/);
+  assert.equal(r[16]!.code, 2, r[16]!.stderr);
+  assert.match(r[16]!.stderr, /^fp8q: --compare: .*llama is not a conversion of .*stories260K: num_hidden_layers 5 vs 2, .*vocab_size 512 vs 1024/);
+  for (const x of [r[15]!, r[16]!]) assert.doesNotMatch(x.stderr, /tokens in|internal error/);
 });
 
 test('comparison layout: side by side when wide, one after the other when narrow or not a terminal', () => {

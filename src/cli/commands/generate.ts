@@ -15,6 +15,8 @@ import { promptIds, promptSettings, type PromptSettings } from '../../runtime/ge
 import { GREEDY, type SamplingOptions } from '../../runtime/generate/sampling.js';
 import { TextStream } from '../../runtime/generate/text-stream.js';
 import { WEIGHT_MODE_REQUESTS, type WeightModeChoice, type WeightModeRequest } from '../../runtime/generate/weight-residency.js';
+import { modelSpecOf } from '../../runtime/models/config.js';
+import { checkSameModel, VerifyArgumentsError } from '../../runtime/verify/checkpoint-pair.js';
 import { UsageError } from '../errors.js';
 import { parsePositiveInt } from '../options.js';
 import { info, outputMode, printJson, warn, type OutputMode } from '../output.js';
@@ -209,7 +211,7 @@ export async function generateCommand(model: string, flags: GenerateFlags): Prom
   const device = await selectDevice(parseDeviceFlag(flags.device));
   const prepared = await prepare(model, flags, mode);
   // A bad --compare folder is reported before the original model has run.
-  if (flags.compare !== undefined) await (await Checkpoint.open(flags.compare)).close();
+  if (flags.compare !== undefined) await checkComparedModel(model, flags.compare);
   const base = {
     device: device.device,
     ...(threads === undefined ? {} : { intraOpThreads: threads }),
@@ -261,6 +263,33 @@ async function generateOne(
   };
   if (mode.json) printJson(report);
   return report;
+}
+
+/**
+ * `--compare` must name another copy of the same model: the same folder again compares nothing,
+ * and a different model (another vocabulary, other sizes) would be decoded with the original's
+ * tokenizer and teacher-forced on ids it does not share. Exit 2, before any model runs.
+ */
+async function checkComparedModel(original: string, compared: string): Promise<void> {
+  const o = await Checkpoint.open(original);
+  try {
+    const q = await Checkpoint.open(compared);
+    try {
+      const side = (c: Checkpoint) => ({ checkpoint: c, spec: modelSpecOf(c.config, c.dir, (n) => c.has(n)) });
+      await checkSameModel(
+        side(o),
+        side(q),
+        `${compared} is the model itself: give its FP8 conversion, e.g. fp8q generate ${original} --compare <converted>`,
+      );
+    } catch (e) {
+      if (e instanceof VerifyArgumentsError) throw new UsageError(`--compare: ${e.message}`);
+      throw e;
+    } finally {
+      await q.close();
+    }
+  } finally {
+    await o.close();
+  }
 }
 
 async function compareTwo(
