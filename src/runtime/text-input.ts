@@ -85,7 +85,8 @@ async function readTextFile(file: string): Promise<string> {
   try {
     size = (await stat(file)).size;
   } catch (e) {
-    throw new CheckpointError(`cannot read text file ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CheckpointError(`cannot read text file ${file} (${code ?? (e as Error).message})`, code === 'ENOENT' ? 'E_INPUT_MISSING' : 'E_INPUT_MALFORMED');
   }
   if (size > MAX_CALIBRATION_TEXT_BYTES) throw new CheckpointError(`${file} is ${size} bytes; text is read whole, up to ${MAX_CALIBRATION_TEXT_BYTES} bytes`);
   return readFile(file, 'utf8');
