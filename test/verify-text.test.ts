@@ -23,6 +23,8 @@ import { verifyCheckpoints, type VerifyReport } from '../src/runtime/verify/veri
 import { copyCheckpointWithEdits, scaleF32 } from './helpers/checkpoint-edit.js';
 import { testDevice } from './helpers/device.js';
 import { FIXTURES, MODELS, modelDir, readAll } from './helpers/fixtures.js';
+import { assertJsonError } from './helpers/hostile.js';
+import { runCli } from './helpers/safety.js';
 
 const STORIES = join(MODELS, 'stories260K');
 const IN_DOMAIN = join(FIXTURES, 'text', 'stories-in-domain.txt');
@@ -208,6 +210,16 @@ test('refusals: swapped arguments, the same folder twice, no FP8 in the second, 
   await dequantCheckpoint({ input: sound, output: dequantized });
   await refused(STORIES, dequantized, /holds no FP8 tensors, so there is nothing to verify/);
   await refused(modelDir('llama'), sound, /is not a conversion of .*num_hidden_layers 2 vs 5, hidden_size 256 vs 64, vocab_size 1024 vs 512/);
+});
+
+test('rows of one token are refused on text (no next token to predict, the perplexity gate would judge NaN)', async () => {
+  for (const flags of [['--seq-len', '1'], ['--max-tokens', '1'], ['--text', IN_DOMAIN, '--seq-len', '1']]) {
+    const r = await runCli(['verify', STORIES, sound, ...flags, '--device', 'cpu', '--json']);
+    assert.match(assertJsonError(r, 'E_USAGE', 2).message, new RegExp(`^invalid ${flags.at(-2)} "1": verify on text needs rows of at least 2 tokens`));
+    assert.doesNotMatch(r.stderr, /layer 1\//, 'refused before any layer ran');
+  }
+  // Random ids have no perplexity: one token stays a valid (if small) run.
+  assert.equal((await runCli(['verify', STORIES, sound, '--tokens', '1', '--device', 'cpu', '--quiet'])).code, 0);
 });
 
 test('an FP8 original against its re-quantized conversion stays a valid comparison', async () => {

@@ -75,6 +75,15 @@ export async function verifyCommand(original: string, quantized: string, flags: 
   if (flags.seed !== undefined && (flags.text !== undefined || flags.dataset !== undefined || flags.inputIds !== undefined)) {
     throw new UsageError('--seed applies to random ids (--tokens), not to --text, --dataset or --input-ids');
   }
+  if (flags.inputIds === undefined && flags.tokens === undefined) {
+    // Perplexity predicts each token from the ones before it in its row: a row of one token predicts
+    // nothing, and the perplexity gate would judge NaN.
+    for (const [flag, value] of [['--seq-len', flags.seqLen], ['--max-tokens', flags.maxTokens]] as const) {
+      if (value !== undefined && parsePositiveInt(flag, value) < 2) {
+        throw new UsageError(`invalid ${flag} "${value}": verify on text needs rows of at least 2 tokens (perplexity predicts each token from the ones before it)`);
+      }
+    }
+  }
   const device = flags.device ?? 'auto';
   if (!isDeviceRequest(device)) throw new UsageError(`invalid --device "${device}": expected auto, cpu or cuda`);
   const tokens = flags.tokens === undefined ? undefined : parsePositiveInt('--tokens', flags.tokens);
