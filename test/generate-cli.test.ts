@@ -47,6 +47,7 @@ let r: CliResult[];
 let fp8: string;
 let chatModel: string;
 let promptsFile: string;
+let foreignTokenizer: string;
 
 before(async () => {
   work = await mkdtemp(join(tmpdir(), 'generate-cli-'));
@@ -57,6 +58,11 @@ before(async () => {
   for (const f of await readdir(STORIES)) await copyFile(join(STORIES, f), join(chatModel, f));
   const tc = JSON.parse(await readFile(join(STORIES, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
   await writeFile(join(chatModel, 'tokenizer_config.json'), JSON.stringify({ ...tc, chat_template: CHAT_TEMPLATE }));
+  // A 256-token model given stories260K's 512-token tokenizer.
+  foreignTokenizer = join(work, 'gemma3-foreign-tokenizer');
+  await mkdir(foreignTokenizer);
+  for (const f of await readdir(join(MODELS, 'gemma3_text'))) await copyFile(join(MODELS, 'gemma3_text', f), join(foreignTokenizer, f));
+  await copyFile(join(STORIES, 'tokenizer.json'), join(foreignTokenizer, 'tokenizer.json'));
   promptsFile = join(work, 'prompts.txt');
   await writeFile(promptsFile, 'Once upon a time\n\nThe dog\n');
   const cpu = ['--device', 'cpu'];
@@ -78,6 +84,7 @@ before(async () => {
     /* 14 */ ['generate', STORIES, '--prompt', 'x', '--compare', join(work, 'missing'), ...cpu],
     /* 15 */ ['generate', STORIES, '--prompt', 'x', '--compare', STORIES, '--json', ...cpu],
     /* 16 */ ['generate', STORIES, '--prompt', 'x', '--compare', join(MODELS, 'llama'), ...cpu],
+    /* 17 */ ['generate', foreignTokenizer, '--prompt', 'Once upon a time', '--json', ...cpu],
   ]);
 });
 
@@ -191,6 +198,14 @@ test('--compare with the model itself or with another model: exit 2 before anyth
   assert.equal(r[16]!.code, 2, r[16]!.stderr);
   assert.match(r[16]!.stderr, /^fp8q: --compare: .*llama is not a conversion of .*stories260K: num_hidden_layers 5 vs 2, .*vocab_size 512 vs 1024/);
   for (const x of [r[15]!, r[16]!]) assert.doesNotMatch(x.stderr, /tokens in|internal error/);
+});
+
+test("a tokenizer whose ids pass the model's vocabulary: one line naming it, before any layer runs", () => {
+  assert.equal(r[17]!.code, 1, r[17]!.stderr);
+  const err = (JSON.parse(r[17]!.stdout) as { error: { code: string; message: string } }).error;
+  assert.equal(err.code, 'E_INPUT_MALFORMED');
+  assert.match(err.message, /tokenizer\.json gives token id \d+ for prompt 1, outside the model's vocab_size 256: is it the model's own tokenizer\?$/);
+  assert.doesNotMatch(r[17]!.stderr, /tokens in|embed_tokens/);
 });
 
 test('comparison layout: side by side when wide, one after the other when narrow or not a terminal', () => {

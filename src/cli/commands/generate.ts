@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { loadModelTokenizer, type ModelTokenizer } from '../../runtime/calibration/model-tokenizer.js';
 import { selectDevice, type DeviceSelection } from '../../runtime/device.js';
 import { Checkpoint } from '../../io/checkpoint.js';
+import { CheckpointError } from '../../io/errors.js';
 import { firstDivergence, identicalPrefix, layoutColumns, markedText, stepTable, summarizePrefixes, tokenCell, DIVERGENCE_CLOSE, DIVERGENCE_OPEN, type PrefixSummary } from '../../runtime/generate/compare.js';
 import { runGeneration, type GenerationRun, type GenerationRunOptions, type ModelRunInfo, type TimedGeneration } from '../../runtime/generate/generate-run.js';
 import type { StopReason } from '../../runtime/generate/generate-tokens.js';
@@ -191,12 +192,24 @@ async function prepare(model: string, flags: GenerateFlags, mode: OutputMode): P
   const tokenizer = await loadModelTokenizer(model, 'to tokenize the prompt and decode the output', '');
   const checkpoint = await Checkpoint.open(model);
   let settings: PromptSettings;
+  let vocabSize: number;
   try {
     settings = await promptSettings(model, checkpoint.config, tokenizer);
+    vocabSize = modelSpecOf(checkpoint.config, model, (n) => checkpoint.has(n)).vocabSize;
   } finally {
     await checkpoint.close();
   }
   const ids = prompts.map((p) => promptIds(tokenizer, settings, p, flags.chat === true, model));
+  // A tokenizer.json from another model gives ids past the embedding: say so before any layer runs.
+  for (const [p, row] of ids.entries()) {
+    const bad = row.find((id) => id < 0 || id >= vocabSize);
+    if (bad !== undefined) {
+      throw new CheckpointError(
+        `${model}/tokenizer.json gives token id ${bad} for prompt ${p + 1}, outside the model's vocab_size ${vocabSize}: is it the model's own tokenizer?`,
+        'E_INPUT_MALFORMED',
+      );
+    }
+  }
   if (settings.stopIds.size === 0) warn(mode, `${model}: no eos_token_id in generation_config.json or config.json; generation stops only at --max-new-tokens`);
   return { tokenizer, settings, prompts, ids };
 }
