@@ -16,7 +16,7 @@ import { narrowFromFloat32, widenToFloat32 } from '../src/fp8/dtypes.js';
 import { convertCheckpoint, type ConvertOptions } from '../src/io/convert-checkpoint.js';
 import { dequantCheckpoint } from '../src/io/dequant-checkpoint.js';
 import { readInputIds } from '../src/runtime/models/token-ids.js';
-import { BUNDLED_TEXT_FILE, readTextInput, type TextSource } from '../src/runtime/text-input.js';
+import { BUNDLED_TEXT_FILE, modelTextLimits, readTextInput, type TextSource } from '../src/runtime/text-input.js';
 import { VerifyArgumentsError } from '../src/runtime/verify/checkpoint-pair.js';
 import { bf16FloorLinear, floorLinear, originalValues } from '../src/runtime/verify/fp8-floor.js';
 import { verifyCheckpoints, type VerifyReport } from '../src/runtime/verify/verify-checkpoints.js';
@@ -78,6 +78,11 @@ test("text input: the model's tokenizer with BOS per document, rows of --seq-len
   const bundled = await textInput({ kind: 'bundled' });
   assert.equal(bundled.description.file, BUNDLED_TEXT_FILE);
   assert.ok(bundled.description.tokensAvailable > 2000, `bundled sample: ${bundled.description.tokensAvailable} tokens`);
+});
+
+test("a VLM's text limits come from text_config, so a foreign tokenizer is named before the embedding fails", async () => {
+  assert.deepEqual(await modelTextLimits(modelDir('gemma3')), { contextLength: 256, vocabSize: 256 });
+  assert.deepEqual(await modelTextLimits(modelDir('llama')), { contextLength: 256, vocabSize: 1024 });
 });
 
 test('a model without tokenizer.json: a clear error naming the alternatives', async () => {

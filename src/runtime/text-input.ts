@@ -110,9 +110,11 @@ export async function modelTextLimits(modelDir: string): Promise<{ contextLength
   } catch {
     return {};
   }
+  const at = (o: unknown, key: string): unknown => (typeof o === 'object' && o !== null ? (o as Record<string, unknown>)[key] : undefined);
+  // A VLM (Qwen2.5-VL, Gemma 3, Mistral 3 …) says its language model's limits in text_config.
   const num = (key: string): number | undefined => {
-    const v = typeof config === 'object' && config !== null ? (config as Record<string, unknown>)[key] : undefined;
-    return typeof v === 'number' && Number.isSafeInteger(v) && v > 0 ? v : undefined;
+    for (const v of [at(config, key), at(at(config, 'text_config'), key)]) if (typeof v === 'number' && Number.isSafeInteger(v) && v > 0) return v;
+    return undefined;
   };
   const contextLength = num('max_position_embeddings');
   const vocabSize = num('vocab_size');
