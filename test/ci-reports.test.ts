@@ -320,6 +320,13 @@ describe('reports through the CLI on the llama fixture', () => {
     assert.match(summary, /## fp8q verify: ✅ passed[\s\S]*## fp8q verify: ❌ failed/);
   });
 
+  test('$GITHUB_STEP_SUMMARY inside a model folder is skipped with a warning, the run unaffected', async () => {
+    const [r] = await fp8qBatch([verify(fp8)], { ...process.env, GITHUB_STEP_SUMMARY: join(fp8, 'summary.md') });
+    assert.equal(r!.code, 0, r!.stderr);
+    assert.match(r!.stderr, /^warning: \$GITHUB_STEP_SUMMARY \(.*summary\.md\) is inside the quantized folder .*: not appending the report to it\n$/);
+    assert.equal(await exists(join(fp8, 'summary.md')), false);
+  });
+
   test('report files follow the write rules: --force to replace, never inside a model folder, one file per report', async () => {
     assert.equal(results[2]!.code, 1);
     assert.match(results[2]!.stderr, /--junit .*sound\.xml exists: pass --force to replace it/);

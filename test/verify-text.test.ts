@@ -81,7 +81,7 @@ test("text input: the model's tokenizer with BOS per document, rows of --seq-len
 });
 
 test("a VLM's text limits come from text_config, so a foreign tokenizer is named before the embedding fails", async () => {
-  assert.deepEqual(await modelTextLimits(modelDir('gemma3')), { contextLength: 256, vocabSize: 256 });
+  assert.deepEqual(await modelTextLimits(join(MODELS, 'gemma3')), { contextLength: 256, vocabSize: 256 });
   assert.deepEqual(await modelTextLimits(modelDir('llama')), { contextLength: 256, vocabSize: 1024 });
 });
 

@@ -44,6 +44,13 @@ function isInside(folder: string, path: string): boolean {
   return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
 }
 
+/** The first of `folders` that holds `path` (after links), or undefined. */
+export async function folderHolding<F extends { readonly path: string }>(path: string, folders: readonly F[]): Promise<F | undefined> {
+  const abs = await realPathOfPrefix(path);
+  for (const f of folders) if (isInside(await realPathOfPrefix(f.path), abs)) return f;
+  return undefined;
+}
+
 /**
  * Refuse, before any work, report paths that cannot or must not be written: two flags naming one
  * file, a path inside one of `folders` (the models), an existing folder, an existing file without
