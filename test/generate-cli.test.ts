@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { after, before, test } from 'node:test';
 
 import type { CompareReport, GenerateReport } from '../src/cli/commands/generate.js';
@@ -85,6 +86,8 @@ before(async () => {
     /* 15 */ ['generate', STORIES, '--prompt', 'x', '--compare', STORIES, '--json', ...cpu],
     /* 16 */ ['generate', STORIES, '--prompt', 'x', '--compare', join(MODELS, 'llama'), ...cpu],
     /* 17 */ ['generate', foreignTokenizer, '--prompt', 'Once upon a time', '--json', ...cpu],
+    /* 18 */ ['generate', STORIES, '--prompts', work, '--json', ...cpu],
+    /* 19 */ ['generate', STORIES, '--prompts', join(work, 'absent.txt'), '--json', ...cpu],
   ]);
 });
 
@@ -206,6 +209,25 @@ test("a tokenizer whose ids pass the model's vocabulary: one line naming it, bef
   assert.equal(err.code, 'E_INPUT_MALFORMED');
   assert.match(err.message, /tokenizer\.json gives token id \d+ for prompt 1, outside the model's vocab_size 256: is it the model's own tokenizer\?$/);
   assert.doesNotMatch(r[17]!.stderr, /tokens in|embed_tokens/);
+});
+
+test('--prompts: a folder or a missing file is named as the input it is; - reads standard input', async () => {
+  const err = (x: CliResult): { code: string; message: string } => (JSON.parse(x.stdout) as { error: { code: string; message: string } }).error;
+  assert.equal(r[18]!.code, 1);
+  assert.deepEqual(err(r[18]!), { code: 'E_INPUT_MALFORMED', exitCode: 1, message: `--prompts ${work} is a folder: give a text file with one prompt per line` });
+  assert.equal(r[19]!.code, 1);
+  assert.equal(err(r[19]!).code, 'E_INPUT_MISSING');
+  const piped = await new Promise<CliResult>((resolve) => {
+    // The sources through tsx (not bin/, which runs the last build).
+    const entry = `const { main } = await import(${JSON.stringify(pathToFileURL(join(ROOT, 'src/cli/index.ts')).href)}); process.exitCode = await main(['node', 'fp8q', ...process.argv.slice(1)]);`;
+    const args = ['generate', STORIES, '--prompts', '-', '--max-new-tokens', '3', '--json', '--device', 'cpu'];
+    const child = execFile(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', entry, ...args], { cwd: ROOT }, (e, stdout, stderr) =>
+      resolve({ code: e ? Number(e.code) : 0, stdout, stderr }),
+    );
+    child.stdin!.end('Once upon a time\n');
+  });
+  assert.equal(piped.code, 0, piped.stderr);
+  assert.deepEqual((JSON.parse(piped.stdout) as GenerateReport).results[0]!.promptIds, [1, 403, 407, 261, 378]);
 });
 
 test('comparison layout: side by side when wide, one after the other when narrow or not a terminal', () => {

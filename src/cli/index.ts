@@ -182,7 +182,7 @@ export function buildProgram(): Command {
     .description("a model's continuation of a prompt, streamed; with --compare, an FP8 checkpoint's beside it")
     .argument('<model>', 'model folder (original or FP8)')
     .option('--prompt <text>', 'prompt text; repeatable', collect, [])
-    .option('--prompts <file>', 'more prompts, one per non-empty line')
+    .option('--prompts <file|->', 'more prompts, one per non-empty line (- reads standard input)')
     .option('--max-new-tokens <n>', 'most tokens generated per prompt (default 64)')
     .option('--temperature <x>', 'sampling temperature (default 0: greedy)')
     .option('--top-p <x>', 'sampling: keep the most likely tokens up to this probability (default 1)')

@@ -68,7 +68,8 @@ function checkCount(flag: string, n: number | undefined, max = Number.MAX_SAFE_I
   if (n !== undefined && (!Number.isSafeInteger(n) || n < 1 || n > max)) throw new CheckpointError(`${flag} must be an integer from 1 to ${max}, got ${n}`);
 }
 
-async function readStdin(): Promise<string> {
+/** Standard input as UTF-8 text, up to the same size limit as a text file. */
+export async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   let bytes = 0;
   for await (const chunk of process.stdin) {

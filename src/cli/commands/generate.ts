@@ -12,6 +12,7 @@ import { CheckpointError } from '../../io/errors.js';
 import { firstDivergence, identicalPrefix, layoutColumns, markedText, stepTable, summarizePrefixes, tokenCell, DIVERGENCE_CLOSE, DIVERGENCE_OPEN, type PrefixSummary } from '../../runtime/generate/compare.js';
 import { runGeneration, type GenerationRun, type GenerationRunOptions, type ModelRunInfo, type TimedGeneration } from '../../runtime/generate/generate-run.js';
 import type { StopReason } from '../../runtime/generate/generate-tokens.js';
+import { readStdin } from '../../runtime/text-input.js';
 import { promptIds, promptSettings, type PromptSettings } from '../../runtime/generate/prompt.js';
 import { GREEDY, type SamplingOptions } from '../../runtime/generate/sampling.js';
 import { TextStream } from '../../runtime/generate/text-stream.js';
@@ -122,11 +123,24 @@ function parseWeights(text: string | undefined): WeightModeRequest {
 }
 
 /** --prompt (repeatable) then the non-empty lines of --prompts. */
+/** `--prompts <file|->`: the file (or standard input, as `--text -` reads it), errors naming it as an input. */
+async function readPromptsFile(file: string): Promise<string> {
+  if (file === '-') return readStdin();
+  try {
+    return await readFile(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new CheckpointError(`--prompts ${file}: no such file`, 'E_INPUT_MISSING');
+    if (code === 'EISDIR') throw new CheckpointError(`--prompts ${file} is a folder: give a text file with one prompt per line`, 'E_INPUT_MALFORMED');
+    throw e;
+  }
+}
+
 async function collectPrompts(flags: GenerateFlags): Promise<string[]> {
   const prompts = [...(flags.prompt ?? [])];
   if (flags.prompts !== undefined) {
-    const lines = (await readFile(flags.prompts, 'utf8')).split(/\r?\n/).filter((l) => l.trim() !== '');
-    if (lines.length === 0) throw new UsageError(`${flags.prompts} has no prompts: write one per line`);
+    const lines = (await readPromptsFile(flags.prompts)).split(/\r?\n/).filter((l) => l.trim() !== '');
+    if (lines.length === 0) throw new UsageError(`${flags.prompts === '-' ? 'standard input' : flags.prompts} has no prompts: write one per line`);
     prompts.push(...lines);
   }
   if (prompts.length === 0) throw new UsageError('missing --prompt <text> (or --prompts <file>, one prompt per line)');
