@@ -9,7 +9,6 @@ import { execFile } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { after, before, test } from 'node:test';
 
 import type { CompareReport, GenerateReport } from '../src/cli/commands/generate.js';
@@ -218,10 +217,8 @@ test('--prompts: a folder or a missing file is named as the input it is; - reads
   assert.equal(r[19]!.code, 1);
   assert.equal(err(r[19]!).code, 'E_INPUT_MISSING');
   const piped = await new Promise<CliResult>((resolve) => {
-    // The sources through tsx (not bin/, which runs the last build).
-    const entry = `const { main } = await import(${JSON.stringify(pathToFileURL(join(ROOT, 'src/cli/index.ts')).href)}); process.exitCode = await main(['node', 'fp8q', ...process.argv.slice(1)]);`;
     const args = ['generate', STORIES, '--prompts', '-', '--max-new-tokens', '3', '--json', '--device', 'cpu'];
-    const child = execFile(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', entry, ...args], { cwd: ROOT }, (e, stdout, stderr) =>
+    const child = execFile(process.execPath, ['--import', 'tsx', join(ROOT, 'test/helpers/run-cli.ts'), ...args], { cwd: ROOT }, (e, stdout, stderr) =>
       resolve({ code: e ? Number(e.code) : 0, stdout, stderr }),
     );
     child.stdin!.end('Once upon a time\n');

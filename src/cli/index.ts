@@ -237,9 +237,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.once('SIGTERM', onSignal);
   try {
     const args = argv.slice(2);
-    if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
-      const { versionLines } = await import('./commands/version.js');
-      process.stdout.write(`${(await versionLines(version())).join('\n')}\n`);
+    // `--version` alone, or with --json (one document) / --quiet, which it would otherwise shadow.
+    if (args.some((a) => a === '--version' || a === '-V') && args.every((a) => ['--version', '-V', '--json', '--quiet', '-q'].includes(a))) {
+      const { versionInfo, versionLines } = await import('./commands/version.js');
+      if (args.includes('--json')) process.stdout.write(`${JSON.stringify(await versionInfo(version()), null, 2)}\n`);
+      else process.stdout.write(`${(await versionLines(version())).join('\n')}\n`);
       return EXIT_OK;
     }
     await buildProgram().parseAsync([...argv]);
