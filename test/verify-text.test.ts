@@ -24,7 +24,7 @@ import { copyCheckpointWithEdits, scaleF32 } from './helpers/checkpoint-edit.js'
 import { testDevice } from './helpers/device.js';
 import { FIXTURES, MODELS, modelDir, readAll } from './helpers/fixtures.js';
 import { assertJsonError } from './helpers/hostile.js';
-import { runCli } from './helpers/safety.js';
+import { assertOneLineFailure, runCli } from './helpers/safety.js';
 
 const STORIES = join(MODELS, 'stories260K');
 const IN_DOMAIN = join(FIXTURES, 'text', 'stories-in-domain.txt');
@@ -215,6 +215,11 @@ test('refusals: swapped arguments, the same folder twice, no FP8 in the second, 
   await dequantCheckpoint({ input: sound, output: dequantized });
   await refused(STORIES, dequantized, /holds no FP8 tensors, so there is nothing to verify/);
   await refused(modelDir('llama'), sound, /is not a conversion of .*num_hidden_layers 2 vs 5, hidden_size 256 vs 64, vocab_size 1024 vs 512/);
+  // Through the CLI: exit 2 and the refusal is the only line (no "verifying …" banner before it).
+  const cli = await runCli(['verify', sound, STORIES, '--device', 'cpu']);
+  assert.equal(cli.code, 2);
+  assert.equal(cli.stdout, '');
+  assertOneLineFailure(cli, /the arguments look swapped/);
 });
 
 test('rows of one token are refused on text (no next token to predict, the perplexity gate would judge NaN)', async () => {

@@ -104,7 +104,6 @@ export async function verifyCommand(original: string, quantized: string, flags: 
     if (text !== undefined) input = { input: text.batch, inputSource: { kind: 'text', text: text.description } };
     else info(mode, `${original} has no tokenizer.json: verifying on random token ids (--text or --input-ids give real input)`);
   }
-  info(mode, `verifying ${quantized} against ${original} on ${selection.device} (${selection.reason})`);
   const report = await runVerify({
     original,
     quantized,
@@ -117,7 +116,8 @@ export async function verifyCommand(original: string, quantized: string, flags: 
     ...(threads === undefined ? {} : { intraOpThreads: threads }),
     onEvent: (e) => {
       reports.observe(e);
-      if (e.type === 'start') info(mode, `  ${e.layers} layers, ${e.tokens} tokens`);
+      // Said once the two folders are known to be comparable: a refusal stays the only line.
+      if (e.type === 'start') info(mode, `verifying ${quantized} against ${original} on ${selection.device} (${selection.reason})\n  ${e.layers} layers, ${e.tokens} tokens`);
       else if (e.type === 'layer') info(mode, `  layer ${e.index + 1}/${e.count}`);
     },
   });
