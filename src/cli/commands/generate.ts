@@ -122,7 +122,6 @@ function parseWeights(text: string | undefined): WeightModeRequest {
   return found;
 }
 
-/** --prompt (repeatable) then the non-empty lines of --prompts. */
 /** `--prompts <file|->`: the file (or standard input, as `--text -` reads it), errors naming it as an input. */
 async function readPromptsFile(file: string): Promise<string> {
   if (file === '-') return readStdin();
@@ -136,6 +135,7 @@ async function readPromptsFile(file: string): Promise<string> {
   }
 }
 
+/** --prompt (repeatable) then the non-empty lines of --prompts. */
 async function collectPrompts(flags: GenerateFlags): Promise<string[]> {
   const prompts = [...(flags.prompt ?? [])];
   if (flags.prompts !== undefined) {
