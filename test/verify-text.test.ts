@@ -90,6 +90,9 @@ test('a model without tokenizer.json: a clear error naming the alternatives', as
     assert.match(e.message, /has no tokenizer\.json, so the bundled English sample cannot be tokenized .*--input-ids .*--tokens N/);
     return true;
   });
+  // logits has no --tokens: its message offers --input-ids alone.
+  const r = await runCli(['logits', modelDir('llama'), '--text', IN_DOMAIN, '-o', join(work, 'never.safetensors')]);
+  assertOneLineFailure(r, /has no tokenizer\.json, so --text cannot be tokenized .*--input-ids ids\.safetensors holding input_ids I64 \[B, T\]\)$/);
 });
 
 test('perplexity in the report matches a direct computation from fp8q logits', async () => {

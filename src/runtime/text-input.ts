@@ -44,6 +44,8 @@ export interface TextInputOptions {
   readonly vocabSize?: number;
   /** stdin, for `-` (tests pass their own). */
   readonly stdin?: () => Promise<string>;
+  /** Whether the command takes random ids (`--tokens N`, verify) to suggest instead; default true. */
+  readonly offerRandomIds?: boolean;
 }
 
 /** What a run's token ids are, for reports. */
@@ -123,14 +125,14 @@ export async function modelTextLimits(modelDir: string): Promise<{ contextLength
 }
 
 /** Says what a model without tokenizer.json can be given instead. */
-export async function loadTokenizerFor(modelDir: string, flag: string): ReturnType<typeof loadModelTokenizer> {
+export async function loadTokenizerFor(modelDir: string, flag: string, offerRandomIds = true): ReturnType<typeof loadModelTokenizer> {
   try {
     return await loadModelTokenizer(modelDir);
   } catch (e) {
     if (e instanceof CheckpointError && e.message.includes(`no ${TOKENIZER_FILE}`)) {
       throw new CheckpointError(
         `${modelDir} has no ${TOKENIZER_FILE}, so ${flag} cannot be tokenized with the model's own tokenizer: copy the model's ${TOKENIZER_FILE} ` +
-          'into the folder, or pass token ids instead (--input-ids ids.safetensors holding input_ids I64 [B, T], or --tokens N for random ids)',
+          `into the folder, or pass token ids instead (--input-ids ids.safetensors holding input_ids I64 [B, T]${offerRandomIds ? ', or --tokens N for random ids' : ''})`,
       );
     }
     throw e;
@@ -145,7 +147,7 @@ export async function readTextInput(opts: TextInputOptions): Promise<TextInput> 
   checkCount('--max-samples', opts.maxSamples);
   checkCount('--max-tokens', maxTokens);
   const flag = opts.source.kind === 'bundled' ? 'the bundled English sample' : opts.source.kind === 'text' ? '--text' : '--dataset';
-  const tokenizer = await loadTokenizerFor(opts.modelDir, flag);
+  const tokenizer = await loadTokenizerFor(opts.modelDir, flag, opts.offerRandomIds !== false);
   const { file, texts } = await documents(opts);
 
   const stream: number[] = [];
