@@ -233,6 +233,10 @@ test('rows of one token are refused on text (no next token to predict, the perpl
   }
   // Random ids have no perplexity: one token stays a valid (if small) run.
   assert.equal((await runCli(['verify', STORIES, sound, '--tokens', '1', '--device', 'cpu', '--quiet'])).code, 0);
+  // A perplexity limit given with random ids is said to be unused, not silently passed.
+  const noText = await runCli(['verify', STORIES, sound, '--tokens', '4', '--max-ppl-increase', '1', '--device', 'cpu', '--quiet']);
+  assert.equal(noText.code, 0, noText.stderr);
+  assert.equal(noText.stderr, 'warning: --max-ppl-increase applies to text input; random ids have no perplexity to compare, so the gate is not applied\n');
 });
 
 test('an FP8 original against its re-quantized conversion stays a valid comparison', async () => {

@@ -10,7 +10,7 @@ import { VerifyArgumentsError } from '../../runtime/verify/checkpoint-pair.js';
 import { verifyCheckpoints, type LinearReport, type VerifyOptions, type VerifyReport } from '../../runtime/verify/verify-checkpoints.js';
 import { EXIT_GATE_FAILED, ExitError, UsageError } from '../errors.js';
 import { parsePositiveInt } from '../options.js';
-import { info, outputMode, printJson } from '../output.js';
+import { info, outputMode, printJson, warn } from '../output.js';
 import { parseThreadsFlag, readModelInput, textInputFlagsGiven, type TextInputFlags } from './logits.js';
 import { VerifyReportWriter, type VerifyReportFlags } from '../reports/verify-reports.js';
 
@@ -93,6 +93,9 @@ export async function verifyCommand(original: string, quantized: string, flags: 
   const mode = outputMode(flags);
   const threads = parseThreadsFlag(flags.threads, mode);
 
+  if (flags.maxPplIncrease !== undefined && (flags.inputIds !== undefined || flags.tokens !== undefined || flags.seed !== undefined)) {
+    warn(mode, `--max-ppl-increase applies to text input; ${flags.inputIds !== undefined ? '--input-ids' : 'random ids'} have no perplexity to compare, so the gate is not applied`);
+  }
   const reports = await VerifyReportWriter.prepare(flags, { original, quantized });
   const selection = await selectDevice(device);
   // Input: --input-ids, --tokens (random), --text/--dataset, or by default the bundled English
