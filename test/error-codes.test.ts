@@ -150,6 +150,13 @@ describe('the newer commands never report their refusals as E_INTERNAL', () => {
     assertJsonError(await runCli(['setup-cuda', '--check', join(tmp.path, 'x.tgz'), '--json']), 'E_USAGE', 2);
   });
 
+  test('convert --calibration naming a missing file: E_INPUT_MISSING (exit 1) like every missing input, nothing written', async () => {
+    const out = join(tmp.path, 'calibration-out');
+    const r = await runCli(['convert', modelDir('llama'), '-o', out, '--activation-scheme', 'static', '--calibration', join(tmp.path, 'absent.txt'), '--json']);
+    assert.match(assertJsonError(r, 'E_INPUT_MISSING', 1).message, /^--calibration: no such file: .*absent\.txt$/);
+    assert.equal(existsSync(out), false);
+  });
+
   test('verify --text naming a missing file: E_INPUT_MISSING', async () => {
     // stories260K: a model with tokenizer.json, so the text file is what is looked for.
     const fp8 = join(tmp.path, 'stories-fp8-text');
