@@ -87,6 +87,7 @@ before(async () => {
     /* 17 */ ['generate', foreignTokenizer, '--prompt', 'Once upon a time', '--json', ...cpu],
     /* 18 */ ['generate', STORIES, '--prompts', work, '--json', ...cpu],
     /* 19 */ ['generate', STORIES, '--prompts', join(work, 'absent.txt'), '--json', ...cpu],
+    /* 20 */ ['generate', STORIES, '--prompt', 'x', '--max-new-tokens', '1', '--threads', '100000', ...cpu],
   ]);
 });
 
@@ -225,6 +226,11 @@ test('--prompts: a folder or a missing file is named as the input it is; - reads
   });
   assert.equal(piped.code, 0, piped.stderr);
   assert.deepEqual((JSON.parse(piped.stdout) as GenerateReport).results[0]!.promptIds, [1, 403, 407, 261, 378]);
+});
+
+test('--threads above the cores is capped with a note, as in verify and logits', () => {
+  assert.equal(r[20]!.code, 0, r[20]!.stderr);
+  assert.match(r[20]!.stderr, /^warning: --threads 100000 is more than the \d+ cores here: using \d+$/m);
 });
 
 test('comparison layout: side by side when wide, one after the other when narrow or not a terminal', () => {

@@ -234,7 +234,7 @@ export async function generateCommand(model: string, flags: GenerateFlags): Prom
   const maxNewTokens = flags.maxNewTokens === undefined ? DEFAULT_MAX_NEW_TOKENS : parsePositiveInt('--max-new-tokens', flags.maxNewTokens);
   const sampling = parseSampling(flags);
   const weights = parseWeights(flags.weights);
-  const threads = parseThreadsFlag(flags.threads);
+  const threads = parseThreadsFlag(flags.threads, mode);
   const device = await selectDevice(parseDeviceFlag(flags.device));
   const prepared = await prepare(model, flags, mode);
   // A bad --compare folder is reported before the original model has run.
