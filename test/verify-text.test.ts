@@ -75,6 +75,9 @@ test("text input: the model's tokenizer with BOS per document, rows of --seq-len
   const d = await textInput({ kind: 'dataset', file: jsonl });
   assert.equal(d.description.documents, 2);
   assert.equal(Array.from(d.batch.ids).filter((id) => id === 1).length, 2);
+  // --dataset - reads standard input as --text - does.
+  const dViaStdin = await readTextInput({ source: { kind: 'dataset', file: '-' }, modelDir: STORIES, contextLength: 512, vocabSize: 512, stdin: async () => readFile(jsonl, 'utf8') });
+  assert.deepEqual(Array.from(dViaStdin.batch.ids), Array.from(d.batch.ids));
   const bundled = await textInput({ kind: 'bundled' });
   assert.equal(bundled.description.file, BUNDLED_TEXT_FILE);
   assert.ok(bundled.description.tokensAvailable > 2000, `bundled sample: ${bundled.description.tokensAvailable} tokens`);

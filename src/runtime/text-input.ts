@@ -98,11 +98,10 @@ async function readTextFile(file: string): Promise<string> {
 async function documents(opts: TextInputOptions): Promise<{ file: string; texts: string[] }> {
   const s = opts.source;
   if (s.kind === 'bundled') return { file: BUNDLED_TEXT_FILE, texts: [await readTextFile(BUNDLED_TEXT_FILE)] };
-  if (s.kind === 'text') {
-    const text = s.file === '-' ? await (opts.stdin ?? readStdin)() : await readTextFile(s.file);
-    return { file: s.file, texts: [text] };
-  }
-  return { file: s.file, texts: jsonlTexts(s.file, await readTextFile(s.file)) };
+  // `-` is standard input for --dataset as for --text.
+  const text = s.file === '-' ? await (opts.stdin ?? readStdin)() : await readTextFile(s.file);
+  if (s.kind === 'text') return { file: s.file, texts: [text] };
+  return { file: s.file, texts: jsonlTexts(s.file, text) };
 }
 
 /** max_position_embeddings and vocab_size from `<modelDir>/config.json`, where it says them. */
