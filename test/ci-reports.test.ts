@@ -25,6 +25,7 @@ import type { VerifyReportView } from '../src/cli/reports/verify-report-view.js'
 import { VerifyTimer } from '../src/cli/reports/verify-timings.js';
 import { copyCheckpointWithEdits, scaleF32 } from './helpers/checkpoint-edit.js';
 import { FIXTURES, MODELS, modelDir, ROOT } from './helpers/fixtures.js';
+import { assertJsonError } from './helpers/hostile.js';
 
 const markdown = new MarkdownIt();
 
@@ -266,6 +267,10 @@ describe('reports through the CLI on the llama fixture', () => {
         ['convert', modelDir('llama'), '-o', join(work, 'out-b'), '--report', r('convert.md'), '--quiet'],
         ['convert', modelDir('llama'), '-o', join(work, 'out-c'), '--report', r('dry.md'), '--dry-run'],
         ['convert', modelDir('llama'), '-o', join(work, 'out-d'), '--report', join(work, 'out-d', 'report.md'), '--quiet'],
+        /* 10 */ verify(fp8, '--junit', '', '--json'),
+        /* 11 */ verify(fp8, '--markdown', `${r('new-folder')}/`),
+        /* 12 */ verify(fp8, '--junit', r('sound.xml'), '--json'),
+        /* 13 */ ['convert', modelDir('llama'), '-o', join(work, 'out-e'), '--report', '', '--quiet'],
       ],
       { ...process.env, GITHUB_STEP_SUMMARY: join(work, 'step-summary.md') },
     );
@@ -315,6 +320,13 @@ describe('reports through the CLI on the llama fixture', () => {
     assert.match(summary, /## fp8q verify: ✅ passed[\s\S]*## fp8q verify: ❌ failed/);
   });
 
+  test('$GITHUB_STEP_SUMMARY inside a model folder is skipped with a warning, the run unaffected', async () => {
+    const [r] = await fp8qBatch([verify(fp8)], { ...process.env, GITHUB_STEP_SUMMARY: join(fp8, 'summary.md') });
+    assert.equal(r!.code, 0, r!.stderr);
+    assert.match(r!.stderr, /^warning: \$GITHUB_STEP_SUMMARY \(.*summary\.md\) is inside the quantized folder .*: not appending the report to it\n$/);
+    assert.equal(await exists(join(fp8, 'summary.md')), false);
+  });
+
   test('report files follow the write rules: --force to replace, never inside a model folder, one file per report', async () => {
     assert.equal(results[2]!.code, 1);
     assert.match(results[2]!.stderr, /--junit .*sound\.xml exists: pass --force to replace it/);
@@ -324,6 +336,17 @@ describe('reports through the CLI on the llama fixture', () => {
     assert.equal(await exists(join(fp8, 'report.xml')), false);
     assert.equal(results[5]!.code, 2);
     assert.match(results[5]!.stderr, /--junit and --markdown name the same file/);
+  });
+
+  test('an empty report path or one naming a folder is refused before the run; --json codes are not E_INTERNAL', async () => {
+    assert.match(assertJsonError(results[10]!, 'E_USAGE', 2).message, /^--junit needs a file name/);
+    assert.equal(results[11]!.code, 2);
+    assert.match(results[11]!.stderr, /^fp8q: --markdown .*new-folder\/ names a folder: give a file name/);
+    assert.equal(await exists(join(work, 'reports', 'new-folder')), false);
+    assert.match(assertJsonError(results[12]!, 'E_OUTPUT_EXISTS', 1).message, /sound\.xml exists/);
+    assert.equal(results[13]!.code, 2);
+    assert.match(results[13]!.stderr, /^fp8q: --report needs a file name, e\.g\. --report reports\/convert\.md\n$/);
+    assert.equal(await exists(join(work, 'out-e')), false);
   });
 
   test('convert --report: plan, sizes and shard hashes that match the conversion; refused where it cannot be written', async () => {

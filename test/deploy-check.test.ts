@@ -13,6 +13,7 @@ import { blockScaleQuantizePass } from '../src/passes/block-scale-quantize.js';
 import {
   DeployTargetError,
   deployCheck,
+  excludeFlags,
   inventoryFromPlan,
   parseTargets,
   withBlock,
@@ -293,6 +294,25 @@ test('convert --dry-run and inspect end with the deployment report', async () =>
   assert.equal(summary.deployCheck.results.length, 5 * 4, 'five engines × TP 1/2/4/8');
   assert.equal(inspect, 0);
   assert.match(out.join(''), /deployment check \(block 128x128[^\n]*\n {2}engine +tp1 +tp2 +tp4 +tp8\n {2}vllm /);
+});
+
+test('an --exclude suggestion can be pasted as printed: with it the same target loads (stories260K, vLLM TP 1)', async () => {
+  const stories = join(import.meta.dirname, '..', 'fixtures', 'models', 'stories260K');
+  const out = join(import.meta.dirname, 'never-written');
+  let suggestion: string | undefined;
+  await assert.rejects(convertCheckpoint({ input: stories, output: out, dryRun: true, deployTargets: parseTargets('vllm:tp1') }), (e: unknown) => {
+    assert.ok(e instanceof DeployTargetError);
+    suggestion = e.report.suggestions.find((x) => x.engine === 'vllm' && x.tp === 1)?.flags;
+    return true;
+  });
+  // Five linears per layer over five layers: one regular expression, not "--exclude … (25 linears)".
+  assert.equal(suggestion, "--exclude 're:^model\\.layers\\.\\d+\\.(?:mlp\\.gate_proj|mlp\\.up_proj|self_attn\\.k_proj|self_attn\\.q_proj|self_attn\\.v_proj)$'");
+  const pattern = /^--exclude '(.*)'$/.exec(suggestion!)![1]!;
+  const summary = await convertCheckpoint({ input: stories, output: out, dryRun: true, exclude: [pattern], deployTargets: parseTargets('vllm:tp1') });
+  assert.equal(summary.deployCheck!.results.find((r) => r.engine === 'vllm' && r.tp === 1)!.verdict, 'loads');
+  assert.equal(existsSync(out), false);
+  // Few patterns: one flag each, dots escaped.
+  assert.equal(excludeFlags(['visual.blocks.0.mlp.gate_proj', 'visual.blocks.1.mlp.gate_proj']), "--exclude 're:^visual\\.blocks\\.\\d+\\.mlp\\.gate_proj$'");
 });
 
 test('transformers refuses fused FP8 experts with biases (gpt-oss), and names the rule; Llama has none', async () => {

@@ -5,10 +5,11 @@
 
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ERROR_CODES, errorCodeOf, GATE_ERROR_CODES } from '../src/cli/common/error-codes.js';
-import { describeError, EXIT_GATE_FAILED, EXIT_USAGE, isKnownError, UsageError } from '../src/cli/common/errors.js';
+import { describeError, EXIT_GATE_FAILED, EXIT_USAGE, ExitError, isKnownError, UsageError } from '../src/cli/common/errors.js';
 import { ByteProgress, outputMode } from '../src/cli/common/output.js';
 import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
@@ -53,6 +54,8 @@ describe('the table', () => {
     assert.equal(errorCodeOf(errno('EROFS', '/o')), 'E_PERMISSION');
     assert.equal(errorCodeOf(errno('EISDIR', '/o', 'rename')), 'E_IO');
     assert.equal(errorCodeOf(new Error('bug')), 'E_INTERNAL');
+    // A command's own exit-2 refusal that names no code is still the command line, not a bug.
+    assert.equal(errorCodeOf(new ExitError('x', EXIT_USAGE)), 'E_USAGE');
     assert.equal(errorCodeOf('thrown string'), 'E_INTERNAL');
     // A new command's error names its code and is known without being registered anywhere.
     class SetupError extends Error {
@@ -130,5 +133,35 @@ describe('verify', () => {
     assert.equal(report.device, 'cpu');
     assert.equal(report.deviceSelection.device, 'cpu');
     assert.equal(r.stderr.trim().split('\n').filter((l) => l.startsWith('fp8q: ')).length, 1);
+  });
+});
+
+describe('the newer commands never report their refusals as E_INTERNAL', () => {
+  const linuxX64 = process.platform === 'linux' && process.arch === 'x64';
+  test('convert --target that would not load: E_USAGE, exit 2, nothing written', async () => {
+    const out = join(tmp.path, 'target-out');
+    const r = await runCli(['convert', modelDir('llama'), '-o', out, '--target', 'vllm:tp8', '--json']);
+    assert.match(assertJsonError(r, 'E_USAGE', 2).message, /^refusing to convert: the output would not load in vllm:tp8/);
+    assert.equal(existsSync(out), false);
+  });
+
+  test('setup-cuda: a missing source is E_INPUT_MISSING, a source with --check E_USAGE', { skip: !linuxX64 }, async () => {
+    assertJsonError(await runCli(['setup-cuda', join(tmp.path, 'absent.tgz'), '--json']), 'E_INPUT_MISSING', 1);
+    assertJsonError(await runCli(['setup-cuda', '--check', join(tmp.path, 'x.tgz'), '--json']), 'E_USAGE', 2);
+  });
+
+  test('convert --calibration naming a missing file: E_INPUT_MISSING (exit 1) like every missing input, nothing written', async () => {
+    const out = join(tmp.path, 'calibration-out');
+    const r = await runCli(['convert', modelDir('llama'), '-o', out, '--activation-scheme', 'static', '--calibration', join(tmp.path, 'absent.txt'), '--json']);
+    assert.match(assertJsonError(r, 'E_INPUT_MISSING', 1).message, /^--calibration: no such file: .*absent\.txt$/);
+    assert.equal(existsSync(out), false);
+  });
+
+  test('verify --text naming a missing file: E_INPUT_MISSING', async () => {
+    // stories260K: a model with tokenizer.json, so the text file is what is looked for.
+    const fp8 = join(tmp.path, 'stories-fp8-text');
+    await convertCheckpoint({ input: join(MODELS, 'stories260K'), output: fp8 });
+    const r = await runCli(['verify', join(MODELS, 'stories260K'), fp8, '--text', join(tmp.path, 'absent.txt'), '--device', 'cpu', '--json']);
+    assert.match(assertJsonError(r, 'E_INPUT_MISSING', 1).message, /cannot read text file .*absent\.txt \(ENOENT\)/);
   });
 });

@@ -47,6 +47,7 @@ let r: CliResult[];
 let fp8: string;
 let chatModel: string;
 let promptsFile: string;
+let foreignTokenizer: string;
 
 before(async () => {
   work = await mkdtemp(join(tmpdir(), 'generate-cli-'));
@@ -57,6 +58,11 @@ before(async () => {
   for (const f of await readdir(STORIES)) await copyFile(join(STORIES, f), join(chatModel, f));
   const tc = JSON.parse(await readFile(join(STORIES, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
   await writeFile(join(chatModel, 'tokenizer_config.json'), JSON.stringify({ ...tc, chat_template: CHAT_TEMPLATE }));
+  // A 256-token model given stories260K's 512-token tokenizer.
+  foreignTokenizer = join(work, 'gemma3-foreign-tokenizer');
+  await mkdir(foreignTokenizer);
+  for (const f of await readdir(join(MODELS, 'gemma3_text'))) await copyFile(join(MODELS, 'gemma3_text', f), join(foreignTokenizer, f));
+  await copyFile(join(STORIES, 'tokenizer.json'), join(foreignTokenizer, 'tokenizer.json'));
   promptsFile = join(work, 'prompts.txt');
   await writeFile(promptsFile, 'Once upon a time\n\nThe dog\n');
   const cpu = ['--device', 'cpu'];
@@ -76,6 +82,12 @@ before(async () => {
     /* 12 */ ['generate', STORIES, '--prompt', 'x', '--max-new-tokens', '0'],
     /* 13 */ ['generate', join(MODELS, 'llama'), '--prompt', 'x', ...cpu],
     /* 14 */ ['generate', STORIES, '--prompt', 'x', '--compare', join(work, 'missing'), ...cpu],
+    /* 15 */ ['generate', STORIES, '--prompt', 'x', '--compare', STORIES, '--json', ...cpu],
+    /* 16 */ ['generate', STORIES, '--prompt', 'x', '--compare', join(MODELS, 'llama'), ...cpu],
+    /* 17 */ ['generate', foreignTokenizer, '--prompt', 'Once upon a time', '--json', ...cpu],
+    /* 18 */ ['generate', STORIES, '--prompts', work, '--json', ...cpu],
+    /* 19 */ ['generate', STORIES, '--prompts', join(work, 'absent.txt'), '--json', ...cpu],
+    /* 20 */ ['generate', STORIES, '--prompt', 'x', '--max-new-tokens', '1', '--threads', '100000', ...cpu],
   ]);
 });
 
@@ -179,6 +191,46 @@ test('a model without tokenizer.json, and a missing --compare folder: exit 1 bef
   assert.match(r[14]!.stderr, /missing/);
   assert.doesNotMatch(r[14]!.stderr, /tokens in/);
   assert.equal(r[14]!.stdout, '');
+});
+
+test('--compare with the model itself or with another model: exit 2 before anything runs', () => {
+  assert.equal(r[15]!.code, 2, r[15]!.stderr);
+  const err = (JSON.parse(r[15]!.stdout) as { error: { code: string; message: string } }).error;
+  assert.equal(err.code, 'E_USAGE');
+  assert.match(err.message, /stories260K is the model itself: give its FP8 conversion/);
+  assert.equal(r[16]!.code, 2, r[16]!.stderr);
+  assert.match(r[16]!.stderr, /^fp8q: --compare: .*llama is not a conversion of .*stories260K: num_hidden_layers 5 vs 2, .*vocab_size 512 vs 1024/);
+  for (const x of [r[15]!, r[16]!]) assert.doesNotMatch(x.stderr, /tokens in|internal error/);
+});
+
+test("a tokenizer whose ids pass the model's vocabulary: one line naming it, before any layer runs", () => {
+  assert.equal(r[17]!.code, 1, r[17]!.stderr);
+  const err = (JSON.parse(r[17]!.stdout) as { error: { code: string; message: string } }).error;
+  assert.equal(err.code, 'E_INPUT_MALFORMED');
+  assert.match(err.message, /tokenizer\.json gives token id \d+ for prompt 1, outside the model's vocab_size 256: is it the model's own tokenizer\?$/);
+  assert.doesNotMatch(r[17]!.stderr, /tokens in|embed_tokens/);
+});
+
+test('--prompts: a folder or a missing file is named as the input it is; - reads standard input', async () => {
+  const err = (x: CliResult): { code: string; message: string } => (JSON.parse(x.stdout) as { error: { code: string; message: string } }).error;
+  assert.equal(r[18]!.code, 1);
+  assert.deepEqual(err(r[18]!), { code: 'E_INPUT_MALFORMED', exitCode: 1, message: `--prompts ${work} is a folder: give a text file with one prompt per line` });
+  assert.equal(r[19]!.code, 1);
+  assert.equal(err(r[19]!).code, 'E_INPUT_MISSING');
+  const piped = await new Promise<CliResult>((resolve) => {
+    const args = ['generate', STORIES, '--prompts', '-', '--max-new-tokens', '3', '--json', '--device', 'cpu'];
+    const child = execFile(process.execPath, ['--import', 'tsx', join(ROOT, 'test/helpers/run-cli.ts'), ...args], { cwd: ROOT }, (e, stdout, stderr) =>
+      resolve({ code: e ? Number(e.code) : 0, stdout, stderr }),
+    );
+    child.stdin!.end('Once upon a time\n');
+  });
+  assert.equal(piped.code, 0, piped.stderr);
+  assert.deepEqual((JSON.parse(piped.stdout) as GenerateReport).results[0]!.promptIds, [1, 403, 407, 261, 378]);
+});
+
+test('--threads above the cores is capped with a note, as in verify and logits', () => {
+  assert.equal(r[20]!.code, 0, r[20]!.stderr);
+  assert.match(r[20]!.stderr, /^warning: --threads 100000 is more than the \d+ cores here: using \d+$/m);
 });
 
 test('comparison layout: side by side when wide, one after the other when narrow or not a terminal', () => {

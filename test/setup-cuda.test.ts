@@ -74,4 +74,12 @@ test('--version prints fp8q, Node, onnxruntime-node and the execution providers'
   assert.match(lines[3]!, /^execution providers: cpu\b/);
   if (linuxX64 && !existsSync(join(onnxruntimeBinaryDir(), 'libonnxruntime_providers_cuda.so'))) assert.match(lines[3]!, /cuda \(not installed: fp8q setup-cuda\)/);
   assert.equal((await cli('-V')).stdout, r.stdout);
+  // --json gives the same as one document (it used to print commander's bare version number).
+  const json = await cli('--version', '--json');
+  assert.equal(json.code, 0, json.stderr);
+  const v = JSON.parse(json.stdout) as { fp8q: string; node: string; onnxruntimeNode: string; executionProviders: string[] };
+  assert.equal(`fp8q ${v.fp8q}`, lines[0]);
+  assert.equal(v.node, process.version);
+  assert.equal(v.onnxruntimeNode, '1.29.0');
+  assert.equal(`execution providers: ${v.executionProviders.join(', ')}`, lines[3]);
 });

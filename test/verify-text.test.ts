@@ -16,13 +16,15 @@ import { narrowFromFloat32, widenToFloat32 } from '../src/fp8/dtypes.js';
 import { convertCheckpoint, type ConvertOptions } from '../src/io/pipeline/convert-checkpoint.js';
 import { dequantCheckpoint } from '../src/io/pipeline/dequant-checkpoint.js';
 import { readInputIds } from '../src/runtime/models/token-ids.js';
-import { BUNDLED_TEXT_FILE, readTextInput, type TextSource } from '../src/runtime/text/text-input.js';
+import { BUNDLED_TEXT_FILE, modelTextLimits, readTextInput, type TextSource } from '../src/runtime/text/text-input.js';
 import { VerifyArgumentsError } from '../src/runtime/verify/checkpoint-pair.js';
 import { bf16FloorLinear, floorLinear, originalValues } from '../src/runtime/verify/fp8-floor.js';
 import { verifyCheckpoints, type VerifyReport } from '../src/runtime/verify/verify-checkpoints.js';
 import { copyCheckpointWithEdits, scaleF32 } from './helpers/checkpoint-edit.js';
 import { testDevice } from './helpers/device.js';
 import { FIXTURES, MODELS, modelDir, readAll } from './helpers/fixtures.js';
+import { assertJsonError } from './helpers/hostile.js';
+import { assertOneLineFailure, runCli } from './helpers/safety.js';
 
 const STORIES = join(MODELS, 'stories260K');
 const IN_DOMAIN = join(FIXTURES, 'text', 'stories-in-domain.txt');
@@ -73,9 +75,17 @@ test("text input: the model's tokenizer with BOS per document, rows of --seq-len
   const d = await textInput({ kind: 'dataset', file: jsonl });
   assert.equal(d.description.documents, 2);
   assert.equal(Array.from(d.batch.ids).filter((id) => id === 1).length, 2);
+  // --dataset - reads standard input as --text - does.
+  const dViaStdin = await readTextInput({ source: { kind: 'dataset', file: '-' }, modelDir: STORIES, contextLength: 512, vocabSize: 512, stdin: async () => readFile(jsonl, 'utf8') });
+  assert.deepEqual(Array.from(dViaStdin.batch.ids), Array.from(d.batch.ids));
   const bundled = await textInput({ kind: 'bundled' });
   assert.equal(bundled.description.file, BUNDLED_TEXT_FILE);
   assert.ok(bundled.description.tokensAvailable > 2000, `bundled sample: ${bundled.description.tokensAvailable} tokens`);
+});
+
+test("a VLM's text limits come from text_config, so a foreign tokenizer is named before the embedding fails", async () => {
+  assert.deepEqual(await modelTextLimits(join(MODELS, 'gemma3')), { contextLength: 256, vocabSize: 256 });
+  assert.deepEqual(await modelTextLimits(modelDir('llama')), { contextLength: 256, vocabSize: 1024 });
 });
 
 test('a model without tokenizer.json: a clear error naming the alternatives', async () => {
@@ -83,6 +93,9 @@ test('a model without tokenizer.json: a clear error naming the alternatives', as
     assert.match(e.message, /has no tokenizer\.json, so the bundled English sample cannot be tokenized .*--input-ids .*--tokens N/);
     return true;
   });
+  // logits has no --tokens: its message offers --input-ids alone.
+  const r = await runCli(['logits', modelDir('llama'), '--text', IN_DOMAIN, '-o', join(work, 'never.safetensors')]);
+  assertOneLineFailure(r, /has no tokenizer\.json, so --text cannot be tokenized .*--input-ids ids\.safetensors holding input_ids I64 \[B, T\]\)$/);
 });
 
 test('perplexity in the report matches a direct computation from fp8q logits', async () => {
@@ -208,6 +221,25 @@ test('refusals: swapped arguments, the same folder twice, no FP8 in the second, 
   await dequantCheckpoint({ input: sound, output: dequantized });
   await refused(STORIES, dequantized, /holds no FP8 tensors, so there is nothing to verify/);
   await refused(modelDir('llama'), sound, /is not a conversion of .*num_hidden_layers 2 vs 5, hidden_size 256 vs 64, vocab_size 1024 vs 512/);
+  // Through the CLI: exit 2 and the refusal is the only line (no "verifying …" banner before it).
+  const cli = await runCli(['verify', sound, STORIES, '--device', 'cpu']);
+  assert.equal(cli.code, 2);
+  assert.equal(cli.stdout, '');
+  assertOneLineFailure(cli, /the arguments look swapped/);
+});
+
+test('rows of one token are refused on text (no next token to predict, the perplexity gate would judge NaN)', async () => {
+  for (const flags of [['--seq-len', '1'], ['--max-tokens', '1'], ['--text', IN_DOMAIN, '--seq-len', '1']]) {
+    const r = await runCli(['verify', STORIES, sound, ...flags, '--device', 'cpu', '--json']);
+    assert.match(assertJsonError(r, 'E_USAGE', 2).message, new RegExp(`^invalid ${flags.at(-2)} "1": verify on text needs rows of at least 2 tokens`));
+    assert.doesNotMatch(r.stderr, /layer 1\//, 'refused before any layer ran');
+  }
+  // Random ids have no perplexity: one token stays a valid (if small) run.
+  assert.equal((await runCli(['verify', STORIES, sound, '--tokens', '1', '--device', 'cpu', '--quiet'])).code, 0);
+  // A perplexity limit given with random ids is said to be unused, not silently passed.
+  const noText = await runCli(['verify', STORIES, sound, '--tokens', '4', '--max-ppl-increase', '1', '--device', 'cpu', '--quiet']);
+  assert.equal(noText.code, 0, noText.stderr);
+  assert.equal(noText.stderr, 'warning: --max-ppl-increase applies to text input; random ids have no perplexity to compare, so the gate is not applied\n');
 });
 
 test('an FP8 original against its re-quantized conversion stays a valid comparison', async () => {

@@ -119,7 +119,7 @@ export function buildProgram(): Command {
     .argument('<model>', 'model folder')
     .option('--input-ids <file>', 'safetensors file with "input_ids" I64 [B, T]')
     .option('--text <file|->', "plain text (a file, or - for stdin), tokenized with the model's tokenizer.json")
-    .option('--dataset <file.jsonl>', 'JSONL, one {"text": ...} record per line, tokenized the same way')
+    .option('--dataset <file.jsonl|->', 'JSONL, one {"text": ...} record per line, tokenized the same way (- reads standard input)')
     .option('--seq-len <n>', 'tokens per row of text input (default 512, at most the model context)')
     .option('--max-samples <n>', 'most rows of text input')
     .option('--max-tokens <n>', 'most tokens of text input (default 1024)')
@@ -141,7 +141,7 @@ export function buildProgram(): Command {
     .argument('<quantized>', 'quantized model folder')
     .option('--input-ids <file>', 'token ids: safetensors file with "input_ids" I64 [B, T]')
     .option('--text <file|->', "plain text (a file, or - for stdin), tokenized with the model's tokenizer.json")
-    .option('--dataset <file.jsonl>', 'JSONL, one {"text": ...} record per line, tokenized the same way')
+    .option('--dataset <file.jsonl|->', 'JSONL, one {"text": ...} record per line, tokenized the same way (- reads standard input)')
     .option('--seq-len <n>', 'tokens per row of text input (default 512, at most the model context)')
     .option('--max-samples <n>', 'most rows of text input')
     .option('--max-tokens <n>', 'most tokens of text input (default 1024)')
@@ -182,7 +182,7 @@ export function buildProgram(): Command {
     .description("a model's continuation of a prompt, streamed; with --compare, an FP8 checkpoint's beside it")
     .argument('<model>', 'model folder (original or FP8)')
     .option('--prompt <text>', 'prompt text; repeatable', collect, [])
-    .option('--prompts <file>', 'more prompts, one per non-empty line')
+    .option('--prompts <file|->', 'more prompts, one per non-empty line (- reads standard input)')
     .option('--max-new-tokens <n>', 'most tokens generated per prompt (default 64)')
     .option('--temperature <x>', 'sampling temperature (default 0: greedy)')
     .option('--top-p <x>', 'sampling: keep the most likely tokens up to this probability (default 1)')
@@ -237,9 +237,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.once('SIGTERM', onSignal);
   try {
     const args = argv.slice(2);
-    if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
-      const { versionLines } = await import('./commands/version.js');
-      process.stdout.write(`${(await versionLines(version())).join('\n')}\n`);
+    // `--version` alone, or with --json (one document) / --quiet, which it would otherwise shadow.
+    if (args.some((a) => a === '--version' || a === '-V') && args.every((a) => ['--version', '-V', '--json', '--quiet', '-q'].includes(a))) {
+      const { versionInfo, versionLines } = await import('./commands/version.js');
+      if (args.includes('--json')) process.stdout.write(`${JSON.stringify(await versionInfo(version()), null, 2)}\n`);
+      else process.stdout.write(`${(await versionLines(version())).join('\n')}\n`);
       return EXIT_OK;
     }
     await buildProgram().parseAsync([...argv]);

@@ -129,7 +129,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
   } catch (e) {
     progress?.fail();
     // A target that would refuse the output is a command-line choice to revisit: exit 2, nothing written.
-    if (e instanceof DeployTargetError) throw new ExitError(e.message, EXIT_USAGE);
+    if (e instanceof DeployTargetError) throw new ExitError(e.message, EXIT_USAGE, 'E_USAGE');
     throw e;
   }
 }

@@ -8,13 +8,17 @@ import { readFile } from 'node:fs/promises';
 import { loadModelTokenizer, type ModelTokenizer } from '../../runtime/text/model-tokenizer.js';
 import { selectDevice, type DeviceSelection } from '../../runtime/device/device.js';
 import { Checkpoint } from '../../io/checkpoint/checkpoint.js';
+import { CheckpointError } from '../../io/errors.js';
 import { firstDivergence, identicalPrefix, layoutColumns, markedText, stepTable, summarizePrefixes, tokenCell, DIVERGENCE_CLOSE, DIVERGENCE_OPEN, type PrefixSummary } from '../../runtime/generate/compare.js';
 import { runGeneration, type GenerationRun, type GenerationRunOptions, type ModelRunInfo, type TimedGeneration } from '../../runtime/generate/generate-run.js';
 import type { StopReason } from '../../runtime/generate/generate-tokens.js';
+import { readStdin } from '../../runtime/text/text-input.js';
 import { promptIds, promptSettings, type PromptSettings } from '../../runtime/generate/prompt.js';
 import { GREEDY, type SamplingOptions } from '../../runtime/generate/sampling.js';
 import { TextStream } from '../../runtime/generate/text-stream.js';
 import { WEIGHT_MODE_REQUESTS, type WeightModeChoice, type WeightModeRequest } from '../../runtime/generate/weight-residency.js';
+import { modelSpecOf } from '../../runtime/models/config.js';
+import { checkSameModel, VerifyArgumentsError } from '../../runtime/verify/checkpoint-pair.js';
 import { UsageError } from '../common/errors.js';
 import { parsePositiveInt } from '../common/options.js';
 import { info, outputMode, printJson, warn, type OutputMode } from '../common/output.js';
@@ -118,12 +122,25 @@ function parseWeights(text: string | undefined): WeightModeRequest {
   return found;
 }
 
+/** `--prompts <file|->`: the file (or standard input, as `--text -` reads it), errors naming it as an input. */
+async function readPromptsFile(file: string): Promise<string> {
+  if (file === '-') return readStdin();
+  try {
+    return await readFile(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new CheckpointError(`--prompts ${file}: no such file`, 'E_INPUT_MISSING');
+    if (code === 'EISDIR') throw new CheckpointError(`--prompts ${file} is a folder: give a text file with one prompt per line`, 'E_INPUT_MALFORMED');
+    throw e;
+  }
+}
+
 /** --prompt (repeatable) then the non-empty lines of --prompts. */
 async function collectPrompts(flags: GenerateFlags): Promise<string[]> {
   const prompts = [...(flags.prompt ?? [])];
   if (flags.prompts !== undefined) {
-    const lines = (await readFile(flags.prompts, 'utf8')).split(/\r?\n/).filter((l) => l.trim() !== '');
-    if (lines.length === 0) throw new UsageError(`${flags.prompts} has no prompts: write one per line`);
+    const lines = (await readPromptsFile(flags.prompts)).split(/\r?\n/).filter((l) => l.trim() !== '');
+    if (lines.length === 0) throw new UsageError(`${flags.prompts === '-' ? 'standard input' : flags.prompts} has no prompts: write one per line`);
     prompts.push(...lines);
   }
   if (prompts.length === 0) throw new UsageError('missing --prompt <text> (or --prompts <file>, one prompt per line)');
@@ -189,12 +206,24 @@ async function prepare(model: string, flags: GenerateFlags, mode: OutputMode): P
   const tokenizer = await loadModelTokenizer(model, 'to tokenize the prompt and decode the output', '');
   const checkpoint = await Checkpoint.open(model);
   let settings: PromptSettings;
+  let vocabSize: number;
   try {
     settings = await promptSettings(model, checkpoint.config, tokenizer);
+    vocabSize = modelSpecOf(checkpoint.config, model, (n) => checkpoint.has(n)).vocabSize;
   } finally {
     await checkpoint.close();
   }
   const ids = prompts.map((p) => promptIds(tokenizer, settings, p, flags.chat === true, model));
+  // A tokenizer.json from another model gives ids past the embedding: say so before any layer runs.
+  for (const [p, row] of ids.entries()) {
+    const bad = row.find((id) => id < 0 || id >= vocabSize);
+    if (bad !== undefined) {
+      throw new CheckpointError(
+        `${model}/tokenizer.json gives token id ${bad} for prompt ${p + 1}, outside the model's vocab_size ${vocabSize}: is it the model's own tokenizer?`,
+        'E_INPUT_MALFORMED',
+      );
+    }
+  }
   if (settings.stopIds.size === 0) warn(mode, `${model}: no eos_token_id in generation_config.json or config.json; generation stops only at --max-new-tokens`);
   return { tokenizer, settings, prompts, ids };
 }
@@ -205,11 +234,11 @@ export async function generateCommand(model: string, flags: GenerateFlags): Prom
   const maxNewTokens = flags.maxNewTokens === undefined ? DEFAULT_MAX_NEW_TOKENS : parsePositiveInt('--max-new-tokens', flags.maxNewTokens);
   const sampling = parseSampling(flags);
   const weights = parseWeights(flags.weights);
-  const threads = parseThreadsFlag(flags.threads);
+  const threads = parseThreadsFlag(flags.threads, mode);
   const device = await selectDevice(parseDeviceFlag(flags.device));
   const prepared = await prepare(model, flags, mode);
   // A bad --compare folder is reported before the original model has run.
-  if (flags.compare !== undefined) await (await Checkpoint.open(flags.compare)).close();
+  if (flags.compare !== undefined) await checkComparedModel(model, flags.compare);
   const base = {
     device: device.device,
     ...(threads === undefined ? {} : { intraOpThreads: threads }),
@@ -261,6 +290,33 @@ async function generateOne(
   };
   if (mode.json) printJson(report);
   return report;
+}
+
+/**
+ * `--compare` must name another copy of the same model: the same folder again compares nothing,
+ * and a different model (another vocabulary, other sizes) would be decoded with the original's
+ * tokenizer and teacher-forced on ids it does not share. Exit 2, before any model runs.
+ */
+async function checkComparedModel(original: string, compared: string): Promise<void> {
+  const o = await Checkpoint.open(original);
+  try {
+    const q = await Checkpoint.open(compared);
+    try {
+      const side = (c: Checkpoint) => ({ checkpoint: c, spec: modelSpecOf(c.config, c.dir, (n) => c.has(n)) });
+      await checkSameModel(
+        side(o),
+        side(q),
+        `${compared} is the model itself: give its FP8 conversion, e.g. fp8q generate ${original} --compare <converted>`,
+      );
+    } catch (e) {
+      if (e instanceof VerifyArgumentsError) throw new UsageError(`--compare: ${e.message}`);
+      throw e;
+    } finally {
+      await q.close();
+    }
+  } finally {
+    await o.close();
+  }
 }
 
 async function compareTwo(

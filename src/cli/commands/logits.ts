@@ -54,6 +54,8 @@ export async function readModelInput(modelDir: string, flags: TextInputFlags, op
   return readTextInput({
     source,
     modelDir,
+    // Only verify takes --tokens N (random ids) instead of text.
+    offerRandomIds: opts.fallbackToRandom === true,
     ...(seqLen === undefined ? {} : { seqLen }),
     ...(maxSamples === undefined ? {} : { maxSamples }),
     ...(maxTokens === undefined ? {} : { maxTokens }),

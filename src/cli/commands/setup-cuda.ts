@@ -24,12 +24,12 @@ export async function setupCudaCommand(source: string | undefined, flags: { chec
     try {
       installed = await installCudaProvider(source, (line) => info(mode, line));
     } catch (e) {
-      if (e instanceof CudaSetupError) throw new ExitError(`setup-cuda: ${e.message}`);
+      if (e instanceof CudaSetupError) throw new ExitError(`setup-cuda: ${e.message}`, 1, e.errorCode);
       throw e;
     }
     for (const f of installed) info(mode, `installed ${f.path} (${(f.bytes / 1e6).toFixed(1)} MB)`);
   } else if (source !== undefined) {
-    throw new ExitError('setup-cuda --check installs nothing: give either a provider source or --check', 2);
+    throw new ExitError('setup-cuda --check installs nothing: give either a provider source or --check', 2, 'E_USAGE');
   }
   const auto = await selectDevice('auto');
   let remedy: string | null = null;

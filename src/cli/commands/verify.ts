@@ -10,7 +10,7 @@ import { VerifyArgumentsError } from '../../runtime/verify/checkpoint-pair.js';
 import { verifyCheckpoints, type LinearReport, type VerifyOptions, type VerifyReport } from '../../runtime/verify/verify-checkpoints.js';
 import { EXIT_GATE_FAILED, ExitError, UsageError } from '../common/errors.js';
 import { parsePositiveInt } from '../common/options.js';
-import { info, outputMode, printJson } from '../common/output.js';
+import { info, outputMode, printJson, warn } from '../common/output.js';
 import { parseThreadsFlag, readModelInput, textInputFlagsGiven, type TextInputFlags } from './logits.js';
 import { VerifyReportWriter, type VerifyReportFlags } from '../reports/verify-reports.js';
 
@@ -75,6 +75,15 @@ export async function verifyCommand(original: string, quantized: string, flags: 
   if (flags.seed !== undefined && (flags.text !== undefined || flags.dataset !== undefined || flags.inputIds !== undefined)) {
     throw new UsageError('--seed applies to random ids (--tokens), not to --text, --dataset or --input-ids');
   }
+  if (flags.inputIds === undefined && flags.tokens === undefined) {
+    // Perplexity predicts each token from the ones before it in its row: a row of one token predicts
+    // nothing, and the perplexity gate would judge NaN.
+    for (const [flag, value] of [['--seq-len', flags.seqLen], ['--max-tokens', flags.maxTokens]] as const) {
+      if (value !== undefined && parsePositiveInt(flag, value) < 2) {
+        throw new UsageError(`invalid ${flag} "${value}": verify on text needs rows of at least 2 tokens (perplexity predicts each token from the ones before it)`);
+      }
+    }
+  }
   const device = flags.device ?? 'auto';
   if (!isDeviceRequest(device)) throw new UsageError(`invalid --device "${device}": expected auto, cpu or cuda`);
   const tokens = flags.tokens === undefined ? undefined : parsePositiveInt('--tokens', flags.tokens);
@@ -84,6 +93,9 @@ export async function verifyCommand(original: string, quantized: string, flags: 
   const mode = outputMode(flags);
   const threads = parseThreadsFlag(flags.threads, mode);
 
+  if (flags.maxPplIncrease !== undefined && (flags.inputIds !== undefined || flags.tokens !== undefined || flags.seed !== undefined)) {
+    warn(mode, `--max-ppl-increase applies to text input; ${flags.inputIds !== undefined ? '--input-ids' : 'random ids'} have no perplexity to compare, so the gate is not applied`);
+  }
   const reports = await VerifyReportWriter.prepare(flags, { original, quantized });
   const selection = await selectDevice(device);
   // Input: --input-ids, --tokens (random), --text/--dataset, or by default the bundled English
@@ -95,7 +107,6 @@ export async function verifyCommand(original: string, quantized: string, flags: 
     if (text !== undefined) input = { input: text.batch, inputSource: { kind: 'text', text: text.description } };
     else info(mode, `${original} has no tokenizer.json: verifying on random token ids (--text or --input-ids give real input)`);
   }
-  info(mode, `verifying ${quantized} against ${original} on ${selection.device} (${selection.reason})`);
   const report = await runVerify({
     original,
     quantized,
@@ -108,7 +119,8 @@ export async function verifyCommand(original: string, quantized: string, flags: 
     ...(threads === undefined ? {} : { intraOpThreads: threads }),
     onEvent: (e) => {
       reports.observe(e);
-      if (e.type === 'start') info(mode, `  ${e.layers} layers, ${e.tokens} tokens`);
+      // Said once the two folders are known to be comparable: a refusal stays the only line.
+      if (e.type === 'start') info(mode, `verifying ${quantized} against ${original} on ${selection.device} (${selection.reason})\n  ${e.layers} layers, ${e.tokens} tokens`);
       else if (e.type === 'layer') info(mode, `  layer ${e.index + 1}/${e.count}`);
     },
   });

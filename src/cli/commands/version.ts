@@ -6,15 +6,24 @@ import { arch, platform } from 'node:process';
 import { cudaProviderBuild, onnxruntimeBinaryDir } from '../../runtime/device/device.js';
 import { onnxruntimeNodeVersion } from '../../runtime/device/cuda-setup.js';
 
-export async function versionLines(fp8qVersion: string): Promise<string[]> {
-  const lines = [`fp8q ${fp8qVersion}`, `node ${process.version} (${platform}-${arch})`, `onnxruntime-node ${onnxruntimeNodeVersion()}`];
+export interface VersionInfo {
+  readonly fp8q: string;
+  readonly node: string;
+  readonly platform: string;
+  readonly onnxruntimeNode: string;
+  /** Each provider described as `--version` prints it; null when onnxruntime-node did not load. */
+  readonly executionProviders: string[] | null;
+  readonly loadError?: string;
+}
+
+export async function versionInfo(fp8qVersion: string): Promise<VersionInfo> {
+  const base = { fp8q: fp8qVersion, node: process.version, platform: `${platform}-${arch}`, onnxruntimeNode: onnxruntimeNodeVersion() };
   let backends: { name: string; bundled: boolean }[] = [];
   try {
     const ort = await import('onnxruntime-node');
     backends = ort.listSupportedBackends();
   } catch (e) {
-    lines.push(`execution providers: onnxruntime-node did not load (${(e as Error).message.split('\n')[0]})`);
-    return lines;
+    return { ...base, executionProviders: null, loadError: (e as Error).message.split('\n')[0]! };
   }
   const cuda = platform === 'linux' && arch === 'x64' ? cudaProviderBuild(onnxruntimeBinaryDir()) : null;
   const described = backends.map((b) => {
@@ -26,6 +35,12 @@ export async function versionLines(fp8qVersion: string): Promise<string[]> {
     }
     return `${b.name} (not installed)`;
   });
-  lines.push(`execution providers: ${described.join(', ')}`);
+  return { ...base, executionProviders: described };
+}
+
+export async function versionLines(fp8qVersion: string): Promise<string[]> {
+  const v = await versionInfo(fp8qVersion);
+  const lines = [`fp8q ${v.fp8q}`, `node ${v.node} (${v.platform})`, `onnxruntime-node ${v.onnxruntimeNode}`];
+  lines.push(v.executionProviders === null ? `execution providers: onnxruntime-node did not load (${v.loadError})` : `execution providers: ${v.executionProviders.join(', ')}`);
   return lines;
 }

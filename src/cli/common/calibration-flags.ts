@@ -9,6 +9,7 @@ import type { StaticActivationOptions } from '../../io/pipeline/static-activatio
 import { DEFAULT_CALIBRATION_SAMPLES, DEFAULT_CALIBRATION_SEQ_LEN } from '../../runtime/text/calibration-input.js';
 import { isDeviceRequest, selectDevice } from '../../runtime/device/device.js';
 import { MAX_SEQUENCE } from '../../runtime/models/token-ids.js';
+import { CheckpointError } from '../../io/errors.js';
 import { UsageError } from './errors.js';
 import { parsePositiveInt } from './options.js';
 
@@ -48,7 +49,8 @@ export function parseCalibrationFlags(flags: CalibrationFlags): ParsedCalibratio
   if (flags.calibration === undefined) {
     throw new UsageError('--activation-scheme static needs --calibration <file>: a text file (one sample per line), JSONL of {"text": ...}, or input_ids .safetensors');
   }
-  if (!existsSync(flags.calibration)) throw new UsageError(`--calibration: no such file: ${flags.calibration}`);
+  // A missing input file is E_INPUT_MISSING (exit 1), as for verify --text and generate --prompts.
+  if (!existsSync(flags.calibration)) throw new CheckpointError(`--calibration: no such file: ${flags.calibration}`, 'E_INPUT_MISSING');
   const split = flags.calibrationSplit ?? 'sample';
   if (split !== 'sample' && split !== 'chunk') throw new UsageError(`invalid --calibration-split "${split}": expected sample or chunk`);
   const granularity = flags.activationScaleGranularity ?? 'group';

@@ -103,6 +103,8 @@ export function errorCodeOf(e: unknown): ErrorCode {
   const own = (e as { errorCode?: unknown }).errorCode;
   if (isErrorCode(own)) return own;
   if (e.name === 'UsageError') return 'E_USAGE';
+  // An ExitError that names no code: exit 2 is the command line by definition (README's exit codes).
+  if (e.name === 'ExitError' && (e as { exitCode?: unknown }).exitCode === 2) return 'E_USAGE';
   if (e.name === 'AlreadyQuantizedError') return 'E_ALREADY_QUANTIZED';
   if (e.name === 'DeviceUnavailableError') return 'E_DEVICE_UNAVAILABLE';
   const code = (e as NodeJS.ErrnoException).code;

@@ -17,6 +17,9 @@ import { realPathOfPrefix } from '../../io/pipeline/output-folder.js';
 /** A report file fp8q will not write (exists without --force, is a folder). */
 export class ReportFileError extends ExitError {
   override name = 'ReportFileError';
+  constructor(message: string, errorCode: 'E_OUTPUT_EXISTS' | 'E_OUTPUT_UNSAFE') {
+    super(message, undefined, errorCode);
+  }
 }
 
 export interface ReportTarget {
@@ -26,9 +29,18 @@ export interface ReportTarget {
 }
 
 
+const EXAMPLE_FILE: Readonly<Record<string, string>> = { '--junit': 'verify.xml', '--markdown': 'verify.md', '--report': 'convert.md' };
+
 function isInside(folder: string, path: string): boolean {
   const rel = relative(folder, path);
   return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+}
+
+/** The first of `folders` that holds `path` (after links), or undefined. */
+export async function folderHolding<F extends { readonly path: string }>(path: string, folders: readonly F[]): Promise<F | undefined> {
+  const abs = await realPathOfPrefix(path);
+  for (const f of folders) if (isInside(await realPathOfPrefix(f.path), abs)) return f;
+  return undefined;
 }
 
 /**
@@ -42,6 +54,10 @@ export async function checkReportTargets(
 ): Promise<void> {
   const seen = new Map<string, string>();
   for (const t of targets) {
+    // An empty path would resolve to the working folder, and a trailing slash names a folder to be:
+    // either would be found out only when the report is written, after the whole run.
+    if (t.path.trim() === '') throw new UsageError(`${t.flag} needs a file name, e.g. ${t.flag} reports/${EXAMPLE_FILE[t.flag] ?? 'report.md'}`);
+    if (/[\\/]$/.test(t.path)) throw new UsageError(`${t.flag} ${t.path} names a folder: give a file name, e.g. ${join(t.path, 'report')}`);
     const abs = await realPathOfPrefix(t.path);
     const other = seen.get(abs);
     if (other !== undefined) throw new UsageError(`${other} and ${t.flag} name the same file ${t.path}: give each report its own file`);
@@ -58,8 +74,8 @@ export async function checkReportTargets(
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
       throw e;
     }
-    if (isDirectory) throw new ReportFileError(`${t.flag} ${t.path} is a folder: give a file name, e.g. ${join(t.path, 'report')}`);
-    if (!opts.force) throw new ReportFileError(`${t.flag} ${t.path} exists: pass --force to replace it, or choose another file`);
+    if (isDirectory) throw new ReportFileError(`${t.flag} ${t.path} is a folder: give a file name, e.g. ${join(t.path, 'report')}`, 'E_OUTPUT_UNSAFE');
+    if (!opts.force) throw new ReportFileError(`${t.flag} ${t.path} exists: pass --force to replace it, or choose another file`, 'E_OUTPUT_EXISTS');
   }
 }
 

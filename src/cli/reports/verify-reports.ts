@@ -7,7 +7,7 @@ import { hostname } from 'node:os';
 import type { VerifyEvent } from '../../runtime/verify/verify-checkpoints.js';
 import { fp8qVersion } from '../../io/hub/version.js';
 import { info, warn, type OutputMode } from '../common/output.js';
-import { appendJobSummary, checkReportTargets, writeReportFile, type ReportTarget } from './report-files.js';
+import { appendJobSummary, checkReportTargets, folderHolding, writeReportFile, type ReportTarget } from './report-files.js';
 import { renderVerifyJunit } from './verify-junit.js';
 import { renderVerifyMarkdown } from './verify-markdown.js';
 import type { VerifyReportView } from './verify-report-view.js';
@@ -28,6 +28,7 @@ export class VerifyReportWriter {
   private constructor(
     private readonly flags: VerifyReportFlags,
     private readonly summaryFile: string | undefined,
+    private readonly summarySkipped?: string,
   ) {}
 
   /** Checks the report paths against the models' folders; call before the run. */
@@ -35,15 +36,17 @@ export class VerifyReportWriter {
     const targets: ReportTarget[] = [];
     if (flags.junit !== undefined) targets.push({ flag: '--junit', path: flags.junit });
     if (flags.markdown !== undefined) targets.push({ flag: '--markdown', path: flags.markdown });
-    await checkReportTargets(targets, {
-      force: flags.force === true,
-      folders: [
-        { role: 'original', path: models.original },
-        { role: 'quantized', path: models.quantized },
-      ],
-    });
+    const folders = [
+      { role: 'original', path: models.original },
+      { role: 'quantized', path: models.quantized },
+    ];
+    await checkReportTargets(targets, { force: flags.force === true, folders });
     const summary = env['GITHUB_STEP_SUMMARY'];
-    return new VerifyReportWriter(flags, flags.summary !== false && summary !== undefined && summary !== '' ? summary : undefined);
+    if (flags.summary === false || summary === undefined || summary === '') return new VerifyReportWriter(flags, undefined);
+    // fp8q never writes into a model folder, whoever names the file: the summary is skipped, not the run.
+    const holder = await folderHolding(summary, folders);
+    const skipped = holder && `$GITHUB_STEP_SUMMARY (${summary}) is inside the ${holder.role} folder ${holder.path}: not appending the report to it`;
+    return new VerifyReportWriter(flags, skipped ? undefined : summary, skipped);
   }
 
   /** Feed every progress event here: the reports show per-layer times. */
@@ -62,6 +65,7 @@ export class VerifyReportWriter {
       await writeReportFile(this.flags.markdown, markdown!);
       info(mode, `Markdown report: ${this.flags.markdown}`);
     }
+    if (this.summarySkipped !== undefined) warn(mode, this.summarySkipped);
     if (this.summaryFile !== undefined) {
       try {
         await appendJobSummary(this.summaryFile, markdown!);

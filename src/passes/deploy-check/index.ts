@@ -170,16 +170,32 @@ function suggest(input: DeployCheckInput, failing: TargetResult): Suggestion | u
   const excluded = input.linears.filter((l) => modules.has(l.module));
   const params = excluded.reduce((s, l) => s + l.experts * l.outFeatures * l.inFeatures, 0);
   const scales = scaleCount(excluded, input.block.bn, input.block.bk);
-  const leafPatterns = [...new Set(excluded.map((l) => patternOf(l.module).replace(/\*/g, '\\d+')))];
   return {
     engine: failing.engine,
     tp: failing.tp,
-    flags: leafPatterns.length <= 3 ? leafPatterns.map((p) => `--exclude 're:^${p}$'`).join(' ') : `--exclude … (${excluded.length} linears)`,
+    flags: excludeFlags(excluded.map((l) => l.module)),
     why: `${excluded.length} linears kept in BF16 (${formatCount(params)} parameters)`,
     scalesBefore: before,
     scalesAfter: before - scales,
     extraBytes: params - scales * 4,
   };
+}
+
+/**
+ * `--exclude` flags that keep exactly these modules (any layer or expert index): one flag per
+ * module pattern when there are few, else one regular expression over their common prefix, so the
+ * suggestion can be pasted as it is printed.
+ */
+export function excludeFlags(modules: readonly string[]): string {
+  const patterns = [...new Set(modules.map((m) => patternOf(m).replace(/\./g, '\\.').replace(/\*/g, '\\d+')))].sort();
+  if (patterns.length <= 3) return patterns.map((p) => `--exclude 're:^${p}$'`).join(' ');
+  // The common prefix up to a dot: model\.layers\.\d+\.(?:mlp\.gate_proj|self_attn\.q_proj|…)
+  let prefix = patterns[0]!;
+  for (const p of patterns) while (!p.startsWith(prefix)) prefix = prefix.slice(0, -1);
+  const cut = prefix.lastIndexOf('\\.');
+  prefix = cut < 0 ? '' : prefix.slice(0, cut + 2);
+  const flag = `--exclude 're:^${prefix}(?:${patterns.map((p) => p.slice(prefix.length)).join('|')})$'`;
+  return flag.length <= 400 ? flag : `--exclude … (${modules.length} linears)`;
 }
 
 export function deployCheck(input: DeployCheckInput, options: { engines?: readonly EngineId[]; tpSizes?: readonly number[]; targets?: readonly DeployTarget[] } = {}): DeployReport {

@@ -32,6 +32,13 @@ const FILE_SHA256: Readonly<Record<(typeof CUDA_PROVIDER_FILES)[number], string>
 /** Something the user can fix: wrong platform, wrong onnxruntime-node, a file that is not the pinned one. */
 export class CudaSetupError extends Error {
   override name = 'CudaSetupError';
+  constructor(
+    message: string,
+    /** The `--json` error code (src/cli/error-codes.ts): what the user has to fix. */
+    readonly errorCode: 'E_INPUT_MISSING' | 'E_INPUT_MALFORMED' | 'E_INPUT_UNSUPPORTED' | 'E_IO' = 'E_INPUT_UNSUPPORTED',
+  ) {
+    super(message);
+  }
 }
 
 export interface InstalledFile {
@@ -58,16 +65,16 @@ export async function installCudaProvider(source: string | undefined, onProgress
     throw new CudaSetupError(`onnxruntime-node ${version} is installed; the CUDA provider of ${CUDA_PROVIDER_PACKAGE} matches ${PROVIDER_ORT_VERSION} only (reinstall fp8q to restore the pinned version)`);
   }
   const dest = onnxruntimeBinaryDir();
-  if (!existsSync(join(dest, 'libonnxruntime.so.1'))) throw new CudaSetupError(`${dest}/libonnxruntime.so.1 is missing: reinstall fp8q (or npm ci in a clone)`);
+  if (!existsSync(join(dest, 'libonnxruntime.so.1'))) throw new CudaSetupError(`${dest}/libonnxruntime.so.1 is missing: reinstall fp8q (or npm ci in a clone)`, 'E_INPUT_MISSING');
   const work = mkdtempSync(join(tmpdir(), 'fp8q-setup-cuda-'));
   try {
     const folder = await providerFolder(source, work, onProgress);
     const installed: InstalledFile[] = [];
     for (const name of CUDA_PROVIDER_FILES) {
       const from = join(folder, name);
-      if (!existsSync(from)) throw new CudaSetupError(`${from} is missing: give the ${CUDA_PROVIDER_PACKAGE} tarball or a folder holding ${CUDA_PROVIDER_FILES.join(' and ')}`);
+      if (!existsSync(from)) throw new CudaSetupError(`${from} is missing: give the ${CUDA_PROVIDER_PACKAGE} tarball or a folder holding ${CUDA_PROVIDER_FILES.join(' and ')}`, 'E_INPUT_MISSING');
       const got = await hashFile(from, 'sha256', 'hex');
-      if (got !== FILE_SHA256[name]) throw new CudaSetupError(`${from}: sha256 ${got}, expected ${FILE_SHA256[name]} (the file from ${CUDA_PROVIDER_PACKAGE})`);
+      if (got !== FILE_SHA256[name]) throw new CudaSetupError(`${from}: sha256 ${got}, expected ${FILE_SHA256[name]} (the file from ${CUDA_PROVIDER_PACKAGE})`, 'E_INPUT_MALFORMED');
       // Copy then rename: an interrupted copy never leaves a half library where onnxruntime looks.
       const partial = join(dest, `.${name}.partial`);
       await copyFile(from, partial);
@@ -95,14 +102,14 @@ async function providerFolder(source: string | undefined, work: string, onProgre
       packed = execFileSync('npm', ['pack', CUDA_PROVIDER_PACKAGE, '--pack-destination', work, '--silent'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     } catch (e) {
       const stderr = String((e as { stderr?: unknown }).stderr ?? (e as Error).message).trim().split('\n').slice(-3).join(' ');
-      throw new CudaSetupError(`npm pack ${CUDA_PROVIDER_PACKAGE} failed (${stderr}): on a machine without the registry, give the package's tarball or folder: fp8q setup-cuda <file.tgz|folder>`);
+      throw new CudaSetupError(`npm pack ${CUDA_PROVIDER_PACKAGE} failed (${stderr}): on a machine without the registry, give the package's tarball or folder: fp8q setup-cuda <file.tgz|folder>`, 'E_IO');
     }
     tarball = join(work, packed.trim().split('\n').pop()!);
   } else if (!existsSync(tarball)) {
-    throw new CudaSetupError(`${tarball}: no such file or folder`);
+    throw new CudaSetupError(`${tarball}: no such file or folder`, 'E_INPUT_MISSING');
   }
   const integrity = `sha512-${await hashFile(tarball, 'sha512', 'base64')}`;
-  if (integrity !== PACKAGE_INTEGRITY) throw new CudaSetupError(`${tarball}: integrity ${integrity} is not ${CUDA_PROVIDER_PACKAGE}'s ${PACKAGE_INTEGRITY}`);
+  if (integrity !== PACKAGE_INTEGRITY) throw new CudaSetupError(`${tarball}: integrity ${integrity} is not ${CUDA_PROVIDER_PACKAGE}'s ${PACKAGE_INTEGRITY}`, 'E_INPUT_MALFORMED');
   execFileSync('tar', ['-xzf', tarball, '-C', work, ...CUDA_PROVIDER_FILES.map((f) => `${PLUGIN_DIR}/${f}`)], { stdio: ['ignore', 'ignore', 'pipe'] });
   return join(work, PLUGIN_DIR);
 }

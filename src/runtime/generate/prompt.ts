@@ -128,6 +128,7 @@ export function promptIds(tokenizer: ModelTokenizer, settings: PromptSettings, p
       throw new NoChatTemplateError(
         `${modelDir} has no chat template (no "chat_template" in tokenizer_config.json, no chat_template.jinja or chat_template.json): ` +
           'drop --chat, or write the prompt in the format the model was trained on',
+        'E_INPUT_UNSUPPORTED',
       );
     }
     // The template writes the special tokens itself (BOS included), as transformers' apply_chat_template.

@@ -13,8 +13,8 @@ import { detectArchitecture, textConfigOf } from '../../passes/architectures.js'
 import { recipeOf } from '../../passes/family-recipes.js';
 
 export class ModelConfigError extends CheckpointError {
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, errorCode: 'E_INPUT_MALFORMED' | 'E_INPUT_UNSUPPORTED' = 'E_INPUT_MALFORMED') {
+    super(message, errorCode);
     this.name = 'ModelConfigError';
   }
 }
@@ -328,12 +328,13 @@ export function modelSpecOf(config: ModelConfig | undefined, where: string, has:
   const arch = detectArchitecture(config);
   const top = config;
   if (arch.family === undefined) {
-    throw new ModelConfigError(`${where}: architecture ${arch.label} has no forward in fp8q (supported: ${FORWARD_NAMES})`);
+    throw new ModelConfigError(`${where}: architecture ${arch.label} has no forward in fp8q (supported: ${FORWARD_NAMES})`, 'E_INPUT_UNSUPPORTED');
   }
   if (!isForwardFamily(arch.family)) {
     throw new ModelConfigError(
       `${where}: ${arch.label} is a ${recipeOf(arch.family).name} model (family ${arch.family}); fp8q converts it but has no forward for it, ` +
         `so logits and verify cannot run it (forwards: ${FORWARD_NAMES}); compare the converted checkpoint in transformers or vLLM instead`,
+      'E_INPUT_UNSUPPORTED',
     );
   }
   const family = arch.family;

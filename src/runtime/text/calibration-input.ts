@@ -64,7 +64,8 @@ export async function readWholeText(file: string, kind: 'calibration' | 'text'):
   try {
     size = (await stat(file)).size;
   } catch (e) {
-    throw new CheckpointError(`cannot read ${kind} file ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CheckpointError(`cannot read ${kind} file ${file} (${code ?? (e as Error).message})`, code === 'ENOENT' ? 'E_INPUT_MISSING' : 'E_INPUT_MALFORMED');
   }
   if (size > MAX_CALIBRATION_TEXT_BYTES) {
     const what = kind === 'calibration' ? 'calibration text' : 'text';

@@ -44,6 +44,8 @@ export interface TextInputOptions {
   readonly vocabSize?: number;
   /** stdin, for `-` (tests pass their own). */
   readonly stdin?: () => Promise<string>;
+  /** Whether the command takes random ids (`--tokens N`, verify) to suggest instead; default true. */
+  readonly offerRandomIds?: boolean;
 }
 
 /** What a run's token ids are, for reports. */
@@ -68,7 +70,8 @@ function checkCount(flag: string, n: number | undefined, max = Number.MAX_SAFE_I
   if (n !== undefined && (!Number.isSafeInteger(n) || n < 1 || n > max)) throw new CheckpointError(`${flag} must be an integer from 1 to ${max}, got ${n}`);
 }
 
-async function readStdin(): Promise<string> {
+/** Standard input as UTF-8 text, up to the same size limit as a text file. */
+export async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   let bytes = 0;
   for await (const chunk of process.stdin) {
@@ -80,15 +83,13 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-
 async function documents(opts: TextInputOptions): Promise<{ file: string; texts: string[] }> {
   const s = opts.source;
   if (s.kind === 'bundled') return { file: BUNDLED_TEXT_FILE, texts: [await readWholeText(BUNDLED_TEXT_FILE, 'text')] };
-  if (s.kind === 'text') {
-    const text = s.file === '-' ? await (opts.stdin ?? readStdin)() : await readWholeText(s.file, 'text');
-    return { file: s.file, texts: [text] };
-  }
-  return { file: s.file, texts: jsonlTexts(s.file, await readWholeText(s.file, 'text')) };
+  // `-` is standard input for --dataset as for --text.
+  const text = s.file === '-' ? await (opts.stdin ?? readStdin)() : await readWholeText(s.file, 'text');
+  if (s.kind === 'text') return { file: s.file, texts: [text] };
+  return { file: s.file, texts: jsonlTexts(s.file, text) };
 }
 
 /** max_position_embeddings and vocab_size from `<modelDir>/config.json`, where it says them. */
@@ -99,9 +100,11 @@ export async function modelTextLimits(modelDir: string): Promise<{ contextLength
   } catch {
     return {};
   }
+  const at = (o: unknown, key: string): unknown => (typeof o === 'object' && o !== null ? (o as Record<string, unknown>)[key] : undefined);
+  // A VLM (Qwen2.5-VL, Gemma 3, Mistral 3 …) says its language model's limits in text_config.
   const num = (key: string): number | undefined => {
-    const v = typeof config === 'object' && config !== null ? (config as Record<string, unknown>)[key] : undefined;
-    return typeof v === 'number' && Number.isSafeInteger(v) && v > 0 ? v : undefined;
+    for (const v of [at(config, key), at(at(config, 'text_config'), key)]) if (typeof v === 'number' && Number.isSafeInteger(v) && v > 0) return v;
+    return undefined;
   };
   const contextLength = num('max_position_embeddings');
   const vocabSize = num('vocab_size');
@@ -109,14 +112,14 @@ export async function modelTextLimits(modelDir: string): Promise<{ contextLength
 }
 
 /** Says what a model without tokenizer.json can be given instead. */
-export async function loadTokenizerFor(modelDir: string, flag: string): ReturnType<typeof loadModelTokenizer> {
+export async function loadTokenizerFor(modelDir: string, flag: string, offerRandomIds = true): ReturnType<typeof loadModelTokenizer> {
   try {
     return await loadModelTokenizer(modelDir);
   } catch (e) {
     if (e instanceof CheckpointError && e.message.includes(`no ${TOKENIZER_FILE}`)) {
       throw new CheckpointError(
         `${modelDir} has no ${TOKENIZER_FILE}, so ${flag} cannot be tokenized with the model's own tokenizer: copy the model's ${TOKENIZER_FILE} ` +
-          'into the folder, or pass token ids instead (--input-ids ids.safetensors holding input_ids I64 [B, T], or --tokens N for random ids)',
+          `into the folder, or pass token ids instead (--input-ids ids.safetensors holding input_ids I64 [B, T]${offerRandomIds ? ', or --tokens N for random ids' : ''})`,
       );
     }
     throw e;
@@ -131,7 +134,7 @@ export async function readTextInput(opts: TextInputOptions): Promise<TextInput> 
   checkCount('--max-samples', opts.maxSamples);
   checkCount('--max-tokens', maxTokens);
   const flag = opts.source.kind === 'bundled' ? 'the bundled English sample' : opts.source.kind === 'text' ? '--text' : '--dataset';
-  const tokenizer = await loadTokenizerFor(opts.modelDir, flag);
+  const tokenizer = await loadTokenizerFor(opts.modelDir, flag, opts.offerRandomIds !== false);
   const { file, texts } = await documents(opts);
 
   const stream: number[] = [];

@@ -32,12 +32,20 @@ async function samePath(a: string, b: string): Promise<boolean> {
   }
 }
 
-export async function checkCheckpointPair(o: { checkpoint: Checkpoint; spec: ModelSpec }, q: { checkpoint: Checkpoint; spec: ModelSpec }): Promise<void> {
+interface PairSide {
+  readonly checkpoint: Checkpoint;
+  readonly spec: ModelSpec;
+}
+
+/**
+ * The two folders hold the same model (one may be a conversion of the other): not the same
+ * folder twice (`sameFolder` says why that is wrong for the command), and the same architecture,
+ * sizes and weight shapes. `generate --compare` needs no more: its second model may be any copy.
+ */
+export async function checkSameModel(o: PairSide, q: PairSide, sameFolder: string): Promise<void> {
   const od = o.checkpoint.dir;
   const qd = q.checkpoint.dir;
-  if (await samePath(od, qd)) {
-    throw new VerifyArgumentsError(`both arguments are ${od}: verify compares an original with its FP8 conversion, e.g. fp8q verify <original> <converted>`);
-  }
+  if (await samePath(od, qd)) throw new VerifyArgumentsError(sameFolder);
   const a = o.spec;
   const b = q.spec;
   const diffs: string[] = [];
@@ -54,6 +62,12 @@ export async function checkCheckpointPair(o: { checkpoint: Checkpoint; spec: Mod
     if (diffs.length >= 4) break;
   }
   if (diffs.length > 0) throw new VerifyArgumentsError(`${qd} is not a conversion of ${od}: ${diffs.join(', ')}`);
+}
+
+export async function checkCheckpointPair(o: PairSide, q: PairSide): Promise<void> {
+  const od = o.checkpoint.dir;
+  const qd = q.checkpoint.dir;
+  await checkSameModel(o, q, `both arguments are ${od}: verify compares an original with its FP8 conversion, e.g. fp8q verify <original> <converted>`);
 
   const qFp8 = fp8TensorNames(q.checkpoint);
   const oFp8 = fp8TensorNames(o.checkpoint);
