@@ -34,7 +34,7 @@ export class CudaSetupError extends Error {
   override name = 'CudaSetupError';
   constructor(
     message: string,
-    /** The `--json` error code (src/cli/error-codes.ts): what the user has to fix. */
+    /** The `--json` error code (src/cli/common/error-codes.ts): what the user has to fix. */
     readonly errorCode: 'E_INPUT_MISSING' | 'E_INPUT_MALFORMED' | 'E_INPUT_UNSUPPORTED' | 'E_IO' = 'E_INPUT_UNSUPPORTED',
   ) {
     super(message);
