@@ -7,7 +7,7 @@
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -244,6 +244,7 @@ describe('reports through the CLI on the llama fixture', () => {
   let results: CliResult[];
   let summaryBefore: string;
   const ids = join(MODELS, 'llama.logits.safetensors');
+  const idsCopy = (): string => join(work, 'input-ids.safetensors');
   const verify = (quantized: string, ...flags: string[]): string[] => ['verify', modelDir('llama'), quantized, '--input-ids', ids, '--device', 'cpu', '--quiet', ...flags];
 
   before(async () => {
@@ -252,6 +253,7 @@ describe('reports through the CLI on the llama fixture', () => {
     bad = join(work, 'llama-bad');
     await convertCheckpoint({ input: modelDir('llama'), output: fp8 });
     await copyCheckpointWithEdits(fp8, bad, (t) => scaleF32(t.get('model.layers.0.self_attn.v_proj.weight_scale_inv')!, 4));
+    await copyFile(ids, idsCopy());
     summaryBefore = '# earlier step\n';
     await writeFile(join(work, 'step-summary.md'), summaryBefore);
     const r = (name: string): string => join(work, 'reports', name);
@@ -271,6 +273,9 @@ describe('reports through the CLI on the llama fixture', () => {
         /* 11 */ verify(fp8, '--markdown', `${r('new-folder')}/`),
         /* 12 */ verify(fp8, '--junit', r('sound.xml'), '--json'),
         /* 13 */ ['convert', modelDir('llama'), '-o', join(work, 'out-e'), '--report', '', '--quiet'],
+        // A copy of the ids: should the refusal break, the fixture stays intact.
+        /* 14 */ ['verify', modelDir('llama'), fp8, '--input-ids', idsCopy(), '--device', 'cpu', '--quiet', '--junit', idsCopy(), '--force'],
+        /* 15 */ ['convert', modelDir('llama'), '-o', join(work, 'out-f'), '--activation-scheme', 'static', '--calibration', idsCopy(), '--report', idsCopy(), '--force', '--quiet'],
       ],
       { ...process.env, GITHUB_STEP_SUMMARY: join(work, 'step-summary.md') },
     );
@@ -347,6 +352,17 @@ describe('reports through the CLI on the llama fixture', () => {
     assert.equal(results[13]!.code, 2);
     assert.match(results[13]!.stderr, /^fp8q: --report needs a file name, e\.g\. --report reports\/convert\.md\n$/);
     assert.equal(await exists(join(work, 'out-e')), false);
+  });
+
+  test('a report never replaces an input file, even with --force', async () => {
+    const before = await readFile(ids);
+    assert.deepEqual(await readFile(idsCopy()), before);
+    assert.equal(results[14]!.code, 2);
+    assert.match(results[14]!.stderr, /^fp8q: --junit .*input-ids\.safetensors is the --input-ids input: give the report its own file\n$/);
+    assert.equal(results[15]!.code, 2);
+    assert.match(results[15]!.stderr, /^fp8q: --report .* is the --calibration input/);
+    assert.equal(await exists(join(work, 'out-f')), false);
+    assert.deepEqual(await readFile(idsCopy()), before);
   });
 
   test('convert --report: plan, sizes and shard hashes that match the conversion; refused where it cannot be written', async () => {

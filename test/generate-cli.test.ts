@@ -5,7 +5,7 @@
 // comparison layout on wide and narrow terminals.
 
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -231,6 +231,19 @@ test('--prompts: a folder or a missing file is named as the input it is; - reads
 test('--threads above the cores is capped with a note, as in verify and logits', () => {
   assert.equal(r[20]!.code, 0, r[20]!.stderr);
   assert.match(r[20]!.stderr, /^warning: --threads 100000 is more than the \d+ cores here: using \d+$/m);
+});
+
+test('SIGINT while generating: exit 130, and no "partial output removed" from a command that writes nothing', async () => {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'test/helpers/run-cli.ts'), 'generate', STORIES, '--prompt', 'Once', '--max-new-tokens', '400', '--device', 'cpu'], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  child.stdout.once('data', () => child.kill('SIGINT'));
+  const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+  assert.equal(code, 130, stderr);
+  assert.match(stderr, /fp8q: interrupted by SIGINT\n$/);
 });
 
 test('comparison layout: side by side when wide, one after the other when narrow or not a terminal', () => {

@@ -227,7 +227,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     // A run in flight leaves only its staging folders and temporary files: remove them, then stop.
     discardAllStagingSync(rmSync);
     const exitCode = signal === 'SIGTERM' ? EXIT_TERMINATED : EXIT_INTERRUPTED;
-    const message = `interrupted by ${signal}; partial output removed`;
+    // Only the commands that write have partial output to speak of.
+    const command = argv.slice(2).find((a) => !a.startsWith('-'));
+    const writes = command === 'convert' || command === 'dequant' || command === 'logits' || command === 'setup-cuda';
+    const message = writes ? `interrupted by ${signal}; partial output removed` : `interrupted by ${signal}`;
     // Synchronous writes: process.exit does not wait for a piped stream to drain.
     writeSync(2, `\nfp8q: ${message}\n`);
     if (json) writeSync(1, jsonError('E_INTERRUPTED', message, exitCode));

@@ -85,7 +85,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
   // Everything about the Hub that can be checked before a byte is read (ids, URL, token for --push-to).
   for (const w of await checkHubFlags(source, flags)) warn(mode, w);
   await checkPushTarget(flags);
-  if (flags.report !== undefined) await checkConvertReport(flags.report, { source, output: flags.output, force: options.force, dryRun: options.dryRun });
+  if (flags.report !== undefined) await checkConvertReport(flags.report, { source, output: flags.output, force: options.force, dryRun: options.dryRun, ...(flags.calibration === undefined ? {} : { calibration: flags.calibration }) });
   const resolved = await resolveModelSource(source, flags, mode);
   const calibration = await resolveCalibration(staticFlags);
   const progress = options.dryRun ? undefined : new ByteProgress(mode, 'converting');

@@ -19,11 +19,12 @@ async function isFolder(path: string): Promise<boolean> {
 }
 
 /** Refuse a --report that cannot be honoured: with --dry-run, inside the source or output folder, existing without --force. */
-export async function checkConvertReport(report: string, opts: { source: string; output: string; force: boolean; dryRun: boolean }): Promise<void> {
+export async function checkConvertReport(report: string, opts: { source: string; output: string; force: boolean; dryRun: boolean; calibration?: string }): Promise<void> {
   if (opts.dryRun) throw new UsageError('--report cannot be combined with --dry-run: nothing is converted to report on (--dry-run --json prints the plan)');
   // A Hub id names no local folder; its download lands in the Hugging Face cache, not beside the report.
   const folders = [{ role: 'output', path: opts.output }, ...((await isFolder(opts.source)) ? [{ role: 'source', path: opts.source }] : [])];
-  await checkReportTargets([{ flag: '--report', path: report }], { force: opts.force, folders });
+  const inputs = opts.calibration === undefined ? [] : [{ flag: '--calibration', path: opts.calibration }];
+  await checkReportTargets([{ flag: '--report', path: report }], { force: opts.force, folders, inputs });
 }
 
 export async function writeConvertReport(

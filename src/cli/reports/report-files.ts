@@ -50,7 +50,12 @@ export async function folderHolding<F extends { readonly path: string }>(path: s
  */
 export async function checkReportTargets(
   targets: readonly ReportTarget[],
-  opts: { readonly force: boolean; readonly folders: readonly { readonly role: string; readonly path: string }[] },
+  opts: {
+    readonly force: boolean;
+    readonly folders: readonly { readonly role: string; readonly path: string }[];
+    /** Input files the command reads (--text, --dataset, --input-ids): never a report's file, even with --force. */
+    readonly inputs?: readonly { readonly flag: string; readonly path: string }[];
+  },
 ): Promise<void> {
   const seen = new Map<string, string>();
   for (const t of targets) {
@@ -62,6 +67,9 @@ export async function checkReportTargets(
     const other = seen.get(abs);
     if (other !== undefined) throw new UsageError(`${other} and ${t.flag} name the same file ${t.path}: give each report its own file`);
     seen.set(abs, t.flag);
+    for (const i of opts.inputs ?? []) {
+      if (i.path !== '-' && (await realPathOfPrefix(i.path)) === abs) throw new UsageError(`${t.flag} ${t.path} is the ${i.flag} input: give the report its own file`);
+    }
     for (const f of opts.folders) {
       if (isInside(await realPathOfPrefix(f.path), abs)) {
         throw new UsageError(`${t.flag} ${t.path} is inside the ${f.role} folder ${f.path}: write reports outside model folders`);

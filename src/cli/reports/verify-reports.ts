@@ -19,6 +19,10 @@ export interface VerifyReportFlags {
   /** false with --no-summary. */
   summary?: boolean;
   force?: boolean;
+  /** The input files, which no report may replace. */
+  text?: string;
+  dataset?: string;
+  inputIds?: string;
 }
 
 export class VerifyReportWriter {
@@ -40,7 +44,14 @@ export class VerifyReportWriter {
       { role: 'original', path: models.original },
       { role: 'quantized', path: models.quantized },
     ];
-    await checkReportTargets(targets, { force: flags.force === true, folders });
+    const inputs = (
+      [
+        ['--text', flags.text],
+        ['--dataset', flags.dataset],
+        ['--input-ids', flags.inputIds],
+      ] as const
+    ).flatMap(([flag, path]) => (path === undefined ? [] : [{ flag, path }]));
+    await checkReportTargets(targets, { force: flags.force === true, folders, inputs });
     const summary = env['GITHUB_STEP_SUMMARY'];
     if (flags.summary === false || summary === undefined || summary === '') return new VerifyReportWriter(flags, undefined);
     // fp8q never writes into a model folder, whoever names the file: the summary is skipped, not the run.
