@@ -242,6 +242,12 @@ test('rows of one token are refused on text (no next token to predict, the perpl
   assert.equal(noText.stderr, 'warning: --max-ppl-increase applies to text input; random ids have no perplexity to compare, so the gate is not applied\n');
 });
 
+test('--seq-len longer than the model context is a command-line error, before any layer runs', async () => {
+  const r = await runCli(['verify', STORIES, sound, '--text', IN_DOMAIN, '--seq-len', '513', '--device', 'cpu', '--json']);
+  assert.match(assertJsonError(r, 'E_USAGE', 2).message, /--seq-len 513 is longer than .*context \(max_position_embeddings 512\)/);
+  assert.doesNotMatch(r.stderr, /layer 1\//);
+});
+
 test('an FP8 original against its re-quantized conversion stays a valid comparison', async () => {
   const requantized = join(work, 'requantized');
   await convertCheckpoint({ input: sound, output: requantized, requantize: true, block: { bn: 64, bk: 64 } });

@@ -51,6 +51,9 @@ export async function readModelInput(modelDir: string, flags: TextInputFlags, op
   const maxSamples = flags.maxSamples === undefined ? undefined : parsePositiveInt('--max-samples', flags.maxSamples);
   const maxTokens = flags.maxTokens === undefined ? undefined : parsePositiveInt('--max-tokens', flags.maxTokens);
   const { contextLength, vocabSize } = await modelTextLimits(modelDir);
+  if (seqLen !== undefined && contextLength !== undefined && seqLen > contextLength) {
+    throw new UsageError(`--seq-len ${seqLen} is longer than ${modelDir}'s context (max_position_embeddings ${contextLength}): pass --seq-len ${contextLength} or less`);
+  }
   return readTextInput({
     source,
     modelDir,
