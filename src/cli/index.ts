@@ -9,6 +9,7 @@ import { discardAllStagingSync } from '../io/pipeline/output-folder.js';
 import { collect } from './common/options.js';
 import { addFlags } from './common/flags.js';
 import { CONVERT_FLAGS, type ConvertFlags } from './commands/convert-flags.js';
+import { DEQUANT_FLAGS, type DequantFlags } from './commands/dequant-flags.js';
 import { redactSecrets } from './common/redact.js';
 import { describeError, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, ExitError, exitCodeOf, isKnownError } from './common/errors.js';
 import { errorCodeOf, type ErrorCode } from './common/error-codes.js';
@@ -38,22 +39,16 @@ export function buildProgram(): Command {
       await convertCommand(source, flags);
   });
 
-  program
-    .command('dequant')
-    .description('write an FP8 checkpoint back as BF16/FP16 (fp8 × scale_inv, rounded once), quantization_config removed')
-    .argument('<source>', 'FP8 model folder (DeepSeek-V3, Qwen3-FP8, transformers or fp8q layout)')
-    .option('-o, --output <dir>', 'output folder (written atomically)')
-    .option('--dtype <dtype>', 'bfloat16 or float16', 'bfloat16')
-    .option('--max-shard-size <size>', 'largest output shard', '5GB')
-    .option('--force', 'replace a non-empty output folder that holds a checkpoint')
-    .option('--allow-nonfinite', 'write even when scales are NaN/Inf/≤ 0 or values come out NaN/Inf (counted in the summary)')
-    .option('--allow-unindexed', 'a tensor a shard holds but the index does not list: leave it out with a warning instead of failing')
-    .option('--json', 'print one JSON summary on stdout and nothing else')
-    .option('-q, --quiet', 'no progress output')
-    .action(async (source: string, flags) => {
-      const { dequantCommand } = await import('./commands/dequant.js');
-      await dequantCommand(source, flags);
-    });
+  addFlags(
+    program
+      .command('dequant')
+      .description('write an FP8 checkpoint back as BF16/FP16 (fp8 × scale_inv, rounded once), quantization_config removed')
+      .argument('<source>', 'FP8 model folder (DeepSeek-V3, Qwen3-FP8, transformers or fp8q layout)'),
+    DEQUANT_FLAGS,
+  ).action(async (source: string, flags: DequantFlags) => {
+    const { dequantCommand } = await import('./commands/dequant.js');
+    await dequantCommand(source, flags);
+  });
 
   program
     .command('inspect')
