@@ -7,6 +7,7 @@ import { Command } from 'commander';
 import { addFlags, choiceOf, type FlagTable } from '../src/cli/common/flags.js';
 import { UsageError } from '../src/cli/common/errors.js';
 import { CONVERT_FLAGS } from '../src/cli/commands/convert-flags.js';
+import { DEQUANT_FLAGS } from '../src/cli/commands/dequant-flags.js';
 
 const TABLE = {
   output: { spec: '-o, --output <dir>', description: 'where', kind: 'string' },
@@ -44,10 +45,12 @@ test('choiceOf checks a value in code against the same list, absent → the defa
   assert.throws(() => choiceOf(CONVERT_FLAGS.scaleFmt, 'bogus'), (e: unknown) => e instanceof UsageError && /invalid --scale-fmt "bogus": expected float or ue8m0/.test(e.message));
 });
 
-test('convert registers every flag of its table, in order', () => {
-  const cmd = addFlags(new Command('convert'), CONVERT_FLAGS);
-  assert.deepEqual(
-    cmd.options.map((o) => o.attributeName()),
-    Object.keys(CONVERT_FLAGS),
-  );
+test('convert and dequant register every flag of their tables, in order', () => {
+  for (const table of [CONVERT_FLAGS, DEQUANT_FLAGS]) {
+    const cmd = addFlags(new Command('x'), table);
+    assert.deepEqual(
+      cmd.options.map((o) => o.attributeName()),
+      Object.keys(table),
+    );
+  }
 });
