@@ -83,6 +83,32 @@ test('no folder of src imports, directly or through others, a folder that import
   assert.deepEqual(cycles(graph), []);
 });
 
+/** Imports between the files of one folder (no subfolders), by file name. */
+function fileGraph(dir: string): Map<string, Set<string>> {
+  const graph = new Map<string, Set<string>>();
+  for (const name of readdirSync(dir).filter((n) => n.endsWith('.ts'))) {
+    const text = readFileSync(join(dir, name), 'utf8');
+    const deps = new Set<string>();
+    for (const m of text.matchAll(/(?:import|export)\s[^'"`;]*?from\s+['"]\.\/([^'"/]+)\.js['"]/g)) deps.add(`${m[1]!}.ts`);
+    graph.set(name, deps);
+  }
+  return graph;
+}
+
+test('no file of src/passes imports, directly or through others, a file that imports it', () => {
+  const graph = fileGraph(join(SRC, 'passes'));
+  assert.ok(graph.get('block-scale-quantize.ts')?.has('stack-experts.ts'), 'the graph was read');
+  assert.deepEqual(cycles(graph), []);
+});
+
+test('sub-passes take and return plans: none imports the pass that calls them', () => {
+  const graph = fileGraph(join(SRC, 'passes'));
+  for (const sub of ['fused-experts.ts', 'mla-split.ts', 'stack-experts.ts', 'activation-scales.ts']) {
+    assert.ok(graph.has(sub), sub);
+    assert.equal(graph.get(sub)!.has('block-scale-quantize.ts'), false, `${sub} imports block-scale-quantize.ts`);
+  }
+});
+
 test('the cycle check finds a cycle when there is one', () => {
   const graph = new Map([
     ['a', new Set(['b'])],

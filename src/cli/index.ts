@@ -7,6 +7,9 @@ import { rmSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { discardAllStagingSync } from '../io/pipeline/output-folder.js';
 import { collect } from './common/options.js';
+import { addFlags } from './common/flags.js';
+import { CONVERT_FLAGS, type ConvertFlags } from './commands/convert-flags.js';
+import { DEQUANT_FLAGS, type DequantFlags } from './commands/dequant-flags.js';
 import { redactSecrets } from './common/redact.js';
 import { describeError, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, ExitError, exitCodeOf, isKnownError } from './common/errors.js';
 import { errorCodeOf, type ErrorCode } from './common/error-codes.js';
@@ -25,70 +28,27 @@ export function buildProgram(): Command {
     .configureOutput({ outputError: () => undefined })
     .showHelpAfterError(false);
 
-  program
-    .command('convert')
-    .description('quantize a BF16/FP16/FP32 checkpoint to block-scale FP8')
-    .argument('<source>', 'model folder or Hugging Face Hub repo id (org/name)')
-    .option('-o, --output <dir>', 'output folder (written atomically)')
-    .option('--block <NxK>', 'block size (rows x columns of each scale block)', '128x128')
-    .option('--weight-dtype <dtype>', 'float8_e4m3fn or float8_e5m2', 'float8_e4m3fn')
-    .addOption(new Option('--scale-fmt <fmt>', 'block scale format').choices(['float', 'ue8m0']).default('float'))
-    .addOption(
-      new Option('--format <layout>', 'checkpoint layout: hf (weight_scale_inv, quant_method fp8) or compressed-tensors (llm-compressor FP8_BLOCK)')
-        .choices(['hf', 'compressed-tensors'])
-        .default('hf'),
-    )
-    .option('--exclude <pattern>', 'keep matching modules unquantized (module suffix, or re:<regex>); repeatable', collect, [])
-    .option('--include <pattern>', 'quantize matching modules the architecture would keep (vision towers, projectors; same syntax); repeatable', collect, [])
-    .option('--max-shard-size <size>', 'largest output shard', '5GB')
-    .option('--dry-run', 'print the plan, write nothing')
-    .option('--force', 'replace a non-empty output folder that holds a checkpoint')
-    .option('--allow-nonfinite', 'saturate ±Inf to ±FP8 max and NaN to 0 (and keep non-finite unquantized tensors) instead of failing')
-    .option('--allow-unindexed', 'a tensor a shard holds but the index does not list: leave it out with a warning instead of failing')
-    .option('--mla-split', 'MLA models (kv_lora_rank): also write self_attn.w_uk / w_uv in FP8 (MLC LLM layout)')
-    .option('--stack-experts', 'write per-expert MoE weights as stacked [E, N, K] experts.gate_up_proj / down_proj')
-    .option('--requantize', 'accept an FP8 input: dequantize it to float32 on the fly and quantize it again')
-    .option('--threads <n>', 'worker threads quantizing (default: available cores)')
-    .addOption(new Option('--activation-scheme <scheme>', 'dynamic, or static: activation scales measured on --calibration data').choices(['dynamic', 'static']))
-    .option('--calibration <file>', 'static: calibration text (one sample per line), JSONL of {"text": ...}, or input_ids .safetensors')
-    .option('--calibration-samples <n>', 'static: samples used (default 128)')
-    .option('--calibration-seq-len <n>', 'static: tokens per sample (default 512)')
-    .addOption(new Option('--calibration-split <mode>', 'static: sample (each line/record/row, cut to seq-len) or chunk (all text cut in seq-len pieces)').choices(['sample', 'chunk']))
-    .addOption(new Option('--calibration-device <device>', 'static: where the calibration forward runs (default auto)').choices(['auto', 'cpu', 'cuda']))
-    .addOption(
-      new Option('--activation-scale-granularity <g>', 'static: group (one scale per bk input channels, MLC LLM) or tensor (one scalar, transformers)').choices(['group', 'tensor']),
-    )
-    .option('--revision <rev>', 'Hub source: branch, tag or commit (default main)')
-    .option('--hub-url <url>', 'Hub endpoint (default $HF_ENDPOINT or https://huggingface.co)')
-    .option('--target <list>', 'engines the output must load in, e.g. vllm:tp8,mlc: checked before anything is written (exit 2 if one would refuse it)')
-    .option('--force-target', 'with --target: convert even when a target would refuse the output')
-    .option('--hub-timeout <seconds>', 'Hub: give up on a request with no answer, or a download with no data, for this long (default $FP8Q_HUB_TIMEOUT or 60)')
-    .option('--push-to <org/name>', 'upload the converted folder to this Hub repo, with a generated model card')
-    .option('--private', 'with --push-to: create the repo private')
-    .option('--report <file.md>', 'also write a Markdown report (plan, sizes, shard hashes) fit for a model card; --force replaces it')
-    .option('--json', 'print one JSON summary on stdout and nothing else')
-    .option('-q, --quiet', 'no progress output')
-    .action(async (source: string, flags) => {
+  addFlags(
+    program
+      .command('convert')
+      .description('quantize a BF16/FP16/FP32 checkpoint to block-scale FP8')
+      .argument('<source>', 'model folder or Hugging Face Hub repo id (org/name)'),
+    CONVERT_FLAGS,
+  ).action(async (source: string, flags: ConvertFlags) => {
       const { convertCommand } = await import('./commands/convert.js');
       await convertCommand(source, flags);
-    });
+  });
 
-  program
-    .command('dequant')
-    .description('write an FP8 checkpoint back as BF16/FP16 (fp8 × scale_inv, rounded once), quantization_config removed')
-    .argument('<source>', 'FP8 model folder (DeepSeek-V3, Qwen3-FP8, transformers or fp8q layout)')
-    .option('-o, --output <dir>', 'output folder (written atomically)')
-    .option('--dtype <dtype>', 'bfloat16 or float16', 'bfloat16')
-    .option('--max-shard-size <size>', 'largest output shard', '5GB')
-    .option('--force', 'replace a non-empty output folder that holds a checkpoint')
-    .option('--allow-nonfinite', 'write even when scales are NaN/Inf/≤ 0 or values come out NaN/Inf (counted in the summary)')
-    .option('--allow-unindexed', 'a tensor a shard holds but the index does not list: leave it out with a warning instead of failing')
-    .option('--json', 'print one JSON summary on stdout and nothing else')
-    .option('-q, --quiet', 'no progress output')
-    .action(async (source: string, flags) => {
-      const { dequantCommand } = await import('./commands/dequant.js');
-      await dequantCommand(source, flags);
-    });
+  addFlags(
+    program
+      .command('dequant')
+      .description('write an FP8 checkpoint back as BF16/FP16 (fp8 × scale_inv, rounded once), quantization_config removed')
+      .argument('<source>', 'FP8 model folder (DeepSeek-V3, Qwen3-FP8, transformers or fp8q layout)'),
+    DEQUANT_FLAGS,
+  ).action(async (source: string, flags: DequantFlags) => {
+    const { dequantCommand } = await import('./commands/dequant.js');
+    await dequantCommand(source, flags);
+  });
 
   program
     .command('inspect')

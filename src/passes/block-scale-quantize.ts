@@ -2,7 +2,7 @@
 // FP8, in MLC LLM's order (opt-out → final FC / router → Linear → MoE experts), producing a
 // ConvertPlan. No bytes are read here: only names, dtypes, shapes and config.json.
 
-import { isFloatSourceDtype, isFp8Dtype, type Dtype } from '../fp8/dtypes.js';
+import { isFloatSourceDtype, isFp8Dtype } from '../fp8/dtypes.js';
 import type { ModelConfig } from '../io/checkpoint/checkpoint.js';
 import { detectArchitecture } from './architectures.js';
 import { buildModuleTree, walkModules, type ModuleNode } from './module-tree.js';
@@ -13,18 +13,15 @@ import {
   type PlanEntry,
   type QuantizationSettings,
   type QuantizedModuleKind,
+  type SourceTensor,
 } from './plan.js';
 import { compileExcludePattern, isEmbedding, isFinalFc, isMoeRouter, type ExcludePattern } from './skip-rules.js';
 import { fusedExpertAliases, planQuantizeEntry } from './fused-experts.js';
-import { planMlaSplit } from './mla-split.js';
-import { stackPerExpertWeights } from './stack-experts.js';
+import { mlaSplitPass } from './mla-split.js';
+import { stackExpertsPass } from './stack-experts.js';
 import { modalityModule, recipeOf, type FamilyRecipe } from './family-recipes.js';
 
-export interface SourceTensor {
-  readonly name: string;
-  readonly dtype: Dtype;
-  readonly shape: readonly number[];
-}
+export type { SourceTensor } from './plan.js';
 
 export interface PassOptions {
   readonly settings: QuantizationSettings;
@@ -177,17 +174,49 @@ export function blockScaleQuantizePass(
     }
     const kind = moduleKind(node.path, settings);
     // Orientation of fused experts ([E, N, K] or [E, K, N]) and their scale names: passes/fused-experts.ts.
-    const planned = planQuantizeEntry(
-      { config, module: node.path, kind, source: { ...weight, name: aliases.get(weightName) ?? weightName }, suffixless: aliases.has(weightName), settings, siblings: tensors },
-      warnings,
-    );
+    const planned = planQuantizeEntry({
+      config,
+      module: node.path,
+      kind,
+      source: { ...weight, name: aliases.get(weightName) ?? weightName },
+      suffixless: aliases.has(weightName),
+      settings,
+      siblings: tensors,
+    });
+    if (planned.warning) warnings.push(planned.warning);
     entries.push(planned.entry);
     modules.push({ module: node.path, decision: kind, reason: planned.reason });
     handled.add(aliases.get(weightName) ?? weightName);
   }
-  if (options.stackExperts) stackPerExpertWeights(entries, modules, tensors, settings, warnings);
-  if (options.mlaSplit) entries.push(...planMlaSplit(config, tensors, modules, settings, warnings));
+  // The quantize decisions as a plan; the sub-passes (plan → plan) rework it before the copies join.
+  let plan: ConvertPlan = {
+    architecture: arch.label,
+    family: arch.family,
+    ...(recipe ? { recipe: { name: recipe.name, checkedAgainst: recipe.checkedAgainst, notes: recipe.notes } } : {}),
+    settings,
+    entries,
+    modules,
+    notConverted,
+    warnings,
+  };
+  if (options.stackExperts) plan = stackExpertsPass(plan, tensors);
+  if (options.mlaSplit) plan = mlaSplitPass(plan, config, tensors);
+  return withCopiesAndNotes(plan, tensors, options, recipe, modalityKept, handled);
+}
 
+/** Completes a plan: notes on --exclude and kept modality modules, the tied lm_head, and a copy entry for every tensor not in `handled` (quantized). */
+function withCopiesAndNotes(
+  plan: ConvertPlan,
+  tensors: readonly SourceTensor[],
+  options: PassOptions,
+  recipe: FamilyRecipe | undefined,
+  modalityKept: ReadonlyMap<string, number>,
+  handled: ReadonlySet<string>,
+): ConvertPlan {
+  const warnings = [...plan.warnings];
+  const notConverted = [...plan.notConverted];
+  const entries = [...plan.entries];
+  const { modules } = plan;
   warnings.push(...unmatchedExcludes(options.exclude ?? [], modules, tensors));
   if (modalityKept.size > 0) {
     const groups = [...modalityKept].map(([g, n]) => `${g} (${n} module${n === 1 ? '' : 's'})`).join(', ');
@@ -208,16 +237,7 @@ export function blockScaleQuantizePass(
     entries.push({ op: 'copy', reason: copyReason(t, reasons, recipe), sources: [t.name], outputs: [plannedOutput(t.name, t.dtype, t.shape)] });
   }
 
-  return {
-    architecture: arch.label,
-    family: arch.family,
-    ...(recipe ? { recipe: { name: recipe.name, checkedAgainst: recipe.checkedAgainst, notes: recipe.notes } } : {}),
-    settings,
-    entries,
-    modules,
-    notConverted,
-    warnings,
-  };
+  return { ...plan, entries, notConverted, warnings };
 }
 
 /** --exclude patterns that match no module of the checkpoint: a typo would otherwise go unnoticed. */

@@ -14,9 +14,8 @@ import type { Dtype } from '../fp8/dtypes.js';
 import { isFp8Dtype } from '../fp8/dtypes.js';
 import type { ModelConfig } from '../io/checkpoint/checkpoint.js';
 import { detectQuantizedFormat, QuantizationConfigError, type QuantizedFormat } from '../io/formats/quantized-format.js';
-import type { SourceTensor } from './block-scale-quantize.js';
 import { fusedExpertLayout, fusedProjectionOfTensor } from './fused-experts.js';
-import type { Fp8SourceRef } from './plan.js';
+import type { Fp8SourceRef, SourceTensor } from './plan.js';
 
 export interface Fp8Input {
   readonly format: QuantizedFormat;

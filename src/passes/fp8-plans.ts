@@ -10,9 +10,9 @@
 import type { FloatSourceDtype } from '../fp8/dtypes.js';
 import type { ModelConfig } from '../io/checkpoint/checkpoint.js';
 import { CheckpointError } from '../io/errors.js';
-import { blockScaleQuantizePass, type PassOptions, type SourceTensor } from './block-scale-quantize.js';
+import { blockScaleQuantizePass, type PassOptions } from './block-scale-quantize.js';
 import { describeFp8Input, type Fp8Input } from './fp8-input.js';
-import { plannedOutput, type ConvertPlan, type DequantizeEntry, type Fp8Sources, type PlanEntry } from './plan.js';
+import { plannedOutput, type ConvertPlan, type DequantizeEntry, type Fp8Sources, type PlanEntry, type SourceTensor } from './plan.js';
 
 /** config.json without quantization_config; its ignore list survives as modules_to_not_convert. */
 export function configWithoutQuantization(config: ModelConfig | undefined, ignore: readonly string[]): ModelConfig | undefined {

@@ -26,8 +26,7 @@ import { fp8FormatInfo } from '../fp8/formats.js';
 import type { ModelConfig } from '../io/checkpoint/checkpoint.js';
 import { fusedProjectionOfTensor, type FusedProjection } from '../io/formats/expert-tensor-names.js';
 import { numberField } from './architectures.js';
-import type { SourceTensor } from './block-scale-quantize.js';
-import { plannedOutput, type PlanEntry, type QuantizationSettings, type QuantizedModuleKind } from './plan.js';
+import { plannedOutput, type PlanEntry, type QuantizationSettings, type QuantizedModuleKind, type SourceTensor } from './plan.js';
 
 export type WeightLayout = 'out_in' | 'in_out';
 
@@ -162,7 +161,7 @@ export interface QuantizeEntryRequest {
  * The quantize entry of one weight: [N, K] and [E, N, K] → QuantizeEntry; a fused [E, K, N]
  * (in × out) → QuantizeInOutEntry. Scales are always [E?, ceil(N/bn), ceil(K/bk)].
  */
-export function planQuantizeEntry(req: QuantizeEntryRequest, warnings: string[]): { entry: PlanEntry; reason: string } {
+export function planQuantizeEntry(req: QuantizeEntryRequest): { entry: PlanEntry; reason: string; warning?: string } {
   const { source, settings } = req;
   const shape = source.shape;
   const rank = shape.length;
@@ -171,16 +170,18 @@ export function planQuantizeEntry(req: QuantizeEntryRequest, warnings: string[])
   const scaleName = req.suffixless ? `${source.name}_scale_inv` : `${req.module}.weight_scale_inv`;
   const projection = rank === 3 ? fusedProjectionOfTensor(source.name) : undefined;
   let layout: WeightLayout = 'out_in';
+  let warning: string | undefined;
   if (projection) {
     const decided = fusedExpertLayout(req.config, source.name, projection, shape, req.siblings);
     layout = decided.layout;
-    if (decided.assumption) warnings.push(decided.assumption);
+    warning = decided.assumption;
   }
   const lead = rank === 3 ? [shape[0]!] : [];
   const n = layout === 'in_out' ? shape[rank - 1]! : shape[rank - 2]!;
   const k = layout === 'in_out' ? shape[rank - 2]! : shape[rank - 1]!;
   const outputs = [plannedOutput(source.name, fp8, shape), plannedOutput(scaleName, 'F32', [...lead, ceilDiv(n, bn), ceilDiv(k, bk)])];
   const common = { module: req.module, kind: req.kind, sources: [source.name], outputs };
-  if (layout === 'in_out') return { entry: { op: 'quantize-in-out', ...common }, reason: 'stacked experts, stored in × out' };
-  return { entry: { op: 'quantize', ...common }, reason: rank === 3 ? 'stacked experts' : 'linear' };
+  const extra = warning ? { warning } : {};
+  if (layout === 'in_out') return { entry: { op: 'quantize-in-out', ...common }, reason: 'stacked experts, stored in × out', ...extra };
+  return { entry: { op: 'quantize', ...common }, reason: rank === 3 ? 'stacked experts' : 'linear', ...extra };
 }

@@ -33,8 +33,7 @@ import type { ModelConfig } from '../io/checkpoint/checkpoint.js';
 import { ceilDiv } from '../fp8/block-quantize.js';
 import { fp8FormatInfo } from '../fp8/formats.js';
 import { numberField } from './architectures.js';
-import type { SourceTensor } from './block-scale-quantize.js';
-import { plannedOutput, type MlaSplitEntry, type ModuleDecision, type QuantizationSettings } from './plan.js';
+import { plannedOutput, type ConvertPlan, type MlaSplitEntry, type ModuleDecision, type QuantizationSettings, type SourceTensor } from './plan.js';
 
 export interface MlaDims {
   readonly heads: number;
@@ -88,6 +87,17 @@ export function mlaAlignedBlock(dims: MlaDims): { bn: number; bk: number } {
   return { bn: largestPowerOfTwoDividing(gcd(dims.nopeHeadDim, dims.vHeadDim), 128), bk: largestPowerOfTwoDividing(dims.kvLoraRank, 128) };
 }
 
+/**
+ * The --mla-split sub-pass: a plan with an mla-split entry (w_uk / w_uv) appended for every
+ * quantized kv_b_proj of `plan`.
+ */
+export function mlaSplitPass(plan: ConvertPlan, config: ModelConfig | undefined, tensors: readonly SourceTensor[]): ConvertPlan {
+  const warnings = [...plan.warnings];
+  const split = planMlaSplit(config, tensors, plan.modules, plan.settings, warnings);
+  return { ...plan, entries: [...plan.entries, ...split], warnings };
+}
+
+/** The mla-split entries for the quantized kv_b_proj among `modules`; warnings go to `warnings`. */
 export function planMlaSplit(
   config: ModelConfig | undefined,
   tensors: readonly SourceTensor[],

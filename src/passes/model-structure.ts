@@ -6,7 +6,7 @@
 import type { ModelConfig } from '../io/checkpoint/checkpoint.js';
 import { CheckpointError } from '../io/errors.js';
 import { numberField } from './architectures.js';
-import type { SourceTensor } from './block-scale-quantize.js';
+import type { SourceTensor } from './plan.js';
 import { describeFp8Input } from './fp8-input.js';
 import { fusedExpertLayout, fusedProjectionOfTensor, type WeightLayout } from './fused-experts.js';
 import { mlaAlignedBlock, mlaDims, mlaSplitAligned } from './mla-split.js';

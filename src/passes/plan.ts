@@ -7,6 +7,13 @@ import type { BlockShape, ScaleFormat } from '../fp8/block-quantize.js';
 import type { Fp8Format } from '../fp8/formats.js';
 import { dtypeSize } from '../fp8/dtypes.js';
 
+/** A checkpoint tensor as the passes see it: name, dtype and shape, no bytes. */
+export interface SourceTensor {
+  readonly name: string;
+  readonly dtype: Dtype;
+  readonly shape: readonly number[];
+}
+
 export interface PlannedOutput {
   readonly name: string;
   readonly dtype: Dtype;

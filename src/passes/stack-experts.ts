@@ -21,9 +21,8 @@
 
 import { ceilDiv } from '../fp8/block-quantize.js';
 import { fp8FormatInfo } from '../fp8/formats.js';
-import type { SourceTensor } from './block-scale-quantize.js';
 import { naturalCompare } from './module-tree.js';
-import { plannedOutput, type ModuleDecision, type PlanEntry, type QuantizationSettings, type QuantizeEntry, type StackExpertsEntry } from './plan.js';
+import { plannedOutput, type ConvertPlan, type ModuleDecision, type PlanEntry, type QuantizationSettings, type QuantizeEntry, type SourceTensor, type StackExpertsEntry } from './plan.js';
 
 /** Per-expert projection names → their role (transformers' conversion_mapping: w1 gate, w3 up, w2 down). */
 const ROLE: Readonly<Record<string, 'gate' | 'up' | 'down'>> = {
@@ -43,13 +42,24 @@ interface ExpertSet {
   readonly projections: Map<string, Map<number, QuantizeEntry>>;
 }
 
-export function stackPerExpertWeights(
-  entries: PlanEntry[],
-  modules: ModuleDecision[],
+/**
+ * The --stack-experts sub-pass: a plan whose per-expert quantize entries (and their module
+ * decisions) are replaced by one stack-experts entry per projection of each stackable expert set.
+ * `tensors` are the checkpoint's, to see parameters an expert carries besides its weights.
+ */
+export function stackExpertsPass(plan: ConvertPlan, tensors: readonly SourceTensor[]): ConvertPlan {
+  const warnings = [...plan.warnings];
+  const stacking = stackPerExpertWeights(plan.entries, plan.modules, tensors, plan.settings, warnings);
+  return { ...plan, ...stacking, warnings };
+}
+
+function stackPerExpertWeights(
+  entries: readonly PlanEntry[],
+  modules: readonly ModuleDecision[],
   tensors: readonly SourceTensor[],
   settings: QuantizationSettings,
   warnings: string[],
-): void {
+): { entries: readonly PlanEntry[]; modules: readonly ModuleDecision[] } {
   const sets = new Map<string, ExpertSet>();
   for (const e of entries) {
     if (e.op !== 'quantize') continue;
@@ -152,10 +162,9 @@ export function stackPerExpertWeights(
     }
   }
 
-  if (replaced.size === 0) return;
+  if (replaced.size === 0) return { entries, modules };
   const replacedModules = new Set([...replaced].map((e) => e.module));
   const kept = entries.filter((e) => !(e.op === 'quantize' && replaced.has(e)));
-  entries.splice(0, entries.length, ...kept, ...stacked);
   const keptDecisions = modules.filter((d) => !replacedModules.has(d.module));
-  modules.splice(0, modules.length, ...keptDecisions, ...decisions);
+  return { entries: [...kept, ...stacked], modules: [...keptDecisions, ...decisions] };
 }

@@ -11,39 +11,19 @@ import { compileExcludePattern } from '../../passes/skip-rules.js';
 import { ByteProgress, info, outputMode, printJson, warn, type OutputMode } from '../common/output.js';
 import { EXIT_USAGE, ExitError, UsageError } from '../common/errors.js';
 import { DeployTargetError, parseTargets, reportLines, type DeployTarget } from '../../passes/deploy-check/index.js';
-import { checkHubFlags, checkPushTarget, pushConversion, resolveModelSource, type HubFlags } from '../common/hub-source.js';
+import { checkHubFlags, checkPushTarget, pushConversion, resolveModelSource } from '../common/hub-source.js';
 import { checkConvertReport, writeConvertReport } from '../reports/convert-report-file.js';
-import { describeCalibrationEvent, parseCalibrationFlags, resolveCalibration, type CalibrationFlags } from '../common/calibration-flags.js';
+import { choiceOf } from '../common/flags.js';
+import { CONVERT_FLAGS, type ConvertFlags } from './convert-flags.js';
+import { describeCalibrationEvent, parseCalibrationFlags, resolveCalibration } from '../common/calibration-flags.js';
 
-export interface ConvertFlags extends HubFlags, CalibrationFlags {
-  output?: string;
-  block: string;
-  weightDtype: string;
-  scaleFmt?: string;
-  format?: string;
-  exclude?: string[];
-  include?: string[];
-  maxShardSize: string;
-  dryRun?: boolean;
-  force?: boolean;
-  json?: boolean;
-  quiet?: boolean;
-  allowNonfinite?: boolean;
-  mlaSplit?: boolean;
-  stackExperts?: boolean;
-  requantize?: boolean;
-  allowUnindexed?: boolean;
-  threads?: string;
-  report?: string;
-  target?: string;
-  forceTarget?: boolean;
-}
+export type { ConvertFlags } from './convert-flags.js';
 
 export async function convertCommand(source: string, flags: ConvertFlags): Promise<ConvertSummary> {
   if (!flags.output) throw new UsageError('missing -o <out-dir>: say where to write the FP8 checkpoint');
   const mode = outputMode(flags);
-  const scaleFormat = flags.scaleFmt === undefined || flags.scaleFmt === 'float' ? 'float' : flags.scaleFmt === 'ue8m0' ? 'ue8m0' : undefined;
-  if (!scaleFormat) throw new UsageError(`invalid --scale-fmt "${flags.scaleFmt}": expected float or ue8m0`);
+  // Commander checked the command line against the same list; choiceOf covers callers in code.
+  const scaleFormat = choiceOf(CONVERT_FLAGS.scaleFmt, flags.scaleFmt);
   const options = {
     input: source,
     output: flags.output,

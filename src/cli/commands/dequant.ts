@@ -5,17 +5,9 @@ import { formatBytes } from '../../io/sizes.js';
 import { UsageError } from '../common/errors.js';
 import { parseSize } from '../common/options.js';
 import { ByteProgress, outputMode, printJson, warn } from '../common/output.js';
+import type { DequantFlags } from './dequant-flags.js';
 
-export interface DequantFlags {
-  output?: string;
-  dtype?: string;
-  maxShardSize?: string;
-  force?: boolean;
-  allowNonfinite?: boolean;
-  allowUnindexed?: boolean;
-  json?: boolean;
-  quiet?: boolean;
-}
+export type { DequantFlags } from './dequant-flags.js';
 
 export function parseDequantDtype(text: string): DequantDtype {
   const t = text.trim().toLowerCase();

@@ -7,7 +7,7 @@ import { ceilDiv } from '../../fp8/block-quantize.js';
 import { isFp8Dtype, type Dtype } from '../../fp8/dtypes.js';
 import type { ModelConfig } from '../../io/checkpoint/checkpoint.js';
 import { detectArchitecture } from '../architectures.js';
-import type { SourceTensor } from '../block-scale-quantize.js';
+import type { SourceTensor } from '../plan.js';
 import type { ConvertPlan } from '../plan.js';
 import { fusedExpertLayout, fusedProjectionOfTensor } from '../fused-experts.js';
 import { isEmbedding, isFinalFc, isMoeRouter } from '../skip-rules.js';
