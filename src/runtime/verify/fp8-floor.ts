@@ -132,6 +132,8 @@ export async function floorProbes(
   captures: LayerCaptures,
   original: { readonly checkpoint: Checkpoint; readonly scope: WeightScope },
   quantized: { readonly checkpoint: Checkpoint; blockFor(module: string, n: number, k: number, scaleShape: readonly number[]): BlockShape },
+  /** Filled with the modules (and their block rows) whose floor is the stored linear itself: no probe is run for them. */
+  sameAsStored?: Map<string, number>,
 ): Promise<ExtraProbe[]> {
   const probes: ExtraProbe[] = [];
   for (const module of modules) {
@@ -144,9 +146,30 @@ export async function floorProbes(
     // Its own module name: graphs cache weight values by module.
     const name = `${module}${FLOOR_SUFFIX}`;
     const floor = bf16FloorLinear(name, w, settings) ?? floorLinear(name, originalValues(w), n, k, settings);
+    // A floor with the stored codes and scales is the stored linear, and its probe would compute
+    // the module's own output bit for bit (same input, same GEMM): not run, it does not hold a
+    // second float32 copy of the layer's weights on the CPU (bench/NOTES.md, "Verify").
+    if (sameAsStored !== undefined && w.bias === undefined && (await storedEquals(quantized.checkpoint, module, floor))) {
+      sameAsStored.set(module, floor.block.bn);
+      continue;
+    }
     // The bias is copied: the scope's buffers go back to the pool when it closes, before the probe runs.
     const bias = w.bias === undefined ? undefined : { ...w.bias, bytes: w.bias.bytes.slice() };
     probes.push({ name: `${module}${FLOOR_SUFFIX}`, w: { ...floor, bias }, input: capture.input, rows: capture.rows });
   }
   return probes;
+}
+
+/** Whether `module`'s stored FP8 linear (no bias, no static activation scale) has exactly `floor`'s codes and float32 scales. */
+async function storedEquals(ckpt: Checkpoint, module: string, floor: Fp8Linear): Promise<boolean> {
+  const scaleName = `${module}.weight_scale_inv`;
+  if (!ckpt.has(scaleName) || ckpt.has(`${module}.bias`) || ckpt.has(`${module}.input_scale`)) return false;
+  const scaleInfo = ckpt.info(scaleName);
+  if (scaleInfo.dtype !== 'F32' || scaleInfo.byteLength !== floor.scaleInv.data.byteLength) return false;
+  const scales = await ckpt.readTensor(scaleName);
+  if (!Buffer.from(scales.buffer, scales.byteOffset, scales.byteLength).equals(Buffer.from(floor.scaleInv.data.buffer, floor.scaleInv.data.byteOffset, floor.scaleInv.data.byteLength))) return false;
+  const codes = floor.weight.codes;
+  if (ckpt.info(`${module}.weight`).byteLength !== codes.byteLength) return false;
+  const stored = await ckpt.readTensor(`${module}.weight`);
+  return Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength).equals(Buffer.from(codes.buffer, codes.byteOffset, codes.byteLength));
 }

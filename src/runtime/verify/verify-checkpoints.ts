@@ -144,6 +144,8 @@ interface LayerExtraProbes {
   readonly splitModules: readonly { readonly name: string; readonly rows: number }[];
   /** Floor probe name → its block's bn (row blocks of the floor ratio). */
   readonly floorRows: ReadonlyMap<string, number>;
+  /** Modules whose floor is their stored linear: the module's own output is its floor. */
+  readonly sameAsStored: ReadonlySet<string>;
 }
 
 /**
@@ -165,14 +167,19 @@ async function layerExtraProbes(
     const split = attention.kind === 'mla' && spec.kind === 'mla' ? mlaSplitTensors((n) => quantized.checkpoint.has(n), attention) : undefined;
     const mla = split && attention.kind === 'mla' && spec.kind === 'mla' ? await mlaSplitProbes(spec, attention, split, captures, originalScope, quantizedScope) : undefined;
     const fp8Modules = layerLinears(plan).filter((m) => quantized.isFp8Linear(m));
-    const floors = await floorProbes(fp8Modules, captures, { checkpoint: original.checkpoint, scope: originalScope }, {
-      checkpoint: quantized.checkpoint,
-      blockFor: (m, n, k, shape) => quantized.weights.blockFor(m, n, k, shape),
-    });
+    const sameAsStored = new Map<string, number>();
+    const floors = await floorProbes(
+      fp8Modules,
+      captures,
+      { checkpoint: original.checkpoint, scope: originalScope },
+      { checkpoint: quantized.checkpoint, blockFor: (m, n, k, shape) => quantized.weights.blockFor(m, n, k, shape) },
+      sameAsStored,
+    );
     const probes = [...(mla?.probes ?? []), ...floors];
     const floorRows = new Map<string, number>();
     for (const p of probes) if (p.name.endsWith(FLOOR_SUFFIX) && p.w.kind === 'fp8') floorRows.set(p.name, p.w.block.bn);
-    return { probes, splitModules: mla?.modules ?? [], floorRows };
+    for (const [m, bn] of sameAsStored) floorRows.set(`${m}${FLOOR_SUFFIX}`, bn);
+    return { probes, splitModules: mla?.modules ?? [], floorRows, sameAsStored: new Set(sameAsStored.keys()) };
   } finally {
     originalScope.close();
   }
@@ -243,7 +250,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
           layer,
           rows: capture.rows,
           ...compareTensors(capture.output, out),
-          ...floorOf(capture.output, rq.probeOutputs.get(`${module}${FLOOR_SUFFIX}`), out, capture.rows, floorRows.get(`${module}${FLOOR_SUFFIX}`)),
+          ...floorOf(capture.output, extra.sameAsStored.has(module) ? out : rq.probeOutputs.get(`${module}${FLOOR_SUFFIX}`), out, capture.rows, floorRows.get(`${module}${FLOOR_SUFFIX}`)),
           ...(staticScale === undefined ? {} : { clipping: linearClipping(capture.input, capture.rows, staticScale) }),
         });
       }
