@@ -59,7 +59,19 @@ interface Args {
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const args: Args = { json: false, layers: LLAMA_8B_LIKE.layers, reps: 2, settleSeconds: 5, build: true, keep: false, tmp: tmpdir(), threads: [1, 'default'], verifyTokens: 32, paths: true, deepseekLayers: DEEPSEEK_BENCH.layers };
+  const args: Args = {
+    json: false,
+    layers: LLAMA_8B_LIKE.layers,
+    reps: 2,
+    settleSeconds: 5,
+    build: true,
+    keep: false,
+    tmp: tmpdir(),
+    threads: [1, 'default'],
+    verifyTokens: 32,
+    paths: true,
+    deepseekLayers: DEEPSEEK_BENCH.layers,
+  };
   const positive = (flag: string, v: string | undefined): number => {
     const n = Number(v);
     if (!Number.isSafeInteger(n) || n < 0) throw new Error(`bench: ${flag} needs a non-negative integer, got "${v}"`);
@@ -79,7 +91,10 @@ function parseArgs(argv: readonly string[]): Args {
     else if (a === '--deepseek-layers') args.deepseekLayers = positive(a, argv[++i]);
     else if (a === '--tmp') args.tmp = argv[++i] ?? '';
     else if (a === '--threads') args.threads = (argv[++i] ?? '').split(',').map((t) => (t === 'default' ? t : Math.max(1, positive(a, t))));
-    else throw new Error(`bench: unknown argument "${a}" (expected --json, --layers <n>, --reps <n>, --threads <list>, --settle <s>, --verify-tokens <n>, --no-verify, --no-paths, --deepseek-layers <n>, --no-build, --keep, --tmp <dir>)`);
+    else
+      throw new Error(
+        `bench: unknown argument "${a}" (expected --json, --layers <n>, --reps <n>, --threads <list>, --settle <s>, --verify-tokens <n>, --no-verify, --no-paths, --deepseek-layers <n>, --no-build, --keep, --tmp <dir>)`,
+      );
   }
   return args;
 }
@@ -262,7 +277,18 @@ async function measurePath(spec: PathSpec, work: string, settleSeconds: number, 
   await rm(cpDir, { recursive: true, force: true });
   if (!keep) await rm(output, { recursive: true, force: true });
   const command = cli.map((a) => (a === spec.input ? '<in>' : a === output ? '<out>' : a)).join(' ');
-  return { name: spec.name, command, seconds: r.seconds, maxRssMiB: r.maxRssMiB, inBytes, outBytes, largerSide: larger === output ? 'output' : 'input', cpSeconds, ratioToCp: r.seconds / cpSeconds, output };
+  return {
+    name: spec.name,
+    command,
+    seconds: r.seconds,
+    maxRssMiB: r.maxRssMiB,
+    inBytes,
+    outBytes,
+    largerSide: larger === output ? 'output' : 'input',
+    cpSeconds,
+    ratioToCp: r.seconds / cpSeconds,
+    output,
+  };
 }
 
 /** The best (lowest ratio to its cp -r) of `reps` runs of each path. */
@@ -375,7 +401,15 @@ async function bench(args: Args, work: string): Promise<BenchResult> {
     const boundSeconds = Math.max(readSeconds, computeSeconds);
     verify = {
       ...verify,
-      bound: { readSeconds, flops, gemmFlopsPerSecond: gemm.flopsPerSecond, computeSeconds, boundSeconds, ratio: verify.seconds / boundSeconds, rssBoundMiB: verify.layerFloat32Bytes / 2 ** 20 + 256 },
+      bound: {
+        readSeconds,
+        flops,
+        gemmFlopsPerSecond: gemm.flopsPerSecond,
+        computeSeconds,
+        boundSeconds,
+        ratio: verify.seconds / boundSeconds,
+        rssBoundMiB: verify.layerFloat32Bytes / 2 ** 20 + 256,
+      },
     };
   }
   let paths: BenchResult['paths'];
@@ -472,9 +506,22 @@ function printTable(r: BenchResult): void {
   ];
   for (const c of r.converts) {
     const label = `fp8q convert --threads ${c.threads}`.padEnd(32);
-    lines.push(`${label} ${s(c.seconds)}   ${c.ratioToCp.toFixed(2).padStart(7)}x   ${c.ratioToCpSync.toFixed(2).padStart(12)}x   ${c.inputGBps.toFixed(2).padStart(10)}   ${c.maxRssMiB.toFixed(0).padStart(4)} MiB`);
+    lines.push(
+      `${label} ${s(c.seconds)}   ${c.ratioToCp.toFixed(2).padStart(7)}x   ${c.ratioToCpSync.toFixed(2).padStart(12)}x   ${c.inputGBps.toFixed(2).padStart(10)}   ${c.maxRssMiB.toFixed(0).padStart(4)} MiB`,
+    );
   }
-  lines.push(`all runs (s): cp -r ${r.runs.cp.map((c) => c.seconds.toFixed(2)).join(', ')}; ` + r.converts.map((c) => `--threads ${c.threads} ${r.runs.converts.filter((x) => x.threads === c.threads).map((x) => x.seconds.toFixed(2)).join(', ')}`).join('; '));
+  lines.push(
+    `all runs (s): cp -r ${r.runs.cp.map((c) => c.seconds.toFixed(2)).join(', ')}; ` +
+      r.converts
+        .map(
+          (c) =>
+            `--threads ${c.threads} ${r.runs.converts
+              .filter((x) => x.threads === c.threads)
+              .map((x) => x.seconds.toFixed(2))
+              .join(', ')}`,
+        )
+        .join('; '),
+  );
   lines.push('', `compute only (in-memory [${r.compute.stripe.join(', ')}] BF16 stripe, one thread)   elements/s per core`);
   for (const k of r.compute.kernels) lines.push(`  ${k.name.padEnd(58)} ${(k.elementsPerSecond / 1e6).toFixed(0).padStart(6)} M`);
   const v = r.verify;

@@ -81,7 +81,13 @@ export function writeSyntheticCheckpoint(dir: string, shape: SyntheticShape, max
 }
 
 /** Writes BF16 `tensors` (pool values) and `config` into `dir` (created), shards of at most `maxShardBytes`. */
-export async function writeSyntheticTensors(dir: string, tensors: readonly PlannedTensor[], config: Record<string, unknown>, maxShardBytes: number, seed = 1): Promise<SyntheticCheckpoint> {
+export async function writeSyntheticTensors(
+  dir: string,
+  tensors: readonly PlannedTensor[],
+  config: Record<string, unknown>,
+  maxShardBytes: number,
+  seed = 1,
+): Promise<SyntheticCheckpoint> {
   await mkdir(dir, { recursive: true });
   const shards: PlannedTensor[][] = [];
   let current: PlannedTensor[] = [];

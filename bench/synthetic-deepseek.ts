@@ -63,7 +63,11 @@ function tensorsOf(s: DeepseekShape): PlannedTensor[] {
         t.push(bf16(`${m}.experts.${e}.gate_proj.weight`, [I, H]), bf16(`${m}.experts.${e}.up_proj.weight`, [I, H]), bf16(`${m}.experts.${e}.down_proj.weight`, [H, I]));
       }
     }
-    t.push(bf16(`${m}.shared_experts.gate_proj.weight`, [I * d.sharedExperts, H]), bf16(`${m}.shared_experts.up_proj.weight`, [I * d.sharedExperts, H]), bf16(`${m}.shared_experts.down_proj.weight`, [H, I * d.sharedExperts]));
+    t.push(
+      bf16(`${m}.shared_experts.gate_proj.weight`, [I * d.sharedExperts, H]),
+      bf16(`${m}.shared_experts.up_proj.weight`, [I * d.sharedExperts, H]),
+      bf16(`${m}.shared_experts.down_proj.weight`, [H, I * d.sharedExperts]),
+    );
   }
   t.push(bf16('model.norm.weight', [H]), bf16('lm_head.weight', [s.vocab, H]));
   return t;

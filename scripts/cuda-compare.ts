@@ -128,6 +128,4 @@ for (const [name, build] of Object.entries(GRAPHS)) {
     ...(cuda.error !== undefined ? { cudaError: cuda.error } : {}),
   });
 }
-process.stdout.write(
-  `${JSON.stringify({ m: M, k: K, n: N, repeats: REPEATS, tf32Override: TF32_OVERRIDE, results }, null, 1)}\n`,
-);
+process.stdout.write(`${JSON.stringify({ m: M, k: K, n: N, repeats: REPEATS, tf32Override: TF32_OVERRIDE, results }, null, 1)}\n`);

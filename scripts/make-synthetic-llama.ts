@@ -91,7 +91,7 @@ function fillBf16(target: Uint16Array, std: number, state: { s: number }): void 
     s ^= s << 13;
     s ^= s >>> 17;
     s ^= s << 5;
-    f[0] = ((s >>> 0) / 4294967296 * 2 - 1) * a;
+    f[0] = (((s >>> 0) / 4294967296) * 2 - 1) * a;
     const bits = u[0]!;
     target[i] = (bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16;
   }
@@ -106,7 +106,11 @@ const CHUNK = 1 << 24; // elements per write: 32 MB of bf16
 let total = 0;
 for (let i = 0; i < shards.length; i++) {
   const path = join(out, names[i]!);
-  const writer = await SafetensorsWriter.create(path, shards[i]!.map((s) => ({ name: s.name, dtype: 'BF16' as const, shape: s.shape })), { format: 'pt' });
+  const writer = await SafetensorsWriter.create(
+    path,
+    shards[i]!.map((s) => ({ name: s.name, dtype: 'BF16' as const, shape: s.shape })),
+    { format: 'pt' },
+  );
   for (const s of shards[i]!) {
     const n = count(s);
     for (let at = 0; at < n; at += CHUNK) {
@@ -119,10 +123,7 @@ for (let i = 0; i < shards.length; i++) {
   }
   await writer.finish();
 }
-await writeFile(
-  join(out, 'model.safetensors.index.json'),
-  `${JSON.stringify({ metadata: { total_size: total * 2 }, weight_map: weightMap }, null, 2)}\n`,
-);
+await writeFile(join(out, 'model.safetensors.index.json'), `${JSON.stringify({ metadata: { total_size: total * 2 }, weight_map: weightMap }, null, 2)}\n`);
 await writeFile(
   join(out, 'config.json'),
   `${JSON.stringify(

@@ -115,7 +115,10 @@ test('the cycle check finds a cycle when there is one', () => {
     ['b', new Set(['c'])],
     ['c', new Set(['a'])],
   ]);
-  assert.deepEqual(cycles(graph).map((c) => c.sort()), [['a', 'b', 'c']]);
+  assert.deepEqual(
+    cycles(graph).map((c) => c.sort()),
+    [['a', 'b', 'c']],
+  );
 });
 
 test('src/fp8 is pure numerics: no I/O, no other src folder', () => {

@@ -96,7 +96,11 @@ describe('static activation scales on the fixtures', () => {
       assert.equal((config['quantization_config'] as Record<string, unknown>)['activation_scheme'], 'static');
       assert.equal(summary.tensorsQuantized, summary.calibration && 'scales' in summary.calibration ? summary.calibration.scales : -1, 'one scale per quantized linear');
       const layers = events.filter((e) => e.type === 'calibration-layer');
-      assert.deepEqual(layers.map((e) => (e.type === 'calibration-layer' ? e.index : -1)), [0, 1], 'a progress event per layer');
+      assert.deepEqual(
+        layers.map((e) => (e.type === 'calibration-layer' ? e.index : -1)),
+        [0, 1],
+        'a progress event per layer',
+      );
 
       const tensors = await readCheckpointTensors(out);
       const expected = await referenceGroupAmax(modelDir(name as FixtureName), await readInputIds(calibration), BLOCK.bk);
@@ -135,7 +139,11 @@ describe('static activation scales on the fixtures', () => {
       n++;
     }
     assert.equal(n, 14);
-    assert.deepEqual(byTensor.get('model.layers.0.mlp.down_proj.weight')!.bytes, byGroup.get('model.layers.0.mlp.down_proj.weight')!.bytes, 'weights do not depend on the activation scheme');
+    assert.deepEqual(
+      byTensor.get('model.layers.0.mlp.down_proj.weight')!.bytes,
+      byGroup.get('model.layers.0.mlp.down_proj.weight')!.bytes,
+      'weights do not depend on the activation scheme',
+    );
   });
 
   test('experts no token reached: measured on the MoE block input, and reported', async () => {
@@ -250,7 +258,10 @@ describe('static activation scales on the fixtures', () => {
 
   test('refusals: no calibration, calibration without static, compressed-tensors, stacked experts', async () => {
     const base = { output: join(tmp.path, 'never'), block: '128x128', weightDtype: 'float8_e4m3fn', maxShardSize: '5GB', quiet: true } as const;
-    await assert.rejects(convertCommand(modelDir('llama'), { ...base, activationScheme: 'static' }), (e: Error) => e instanceof UsageError && /needs --calibration <file>/.test(e.message));
+    await assert.rejects(
+      convertCommand(modelDir('llama'), { ...base, activationScheme: 'static' }),
+      (e: Error) => e instanceof UsageError && /needs --calibration <file>/.test(e.message),
+    );
     await assert.rejects(
       convertCommand(modelDir('llama'), { ...base, calibration: join(MODELS, 'llama.logits.safetensors') }),
       (e: Error) => e instanceof UsageError && /--calibration applies only to --activation-scheme static/.test(e.message),
@@ -260,7 +271,13 @@ describe('static activation scales on the fixtures', () => {
       (e: Error) => e instanceof UsageError && /compressed-tensors/.test(e.message),
     );
     await assert.rejects(
-      convertCheckpoint({ input: modelDir('mixtral'), output: base.output, stackExperts: true, activationScheme: 'static', calibration: { file: join(MODELS, 'mixtral.logits.safetensors') } }),
+      convertCheckpoint({
+        input: modelDir('mixtral'),
+        output: base.output,
+        stackExperts: true,
+        activationScheme: 'static',
+        calibration: { file: join(MODELS, 'mixtral.logits.safetensors') },
+      }),
       (e: Error) => e instanceof CheckpointError && /stacked \[E, N, K\] expert weight/.test(e.message),
     );
     await assert.rejects(convertCheckpoint({ input: modelDir('llama'), output: base.output, activationScheme: 'static' }), /pass --calibration <file>/);

@@ -44,7 +44,12 @@ describe('calibration input', () => {
     const txt = join(tmp.path, 'calib.txt');
     await writeFile(txt, `${LINES.join('\r\n')}\n`);
     const jsonl = join(tmp.path, 'calib.jsonl');
-    await writeFile(jsonl, `${LINES.filter((l) => l !== '').map((text) => JSON.stringify({ text, source: 'x' })).join('\n')}\n\n`);
+    await writeFile(
+      jsonl,
+      `${LINES.filter((l) => l !== '')
+        .map((text) => JSON.stringify({ text, source: 'x' }))
+        .join('\n')}\n\n`,
+    );
     const fromText = await readCalibrationSet({ file: txt, modelDir: model, vocabSize: 1024 });
     const fromJsonl = await readCalibrationSet({ file: jsonl, modelDir: model, vocabSize: 1024 });
     assert.equal(fromText.kind, 'text');
@@ -69,7 +74,10 @@ describe('calibration input', () => {
     await writeFile(txt, LINES.join('\n'));
     const stream = LINES.filter((l) => l !== '').flatMap(expectedTinyIds);
     const set = await readCalibrationSet({ file: txt, modelDir: model, seqLen: 8, split: 'chunk' });
-    assert.deepEqual(set.sequences.map(ids), Array.from({ length: Math.ceil(stream.length / 8) }, (_, i) => stream.slice(i * 8, i * 8 + 8)));
+    assert.deepEqual(
+      set.sequences.map(ids),
+      Array.from({ length: Math.ceil(stream.length / 8) }, (_, i) => stream.slice(i * 8, i * 8 + 8)),
+    );
     const limited = await readCalibrationSet({ file: txt, modelDir: model, seqLen: 8, split: 'chunk', samples: 2 });
     assert.deepEqual(limited.sequences.map(ids), [stream.slice(0, 8), stream.slice(8, 16)]);
   });

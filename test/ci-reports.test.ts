@@ -46,14 +46,26 @@ const failedCases = (s: TestSuite): TestCase[] => cases(s).filter((c) => (c.fail
 
 /** Cells per row of every table in the HTML: a stray pipe or newline in a cell changes a row's count. */
 function tableShapes(html: string): number[][] {
-  const tables = html.split('<table>').slice(1).map((t) => t.split('</table>')[0]!);
-  return tables.map((t) => t.split('<tr>').slice(1).map((row) => (row.match(/<t[dh][ >]/g) ?? []).length));
+  const tables = html
+    .split('<table>')
+    .slice(1)
+    .map((t) => t.split('</table>')[0]!);
+  return tables.map((t) =>
+    t
+      .split('<tr>')
+      .slice(1)
+      .map((row) => (row.match(/<t[dh][ >]/g) ?? []).length),
+  );
 }
 
 function assertRectangularTables(html: string): void {
   const shapes = tableShapes(html);
   assert.ok(shapes.length > 0, 'renders tables');
-  for (const rows of shapes) assert.ok(rows.every((n) => n === rows[0]), `every row of a table has as many cells as its header: ${rows.join(',')}`);
+  for (const rows of shapes)
+    assert.ok(
+      rows.every((n) => n === rows[0]),
+      `every row of a table has as many cells as its header: ${rows.join(',')}`,
+    );
 }
 
 const WEIRD = 'model.layers.1.mlp.we|rd`<name>&"\'\u0001';
@@ -119,7 +131,12 @@ describe('verify reports from a synthetic report', () => {
     assert.equal(suite.skipped, 3);
     assert.equal(suite.errors, 0);
     assert.equal(suite.timestamp, '2026-01-02T03:04:05');
-    assert.deepEqual(failedCases(suite).map((c) => c.name).sort(), ['max-kl', 'max-layer-rel-error', 'model.layers.0.self_attn.v_proj', 'unverified']);
+    assert.deepEqual(
+      failedCases(suite)
+        .map((c) => c.name)
+        .sort(),
+      ['max-kl', 'max-layer-rel-error', 'model.layers.0.self_attn.v_proj', 'unverified'],
+    );
     const damaged = cases(suite).find((c) => c.name === 'model.layers.0.self_attn.v_proj')!;
     assert.equal(damaged.classname, 'fp8q.verify.layers.0');
     assert.match(damaged.failure![0]!.message!, /relative error 3\.0100 exceeds --max-layer-rel-error 0\.15/);
@@ -131,7 +148,9 @@ describe('verify reports from a synthetic report', () => {
     // Text is escaped, not lost: the odd module name comes back (its control character replaced).
     assert.ok(cases(suite).some((c) => c.name === WEIRD.replace('\u0001', '\uFFFD')));
     // A linear's time is its layer's shared among the layer's linears: they add up to the layers' time.
-    const linearTime = cases(suite).filter((c) => c.classname?.startsWith('fp8q.verify.layers.') && !c.skipped).reduce((t, c) => t + c.time!, 0);
+    const linearTime = cases(suite)
+      .filter((c) => c.classname?.startsWith('fp8q.verify.layers.') && !c.skipped)
+      .reduce((t, c) => t + c.time!, 0);
     assert.ok(Math.abs(linearTime - 10) < 0.01, `linear times add up to ${linearTime}`);
     assert.equal(suite.time, 12.5);
     const props = new Map((suite.properties ?? []).map((p) => [p.name, String(p.value)]));
@@ -172,7 +191,7 @@ describe('verify reports from a synthetic report', () => {
     // The worst linear leads its table, marked failed; the odd name survives in a code span.
     const worst = html.split('<h3>Linears (5)</h3>')[1]!;
     assert.match(worst, /<td><code>model\.layers\.0\.self_attn\.v_proj<\/code><\/td>(?:\s*<td[^>]*>[^<]*<\/td>){4}\s*<td>❌ fail<\/td>/);
-    assert.ok(html.includes('<code>model.layers.1.mlp.we|rd`&lt;name&gt;&amp;&quot;\'\u0001</code>'), 'module name shown verbatim');
+    assert.ok(html.includes("<code>model.layers.1.mlp.we|rd`&lt;name&gt;&amp;&quot;'\u0001</code>"), 'module name shown verbatim');
     assert.match(html, /Not compared:.*model\.layers\.1\.mlp\.experts\.3\.down_proj/);
     assert.match(html, /Not exercised:.*w_uk.*w_uv/);
     assert.match(html, /12\.5 s: setup 1\.50 s, 2 layers 10\.0 s \(slowest: layer 1, 6\.00 s\), head 1\.00 s/);
@@ -275,7 +294,20 @@ describe('reports through the CLI on the llama fixture', () => {
         /* 13 */ ['convert', modelDir('llama'), '-o', join(work, 'out-e'), '--report', '', '--quiet'],
         // A copy of the ids: should the refusal break, the fixture stays intact.
         /* 14 */ ['verify', modelDir('llama'), fp8, '--input-ids', idsCopy(), '--device', 'cpu', '--quiet', '--junit', idsCopy(), '--force'],
-        /* 15 */ ['convert', modelDir('llama'), '-o', join(work, 'out-f'), '--activation-scheme', 'static', '--calibration', idsCopy(), '--report', idsCopy(), '--force', '--quiet'],
+        /* 15 */ [
+          'convert',
+          modelDir('llama'),
+          '-o',
+          join(work, 'out-f'),
+          '--activation-scheme',
+          'static',
+          '--calibration',
+          idsCopy(),
+          '--report',
+          idsCopy(),
+          '--force',
+          '--quiet',
+        ],
       ],
       { ...process.env, GITHUB_STEP_SUMMARY: join(work, 'step-summary.md') },
     );
@@ -291,7 +323,9 @@ describe('reports through the CLI on the llama fixture', () => {
     const xml = await readFile(join(work, 'reports/sound.xml'), 'utf8');
     assert.deepEqual(await schemaErrors(xml), []);
     const suite = await suiteOf(xml);
-    const gates = cases(suite).filter((c) => c.classname === 'fp8q.verify.gates').map((c) => c.name);
+    const gates = cases(suite)
+      .filter((c) => c.classname === 'fp8q.verify.gates')
+      .map((c) => c.name);
     for (const g of ['max-kl', 'min-top1', 'max-layer-rel-error', 'max-layer-error-ratio']) assert.ok(gates.includes(g), gates.join());
     assert.equal(suite.tests, gates.length + 14, 'the gates and the 14 quantized linears of the llama fixture');
     assert.equal(suite.failures, 0);
@@ -306,13 +340,18 @@ describe('reports through the CLI on the llama fixture', () => {
     assert.equal(r.code, 3, r.stderr);
     assert.equal((JSON.parse(r.stdout) as { passed: boolean }).passed, false);
     const suite = await suiteOf(await readFile(join(work, 'reports/bad.xml'), 'utf8'));
-    const gates = cases(suite).filter((c) => c.classname === 'fp8q.verify.gates').map((c) => c.name ?? '');
+    const gates = cases(suite)
+      .filter((c) => c.classname === 'fp8q.verify.gates')
+      .map((c) => c.name ?? '');
     assert.equal(suite.tests, gates.length + 14);
     const failed = failedCases(suite).map((c) => c.name ?? '');
     assert.ok(failed.includes('model.layers.0.self_attn.v_proj'), failed.join());
     assert.ok(failed.includes('max-layer-error-ratio'), failed.join());
     assert.equal(suite.failures, failed.length);
-    assert.ok(failed.every((n) => n === 'model.layers.0.self_attn.v_proj' || gates.includes(n)), failed.join());
+    assert.ok(
+      failed.every((n) => n === 'model.layers.0.self_attn.v_proj' || gates.includes(n)),
+      failed.join(),
+    );
     const html = markdown.render(await readFile(join(work, 'reports/bad.md'), 'utf8'));
     assert.match(html, /fp8q verify: ❌ failed/);
     assert.match(html, /<code>model\.layers\.0\.self_attn\.v_proj<\/code><\/td>(?:\s*<td[^>]*>[^<]*<\/td>){4}\s*<td>❌ fail<\/td>/);
@@ -373,7 +412,9 @@ describe('reports through the CLI on the llama fixture', () => {
     const index = JSON.parse(await readFile(join(work, 'out-a', 'config.json'), 'utf8')) as { quantization_config: unknown };
     assert.ok(md.includes(JSON.stringify(index.quantization_config, null, 2)), 'quantization_config as config.json has it');
     const { createHash } = await import('node:crypto');
-    const sha = createHash('sha256').update(await readFile(join(work, 'out-a', 'model.safetensors'))).digest('hex');
+    const sha = createHash('sha256')
+      .update(await readFile(join(work, 'out-a', 'model.safetensors')))
+      .digest('hex');
     assert.ok(html.includes(`<code>${sha}</code>`), 'the shard hash');
     assert.match(html, /<td><code>model\.layers\.\*\.self_attn\.q_proj<\/code><\/td>\s*<td>layers 0, 1<\/td>\s*<td[^>]*>2<\/td>\s*<td>BlockScaleQuantizeLinear<\/td>/);
     assert.match(html, /<td><code>lm_head<\/code><\/td>\s*<td>–<\/td>\s*<td[^>]*>1<\/td>\s*<td>final FC \(lm_head\)<\/td>/);

@@ -135,17 +135,27 @@ async function junitSuite(path: string): Promise<TestSuite> {
   return parsed.testsuite[0]!;
 }
 
-const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
+const exists = (p: string): Promise<boolean> =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 
 test('the GitHub workflow installs with npm ci, runs fp8q through npx, and uploads reports and checkpoint', () => {
   const steps = workflow.jobs['fp8']!.steps;
   assert.ok(steps.some((s) => s.run?.trim() === 'npm ci'));
   const runs = steps.filter((s) => s.run !== undefined).map((s) => s.run!);
   assert.ok(runs.some((r) => r.includes('npx fp8q convert')) && runs.some((r) => r.includes('npx fp8q verify')));
-  assert.ok(runs.some((r) => /npx fp8q verify [^\n]*--text "\$VERIFY_TEXT"/.test(r)), 'verifies on text');
+  assert.ok(
+    runs.some((r) => /npx fp8q verify [^\n]*--text "\$VERIFY_TEXT"/.test(r)),
+    'verifies on text',
+  );
   const uploads = steps.filter((s) => s.uses?.startsWith('actions/upload-artifact@'));
   const expand = (text: string | undefined): string | undefined => text?.replace(/\$\{\{ env\.(\w+) \}\}/g, (_m, name: string) => workflow.env[name]!);
-  assert.deepEqual(uploads.map((s) => expand(s.with?.['path'])), [`${workflow.env['REPORT_DIR']}/`, `${workflow.env['OUT_DIR']}/`]);
+  assert.deepEqual(
+    uploads.map((s) => expand(s.with?.['path'])),
+    [`${workflow.env['REPORT_DIR']}/`, `${workflow.env['OUT_DIR']}/`],
+  );
   assert.equal(uploads[0]!.if, '${{ !cancelled() }}', 'reports are uploaded when a gate failed too');
   assert.equal(uploads[1]!.if, undefined, 'the checkpoint only when every step passed');
 });
@@ -153,7 +163,10 @@ test('the GitHub workflow installs with npm ci, runs fp8q through npx, and uploa
 test('GitHub workflow on a sound conversion: every step passes, JUnit without failure, both reports in the job summary', async () => {
   const { dir, steps, summary, output } = await runGithubJob('github-sound', {});
   for (const s of steps) assert.equal(s.code, 0, `${s.name}: ${s.stderr}`);
-  assert.deepEqual(steps.map((s) => s.name), ['Convert', 'Verify']);
+  assert.deepEqual(
+    steps.map((s) => s.name),
+    ['Convert', 'Verify'],
+  );
   assert.match(output, /^exit-code=0$/m);
   assert.match(steps[1]!.stdout, /fp8q verify: every gate passed/);
   const suite = await junitSuite(join(dir, 'reports/verify.xml'));
@@ -183,7 +196,10 @@ test('the GitLab job runs the same commands and keeps the JUnit report whatever 
   assert.ok(gitlab.artifacts.paths.includes('model-fp8/'));
   const dir = await workspace('gitlab');
   const input = fixtureInput();
-  const script = gitlab.script.filter((line) => line.trim() !== 'npm ci').map(input.rewrite).join('\n');
+  const script = gitlab.script
+    .filter((line) => line.trim() !== 'npm ci')
+    .map(input.rewrite)
+    .join('\n');
   const env = { ...process.env, ...gitlab.variables, ...input.env, CI_PROJECT_DIR: dir, GITHUB_STEP_SUMMARY: '' };
   const r = bash(script, dir, env, ['-e']);
   assert.equal(r.code, 0, r.stderr);
@@ -192,7 +208,7 @@ test('the GitLab job runs the same commands and keeps the JUnit report whatever 
   assert.ok(await exists(join(dir, 'reports/convert.md')));
 });
 
-test("README's \"In CI\" section shows both example pipelines as they are in examples/", async () => {
+test('README\'s "In CI" section shows both example pipelines as they are in examples/', async () => {
   const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
   const section = readme.split('\n## In CI\n')[1]?.split('\n## ')[0];
   assert.ok(section !== undefined, 'README has an "In CI" section');

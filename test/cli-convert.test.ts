@@ -83,17 +83,49 @@ const lines = (text: string): string[] => text.split('\n').filter((l) => l.lengt
 
 describe('bad arguments', () => {
   const cases: { label: string; args: (out: string) => string[]; exit: number; message: RegExp; subprocess?: true }[] = [
-    { label: '--block 12', subprocess: true, args: (out) => ['convert', modelDir('llama'), '-o', out, '--block', '12'], exit: 2, message: /^fp8q: invalid --block "12": expected NxK with positive integers, e\.g\. 128x128$/ },
+    {
+      label: '--block 12',
+      subprocess: true,
+      args: (out) => ['convert', modelDir('llama'), '-o', out, '--block', '12'],
+      exit: 2,
+      message: /^fp8q: invalid --block "12": expected NxK with positive integers, e\.g\. 128x128$/,
+    },
     { label: '--block 0x128', args: (out) => ['convert', modelDir('llama'), '-o', out, '--block', '0x128'], exit: 2, message: /^fp8q: invalid --block "0x128"/ },
-    { label: '--weight-dtype int4', args: (out) => ['convert', modelDir('llama'), '-o', out, '--weight-dtype', 'int4'], exit: 2, message: /^fp8q: invalid --weight-dtype "int4": expected float8_e4m3fn or float8_e5m2$/ },
+    {
+      label: '--weight-dtype int4',
+      args: (out) => ['convert', modelDir('llama'), '-o', out, '--weight-dtype', 'int4'],
+      exit: 2,
+      message: /^fp8q: invalid --weight-dtype "int4": expected float8_e4m3fn or float8_e5m2$/,
+    },
     { label: 'missing -o', args: () => ['convert', modelDir('llama')], exit: 2, message: /^fp8q: missing -o <out-dir>/ },
     { label: 'unknown option', args: (out) => ['convert', modelDir('llama'), '-o', out, '--frobnicate'], exit: 2, message: /^fp8q: unknown option '--frobnicate'/ },
     { label: 'unknown command', args: () => ['frobnicate'], exit: 2, message: /^fp8q: unknown command 'frobnicate'/ },
     { label: 'missing source', args: () => ['convert'], exit: 2, message: /^fp8q: missing required argument 'source'/ },
-    { label: 'invalid --exclude regex', args: (out) => ['convert', modelDir('llama'), '-o', out, '--exclude', 're:(x'], exit: 2, message: /^fp8q: invalid --exclude regular expression "re:\(x"/ },
-    { label: '--max-shard-size 5XB', args: (out) => ['convert', modelDir('llama'), '-o', out, '--max-shard-size', '5XB'], exit: 2, message: /^fp8q: --max-shard-size: invalid size "5XB"/ },
-    { label: '--scale-fmt bogus', args: (out) => ['convert', modelDir('llama'), '-o', out, '--scale-fmt', 'bogus'], exit: 2, message: /^fp8q: option '--scale-fmt <fmt>' argument 'bogus' is invalid/ },
-    { label: 'nonexistent input folder', subprocess: true, args: (out) => ['convert', `${out}-no-such-model`, '-o', out], exit: 1, message: /^fp8q: cannot read model folder .*no-such-model \(ENOENT\)$/ },
+    {
+      label: 'invalid --exclude regex',
+      args: (out) => ['convert', modelDir('llama'), '-o', out, '--exclude', 're:(x'],
+      exit: 2,
+      message: /^fp8q: invalid --exclude regular expression "re:\(x"/,
+    },
+    {
+      label: '--max-shard-size 5XB',
+      args: (out) => ['convert', modelDir('llama'), '-o', out, '--max-shard-size', '5XB'],
+      exit: 2,
+      message: /^fp8q: --max-shard-size: invalid size "5XB"/,
+    },
+    {
+      label: '--scale-fmt bogus',
+      args: (out) => ['convert', modelDir('llama'), '-o', out, '--scale-fmt', 'bogus'],
+      exit: 2,
+      message: /^fp8q: option '--scale-fmt <fmt>' argument 'bogus' is invalid/,
+    },
+    {
+      label: 'nonexistent input folder',
+      subprocess: true,
+      args: (out) => ['convert', `${out}-no-such-model`, '-o', out],
+      exit: 1,
+      message: /^fp8q: cannot read model folder .*no-such-model \(ENOENT\)$/,
+    },
     { label: 'input is a file', args: (out) => ['convert', join(modelDir('llama'), 'config.json'), '-o', out], exit: 1, message: /^fp8q: .*config\.json is not a folder/ },
     { label: 'inspect of a nonexistent folder', args: (out) => ['inspect', join(out, 'nothing-here')], exit: 1, message: /^fp8q: cannot read model folder/ },
   ];
@@ -137,7 +169,10 @@ describe('output modes (own processes)', () => {
     assert.ok((summary['bytesIn'] as number) > (summary['bytesOut'] as number));
     assert.equal(typeof summary['seconds'], 'number');
     const shards = summary['shards'] as { file: string; sha256: string }[];
-    assert.deepEqual(shards.map((s) => s.file), ['model.safetensors']);
+    assert.deepEqual(
+      shards.map((s) => s.file),
+      ['model.safetensors'],
+    );
     assert.equal(shards[0]!.sha256, await sha256File(join(out, 'model.safetensors')));
   });
 
@@ -159,7 +194,6 @@ describe('output modes (own processes)', () => {
     assert.equal(percents.at(-1), 100);
     assert.match(all.at(-1)!, /plain-out: 32 tensors quantized, 9 kept, 4\.\d MiB → 2\.\d MiB in [\d.]+ s$/);
   });
-
 });
 
 describe('output modes (batched)', () => {
@@ -179,10 +213,11 @@ describe('output modes (batched)', () => {
     const report = JSON.parse(r.stdout) as Record<string, unknown>;
     assert.match(String(report['quantizedBy']), /quantization_config/);
     assert.deepEqual((report['quantizationConfig'] as Record<string, unknown>)['fmt'], 'e4m3');
-    assert.deepEqual(
-      (report['byDtype'] as { dtype: string; tensors: number }[]).map((g) => [g.dtype, g.tensors]).sort(),
-      [['BF16', 7], ['F32', 14], ['F8_E4M3', 14]],
-    );
+    assert.deepEqual((report['byDtype'] as { dtype: string; tensors: number }[]).map((g) => [g.dtype, g.tensors]).sort(), [
+      ['BF16', 7],
+      ['F32', 14],
+      ['F8_E4M3', 14],
+    ]);
   });
 
   inBatch.push({ label: 'dry-run json', args: ['convert', modelDir('mixtral'), '-o', '$TMP/json-dry', '--dry-run', '--json'] });
@@ -221,10 +256,7 @@ describe('output modes (batched)', () => {
     assert.equal(report.quantizedBy, null);
     assert.equal(report.wouldQuantize.length, 28);
     assert.ok(report.wouldQuantize.includes('model.layers.0.self_attn.kv_a_proj_with_mqa'));
-    assert.deepEqual(
-      report.wouldKeep.map((k) => k.module).sort(),
-      ['lm_head', 'model.embed_tokens', 'model.layers.1.mlp.gate'],
-    );
+    assert.deepEqual(report.wouldKeep.map((k) => k.module).sort(), ['lm_head', 'model.embed_tokens', 'model.layers.1.mlp.gate']);
   });
 
   test('--dry-run prints the plan on stdout; with --quiet, nothing on stderr', async () => {

@@ -42,7 +42,10 @@ test('a table key that is not the name commander reads is refused', () => {
 test('choiceOf checks a value in code against the same list, absent → the default', () => {
   assert.equal(choiceOf(CONVERT_FLAGS.scaleFmt, undefined), 'float');
   assert.equal(choiceOf(CONVERT_FLAGS.scaleFmt, 'ue8m0'), 'ue8m0');
-  assert.throws(() => choiceOf(CONVERT_FLAGS.scaleFmt, 'bogus'), (e: unknown) => e instanceof UsageError && /invalid --scale-fmt "bogus": expected float or ue8m0/.test(e.message));
+  assert.throws(
+    () => choiceOf(CONVERT_FLAGS.scaleFmt, 'bogus'),
+    (e: unknown) => e instanceof UsageError && /invalid --scale-fmt "bogus": expected float or ue8m0/.test(e.message),
+  );
 });
 
 test('convert and dequant register every flag of their tables, in order', () => {

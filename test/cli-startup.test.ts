@@ -51,7 +51,17 @@ describe('CLI start-up and runtime errors', () => {
       assert.doesNotMatch(r.stderr, /LOADED/, `${what} loaded: ${r.stderr}`);
     }
     // The hook itself works: logits does load onnxruntime.
-    const probe = run(['logits', modelDir('llama'), '--input-ids', join(ROOT, 'fixtures/models/llama.logits.safetensors'), '-o', join(tmp.path, 'l.safetensors'), '--device', 'cpu', '-q']);
+    const probe = run([
+      'logits',
+      modelDir('llama'),
+      '--input-ids',
+      join(ROOT, 'fixtures/models/llama.logits.safetensors'),
+      '-o',
+      join(tmp.path, 'l.safetensors'),
+      '--device',
+      'cpu',
+      '-q',
+    ]);
     assert.equal(probe.status, 0, probe.stderr);
     assert.match(probe.stderr, /LOADED .*onnxruntime-node/);
   });

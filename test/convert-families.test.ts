@@ -178,12 +178,13 @@ describe('family convert rules on transformers-made fixtures', () => {
       if (!c.inOut) assert.deepEqual(inOut, [], 'no in × out experts');
       // modules_to_not_convert names every kept Linear, nothing quantized.
       const notConverted = new Set(quantizationConfigOf(plan).modules_to_not_convert);
-      for (const m of plan.modules) if (m.decision === 'keep' && m.reason !== 'embedding' && !m.reason.startsWith('3-D')) assert.ok(notConverted.has(m.module), `${m.module} listed`);
+      for (const m of plan.modules)
+        if (m.decision === 'keep' && m.reason !== 'embedding' && !m.reason.startsWith('3-D')) assert.ok(notConverted.has(m.module), `${m.module} listed`);
       for (const m of quantized) assert.ok(!notConverted.has(m));
     });
   }
 
-  test('gemma3: bare parameters inside kept subtrees are copied with the recipe\'s reason', async () => {
+  test("gemma3: bare parameters inside kept subtrees are copied with the recipe's reason", async () => {
     const { plan } = await planOf('gemma3');
     const copy = plan.entries.find((e) => e.op === 'copy' && e.sources[0] === 'multi_modal_projector.mm_input_projection_weight');
     assert.ok(copy && copy.op === 'copy');
@@ -280,7 +281,14 @@ describe('generic rules for unknown multimodal architectures', () => {
   test('modules under vision/audio/image/projector components are kept, and the warning lists them', () => {
     const plan = blockScaleQuantizePass(config, tensors, { settings: SETTINGS });
     const kept = plan.modules.filter((m) => m.decision === 'keep').map((m) => m.module);
-    assert.deepEqual(kept.sort(), ['lm_head', 'model.audio_tower.layers.0.fc1', 'model.embed_tokens', 'model.mm_projector.0', 'model.vision_tower.encoder.layers.0.mlp.fc1', 'model.vision_tower.encoder.layers.0.mlp.fc2']);
+    assert.deepEqual(kept.sort(), [
+      'lm_head',
+      'model.audio_tower.layers.0.fc1',
+      'model.embed_tokens',
+      'model.mm_projector.0',
+      'model.vision_tower.encoder.layers.0.mlp.fc1',
+      'model.vision_tower.encoder.layers.0.mlp.fc2',
+    ]);
     assert.equal(plan.recipe, undefined);
     assert.equal(plan.warnings.length, 2);
     assert.match(plan.warnings[0]!, /Phi4MultimodalForCausalLM is not one fp8q knows/);

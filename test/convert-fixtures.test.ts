@@ -124,7 +124,10 @@ function expectedQuantized(src: ReadonlyMap<string, TensorData>): string[] {
 async function checkOutput(model: FixtureName | string, srcDir: string, outDir: string, format: Fp8Format, block: BlockShape): Promise<{ quantized: string[]; check: QuantCheck }> {
   const src = await readCheckpointTensors(srcDir);
   const out = await readCheckpointTensors(outDir);
-  const quantized = [...out.keys()].filter((n) => n.endsWith('.weight_scale_inv')).map((n) => n.replace(/_scale_inv$/, '')).sort();
+  const quantized = [...out.keys()]
+    .filter((n) => n.endsWith('.weight_scale_inv'))
+    .map((n) => n.replace(/_scale_inv$/, ''))
+    .sort();
   assert.deepEqual([...out.keys()].sort(), [...src.keys(), ...quantized.map((n) => `${n}_scale_inv`)].sort(), `${model}: output tensor names`);
   const check = { worstRatio: 0 };
   for (const [name, s] of src) {
@@ -229,7 +232,7 @@ describe('other formats and block sizes', () => {
       for (let i = 0; i < n; i++) {
         x = (x * 1103515245 + 12345) >>> 0;
         // A wide spread of magnitudes: each value ~ ±2^[-12, 3].
-        v[i] = ((x & 0xffff) / 65536 - 0.5) * 2 ** ((x >>> 16) % 16 - 12);
+        v[i] = ((x & 0xffff) / 65536 - 0.5) * 2 ** (((x >>> 16) % 16) - 12);
       }
       return v;
     };
@@ -307,7 +310,10 @@ describe('what convert writes, and refuses', () => {
     assert.deepEqual(await listFiles(out), ['config.json', 'generation_config.json', 'model.safetensors']);
     assert.deepEqual(await readFile(join(out, 'model.safetensors')), await readFile(join(outA('llama'), 'model.safetensors')));
     // No staging or backup folder is left beside it.
-    assert.deepEqual((await readdir(tmp.path)).filter((f) => f.includes('fp8q-tmp')), []);
+    assert.deepEqual(
+      (await readdir(tmp.path)).filter((f) => f.includes('fp8q-tmp')),
+      [],
+    );
     // An empty existing folder needs no --force.
     const empty = join(tmp.path, 'empty-out');
     await mkdir(empty);
@@ -325,10 +331,14 @@ describe('what convert writes, and refuses', () => {
     const out = join(tmp.path, 'nan-out');
     await assert.rejects(
       convertCheckpoint({ input: dir, output: out }),
-      (e: unknown) => e instanceof CheckpointError && /tensor "model.layers.0.mlp.up_proj.weight" \(F32\[4,8\]\) has a non-finite value \(NaN\) at \[1, 5\].*--allow-nonfinite/.test(e.message),
+      (e: unknown) =>
+        e instanceof CheckpointError && /tensor "model.layers.0.mlp.up_proj.weight" \(F32\[4,8\]\) has a non-finite value \(NaN\) at \[1, 5\].*--allow-nonfinite/.test(e.message),
     );
     await assert.rejects(readdir(out), { code: 'ENOENT' });
-    assert.deepEqual((await readdir(tmp.path)).filter((f) => f.includes('fp8q-tmp')), []);
+    assert.deepEqual(
+      (await readdir(tmp.path)).filter((f) => f.includes('fp8q-tmp')),
+      [],
+    );
     await convertCheckpoint({ input: dir, output: out, allowNonFinite: true });
     await rm(out, { recursive: true });
   });

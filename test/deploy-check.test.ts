@@ -31,9 +31,20 @@ const DYNAMIC_128: QuantizationSettings = { format: 'e4m3fn', block: { bn: 128, 
 
 function planned(
   model: models.RealModel,
-  opts: { settings?: Partial<QuantizationSettings>; exclude?: string[]; mlaSplit?: boolean; format?: 'hf' | 'compressed-tensors'; targets?: string; qc?: (qc: Record<string, unknown>) => Record<string, unknown> } = {},
+  opts: {
+    settings?: Partial<QuantizationSettings>;
+    exclude?: string[];
+    mlaSplit?: boolean;
+    format?: 'hf' | 'compressed-tensors';
+    targets?: string;
+    qc?: (qc: Record<string, unknown>) => Record<string, unknown>;
+  } = {},
 ): DeployCheckInput {
-  const plan = blockScaleQuantizePass(model.config, model.tensors, { settings: { ...DYNAMIC_128, ...opts.settings }, exclude: opts.exclude ?? [], mlaSplit: opts.mlaSplit ?? false });
+  const plan = blockScaleQuantizePass(model.config, model.tensors, {
+    settings: { ...DYNAMIC_128, ...opts.settings },
+    exclude: opts.exclude ?? [],
+    mlaSplit: opts.mlaSplit ?? false,
+  });
   const formatted = applyOutputFormat(plan, opts.format ?? 'hf');
   let qc = formatted.quantizationConfig as unknown as Record<string, unknown>;
   if (opts.targets) qc = withTargetKeys(qc, formatted.plan, parseTargets(opts.targets));
@@ -53,10 +64,16 @@ function findings(report: DeployReport, engine: EngineId, tp: number): { rule: s
 }
 
 function failRules(report: DeployReport, engine: EngineId, tp: number): string[] {
-  return [...new Set(findings(report, engine, tp).filter((f) => f.severity === 'fail').map((f) => f.rule))].sort();
+  return [
+    ...new Set(
+      findings(report, engine, tp)
+        .filter((f) => f.severity === 'fail')
+        .map((f) => f.rule),
+    ),
+  ].sort();
 }
 
-test('real models at TP 1/2/4/8: the outcomes the engines\' sources imply', () => {
+test("real models at TP 1/2/4/8: the outcomes the engines' sources imply", () => {
   const expected: [models.RealModel, Record<EngineId, string>][] = [
     [models.llama3_8b(), { vllm: 'ok ok ok ok', sglang: 'ok ok ok ok', mlc: 'FAIL FAIL FAIL FAIL', transformers: 'ok ok ok ok', deepseek: 'FAIL FAIL FAIL FAIL' }],
     [models.llama3_70b(), { vllm: 'ok ok ok ok', sglang: 'ok ok ok ok', mlc: 'FAIL FAIL FAIL FAIL', transformers: 'ok ok ok ok', deepseek: 'FAIL FAIL FAIL FAIL' }],
@@ -90,13 +107,18 @@ test('Qwen3-30B-A3B at TP 4: 768/4 = 192 is not a multiple of 128 → vLLM refus
 test('DeepSeek-V3: MLA aligned at 128x128; transformers only warns about kv_a_proj_with_mqa (576 rows) for dequantize=True', () => {
   const report = deployCheck(planned(models.deepseek_v3()));
   const w = findings(report, 'transformers', 1);
-  assert.deepEqual(w.map((f) => [f.rule, f.severity, f.pattern]), [['dequantize-rows', 'warn', 'model.layers.*.self_attn.kv_a_proj_with_mqa.weight']]);
+  assert.deepEqual(
+    w.map((f) => [f.rule, f.severity, f.pattern]),
+    [['dequantize-rows', 'warn', 'model.layers.*.self_attn.kv_a_proj_with_mqa.weight']],
+  );
   // MLC's MLA rule: qk_nope_head_dim must be a multiple of bn (here 64 of 128).
   const narrow = { ...models.deepseek_v3(2), name: 'MLA-64' };
   narrow.config['qk_nope_head_dim'] = 64;
   assert.deepEqual(failRules(deployCheck(planned(narrow), { engines: ['mlc'], tpSizes: [1] }), 'mlc', 1), ['mla-alignment']);
   // DeepSeek's own code: 128x128 only, and no names outside convert.py's mapping (w_uk/w_uv of --mla-split).
-  assert.deepEqual(failRules(deployCheck(planned(models.deepseek_v3(1), { settings: { block: { bn: 64, bk: 64 } } }), { engines: ['deepseek'], tpSizes: [1] }), 'deepseek', 1), ['block-size']);
+  assert.deepEqual(failRules(deployCheck(planned(models.deepseek_v3(1), { settings: { block: { bn: 64, bk: 64 } } }), { engines: ['deepseek'], tpSizes: [1] }), 'deepseek', 1), [
+    'block-size',
+  ]);
   const split = deployCheck(planned(models.deepseek_v3(1), { mlaSplit: true }), { engines: ['deepseek', 'vllm'], tpSizes: [1] });
   assert.deepEqual(failRules(split, 'deepseek', 1), ['tensor-names']);
   assert.match(findings(split, 'deepseek', 1)[0]!.message, /model\.layers\.\*\.self_attn\.w_uk, /);
@@ -148,7 +170,7 @@ test('required config keys and weight dtype: E5M2 fails everywhere, a config wit
   assert.deepEqual(failRules(noScheme, 'vllm', 1), ['config-keys']);
 });
 
-test('compressed-tensors layout: vLLM reads it; MLC LLM and DeepSeek\'s code do not', () => {
+test("compressed-tensors layout: vLLM reads it; MLC LLM and DeepSeek's code do not", () => {
   const r = deployCheck(planned(models.deepseek_v3(4), { format: 'compressed-tensors' }), { tpSizes: [1] });
   assert.equal(r.results.find((x) => x.engine === 'vllm')!.verdict, 'loads');
   assert.ok(failRules(r, 'mlc', 1).includes('layout'));
@@ -215,7 +237,10 @@ test('convert --target refuses a doomed conversion before reading weights or cre
       convertCheckpoint({ input: src, output: join(tmp.path, 'out'), deployTargets: parseTargets('vllm:tp4,mlc'), onEvent: (e) => events.push(e.type) }),
       (e: unknown) => e instanceof DeployTargetError && /vllm:tp4/.test(e.message) && !/mlc/.test(e.message.split('\n')[0]!),
     );
-    assert.deepEqual(events.filter((t) => t === 'tensor' || t === 'bytes'), []);
+    assert.deepEqual(
+      events.filter((t) => t === 'tensor' || t === 'bytes'),
+      [],
+    );
     assert.equal(existsSync(join(tmp.path, 'out')), false);
     // Through the CLI: exit 2, the failing rule named; --force-target lets a dry run through.
     const stderr: string[] = [];
@@ -259,7 +284,10 @@ test('fp8q check --json on a converted checkpoint; convert --target vllm writes 
     assert.equal(code, 0);
     const report = JSON.parse(chunks.join('')) as DeployReport & { judged: string };
     assert.equal(report.judged, 'checkpoint');
-    assert.deepEqual(report.results.map((r) => `${r.engine}:${r.tp}:${r.verdict}`), ['vllm:1:loads', 'vllm:2:fails', 'mlc:1:fails', 'mlc:2:fails']);
+    assert.deepEqual(
+      report.results.map((r) => `${r.engine}:${r.tp}:${r.verdict}`),
+      ['vllm:1:loads', 'vllm:2:fails', 'mlc:1:fails', 'mlc:2:fails'],
+    );
     // The fixture's k_proj has 128 rows: 64 per rank at TP 2.
     assert.ok(report.results[1]!.findings.some((f) => f.rule === 'merged-part' && f.tensors?.pattern === 'model.layers.*.self_attn.k_proj.weight'));
     const usage = await main(['node', 'fp8q', 'check', out, '--engine', 'tgi']);

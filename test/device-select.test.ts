@@ -61,7 +61,7 @@ function fakeElf(needed: readonly string[], runpath?: string): Uint8Array {
     v.setBigUint64(at + 32, BigInt(length), true);
   };
   phdr(64, 1, 0, size);
-  phdr(64 + 56, 2, dynOffset, (entries.length) * 16);
+  phdr(64 + 56, 2, dynOffset, entries.length * 16);
   entries.forEach(([tag, val], i) => {
     v.setBigInt64(dynOffset + i * 16, tag, true);
     v.setBigUint64(dynOffset + i * 16 + 8, val, true);
@@ -98,7 +98,10 @@ test('ELF dynamic info: NEEDED in order and RUNPATH from a built library; bad fi
   const readAt = (offset: number, length: number): Uint8Array => bytes.subarray(offset, offset + length);
   assert.deepEqual(parseElfDynamicInfo(readAt), { needed: ['libcublasLt.so.13', 'libcudart.so.13'], runpath: '$ORIGIN' });
   const noElf = new Uint8Array(64);
-  assert.throws(() => parseElfDynamicInfo((o, l) => noElf.subarray(o, o + l), 'x.so'), (e: unknown) => e instanceof ElfParseError && /x\.so: .*no ELF magic/.test(e.message));
+  assert.throws(
+    () => parseElfDynamicInfo((o, l) => noElf.subarray(o, o + l), 'x.so'),
+    (e: unknown) => e instanceof ElfParseError && /x\.so: .*no ELF magic/.test(e.message),
+  );
   const elf32 = Uint8Array.from(bytes);
   elf32[4] = 1;
   assert.throws(() => parseElfDynamicInfo((o, l) => elf32.subarray(o, o + l)), /not 64-bit little-endian/);
@@ -115,15 +118,18 @@ test('ELF dynamic info of the installed libonnxruntime.so.1', { skip: process.pl
 
 test('ldconfig cache lines parse to 64-bit name → path', () => {
   const cache = parseLdconfigCache(
-    '3 libs found in cache `/etc/ld.so.cache\'\n' +
+    "3 libs found in cache `/etc/ld.so.cache'\n" +
       '\tlibcudart.so.13 (libc6,x86-64) => /usr/local/cuda-13.0/lib/libcudart.so.13\n' +
       '\tlibfoo.so.1 (libc6) => /usr/lib32/libfoo.so.1\n' +
       '\tlibz.so.1 (libc6,x86-64, OS ABI: Linux 3.2.0) => /lib/x86_64-linux-gnu/libz.so.1\n',
   );
-  assert.deepEqual([...cache], [
-    ['libcudart.so.13', '/usr/local/cuda-13.0/lib/libcudart.so.13'],
-    ['libz.so.1', '/lib/x86_64-linux-gnu/libz.so.1'],
-  ]);
+  assert.deepEqual(
+    [...cache],
+    [
+      ['libcudart.so.13', '/usr/local/cuda-13.0/lib/libcudart.so.13'],
+      ['libz.so.1', '/lib/x86_64-linux-gnu/libz.so.1'],
+    ],
+  );
 });
 
 test('findLibrary: search folders first, then the cache, then candidate folders the loader does not search', () => {
@@ -193,8 +199,7 @@ test('only libcuda.so.1 missing means no NVIDIA driver', async () => {
 
 test('the probe session decides last: its errors are classified, its success selects CUDA', async () => {
   const libs = folder(Object.fromEntries(CUDA_NEEDED.map((n) => [n, ''])));
-  const withProbe = (probe: () => Promise<void>): CudaCheckOptions =>
-    options({ providerDir: providerFolder(), librarySearch: search([libs]), probe });
+  const withProbe = (probe: () => Promise<void>): CudaCheckOptions => options({ providerDir: providerFolder(), librarySearch: search([libs]), probe });
   const noGpu = withProbe(async () => {
     throw new Error('onnxruntime could not load the model on cuda: CUDA failure 100: no CUDA-capable device is detected ; GPU=0');
   });
@@ -202,14 +207,20 @@ test('the probe session decides last: its errors are classified, its success sel
   await assert.rejects(selectDevice('cuda', noGpu), /^DeviceUnavailableError: --device cuda: no CUDA-capable GPU is visible\. Check nvidia-smi/);
 
   let probes = 0;
-  const ok = await selectDevice('auto', withProbe(async () => void probes++));
+  const ok = await selectDevice(
+    'auto',
+    withProbe(async () => void probes++),
+  );
   assert.equal(probes, 1);
-  assert.deepEqual({ ...ok, reason: ok.reason.replace(/ \(.*\)$/, '') }, {
-    requested: 'auto',
-    device: 'cuda',
-    provider: 'CUDAExecutionProvider',
-    reason: 'CUDA execution provider loaded',
-  });
+  assert.deepEqual(
+    { ...ok, reason: ok.reason.replace(/ \(.*\)$/, '') },
+    {
+      requested: 'auto',
+      device: 'cuda',
+      provider: 'CUDAExecutionProvider',
+      reason: 'CUDA execution provider loaded',
+    },
+  );
   assert.match(ok.reason, /^CUDA execution provider loaded \(CUDA 13, ONNX Runtime's CUDA 13 build, installed by fp8q setup-cuda/);
 });
 
@@ -247,7 +258,9 @@ test('onnxruntime load errors map to the missing piece', () => {
   const missingLib = classifyCudaLoadError(real);
   assert.equal(missingLib.kind, 'libraries-missing');
   assert.deepEqual(missingLib.missing, ['libcublasLt.so.13']);
-  const noShared = classifyCudaLoadError('Failed to load library libonnxruntime_providers_shared.so with error: libonnxruntime_providers_shared.so: cannot open shared object file: No such file or directory');
+  const noShared = classifyCudaLoadError(
+    'Failed to load library libonnxruntime_providers_shared.so with error: libonnxruntime_providers_shared.so: cannot open shared object file: No such file or directory',
+  );
   assert.equal(noShared.kind, 'provider-missing');
   assert.match(noShared.remedy, /fp8q setup-cuda/);
   assert.equal(classifyCudaLoadError('libcuda.so.1: cannot open shared object file').kind, 'no-driver');

@@ -132,7 +132,13 @@ describe('verify', () => {
     assert.ok(report.failures.every((f) => f.code === GATE_ERROR_CODES[f.gate as keyof typeof GATE_ERROR_CODES]));
     assert.equal(report.device, 'cpu');
     assert.equal(report.deviceSelection.device, 'cpu');
-    assert.equal(r.stderr.trim().split('\n').filter((l) => l.startsWith('fp8q: ')).length, 1);
+    assert.equal(
+      r.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('fp8q: ')).length,
+      1,
+    );
   });
 });
 

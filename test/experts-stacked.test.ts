@@ -31,7 +31,13 @@ interface Converted {
   dir: string;
 }
 
-async function convert(tmp: TempDir, name: string, source: Map<string, TensorData>, modelType: string, extra: { stackExperts?: boolean; block?: { bn: number; bk: number } } = {}): Promise<Converted> {
+async function convert(
+  tmp: TempDir,
+  name: string,
+  source: Map<string, TensorData>,
+  modelType: string,
+  extra: { stackExperts?: boolean; block?: { bn: number; bk: number } } = {},
+): Promise<Converted> {
   const input = join(tmp.path, name);
   await writeCheckpoint(input, source, { config: moeConfig(modelType) });
   return convertDir(input, join(tmp.path, `${name}-fp8`), extra);
@@ -182,11 +188,20 @@ describe('fused and stacked experts', () => {
     for (const name of [`${EXPERTS}.gate_up_proj`, `${EXPERTS}.gate_up_proj_scale_inv`, `${EXPERTS}.down_proj`, `${EXPERTS}.down_proj_scale_inv`]) {
       assert.deepEqual(stacked.tensors.get(name), outIn.tensors.get(name), name);
     }
-    assert.deepEqual([...stacked.tensors.keys()].filter((n) => /experts\.\d/.test(n)), []);
+    assert.deepEqual(
+      [...stacked.tensors.keys()].filter((n) => /experts\.\d/.test(n)),
+      [],
+    );
     assert.deepEqual([...stacked.tensors.keys()].sort(), [...outIn.tensors.keys()].sort());
     const stacks = stacked.plan.entries.filter((e) => e.op === 'stack-experts');
     assert.equal(stacks.length, 2);
-    assert.deepEqual(stacked.plan.modules.filter((m) => m.module.startsWith(EXPERTS)).map((m) => m.module).sort(), [`${EXPERTS}.down_proj`, `${EXPERTS}.gate_up_proj`]);
+    assert.deepEqual(
+      stacked.plan.modules
+        .filter((m) => m.module.startsWith(EXPERTS))
+        .map((m) => m.module)
+        .sort(),
+      [`${EXPERTS}.down_proj`, `${EXPERTS}.gate_up_proj`],
+    );
   });
 
   test('--stack-experts on the Mixtral fixture: w1 + w3 → gate_up_proj, w2 → down_proj', async () => {

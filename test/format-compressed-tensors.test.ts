@@ -170,12 +170,15 @@ test('--block 64x32 gives block_structure [64, 32], activation groups of 32, and
   await convertCheckpoint({ input: modelDir('llama'), output: out, outputFormat: 'compressed-tensors', block: { bn: 64, bk: 32 }, onEvent: (e) => events.push(e) });
   const w = await readWritten(out);
   const qc = w.config['quantization_config'] as Record<string, unknown>;
-  assert.deepEqual(qc, expectedCompressedTensorsConfig((qc['ignore'] as string[]), 64, 32));
+  assert.deepEqual(qc, expectedCompressedTensorsConfig(qc['ignore'] as string[], 64, 32));
   assert.deepEqual(detectQuantizedFormat(w.config, w.tensors.keys())!.block, { bn: 64, bk: 32 });
   const down = w.tensors.get('model.layers.0.mlp.down_proj.weight')!; // [256, 512]
   assert.deepEqual(w.tensors.get('model.layers.0.mlp.down_proj.weight_scale')!.shape, [down.shape[0]! / 64, down.shape[1]! / 32]);
   const plan = (events.find((e) => e.type === 'plan') as { plan: ConvertPlan }).plan;
-  assert.ok(plan.entries.filter((e) => e.op === 'quantize').every((e) => e.outputs[1]!.name.endsWith('.weight_scale')), 'the plan event shows the written names');
+  assert.ok(
+    plan.entries.filter((e) => e.op === 'quantize').every((e) => e.outputs[1]!.name.endsWith('.weight_scale')),
+    'the plan event shows the written names',
+  );
 });
 
 test('E5M2 weights cannot be written as compressed-tensors: the library and the CLI say so before writing', async () => {
@@ -187,7 +190,10 @@ test('E5M2 weights cannot be written as compressed-tensors: the library and the 
   await assert.rejects(stat(out), { code: 'ENOENT' });
   const flags = { output: out, block: '128x128', weightDtype: 'float8_e5m2', maxShardSize: '5GB', quiet: true };
   await assert.rejects(convertCommand(modelDir('llama'), { ...flags, format: 'compressed-tensors' }), (e: unknown) => e instanceof UsageError && /E5M2/.test(e.message));
-  await assert.rejects(convertCommand(modelDir('llama'), { ...flags, weightDtype: 'float8_e4m3fn', format: 'gguf' }), (e: unknown) => e instanceof UsageError && /invalid --format "gguf"/.test(e.message));
+  await assert.rejects(
+    convertCommand(modelDir('llama'), { ...flags, weightDtype: 'float8_e4m3fn', format: 'gguf' }),
+    (e: unknown) => e instanceof UsageError && /invalid --format "gguf"/.test(e.message),
+  );
   await assert.rejects(stat(out), { code: 'ENOENT' });
 });
 
@@ -199,7 +205,10 @@ const ctNames = ['m.l.weight', 'm.l.weight_scale'];
 const ct = (qc: Record<string, unknown>): Record<string, unknown> => ({ quantization_config: { quant_method: 'compressed-tensors', format: 'float-quantized', ...qc } });
 
 test('detectQuantizedFormat reads the forms compressed-tensors accepts: minimal groups, presets, "NxK" strings, weight-only', () => {
-  const minimal = detectQuantizedFormat(ct({ config_groups: { group_0: { targets: ['Linear'], weights: blockWeights, input_activations: groupActs } }, ignore: ['lm_head'] }), ctNames)!;
+  const minimal = detectQuantizedFormat(
+    ct({ config_groups: { group_0: { targets: ['Linear'], weights: blockWeights, input_activations: groupActs } }, ignore: ['lm_head'] }),
+    ctNames,
+  )!;
   assert.deepEqual([minimal.block, minimal.activationScheme, minimal.ignore], [{ bn: 128, bk: 128 }, 'dynamic', ['lm_head']]);
   const preset = detectQuantizedFormat(ct({ config_groups: { FP8_BLOCK: ['Linear'] } }), ctNames)!;
   assert.deepEqual([preset.block, preset.activationScheme, preset.ignore], [{ bn: 128, bk: 128 }, 'dynamic', []]);
@@ -214,10 +223,18 @@ test('detectQuantizedFormat reads the forms compressed-tensors accepts: minimal 
 
 test('detectQuantizedFormat refuses what it cannot read, naming the group, the tensor or the method', () => {
   const refuses = (config: Record<string, unknown> | undefined, names: string[], message: RegExp): void => {
-    assert.throws(() => detectQuantizedFormat(config, names), (e: unknown) => e instanceof QuantizationConfigError && message.test(e.message), String(message));
+    assert.throws(
+      () => detectQuantizedFormat(config, names),
+      (e: unknown) => e instanceof QuantizationConfigError && message.test(e.message),
+      String(message),
+    );
   };
   const int4 = { num_bits: 4, type: 'int', strategy: 'group', group_size: 128, symmetric: true };
-  refuses(ct({ config_groups: { group_0: { targets: ['Linear'], weights: int4 } } }), ctNames, /config_groups\.group_0 has weights \{num_bits: 4, type: "int", strategy: "group", group_size: 128\}; fp8q reads block FP8 only/);
+  refuses(
+    ct({ config_groups: { group_0: { targets: ['Linear'], weights: int4 } } }),
+    ctNames,
+    /config_groups\.group_0 has weights \{num_bits: 4, type: "int", strategy: "group", group_size: 128\}; fp8q reads block FP8 only/,
+  );
   refuses(ct({ config_groups: { g: { targets: ['Linear'], weights: { ...blockWeights, strategy: 'channel', block_structure: null } } } }), ctNames, /strategy: "channel"/);
   refuses(ct({ config_groups: {} }), ctNames, /no config_groups/);
   refuses(ct({ format: 'pack-quantized', config_groups: { g: { targets: ['Linear'], weights: blockWeights } } }), ctNames, /stored as "pack-quantized"/);
@@ -226,13 +243,25 @@ test('detectQuantizedFormat refuses what it cannot read, naming the group, the t
     ctNames,
     /uses block 64x64 but another group uses 128x128/,
   );
-  refuses(ct({ config_groups: { g: { targets: ['Linear'], weights: { ...blockWeights, block_structure: [128] } } } }), ctNames, /block_structure \[128\] is not two positive integers/);
-  refuses(ct({ config_groups: { g: { targets: ['Linear'], weights: blockWeights } } }), ['m.l.weight', 'm.l.weight_scale_inv'], /tensor "m\.l\.weight_scale_inv" is named for the other format/);
+  refuses(
+    ct({ config_groups: { g: { targets: ['Linear'], weights: { ...blockWeights, block_structure: [128] } } } }),
+    ctNames,
+    /block_structure \[128\] is not two positive integers/,
+  );
+  refuses(
+    ct({ config_groups: { g: { targets: ['Linear'], weights: blockWeights } } }),
+    ['m.l.weight', 'm.l.weight_scale_inv'],
+    /tensor "m\.l\.weight_scale_inv" is named for the other format/,
+  );
   refuses({ quantization_config: { quant_method: 'fp8', weight_block_size: [128, 128] } }, ctNames, /tensor "m\.l\.weight_scale" is named for the other format/);
   refuses({ quantization_config: { quant_method: 'fp8', weight_block_size: [128, 128] } }, ['m.l.weight'], /no tensor is named "\*\.weight_scale_inv"/);
   refuses({ quantization_config: { quant_method: 'fp8' } }, ['a.weight_scale_inv'], /weight_block_size undefined; fp8q reads block-scale checkpoints only/);
   refuses({ quantization_config: { quant_method: 'fp8', weight_block_size: [128, 128], fmt: 'e3m4' } }, ['a.weight_scale_inv'], /fmt "e3m4"/);
-  refuses({ quantization_config: { quant_method: 'awq', bits: 4 } }, ['a.qweight'], /quant_method "awq"; fp8q reads block-FP8 checkpoints in the "fp8" \(hf\) or "compressed-tensors" format/);
+  refuses(
+    { quantization_config: { quant_method: 'awq', bits: 4 } },
+    ['a.qweight'],
+    /quant_method "awq"; fp8q reads block-FP8 checkpoints in the "fp8" \(hf\) or "compressed-tensors" format/,
+  );
   refuses({ model_type: 'llama' }, ['a.weight', 'a.weight_scale'], /tensor "a\.weight_scale" is a block scale but config\.json has no quantization_config/);
   assert.throws(() => quantizedWeightsOf({ scaleSuffix: 'weight_scale' }, ['a.weight_scale']), /tensor "a\.weight_scale" has no "a\.weight" beside it/);
 });
@@ -252,7 +281,12 @@ function planOf(entries: ConvertPlan['entries']): ConvertPlan {
 }
 
 test('applyOutputFormat renames every scale (fused experts too), warns on stacked experts, refuses the MLA split', () => {
-  const out = (name: string, dtype: 'F8_E4M3' | 'F32' | 'BF16', shape: number[]) => ({ name, dtype, shape, byteLength: shape.reduce((a, b) => a * b, 1) * (dtype === 'F32' ? 4 : dtype === 'BF16' ? 2 : 1) });
+  const out = (name: string, dtype: 'F8_E4M3' | 'F32' | 'BF16', shape: number[]) => ({
+    name,
+    dtype,
+    shape,
+    byteLength: shape.reduce((a, b) => a * b, 1) * (dtype === 'F32' ? 4 : dtype === 'BF16' ? 2 : 1),
+  });
   const plan = planOf([
     { op: 'copy', reason: 'final FC (lm_head)', sources: ['lm_head.weight'], outputs: [out('lm_head.weight', 'BF16', [8, 8])] },
     {
@@ -271,16 +305,19 @@ test('applyOutputFormat renames every scale (fused experts too), warns on stacke
     },
   ]);
   const hf = applyOutputFormat(plan, 'hf');
-  assert.equal(hf.plan, plan, 'hf is the pass\'s own layout');
+  assert.equal(hf.plan, plan, "hf is the pass's own layout");
   assert.equal((hf.quantizationConfig as { quant_method: string }).quant_method, 'fp8');
   const ct = applyOutputFormat(plan, 'compressed-tensors');
-  assert.deepEqual(ct.plan.entries.flatMap((e) => e.outputs.map((o) => o.name)), [
-    'lm_head.weight',
-    'model.layers.0.mlp.experts.gate_up_proj',
-    'model.layers.0.mlp.experts.gate_up_proj_scale',
-    'model.layers.0.self_attn.o_proj.weight',
-    'model.layers.0.self_attn.o_proj.weight_scale',
-  ]);
+  assert.deepEqual(
+    ct.plan.entries.flatMap((e) => e.outputs.map((o) => o.name)),
+    [
+      'lm_head.weight',
+      'model.layers.0.mlp.experts.gate_up_proj',
+      'model.layers.0.mlp.experts.gate_up_proj_scale',
+      'model.layers.0.self_attn.o_proj.weight',
+      'model.layers.0.self_attn.o_proj.weight_scale',
+    ],
+  );
   assert.deepEqual(plan.entries[2]!.outputs[1]!.name, 'model.layers.0.self_attn.o_proj.weight_scale_inv', 'the input plan is not mutated');
   assert.equal(ct.warnings.length, 1);
   assert.match(ct.warnings[0]!, /1 stacked expert weight\(s\) \(e\.g\. "model\.layers\.0\.mlp\.experts\.gate_up_proj"\) stay 3-D/);
@@ -298,7 +335,10 @@ test('applyOutputFormat renames every scale (fused experts too), warns on stacke
       outputs: [out('model.layers.0.self_attn.w_uk', 'F8_E4M3', [4, 128, 64]), out('model.layers.0.self_attn.w_uk_scale_inv', 'F32', [4, 1, 1])],
     },
   ]);
-  assert.throws(() => applyOutputFormat(mla, 'compressed-tensors'), (e: unknown) => e instanceof OutputFormatError && /MLA split \(model\.layers\.0\.self_attn\.w_uk, .*--format hf/.test(e.message));
+  assert.throws(
+    () => applyOutputFormat(mla, 'compressed-tensors'),
+    (e: unknown) => e instanceof OutputFormatError && /MLA split \(model\.layers\.0\.self_attn\.w_uk, .*--format hf/.test(e.message),
+  );
   assert.doesNotThrow(() => applyOutputFormat(mla, 'hf'));
 });
 
@@ -309,5 +349,8 @@ test('quantizedWeightsOf pairs each weight with its scale, fused experts include
     { module: 'e.gate_up_proj', weight: 'e.gate_up_proj', scale: 'e.gate_up_proj_scale_inv' },
   ]);
   const ctNames = ['a.weight', 'a.weight_scale', 'a.input_scale', 'attn.k_scale', 'e.gate_up_proj', 'e.gate_up_proj_scale'];
-  assert.deepEqual(quantizedWeightsOf({ scaleSuffix: 'weight_scale' }, ctNames).map((w) => w.scale), ['a.weight_scale', 'e.gate_up_proj_scale']);
+  assert.deepEqual(
+    quantizedWeightsOf({ scaleSuffix: 'weight_scale' }, ctNames).map((w) => w.scale),
+    ['a.weight_scale', 'e.gate_up_proj_scale'],
+  );
 });

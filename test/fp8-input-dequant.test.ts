@@ -80,13 +80,25 @@ interface Converted {
   tensors: Map<string, TensorData>;
 }
 
-async function convert(input: string, output: string, opts: { block?: number; requantize?: boolean; stackExperts?: boolean; mlaSplit?: boolean; warnings?: string[]; plans?: ConvertPlan[] } = {}): Promise<Converted> {
+async function convert(
+  input: string,
+  output: string,
+  opts: { block?: number; requantize?: boolean; stackExperts?: boolean; mlaSplit?: boolean; warnings?: string[]; plans?: ConvertPlan[] } = {},
+): Promise<Converted> {
   const onEvent = (e: ConvertEvent): void => {
     if (e.type === 'warning') opts.warnings?.push(e.message);
     if (e.type === 'plan') opts.plans?.push(e.plan);
   };
   const b = opts.block ?? 128;
-  await convertCheckpoint({ input, output, block: { bn: b, bk: b }, requantize: opts.requantize ?? false, stackExperts: opts.stackExperts ?? false, mlaSplit: opts.mlaSplit ?? false, onEvent });
+  await convertCheckpoint({
+    input,
+    output,
+    block: { bn: b, bk: b },
+    requantize: opts.requantize ?? false,
+    stackExperts: opts.stackExperts ?? false,
+    mlaSplit: opts.mlaSplit ?? false,
+    onEvent,
+  });
   return { dir: output, tensors: await readCheckpointTensors(output) };
 }
 
@@ -184,7 +196,10 @@ describe('fp8q dequant and FP8 input', () => {
     assert.deepEqual(report.fp8?.block, [128, 128]);
     assert.match(report.fp8!.layout, /Qwen3-FP8 style \(BF16 scales, no fmt\)/);
     assert.equal(report.mla?.splitLayers, 2);
-    assert.deepEqual(report.experts?.sets.map((s) => [s.module, s.storage, s.experts]), [['model.layers.1.mlp.experts', 'per-expert', 4]]);
+    assert.deepEqual(
+      report.experts?.sets.map((s) => [s.module, s.storage, s.experts]),
+      [['model.layers.1.mlp.experts', 'per-expert', 4]],
+    );
     const out = join(tmp.path, 'qwen-style-bf16');
     await dequantCheckpoint({ input: qwenStyle, output: out });
     const src = await readCheckpointTensors(qwenStyle);
@@ -215,7 +230,9 @@ describe('fp8q dequant and FP8 input', () => {
       const t = src.get(name)!;
       const scales = widenToFloat32(src.get(`${name}_scale_inv`)!.bytes, 'BF16');
       const [n, k] = t.shape as [number, number];
-      const values = Float32Array.from(t.bytes, (code, i) => Math.fround(E4M3_DECODE[code]! * scales[Math.floor(Math.floor(i / k) / 128) * Math.ceil(k / 128) + Math.floor((i % k) / 128)]!));
+      const values = Float32Array.from(t.bytes, (code, i) =>
+        Math.fround(E4M3_DECODE[code]! * scales[Math.floor(Math.floor(i / k) / 128) * Math.ceil(k / 128) + Math.floor((i % k) / 128)]!),
+      );
       const gotCodes = re.tensors.get(name)!.bytes;
       const gotScales = f32(re.tensors.get(`${name}_scale_inv`)!.bytes);
       assert.deepEqual(re.tensors.get(`${name}_scale_inv`)!.shape, [Math.ceil(n / 64), Math.ceil(k / 64)]);
@@ -261,18 +278,24 @@ describe('fp8q dequant and FP8 input', () => {
     broken.delete('model.layers.0.mlp.up_proj.weight_scale_inv');
     const dir = join(tmp.path, 'no-scale');
     await writeCheckpoint(dir, broken, { config: await readJson(join(ds.dir, 'config.json')) });
-    await assert.rejects(dequantCheckpoint({ input: dir, output: join(tmp.path, 'no-scale-out') }), (e: unknown) =>
-      e instanceof CheckpointError && /"model\.layers\.0\.mlp\.up_proj\.weight" is F8_E4M3 but has no "model\.layers\.0\.mlp\.up_proj\.weight_scale_inv"/.test(e.message),
+    await assert.rejects(
+      dequantCheckpoint({ input: dir, output: join(tmp.path, 'no-scale-out') }),
+      (e: unknown) =>
+        e instanceof CheckpointError && /"model\.layers\.0\.mlp\.up_proj\.weight" is F8_E4M3 but has no "model\.layers\.0\.mlp\.up_proj\.weight_scale_inv"/.test(e.message),
     );
     const wrongBlock = join(tmp.path, 'wrong-block');
     const config = await readJson(join(ds.dir, 'config.json'));
     (config['quantization_config'] as Record<string, unknown>)['weight_block_size'] = [64, 64];
     await writeCheckpoint(wrongBlock, ds.tensors, { config });
-    await assert.rejects(dequantCheckpoint({ input: wrongBlock, output: join(tmp.path, 'wrong-block-out') }), (e: unknown) =>
-      e instanceof CheckpointError && /with 64x64 blocks needs \[.*\]: the block size in config.json does not match the tensors/.test(e.message),
+    await assert.rejects(
+      dequantCheckpoint({ input: wrongBlock, output: join(tmp.path, 'wrong-block-out') }),
+      (e: unknown) => e instanceof CheckpointError && /with 64x64 blocks needs \[.*\]: the block size in config.json does not match the tensors/.test(e.message),
     );
     // Nothing was left behind by the failed runs.
-    assert.deepEqual((await listFiles(tmp.path)).filter((f) => f.includes('-out')), []);
+    assert.deepEqual(
+      (await listFiles(tmp.path)).filter((f) => f.includes('-out')),
+      [],
+    );
     assert.ok((await readFile(join(ds.dir, 'config.json'), 'utf8')).includes('"fmt": "e4m3"'));
   });
 });

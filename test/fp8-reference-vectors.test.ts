@@ -5,15 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readAll, REFERENCE_VECTORS, f32 } from './helpers/fixtures.js';
-import {
-  blockQuantize,
-  decodeE4M3,
-  decodeE5M2,
-  saturateEncode,
-  widenToFloat32,
-  type Fp8Format,
-  type FloatSourceDtype,
-} from '../src/fp8/index.js';
+import { blockQuantize, decodeE4M3, decodeE5M2, saturateEncode, widenToFloat32, type Fp8Format, type FloatSourceDtype } from '../src/fp8/index.js';
 
 /** PyTorch's NaN codes depend on the kernel (sign kept or not); any NaN code is accepted for NaN. */
 function isNanCode(code: number, format: Fp8Format): boolean {

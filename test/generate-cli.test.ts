@@ -74,7 +74,24 @@ before(async () => {
     /* 4 */ ['generate', STORIES, '--prompt', 'Hi', '--chat', ...cpu],
     /* 5 */ ['generate', chatModel, '--prompt', 'Tell a story', '--chat', '--max-new-tokens', '4', '--json', ...cpu],
     /* 6 */ ['generate', STORIES, '--prompt', 'The cat', '--max-new-tokens', '10', '--temperature', '0.9', '--top-p', '0.9', '--seed', '3', '--json', ...cpu],
-    /* 7 */ ['generate', STORIES, '--prompt', 'The cat', '--max-new-tokens', '10', '--temperature', '0.9', '--top-p', '0.9', '--seed', '3', '--json', '--weights', 'streamed', ...cpu],
+    /* 7 */ [
+      'generate',
+      STORIES,
+      '--prompt',
+      'The cat',
+      '--max-new-tokens',
+      '10',
+      '--temperature',
+      '0.9',
+      '--top-p',
+      '0.9',
+      '--seed',
+      '3',
+      '--json',
+      '--weights',
+      'streamed',
+      ...cpu,
+    ],
     /* 8 */ ['generate', STORIES, '--prompt', 'Once upon a time', '--max-new-tokens', '12', '--json', '--no-cache', ...cpu],
     /* 9 */ ['generate', STORIES, '--prompt', 'x', '--temperature', '0', '--seed', '3'],
     /* 10 */ ['generate', STORIES],
@@ -124,7 +141,10 @@ test('--json: ids, text and per-token log-probabilities, and nothing else on std
 test('--compare --json: divergence, the quantized log p of the original tokens, prefix summary over prompts', () => {
   assert.equal(r[2]!.code, 0, r[2]!.stderr);
   const report = JSON.parse(r[2]!.stdout) as CompareReport;
-  assert.deepEqual(report.results.map((x) => x.prompt), ['Once upon a time', 'Once upon a time', 'The dog']);
+  assert.deepEqual(
+    report.results.map((x) => x.prompt),
+    ['Once upon a time', 'Once upon a time', 'The dog'],
+  );
   const first = report.results[0]!;
   assert.equal(first.identicalPrefix, 16);
   assert.equal(first.firstDivergence, 16);
@@ -234,10 +254,14 @@ test('--threads above the cores is capped with a note, as in verify and logits',
 });
 
 test('SIGINT while generating: exit 130, and no "partial output removed" from a command that writes nothing', async () => {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'test/helpers/run-cli.ts'), 'generate', STORIES, '--prompt', 'Once', '--max-new-tokens', '400', '--device', 'cpu'], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', join(ROOT, 'test/helpers/run-cli.ts'), 'generate', STORIES, '--prompt', 'Once', '--max-new-tokens', '400', '--device', 'cpu'],
+    {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
   child.stdout.once('data', () => child.kill('SIGINT'));

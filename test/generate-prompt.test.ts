@@ -26,7 +26,10 @@ after(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-async function folder(name: string, edit: { tokenizer?: (t: Record<string, unknown>) => void; tokenizerConfig?: (c: Record<string, unknown>) => void; files?: Record<string, string> } = {}): Promise<string> {
+async function folder(
+  name: string,
+  edit: { tokenizer?: (t: Record<string, unknown>) => void; tokenizerConfig?: (c: Record<string, unknown>) => void; files?: Record<string, string> } = {},
+): Promise<string> {
   const dir = join(work, name);
   await mkdir(dir);
   const tokenizer = JSON.parse(await readFile(join(STORIES, 'tokenizer.json'), 'utf8')) as Record<string, unknown>;
@@ -63,7 +66,10 @@ test('end-of-sequence ids: generation_config.json and config.json, lists include
   const dir = await folder('eos-list', { files: { 'generation_config.json': JSON.stringify({ eos_token_id: [2, 7] }) } });
   const tok = await loadModelTokenizer(dir);
   const s = await promptSettings(dir, { eos_token_id: 9 }, tok);
-  assert.deepEqual([...s.stopIds].sort((a, b) => a - b), [2, 7, 9]);
+  assert.deepEqual(
+    [...s.stopIds].sort((a, b) => a - b),
+    [2, 7, 9],
+  );
 });
 
 test('chat template: tokenizer_config.json (string or named list), chat_template.jinja, chat_template.json; rendered with the special tokens', async () => {
@@ -71,7 +77,12 @@ test('chat template: tokenizer_config.json (string or named list), chat_template
   const config = JSON.parse(await readFile(join(STORIES, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
   assert.equal(await findChatTemplate(STORIES, config), undefined);
   assert.equal((await findChatTemplate(STORIES, { chat_template: template }))?.source, 'tokenizer_config.json');
-  const named = await findChatTemplate(STORIES, { chat_template: [{ name: 'tool_use', template: 'x' }, { name: 'default', template }] });
+  const named = await findChatTemplate(STORIES, {
+    chat_template: [
+      { name: 'tool_use', template: 'x' },
+      { name: 'default', template },
+    ],
+  });
   assert.equal(named?.template, template);
   const jinja = await folder('jinja', { files: { 'chat_template.jinja': template } });
   assert.equal((await findChatTemplate(jinja, config))?.source, 'chat_template.jinja');
@@ -96,6 +107,9 @@ test('streamed pieces join to the decoded text, byte-fallback characters include
     stream.flush();
     const whole = tok.decode(ids);
     assert.equal(tok.decode(prompt) + stream.text, whole, text);
-    assert.ok(pieces.every((p) => !p.includes('\uFFFD')), `no partial character streamed for ${JSON.stringify(text)}`);
+    assert.ok(
+      pieces.every((p) => !p.includes('\uFFFD')),
+      `no partial character streamed for ${JSON.stringify(text)}`,
+    );
   }
 });

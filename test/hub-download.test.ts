@@ -27,7 +27,10 @@ function etagOf(path: string, content: Uint8Array): string {
 }
 
 function fileRequests(hub: MockHub, from = 0): string[] {
-  return hub.requests.slice(from).filter((r) => r.path.includes('/resolve/') || r.path.startsWith('/cdn/')).map((r) => r.path);
+  return hub.requests
+    .slice(from)
+    .filter((r) => r.path.includes('/resolve/') || r.path.startsWith('/cdn/'))
+    .map((r) => r.path);
 }
 
 /** The token must appear nowhere in what an error shows: message, stack, inspect, JSON. */
@@ -108,7 +111,13 @@ test('downloads the needed files into the Python huggingface_hub cache layout', 
     }
     const st = bytesOf(files['model.safetensors']!).length;
     assert.equal(last.get('model.safetensors'), st);
-    assert.deepEqual(events.filter((e) => e.event === 'fileDone').map((e) => (e.event === 'fileDone' ? e.path : '')).sort(), EXPECTED);
+    assert.deepEqual(
+      events
+        .filter((e) => e.event === 'fileDone')
+        .map((e) => (e.event === 'fileDone' ? e.path : ''))
+        .sort(),
+      EXPECTED,
+    );
   });
 });
 
@@ -154,7 +163,10 @@ test('reuses a model downloaded by Python huggingface_hub, and blobs shared with
     const r2 = await resolveSource(REPO, opts);
     assert.equal(r2.commit, newCommit);
     assert.equal(await readFile(join(storage, 'refs', 'main'), 'utf8'), newCommit);
-    assert.deepEqual(fileRequests(hub, mark).filter((p) => !p.includes('README.md')), []);
+    assert.deepEqual(
+      fileRequests(hub, mark).filter((p) => !p.includes('README.md')),
+      [],
+    );
     assert.equal(await readFile(join(r2.dir, 'README.md'), 'utf8'), '# tiny v2\n');
     assert.equal(await readlink(join(r2.dir, 'model.safetensors')), `../../blobs/${sha256Hex(bytesOf(files['model.safetensors']!))}`);
   });
@@ -178,7 +190,10 @@ test('a connection cut mid-file fails with a resume hint; the next call resumes 
     const events: DownloadEvent[] = [];
     const r = await resolveSource(REPO, { ...opts, onProgress: (e) => events.push(e) });
     const resumed = hub.requests.slice(mark).filter((q) => q.path.startsWith(`/cdn/${sha}`) && q.range !== 'bytes=0-0');
-    assert.deepEqual(resumed.map((q) => q.range), [`bytes=${cutAt}-${content.length - 1}`]);
+    assert.deepEqual(
+      resumed.map((q) => q.range),
+      [`bytes=${cutAt}-${content.length - 1}`],
+    );
     const start = events.find((e) => e.event === 'fileStart' && e.path === 'model.safetensors');
     assert.ok(start?.event === 'fileStart' && start.resumeFrom === cutAt);
     assert.deepEqual(new Uint8Array(await readFile(join(r.dir, 'model.safetensors'))), content);
@@ -189,12 +204,21 @@ test('a connection cut mid-file fails with a resume hint; the next call resumes 
 test('retries resume within one call', { timeout: TEST_TIMEOUT_MS }, async () => {
   const files = tinyModelFiles();
   const content = bytesOf(files['model.safetensors']!);
-  const cuts = [{ path: 'model.safetensors', afterBytes: 30_000 }, { path: 'model.safetensors', afterBytes: 50_000 }];
+  const cuts = [
+    { path: 'model.safetensors', afterBytes: 30_000 },
+    { path: 'model.safetensors', afterBytes: 50_000 },
+  ];
   await withMockHub({ repos: [{ id: REPO, files }], cuts }, async (hub, tmp) => {
     const events: DownloadEvent[] = [];
     const r = await resolveSource(REPO, { hubUrl: hub.url, cacheDir: tmp, token: false, env: {}, retries: 3, retryDelayMs: 0, onProgress: (e) => events.push(e) });
     const retries = events.filter((e) => e.event === 'fileRetry');
-    assert.deepEqual(retries.map((e) => (e.event === 'fileRetry' ? [e.attempt, e.bytes] : [])), [[1, 30_000], [2, 80_000]]);
+    assert.deepEqual(
+      retries.map((e) => (e.event === 'fileRetry' ? [e.attempt, e.bytes] : [])),
+      [
+        [1, 30_000],
+        [2, 80_000],
+      ],
+    );
     const ranges = hub.requests.filter((q) => q.path.startsWith('/cdn/') && q.range !== 'bytes=0-0').map((q) => q.range);
     assert.deepEqual(ranges, [undefined, `bytes=30000-${content.length - 1}`, `bytes=80000-${content.length - 1}`]);
     assert.deepEqual(new Uint8Array(await readFile(join(r.dir, 'model.safetensors'))), content);
@@ -223,8 +247,7 @@ test('bytes that do not match the Hub hash never become a blob', { timeout: TEST
 });
 
 test('sharded checkpoint: only the shards the index names, through a paginated listing', { timeout: TEST_TIMEOUT_MS }, async () => {
-  const shard = (seed: number): Uint8Array =>
-    safetensorsBytes({ [`w${seed}`]: { dtype: 'BF16', shape: [64, 64], data: noiseBytes(64 * 64 * 2, seed) } });
+  const shard = (seed: number): Uint8Array => safetensorsBytes({ [`w${seed}`]: { dtype: 'BF16', shape: [64, 64], data: noiseBytes(64 * 64 * 2, seed) } });
   const files: Record<string, Uint8Array | string> = {
     'config.json': '{"architectures":["MistralForCausalLM"]}',
     'model-00001-of-00002.safetensors': shard(1),
@@ -404,6 +427,9 @@ test('cancelling (AbortSignal) stops the transfers and keeps the partial blob fo
     assert.ok(seen > 0 && (await stat(incomplete)).size >= seen);
     const r = await resolveSource(REPO, opts);
     assert.deepEqual(new Uint8Array(await readFile(join(r.dir, 'model.safetensors'))), content);
-    assert.ok(hub.requests.some((q) => q.range !== undefined && !q.range.startsWith('bytes=0-')), 'the second call resumed');
+    assert.ok(
+      hub.requests.some((q) => q.range !== undefined && !q.range.startsWith('bytes=0-')),
+      'the second call resumed',
+    );
   });
 });

@@ -69,28 +69,85 @@ test('hubCacheDir, hubEndpoint and isOffline read the variables Python reads', (
 test('isHubRepoId: org/name by the Hub rules; an existing path wins', () => {
   for (const id of ['meta-llama/Llama-3.1-8B', 'Qwen/Qwen2.5-0.5B-Instruct', 'a/b', 'deepseek-ai/DeepSeek-V3', 'org_1/m.v2']) {
     assert.equal(isValidRepoId(id), true, id);
-    assert.equal(isHubRepoId(id, () => false), true, id);
+    assert.equal(
+      isHubRepoId(id, () => false),
+      true,
+      id,
+    );
   }
-  for (const id of ['gpt2', './org/name', '/abs/path', 'org/name/extra', 'org//name', 'org/na--me', 'org/..', 'org/name.git', '-org/name', 'org/name-', 'C:\\models\\x', '', `a/${'x'.repeat(97)}`]) {
+  for (const id of [
+    'gpt2',
+    './org/name',
+    '/abs/path',
+    'org/name/extra',
+    'org//name',
+    'org/na--me',
+    'org/..',
+    'org/name.git',
+    '-org/name',
+    'org/name-',
+    'C:\\models\\x',
+    '',
+    `a/${'x'.repeat(97)}`,
+  ]) {
     assert.equal(isValidRepoId(id), false, id);
   }
-  assert.equal(isHubRepoId('org/name', (p) => p === 'org/name'), false);
+  assert.equal(
+    isHubRepoId('org/name', (p) => p === 'org/name'),
+    false,
+  );
 });
 
 const f = (path: string, size = 10): RepoFile => ({ path, size, oid: '0'.repeat(40) });
 
 test('selectFiles: safetensors and what travels with them; never other weight formats or subfolders', () => {
   const s = selectFiles([
-    f('config.json'), f('generation_config.json'), f('tokenizer.json'), f('tokenizer_config.json'), f('special_tokens_map.json'),
-    f('tokenizer.model'), f('vocab.json'), f('merges.txt'), f('chat_template.jinja'), f('README.md'), f('LICENSE'), f('USE_POLICY.md'),
-    f('modeling_deepseek.py'), f('model.safetensors'), f('pytorch_model.bin'), f('pytorch_model.bin.index.json'), f('model.pth'),
-    f('consolidated.pt'), f('flax_model.msgpack'), f('tf_model.h5'), f('model.onnx'), f('model.gguf'), f('.gitattributes'),
-    f('original/consolidated.00.pth'), f('onnx/model.onnx'), f('..'), f('a\\b.json'),
+    f('config.json'),
+    f('generation_config.json'),
+    f('tokenizer.json'),
+    f('tokenizer_config.json'),
+    f('special_tokens_map.json'),
+    f('tokenizer.model'),
+    f('vocab.json'),
+    f('merges.txt'),
+    f('chat_template.jinja'),
+    f('README.md'),
+    f('LICENSE'),
+    f('USE_POLICY.md'),
+    f('modeling_deepseek.py'),
+    f('model.safetensors'),
+    f('pytorch_model.bin'),
+    f('pytorch_model.bin.index.json'),
+    f('model.pth'),
+    f('consolidated.pt'),
+    f('flax_model.msgpack'),
+    f('tf_model.h5'),
+    f('model.onnx'),
+    f('model.gguf'),
+    f('.gitattributes'),
+    f('original/consolidated.00.pth'),
+    f('onnx/model.onnx'),
+    f('..'),
+    f('a\\b.json'),
   ]);
-  assert.deepEqual(s.weights.map((x) => x.path), ['model.safetensors']);
+  assert.deepEqual(
+    s.weights.map((x) => x.path),
+    ['model.safetensors'],
+  );
   assert.deepEqual(s.support.map((x) => x.path).sort(), [
-    'LICENSE', 'README.md', 'USE_POLICY.md', 'chat_template.jinja', 'config.json', 'generation_config.json', 'merges.txt',
-    'modeling_deepseek.py', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer.model', 'tokenizer_config.json', 'vocab.json',
+    'LICENSE',
+    'README.md',
+    'USE_POLICY.md',
+    'chat_template.jinja',
+    'config.json',
+    'generation_config.json',
+    'merges.txt',
+    'modeling_deepseek.py',
+    'special_tokens_map.json',
+    'tokenizer.json',
+    'tokenizer.model',
+    'tokenizer_config.json',
+    'vocab.json',
   ]);
   const reasons = Object.fromEntries(s.skipped.map((x) => [x.path, x.reason]));
   for (const p of ['pytorch_model.bin', 'pytorch_model.bin.index.json', 'model.pth', 'consolidated.pt', 'flax_model.msgpack', 'tf_model.h5', 'model.onnx', 'model.gguf']) {
@@ -102,15 +159,27 @@ test('selectFiles: safetensors and what travels with them; never other weight fo
   assert.equal(reasons['a\\b.json'], 'not-needed');
 
   // Several single files without an index: all of them; with model.safetensors: only it.
-  assert.deepEqual(selectFiles([f('a.safetensors'), f('b.safetensors')]).weights.map((x) => x.path), ['a.safetensors', 'b.safetensors']);
-  assert.deepEqual(selectFiles([f('model.safetensors'), f('consolidated.safetensors')]).weights.map((x) => x.path), ['model.safetensors']);
-  assert.throws(() => selectFiles([f('config.json'), f('pytorch_model.bin')]), (e: unknown) => e instanceof HubError && e.code === 'HUB_NO_SAFETENSORS' && /pytorch_model\.bin/.test(e.message));
+  assert.deepEqual(
+    selectFiles([f('a.safetensors'), f('b.safetensors')]).weights.map((x) => x.path),
+    ['a.safetensors', 'b.safetensors'],
+  );
+  assert.deepEqual(
+    selectFiles([f('model.safetensors'), f('consolidated.safetensors')]).weights.map((x) => x.path),
+    ['model.safetensors'],
+  );
+  assert.throws(
+    () => selectFiles([f('config.json'), f('pytorch_model.bin')]),
+    (e: unknown) => e instanceof HubError && e.code === 'HUB_NO_SAFETENSORS' && /pytorch_model\.bin/.test(e.message),
+  );
 });
 
 test('shardsFromIndex: the named shards, or an error naming the broken entry', () => {
   const entries = [f('model-1.safetensors'), f('model-2.safetensors'), f('consolidated.safetensors')];
   const index = (map: Record<string, unknown>): string => JSON.stringify({ metadata: {}, weight_map: map });
-  assert.deepEqual(shardsFromIndex(index({ a: 'model-2.safetensors', b: 'model-1.safetensors', c: 'model-1.safetensors' }), entries).map((x) => x.path), ['model-1.safetensors', 'model-2.safetensors']);
+  assert.deepEqual(
+    shardsFromIndex(index({ a: 'model-2.safetensors', b: 'model-1.safetensors', c: 'model-1.safetensors' }), entries).map((x) => x.path),
+    ['model-1.safetensors', 'model-2.safetensors'],
+  );
   assert.throws(() => shardsFromIndex(index({ a: 'model-3.safetensors' }), entries), /names shard "model-3\.safetensors"/);
   assert.throws(() => shardsFromIndex(index({ a: '../x.safetensors' }), entries), /not a top-level/);
   assert.throws(() => shardsFromIndex(index({ a: 3 }), entries), /non-string shard/);

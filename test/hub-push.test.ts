@@ -102,7 +102,10 @@ test('an existing repo is reused (409), multipart uploads for large files', { ti
     const opts = { hubUrl: hub.url, token: TOKEN, env: {}, card: { source: join(tmp, 'local-src') } };
     const first = await pushFolder(dir, 'me/big', opts);
     assert.equal(first.created, true);
-    assert.ok(hub.requests.some((q) => q.path.includes('/part/')), 'multipart used');
+    assert.ok(
+      hub.requests.some((q) => q.path.includes('/part/')),
+      'multipart used',
+    );
     // The repo now holds a model: pushing over it takes --force (replace).
     await assert.rejects(pushFolder(dir, 'me/big', opts), (e: unknown) => e instanceof HubError && e.code === 'HUB_REPO_NOT_EMPTY' && /pass --force/.test(e.message));
     const second = await pushFolder(dir, 'me/big', { ...opts, replace: true });

@@ -178,7 +178,7 @@ describe('positional writes', () => {
     await assert.rejects(w.finish(), /tensor "partial" got 3 of 4 bytes/);
   });
 
-  test('writes past a tensor\'s end or to a tensor not in the plan are refused', async () => {
+  test("writes past a tensor's end or to a tensor not in the plan are refused", async () => {
     const w = await SafetensorsWriter.create(join(tmp.path, 'bounds.safetensors'), [testTensor('t', 'F32', [2], 1)]);
     try {
       await assert.rejects(w.write('t', new Uint8Array(4), 5), /tensor "t": write of 4 bytes at 5 exceeds its 8 bytes/);
@@ -203,7 +203,7 @@ describe('readRows', () => {
           const want = t.bytes.subarray(start * rowBytes, (start + count) * rowBytes);
           assert.deepEqual(await r.readRows('m', start, count), want, `rows [${start}, ${start + count})`);
           const got = await r.readRows('m', start, count, buf);
-          assert.equal(got.buffer, buf.buffer, 'reads into the caller\'s buffer');
+          assert.equal(got.buffer, buf.buffer, "reads into the caller's buffer");
           assert.deepEqual(got, want);
         }
       }
@@ -238,7 +238,10 @@ describe('the committed fixtures', () => {
         assert.equal(r.header.dataStart % 8, 0, name);
         const infos = r.tensorNames().map((n) => r.info(n));
         assert.ok(infos.length > 20, `${name}: ${infos.length} tensors`);
-        assert.ok(infos.every((i) => i.dtype === 'BF16'), name);
+        assert.ok(
+          infos.every((i) => i.dtype === 'BF16'),
+          name,
+        );
         assert.deepEqual(r.info('lm_head.weight').shape, [1024, 256], name);
         assert.deepEqual(r.info('model.embed_tokens.weight').shape, [1024, 256], name);
         const total = infos.reduce((s, i) => s + i.byteLength, 0);
@@ -337,6 +340,9 @@ describe('malformed files', () => {
     const path = join(tmp.path, 'truncate-src.safetensors');
     await writeAll(path, good);
     const bytes = new Uint8Array(await readFile(path));
-    await assert.rejects(openBytes('truncated', bytes.subarray(0, bytes.byteLength - 3)), isParseError(/bad-truncated.safetensors: tensor "w": data_offsets \[0, 64\] run past the end/));
+    await assert.rejects(
+      openBytes('truncated', bytes.subarray(0, bytes.byteLength - 3)),
+      isParseError(/bad-truncated.safetensors: tensor "w": data_offsets \[0, 64\] run past the end/),
+    );
   });
 });

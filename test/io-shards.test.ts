@@ -47,8 +47,14 @@ describe('assignShards and buildIndex', () => {
   });
 
   test('everything under the limit is one model.safetensors; no tensors still gives one file', () => {
-    assert.deepEqual(assignShards([[u8('a', 1)], [u8('b', 2)]], 100).map((s) => s.file), ['model.safetensors']);
-    assert.deepEqual(assignShards([], 100).map((s) => [s.file, s.tensors.length]), [['model.safetensors', 0]]);
+    assert.deepEqual(
+      assignShards([[u8('a', 1)], [u8('b', 2)]], 100).map((s) => s.file),
+      ['model.safetensors'],
+    );
+    assert.deepEqual(
+      assignShards([], 100).map((s) => [s.file, s.tensors.length]),
+      [['model.safetensors', 0]],
+    );
   });
 });
 
@@ -91,7 +97,10 @@ describe('sharded output', () => {
     assert.equal(index.metadata.total_size, summary.bytesOut);
 
     // The summary lists the shards in order with their sizes and SHA-256.
-    assert.deepEqual(summary.shards.map((s) => s.file), shardFiles);
+    assert.deepEqual(
+      summary.shards.map((s) => s.file),
+      shardFiles,
+    );
     for (const s of summary.shards) {
       assert.equal(s.bytes, (await stat(join(out, s.file))).size, s.file);
       assert.equal(s.sha256, await sha256File(join(out, s.file)), s.file);
@@ -151,10 +160,13 @@ describe('sharded input', () => {
     const out = join(tmp.path, 'llama-with-consolidated-out');
     const summary = await convertCheckpoint({ input: dir, output: out });
     assert.deepEqual(await listFiles(out), ['config.json', 'generation_config.json', 'model.safetensors']);
-    assert.ok(summary.warnings.some((w) => w.includes('consolidated.safetensors')), summary.warnings.join('\n'));
+    assert.ok(
+      summary.warnings.some((w) => w.includes('consolidated.safetensors')),
+      summary.warnings.join('\n'),
+    );
   });
 
-  test('without an index, Mistral\'s consolidated.safetensors beside model.safetensors is not read as a shard', async () => {
+  test("without an index, Mistral's consolidated.safetensors beside model.safetensors is not read as a shard", async () => {
     const dir = join(tmp.path, 'llama-single-with-consolidated');
     await reshardFixture(modelDir('llama'), dir, 1);
     // Different tensor names (mistral-inference style): read as a shard, it would be converted too.
@@ -168,7 +180,10 @@ describe('sharded input', () => {
     const srcNames = [...(await readCheckpointTensors(modelDir('llama'))).keys()];
     const outNames = [...(await readCheckpointTensors(out)).keys()];
     assert.deepEqual(outNames.filter((n) => !n.endsWith('_scale_inv')).sort(), srcNames.sort(), 'only the transformers tensors were converted');
-    assert.ok(summary.warnings.some((w) => w.startsWith('consolidated.safetensors is not one of the checkpoint\'s shards')), summary.warnings.join('\n'));
+    assert.ok(
+      summary.warnings.some((w) => w.startsWith("consolidated.safetensors is not one of the checkpoint's shards")),
+      summary.warnings.join('\n'),
+    );
   });
 
   describe('a broken index is refused with a message naming the problem', () => {

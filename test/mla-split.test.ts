@@ -38,7 +38,14 @@ async function convert(tmp: TempDir, block: number, extra: { dryRun?: boolean; m
     if (e.type === 'warning') warnings.push(e.message);
     if (e.type === 'plan') plan = e.plan;
   };
-  await convertCheckpoint({ input: modelDir('deepseek_v3'), output: out, block: { bn: block, bk: block }, mlaSplit: extra.mlaSplit ?? true, dryRun: extra.dryRun ?? false, onEvent });
+  await convertCheckpoint({
+    input: modelDir('deepseek_v3'),
+    output: out,
+    block: { bn: block, bk: block },
+    mlaSplit: extra.mlaSplit ?? true,
+    dryRun: extra.dryRun ?? false,
+    onEvent,
+  });
   const tensors = extra.dryRun ? new Map() : (await readAll(join(out, 'model.safetensors'))).tensors;
   return { plan: plan!, warnings, tensors };
 }

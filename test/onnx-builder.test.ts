@@ -3,13 +3,7 @@ import { test } from 'node:test';
 
 import { E4M3_DECODE, E5M2_DECODE } from '../src/fp8/index.js';
 import { DataType } from '../src/runtime/onnx/data-type.js';
-import {
-  attr,
-  DEFAULT_OPSET,
-  GraphBuilder,
-  GraphBuildError,
-  littleEndianBytes,
-} from '../src/runtime/onnx/graph-builder.js';
+import { attr, DEFAULT_OPSET, GraphBuilder, GraphBuildError, littleEndianBytes } from '../src/runtime/onnx/graph-builder.js';
 import { decodeModel } from '../src/runtime/onnx/onnx-schema.js';
 import { OnnxSession } from '../src/runtime/onnx/session.js';
 
@@ -65,7 +59,10 @@ test('encodes ModelProto fields, FP8/BF16 initializers as raw_data and typed att
     ],
   );
   assert.deepEqual(graph.input[0]!.type.tensor_type.shape!.dim, [{ dim_param: 'm' }, { dim_value: 3 }]);
-  assert.deepEqual(graph.node.map((n) => n.op_type), ['LeakyRelu', 'Transpose', 'Identity']);
+  assert.deepEqual(
+    graph.node.map((n) => n.op_type),
+    ['LeakyRelu', 'Transpose', 'Identity'],
+  );
   const leaky = graph.node[0]!.attribute[0]!;
   assert.equal(leaky.name, 'alpha');
   assert.equal(leaky.type, 1);
@@ -141,10 +138,15 @@ test('If subgraphs see outer values and initializers', async () => {
   thenG.output(thenG.op('Mul', [x, thenG.constFloat32([10], [])], { dtype: DataType.FLOAT, shape: ['n'] }));
   const elseG = g.subgraph('else');
   elseG.output(elseG.op('Neg', [x], { dtype: DataType.FLOAT, shape: ['n'] }));
-  const y = g.op('If', [positive], { dtype: DataType.FLOAT, shape: ['n'] }, {
-    then_branch: attr.graph(thenG),
-    else_branch: attr.graph(elseG),
-  });
+  const y = g.op(
+    'If',
+    [positive],
+    { dtype: DataType.FLOAT, shape: ['n'] },
+    {
+      then_branch: attr.graph(thenG),
+      else_branch: attr.graph(elseG),
+    },
+  );
   g.output(y, 'y');
   const session = await OnnxSession.create(g.toBytes(), { device: testDevice() });
   const pos = await session.run({ x: { type: 'float32', data: new Float32Array([1, 2]), dims: [2] } });

@@ -44,17 +44,11 @@ test('runs float32 and float16 feeds and returns typed outputs', async () => {
 
   await session.release();
   await session.release();
-  await assert.rejects(
-    session.run({ a: { type: 'float32', data: new Float32Array(2), dims: [2] } }),
-    (e: unknown) => e instanceof SessionError && /released/.test(e.message),
-  );
+  await assert.rejects(session.run({ a: { type: 'float32', data: new Float32Array(2), dims: [2] } }), (e: unknown) => e instanceof SessionError && /released/.test(e.message));
 });
 
 test('load and run failures are SessionErrors naming the device', async () => {
-  await assert.rejects(
-    OnnxSession.create(new Uint8Array([1, 2, 3])),
-    (e: unknown) => e instanceof SessionError && /on cpu/.test(e.message),
-  );
+  await assert.rejects(OnnxSession.create(new Uint8Array([1, 2, 3])), (e: unknown) => e instanceof SessionError && /on cpu/.test(e.message));
   const g = new GraphBuilder();
   g.output(g.input('x', DataType.FLOAT, [2]), 'y');
   const session = await OnnxSession.create(g.toBytes());

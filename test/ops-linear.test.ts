@@ -17,10 +17,7 @@ import { GraphBuilder, littleEndianBytes, type Dim, type Value } from '../src/ru
 import { blockScaleGemm, emitBlockScaleGemm } from '../src/runtime/ops/block-scale-gemm.js';
 import { blockScaleLinear, emitBlockScaleLinear } from '../src/runtime/ops/block-scale-linear.js';
 import { relativeL2Error } from '../src/runtime/ops/compare.js';
-import {
-  dequantizeFp8GroupwiseScaledGemv,
-  emitDequantizeFp8GroupwiseScaledGemv,
-} from '../src/runtime/ops/groupwise-scaled-gemv.js';
+import { dequantizeFp8GroupwiseScaledGemv, emitDequantizeFp8GroupwiseScaledGemv } from '../src/runtime/ops/groupwise-scaled-gemv.js';
 import { SeededRandom } from '../src/runtime/ops/random.js';
 import { rowwiseGroupQuantFp8 } from '../src/runtime/ops/rowwise-group-quant-fp8.js';
 import { fp8DataType, OpShapeError, type BlockShape, type F32Tensor, type Fp8Tensor } from '../src/runtime/ops/types.js';

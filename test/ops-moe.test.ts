@@ -10,14 +10,7 @@ import { GraphBuilder } from '../src/runtime/onnx/graph-builder.js';
 import { blockScaleGemm } from '../src/runtime/ops/block-scale-gemm.js';
 import { relativeL2Error } from '../src/runtime/ops/compare.js';
 import { dequantizeFp8GroupwiseScaledGemv } from '../src/runtime/ops/groupwise-scaled-gemv.js';
-import {
-  addExpertInitializers,
-  emitMixtralExperts,
-  mixtralExperts,
-  splitStackedExperts,
-  type ExpertWeight,
-  type RoutingTensor,
-} from '../src/runtime/ops/mixtral-experts.js';
+import { addExpertInitializers, emitMixtralExperts, mixtralExperts, splitStackedExperts, type ExpertWeight, type RoutingTensor } from '../src/runtime/ops/mixtral-experts.js';
 import { SeededRandom } from '../src/runtime/ops/random.js';
 import { OpShapeError, type BlockShape, type F32Tensor } from '../src/runtime/ops/types.js';
 import { OnnxSession } from '../src/runtime/onnx/session.js';
@@ -109,7 +102,10 @@ test('routing errors say what was expected', () => {
   const experts = stackedExperts(new SeededRandom(23));
   const x: F32Tensor = { data: new Float32Array(3 * K), shape: [3, K] };
   const bad = (routing: RoutingTensor, pattern: RegExp): void => {
-    assert.throws(() => mixtralExperts(x, experts, routing, BLOCK), (e: unknown) => e instanceof OpShapeError && pattern.test(e.message));
+    assert.throws(
+      () => mixtralExperts(x, experts, routing, BLOCK),
+      (e: unknown) => e instanceof OpShapeError && pattern.test(e.message),
+    );
   };
   bad({ data: [0, 1, 2], shape: [3] }, /indptr must be \[5\] for 4 experts/);
   bad({ data: [0, 2, 1, 3, 3], shape: [5] }, /non-decreasing/);

@@ -77,15 +77,17 @@ test("onnxruntime's saturating Cast gives PyTorch's codes for every BF16 value a
       const max = fp8Max(format);
       const g = new GraphBuilder();
       const x = g.input('x', DataType.FLOAT, ['n']);
-      const clipped = clip
-        ? g.op('Clip', [x, g.constFloat32([-max], []), g.constFloat32([max], [])], { dtype: DataType.FLOAT, shape: ['n'] })
-        : x;
+      const clipped = clip ? g.op('Clip', [x, g.constFloat32([-max], []), g.constFloat32([max], [])], { dtype: DataType.FLOAT, shape: ['n'] }) : x;
       const dtype = format === 'e4m3fn' ? DataType.FLOAT8E4M3FN : DataType.FLOAT8E5M2;
       const q = g.op('Cast', [clipped], { dtype, shape: ['n'] }, { to: attr.int(dtype), saturate: attr.int(1) });
       g.output(toFloat(g, q), 'y');
       const { y } = await run(g, { x: { data: xs, shape: [xs.length] } });
       const table = decodeTableFor(format);
-      assertExact(y!, Float32Array.from(xs, (v) => table[saturateEncode(v, format)]!), `Cast to ${format}, clip=${clip}`);
+      assertExact(
+        y!,
+        Float32Array.from(xs, (v) => table[saturateEncode(v, format)]!),
+        `Cast to ${format}, clip=${clip}`,
+      );
     }
   }
 });
@@ -114,7 +116,10 @@ const QUANT_CASES: readonly QuantCase[] = [
 ];
 
 function randomActivations(rng: SeededRandom, shape: readonly number[]): F32Tensor {
-  const data = rng.normalArray(shape.reduce((a, b) => a * b, 1), 3);
+  const data = rng.normalArray(
+    shape.reduce((a, b) => a * b, 1),
+    3,
+  );
   // Outliers and an all-zero group exercise the amax and eps paths.
   data[7] = 900;
   data[data.length - 1] = -0.0001;
@@ -183,7 +188,7 @@ test('staticActivationGroupQuantFp8 graph matches the reference bit for bit', as
         const what = `${format} [${c.shape.join(', ')}] g=${c.groupSize} scalar=${scalar}`;
         const x = randomActivations(rng, c.shape);
         // Calibrated scales are smaller than this batch's amax for some groups: clamping happens.
-        const s = Float32Array.from({ length: scalar ? 1 : groups }, () => Math.fround((0.5 + rng.next()) * 8 / fp8Max(format)));
+        const s = Float32Array.from({ length: scalar ? 1 : groups }, () => Math.fround(((0.5 + rng.next()) * 8) / fp8Max(format)));
         const ref = staticActivationGroupQuantFp8(x, s, c.groupSize, format);
         const g = new GraphBuilder();
         const xv = g.input('x', DataType.FLOAT, c.symbolic ? ['m', ...c.shape.slice(1)] : c.shape);
@@ -197,10 +202,7 @@ test('staticActivationGroupQuantFp8 graph matches the reference bit for bit', as
 });
 
 test('staticActivationGroupQuantFp8 rejects a scale of the wrong length', () => {
-  assert.throws(
-    () => staticActivationGroupQuantFp8({ data: new Float32Array(300), shape: [1, 300] }, new Float32Array(2), 128),
-    /expected 3 \(one per input group\) or 1/,
-  );
+  assert.throws(() => staticActivationGroupQuantFp8({ data: new Float32Array(300), shape: [1, 300] }, new Float32Array(2), 128), /expected 3 \(one per input group\) or 1/);
 });
 
 test('broadcastActivationScale graph matches the reference, transposed or not', async () => {
@@ -218,7 +220,10 @@ test('broadcastActivationScale graph matches the reference, transposed or not', 
       }
     }
   }
-  for (const shape of [[5, 300], [2, 4, 300]]) {
+  for (const shape of [
+    [5, 300],
+    [2, 4, 300],
+  ]) {
     for (const transpose of [false, true]) {
       const g = new GraphBuilder();
       const x = g.input('x', DataType.FLOAT, ['m', ...shape.slice(1)]);

@@ -61,7 +61,10 @@ async function castLikeTheOps(input: Float32Array, format: Fp8Format): Promise<F
 test("onnxruntime's Clip + saturating Cast gives torch's codes for every BF16 pattern", async () => {
   const { tensors } = await readAll(join(REFERENCE_VECTORS, 'fp8_cast_bf16_all.safetensors'));
   const input = widenToFloat32(tensors.get('input')!.bytes, 'BF16');
-  for (const [format, key] of [['e4m3fn', 'e4m3'], ['e5m2', 'e5m2']] as const) {
+  for (const [format, key] of [
+    ['e4m3fn', 'e4m3'],
+    ['e5m2', 'e5m2'],
+  ] as const) {
     compareDecoded(input, await castLikeTheOps(input, format), tensors.get(key)!.bytes, format, `${key} (bf16)`);
   }
 });
@@ -69,7 +72,10 @@ test("onnxruntime's Clip + saturating Cast gives torch's codes for every BF16 pa
 test("onnxruntime's Clip + saturating Cast gives torch's codes for 1 Mi float32 values", async () => {
   const { tensors } = await readAll(join(REFERENCE_VECTORS, 'fp8_cast_f32_random.safetensors'));
   const input = f32(tensors.get('input')!.bytes);
-  for (const [format, key] of [['e4m3fn', 'e4m3'], ['e5m2', 'e5m2']] as const) {
+  for (const [format, key] of [
+    ['e4m3fn', 'e4m3'],
+    ['e5m2', 'e5m2'],
+  ] as const) {
     compareDecoded(input, await castLikeTheOps(input, format), tensors.get(key)!.bytes, format, `${key} (f32)`);
   }
 });

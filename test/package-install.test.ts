@@ -61,7 +61,10 @@ test('the tarball holds the build (JavaScript and source maps), README and packa
   t.diagnostic(`${pack.filename}: ${(pack.size / 1024).toFixed(0)} KiB packed, ${(pack.unpackedSize / 1024).toFixed(0)} KiB unpacked, ${pack.files.length} files`);
   const stray = pack.files.map((f) => f.path).filter((p) => !ALLOWED.test(p));
   assert.deepEqual(stray, [], 'files outside bin/, dist/, data/verify-sample.txt, README.md, package.json');
-  assert.ok(pack.files.some((f) => f.path === 'dist/cli/index.js'), 'the compiled CLI is in the tarball');
+  assert.ok(
+    pack.files.some((f) => f.path === 'dist/cli/index.js'),
+    'the compiled CLI is in the tarball',
+  );
   assert.ok(pack.size < MAX_TARBALL_BYTES, `tarball is ${pack.size} bytes`);
   // The installed copy is the tarball's content: scan it for tokens and keys.
   const installed = join(tmp.path, 'prefix', 'lib', 'node_modules', 'fp8q');

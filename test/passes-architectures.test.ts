@@ -70,7 +70,11 @@ function runPass(config: ModelConfig | undefined, tensors: readonly SourceTensor
   return blockScaleQuantizePass(config, tensors, { settings: DEFAULT_SETTINGS, ...options });
 }
 
-const quantizedModules = (plan: ConvertPlan): string[] => plan.modules.filter((m) => m.decision !== 'keep').map((m) => m.module).sort();
+const quantizedModules = (plan: ConvertPlan): string[] =>
+  plan.modules
+    .filter((m) => m.decision !== 'keep')
+    .map((m) => m.module)
+    .sort();
 const keptModules = (plan: ConvertPlan): Record<string, string> => Object.fromEntries(plan.modules.filter((m) => m.decision === 'keep').map((m) => [m.module, m.reason]));
 
 /**
@@ -136,7 +140,15 @@ const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const CASES: ArchCase[] = [
   {
     label: 'Llama (Llama-3.1-8B shapes)',
-    config: { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 4096, intermediate_size: 14336, num_attention_heads: 32, num_key_value_heads: 8, vocab_size: 128256 },
+    config: {
+      architectures: ['LlamaForCausalLM'],
+      model_type: 'llama',
+      hidden_size: 4096,
+      intermediate_size: 14336,
+      num_attention_heads: 32,
+      num_key_value_heads: 8,
+      vocab_size: 128256,
+    },
     tensors: decoder(4096, 128256, LAYERS, (p) => [...attention(p, 4096, 32, 8, 128), ...gatedMlp(`${p}.mlp`, 4096, 14336)]),
     quantizedPerLayer: () => [...ATTN, ...MLP],
     layers: LAYERS,
@@ -154,7 +166,15 @@ const CASES: ArchCase[] = [
   },
   {
     label: 'Qwen2 (Qwen2.5-7B shapes, q/k/v biases)',
-    config: { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 3584, intermediate_size: 18944, num_attention_heads: 28, num_key_value_heads: 4, vocab_size: 152064 },
+    config: {
+      architectures: ['Qwen2ForCausalLM'],
+      model_type: 'qwen2',
+      hidden_size: 3584,
+      intermediate_size: 18944,
+      num_attention_heads: 28,
+      num_key_value_heads: 4,
+      vocab_size: 152064,
+    },
     tensors: decoder(3584, 152064, LAYERS, (p) => [...attention(p, 3584, 28, 4, 128, { bias: true }), ...gatedMlp(`${p}.mlp`, 3584, 18944)]),
     quantizedPerLayer: () => [...ATTN, ...MLP],
     layers: LAYERS,
@@ -172,7 +192,15 @@ const CASES: ArchCase[] = [
   },
   {
     label: 'Mixtral (Mixtral-8x7B shapes)',
-    config: { architectures: ['MixtralForCausalLM'], model_type: 'mixtral', hidden_size: 4096, intermediate_size: 14336, num_local_experts: 8, num_experts_per_tok: 2, vocab_size: 32000 },
+    config: {
+      architectures: ['MixtralForCausalLM'],
+      model_type: 'mixtral',
+      hidden_size: 4096,
+      intermediate_size: 14336,
+      num_local_experts: 8,
+      num_experts_per_tok: 2,
+      vocab_size: 32000,
+    },
     tensors: decoder(4096, 32000, LAYERS, (p) => [
       ...attention(p, 4096, 32, 8, 128),
       t(`${p}.block_sparse_moe.gate.weight`, [8, 4096]),
@@ -207,7 +235,12 @@ const CASES: ArchCase[] = [
       ...MLP.map((m) => m.replace('mlp.', 'mlp.shared_expert.')),
     ],
     layers: LAYERS,
-    alsoKept: Object.fromEntries(range(LAYERS).flatMap((i) => [[`model.layers.${i}.mlp.gate`, 'MoE router'], [`model.layers.${i}.mlp.shared_expert_gate`, 'MoE router']])),
+    alsoKept: Object.fromEntries(
+      range(LAYERS).flatMap((i) => [
+        [`model.layers.${i}.mlp.gate`, 'MoE router'],
+        [`model.layers.${i}.mlp.shared_expert_gate`, 'MoE router'],
+      ]),
+    ),
     copied: ['model.layers.0.self_attn.q_proj.bias'],
   },
   {
@@ -259,10 +292,21 @@ const CASES: ArchCase[] = [
   },
   {
     label: 'DeepSeek-V2-Lite (no q_lora: q_proj; 64 experts)',
-    config: { architectures: ['DeepseekV2ForCausalLM'], model_type: 'deepseek_v2', hidden_size: 2048, q_lora_rank: null, kv_lora_rank: 512, n_routed_experts: 64, n_shared_experts: 2, vocab_size: 102400 },
+    config: {
+      architectures: ['DeepseekV2ForCausalLM'],
+      model_type: 'deepseek_v2',
+      hidden_size: 2048,
+      q_lora_rank: null,
+      kv_lora_rank: 512,
+      n_routed_experts: 64,
+      n_shared_experts: 2,
+      vocab_size: 102400,
+    },
     tensors: decoder(2048, 102400, LAYERS, (p, i) => [
       ...mla(p, { hidden: 2048, heads: 16, qLora: null, kvLora: 512, nope: 128, rope: 64, v: 128 }),
-      ...(i === 0 ? gatedMlp(`${p}.mlp`, 2048, 10944) : [t(`${p}.mlp.gate.weight`, [64, 2048]), ...experts(`${p}.mlp.experts`, 64, 2048, 1408), ...gatedMlp(`${p}.mlp.shared_experts`, 2048, 2816)]),
+      ...(i === 0
+        ? gatedMlp(`${p}.mlp`, 2048, 10944)
+        : [t(`${p}.mlp.gate.weight`, [64, 2048]), ...experts(`${p}.mlp.experts`, 64, 2048, 1408), ...gatedMlp(`${p}.mlp.shared_experts`, 2048, 2816)]),
     ]),
     quantizedPerLayer: (i) => [
       'self_attn.q_proj',
@@ -351,15 +395,23 @@ describe('architectures: what is quantized and what is kept', () => {
 
       // The written config lists lm_head and every router, nothing quantized.
       const qc = quantizationConfigOf(plan);
-      const routers = Object.entries(c.alsoKept).filter(([, r]) => r !== 'embedding').map(([m]) => m);
+      const routers = Object.entries(c.alsoKept)
+        .filter(([, r]) => r !== 'embedding')
+        .map(([m]) => m);
       assert.deepEqual([...qc.modules_to_not_convert].sort(), ['lm_head', ...routers].sort());
-      assert.deepEqual({ ...qc, modules_to_not_convert: [] }, { quant_method: 'fp8', fmt: 'e4m3', activation_scheme: 'dynamic', weight_block_size: [128, 128], modules_to_not_convert: [] });
+      assert.deepEqual(
+        { ...qc, modules_to_not_convert: [] },
+        { quant_method: 'fp8', fmt: 'e4m3', activation_scheme: 'dynamic', weight_block_size: [128, 128], modules_to_not_convert: [] },
+      );
     });
   }
 
   test('the architecture is recognised from architectures[] alone or model_type alone', () => {
     const tensors = CASES[4]!.tensors; // Mixtral
-    for (const config of [{ architectures: ['MixtralForCausalLM'], num_local_experts: 8 }, { model_type: 'mixtral', num_local_experts: 8 }]) {
+    for (const config of [
+      { architectures: ['MixtralForCausalLM'], num_local_experts: 8 },
+      { model_type: 'mixtral', num_local_experts: 8 },
+    ]) {
       const plan = runPass(config, tensors);
       assert.equal(plan.family, 'mixtral');
       assert.deepEqual(plan.warnings, []);
@@ -405,10 +457,15 @@ describe('generic rules', () => {
       t(`${p}.mlp.down_proj.weight`, [3072, 8192]),
     ]);
     const plan = runPass({ architectures: ['Phi3ForCausalLM'], model_type: 'phi3' }, tensors);
-    assert.deepEqual(quantizedModules(plan), ['model.layers.0.mlp.down_proj', 'model.layers.0.mlp.gate_up_proj', 'model.layers.0.self_attn.o_proj', 'model.layers.0.self_attn.qkv_proj']);
+    assert.deepEqual(quantizedModules(plan), [
+      'model.layers.0.mlp.down_proj',
+      'model.layers.0.mlp.gate_up_proj',
+      'model.layers.0.self_attn.o_proj',
+      'model.layers.0.self_attn.qkv_proj',
+    ]);
   });
 
-  test('outside an MoE model, a module named gate is a router only with ≤ 256 outputs (MLC\'s rule)', () => {
+  test("outside an MoE model, a module named gate is a router only with ≤ 256 outputs (MLC's rule)", () => {
     const tensors = [t('model.layers.0.mlp.gate.weight', [256, 1024]), t('model.layers.1.mlp.gate.weight', [257, 1024])];
     const plan = runPass({ model_type: 'llama' }, tensors);
     assert.deepEqual(keptModules(plan), { 'model.layers.0.mlp.gate': 'MoE router' });
@@ -420,7 +477,13 @@ describe('generic rules', () => {
     const plan = runPass(CASES[9]!.config, tensors, { settings: { ...DEFAULT_SETTINGS, format: 'e5m2', block: { bn: 64, bk: 32 } } });
     checkPlanInvariants(plan, tensors);
     const e = plan.entries.find((x) => x.op === 'quantize' && x.module === 'model.layers.0.self_attn.kv_a_proj_with_mqa')!;
-    assert.deepEqual(e.outputs.map((o) => [o.dtype, o.shape]), [['F8_E5M2', [576, 7168]], ['F32', [9, 224]]]);
+    assert.deepEqual(
+      e.outputs.map((o) => [o.dtype, o.shape]),
+      [
+        ['F8_E5M2', [576, 7168]],
+        ['F32', [9, 224]],
+      ],
+    );
     assert.deepEqual(quantizationConfigOf(plan).weight_block_size, [64, 32]);
     assert.equal(quantizationConfigOf(plan).fmt, 'e5m2');
   });
@@ -476,7 +539,13 @@ describe('exclusions', () => {
   test('re: patterns are regular expressions searched in the module path', () => {
     const plan = runPass(llama.config, llama.tensors, { exclude: ['re:layers\\.0\\.', 're:^model\\.layers\\.1\\.self_attn\\.[qk]_proj$'] });
     checkPlanInvariants(plan, llama.tensors);
-    assert.deepEqual(quantizedModules(plan), ['model.layers.1.mlp.down_proj', 'model.layers.1.mlp.gate_proj', 'model.layers.1.mlp.up_proj', 'model.layers.1.self_attn.o_proj', 'model.layers.1.self_attn.v_proj']);
+    assert.deepEqual(quantizedModules(plan), [
+      'model.layers.1.mlp.down_proj',
+      'model.layers.1.mlp.gate_proj',
+      'model.layers.1.mlp.up_proj',
+      'model.layers.1.self_attn.o_proj',
+      'model.layers.1.self_attn.v_proj',
+    ]);
     assert.equal(keptModules(plan)['model.layers.0.self_attn.q_proj'], 'excluded by "re:layers\\.0\\."');
     assert.equal(keptModules(plan)['model.layers.1.self_attn.k_proj'], 'excluded by "re:^model\\.layers\\.1\\.self_attn\\.[qk]_proj$"');
   });
@@ -485,13 +554,24 @@ describe('exclusions', () => {
     assert.throws(() => runPass(llama.config, llama.tensors, { exclude: ['re:(unclosed'] }), /invalid --exclude regular expression "re:\(unclosed"/);
   });
 
-  test('the source config\'s modules_to_not_convert is honoured and carried into the output config', () => {
+  test("the source config's modules_to_not_convert is honoured and carried into the output config", () => {
     const config = { ...llama.config, modules_to_not_convert: ['model.layers.1.self_attn', 'o_proj'] };
     const plan = runPass(config, llama.tensors);
     const kept = keptModules(plan);
-    for (const m of ['q_proj', 'k_proj', 'v_proj', 'o_proj']) assert.equal(kept[`model.layers.1.self_attn.${m}`], m === 'o_proj' ? 'excluded by "model.layers.1.self_attn"' : 'excluded by "model.layers.1.self_attn"');
+    for (const m of ['q_proj', 'k_proj', 'v_proj', 'o_proj'])
+      assert.equal(kept[`model.layers.1.self_attn.${m}`], m === 'o_proj' ? 'excluded by "model.layers.1.self_attn"' : 'excluded by "model.layers.1.self_attn"');
     assert.equal(kept['model.layers.0.self_attn.o_proj'], 'excluded by "o_proj"');
-    assert.deepEqual(quantizedModules(plan), ['model.layers.0.mlp.down_proj', 'model.layers.0.mlp.gate_proj', 'model.layers.0.mlp.up_proj', 'model.layers.0.self_attn.k_proj', 'model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.v_proj', 'model.layers.1.mlp.down_proj', 'model.layers.1.mlp.gate_proj', 'model.layers.1.mlp.up_proj']);
+    assert.deepEqual(quantizedModules(plan), [
+      'model.layers.0.mlp.down_proj',
+      'model.layers.0.mlp.gate_proj',
+      'model.layers.0.mlp.up_proj',
+      'model.layers.0.self_attn.k_proj',
+      'model.layers.0.self_attn.q_proj',
+      'model.layers.0.self_attn.v_proj',
+      'model.layers.1.mlp.down_proj',
+      'model.layers.1.mlp.gate_proj',
+      'model.layers.1.mlp.up_proj',
+    ]);
     assert.ok(quantizationConfigOf(plan).modules_to_not_convert.includes('model.layers.1.self_attn.q_proj'));
   });
 });

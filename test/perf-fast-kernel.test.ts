@@ -62,16 +62,12 @@ function byStripes(rows: number, cols: number, block: BlockShape, stripe: (r0: n
 
 function fastBf16(words: Uint16Array, rows: number, cols: number, opts: BlockQuantizeOptions): Outcome {
   const scratch = new FastQuantizeScratch();
-  return byStripes(rows, cols, opts.block, (r0, n, codes, scales) =>
-    quantizeBf16StripeFast(words.subarray(r0 * cols, (r0 + n) * cols), n, cols, opts, codes, scales, r0, scratch),
-  );
+  return byStripes(rows, cols, opts.block, (r0, n, codes, scales) => quantizeBf16StripeFast(words.subarray(r0 * cols, (r0 + n) * cols), n, cols, opts, codes, scales, r0, scratch));
 }
 
 function fastF32(values: Float32Array, rows: number, cols: number, opts: BlockQuantizeOptions): Outcome {
   const scratch = new FastQuantizeScratch();
-  return byStripes(rows, cols, opts.block, (r0, n, codes, scales) =>
-    quantizeF32StripeFast(values.subarray(r0 * cols, (r0 + n) * cols), n, cols, opts, codes, scales, r0, scratch),
-  );
+  return byStripes(rows, cols, opts.block, (r0, n, codes, scales) => quantizeF32StripeFast(values.subarray(r0 * cols, (r0 + n) * cols), n, cols, opts, codes, scales, r0, scratch));
 }
 
 /** The wasm kernel, or 'declined' if it refused a stripe (it must refuse exactly the non-finite ones). */
@@ -185,7 +181,11 @@ describe('fast quantize kernels match the oracle', () => {
       const j = order[i]! % (i + 1);
       [shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!];
     }
-    for (const block of [{ bn: 128, bk: 128 }, { bn: 16, bk: 16 }, { bn: 7, bk: 48 }]) {
+    for (const block of [
+      { bn: 128, bk: 128 },
+      { bn: 16, bk: 16 },
+      { bn: 7, bk: 48 },
+    ]) {
       checkAllPaths(finite, 256, 256, block, 'all finite patterns', kernel);
       checkAllPaths(shuffled, 256, 256, block, 'shuffled finite patterns', kernel);
     }
@@ -224,12 +224,20 @@ describe('fast quantize kernels match the oracle', () => {
     const rnd = randomWords(m.length, 11);
     for (let i = 0; i < m.length; i++) {
       const r = Math.floor(i / cols);
-      if (r < 8) m[i] = rnd[i]! & 0x807f; // BF16 subnormals (exponent 0), both signs
-      else if (r < 16) m[i] = i % 2 ? 0x8000 : 0; // ±0 only: scale 1, codes 0x00 / 0x80
-      else if (r < 24) m[i] = (rnd[i]! & 0x80ff) | 0x0080; // smallest normals
+      if (r < 8)
+        m[i] = rnd[i]! & 0x807f; // BF16 subnormals (exponent 0), both signs
+      else if (r < 16)
+        m[i] = i % 2 ? 0x8000 : 0; // ±0 only: scale 1, codes 0x00 / 0x80
+      else if (r < 24)
+        m[i] = (rnd[i]! & 0x80ff) | 0x0080; // smallest normals
       else m[i] = rnd[i]! & 0xbfff; // anything finite below 2
     }
-    for (const block of [{ bn: 8, bk: 16 }, { bn: 128, bk: 128 }, { bn: 3, bk: 32 }]) checkAllPaths(m, rows, cols, block, 'subnormal/zero', kernel);
+    for (const block of [
+      { bn: 8, bk: 16 },
+      { bn: 128, bk: 128 },
+      { bn: 3, bk: 32 },
+    ])
+      checkAllPaths(m, rows, cols, block, 'subnormal/zero', kernel);
   });
 
   it('edge blocks: rows and columns that are not multiples of the block', () => {
@@ -245,8 +253,20 @@ describe('fast quantize kernels match the oracle', () => {
     const cols = 256;
     const base = Uint16Array.from(randomWords(rows * cols, 5), (x) => x & 0x3fff);
     const cases: Array<[string, Array<[number, number, number]>]> = [
-      ['Inf in block 0 after NaN in block 1', [[3, 200, 0x7fc0], [5, 100, 0x7f80]]],
-      ['-Inf and NaN in one block', [[9, 17, 0xff80], [2, 40, 0xffc1]]],
+      [
+        'Inf in block 0 after NaN in block 1',
+        [
+          [3, 200, 0x7fc0],
+          [5, 100, 0x7f80],
+        ],
+      ],
+      [
+        '-Inf and NaN in one block',
+        [
+          [9, 17, 0xff80],
+          [2, 40, 0xffc1],
+        ],
+      ],
       ['NaN only in the last column', [[0, 255, 0x7fff]]],
     ];
     for (const [label, hits] of cases) {
@@ -267,7 +287,11 @@ describe('fast quantize kernels match the oracle', () => {
     const values = new Float32Array(bits.buffer);
     for (const format of FORMATS) {
       for (const scaleFormat of SCALE_FORMATS) {
-        for (const block of [{ bn: 128, bk: 128 }, { bn: 16, bk: 32 }, { bn: 5, bk: 7 }]) {
+        for (const block of [
+          { bn: 128, bk: 128 },
+          { bn: 16, bk: 32 },
+          { bn: 5, bk: 7 },
+        ]) {
           const opts: BlockQuantizeOptions = { format, block, scaleFormat, nonFinite: 'error' };
           assertSameOutcome(fastF32(values, rows, cols, opts), oracle(values, rows, cols, opts), `F32 ${format} ${scaleFormat} ${block.bn}x${block.bk}`);
         }
@@ -310,7 +334,14 @@ describe('direct I/O', () => {
     return readFile(join(tmp.path, file));
   }
 
-  const inOrder: Array<[string, number, number]> = [['a', 0, 5000], ['b', 0, 7000], ['b', 7000, 12345], ['c', 0, 3], ['d', 0, 9999], ['d', 9999, 20000]];
+  const inOrder: Array<[string, number, number]> = [
+    ['a', 0, 5000],
+    ['b', 0, 7000],
+    ['b', 7000, 12345],
+    ['c', 0, 3],
+    ['d', 0, 9999],
+    ['d', 9999, 20000],
+  ];
 
   it('writes the same file as SafetensorsWriter, across slot boundaries, in order and out of order', async () => {
     const expected = await writeWith('plain.safetensors', undefined, inOrder);
@@ -318,14 +349,24 @@ describe('direct I/O', () => {
     const slots = WriteSlots.create(3, 8192);
     assert.ok(slots);
     assert.deepEqual(await writeWith('direct.safetensors', slots, inOrder), expected);
-    const shuffled: Array<[string, number, number]> = [['a', 0, 5000], ['b', 0, 7000], ['d', 9999, 20000], ['c', 0, 3], ['b', 7000, 12345], ['d', 0, 9999]];
+    const shuffled: Array<[string, number, number]> = [
+      ['a', 0, 5000],
+      ['b', 0, 7000],
+      ['d', 9999, 20000],
+      ['c', 0, 3],
+      ['b', 7000, 12345],
+      ['d', 0, 9999],
+    ];
     assert.deepEqual(await writeWith('mixed.safetensors', slots, shuffled), expected, 'a write out of order switches to buffered writes');
   });
 
   it('hashes what it writes on the hash thread, in order or not', async () => {
     const hashing = new HashThread();
     try {
-      for (const [file, pieces] of [['h1.safetensors', inOrder], ['h2.safetensors', [...inOrder].reverse()]] as const) {
+      for (const [file, pieces] of [
+        ['h1.safetensors', inOrder],
+        ['h2.safetensors', [...inOrder].reverse()],
+      ] as const) {
         const w = await createShardWriter(join(tmp.path, file), planned, { format: 'pt' }, WriteSlots.create(3, 8192), hashing, 0);
         assert.ok(w.digest, 'a direct writer with shared slots hashes the file itself');
         for (const [name, a, b] of pieces) await w.write(name, data.get(name)!.subarray(a, b), a);
@@ -350,7 +391,14 @@ describe('direct I/O', () => {
     const direct = DirectReads.create(2, 4096);
     assert.ok(direct);
     try {
-      for (const [at, n] of [[0, 10], [1, 4095], [4095, 2], [100, 9000], [whole.byteLength - 7, 7], [8, whole.byteLength - 8]] as const) {
+      for (const [at, n] of [
+        [0, 10],
+        [1, 4095],
+        [4095, 2],
+        [100, 9000],
+        [whole.byteLength - 7, 7],
+        [8, whole.byteLength - 8],
+      ] as const) {
         const into = new Uint8Array(n);
         assert.equal(await direct.readInto(file, at, into), true);
         assert.deepEqual(Buffer.from(into), whole.subarray(at, at + n), `range [${at}, ${at + n})`);

@@ -54,7 +54,11 @@ for (const format of ['e4m3fn', 'e5m2'] as const) {
     const host = decodeFp8Codes(ALL_BYTES, format);
     for (let i = 0; i < 256; i++) {
       const expected = table[i]!;
-      for (const [what, got] of [['graph table', y[i]!], ['Cast', y[256 + i]!], ['host', host[i]!]] as const) {
+      for (const [what, got] of [
+        ['graph table', y[i]!],
+        ['Cast', y[256 + i]!],
+        ['host', host[i]!],
+      ] as const) {
         if (Number.isNaN(expected)) assert.ok(Number.isNaN(got), `${what}: code ${i} must decode to NaN, got ${got}`);
         else assert.ok(Object.is(got, expected), `${what}: code ${i} decodes to ${got}, expected ${expected}`);
       }

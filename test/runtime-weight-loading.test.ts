@@ -43,7 +43,10 @@ describe('the forward reads FP8 layouts with io/quantized-format', () => {
     await writeFile(configPath, JSON.stringify(config));
     const broken = await Checkpoint.open(out);
     try {
-      assert.throws(() => new ModelWeights(broken), (e: unknown) => e instanceof QuantizationConfigError && /weight_block_size/.test(e.message));
+      assert.throws(
+        () => new ModelWeights(broken),
+        (e: unknown) => e instanceof QuantizationConfigError && /weight_block_size/.test(e.message),
+      );
     } finally {
       await broken.close();
     }

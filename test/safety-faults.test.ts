@@ -124,7 +124,10 @@ describe('atomic output', () => {
     assert.ok(!files.includes('stale.safetensors'), `old output survived: ${files.join(', ')}`);
     assert.ok(files.includes('model.safetensors'), `no new output: ${files.join(', ')}`);
     const siblings = await readdir(tmp.path);
-    assert.deepEqual(siblings.filter((s) => s.includes('fp8q-tmp')), []);
+    assert.deepEqual(
+      siblings.filter((s) => s.includes('fp8q-tmp')),
+      [],
+    );
   });
 
   test('an error after some shards are written removes the staging folder', async () => {
@@ -151,7 +154,8 @@ describe('atomic output', () => {
 });
 
 describe('a full disk', () => {
-  const diskFull = /disk full while writing .* \((ENOSPC|EFBIG|EDQUOT)\): the converted checkpoint needs about [\d.]+ [KM]iB there; free space or choose another -o folder \(the partial output was removed\)/;
+  const diskFull =
+    /disk full while writing .* \((ENOSPC|EFBIG|EDQUOT)\): the converted checkpoint needs about [\d.]+ [KM]iB there; free space or choose another -o folder \(the partial output was removed\)/;
 
   test('ENOSPC from a write (simulated): one clear line, nothing left', async () => {
     let writes = 0;

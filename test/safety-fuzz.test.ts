@@ -149,12 +149,14 @@ function mutateBytes(rng: Rng, base: Uint8Array): Uint8Array {
       return file;
     case 3: // truncate
       return file.subarray(0, rng.int(file.length));
-    case 4: { // extend with junk
+    case 4: {
+      // extend with junk
       const longer = new Uint8Array(file.length + 1 + rng.int(64));
       longer.set(file);
       return longer;
     }
-    case 5: { // edit the length field: small deltas, random 32-bit, random 64-bit
+    case 5: {
+      // edit the length field: small deltas, random 32-bit, random 64-bit
       const choice = rng.int(3);
       const len = choice === 0 ? BigInt(Math.max(0, headerLen + rng.int(33) - 16)) : choice === 1 ? BigInt(rng.next()) : (BigInt(rng.next()) << 32n) | BigInt(rng.next());
       view.setBigUint64(0, len, true);

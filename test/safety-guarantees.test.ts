@@ -95,7 +95,7 @@ describe('never lose: output folders', () => {
     assert.deepEqual(await readJson(join(out, 'config.json')), { theirs: true });
   });
 
-  test('a temporary folder of a killed run is reported and removed; a live run\'s is left alone', async () => {
+  test("a temporary folder of a killed run is reported and removed; a live run's is left alone", async () => {
     const out = fresh('stale');
     const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
     const stale = join(tmp.path, `.${out.split('/').pop()}.fp8q-tmp-${dead.stdout}-deadbeef`);
@@ -274,7 +274,22 @@ describe('check before the long work; say what had no effect', () => {
     assertJsonError(await runCli(['convert', model, '-o', out, '--hub-timeout', '0', '--json']), 'E_USAGE', 2);
     assertJsonError(await runCli(['convert', model, '-o', out, '--exclude', '', '--json']), 'E_USAGE', 2);
     await assertNoOutputLeft(out);
-    const r = await runCli(['convert', model, '-o', out, '--json', '--revision', 'v1', '--stack-experts', '--exclude', 'proj', '--exclude', 'down_proj.weight', '--threads', '999']);
+    const r = await runCli([
+      'convert',
+      model,
+      '-o',
+      out,
+      '--json',
+      '--revision',
+      'v1',
+      '--stack-experts',
+      '--exclude',
+      'proj',
+      '--exclude',
+      'down_proj.weight',
+      '--threads',
+      '999',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const warnings = (JSON.parse(r.stdout) as { warnings: string[] }).warnings;
     const all = `${warnings.join('\n')}\n${r.stderr}`;

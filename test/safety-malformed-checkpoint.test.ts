@@ -150,7 +150,10 @@ describe('missing or invalid config.json: convert goes on by the generic rules, 
       const summary = JSON.parse(result.stdout) as ConvertSummary;
       assert.match(summary.warnings[0]!, problem);
       assert.ok(!summary.warnings[0]!.includes('\n'), 'warning spans lines');
-      assert.ok(summary.warnings.some((w) => /converting by the generic rules/.test(w)), summary.warnings.join(' | '));
+      assert.ok(
+        summary.warnings.some((w) => /converting by the generic rules/.test(w)),
+        summary.warnings.join(' | '),
+      );
       // The user sees both warnings too.
       assert.match(result.stderr, /^warning: .*config\.json/m);
       assert.match(result.stderr, /^warning: .*generic rules/m);

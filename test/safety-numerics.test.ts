@@ -80,7 +80,18 @@ describe('NaN and Inf in a weight', () => {
       ]);
       const dir = await checkpointWith(w, shape, 'F32');
       const out = join(tmp.path, `out-${caseNo++}`);
-      const result = await runCli(['convert', dir, '-o', out, '--quiet', '--allow-nonfinite', '--block', '4x8', '--weight-dtype', format === 'e4m3fn' ? 'float8_e4m3fn' : 'float8_e5m2']);
+      const result = await runCli([
+        'convert',
+        dir,
+        '-o',
+        out,
+        '--quiet',
+        '--allow-nonfinite',
+        '--block',
+        '4x8',
+        '--weight-dtype',
+        format === 'e4m3fn' ? 'float8_e4m3fn' : 'float8_e5m2',
+      ]);
       assert.equal(result.code, 0, result.stderr);
       const t = await readCheckpointTensors(out);
       const codes = t.get(`${UP}.weight`)!.bytes;

@@ -97,7 +97,10 @@ describe('FP8 checkpoints with damaged scales or codes', () => {
       t.set(SCALE, { ...s, shape: [4, 1], bytes: s.bytes.slice(0, 16) });
     });
     const inspect = await runCli(['inspect', dir, '--json']);
-    assert.ok((JSON.parse(inspect.stdout) as { warnings: string[] }).warnings.some((w) => /is \[4,1\] but .* needs \[2,2\].*dequant refuses it/.test(w)), inspect.stdout);
+    assert.ok(
+      (JSON.parse(inspect.stdout) as { warnings: string[] }).warnings.some((w) => /is \[4,1\] but .* needs \[2,2\].*dequant refuses it/.test(w)),
+      inspect.stdout,
+    );
     const out = fresh('scale-shape-out');
     assert.match(assertJsonError(await runCli(['dequant', dir, '-o', out, '--json']), 'E_INPUT_MALFORMED', 1).message, /needs \[2,2\]/);
     await assertNoOutputLeft(out);
@@ -129,7 +132,10 @@ describe('FP8 checkpoints with damaged scales or codes', () => {
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stderr.split('\n').filter((l) => l.startsWith('dequantizing'));
     assert.match(lines.at(-1)!, /^dequantizing 100/);
-    assert.ok(lines.every((l) => !/\b1\d\d\.\d%|ETA -/.test(l) || /100\.0%|100%/.test(l)), lines.join('\n'));
+    assert.ok(
+      lines.every((l) => !/\b1\d\d\.\d%|ETA -/.test(l) || /100\.0%|100%/.test(l)),
+      lines.join('\n'),
+    );
   });
 });
 

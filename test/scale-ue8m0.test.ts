@@ -95,10 +95,7 @@ for (const model of FIXTURE_MODELS) {
 
     const ue = await inspectCheckpoint(ueDir);
     assert.equal(ue.quantizedFormat?.scaleFormat, 'ue8m0');
-    assert.deepEqual(
-      [ue.scales?.declared, ue.scales?.found, ue.scales?.tensors, ue.scales?.nonPowerOfTwoTensors, ue.warnings],
-      ['ue8m0', 'ue8m0', scaleTensors, 0, []],
-    );
+    assert.deepEqual([ue.scales?.declared, ue.scales?.found, ue.scales?.tensors, ue.scales?.nonPowerOfTwoTensors, ue.warnings], ['ue8m0', 'ue8m0', scaleTensors, 0, []]);
     const fl = await inspectCheckpoint(floatDir);
     assert.deepEqual([fl.scales?.declared, fl.scales?.found, fl.warnings], ['float', 'float', []]);
     assert.ok(fl.scales!.nonPowerOfTwoTensors > 0);
@@ -132,7 +129,10 @@ test('inspect flags a ue8m0 config whose scales are not powers of two, naming th
   const r1 = await inspectCheckpoint(relabelled);
   assert.equal(r1.scales?.found, 'float');
   assert.equal(r1.warnings.length, 1);
-  assert.match(r1.warnings[0]!, /^config\.json declares scale_fmt "ue8m0" but 14 of 14 scale tensors hold values that are not powers of two \(first: model\.layers\.0\.mlp\.down_proj\.weight_scale_inv\[0, 0\] = /);
+  assert.match(
+    r1.warnings[0]!,
+    /^config\.json declares scale_fmt "ue8m0" but 14 of 14 scale tensors hold values that are not powers of two \(first: model\.layers\.0\.mlp\.down_proj\.weight_scale_inv\[0, 0\] = /,
+  );
 
   // A true ue8m0 conversion with one scale damaged in place: exactly that one is reported.
   const damaged = join(tmp, 'damaged');

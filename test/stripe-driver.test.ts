@@ -108,7 +108,7 @@ function assertSameFiles(a: Map<string, Buffer>, b: Map<string, Buffer>, what: s
   for (const [f, bytes] of a) assert.ok(bytes.equals(b.get(f)!), `${what}: ${f} differs between the fast kernels and the reference kernel`);
 }
 
-describe('the fast kernels write the reference kernel\'s bytes on every path', () => {
+describe("the fast kernels write the reference kernel's bytes on every path", () => {
   let tmp: TempDir;
   before(async () => {
     tmp = await makeTempDir('stripe-driver');

@@ -53,7 +53,10 @@ for (const name of FIXTURE_MODELS) {
 }
 
 function failedLinears(r: VerifyReport): string[] {
-  return r.failures.filter((f) => f.gate === 'max-layer-rel-error' || f.gate === 'max-layer-error-ratio').map((f) => f.subject).sort();
+  return r.failures
+    .filter((f) => f.gate === 'max-layer-rel-error' || f.gate === 'max-layer-error-ratio')
+    .map((f) => f.subject)
+    .sort();
 }
 
 test('llama: one weight_scale_inv ×4 fails verify and names that linear only', async () => {
@@ -73,9 +76,7 @@ test('llama: one weight_scale_inv ×4 fails verify and names that linear only', 
 
 test('deepseek_v3: a ×4 scale on the edge-block kv_a_proj_with_mqa (160 rows) is found', async () => {
   const damaged = join(fixtures.workDir(), 'ds-scale');
-  await copyCheckpointWithEdits(converted.get('deepseek_v3')!, damaged, (t) =>
-    scaleF32(t.get('model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv')!, 4),
-  );
+  await copyCheckpointWithEdits(converted.get('deepseek_v3')!, damaged, (t) => scaleF32(t.get('model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv')!, 4));
   const r = await verify('deepseek_v3', damaged);
   assert.deepEqual(failedLinears(r), ['model.layers.0.self_attn.kv_a_proj_with_mqa']);
 });

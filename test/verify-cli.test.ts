@@ -86,7 +86,10 @@ test('logits writes F32 [B, T, vocab] that match transformers, and leaves no tem
   const expected = f32((await readAll(ids)).tensors.get('logits_f32')!.bytes);
   const err = relativeL2Error(f32(logits.bytes), expected);
   assert.ok(err < 1e-4, `relative L2 error ${err}`);
-  assert.deepEqual((await readdir(work)).filter((f) => f.includes('partial')), []);
+  assert.deepEqual(
+    (await readdir(work)).filter((f) => f.includes('partial')),
+    [],
+  );
 });
 
 test('verify prints a table and passes a sound conversion with exit code 0', () => {
@@ -126,7 +129,10 @@ test('bad flags exit with code 2 and one line saying what is wrong', () => {
     [6, /invalid --min-top1 "1\.5": expected a number in \[0, 1\]/],
     [7, /missing -o <out\.safetensors>/],
     [8, /invalid --device "tpu": expected auto, cpu or cuda/],
-    [10, /the arguments look swapped: .*stories-fp8 \(given as the original\) holds 35 FP8 tensor\(s\) that .*stories260K stores in BF16 .*fp8q verify .*stories260K .*stories-fp8$/m],
+    [
+      10,
+      /the arguments look swapped: .*stories-fp8 \(given as the original\) holds 35 FP8 tensor\(s\) that .*stories260K stores in BF16 .*fp8q verify .*stories260K .*stories-fp8$/m,
+    ],
     [11, /both arguments are .*stories260K: verify compares an original with its FP8 conversion/],
     [13, /--input-ids and --text exclude each other/],
   ];
@@ -157,7 +163,10 @@ test('logits --text writes the ids it tokenized beside the logits', async () => 
 });
 
 test('verify without an input flag: the bundled English sample when the model has a tokenizer, random ids when not', () => {
-  const text = JSON.parse(results[14]!.stdout) as { input: { source: string; batch: number; seq: number; description: string }; perplexity: { original: number; quantized: number } };
+  const text = JSON.parse(results[14]!.stdout) as {
+    input: { source: string; batch: number; seq: number; description: string };
+    perplexity: { original: number; quantized: number };
+  };
   assert.equal(results[14]!.code, 0, results[14]!.stderr);
   assert.equal(text.input.source, 'bundled');
   assert.deepEqual([text.input.batch, text.input.seq], [1, 256]);

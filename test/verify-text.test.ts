@@ -76,7 +76,13 @@ test("text input: the model's tokenizer with BOS per document, rows of --seq-len
   assert.equal(d.description.documents, 2);
   assert.equal(Array.from(d.batch.ids).filter((id) => id === 1).length, 2);
   // --dataset - reads standard input as --text - does.
-  const dViaStdin = await readTextInput({ source: { kind: 'dataset', file: '-' }, modelDir: STORIES, contextLength: 512, vocabSize: 512, stdin: async () => readFile(jsonl, 'utf8') });
+  const dViaStdin = await readTextInput({
+    source: { kind: 'dataset', file: '-' },
+    modelDir: STORIES,
+    contextLength: 512,
+    vocabSize: 512,
+    stdin: async () => readFile(jsonl, 'utf8'),
+  });
   assert.deepEqual(Array.from(dViaStdin.batch.ids), Array.from(d.batch.ids));
   const bundled = await textInput({ kind: 'bundled' });
   assert.equal(bundled.description.file, BUNDLED_TEXT_FILE);
@@ -229,7 +235,11 @@ test('refusals: swapped arguments, the same folder twice, no FP8 in the second, 
 });
 
 test('rows of one token are refused on text (no next token to predict, the perplexity gate would judge NaN)', async () => {
-  for (const flags of [['--seq-len', '1'], ['--max-tokens', '1'], ['--text', IN_DOMAIN, '--seq-len', '1']]) {
+  for (const flags of [
+    ['--seq-len', '1'],
+    ['--max-tokens', '1'],
+    ['--text', IN_DOMAIN, '--seq-len', '1'],
+  ]) {
     const r = await runCli(['verify', STORIES, sound, ...flags, '--device', 'cpu', '--json']);
     assert.match(assertJsonError(r, 'E_USAGE', 2).message, new RegExp(`^invalid ${flags.at(-2)} "1": verify on text needs rows of at least 2 tokens`));
     assert.doesNotMatch(r.stderr, /layer 1\//, 'refused before any layer ran');
@@ -263,7 +273,10 @@ test('experts no token reached are listed as unverified and fail unless allowed'
   assert.equal(one.passed, false);
   // One token, top-2 of 4 experts, 2 layers: 2 experts × 3 projections per layer not run.
   assert.equal(one.unverified.length, 12);
-  assert.ok(one.unverified.every((t) => /^model\.layers\.[01]\.block_sparse_moe\.experts\.\d\.w[123]\.weight$/.test(t)), one.unverified.join(', '));
+  assert.ok(
+    one.unverified.every((t) => /^model\.layers\.[01]\.block_sparse_moe\.experts\.\d\.w[123]\.weight$/.test(t)),
+    one.unverified.join(', '),
+  );
   assert.deepEqual(
     one.failures.map((f) => f.gate),
     ['unverified'],

@@ -29,14 +29,11 @@ export function buildProgram(): Command {
     .showHelpAfterError(false);
 
   addFlags(
-    program
-      .command('convert')
-      .description('quantize a BF16/FP16/FP32 checkpoint to block-scale FP8')
-      .argument('<source>', 'model folder or Hugging Face Hub repo id (org/name)'),
+    program.command('convert').description('quantize a BF16/FP16/FP32 checkpoint to block-scale FP8').argument('<source>', 'model folder or Hugging Face Hub repo id (org/name)'),
     CONVERT_FLAGS,
   ).action(async (source: string, flags: ConvertFlags) => {
-      const { convertCommand } = await import('./commands/convert.js');
-      await convertCommand(source, flags);
+    const { convertCommand } = await import('./commands/convert.js');
+    await convertCommand(source, flags);
   });
 
   addFlags(

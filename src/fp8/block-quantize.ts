@@ -145,12 +145,7 @@ export function quantizeStripe(
 }
 
 /** Quantize a whole [rows, cols] float32 matrix. */
-export function blockQuantize(
-  values: Float32Array,
-  rows: number,
-  cols: number,
-  opts: BlockQuantizeOptions,
-): BlockQuantized {
+export function blockQuantize(values: Float32Array, rows: number, cols: number, opts: BlockQuantizeOptions): BlockQuantized {
   if (values.length !== rows * cols) {
     throw new RangeError(`blockQuantize: ${values.length} values for shape [${rows}, ${cols}]`);
   }
@@ -174,14 +169,7 @@ export function blockQuantize(
 }
 
 /** w ≈ decode(code) × scale_inv[block]: the dequantization every runtime does. */
-export function blockDequantize(
-  codes: Uint8Array,
-  scaleInv: Float32Array,
-  rows: number,
-  cols: number,
-  block: BlockShape,
-  decodeTable: Float32Array,
-): Float32Array {
+export function blockDequantize(codes: Uint8Array, scaleInv: Float32Array, rows: number, cols: number, block: BlockShape, decodeTable: Float32Array): Float32Array {
   const out = new Float32Array(rows * cols);
   const colBlocks = ceilDiv(cols, block.bk);
   for (let r = 0; r < rows; r++) {

@@ -59,11 +59,7 @@ const F16_TABLE: Float32Array = (() => {
  * Widen `count` elements of little-endian `bytes` (starting at element 0) into `out` as float32.
  * BF16 and F16 widen exactly; F64 rounds to nearest float32.
  */
-export function widenToFloat32(
-  bytes: Uint8Array,
-  dtype: FloatSourceDtype,
-  out: Float32Array = new Float32Array(bytes.byteLength / dtypeSize(dtype)),
-): Float32Array {
+export function widenToFloat32(bytes: Uint8Array, dtype: FloatSourceDtype, out: Float32Array = new Float32Array(bytes.byteLength / dtypeSize(dtype))): Float32Array {
   const count = out.length;
   switch (dtype) {
     case 'BF16': {
@@ -83,10 +79,7 @@ export function widenToFloat32(
       return out;
     }
     case 'F64': {
-      const f64 =
-        bytes.byteOffset % 8 === 0
-          ? new Float64Array(bytes.buffer, bytes.byteOffset, count)
-          : new Float64Array(bytes.slice(0, count * 8).buffer);
+      const f64 = bytes.byteOffset % 8 === 0 ? new Float64Array(bytes.buffer, bytes.byteOffset, count) : new Float64Array(bytes.slice(0, count * 8).buffer);
       for (let i = 0; i < count; i++) out[i] = f64[i]!;
       return out;
     }
@@ -94,9 +87,7 @@ export function widenToFloat32(
 }
 
 function u16View(bytes: Uint8Array, count: number): Uint16Array {
-  return bytes.byteOffset % 2 === 0
-    ? new Uint16Array(bytes.buffer, bytes.byteOffset, count)
-    : new Uint16Array(bytes.slice(0, count * 2).buffer);
+  return bytes.byteOffset % 2 === 0 ? new Uint16Array(bytes.buffer, bytes.byteOffset, count) : new Uint16Array(bytes.slice(0, count * 2).buffer);
 }
 
 const scratchF32 = new Float32Array(1);
@@ -128,12 +119,12 @@ export function float32ToF16Bits(x: number): number {
     const half = 1 << (shift - 1);
     const rem = m & ((1 << shift) - 1);
     let h = m >>> shift;
-    if (rem > half || (rem === half && (h & 1))) h++;
+    if (rem > half || (rem === half && h & 1)) h++;
     return sign | h;
   }
   let h = (e << 10) | (mant >>> 13);
   const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
+  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
   return sign | h;
 }
 

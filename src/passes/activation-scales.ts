@@ -60,7 +60,9 @@ function linearOf(e: PlanEntry): { module: string; inFeatures: number } | undefi
  * and they carry no activation scale there.
  */
 export function withActivationScaleEntries(plan: ConvertPlan, granularity: ActivationScaleGranularity): ConvertPlan {
-  const stacked = plan.entries.find((e) => e.op === 'stack-experts' || e.op === 'quantize-in-out' || ((e.op === 'quantize' || e.op === 'requantize') && e.outputs[0]!.shape.length !== 2));
+  const stacked = plan.entries.find(
+    (e) => e.op === 'stack-experts' || e.op === 'quantize-in-out' || ((e.op === 'quantize' || e.op === 'requantize') && e.outputs[0]!.shape.length !== 2),
+  );
   if (stacked) {
     throw new StaticActivationPlanError(
       `static activation scales are measured per 2-D linear; "${stacked.outputs[0]!.name}" is a stacked [E, N, K] expert weight ` +

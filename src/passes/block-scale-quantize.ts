@@ -6,15 +6,7 @@ import { isFloatSourceDtype, isFp8Dtype } from '../fp8/dtypes.js';
 import type { ModelConfig } from '../io/checkpoint/checkpoint.js';
 import { detectArchitecture } from './architectures.js';
 import { buildModuleTree, walkModules, type ModuleNode } from './module-tree.js';
-import {
-  plannedOutput,
-  type ConvertPlan,
-  type ModuleDecision,
-  type PlanEntry,
-  type QuantizationSettings,
-  type QuantizedModuleKind,
-  type SourceTensor,
-} from './plan.js';
+import { plannedOutput, type ConvertPlan, type ModuleDecision, type PlanEntry, type QuantizationSettings, type QuantizedModuleKind, type SourceTensor } from './plan.js';
 import { compileExcludePattern, isEmbedding, isFinalFc, isMoeRouter, type ExcludePattern } from './skip-rules.js';
 import { fusedExpertAliases, planQuantizeEntry } from './fused-experts.js';
 import { mlaSplitPass } from './mla-split.js';
@@ -84,11 +76,7 @@ function moduleKind(path: string, settings: QuantizationSettings): QuantizedModu
   return settings.activationScheme === 'static' ? 'BlockScaleQuantizeLinearStaticActivation' : 'BlockScaleQuantizeLinear';
 }
 
-export function blockScaleQuantizePass(
-  config: ModelConfig | undefined,
-  tensors: readonly SourceTensor[],
-  options: PassOptions,
-): ConvertPlan {
+export function blockScaleQuantizePass(config: ModelConfig | undefined, tensors: readonly SourceTensor[], options: PassOptions): ConvertPlan {
   const quantizedBy = detectQuantizedInput(config, tensors);
   if (quantizedBy) throw new AlreadyQuantizedError(quantizedBy);
 
@@ -100,10 +88,7 @@ export function blockScaleQuantizePass(
     warnings.push(`architecture ${arch.label} is not one fp8q knows (${KNOWN_FAMILIES}): converting by the generic rules; check the plan with --dry-run`);
   }
   const recipe: FamilyRecipe | undefined = arch.family ? recipeOf(arch.family) : undefined;
-  const excludes: ExcludePattern[] = [
-    ...(options.exclude ?? []).map((p) => compileExcludePattern(p)),
-    ...sourceModulesToNotConvert(config).map((p) => compileExcludePattern(p)),
-  ];
+  const excludes: ExcludePattern[] = [...(options.exclude ?? []).map((p) => compileExcludePattern(p)), ...sourceModulesToNotConvert(config).map((p) => compileExcludePattern(p))];
   const includes: ExcludePattern[] = (options.include ?? []).map((p) => compileExcludePattern(p, '--include'));
   /** Unknown architectures: modules kept by the vision/audio/projector rule, by their topmost such module. */
   const modalityKept = new Map<string, number>();

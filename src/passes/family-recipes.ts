@@ -43,8 +43,14 @@ const RECIPES: Readonly<Record<ArchitectureFamily, FamilyRecipe>> = {
   mixtral: { family: 'mixtral', name: 'Mixtral', keeps: [], notes: [], checkedAgainst: 'no official FP8 release (shared rules)' },
   qwen2_moe: { family: 'qwen2_moe', name: 'Qwen2-MoE', keeps: [], notes: [], checkedAgainst: 'no official FP8 release (shared rules)' },
   qwen3_moe: { family: 'qwen3_moe', name: 'Qwen3-MoE', keeps: [], notes: [], checkedAgainst: 'Qwen/Qwen3-30B-A3B-FP8 (128x128; lm_head and mlp.gate kept)' },
-  deepseek_v2: { family: 'deepseek_v2', name: 'DeepSeek-V2', keeps: [], notes: [], checkedAgainst: 'no official FP8 release (rules of DeepSeek-V3\'s release)' },
-  deepseek_v3: { family: 'deepseek_v3', name: 'DeepSeek-V3', keeps: [], notes: [], checkedAgainst: 'deepseek-ai/DeepSeek-V3 (native FP8, 128x128; gate, embeddings, lm_head in BF16)' },
+  deepseek_v2: { family: 'deepseek_v2', name: 'DeepSeek-V2', keeps: [], notes: [], checkedAgainst: "no official FP8 release (rules of DeepSeek-V3's release)" },
+  deepseek_v3: {
+    family: 'deepseek_v3',
+    name: 'DeepSeek-V3',
+    keeps: [],
+    notes: [],
+    checkedAgainst: 'deepseek-ai/DeepSeek-V3 (native FP8, 128x128; gate, embeddings, lm_head in BF16)',
+  },
   deepseek_v32: {
     family: 'deepseek_v32',
     name: 'DeepSeek-V3.2',
@@ -92,12 +98,20 @@ const RECIPES: Readonly<Record<ArchitectureFamily, FamilyRecipe>> = {
     notes: ['language model quantized; SigLIP vision tower and projector stay BF16; embeddings are tied (no lm_head tensor)'],
     checkedAgainst: 'no official FP8 release; the VLM convention of the Qwen3-VL and Ministral 3 releases',
   },
-  gemma3_text: { family: 'gemma3_text', name: 'Gemma 3 (text)', keeps: [], notes: ['embeddings are tied (no lm_head tensor)'], checkedAgainst: 'no official FP8 release (shared rules)' },
+  gemma3_text: {
+    family: 'gemma3_text',
+    name: 'Gemma 3 (text)',
+    keeps: [],
+    notes: ['embeddings are tied (no lm_head tensor)'],
+    checkedAgainst: 'no official FP8 release (shared rules)',
+  },
   llama4: {
     family: 'llama4',
     name: 'Llama 4',
     keeps: [visionTower('the VLM releases (Qwen3-VL, Ministral 3)'), projector('the VLM releases (Qwen3-VL, Ministral 3)')],
-    notes: ['routed experts (gate_up_proj [E, hidden, 2I], stored in × out) and shared experts quantized; router kept; vision model (patch embedding included) and projector stay BF16'],
+    notes: [
+      'routed experts (gate_up_proj [E, hidden, 2I], stored in × out) and shared experts quantized; router kept; vision model (patch embedding included) and projector stay BF16',
+    ],
     checkedAgainst:
       "no block-FP8 release; the VLM convention (Meta's Llama-4-Maverick-17B-128E-Instruct-FP8 is per-channel compressed-tensors and was not compared module by module)",
   },
@@ -118,7 +132,7 @@ const RECIPES: Readonly<Record<ArchitectureFamily, FamilyRecipe>> = {
       },
     ],
     notes: [
-      'gated DeltaNet: in_proj_qkvz and out_proj quantized, in_proj_ba kept (it sets the recurrent state\'s decay and write strength for every later token); conv1d (3-D), A_log, dt_bias and norm copied',
+      "gated DeltaNet: in_proj_qkvz and out_proj quantized, in_proj_ba kept (it sets the recurrent state's decay and write strength for every later token); conv1d (3-D), A_log, dt_bias and norm copied",
       'gated attention, routed and shared experts quantized; mlp.gate and shared_expert_gate kept',
     ],
     checkedAgainst: 'Qwen/Qwen3-Next-80B-A3B-Instruct-FP8 (128x128; linear_attn.in_proj_ba, mlp.gate, shared_expert_gate, lm_head kept)',

@@ -47,7 +47,10 @@ function isTransposedBlockTensor(name: string): boolean {
  * an FP8 weight, or FP8 tensors without a quantization_config.
  */
 export function describeFp8Input(config: ModelConfig | undefined, tensors: readonly SourceTensor[]): Fp8Input | undefined {
-  const format = detectQuantizedFormat(config, tensors.map((t) => t.name));
+  const format = detectQuantizedFormat(
+    config,
+    tensors.map((t) => t.name),
+  );
   const fp8Tensors = tensors.filter((t) => isFp8Dtype(t.dtype));
   if (!format) {
     if (fp8Tensors.length === 0) return undefined;

@@ -105,8 +105,7 @@ export function planDequantize(config: ModelConfig | undefined, tensors: readonl
   if (!input) throw new CheckpointError('the input is not an FP8 checkpoint (no quantization_config, no FP8 tensors): there is nothing to dequantize', 'E_INPUT_UNSUPPORTED');
   const entries: PlanEntry[] = [];
   const derived = tensors.filter((t) => isDerivedMlaTensor(t.name, input)).length;
-  const warnings =
-    derived > 0 ? [`${derived} MLA w_uk/w_uv tensors are derived from kv_b_proj and are left out (fp8q convert --mla-split writes them again)`] : [];
+  const warnings = derived > 0 ? [`${derived} MLA w_uk/w_uv tensors are derived from kv_b_proj and are left out (fp8q convert --mla-split writes them again)`] : [];
   for (const t of tensors) {
     if (input.scaleTensors.has(t.name) || input.activationScales.has(t.name) || isDerivedMlaTensor(t.name, input)) continue;
     if (input.weights.has(t.name)) entries.push(dequantizeEntry(t.name, t.shape, dtype, input, `fp8 × ${input.weights.get(t.name)!.scale.split('.').pop()}`));

@@ -87,7 +87,11 @@ function layoutByShape(config: ModelConfig | undefined, projection: FusedProject
  * still tells how this checkpoint stores its experts (transformers 5 writes Qwen3-VL-MoE out × in,
  * its original release in × out).
  */
-function layoutBySibling(config: ModelConfig | undefined, tensor: string, siblings: readonly { readonly name: string; readonly shape: readonly number[] }[]): WeightLayout | undefined {
+function layoutBySibling(
+  config: ModelConfig | undefined,
+  tensor: string,
+  siblings: readonly { readonly name: string; readonly shape: readonly number[] }[],
+): WeightLayout | undefined {
   const container = tensor.slice(0, tensor.lastIndexOf('.experts.') + '.experts.'.length);
   for (const s of siblings) {
     if (s.name === tensor || s.shape.length !== 3 || !s.name.startsWith(container)) continue;
@@ -114,7 +118,10 @@ export function fusedExpertLayout(
     const outIn = byShape === 'out_in';
     const layout: WeightLayout = outIn ? 'out_in' : 'in_out';
     if (familyRule !== undefined && layout !== familyLayout) {
-      return { layout, assumption: `${tensor} ${JSON.stringify(shape)} is ${layout === 'out_in' ? '[E, out, in]' : '[E, in, out]'} by config.json's sizes, although ${familyRule}; following the shape` };
+      return {
+        layout,
+        assumption: `${tensor} ${JSON.stringify(shape)} is ${layout === 'out_in' ? '[E, out, in]' : '[E, in, out]'} by config.json's sizes, although ${familyRule}; following the shape`,
+      };
     }
     return { layout };
   }
@@ -130,7 +137,6 @@ export function fusedExpertLayout(
 
 /** Families whose fused experts (transformers 5.x conversion_mapping) are [E, out, in]. */
 const FAMILIES_OUT_IN = new Set(['mixtral', 'qwen2_moe', 'qwen3_moe', 'deepseek_v2', 'deepseek_v3', 'minimax', 'olmoe', 'phimoe', 'qwen3_next', 'glm4_moe']);
-
 
 /**
  * Fused expert tensors stored without a `.weight` suffix (`mlp.experts.gate_up_proj`), keyed by a

@@ -150,10 +150,7 @@ export function planMlaSplit(
   }
   if (entries.length > 0 && !aligned) {
     const ok = mlaAlignedBlock(dims);
-    const misfits = [
-      ...(nope % bn !== 0 ? [`qk_nope_head_dim ${nope}`] : []),
-      ...(v % bn !== 0 ? [`v_head_dim ${v}`] : []),
-    ].join(' and ');
+    const misfits = [...(nope % bn !== 0 ? [`qk_nope_head_dim ${nope}`] : []), ...(v % bn !== 0 ? [`v_head_dim ${v}`] : [])].join(' and ');
     const why = [...(misfits ? [`${misfits} not a multiple of bn ${bn}`] : []), ...(lora % bk !== 0 ? [`kv_lora_rank ${lora} not a multiple of bk ${bk}`] : [])].join('; ');
     warnings.push(
       `--mla-split at ${bn}x${bk}: ${why}, so kv_b_proj's blocks cannot move into w_uk/w_uv; each head's w_uk (kv_lora × nope, blocks ${bk}x${bn}) and w_uv (v × kv_lora, blocks ${bn}x${bk}) ` +

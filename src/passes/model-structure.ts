@@ -118,7 +118,15 @@ export function describeExperts(config: ModelConfig | undefined, tensors: readon
       module,
       experts: list[0]!.shape[0]!,
       storage: 'stacked' as const,
-      projections: list.map((x) => x.name.split('.').filter((p) => p !== 'weight').pop()!).sort(),
+      projections: list
+        .map(
+          (x) =>
+            x.name
+              .split('.')
+              .filter((p) => p !== 'weight')
+              .pop()!,
+        )
+        .sort(),
       stacked: list,
     })),
   ].sort((a, b) => naturalCompare(a.module, b.module));

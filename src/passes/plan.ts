@@ -21,10 +21,7 @@ export interface PlannedOutput {
   readonly byteLength: number;
 }
 
-export type QuantizedModuleKind =
-  | 'BlockScaleQuantizeLinear'
-  | 'BlockScaleQuantizeLinearStaticActivation'
-  | 'BlockScaleQuantizeMixtralExperts';
+export type QuantizedModuleKind = 'BlockScaleQuantizeLinear' | 'BlockScaleQuantizeLinearStaticActivation' | 'BlockScaleQuantizeMixtralExperts';
 
 interface EntryBase {
   /** Source tensor names this entry reads. */
@@ -126,15 +123,7 @@ export interface ActivationScaleEntry extends EntryBase {
   readonly inFeatures: number;
 }
 
-export type PlanEntry =
-  | CopyEntry
-  | QuantizeEntry
-  | QuantizeInOutEntry
-  | MlaSplitEntry
-  | StackExpertsEntry
-  | RequantizeEntry
-  | DequantizeEntry
-  | ActivationScaleEntry;
+export type PlanEntry = CopyEntry | QuantizeEntry | QuantizeInOutEntry | MlaSplitEntry | StackExpertsEntry | RequantizeEntry | DequantizeEntry | ActivationScaleEntry;
 
 export interface QuantizationSettings {
   readonly format: Fp8Format;

@@ -22,7 +22,16 @@
 import { ceilDiv } from '../fp8/block-quantize.js';
 import { fp8FormatInfo } from '../fp8/formats.js';
 import { naturalCompare } from './module-tree.js';
-import { plannedOutput, type ConvertPlan, type ModuleDecision, type PlanEntry, type QuantizationSettings, type QuantizeEntry, type SourceTensor, type StackExpertsEntry } from './plan.js';
+import {
+  plannedOutput,
+  type ConvertPlan,
+  type ModuleDecision,
+  type PlanEntry,
+  type QuantizationSettings,
+  type QuantizeEntry,
+  type SourceTensor,
+  type StackExpertsEntry,
+} from './plan.js';
 
 /** Per-expert projection names → their role (transformers' conversion_mapping: w1 gate, w3 up, w2 down). */
 const ROLE: Readonly<Record<string, 'gate' | 'up' | 'down'>> = {

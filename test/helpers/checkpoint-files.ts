@@ -42,8 +42,7 @@ export async function writeCheckpoint(
   await mkdir(dir, { recursive: true });
   const shardCount = opts.shards ?? 1;
   const names = [...tensors.keys()];
-  const fileOf = (i: number): string =>
-    shardCount === 1 ? 'model.safetensors' : `model-${String(i + 1).padStart(5, '0')}-of-${String(shardCount).padStart(5, '0')}.safetensors`;
+  const fileOf = (i: number): string => (shardCount === 1 ? 'model.safetensors' : `model-${String(i + 1).padStart(5, '0')}-of-${String(shardCount).padStart(5, '0')}.safetensors`);
   const weightMap: Record<string, string> = Object.create(null) as Record<string, string>; // "__proto__" is a tensor name too
   let total = 0;
   for (let s = 0; s < shardCount; s++) {
@@ -74,7 +73,9 @@ export async function reshardFixture(srcDir: string, dstDir: string, shards: num
 }
 
 export async function sha256File(path: string): Promise<string> {
-  return createHash('sha256').update(await readFile(path)).digest('hex');
+  return createHash('sha256')
+    .update(await readFile(path))
+    .digest('hex');
 }
 
 /** Relative paths of every file under `dir`, sorted. */

@@ -124,8 +124,7 @@ export async function startMockHub(opts: MockHubOptions = {}): Promise<MockHub> 
   let commitCounter = 0;
   let url = '';
 
-  const newCommitOid = (repoId: string, title: string): string =>
-    createHash('sha1').update(`${repoId}\0${title}\0${commitCounter++}`).digest('hex');
+  const newCommitOid = (repoId: string, title: string): string => createHash('sha1').update(`${repoId}\0${title}\0${commitCounter++}`).digest('hex');
 
   const addCommit = (repo: MockRepo, files: Map<string, Uint8Array>, title: string): string => {
     const oid = newCommitOid(repo.id, title);
@@ -480,7 +479,10 @@ export async function startMockHub(opts: MockHubOptions = {}): Promise<MockHub> 
       const repoId = `${parts[2]}/${parts[3]}`;
       const repo = repos.get(repoId);
       if (!repo) return fail(req, res, 404, 'Repository Not Found', 'RepoNotFound');
-      const lines = (await readBody(req)).toString('utf8').split('\n').filter((l) => l.trim() !== '');
+      const lines = (await readBody(req))
+        .toString('utf8')
+        .split('\n')
+        .filter((l) => l.trim() !== '');
       const parent = repo.commits.get(repo.refs.get('main')!)!;
       const files = new Map(parent.files);
       let title = '';

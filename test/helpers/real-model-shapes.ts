@@ -63,17 +63,37 @@ function llamaLike(name: string, config: Record<string, unknown>, layers: number
 }
 
 export function llama3_8b(layers = 2): RealModel {
-  return llamaLike('Llama-3-8B', { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 4096, intermediate_size: 14336, num_attention_heads: 32, num_key_value_heads: 8, vocab_size: 128256 }, layers);
+  return llamaLike(
+    'Llama-3-8B',
+    { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 4096, intermediate_size: 14336, num_attention_heads: 32, num_key_value_heads: 8, vocab_size: 128256 },
+    layers,
+  );
 }
 
 export function llama3_70b(layers = 2): RealModel {
-  return llamaLike('Llama-3-70B', { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 8192, intermediate_size: 28672, num_attention_heads: 64, num_key_value_heads: 8, vocab_size: 128256 }, layers);
+  return llamaLike(
+    'Llama-3-70B',
+    { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 8192, intermediate_size: 28672, num_attention_heads: 64, num_key_value_heads: 8, vocab_size: 128256 },
+    layers,
+  );
 }
 
 export function qwen3_30b_a3b(layers = 1): RealModel {
   return llamaLike(
     'Qwen3-30B-A3B',
-    { architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', hidden_size: 2048, intermediate_size: 6144, moe_intermediate_size: 768, num_attention_heads: 32, num_key_value_heads: 4, head_dim: 128, num_experts: 128, num_experts_per_tok: 8, vocab_size: 151936 },
+    {
+      architectures: ['Qwen3MoeForCausalLM'],
+      model_type: 'qwen3_moe',
+      hidden_size: 2048,
+      intermediate_size: 6144,
+      moe_intermediate_size: 768,
+      num_attention_heads: 32,
+      num_key_value_heads: 4,
+      head_dim: 128,
+      num_experts: 128,
+      num_experts_per_tok: 8,
+      vocab_size: 151936,
+    },
     layers,
   );
 }
@@ -81,21 +101,61 @@ export function qwen3_30b_a3b(layers = 1): RealModel {
 export function qwen3_235b(layers = 1): RealModel {
   return llamaLike(
     'Qwen3-235B-A22B',
-    { architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', hidden_size: 4096, intermediate_size: 12288, moe_intermediate_size: 1536, num_attention_heads: 64, num_key_value_heads: 4, head_dim: 128, num_experts: 128, num_experts_per_tok: 8, vocab_size: 151936 },
+    {
+      architectures: ['Qwen3MoeForCausalLM'],
+      model_type: 'qwen3_moe',
+      hidden_size: 4096,
+      intermediate_size: 12288,
+      moe_intermediate_size: 1536,
+      num_attention_heads: 64,
+      num_key_value_heads: 4,
+      head_dim: 128,
+      num_experts: 128,
+      num_experts_per_tok: 8,
+      vocab_size: 151936,
+    },
     layers,
   );
 }
 
 export function mixtral_8x7b(layers = 1): RealModel {
-  return llamaLike('Mixtral-8x7B', { architectures: ['MixtralForCausalLM'], model_type: 'mixtral', hidden_size: 4096, intermediate_size: 14336, num_attention_heads: 32, num_key_value_heads: 8, num_local_experts: 8, vocab_size: 32000 }, layers);
+  return llamaLike(
+    'Mixtral-8x7B',
+    {
+      architectures: ['MixtralForCausalLM'],
+      model_type: 'mixtral',
+      hidden_size: 4096,
+      intermediate_size: 14336,
+      num_attention_heads: 32,
+      num_key_value_heads: 8,
+      num_local_experts: 8,
+      vocab_size: 32000,
+    },
+    layers,
+  );
 }
 
 /** DeepSeek-V3: layers 0..dense-1 dense MLP, the rest MoE (256 routed + 1 shared expert). */
 export function deepseek_v3(layers = 4): RealModel {
   const config = {
-    architectures: ['DeepseekV3ForCausalLM'], model_type: 'deepseek_v3', hidden_size: 7168, intermediate_size: 18432, moe_intermediate_size: 2048,
-    num_attention_heads: 128, num_key_value_heads: 128, q_lora_rank: 1536, kv_lora_rank: 512, qk_nope_head_dim: 128, qk_rope_head_dim: 64, v_head_dim: 128,
-    n_routed_experts: 256, n_shared_experts: 1, num_experts_per_tok: 8, first_k_dense_replace: 3, vocab_size: 129280, num_hidden_layers: layers,
+    architectures: ['DeepseekV3ForCausalLM'],
+    model_type: 'deepseek_v3',
+    hidden_size: 7168,
+    intermediate_size: 18432,
+    moe_intermediate_size: 2048,
+    num_attention_heads: 128,
+    num_key_value_heads: 128,
+    q_lora_rank: 1536,
+    kv_lora_rank: 512,
+    qk_nope_head_dim: 128,
+    qk_rope_head_dim: 64,
+    v_head_dim: 128,
+    n_routed_experts: 256,
+    n_shared_experts: 1,
+    num_experts_per_tok: 8,
+    first_k_dense_replace: 3,
+    vocab_size: 129280,
+    num_hidden_layers: layers,
   };
   const h = 7168;
   const out: ShapeTensor[] = [t('model.embed_tokens.weight', [129280, h]), t('model.norm.weight', [h]), t('lm_head.weight', [129280, h])];
@@ -118,8 +178,14 @@ export function deepseek_v3(layers = 4): RealModel {
 /** Qwen2.5-VL-7B: the Qwen2 language model plus its vision tower (intermediate 3420) and merger. */
 export function qwen2_5_vl_7b(layers = 1, visionBlocks = 1): RealModel {
   const config = {
-    architectures: ['Qwen2_5_VLForConditionalGeneration'], model_type: 'qwen2_5_vl', hidden_size: 3584, intermediate_size: 18944, num_attention_heads: 28,
-    num_key_value_heads: 4, vocab_size: 152064, num_hidden_layers: layers,
+    architectures: ['Qwen2_5_VLForConditionalGeneration'],
+    model_type: 'qwen2_5_vl',
+    hidden_size: 3584,
+    intermediate_size: 18944,
+    num_attention_heads: 28,
+    num_key_value_heads: 4,
+    vocab_size: 152064,
+    num_hidden_layers: layers,
     vision_config: { depth: 32, hidden_size: 1280, intermediate_size: 3420, num_heads: 16, out_hidden_size: 3584 },
   };
   const out: ShapeTensor[] = [t('model.embed_tokens.weight', [152064, 3584]), t('model.norm.weight', [3584]), t('lm_head.weight', [152064, 3584])];
@@ -130,7 +196,13 @@ export function qwen2_5_vl_7b(layers = 1, visionBlocks = 1): RealModel {
   out.push(t('visual.patch_embed.proj.weight', [1280, 3, 2, 14, 14]));
   for (let b = 0; b < visionBlocks; b++) {
     const p = `visual.blocks.${b}`;
-    out.push(t(`${p}.attn.qkv.weight`, [3840, 1280]), t(`${p}.attn.qkv.bias`, [3840]), t(`${p}.attn.proj.weight`, [1280, 1280]), t(`${p}.norm1.weight`, [1280]), t(`${p}.norm2.weight`, [1280]));
+    out.push(
+      t(`${p}.attn.qkv.weight`, [3840, 1280]),
+      t(`${p}.attn.qkv.bias`, [3840]),
+      t(`${p}.attn.proj.weight`, [1280, 1280]),
+      t(`${p}.norm1.weight`, [1280]),
+      t(`${p}.norm2.weight`, [1280]),
+    );
     mlp(`${p}.mlp`, 1280, 3420, out);
   }
   out.push(t('visual.merger.ln_q.weight', [1280]), t('visual.merger.mlp.0.weight', [5120, 5120]), t('visual.merger.mlp.2.weight', [3584, 5120]));

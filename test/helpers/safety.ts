@@ -85,7 +85,12 @@ export async function folderChecksums(dir: string): Promise<Map<string, string>>
   for (const e of entries) {
     if (!e.isFile()) continue;
     const path = join(e.parentPath, e.name);
-    out.set(path.slice(dir.length + 1), createHash('sha256').update(await readFile(path)).digest('hex'));
+    out.set(
+      path.slice(dir.length + 1),
+      createHash('sha256')
+        .update(await readFile(path))
+        .digest('hex'),
+    );
   }
   return new Map([...out].sort((a, b) => (a[0] < b[0] ? -1 : 1)));
 }

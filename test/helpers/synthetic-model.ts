@@ -86,12 +86,7 @@ export function syntheticConfig(family: SyntheticFamily): Record<string, unknown
 }
 
 /** Writes a random checkpoint of `family` into `dir`; returns its config. */
-export async function writeSyntheticModel(
-  dir: string,
-  family: SyntheticFamily,
-  seed = 1,
-  dtype: 'F32' | 'BF16' = 'F32',
-): Promise<Record<string, unknown>> {
+export async function writeSyntheticModel(dir: string, family: SyntheticFamily, seed = 1, dtype: 'F32' | 'BF16' = 'F32'): Promise<Record<string, unknown>> {
   const rng = new SeededRandom(seed);
   const tensors = new Map<string, TensorData>();
   const add = (name: string, shape: number[], std = 0.08, mean = 0): void => {

@@ -105,7 +105,13 @@ export function fusedOutInCheckpoint(): Map<string, TensorData> {
   const { experts, hidden, inter } = MOE;
   const w = expertWeights();
   const t = common(MLP);
-  t.set(`${MLP}.experts.gate_up_proj`, concatBf16(w.gate.flatMap((g, e) => [g, w.up[e]!]), [experts, 2 * inter, hidden]));
+  t.set(
+    `${MLP}.experts.gate_up_proj`,
+    concatBf16(
+      w.gate.flatMap((g, e) => [g, w.up[e]!]),
+      [experts, 2 * inter, hidden],
+    ),
+  );
   t.set(`${MLP}.experts.down_proj`, concatBf16(w.down, [experts, hidden, inter]));
   return t;
 }

@@ -29,7 +29,8 @@ export async function checkCommand(dir: string, flags: CheckFlags): Promise<Depl
   const tpSizes = flags.tp === undefined ? [...DEFAULT_TP_SIZES] : parseOr(() => parseTpSizes(flags.tp!));
   const block = flags.block === undefined ? undefined : parseBlock(flags.block);
   const source = await deployCheckSourceOf(dir, block ? { block } : {});
-  if (source.judged === 'checkpoint' && block) warn(mode, `--block is ignored for an FP8 checkpoint: it is checked at its own block ${source.input.block.bn}x${source.input.block.bk}`);
+  if (source.judged === 'checkpoint' && block)
+    warn(mode, `--block is ignored for an FP8 checkpoint: it is checked at its own block ${source.input.block.bn}x${source.input.block.bk}`);
   const report = deployCheck(source.input, { engines, tpSizes });
   if (mode.json) {
     printJson({ dir, judged: source.judged, architecture: source.input.label, ...report, warnings: source.warnings });

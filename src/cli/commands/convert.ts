@@ -65,7 +65,14 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
   // Everything about the Hub that can be checked before a byte is read (ids, URL, token for --push-to).
   for (const w of await checkHubFlags(source, flags)) warn(mode, w);
   await checkPushTarget(flags);
-  if (flags.report !== undefined) await checkConvertReport(flags.report, { source, output: flags.output, force: options.force, dryRun: options.dryRun, ...(flags.calibration === undefined ? {} : { calibration: flags.calibration }) });
+  if (flags.report !== undefined)
+    await checkConvertReport(flags.report, {
+      source,
+      output: flags.output,
+      force: options.force,
+      dryRun: options.dryRun,
+      ...(flags.calibration === undefined ? {} : { calibration: flags.calibration }),
+    });
   const resolved = await resolveModelSource(source, flags, mode);
   const calibration = await resolveCalibration(staticFlags);
   const progress = options.dryRun ? undefined : new ByteProgress(mode, 'converting');
@@ -81,7 +88,10 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
         const calibrationLine = describeCalibrationEvent(e);
         if (e.type === 'warning') warn(mode, e.message);
         else if (e.type === 'calibration-fallback') {
-          warn(mode, `calibration: no token was routed to ${e.expert}; the activation scales of ${e.modules.map((m) => m.slice(e.expert.length + 1)).join(', ')} are measured on the MoE block's whole input`);
+          warn(
+            mode,
+            `calibration: no token was routed to ${e.expert}; the activation scales of ${e.modules.map((m) => m.slice(e.expert.length + 1)).join(', ')} are measured on the MoE block's whole input`,
+          );
         } else if (calibrationLine !== undefined) {
           if (progress) progress.note(calibrationLine);
           else info(mode, calibrationLine);
@@ -92,7 +102,8 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     });
     const pushedTo = flags.pushTo !== undefined ? await pushConversion(converted.output, flags.pushTo, source, resolved.commit, flags, mode) : undefined;
     const summary = pushedTo !== undefined ? { ...converted, input: source, pushedTo } : { ...converted, input: source };
-    if (flags.report !== undefined) await writeConvertReport(flags.report, { summary, plan: plan!, ...(resolved.commit === undefined ? {} : { sourceRevision: resolved.commit }) }, mode);
+    if (flags.report !== undefined)
+      await writeConvertReport(flags.report, { summary, plan: plan!, ...(resolved.commit === undefined ? {} : { sourceRevision: resolved.commit }) }, mode);
     if (mode.json) printJson(options.dryRun ? { ...summary, plan: planForJson(plan!) } : summary);
     else if (options.dryRun) printPlan(plan!, summary, mode);
     else {
@@ -148,9 +159,7 @@ function printPlan(plan: ConvertPlan, summary: ConvertSummary, mode: OutputMode)
   lines.push(`plan for ${summary.input} (${plan.architecture}), nothing written:`);
   lines.push(...recipeLines(plan.recipe));
   for (const e of plan.entries) lines.push(`  ${describeEntry(e)}`);
-  lines.push(
-    `${summary.tensorsQuantized} to quantize, ${summary.tensorsKept} to keep; ${formatBytes(summary.bytesIn)} → ${formatBytes(summary.bytesOut)}`,
-  );
+  lines.push(`${summary.tensorsQuantized} to quantize, ${summary.tensorsKept} to keep; ${formatBytes(summary.bytesIn)} → ${formatBytes(summary.bytesOut)}`);
   process.stdout.write(`${lines.join('\n')}\n`);
   const key = summary.outputFormat === 'compressed-tensors' ? 'ignore' : 'modules_to_not_convert';
   info(mode, `${key}: ${JSON.stringify(plan.notConverted)}`);

@@ -9,7 +9,18 @@ import { loadModelTokenizer, type ModelTokenizer } from '../../runtime/text/mode
 import { selectDevice, type DeviceSelection } from '../../runtime/device/device.js';
 import { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import { CheckpointError } from '../../io/errors.js';
-import { firstDivergence, identicalPrefix, layoutColumns, markedText, stepTable, summarizePrefixes, tokenCell, DIVERGENCE_CLOSE, DIVERGENCE_OPEN, type PrefixSummary } from '../../runtime/generate/compare.js';
+import {
+  firstDivergence,
+  identicalPrefix,
+  layoutColumns,
+  markedText,
+  stepTable,
+  summarizePrefixes,
+  tokenCell,
+  DIVERGENCE_CLOSE,
+  DIVERGENCE_OPEN,
+  type PrefixSummary,
+} from '../../runtime/generate/compare.js';
 import { runGeneration, type GenerationRun, type GenerationRunOptions, type ModelRunInfo, type TimedGeneration } from '../../runtime/generate/generate-run.js';
 import type { StopReason } from '../../runtime/generate/generate-tokens.js';
 import { readStdin } from '../../runtime/text/text-input.js';
@@ -303,11 +314,7 @@ async function checkComparedModel(original: string, compared: string): Promise<v
     const q = await Checkpoint.open(compared);
     try {
       const side = (c: Checkpoint) => ({ checkpoint: c, spec: modelSpecOf(c.config, c.dir, (n) => c.has(n)) });
-      await checkSameModel(
-        side(o),
-        side(q),
-        `${compared} is the model itself: give its FP8 conversion, e.g. fp8q generate ${original} --compare <converted>`,
-      );
+      await checkSameModel(side(o), side(q), `${compared} is the model itself: give its FP8 conversion, e.g. fp8q generate ${original} --compare <converted>`);
     } catch (e) {
       if (e instanceof VerifyArgumentsError) throw new UsageError(`--compare: ${e.message}`);
       throw e;
@@ -385,7 +392,9 @@ async function compareTwo(
     const head = flags.chat === true ? '' : r.prompt;
     if (p > 0) lines.push('');
     lines.push(`prompt ${p + 1}: ${JSON.stringify(r.prompt)}`, '');
-    lines.push(...layoutColumns({ title: `original  ${original}`, text: head + markedText(aPieces, at) }, { title: `quantized  ${quantized}`, text: head + markedText(bPieces, at) }, width));
+    lines.push(
+      ...layoutColumns({ title: `original  ${original}`, text: head + markedText(aPieces, at) }, { title: `quantized  ${quantized}`, text: head + markedText(bPieces, at) }, width),
+    );
     lines.push('');
     const generated = r.original.ids.length;
     lines.push(

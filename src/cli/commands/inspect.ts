@@ -41,9 +41,7 @@ export async function inspectCommand(dir: string, flags: { json?: boolean }): Pr
     ...recipeLines(report.recipe),
     `  ${report.tensors} tensors in ${report.shards.length} shard(s), ${(report.parameters / 1e6).toFixed(2)}M parameters, ${formatBytes(report.bytes)}`,
     '  dtype      tensors   parameters        bytes',
-    ...report.byDtype.map(
-      (g) => `  ${g.dtype.padEnd(9)} ${String(g.tensors).padStart(8)} ${String(g.parameters).padStart(12)} ${formatBytes(g.bytes).padStart(12)}`,
-    ),
+    ...report.byDtype.map((g) => `  ${g.dtype.padEnd(9)} ${String(g.tensors).padStart(8)} ${String(g.parameters).padStart(12)} ${formatBytes(g.bytes).padStart(12)}`),
   ];
   lines.push(...structureLines(report.mla, report.experts, report.fp8));
   if (report.quantizedBy) {

@@ -105,10 +105,13 @@ export function parseThreadsFlag(text: string | undefined, mode?: OutputMode): n
 }
 
 export async function logitsCommand(model: string, flags: LogitsFlags): Promise<LogitsSummary> {
-  const given = [flags.inputIds !== undefined && '--input-ids', flags.text !== undefined && '--text', flags.dataset !== undefined && '--dataset'].filter((f): f is string => f !== false);
+  const given = [flags.inputIds !== undefined && '--input-ids', flags.text !== undefined && '--text', flags.dataset !== undefined && '--dataset'].filter(
+    (f): f is string => f !== false,
+  );
   if (given.length === 0) throw new UsageError('missing input: --input-ids <ids.safetensors> (input_ids I64 [B, T]), --text <file|-> or --dataset <file.jsonl>');
   if (given.length > 1) throw new UsageError(`${given.join(' and ')} exclude each other: give one input`);
-  if (flags.inputIds !== undefined && textInputFlagsGiven(flags)) throw new UsageError('--seq-len, --max-samples and --max-tokens apply to --text and --dataset, not to --input-ids');
+  if (flags.inputIds !== undefined && textInputFlagsGiven(flags))
+    throw new UsageError('--seq-len, --max-samples and --max-tokens apply to --text and --dataset, not to --input-ids');
   if (!flags.output) throw new UsageError('missing -o <out.safetensors>: say where to write the logits');
   const mode = outputMode(flags);
   const t0 = performance.now();

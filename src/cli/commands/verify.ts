@@ -65,9 +65,12 @@ async function runVerify(options: VerifyOptions): Promise<VerifyReport> {
 }
 
 export async function verifyCommand(original: string, quantized: string, flags: VerifyFlags): Promise<VerifyReport> {
-  const sources = [flags.inputIds !== undefined && '--input-ids', flags.tokens !== undefined && '--tokens', flags.text !== undefined && '--text', flags.dataset !== undefined && '--dataset'].filter(
-    (f): f is string => f !== false,
-  );
+  const sources = [
+    flags.inputIds !== undefined && '--input-ids',
+    flags.tokens !== undefined && '--tokens',
+    flags.text !== undefined && '--text',
+    flags.dataset !== undefined && '--dataset',
+  ].filter((f): f is string => f !== false);
   if (sources.length > 1) throw new UsageError(`${sources.join(' and ')} exclude each other: give one input (token ids, random ids, text or a dataset)`);
   if ((flags.inputIds !== undefined || flags.tokens !== undefined) && textInputFlagsGiven(flags)) {
     throw new UsageError('--seq-len, --max-samples and --max-tokens apply to text input (--text, --dataset or the bundled sample), not to token ids');
@@ -78,7 +81,10 @@ export async function verifyCommand(original: string, quantized: string, flags: 
   if (flags.inputIds === undefined && flags.tokens === undefined) {
     // Perplexity predicts each token from the ones before it in its row: a row of one token predicts
     // nothing, and the perplexity gate would judge NaN.
-    for (const [flag, value] of [['--seq-len', flags.seqLen], ['--max-tokens', flags.maxTokens]] as const) {
+    for (const [flag, value] of [
+      ['--seq-len', flags.seqLen],
+      ['--max-tokens', flags.maxTokens],
+    ] as const) {
       if (value !== undefined && parsePositiveInt(flag, value) < 2) {
         throw new UsageError(`invalid ${flag} "${value}": verify on text needs rows of at least 2 tokens (perplexity predicts each token from the ones before it)`);
       }
@@ -94,7 +100,10 @@ export async function verifyCommand(original: string, quantized: string, flags: 
   const threads = parseThreadsFlag(flags.threads, mode);
 
   if (flags.maxPplIncrease !== undefined && (flags.inputIds !== undefined || flags.tokens !== undefined || flags.seed !== undefined)) {
-    warn(mode, `--max-ppl-increase applies to text input; ${flags.inputIds !== undefined ? '--input-ids' : 'random ids'} have no perplexity to compare, so the gate is not applied`);
+    warn(
+      mode,
+      `--max-ppl-increase applies to text input; ${flags.inputIds !== undefined ? '--input-ids' : 'random ids'} have no perplexity to compare, so the gate is not applied`,
+    );
   }
   const reports = await VerifyReportWriter.prepare(flags, { original, quantized });
   const selection = await selectDevice(device);
@@ -218,7 +227,10 @@ export function renderReport(report: VerifyReport): string {
       `logits rel. error ${sci(m.relativeError)}`,
   );
   const p = report.perplexity;
-  if (p) out.push(`        perplexity ${p.original.toFixed(4)} → ${p.quantized.toFixed(4)} (${p.increasePercent >= 0 ? '+' : ''}${p.increasePercent.toFixed(2)}%) over ${p.predictions} next-token predictions`);
+  if (p)
+    out.push(
+      `        perplexity ${p.original.toFixed(4)} → ${p.quantized.toFixed(4)} (${p.increasePercent >= 0 ? '+' : ''}${p.increasePercent.toFixed(2)}%) over ${p.predictions} next-token predictions`,
+    );
   out.push('');
   const rows = tableRows(report);
   const nameWidth = Math.max(6, ...rows.map((r) => r.name.length));

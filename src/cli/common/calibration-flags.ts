@@ -43,7 +43,8 @@ export function parseCalibrationFlags(flags: CalibrationFlags): ParsedCalibratio
   ];
   if (scheme === 'dynamic') {
     const given = calibrationOnly.filter(([, v]) => v !== undefined).map(([f]) => f);
-    if (given.length > 0) throw new UsageError(`${given.join(', ')} ${given.length === 1 ? 'applies' : 'apply'} only to --activation-scheme static (dynamic activations need no calibration)`);
+    if (given.length > 0)
+      throw new UsageError(`${given.join(', ')} ${given.length === 1 ? 'applies' : 'apply'} only to --activation-scheme static (dynamic activations need no calibration)`);
     return { activationScheme: 'dynamic', calibration: undefined, deviceRequest: 'cpu' };
   }
   if (flags.calibration === undefined) {

@@ -28,11 +28,7 @@ type Required<D> = D extends { kind: 'string'; default: string } ? (D extends { 
 export type FlagValues<T extends FlagTable> = {
   -readonly [K in keyof T as Required<T[K]> extends true ? K : never]: string;
 } & {
-  -readonly [K in keyof T as Required<T[K]> extends true ? never : K]?: T[K] extends { kind: 'boolean' }
-    ? boolean
-    : T[K] extends { kind: 'list' }
-      ? string[]
-      : string;
+  -readonly [K in keyof T as Required<T[K]> extends true ? never : K]?: T[K] extends { kind: 'boolean' } ? boolean : T[K] extends { kind: 'list' } ? string[] : string;
 };
 
 /**

@@ -55,7 +55,11 @@ export async function checkHubFlags(source: string, flags: HubFlags, env: NodeJS
   }
   const warnings: string[] = [];
   if (!isHubRepoId(source)) {
-    for (const [flag, value] of [['--revision', flags.revision], ['--hub-url', flags.hubUrl], ['--hub-timeout', flags.hubTimeout]] as const) {
+    for (const [flag, value] of [
+      ['--revision', flags.revision],
+      ['--hub-url', flags.hubUrl],
+      ['--hub-timeout', flags.hubTimeout],
+    ] as const) {
       if (value !== undefined) warnings.push(`${flag} has no effect: ${source} is a local folder, not a Hub repo id`);
     }
   }
@@ -82,7 +86,10 @@ export async function resolveModelSource(source: string, flags: HubFlags, mode: 
         } else if (e.event === 'fileProgress') {
           done.set(e.path, e.bytes);
           progress.item(e.path);
-          progress.update([...done.values()].reduce((a, b) => a + b, 0), total);
+          progress.update(
+            [...done.values()].reduce((a, b) => a + b, 0),
+            total,
+          );
         } else if (e.event === 'fileRetry') {
           info(mode, `retrying ${e.path} from byte ${e.bytes} (${e.reason})`);
         }
@@ -104,14 +111,7 @@ export async function checkPushTarget(flags: HubFlags): Promise<void> {
 }
 
 /** Uploads a converted folder with a generated model card; returns the repo URL. */
-export async function pushConversion(
-  outDir: string,
-  repoId: string,
-  source: string,
-  sourceCommit: string | undefined,
-  flags: HubFlags,
-  mode: OutputMode,
-): Promise<string> {
+export async function pushConversion(outDir: string, repoId: string, source: string, sourceCommit: string | undefined, flags: HubFlags, mode: OutputMode): Promise<string> {
   const hub = await import('../../io/hub/index.js');
   const result = await hub.pushFolder(outDir, repoId, {
     private: flags.private === true,

@@ -27,11 +27,7 @@ export async function checkConvertReport(report: string, opts: { source: string;
   await checkReportTargets([{ flag: '--report', path: report }], { force: opts.force, folders, inputs });
 }
 
-export async function writeConvertReport(
-  report: string,
-  converted: { summary: ConvertSummary; plan: ConvertPlan; sourceRevision?: string },
-  mode: OutputMode,
-): Promise<void> {
+export async function writeConvertReport(report: string, converted: { summary: ConvertSummary; plan: ConvertPlan; sourceRevision?: string }, mode: OutputMode): Promise<void> {
   await writeReportFile(report, renderConvertReport({ ...converted, version: fp8qVersion() }));
   info(mode, `conversion report: ${report}`);
 }

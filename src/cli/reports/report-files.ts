@@ -28,7 +28,6 @@ export interface ReportTarget {
   readonly path: string;
 }
 
-
 const EXAMPLE_FILE: Readonly<Record<string, string>> = { '--junit': 'verify.xml', '--markdown': 'verify.md', '--report': 'convert.md' };
 
 function isInside(folder: string, path: string): boolean {

@@ -8,16 +8,7 @@
 // one), so the cases add up to the layers' time. Written to the common JUnit schema (Jenkins /
 // Ant / Surefire): counts and times are plain numbers, text is escaped for XML 1.0.
 
-import {
-  describeInput,
-  gateResults,
-  linearFailures,
-  linearSeconds,
-  mebibytes,
-  sci,
-  decibels,
-  type VerifyReportView,
-} from './verify-report-view.js';
+import { describeInput, gateResults, linearFailures, linearSeconds, mebibytes, sci, decibels, type VerifyReportView } from './verify-report-view.js';
 
 export interface JunitOptions {
   /** When the run started (the suite's `timestamp`), ISO 8601 without a zone as the schema has it. */
@@ -74,16 +65,15 @@ function linearCases(r: VerifyReportView): TestCase[] {
   const limit = r.gates.maxLayerRelError;
   for (const l of r.linears) {
     const ratio = l.errorRatio === undefined ? '' : `, ${l.errorRatio.toFixed(2)}× its FP8 floor ${sci(l.floorError ?? NaN)}`;
-    const figures = `relative error ${sci(l.relativeError)} (limit ${limit})${ratio}, cosine ${l.cosine.toFixed(5)}, SQNR ${decibels(l.sqnrDb)} dB, ${l.rows} rows` +
+    const figures =
+      `relative error ${sci(l.relativeError)} (limit ${limit})${ratio}, cosine ${l.cosine.toFixed(5)}, SQNR ${decibels(l.sqnrDb)} dB, ${l.rows} rows` +
       (l.clipping ? `, ${l.clipping.clipped} of ${l.clipping.elements} input values beyond the calibrated range` : '');
     const f = failed.get(l.module);
     cases.push({
       classname: `fp8q.verify.layers.${l.layer}`,
       name: l.module,
       time: share(l),
-      ...(f
-        ? { failure: { message: f.message, type: f.gate, text: `${f.message}\n${figures}` } }
-        : { out: figures }),
+      ...(f ? { failure: { message: f.message, type: f.gate, text: `${f.message}\n${figures}` } } : { out: figures }),
     });
   }
   for (const module of r.notReached) {

@@ -136,7 +136,10 @@ function runSection(r: VerifyReportView): string[] {
   } else {
     rows.push(['time', `${seconds(r.seconds)} s`]);
   }
-  rows.push(['peak weights held', `${mebibytes(r.peakWeightBytes)} (checkpoints: ${mebibytes(r.checkpointBytes.original)} original, ${mebibytes(r.checkpointBytes.quantized)} quantized)`]);
+  rows.push([
+    'peak weights held',
+    `${mebibytes(r.peakWeightBytes)} (checkpoints: ${mebibytes(r.checkpointBytes.original)} original, ${mebibytes(r.checkpointBytes.quantized)} quantized)`,
+  ]);
   return ['### Run', '', ...table(['', 'value'], rows), ''];
 }
 

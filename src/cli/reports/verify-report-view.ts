@@ -169,9 +169,7 @@ export function gateResults(r: VerifyReportView): GateResult[] {
     result('min-top1', 'top-1 agreement', `≥ ${g.minTop1}`, `${r.model.top1Agreement.toFixed(4)} (${percent(r.model.top1Agreement)})`),
   );
   if (g.maxPplIncrease !== undefined) {
-    rows.push(
-      result('max-ppl-increase', 'perplexity increase', `≤ ${g.maxPplIncrease}%`, r.perplexity ? signedPercent(r.perplexity.increasePercent / 100) : 'no text input'),
-    );
+    rows.push(result('max-ppl-increase', 'perplexity increase', `≤ ${g.maxPplIncrease}%`, r.perplexity ? signedPercent(r.perplexity.increasePercent / 100) : 'no text input'));
   }
   const known = new Set<string>(KNOWN_GATES);
   for (const f of r.failures) {

@@ -156,7 +156,10 @@ function expandPreset(name: string, targets: unknown): Record<string, unknown> |
 
 function describeArgs(w: Record<string, unknown>): string {
   const keys = ['num_bits', 'type', 'strategy', 'block_structure', 'group_size'];
-  return `{${keys.filter((k) => w[k] !== undefined && w[k] !== null).map((k) => `${k}: ${JSON.stringify(w[k])}`).join(', ')}}`;
+  return `{${keys
+    .filter((k) => w[k] !== undefined && w[k] !== null)
+    .map((k) => `${k}: ${JSON.stringify(w[k])}`)
+    .join(', ')}}`;
 }
 
 function parseBlockStructure(value: unknown, where: string): BlockShape {
@@ -201,9 +204,7 @@ export function parseCompressedTensorsConfig(qc: Readonly<Record<string, unknown
     const w = group['weights'];
     if (!isRecord(w)) throw new QuantizationConfigError(`${gWhere} quantizes no weights; fp8q reads block-FP8 weight checkpoints only`);
     if (w['num_bits'] !== 8 || w['type'] !== 'float' || w['strategy'] !== 'block') {
-      throw new QuantizationConfigError(
-        `${gWhere} has weights ${describeArgs(w)}; fp8q reads block FP8 only (num_bits 8, type "float", strategy "block")`,
-      );
+      throw new QuantizationConfigError(`${gWhere} has weights ${describeArgs(w)}; fp8q reads block FP8 only (num_bits 8, type "float", strategy "block")`);
     }
     if (w['symmetric'] === false) throw new QuantizationConfigError(`${gWhere} has asymmetric weights; block FP8 is symmetric`);
     const format = group['format'] ?? topFormat;

@@ -53,9 +53,7 @@ export function detectQuantizedFormat(config: ModelConfig | undefined, tensorNam
   if (method === HF_FP8_QUANT_METHOD) qf = parseHfFp8Config(qc);
   else if (method === COMPRESSED_TENSORS_QUANT_METHOD) qf = parseCompressedTensorsConfig(qc);
   else {
-    throw new QuantizationConfigError(
-      `config.json has quant_method ${JSON.stringify(method)}; fp8q reads block-FP8 checkpoints in the "fp8" (hf) or "compressed-tensors" format`,
-    );
+    throw new QuantizationConfigError(`config.json has quant_method ${JSON.stringify(method)}; fp8q reads block-FP8 checkpoints in the "fp8" (hf) or "compressed-tensors" format`);
   }
   // Fused experts carry `<tensor>_scale_inv` (`experts.gate_up_proj_scale_inv`): a gpt-oss conversion may hold no other scale.
   const fusedSuffix = qf.scaleSuffix.replace(/^weight/, '');

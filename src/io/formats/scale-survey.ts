@@ -74,7 +74,10 @@ export async function surveyScales(ckpt: Checkpoint, qf: QuantizedFormat): Promi
       first ??= { tensor: scale, at: unflatten(i, info.shape), value: f[i]! };
     }
   }
-  const unusable = await findUnusableScales(ckpt, weights.map((w) => w.scale));
+  const unusable = await findUnusableScales(
+    ckpt,
+    weights.map((w) => w.scale),
+  );
   return {
     unusable: unusable.count,
     firstUnusable: unusable.first,

@@ -101,10 +101,7 @@ async function transfer(p: BlobDownload, incomplete: string, have: number, v: Ve
     throw new HubError('HUB_FILE_NOT_FOUND', `"${p.file.path}" is listed in ${p.repoId} at ${p.commit} but the Hub has no such file: run again`, 404);
   }
   if (blob.size !== p.file.size) {
-    throw new HubError(
-      'HUB_INTEGRITY',
-      `the Hub serves ${blob.size} bytes for "${p.file.path}" of ${p.repoId} but lists ${p.file.size}: run again later`,
-    );
+    throw new HubError('HUB_INTEGRITY', `the Hub serves ${blob.size} bytes for "${p.file.path}" of ${p.repoId} but lists ${p.file.size}: run again later`);
   }
   p.onStart(have);
   const fh = await open(incomplete, 'a');
@@ -176,8 +173,7 @@ export async function downloadBlob(p: BlobDownload): Promise<void> {
       if (attempt >= p.retries || p.signal?.aborted) {
         throw new HubError(
           isTimeoutText(reason) ? 'HUB_TIMEOUT' : 'HUB_NETWORK',
-          `download of "${p.file.path}" from ${p.repoId} stopped after ${have} of ${p.file.size} bytes (${reason}): ` +
-            `run the same command again to resume from ${incomplete}`,
+          `download of "${p.file.path}" from ${p.repoId} stopped after ${have} of ${p.file.size} bytes (${reason}): ` + `run the same command again to resume from ${incomplete}`,
         );
       }
       p.onRetry(attempt + 1, have, reason);
@@ -194,8 +190,7 @@ export async function downloadBlob(p: BlobDownload): Promise<void> {
       await rm(incomplete, { force: true });
       throw new HubError(
         'HUB_INTEGRITY',
-        `"${p.file.path}" from ${p.repoId} does not match the Hub's ${v.algo} (${v.expected}, got ${actual}); ` +
-          `the partial file was deleted: run again to download it afresh`,
+        `"${p.file.path}" from ${p.repoId} does not match the Hub's ${v.algo} (${v.expected}, got ${actual}); ` + `the partial file was deleted: run again to download it afresh`,
       );
     }
   }

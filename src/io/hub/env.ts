@@ -23,9 +23,7 @@ function home(env: Env): string {
 
 /** `$HF_HOME`, default `$XDG_CACHE_HOME/huggingface`, default `~/.cache/huggingface`. */
 export function hfHome(env: Env): string {
-  return (
-    nonEmpty(env['HF_HOME']) ?? join(nonEmpty(env['XDG_CACHE_HOME']) ?? join(home(env), '.cache'), 'huggingface')
-  );
+  return nonEmpty(env['HF_HOME']) ?? join(nonEmpty(env['XDG_CACHE_HOME']) ?? join(home(env), '.cache'), 'huggingface');
 }
 
 /** `$HF_HUB_CACHE`, then the legacy `$HUGGINGFACE_HUB_CACHE`, default `$HF_HOME/hub`. */

@@ -43,8 +43,7 @@ export function toHubError(e: unknown, ctx: ErrorContext): HubError {
   const page = `${ctx.hubUrl}/${ctx.repoId}`;
   const withToken = ctx.token !== undefined;
   const tokenFrom = ctx.tokenSource !== undefined ? ` (from ${ctx.tokenSource})` : '';
-  const make = (code: HubError['code'], message: string, status?: number): HubError =>
-    new HubError(code, redact(message, ctx.token), status);
+  const make = (code: HubError['code'], message: string, status?: number): HubError => new HubError(code, redact(message, ctx.token), status);
   const noFolder = ctx.noLocalFolder ? ` (no local folder "${ctx.repoId}" exists either)` : '';
 
   if (e instanceof HubApiError) {
@@ -94,11 +93,7 @@ export function toHubError(e: unknown, ctx: ErrorContext): HubError {
         );
       }
       if (xcode === 'EntryNotFound' && ctx.path !== undefined) {
-        return make(
-          'HUB_FILE_NOT_FOUND',
-          `${repo} lists "${ctx.path}" but the Hub cannot serve it: run again; if it persists, report it to the repo owner (${detail})`,
-          status,
-        );
+        return make('HUB_FILE_NOT_FOUND', `${repo} lists "${ctx.path}" but the Hub cannot serve it: run again; if it persists, report it to the repo owner (${detail})`, status);
       }
       return make(
         'HUB_NOT_FOUND',
@@ -113,10 +108,7 @@ export function toHubError(e: unknown, ctx: ErrorContext): HubError {
   }
   const text = errorText(e, ctx.token);
   if (e instanceof TypeError && /access token must start with/i.test(text)) {
-    return make(
-      'HUB_BAD_TOKEN',
-      `the token${tokenFrom} is not a Hugging Face token (they start with "hf_"): create one at ${ctx.hubUrl}/settings/tokens, then ${LOGIN_HINT}`,
-    );
+    return make('HUB_BAD_TOKEN', `the token${tokenFrom} is not a Hugging Face token (they start with "hf_"): create one at ${ctx.hubUrl}/settings/tokens, then ${LOGIN_HINT}`);
   }
   if (isTimeoutText(text)) return make('HUB_TIMEOUT', text);
   if (e instanceof Error && e.name === 'AbortError') return make('HUB_NETWORK', `${ctx.action} of ${repo} was cancelled`);

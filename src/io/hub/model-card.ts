@@ -98,8 +98,7 @@ export function renderModelCard(d: ModelCardData): string {
     '',
     `# ${d.repoId}`,
     '',
-    `Block-scale FP8 (${fmt}${block !== undefined ? `, ${block} blocks` : ''}) version of ${sourceText}, ` +
-      `converted with fp8q ${d.fp8qVersion}.`,
+    `Block-scale FP8 (${fmt}${block !== undefined ? `, ${block} blocks` : ''}) version of ${sourceText}, ` + `converted with fp8q ${d.fp8qVersion}.`,
     '',
     'Each quantized linear layer stores its `weight` in FP8 and a float32 `weight_scale_inv` per block, the ' +
       'dequantization multiplier (`W ≈ weight × weight_scale_inv`, block by block). Embeddings, norms, ' +
@@ -123,7 +122,10 @@ export function renderModelCard(d: ModelCardData): string {
   for (const [k, v] of rows) if (v !== undefined) body.push(`| ${k} | ${cell(String(v))} |`);
   const notConverted = Array.isArray(q['modules_to_not_convert']) ? (q['modules_to_not_convert'] as unknown[]).map(String) : [];
   if (notConverted.length > 0) {
-    const shown = notConverted.slice(0, MAX_LISTED_MODULES).map((m) => `\`${m}\``).join(', ');
+    const shown = notConverted
+      .slice(0, MAX_LISTED_MODULES)
+      .map((m) => `\`${m}\``)
+      .join(', ');
     const more = notConverted.length > MAX_LISTED_MODULES ? ` and ${notConverted.length - MAX_LISTED_MODULES} more` : '';
     body.push(`| not converted | ${cell(shown + more)} |`);
   }
@@ -183,10 +185,7 @@ export async function readModelCardData(dir: string, repoId: string, input: Mode
   }
   const qc = typeof config === 'object' && config !== null ? (config as Record<string, unknown>)['quantization_config'] : undefined;
   if (typeof qc !== 'object' || qc === null || Array.isArray(qc)) {
-    throw new HubError(
-      'HUB_PUSH',
-      `${join(dir, 'config.json')} has no quantization_config: push a folder written by fp8q convert`,
-    );
+    throw new HubError('HUB_PUSH', `${join(dir, 'config.json')} has no quantization_config: push a folder written by fp8q convert`);
   }
   const arch = (config as Record<string, unknown>)['architectures'];
   let meta: Record<string, string> = {};

@@ -83,7 +83,13 @@ export async function checkPushTarget(repoId: string, opts: Pick<PushOptions, 'h
   const hubFetch = createHubFetch(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {});
   const paths: string[] = [];
   try {
-    for await (const e of listFiles({ repo: { type: 'model', name: repoId }, revision: opts.branch ?? 'main', hubUrl, fetch: hubFetch.fetch, ...(token !== undefined ? { accessToken: token } : {}) })) {
+    for await (const e of listFiles({
+      repo: { type: 'model', name: repoId },
+      revision: opts.branch ?? 'main',
+      hubUrl,
+      fetch: hubFetch.fetch,
+      ...(token !== undefined ? { accessToken: token } : {}),
+    })) {
       if (e.type === 'file') paths.push(e.path);
     }
   } catch (e) {
@@ -139,8 +145,7 @@ export async function pushFolder(dir: string, repoId: string, opts: PushOptions)
     ...files.map((path): CommitOperation => ({ operation: 'addOrUpdate', path, content: pathToFileURL(join(dir, path)) })),
     { operation: 'addOrUpdate', path: 'README.md', content: new Blob([card], { type: 'text/markdown' }) },
   ];
-  const title =
-    opts.commitTitle ?? `Upload FP8 checkpoint of ${opts.card.source} (fp8q ${opts.card.fp8qVersion ?? fp8qVersion()})`;
+  const title = opts.commitTitle ?? `Upload FP8 checkpoint of ${opts.card.source} (fp8q ${opts.card.fp8qVersion ?? fp8qVersion()})`;
   let commit: string;
   try {
     const it = commitIter({

@@ -24,9 +24,7 @@ export function isHubRepoId(source: string, exists: (path: string) => boolean = 
 /** Throws a TypeError naming the rule when `id` is not a valid `org/name`. */
 export function assertRepoId(id: string, what = 'repo id'): void {
   if (!isValidRepoId(id)) {
-    throw new TypeError(
-      `${what} "${id}" is not a Hub repo id: expected org/name (letters, digits, "_", "-", "."; no "--" or "..")`,
-    );
+    throw new TypeError(`${what} "${id}" is not a Hub repo id: expected org/name (letters, digits, "_", "-", "."; no "--" or "..")`);
   }
 }
 

@@ -72,10 +72,7 @@ export async function resolveSource(source: string, opts: ResolveOptions = {}): 
     return { dir };
   }
   if (!isHubRepoId(source)) {
-    throw new HubError(
-      'HUB_BAD_SOURCE',
-      `"${source}" is neither an existing folder nor a Hub model id (org/name, e.g. meta-llama/Llama-3.1-8B)`,
-    );
+    throw new HubError('HUB_BAD_SOURCE', `"${source}" is neither an existing folder nor a Hub model id (org/name, e.g. meta-llama/Llama-3.1-8B)`);
   }
   return downloadRepo(source, opts);
 }

@@ -44,8 +44,7 @@ export interface FileSelection {
   skipped: Array<{ path: string; reason: 'other-weight-format' | 'subfolder' | 'not-needed' }>;
 }
 
-const OTHER_WEIGHT_FORMAT =
-  /\.(bin|pth|pt|ckpt|msgpack|h5|onnx|onnx_data|gguf|ggml|tflite|ot|mlmodel|mlpackage|npz|pkl|pickle|nemo|keras|pb)$/i;
+const OTHER_WEIGHT_FORMAT = /\.(bin|pth|pt|ckpt|msgpack|h5|onnx|onnx_data|gguf|ggml|tflite|ot|mlmodel|mlpackage|npz|pkl|pickle|nemo|keras|pb)$/i;
 const SUPPORT_FILE = /\.(json|jinja|txt|model|tiktoken|vocab|md|py)$/i;
 const LICENSE_FILE = /^(LICENSE|LICENCE|NOTICE|COPYING)([._-][\w.-]*)?$/i;
 
@@ -110,8 +109,7 @@ export function shardsFromIndex(indexText: string, entries: readonly RepoFile[])
   } catch (e) {
     throw new HubError('HUB_INTEGRITY', `${SAFETENSORS_INDEX} in the repo is not valid JSON (${(e as Error).message})`);
   }
-  const weightMap =
-    typeof parsed === 'object' && parsed !== null ? (parsed as { weight_map?: unknown }).weight_map : undefined;
+  const weightMap = typeof parsed === 'object' && parsed !== null ? (parsed as { weight_map?: unknown }).weight_map : undefined;
   if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
     throw new HubError('HUB_INTEGRITY', `${SAFETENSORS_INDEX} in the repo has no "weight_map" object`);
   }
@@ -127,10 +125,7 @@ export function shardsFromIndex(indexText: string, entries: readonly RepoFile[])
   for (const name of [...names].sort()) {
     const entry = byPath.get(name);
     if (entry === undefined || name.includes('/') || !name.endsWith('.safetensors')) {
-      throw new HubError(
-        'HUB_INTEGRITY',
-        `${SAFETENSORS_INDEX} names shard "${name}", which is not a top-level *.safetensors file of the repo: the repo is incomplete`,
-      );
+      throw new HubError('HUB_INTEGRITY', `${SAFETENSORS_INDEX} names shard "${name}", which is not a top-level *.safetensors file of the repo: the repo is incomplete`);
     }
     shards.push(entry);
   }

@@ -233,7 +233,8 @@ function describeNonFinite(r: NonFiniteReport): string {
   const kept = r.tensors.filter((t) => t.action === 'kept');
   const parts: string[] = [];
   const sum = (ts: readonly NonFiniteTensor[]): number => ts.reduce((a, t) => a + t.values, 0);
-  if (replaced.length > 0) parts.push(`${sum(replaced)} NaN/Inf value(s) in ${replaced.length} quantized tensor(s) replaced (±Inf → ±FP8 max, NaN → 0), first ${replaced[0]!.name}`);
+  if (replaced.length > 0)
+    parts.push(`${sum(replaced)} NaN/Inf value(s) in ${replaced.length} quantized tensor(s) replaced (±Inf → ±FP8 max, NaN → 0), first ${replaced[0]!.name}`);
   if (kept.length > 0) parts.push(`${sum(kept)} NaN/Inf value(s) in ${kept.length} unquantized tensor(s) kept as they are, first ${kept[0]!.name}`);
   return `--allow-nonfinite: ${parts.join('; ')}`;
 }

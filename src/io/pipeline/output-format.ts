@@ -51,7 +51,11 @@ function writesScales(entry: PlanEntry): boolean {
 function renameScales(entry: PlanEntry): PlanEntry {
   if (!writesScales(entry)) return entry;
   const rename = (name: string): string =>
-    name.endsWith(`.${HF_FP8_SCALE_SUFFIX}`) ? `${name.slice(0, -HF_FP8_SCALE_SUFFIX.length)}${COMPRESSED_TENSORS_SCALE_SUFFIX}` : name.endsWith('_scale_inv') ? name.slice(0, -'_inv'.length) : name;
+    name.endsWith(`.${HF_FP8_SCALE_SUFFIX}`)
+      ? `${name.slice(0, -HF_FP8_SCALE_SUFFIX.length)}${COMPRESSED_TENSORS_SCALE_SUFFIX}`
+      : name.endsWith('_scale_inv')
+        ? name.slice(0, -'_inv'.length)
+        : name;
   return { ...entry, outputs: entry.outputs.map((o) => ({ ...o, name: rename(o.name) })) };
 }
 

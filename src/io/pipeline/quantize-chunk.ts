@@ -220,7 +220,15 @@ export function referenceChunk(input: ChunkInput): Float32Array {
   const scales = new Float32Array(Math.ceil(rows / bn) * colBlocks);
   for (let s = 0, r0 = 0; r0 < rows; s++, r0 += bn) {
     const m = Math.min(bn, rows - r0);
-    quantizeStripe(values.subarray(r0 * cols, (r0 + m) * cols), m, cols, settings, codes.subarray(r0 * cols, (r0 + m) * cols), scales.subarray(s * colBlocks, (s + 1) * colBlocks), firstRow + r0);
+    quantizeStripe(
+      values.subarray(r0 * cols, (r0 + m) * cols),
+      m,
+      cols,
+      settings,
+      codes.subarray(r0 * cols, (r0 + m) * cols),
+      scales.subarray(s * colBlocks, (s + 1) * colBlocks),
+      firstRow + r0,
+    );
   }
   return scales;
 }

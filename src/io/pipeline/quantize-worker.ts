@@ -18,9 +18,7 @@ port.on('message', (req: ChunkRequest) => {
     reply = { id: req.id, source: req.source, codes: req.codes, scales: scales.buffer as ArrayBuffer };
   } catch (e) {
     const failure =
-      e instanceof NonFiniteValueError
-        ? { nonFinite: { row: e.row, col: e.col, value: e.value } }
-        : { message: e instanceof Error ? (e.stack ?? e.message) : String(e) };
+      e instanceof NonFiniteValueError ? { nonFinite: { row: e.row, col: e.col, value: e.value } } : { message: e instanceof Error ? (e.stack ?? e.message) : String(e) };
     reply = { id: req.id, source: req.source, codes: req.codes, failure };
   }
   const transfer: ArrayBuffer[] = [reply.source, reply.codes];

@@ -72,7 +72,12 @@ function vocabSizeOf(config: ModelConfig | undefined): number | undefined {
   return typeof v === 'number' && Number.isSafeInteger(v) && v > 0 ? v : undefined;
 }
 
-export async function readStaticCalibration(modelDir: string, config: ModelConfig | undefined, opts: StaticActivationOptions, emit: (e: StaticActivationEvent) => void): Promise<CalibrationSet> {
+export async function readStaticCalibration(
+  modelDir: string,
+  config: ModelConfig | undefined,
+  opts: StaticActivationOptions,
+  emit: (e: StaticActivationEvent) => void,
+): Promise<CalibrationSet> {
   const vocabSize = vocabSizeOf(config);
   const { readCalibrationSet } = await import('../../runtime/text/calibration-input.js');
   const set = await readCalibrationSet({

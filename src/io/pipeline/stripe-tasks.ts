@@ -20,16 +20,7 @@
 import { ceilDiv, type NonFiniteValueError } from '../../fp8/block-quantize.js';
 import { dtypeSize, isFloatSourceDtype, widenToFloat32, type FloatSourceDtype } from '../../fp8/dtypes.js';
 import { decodeScaledToFloat32, type DequantDtype, type Fp8Dtype } from '../../fp8/scaled-decode.js';
-import type {
-  DequantizeEntry,
-  Fp8SourceRef,
-  MlaSplitEntry,
-  PlannedOutput,
-  QuantizeEntry,
-  QuantizeInOutEntry,
-  RequantizeEntry,
-  StackExpertsEntry,
-} from '../../passes/plan.js';
+import type { DequantizeEntry, Fp8SourceRef, MlaSplitEntry, PlannedOutput, QuantizeEntry, QuantizeInOutEntry, RequantizeEntry, StackExpertsEntry } from '../../passes/plan.js';
 import type { Checkpoint, CheckpointTensor } from '../checkpoint/checkpoint.js';
 import { countNonFinite } from '../checkpoint/nonfinite-count.js';
 import { kernelOptions, nonFiniteSourceError, nonFiniteWeightError, quantizationSettings, quantizeGeometry, type ExecuteOptions, type OutputSink } from './entry-executors.js';
@@ -136,7 +127,13 @@ function drive(run: Run, tasks: readonly StripeTask[], sourceBytes: number): Pro
  * A weight stored out × in, `[N, K]` or `[E, N, K]`, float or FP8: codes in file order, then the
  * `[E?, ceil(N/bn), ceil(K/bk)]` scales. `nonFinite(err, expert)` names a NaN/Inf (err.row counts within the matrix).
  */
-async function quantizeOutIn(run: Run, src: TensorRows, weightOut: PlannedOutput, scaleOut: PlannedOutput, nonFinite: (err: NonFiniteValueError, expert: number) => Error): Promise<void> {
+async function quantizeOutIn(
+  run: Run,
+  src: TensorRows,
+  weightOut: PlannedOutput,
+  scaleOut: PlannedOutput,
+  nonFinite: (err: NonFiniteValueError, expert: number) => Error,
+): Promise<void> {
   const shape = src.info.shape;
   const n = shape[shape.length - 2]!;
   const k = shape[shape.length - 1]!;

@@ -81,7 +81,8 @@ export class DirectReads {
         if (bytesRead === 0) throw new CheckpointError(`${path}: unexpected end of file at byte ${start + done}: the file is truncated`);
         done += bytesRead;
         // A short read not at the end of the file would leave the next request unaligned.
-        if (done % DIRECT_ALIGN !== 0 && done < offset + length - start) throw new CheckpointError(`${path}: unexpected end of file at byte ${start + done}: the file is truncated`);
+        if (done % DIRECT_ALIGN !== 0 && done < offset + length - start)
+          throw new CheckpointError(`${path}: unexpected end of file at byte ${start + done}: the file is truncated`);
       }
     } catch (e) {
       this.release(slot);

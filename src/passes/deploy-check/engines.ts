@@ -8,7 +8,7 @@ export type EngineId = (typeof ENGINES)[number];
 export const ENGINE_LABELS: Record<EngineId, string> = {
   vllm: 'vLLM (quantization "fp8" / "compressed-tensors")',
   sglang: 'SGLang (quantization "fp8")',
-  mlc: "MLC LLM (block_scale_quantization)",
+  mlc: 'MLC LLM (block_scale_quantization)',
   transformers: 'transformers 5.x (FineGrainedFP8)',
   deepseek: "DeepSeek-V3's inference/ code",
 };
@@ -89,10 +89,19 @@ export const RULE_SOURCES: Record<EngineId, Partial<Record<RuleId, RuleSource>>>
     'scale-dtype': { file: 'python/mlc_llm/model/qwen3/qwen3_loader.py', where: 'add_weight_and_scale_mapping (astype float32)' },
     'tp-even-split': { file: 'python/mlc_llm/model/qwen3_moe/qwen3_moe_model.py, deepseek_v2_model.py', where: 'MLP/MoE/attention __init__ ("Cannot split … evenly")' },
     'column-slice': { file: 'python/mlc_llm/quantization/block_scale_quantization.py', where: 'BlockScaleQuantizeLinear.from_linear (shard segs // block)' },
-    'merged-part': { file: 'python/mlc_llm/model/qwen3/qwen3_loader.py (and the other loaders), block_scale_quantization.py', where: 'add_weight_and_scale_mapping (np.concatenate of per-part scales); BlockScaleQuantizeLinear.from_linear (shard segs // block)' },
+    'merged-part': {
+      file: 'python/mlc_llm/model/qwen3/qwen3_loader.py (and the other loaders), block_scale_quantization.py',
+      where: 'add_weight_and_scale_mapping (np.concatenate of per-part scales); BlockScaleQuantizeLinear.from_linear (shard segs // block)',
+    },
     'row-slice': { file: 'python/mlc_llm/quantization/block_scale_quantization.py', where: 'BlockScaleQuantizeLinear.from_linear (scale sharded with the weight)' },
-    'moe-intermediate': { file: 'python/mlc_llm/model/qwen3_moe/qwen3_moe_loader.py, block_scale_quantization.py', where: "per-expert gate/up concatenation; BlockScaleQuantizeMixtralExperts.from_mixtral_experts (segs // block)" },
-    'mla-alignment': { file: 'python/mlc_llm/quantization/block_scale_quantization.py', where: 'BlockScaleQuantize.quantize_model._Mutator.visit_module ("Invalid DeepSeek model config")' },
+    'moe-intermediate': {
+      file: 'python/mlc_llm/model/qwen3_moe/qwen3_moe_loader.py, block_scale_quantization.py',
+      where: 'per-expert gate/up concatenation; BlockScaleQuantizeMixtralExperts.from_mixtral_experts (segs // block)',
+    },
+    'mla-alignment': {
+      file: 'python/mlc_llm/quantization/block_scale_quantization.py',
+      where: 'BlockScaleQuantize.quantize_model._Mutator.visit_module ("Invalid DeepSeek model config")',
+    },
     'kept-linear': { file: 'python/mlc_llm/quantization/block_scale_quantization.py', where: '_Mutator.visit_module (every nn.Linear but is_final_fc / is_moe_gate)' },
   },
   transformers: {
@@ -108,7 +117,10 @@ export const RULE_SOURCES: Record<EngineId, Partial<Record<RuleId, RuleSource>>>
     'column-slice': { file: 'src/transformers/quantizers/quantizer_finegrained_fp8.py', where: 'update_tp_plan (weight_scale_inv split like the weight)' },
     'row-slice': { file: 'src/transformers/quantizers/quantizer_finegrained_fp8.py', where: 'update_tp_plan (weight_scale_inv split like the weight)' },
     'activation-groups': { file: 'src/transformers/integrations/finegrained_fp8.py', where: 'act_quant (assert x.shape[-1] % block_size == 0)' },
-    'kept-linear': { file: 'src/transformers/quantizers/quantizer_finegrained_fp8.py', where: '_process_model_before_weight_loading → replace_with_fp8_linear (modules_to_not_convert)' },
+    'kept-linear': {
+      file: 'src/transformers/quantizers/quantizer_finegrained_fp8.py',
+      where: '_process_model_before_weight_loading → replace_with_fp8_linear (modules_to_not_convert)',
+    },
     'dequantize-rows': { file: 'src/transformers/integrations/finegrained_fp8.py', where: 'dequantize=True path' },
   },
   deepseek: {

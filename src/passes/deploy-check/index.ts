@@ -144,7 +144,15 @@ function suggest(input: DeployCheckInput, failing: TargetResult): Suggestion | u
       const r = evaluateTarget(withBlock(input, bn, bk), failing.engine, failing.tp);
       if (r.verdict === 'loads') {
         const after = scaleCount(input.linears, bn, bk);
-        return { engine: failing.engine, tp: failing.tp, flags: `--block ${bn}x${bk}`, why: 'every slice lines up with the smaller block', scalesBefore: before, scalesAfter: after, extraBytes: (after - before) * 4 };
+        return {
+          engine: failing.engine,
+          tp: failing.tp,
+          flags: `--block ${bn}x${bk}`,
+          why: 'every slice lines up with the smaller block',
+          scalesBefore: before,
+          scalesAfter: after,
+          extraBytes: (after - before) * 4,
+        };
       }
     }
   }
@@ -198,7 +206,10 @@ export function excludeFlags(modules: readonly string[]): string {
   return flag.length <= 400 ? flag : `--exclude … (${modules.length} linears)`;
 }
 
-export function deployCheck(input: DeployCheckInput, options: { engines?: readonly EngineId[]; tpSizes?: readonly number[]; targets?: readonly DeployTarget[] } = {}): DeployReport {
+export function deployCheck(
+  input: DeployCheckInput,
+  options: { engines?: readonly EngineId[]; tpSizes?: readonly number[]; targets?: readonly DeployTarget[] } = {},
+): DeployReport {
   const engines = options.targets ? [...new Set(options.targets.map((t) => t.engine))] : [...(options.engines ?? ENGINES)];
   const tpSizes = options.targets ? [...new Set(options.targets.map((t) => t.tp))].sort((a, b) => a - b) : [...(options.tpSizes ?? DEFAULT_TP_SIZES)];
   const pairs = options.targets ?? engines.flatMap((engine) => tpSizes.map((tp) => ({ engine, tp })));

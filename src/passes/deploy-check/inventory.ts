@@ -126,7 +126,12 @@ const SCALE_SUFFIXES = ['.weight_scale_inv', '.weight_scale'];
 export function inventoryFromCheckpoint(
   config: ModelConfig | undefined,
   tensors: readonly SourceTensor[],
-  declared: { readonly layout: 'hf' | 'compressed-tensors'; readonly block: { bn: number; bk: number }; readonly fmt: 'e4m3' | 'e5m2'; readonly activationScheme: 'dynamic' | 'static' },
+  declared: {
+    readonly layout: 'hf' | 'compressed-tensors';
+    readonly block: { bn: number; bk: number };
+    readonly fmt: 'e4m3' | 'e5m2';
+    readonly activationScheme: 'dynamic' | 'static';
+  },
 ): DeployCheckInput {
   const arch = detectArchitecture(config);
   const byName = new Map(tensors.map((t) => [t.name, t]));

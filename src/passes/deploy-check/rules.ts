@@ -5,18 +5,7 @@
 import { numberField } from '../architectures.js';
 import { ruleSource, type EngineId, type RuleId } from './engines.js';
 import type { DeployCheckInput, KeptLinear, QuantizedLinear } from './inventory.js';
-import {
-  attentionShape,
-  expertIntermediate,
-  expertSetOf,
-  isRoutedExpert,
-  leafOf,
-  mergedGroups,
-  mergePartners,
-  parallelRole,
-  patternOf,
-  type MergedGroup,
-} from './topology.js';
+import { attentionShape, expertIntermediate, expertSetOf, isRoutedExpert, leafOf, mergedGroups, mergePartners, parallelRole, patternOf, type MergedGroup } from './topology.js';
 
 export interface TensorRef {
   /** Layer/expert indices replaced by `*`. */
@@ -77,8 +66,14 @@ function derived(input: DeployCheckInput): Derived {
       scaleGroups: groupBy(input.linears, (l) => `${shapeKey(l)}|${l.scale?.dtype}|${l.scale?.shape.join('x')}`),
       mergedByShape: groupBy(groups, (g) => `${g.kind}|${g.parts.map(shapeKey).join('|')}`),
       singleByShape: groupBy(single, shapeKey),
-      plainByShape: groupBy(input.linears.filter((l) => !isRoutedExpert(l.module)), shapeKey),
-      expertSets: groupBy(input.linears.filter((l) => isRoutedExpert(l.module)), (l) => patternOf(expertSetOf(l.module))),
+      plainByShape: groupBy(
+        input.linears.filter((l) => !isRoutedExpert(l.module)),
+        shapeKey,
+      ),
+      expertSets: groupBy(
+        input.linears.filter((l) => isRoutedExpert(l.module)),
+        (l) => patternOf(expertSetOf(l.module)),
+      ),
     };
     derivedCache.set(input, d);
   }
@@ -92,7 +87,11 @@ function scaleRules(input: DeployCheckInput, emit: Emit): void {
   for (const g of derived(input).scaleGroups) {
     const l = g[0]!;
     if (!l.scale) {
-      emit('scale-missing', `FP8 weight without a scale tensor (the engine allocates weight_scale_inv ${JSON.stringify(l.expectedScaleShape)} and finds nothing to load into it)`, g.map((x) => x.weight));
+      emit(
+        'scale-missing',
+        `FP8 weight without a scale tensor (the engine allocates weight_scale_inv ${JSON.stringify(l.expectedScaleShape)} and finds nothing to load into it)`,
+        g.map((x) => x.weight),
+      );
       continue;
     }
     if (l.scale.shape.join(',') !== l.expectedScaleShape.join(',')) {
@@ -105,7 +104,11 @@ function scaleRules(input: DeployCheckInput, emit: Emit): void {
     // Every engine allocates a float32 scale and converts floating-point values into it on load
     // (copy_ / astype); packed or integer scales are not read.
     if (!FLOAT_SCALE_DTYPES.includes(l.scale.dtype)) {
-      emit('scale-dtype', `scale dtype ${l.scale.dtype}; the engine's scale parameter is float32, filled from F32/BF16/F16 values`, g.map((x) => x.scale!.name));
+      emit(
+        'scale-dtype',
+        `scale dtype ${l.scale.dtype}; the engine's scale parameter is float32, filled from F32/BF16/F16 values`,
+        g.map((x) => x.scale!.name),
+      );
     }
   }
 }
@@ -113,7 +116,11 @@ function scaleRules(input: DeployCheckInput, emit: Emit): void {
 function weightDtypeRule(input: DeployCheckInput, emit: Emit): void {
   const e5 = input.linears.filter((l) => l.weightDtype === 'F8_E5M2');
   if (e5.length > 0 || input.fmt === 'e5m2') {
-    emit('weight-dtype', `E5M2 weights: the engine builds FP8 weights as float8_e4m3fn (convert with --weight-dtype float8_e4m3fn)`, e5.map((l) => l.weight));
+    emit(
+      'weight-dtype',
+      `E5M2 weights: the engine builds FP8 weights as float8_e4m3fn (convert with --weight-dtype float8_e4m3fn)`,
+      e5.map((l) => l.weight),
+    );
   }
 }
 
@@ -185,7 +192,11 @@ function keptRules(engine: EngineId, input: DeployCheckInput, emit: Emit): void 
   }
   const unlisted = kept.filter((k) => !skipped(k.module));
   for (const g of groupBy(unlisted, (k: KeptLinear) => `${patternOf(k.module)}|${k.shape.join('x')}`)) {
-    emit('kept-linear', `linear kept in the source dtype would be created as FP8: ${what}`, g.map((k) => `${k.module}.weight`));
+    emit(
+      'kept-linear',
+      `linear kept in the source dtype would be created as FP8: ${what}`,
+      g.map((k) => `${k.module}.weight`),
+    );
   }
   if (engine === 'vllm' || engine === 'sglang') {
     const keptSet = new Set(kept.map((k) => k.module));
@@ -199,7 +210,11 @@ function keptRules(engine: EngineId, input: DeployCheckInput, emit: Emit): void 
       if (p.members.some((m) => quantized.has(m)) && p.members.some((m) => keptSet.has(m))) partial.push(p.merged);
     }
     if (partial.length > 0) {
-      emit('fused-partially-kept', `some but not all parts of a merged layer are kept ("Detected some but not all shards of … are quantized"): keep or quantize q/k/v (gate/up) together`, partial);
+      emit(
+        'fused-partially-kept',
+        `some but not all parts of a merged layer are kept ("Detected some but not all shards of … are quantized"): keep or quantize q/k/v (gate/up) together`,
+        partial,
+      );
     }
   }
 }
@@ -273,12 +288,20 @@ function shardedRules(engine: EngineId, input: DeployCheckInput, tp: number, emi
     if (role === 'column' && tp > 1) {
       if (l.outFeatures % tp !== 0) emit('tp-even-split', `cannot split ${l.outFeatures} output rows over ${tp} ranks`, names);
       else if ((l.outFeatures / tp) % bn !== 0) {
-        emit('column-slice', `column-parallel: ${l.outFeatures} rows / ${tp} ranks = ${l.outFeatures / tp} per rank, not a multiple of block_n ${bn} ("Weight output_partition_size = ${l.outFeatures / tp} is not divisible by weight quantization block_n = ${bn}")`, names);
+        emit(
+          'column-slice',
+          `column-parallel: ${l.outFeatures} rows / ${tp} ranks = ${l.outFeatures / tp} per rank, not a multiple of block_n ${bn} ("Weight output_partition_size = ${l.outFeatures / tp} is not divisible by weight quantization block_n = ${bn}")`,
+          names,
+        );
       }
     } else if (role === 'row' && tp > 1) {
       if (l.inFeatures % tp !== 0) emit('tp-even-split', `cannot split ${l.inFeatures} input columns over ${tp} ranks`, names);
       else if ((l.inFeatures / tp) % bk !== 0) {
-        emit('row-slice', `row-parallel: ${l.inFeatures} columns / ${tp} ranks = ${l.inFeatures / tp} per rank, not a multiple of block_k ${bk} ("Weight input_size_per_partition = ${l.inFeatures / tp} is not divisible by weight quantization block_k = ${bk}")`, names);
+        emit(
+          'row-slice',
+          `row-parallel: ${l.inFeatures} columns / ${tp} ranks = ${l.inFeatures / tp} per rank, not a multiple of block_k ${bk} ("Weight input_size_per_partition = ${l.inFeatures / tp} is not divisible by weight quantization block_k = ${bk}")`,
+          names,
+        );
       }
     }
   }
@@ -304,7 +327,9 @@ function expertRules(engine: EngineId, input: DeployCheckInput, tp: number, emit
       emit(
         'moe-intermediate',
         `MoE intermediate per rank ${split} is not a multiple of block_n ${bn}` +
-          (sharded ? ` ("The output_size of gate's and up's weight = ${perRank} is not divisible by weight quantization block_n = ${bn}"); expert parallelism keeps each expert whole` : ': the gate/up scale shard (segs // block) does not line up'),
+          (sharded
+            ? ` ("The output_size of gate's and up's weight = ${perRank} is not divisible by weight quantization block_n = ${bn}"); expert parallelism keeps each expert whole`
+            : ': the gate/up scale shard (segs // block) does not line up'),
         names,
       );
     } else if (tp > 1 && perRank % bk !== 0) {
@@ -324,7 +349,10 @@ function mlcRules(input: DeployCheckInput, tp: number, emit: Emit): void {
     emit('family', `${input.label}: MLC LLM reads weight_block_size only in its deepseek_v2/v3, qwen3, qwen3_moe and ministral3 models; others cannot load a block-FP8 checkpoint`);
   }
   if (input.layout !== 'hf' || qcString(input, 'quant_method') !== 'fp8') {
-    emit('layout', `quantization_config.quant_method must be "fp8" (got ${JSON.stringify(input.quantizationConfig['quant_method'])}): MLC reads the hf layout (weight_scale_inv) only`);
+    emit(
+      'layout',
+      `quantization_config.quant_method must be "fp8" (got ${JSON.stringify(input.quantizationConfig['quant_method'])}): MLC reads the hf layout (weight_scale_inv) only`,
+    );
   }
   if (qcString(input, 'fmt') !== 'e4m3') {
     emit('config-keys', `quantization_config.fmt must be "e4m3" (got ${JSON.stringify(input.quantizationConfig['fmt'] ?? null)}): "unrecognized quantization config"`);
@@ -332,11 +360,17 @@ function mlcRules(input: DeployCheckInput, tp: number, emit: Emit): void {
   if (!Array.isArray(input.quantizationConfig['weight_block_size'])) emit('config-keys', 'quantization_config.weight_block_size is missing');
   // ministral3's config reads static block FP8 (BlockScaleQuantizeLinearStaticActivation); the others ask for dynamic.
   if (qcString(input, 'activation_scheme') !== 'dynamic' && !(isMinistral && qcString(input, 'activation_scheme') === 'static')) {
-    emit('activation-scheme', `quantization_config.activation_scheme must be "dynamic" (got ${JSON.stringify(input.quantizationConfig['activation_scheme'] ?? null)}): the model config rejects it`);
+    emit(
+      'activation-scheme',
+      `quantization_config.activation_scheme must be "dynamic" (got ${JSON.stringify(input.quantizationConfig['activation_scheme'] ?? null)}): the model config rejects it`,
+    );
   }
   const mla = mlaDimsOf(input);
   if (mla && (mla.nope % bn !== 0 || mla.v % bk !== 0)) {
-    emit('mla-alignment', `"Invalid DeepSeek model config": qk_nope_head_dim ${mla.nope} must be a multiple of weight_block_size[0] ${bn} and v_head_dim ${mla.v} of weight_block_size[1] ${bk}`);
+    emit(
+      'mla-alignment',
+      `"Invalid DeepSeek model config": qk_nope_head_dim ${mla.nope} must be a multiple of weight_block_size[0] ${bn} and v_head_dim ${mla.v} of weight_block_size[1] ${bk}`,
+    );
   }
   // The loaders concatenate q/k/v (gate/up, and each expert's gate/up) and their per-part scales
   // into one parameter: every part but the last must end on a block boundary, at any TP.
@@ -346,14 +380,23 @@ function mlcRules(input: DeployCheckInput, tp: number, emit: Emit): void {
     const bad = g.parts.slice(0, -1).findIndex((p) => p.outFeatures % bn !== 0);
     if (bad >= 0) {
       const part = g.parts[bad]!;
-      emit('merged-part', `the loader concatenates ${g.parts.map((p) => leafOf(p.module)).join('/')} and their scales: ${leafOf(part.module)}'s ${part.outFeatures} rows are not a multiple of block ${bn}, so the concatenated scales do not line up`, gg.map((x) => x.parts[bad]!.weight));
+      emit(
+        'merged-part',
+        `the loader concatenates ${g.parts.map((p) => leafOf(p.module)).join('/')} and their scales: ${leafOf(part.module)}'s ${part.outFeatures} rows are not a multiple of block ${bn}, so the concatenated scales do not line up`,
+        gg.map((x) => x.parts[bad]!.weight),
+      );
     }
   }
   for (const all of derived(input).expertSets) {
     const set = all.filter((l) => expertIntermediate(l).side === 'gate_up');
     if (set.length === 0) continue;
     const i = expertIntermediate(set[0]!).intermediate;
-    if (i % bn !== 0) emit('moe-intermediate', `each expert's gate and up (${i} rows) are concatenated with their scales: ${i} is not a multiple of block ${bn}`, set.map((l) => l.weight));
+    if (i % bn !== 0)
+      emit(
+        'moe-intermediate',
+        `each expert's gate and up (${i} rows) are concatenated with their scales: ${i} is not a multiple of block ${bn}`,
+        set.map((l) => l.weight),
+      );
   }
   if (tp > 1) {
     const text = textConfig(input);
@@ -372,16 +415,28 @@ function mlcRules(input: DeployCheckInput, tp: number, emit: Emit): void {
       const bad = g.parts.findIndex((p) => p.outFeatures % tp === 0 && (p.outFeatures / tp) % bn !== 0);
       if (bad >= 0) {
         const part = g.parts[bad]!;
-        emit('merged-part', `sharded ${leafOf(g.merged)}: segment ${leafOf(part.module)} has ${part.outFeatures}/${tp} = ${part.outFeatures / tp} rows per shard, not a multiple of block ${bn} (segs // block)`, gg.map((x) => x.parts[bad]!.weight));
+        emit(
+          'merged-part',
+          `sharded ${leafOf(g.merged)}: segment ${leafOf(part.module)} has ${part.outFeatures}/${tp} = ${part.outFeatures / tp} rows per shard, not a multiple of block ${bn} (segs // block)`,
+          gg.map((x) => x.parts[bad]!.weight),
+        );
       }
     }
     for (const g of derived(input).singleByShape) {
       const l = g[0]!;
       const role = parallelRole(l.module);
       if (role === 'column' && l.outFeatures % tp === 0 && (l.outFeatures / tp) % bn !== 0) {
-        emit('column-slice', `column shard ${l.outFeatures}/${tp} = ${l.outFeatures / tp} rows, not a multiple of block ${bn}: the scale shard does not line up`, g.map((x) => x.weight));
+        emit(
+          'column-slice',
+          `column shard ${l.outFeatures}/${tp} = ${l.outFeatures / tp} rows, not a multiple of block ${bn}: the scale shard does not line up`,
+          g.map((x) => x.weight),
+        );
       } else if (role === 'row' && l.inFeatures % tp === 0 && (l.inFeatures / tp) % bk !== 0) {
-        emit('row-slice', `row shard ${l.inFeatures}/${tp} = ${l.inFeatures / tp} columns, not a multiple of block ${bk}: the scale shard does not line up`, g.map((x) => x.weight));
+        emit(
+          'row-slice',
+          `row shard ${l.inFeatures}/${tp} = ${l.inFeatures / tp} columns, not a multiple of block ${bk}: the scale shard does not line up`,
+          g.map((x) => x.weight),
+        );
       }
     }
     expertRules('mlc', input, tp, emit, false);
@@ -408,7 +463,11 @@ function transformersRules(input: DeployCheckInput, tp: number, emit: Emit): voi
     const l = g[0]!;
     const names = g.map((x) => x.weight);
     if (l.inFeatures % bk !== 0) {
-      emit('activation-groups', `in_features ${l.inFeatures} is not a multiple of block_k ${bk}: FP8Linear.forward's act_quant asserts x.shape[-1] % ${bk} == 0 (loads, fails at the first forward)`, names);
+      emit(
+        'activation-groups',
+        `in_features ${l.inFeatures} is not a multiple of block_k ${bk}: FP8Linear.forward's act_quant asserts x.shape[-1] % ${bk} == 0 (loads, fails at the first forward)`,
+        names,
+      );
     }
     if (l.outFeatures % bn !== 0) {
       emit('dequantize-rows', `out_features ${l.outFeatures} is not a multiple of block_n ${bn}: loading with dequantize=True misreads the last block row`, names, 'warn');
@@ -416,7 +475,11 @@ function transformersRules(input: DeployCheckInput, tp: number, emit: Emit): voi
     if (tp > 1) {
       const role = parallelRole(l.module);
       if (role === 'column' && (l.outFeatures % tp !== 0 || (l.outFeatures / tp) % bn !== 0)) {
-        emit('column-slice', `local_colwise shard ${l.outFeatures}/${tp} rows is not a whole number of ${bn}-row blocks: weight_scale_inv is split like the weight and no longer lines up`, names);
+        emit(
+          'column-slice',
+          `local_colwise shard ${l.outFeatures}/${tp} rows is not a whole number of ${bn}-row blocks: weight_scale_inv is split like the weight and no longer lines up`,
+          names,
+        );
       } else if (role === 'row' && (l.inFeatures % tp !== 0 || (l.inFeatures / tp) % bk !== 0)) {
         emit('row-slice', `local_rowwise shard ${l.inFeatures}/${tp} columns is not a whole number of ${bk}-column blocks: weight_scale_inv no longer lines up`, names);
       }
@@ -426,8 +489,24 @@ function transformersRules(input: DeployCheckInput, tp: number, emit: Emit): voi
 
 /** DeepSeek's inference/convert.py mapping: the second-to-last name component must be one of these. */
 const DEEPSEEK_KEYS = new Set([
-  'embed_tokens', 'input_layernorm', 'post_attention_layernorm', 'q_proj', 'q_a_proj', 'q_a_layernorm', 'q_b_proj', 'kv_a_proj_with_mqa',
-  'kv_a_layernorm', 'kv_b_proj', 'o_proj', 'gate', 'gate_proj', 'down_proj', 'up_proj', 'norm', 'lm_head', 'scale',
+  'embed_tokens',
+  'input_layernorm',
+  'post_attention_layernorm',
+  'q_proj',
+  'q_a_proj',
+  'q_a_layernorm',
+  'q_b_proj',
+  'kv_a_proj_with_mqa',
+  'kv_a_layernorm',
+  'kv_b_proj',
+  'o_proj',
+  'gate',
+  'gate_proj',
+  'down_proj',
+  'up_proj',
+  'norm',
+  'lm_head',
+  'scale',
 ]);
 const DEEPSEEK_COLUMN = new Set(['q_proj', 'q_b_proj', 'kv_b_proj', 'gate_proj', 'up_proj']);
 const DEEPSEEK_ROW = new Set(['o_proj', 'down_proj']);
@@ -441,7 +520,10 @@ function deepseekUnmapped(input: DeployCheckInput): string[] {
     bad = [];
     for (const name of input.tensorNames) {
       if (/(^|\.)layers\.61\./.test(name)) continue;
-      const renamed = name.replace(/^model\./, '').replace('weight_scale_inv', 'scale').replace('e_score_correction_bias', 'bias');
+      const renamed = name
+        .replace(/^model\./, '')
+        .replace('weight_scale_inv', 'scale')
+        .replace('e_score_correction_bias', 'bias');
       const parts = renamed.split('.');
       const key = parts[parts.length - 2];
       if (key === undefined || !DEEPSEEK_KEYS.has(key)) bad.push(name);
@@ -463,10 +545,15 @@ function deepseekRules(input: DeployCheckInput, tp: number, emit: Emit): void {
   if (bad.length > 0) {
     const patterns = [...new Set(bad.map(patternOf))];
     const listed = patterns.slice(0, 4).join(', ') + (patterns.length > 4 ? ` and ${patterns.length - 4} more` : '');
-    emit('tensor-names', `convert.py has no mapping for ${listed} ("Key … not found in mapping"); it reads per-expert weights, kv_b_proj (not w_uk/w_uv) and no activation scales`, bad);
+    emit(
+      'tensor-names',
+      `convert.py has no mapping for ${listed} ("Key … not found in mapping"); it reads per-expert weights, kv_b_proj (not w_uk/w_uv) and no activation scales`,
+      bad,
+    );
   }
   const experts = numberField(input.config, 'n_routed_experts');
-  if (tp > 1 && experts !== undefined && experts % tp !== 0) emit('expert-parallel', `n_routed_experts ${experts} is not divisible by model parallelism ${tp} (experts are split across ranks, not sliced)`);
+  if (tp > 1 && experts !== undefined && experts % tp !== 0)
+    emit('expert-parallel', `n_routed_experts ${experts} is not divisible by model parallelism ${tp} (experts are split across ranks, not sliced)`);
   const vocab = numberField(input.config, 'vocab_size');
   if (tp > 1 && vocab !== undefined && vocab % tp !== 0) emit('tp-even-split', `vocab_size ${vocab} is not divisible by world size ${tp}`);
   if (tp === 1) return;
@@ -476,12 +563,20 @@ function deepseekRules(input: DeployCheckInput, tp: number, emit: Emit): void {
     const names = g.map((x) => x.weight);
     if (DEEPSEEK_COLUMN.has(leaf)) {
       const rows = Math.ceil(l.outFeatures / 128);
-      if (l.outFeatures % tp !== 0 || rows % tp !== 0) emit('tp-even-split', `column shard: ${l.outFeatures} rows and ${rows} scale rows must both divide by ${tp} ("Dimension 0 must be divisible by ${tp}")`, names);
-      else if ((l.outFeatures / tp) % 128 !== 0) emit('column-slice', `column shard ${l.outFeatures}/${tp} = ${l.outFeatures / tp} rows is not a whole number of 128-row blocks: the scale rows sharded beside it do not line up`, names);
+      if (l.outFeatures % tp !== 0 || rows % tp !== 0)
+        emit('tp-even-split', `column shard: ${l.outFeatures} rows and ${rows} scale rows must both divide by ${tp} ("Dimension 0 must be divisible by ${tp}")`, names);
+      else if ((l.outFeatures / tp) % 128 !== 0)
+        emit(
+          'column-slice',
+          `column shard ${l.outFeatures}/${tp} = ${l.outFeatures / tp} rows is not a whole number of 128-row blocks: the scale rows sharded beside it do not line up`,
+          names,
+        );
     } else if (DEEPSEEK_ROW.has(leaf)) {
       const cols = Math.ceil(l.inFeatures / 128);
-      if (l.inFeatures % tp !== 0 || cols % tp !== 0) emit('tp-even-split', `row shard: ${l.inFeatures} columns and ${cols} scale columns must both divide by ${tp} ("Dimension 1 must be divisible by ${tp}")`, names);
-      else if ((l.inFeatures / tp) % 128 !== 0) emit('row-slice', `row shard ${l.inFeatures}/${tp} = ${l.inFeatures / tp} columns: act_quant asserts the input's last dimension % 128 == 0`, names);
+      if (l.inFeatures % tp !== 0 || cols % tp !== 0)
+        emit('tp-even-split', `row shard: ${l.inFeatures} columns and ${cols} scale columns must both divide by ${tp} ("Dimension 1 must be divisible by ${tp}")`, names);
+      else if ((l.inFeatures / tp) % 128 !== 0)
+        emit('row-slice', `row shard ${l.inFeatures}/${tp} = ${l.inFeatures / tp} columns: act_quant asserts the input's last dimension % 128 == 0`, names);
     }
   }
 }
@@ -501,8 +596,15 @@ function mlaDimsOf(input: DeployCheckInput): { nope: number; v: number } | undef
 
 function fp8ConfigRules(engine: EngineId, input: DeployCheckInput, emit: Emit): void {
   if (input.layout === 'compressed-tensors') {
-    if (engine === 'sglang') emit('layout', 'compressed-tensors layout: checked against SGLang\'s "fp8" method only; its compressed-tensors loader is not covered by these rules', [], 'warn');
-    else emit('layout', 'compressed-tensors layout: read through the compressed-tensors package, which needs version ≥ 0.11 for the keys fp8q writes (block strategy, block_structure, transform_config)', [], 'warn');
+    if (engine === 'sglang')
+      emit('layout', 'compressed-tensors layout: checked against SGLang\'s "fp8" method only; its compressed-tensors loader is not covered by these rules', [], 'warn');
+    else
+      emit(
+        'layout',
+        'compressed-tensors layout: read through the compressed-tensors package, which needs version ≥ 0.11 for the keys fp8q writes (block strategy, block_structure, transform_config)',
+        [],
+        'warn',
+      );
     return;
   }
   const qm = qcString(input, 'quant_method');
@@ -511,7 +613,10 @@ function fp8ConfigRules(engine: EngineId, input: DeployCheckInput, emit: Emit): 
   const wbs = input.quantizationConfig['weight_block_size'];
   if (!Array.isArray(wbs) || wbs.length !== 2) emit('config-keys', `quantization_config.weight_block_size ${JSON.stringify(wbs ?? null)}: block-wise loading needs two integers`);
   if (input.activationScheme === 'static' || qcString(input, 'activation_scheme') === 'static') {
-    emit('activation-scheme', '"The block-wise quantization only supports dynamic activation scheme for now, but got static activation scheme.": convert with --activation-scheme dynamic for this engine');
+    emit(
+      'activation-scheme',
+      '"The block-wise quantization only supports dynamic activation scheme for now, but got static activation scheme.": convert with --activation-scheme dynamic for this engine',
+    );
   }
 }
 

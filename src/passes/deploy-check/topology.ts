@@ -10,8 +10,24 @@ import type { QuantizedLinear } from './inventory.js';
 export type ParallelRole = 'column' | 'row' | 'replicated';
 
 const COLUMN = new Set([
-  'q_proj', 'k_proj', 'v_proj', 'gate_proj', 'up_proj', 'w1', 'w3', 'q_b_proj', 'kv_b_proj', 'qkv_proj', 'gate_up_proj',
-  'query_key_value', 'qkv', 'fc1', 'c_fc', 'c_attn', 'linear_fc1', 'in_proj',
+  'q_proj',
+  'k_proj',
+  'v_proj',
+  'gate_proj',
+  'up_proj',
+  'w1',
+  'w3',
+  'q_b_proj',
+  'kv_b_proj',
+  'qkv_proj',
+  'gate_up_proj',
+  'query_key_value',
+  'qkv',
+  'fc1',
+  'c_fc',
+  'c_attn',
+  'linear_fc1',
+  'in_proj',
 ]);
 const ROW = new Set(['o_proj', 'down_proj', 'w2', 'out_proj', 'fc2', 'c_proj', 'dense', 'proj', 'linear_fc2']);
 

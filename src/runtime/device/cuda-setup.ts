@@ -62,7 +62,9 @@ export async function installCudaProvider(source: string | undefined, onProgress
   }
   const version = onnxruntimeNodeVersion();
   if (version !== PROVIDER_ORT_VERSION) {
-    throw new CudaSetupError(`onnxruntime-node ${version} is installed; the CUDA provider of ${CUDA_PROVIDER_PACKAGE} matches ${PROVIDER_ORT_VERSION} only (reinstall fp8q to restore the pinned version)`);
+    throw new CudaSetupError(
+      `onnxruntime-node ${version} is installed; the CUDA provider of ${CUDA_PROVIDER_PACKAGE} matches ${PROVIDER_ORT_VERSION} only (reinstall fp8q to restore the pinned version)`,
+    );
   }
   const dest = onnxruntimeBinaryDir();
   if (!existsSync(join(dest, 'libonnxruntime.so.1'))) throw new CudaSetupError(`${dest}/libonnxruntime.so.1 is missing: reinstall fp8q (or npm ci in a clone)`, 'E_INPUT_MISSING');
@@ -72,9 +74,11 @@ export async function installCudaProvider(source: string | undefined, onProgress
     const installed: InstalledFile[] = [];
     for (const name of CUDA_PROVIDER_FILES) {
       const from = join(folder, name);
-      if (!existsSync(from)) throw new CudaSetupError(`${from} is missing: give the ${CUDA_PROVIDER_PACKAGE} tarball or a folder holding ${CUDA_PROVIDER_FILES.join(' and ')}`, 'E_INPUT_MISSING');
+      if (!existsSync(from))
+        throw new CudaSetupError(`${from} is missing: give the ${CUDA_PROVIDER_PACKAGE} tarball or a folder holding ${CUDA_PROVIDER_FILES.join(' and ')}`, 'E_INPUT_MISSING');
       const got = await hashFile(from, 'sha256', 'hex');
-      if (got !== FILE_SHA256[name]) throw new CudaSetupError(`${from}: sha256 ${got}, expected ${FILE_SHA256[name]} (the file from ${CUDA_PROVIDER_PACKAGE})`, 'E_INPUT_MALFORMED');
+      if (got !== FILE_SHA256[name])
+        throw new CudaSetupError(`${from}: sha256 ${got}, expected ${FILE_SHA256[name]} (the file from ${CUDA_PROVIDER_PACKAGE})`, 'E_INPUT_MALFORMED');
       // Copy then rename: an interrupted copy never leaves a half library where onnxruntime looks.
       const partial = join(dest, `.${name}.partial`);
       await copyFile(from, partial);
@@ -101,8 +105,15 @@ async function providerFolder(source: string | undefined, work: string, onProgre
     try {
       packed = execFileSync('npm', ['pack', CUDA_PROVIDER_PACKAGE, '--pack-destination', work, '--silent'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     } catch (e) {
-      const stderr = String((e as { stderr?: unknown }).stderr ?? (e as Error).message).trim().split('\n').slice(-3).join(' ');
-      throw new CudaSetupError(`npm pack ${CUDA_PROVIDER_PACKAGE} failed (${stderr}): on a machine without the registry, give the package's tarball or folder: fp8q setup-cuda <file.tgz|folder>`, 'E_IO');
+      const stderr = String((e as { stderr?: unknown }).stderr ?? (e as Error).message)
+        .trim()
+        .split('\n')
+        .slice(-3)
+        .join(' ');
+      throw new CudaSetupError(
+        `npm pack ${CUDA_PROVIDER_PACKAGE} failed (${stderr}): on a machine without the registry, give the package's tarball or folder: fp8q setup-cuda <file.tgz|folder>`,
+        'E_IO',
+      );
     }
     tarball = join(work, packed.trim().split('\n').pop()!);
   } else if (!existsSync(tarball)) {
@@ -123,4 +134,3 @@ function hashFile(path: string, algorithm: 'sha256' | 'sha512', encoding: 'hex' 
       .on('end', () => done(hash.digest(encoding)));
   });
 }
-

@@ -66,9 +66,11 @@ export function cudaProviderBuild(dir: string = onnxruntimeBinaryDir()): CudaPro
   const major = needed.map((n) => /^lib(?:cudart|cublas|cublasLt)\.so\.(\d+)$/.exec(n)?.[1]).find((m) => m !== undefined);
   const cudaMajor = major === undefined ? null : Number(major);
   const origin =
-    cudaMajor === 13 ? `ONNX Runtime's CUDA 13 build, installed by ${SETUP_CUDA_COMMAND}`
-    : cudaMajor === 12 ? "onnxruntime-node's own CUDA 12 build, downloaded by its install script"
-    : `a build for CUDA ${cudaMajor ?? 'unknown'}`;
+    cudaMajor === 13
+      ? `ONNX Runtime's CUDA 13 build, installed by ${SETUP_CUDA_COMMAND}`
+      : cudaMajor === 12
+        ? "onnxruntime-node's own CUDA 12 build, downloaded by its install script"
+        : `a build for CUDA ${cudaMajor ?? 'unknown'}`;
   return { cudaMajor, origin };
 }
 
@@ -134,7 +136,10 @@ export function checkCudaInstall(options: CudaCheckOptions = {}): CudaProblem | 
       missing: ['libcuda.so.1'],
     };
   }
-  return librariesMissing(notFound.filter((l) => l.name !== 'libcuda.so.1'), cudaProviderBuild(dir)?.cudaMajor ?? 13);
+  return librariesMissing(
+    notFound.filter((l) => l.name !== 'libcuda.so.1'),
+    cudaProviderBuild(dir)?.cudaMajor ?? 13,
+  );
 }
 
 function librariesMissing(notFound: readonly LibraryLookup[], cudaMajor: number): CudaProblem {
@@ -145,7 +150,7 @@ function librariesMissing(notFound: readonly LibraryLookup[], cudaMajor: number)
     ? `${dirs.length === 1 ? 'It is' : 'They are'} in ${dirs.join(' and ')}: start fp8q with ` +
       `LD_LIBRARY_PATH=${dirs.join(':')}:$LD_LIBRARY_PATH (the loader reads it at startup only).`
     : cudaMajor === 12
-      ? 'This is onnxruntime-node\'s own CUDA 12 provider: install the CUDA 12 runtime libraries and cuDNN 9 and add their folder to LD_LIBRARY_PATH, ' +
+      ? "This is onnxruntime-node's own CUDA 12 provider: install the CUDA 12 runtime libraries and cuDNN 9 and add their folder to LD_LIBRARY_PATH, " +
         `or ${RUN_SETUP_CUDA.charAt(0).toLowerCase()}${RUN_SETUP_CUDA.slice(1)} to replace it with the CUDA 13 build` +
         (dirs.length > 0 ? `; found so far in ${dirs.join(', ')}.` : '.')
       : 'Install the CUDA 13 runtime libraries (the CUDA Toolkit 13, or `pip install nvidia-cuda-runtime nvidia-cublas nvidia-curand` ' +

@@ -79,7 +79,10 @@ export function cudaCandidateDirs(env: NodeJS.ProcessEnv = process.env): string[
     if (home !== undefined && home !== '') dirs.push(join(home, 'lib64'), join(home, 'targets/x86_64-linux/lib'));
   }
   // Newest toolkit first: cuda-13.1 before cuda-13.0 before the unversioned link.
-  for (const name of listDir('/usr/local').filter((n) => /^cuda(-\d+(\.\d+)?)?$/.test(n)).sort().reverse()) {
+  for (const name of listDir('/usr/local')
+    .filter((n) => /^cuda(-\d+(\.\d+)?)?$/.test(n))
+    .sort()
+    .reverse()) {
     dirs.push(join('/usr/local', name, 'lib64'), join('/usr/local', name, 'targets/x86_64-linux/lib'));
   }
   const venvs = [env['VIRTUAL_ENV'], ...listDir('/opt').flatMap((n) => [join('/opt', n, '.venv'), join('/opt', n, 'venv')])];

@@ -108,14 +108,12 @@ export interface StepRow {
 /** Per-step table: the original's token, its log p under both models, and the quantized model's own token. */
 export function stepTable(rows: readonly StepRow[]): string[] {
   const header = ['step', 'original', 'log p orig', 'log p quant', 'quantized'];
-  const cells = rows.map((r) => [
-    String(r.step),
-    r.original,
-    r.originalLogprob.toFixed(3),
-    r.quantizedLogprobOfOriginal.toFixed(3),
-    r.same ? '=' : r.quantized,
-  ]);
+  const cells = rows.map((r) => [String(r.step), r.original, r.originalLogprob.toFixed(3), r.quantizedLogprobOfOriginal.toFixed(3), r.same ? '=' : r.quantized]);
   const widths = header.map((h, i) => Math.max([...h].length, ...cells.map((c) => [...c[i]!].length)));
-  const line = (c: readonly string[]): string => c.map((x, i) => (i === 0 || i === 2 || i === 3 ? ' '.repeat(widths[i]! - [...x].length) + x : pad(x, widths[i]!))).join('  ').trimEnd();
+  const line = (c: readonly string[]): string =>
+    c
+      .map((x, i) => (i === 0 || i === 2 || i === 3 ? ' '.repeat(widths[i]! - [...x].length) + x : pad(x, widths[i]!)))
+      .join('  ')
+      .trimEnd();
   return [line(header), ...cells.map(line)];
 }

@@ -116,7 +116,8 @@ export class CachedAttentionStep implements LayerAttentionHook {
     // The first step (no past) attends over its own tokens only; later steps over the whole cache.
     const past = this.position === 0 ? 0 : this.cache.capacity;
     const mask = mg.constF32(cachedAttentionMask(this.position, this.count, past, this.window), [this.count, past + this.count]);
-    const kv = attention.kind === 'gqa' ? gqaProjections(mg, this.spec, attention.w, normed, shape, rows, this.rope.dim) : mlaProjections(mg, this.spec, attention.w, normed, shape, rows);
+    const kv =
+      attention.kind === 'gqa' ? gqaProjections(mg, this.spec, attention.w, normed, shape, rows, this.rope.dim) : mlaProjections(mg, this.spec, attention.w, normed, shape, rows);
     mg.output(kv.key, KEY_OUTPUT);
     mg.output(kv.value, VALUE_OUTPUT);
     let key = kv.key;

@@ -24,14 +24,34 @@ export class ModelConfigError extends CheckpointError {
  * verify with its name: a forward that ran such a model as its nearest relative (Gemma 3 as
  * Llama, gpt-oss without sinks) would give numbers, not a check.
  */
-export const FORWARD_FAMILIES = ['llama', 'mistral', 'qwen2', 'qwen3', 'mixtral', 'qwen2_moe', 'qwen3_moe', 'deepseek_v2', 'deepseek_v3', 'glm4_moe', 'qwen2_5_vl', 'qwen3_vl', 'gemma3_text', 'gemma3', 'mistral3', 'qwen3_vl_moe', 'minimax_m2', 'gpt_oss'] as const;
+export const FORWARD_FAMILIES = [
+  'llama',
+  'mistral',
+  'qwen2',
+  'qwen3',
+  'mixtral',
+  'qwen2_moe',
+  'qwen3_moe',
+  'deepseek_v2',
+  'deepseek_v3',
+  'glm4_moe',
+  'qwen2_5_vl',
+  'qwen3_vl',
+  'gemma3_text',
+  'gemma3',
+  'mistral3',
+  'qwen3_vl_moe',
+  'minimax_m2',
+  'gpt_oss',
+] as const;
 export type ForwardFamily = (typeof FORWARD_FAMILIES)[number];
 
 function isForwardFamily(family: string): family is ForwardFamily {
   return (FORWARD_FAMILIES as readonly string[]).includes(family);
 }
 
-const FORWARD_NAMES = 'Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek-V2, DeepSeek-V3, GLM-4.5, MiniMax-M2, gpt-oss; the language model on text of Qwen2.5-VL, Qwen3-VL(-MoE), Gemma 3 and Mistral 3';
+const FORWARD_NAMES =
+  'Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek-V2, DeepSeek-V3, GLM-4.5, MiniMax-M2, gpt-oss; the language model on text of Qwen2.5-VL, Qwen3-VL(-MoE), Gemma 3 and Mistral 3';
 
 export type HiddenAct = 'silu' | 'gelu' | 'gelu_tanh';
 
@@ -315,8 +335,10 @@ function routingSpec(config: ModelConfig, family: ForwardFamily): RoutingSpec | 
 function moeNames(family: ForwardFamily): MoeNames {
   // gpt-oss: stacked gate_up_proj (gate and up interleaved) and down_proj; each expert is compared as one gate_up linear.
   if (family === 'gpt_oss') return { block: 'mlp', router: 'router', gate: 'gate_up_proj', up: 'gate_up_proj', down: 'down_proj', shared: undefined, sharedGate: undefined };
-  if (family === 'mixtral' || family === 'minimax_m2') return { block: 'block_sparse_moe', router: 'gate', gate: 'w1', up: 'w3', down: 'w2', shared: undefined, sharedGate: undefined };
-  if (family === 'deepseek_v3' || family === 'deepseek_v2' || family === 'glm4_moe') return { block: 'mlp', router: 'gate', gate: 'gate_proj', up: 'up_proj', down: 'down_proj', shared: 'shared_experts', sharedGate: undefined };
+  if (family === 'mixtral' || family === 'minimax_m2')
+    return { block: 'block_sparse_moe', router: 'gate', gate: 'w1', up: 'w3', down: 'w2', shared: undefined, sharedGate: undefined };
+  if (family === 'deepseek_v3' || family === 'deepseek_v2' || family === 'glm4_moe')
+    return { block: 'mlp', router: 'gate', gate: 'gate_proj', up: 'up_proj', down: 'down_proj', shared: 'shared_experts', sharedGate: undefined };
   if (family === 'qwen2_moe') {
     return { block: 'mlp', router: 'gate', gate: 'gate_proj', up: 'up_proj', down: 'down_proj', shared: 'shared_expert', sharedGate: 'shared_expert_gate' };
   }

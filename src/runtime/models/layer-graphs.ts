@@ -153,9 +153,7 @@ export function gqaProjections(mg: ModelGraph, spec: ModelSpec, w: GqaWeights, x
     return mg.transpose(norm && !wide ? mg.rmsNorm(split, norm, spec.rmsNormEps, offset) : split, [0, 2, 1, 3]);
   };
   const rotate = (v: Value): Value =>
-    ropeDim === d
-      ? emitRope(mg, v, rope.cos, rope.sin, false)
-      : mg.concat([emitRope(mg, mg.slice(v, -1, 0, ropeDim), rope.cos, rope.sin, false), mg.slice(v, -1, ropeDim, d)], -1);
+    ropeDim === d ? emitRope(mg, v, rope.cos, rope.sin, false) : mg.concat([emitRope(mg, mg.slice(v, -1, 0, ropeDim), rope.cos, rope.sin, false), mg.slice(v, -1, ropeDim, d)], -1);
   let query = rotate(headNorm(mg.linear(w.q, x), a.heads, w.qNorm));
   const qps = spec.queryPositionScale;
   if (qps) {

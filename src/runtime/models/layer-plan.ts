@@ -135,8 +135,7 @@ export function layerPlan(spec: ModelSpec, weights: ModelWeights, index: number)
     }
     if (experts.length === 0) {
       throw new ModelConfigError(
-        `${weights.checkpoint.dir}: ${block} has a router but no expert weights (neither ${block}.experts.0.${names.gate}.weight ` +
-          `nor ${stackedGateUp})`,
+        `${weights.checkpoint.dir}: ${block} has a router but no expert weights (neither ${block}.experts.0.${names.gate}.weight ` + `nor ${stackedGateUp})`,
       );
     }
     if (stacked && !weights.has(stacked.down)) throw new ModelConfigError(`${weights.checkpoint.dir}: ${stacked.gateUp} has no ${stacked.down} beside it`);
@@ -184,8 +183,7 @@ export function layerPlan(spec: ModelSpec, weights: ModelWeights, index: number)
 /** Every linear module of a layer (what verify compares when it is quantized). */
 export function layerLinears(plan: LayerPlan): string[] {
   const a = plan.attention;
-  const out: string[] =
-    a.kind === 'gqa' ? [a.q, a.k, a.v, a.o] : [...[a.q, a.qA, a.qB].filter((n): n is string => n !== undefined), a.kvA, a.kvB, a.o];
+  const out: string[] = a.kind === 'gqa' ? [a.q, a.k, a.v, a.o] : [...[a.q, a.qA, a.qB].filter((n): n is string => n !== undefined), a.kvA, a.kvB, a.o];
   const m = plan.mlp;
   if (m.kind === 'dense') out.push(m.gate, m.up, m.down);
   else {

@@ -257,7 +257,12 @@ export class ModelGraph {
     const d = this.dims(parts[0]!);
     const a = axis < 0 ? axis + d.length : axis;
     const total = parts.reduce((acc, p) => acc + this.dims(p)[a]!, 0);
-    return this.f32('Concat', parts, d.map((x, i) => (i === a ? total : x)), { axis: attr.int(a) });
+    return this.f32(
+      'Concat',
+      parts,
+      d.map((x, i) => (i === a ? total : x)),
+      { axis: attr.int(a) },
+    );
   }
 
   expand(v: Value, shape: readonly number[]): Value {
@@ -278,7 +283,12 @@ export class ModelGraph {
   reduceSum(v: Value, axis: number): Value {
     const d = this.dims(v);
     const a = axis < 0 ? axis + d.length : axis;
-    return this.f32('ReduceSum', [v, this.g.constInt64([a])], d.filter((_, i) => i !== a), { keepdims: attr.int(0) });
+    return this.f32(
+      'ReduceSum',
+      [v, this.g.constInt64([a])],
+      d.filter((_, i) => i !== a),
+      { keepdims: attr.int(0) },
+    );
   }
 
   /** transformers' RMSNorm: x * 1/sqrt(mean(x²) + eps), times the weight, over the last axis. */

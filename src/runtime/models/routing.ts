@@ -51,12 +51,7 @@ function sigmoid(x: number): number {
  * Routes every token. `logits` is `[tokens, experts]` float32; `bias` is DeepSeek's
  * e_score_correction_bias (required for 'sigmoid_grouped').
  */
-export function routeTokens(
-  logits: Float32Array,
-  expertCount: number,
-  spec: RoutingSpec,
-  bias?: Float32Array,
-): TokenRouting {
+export function routeTokens(logits: Float32Array, expertCount: number, spec: RoutingSpec, bias?: Float32Array): TokenRouting {
   const tokens = logits.length / expertCount;
   const k = spec.topK;
   if (!Number.isInteger(tokens)) throw new RangeError(`router logits (${logits.length}) are not a multiple of ${expertCount} experts`);

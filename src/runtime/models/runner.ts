@@ -25,16 +25,7 @@ import { SessionCache } from '../onnx/session-cache.js';
 import { HostBufferPool } from './buffer-pool.js';
 import type { Device, HostTensor } from '../onnx/session.js';
 import { modelSpecOf, type ModelSpec } from './config.js';
-import {
-  emitGqaAttention,
-  emitMlaAttention,
-  emitMlp,
-  type AttentionContext,
-  type BatchShape,
-  type GqaWeights,
-  type MlaWeights,
-  type MlpWeights,
-} from './layer-graphs.js';
+import { emitGqaAttention, emitMlaAttention, emitMlp, type AttentionContext, type BatchShape, type GqaWeights, type MlaWeights, type MlpWeights } from './layer-graphs.js';
 import { layerPlan, type LayerPlan, type MlpNames, type MoePlan } from './layer-plan.js';
 import { ForwardGraphError, ModelGraph, type WeightDecode } from './model-graph.js';
 import { ropeTables, type RopeTableOptions, type RopeTables } from './rope.js';
@@ -485,10 +476,14 @@ export class ModelRunner {
       } else if (w.layout === 'fused') {
         const i = w.intermediate;
         const gateCapture = probes.has(w.names.gate) ? w.names.gate : w.names.up;
-        add(0, member(w.gateUp, gateCapture, [
-          { module: w.names.gate, cols: [0, i] },
-          { module: w.names.up, cols: [i, 2 * i] },
-        ]), single);
+        add(
+          0,
+          member(w.gateUp, gateCapture, [
+            { module: w.names.gate, cols: [0, i] },
+            { module: w.names.up, cols: [i, 2 * i] },
+          ]),
+          single,
+        );
       } else {
         add(0, member(w.gate, w.names.gate, [{ module: w.names.gate }]), single);
         add(1, member(w.up, w.names.up, [{ module: w.names.up }]), single);

@@ -23,7 +23,9 @@ export async function readInputIds(path: string): Promise<TokenBatch> {
   const reader = await SafetensorsReader.open(path);
   try {
     if (!reader.has(INPUT_IDS_TENSOR)) {
-      throw new CheckpointError(`${path} has no "${INPUT_IDS_TENSOR}" tensor (found: ${reader.tensorNames().join(', ') || 'none'}); write token ids as I64 [B, T] "${INPUT_IDS_TENSOR}"`);
+      throw new CheckpointError(
+        `${path} has no "${INPUT_IDS_TENSOR}" tensor (found: ${reader.tensorNames().join(', ') || 'none'}); write token ids as I64 [B, T] "${INPUT_IDS_TENSOR}"`,
+      );
     }
     const info = reader.info(INPUT_IDS_TENSOR);
     const shape = info.shape.length === 1 ? [1, info.shape[0]!] : info.shape;

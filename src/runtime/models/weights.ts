@@ -295,9 +295,7 @@ export class WeightScope {
     const info = ckpt.info(name);
     if (info.shape.length !== 2) throw new CheckpointError(`${ckpt.dir}: "${name}" is [${info.shape.join(', ')}]; a linear weight is [N, K]`);
     if (ckpt.has(`${module}.input_scale`)) {
-      throw new CheckpointError(
-        `${ckpt.dir}: ${module} has a compressed-tensors static input_scale; the forward reads static scales as HF/MLC activation_scale only`,
-      );
+      throw new CheckpointError(`${ckpt.dir}: ${module} has a compressed-tensors static input_scale; the forward reads static scales as HF/MLC activation_scale only`);
     }
     const biasName = `${module}.bias`;
     const format = FP8_DTYPES[info.dtype];
@@ -342,9 +340,7 @@ export class WeightScope {
     const info = ckpt.info(name);
     const length = info.shape.reduce((a, b) => a * b, 1);
     if (!isFloatSourceDtype(info.dtype) || info.shape.length > 1 || (length !== groups && length !== 1)) {
-      throw new CheckpointError(
-        `${ckpt.dir}: ${name} is ${info.dtype} [${info.shape.join(', ')}]; expected F32 [${groups}] (one per input group) or a scalar`,
-      );
+      throw new CheckpointError(`${ckpt.dir}: ${name} is ${info.dtype} [${info.shape.join(', ')}]; expected F32 [${groups}] (one per input group) or a scalar`);
     }
     const t = await this.tensor(name);
     return widenToFloat32(t.bytes, t.dtype);
@@ -396,7 +392,8 @@ export class WeightScope {
     const ckpt = this.weights.checkpoint;
     if (!ckpt.has(tensor)) return undefined;
     const info = ckpt.info(tensor);
-    if (!isFloatSourceDtype(info.dtype) || info.shape.length !== 2) throw new CheckpointError(`${ckpt.dir}: "${tensor}" is ${info.dtype} [${info.shape.join(', ')}]; expected a float [E, N] bias`);
+    if (!isFloatSourceDtype(info.dtype) || info.shape.length !== 2)
+      throw new CheckpointError(`${ckpt.dir}: "${tensor}" is ${info.dtype} [${info.shape.join(', ')}]; expected a float [E, N] bias`);
     const bytes = await ckpt.readRows(tensor, expert, 1);
     this.count(bytes.byteLength);
     return { name: `${tensor}.${expert}`, dtype: info.dtype, shape: [info.shape[1]!], bytes };

@@ -34,11 +34,7 @@ export type IoDataType = typeof DataType.FLOAT | typeof DataType.FLOAT16;
  */
 export type FeedDataType = IoDataType | typeof DataType.UINT8 | typeof DataType.UINT16;
 
-export type Fp8DataType =
-  | typeof DataType.FLOAT8E4M3FN
-  | typeof DataType.FLOAT8E4M3FNUZ
-  | typeof DataType.FLOAT8E5M2
-  | typeof DataType.FLOAT8E5M2FNUZ;
+export type Fp8DataType = typeof DataType.FLOAT8E4M3FN | typeof DataType.FLOAT8E4M3FNUZ | typeof DataType.FLOAT8E5M2 | typeof DataType.FLOAT8E5M2FNUZ;
 
 const BYTE_SIZES: Readonly<Record<DataType, number>> = {
   [DataType.FLOAT]: 4,

@@ -6,13 +6,7 @@
 // symbolic, e.g. the token count). ONNX itself does not need them on intermediate values; the
 // ops in ../ops use them to build the right Reshape/Slice constants without shape inference.
 
-import {
-  DataType,
-  dataTypeByteSize,
-  dataTypeName,
-  isFeedDataType,
-  isIoDataType,
-} from './data-type.js';
+import { DataType, dataTypeByteSize, dataTypeName, isFeedDataType, isIoDataType } from './data-type.js';
 import {
   AttributeType,
   encodeModel,
@@ -198,9 +192,7 @@ export class GraphBuilder {
   constructor(options: GraphBuilderOptions = {}) {
     this.opset = options.opset ?? DEFAULT_OPSET;
     if (!IR_VERSION_FOR_OPSET.has(this.opset)) {
-      throw new GraphBuildError(
-        `opset ${this.opset} is not supported; use one of ${[...IR_VERSION_FOR_OPSET.keys()].join(', ')}`,
-      );
+      throw new GraphBuildError(`opset ${this.opset} is not supported; use one of ${[...IR_VERSION_FOR_OPSET.keys()].join(', ')}`);
     }
     const parent = SUBGRAPH_PARENT.get(options);
     this.isSubgraph = parent !== undefined;
@@ -240,10 +232,7 @@ export class GraphBuilder {
    */
   output(value: Value, name?: string): Value {
     if (!this.isSubgraph && !isIoDataType(value.dtype)) {
-      throw new GraphBuildError(
-        `graph output "${name ?? value.name}" is ${dataTypeName(value.dtype)}; onnxruntime-node returns ` +
-          `only float32/float16 (Cast it first)`,
-      );
+      throw new GraphBuildError(`graph output "${name ?? value.name}" is ${dataTypeName(value.dtype)}; onnxruntime-node returns ` + `only float32/float16 (Cast it first)`);
     }
     let out = value;
     if (name !== undefined && name !== value.name) {
@@ -269,9 +258,7 @@ export class GraphBuilder {
     checkStaticShape(shape, `initializer "${nameHint}"`);
     const expected = shapeSize(shape) * dataTypeByteSize(dtype);
     if (raw.length !== expected) {
-      throw new GraphBuildError(
-        `initializer "${nameHint}" [${shape.join(', ')}] ${dataTypeName(dtype)} needs ${expected} bytes, got ${raw.length}`,
-      );
+      throw new GraphBuildError(`initializer "${nameHint}" [${shape.join(', ')}] ${dataTypeName(dtype)} needs ${expected} bytes, got ${raw.length}`);
     }
     const name = this.shared.scope.unique(nameHint);
     this.shared.initializers.push({ name, dims: [...shape], data_type: dtype, raw_data: raw });
@@ -297,13 +284,7 @@ export class GraphBuilder {
   }
 
   /** Appends a node; `null` inputs are omitted optional inputs. Returns its outputs in order. */
-  node(
-    opType: string,
-    inputs: readonly (Value | null)[],
-    outputs: readonly ValueSpec[],
-    attributes: Readonly<Record<string, Attribute>> = {},
-    domain = '',
-  ): Value[] {
+  node(opType: string, inputs: readonly (Value | null)[], outputs: readonly ValueSpec[], attributes: Readonly<Record<string, Attribute>> = {}, domain = ''): Value[] {
     const outs: Value[] = outputs.map((spec) => ({
       name: this.shared.scope.fresh(spec.name ?? opType),
       dtype: spec.dtype,
@@ -322,12 +303,7 @@ export class GraphBuilder {
   }
 
   /** A node with exactly one output. */
-  op(
-    opType: string,
-    inputs: readonly (Value | null)[],
-    output: ValueSpec,
-    attributes: Readonly<Record<string, Attribute>> = {},
-  ): Value {
+  op(opType: string, inputs: readonly (Value | null)[], output: ValueSpec, attributes: Readonly<Record<string, Attribute>> = {}): Value {
     return this.node(opType, inputs, [output], attributes)[0]!;
   }
 

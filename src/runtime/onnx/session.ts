@@ -96,10 +96,7 @@ export class OnnxSession {
   }
 
   /** Runs the graph; returns every graph output (or those named in `fetch`). */
-  async run(
-    feeds: Readonly<Record<string, FeedTensor>>,
-    fetch?: readonly string[],
-  ): Promise<Record<string, HostTensor>> {
+  async run(feeds: Readonly<Record<string, FeedTensor>>, fetch?: readonly string[]): Promise<Record<string, HostTensor>> {
     if (this.released) throw new SessionError('session was released');
     const ortFeeds: Record<string, Tensor> = {};
     for (const [name, t] of Object.entries(feeds)) {

@@ -90,14 +90,7 @@ export function scaledBlockDotsReference(
 }
 
 /** Emits `x [M, K] → [M, N]` float32 (M may be symbolic, and 1), with an optional bias `[N]`. */
-export function emitBlockScaleGemm(
-  g: GraphBuilder,
-  x: Value,
-  w: Value,
-  wScaleInv: Value,
-  block: BlockShape,
-  bias?: Value,
-): Value {
+export function emitBlockScaleGemm(g: GraphBuilder, x: Value, w: Value, wScaleInv: Value, block: BlockShape, bias?: Value): Value {
   const { format, k } = checkGemmValues(x, w, block);
 
   // Activations: FP8 codes per group, seen as float32 [kb, M, bk].
@@ -126,22 +119,11 @@ export function checkGemmValues(x: Value, w: Value, block: BlockShape): { format
  * paths: `xGroups` [kb, M, bk] float32 FP8 values (edge group zero-padded), `xScale` their scales,
  * broadcastable to [kb, M, 1]. Returns `[M, N]` float32 (+ bias).
  */
-export function emitScaledBlockDots(
-  g: GraphBuilder,
-  xGroups: Value,
-  xScale: Value,
-  w: Value,
-  wScaleInv: Value,
-  block: BlockShape,
-  k: number,
-  bias?: Value,
-): Value {
+export function emitScaledBlockDots(g: GraphBuilder, xGroups: Value, xScale: Value, w: Value, wScaleInv: Value, block: BlockShape, k: number, bias?: Value): Value {
   const n = staticDims(w, 'weight')[0]!;
   const [nb, kb] = staticDims(wScaleInv, 'weight scale');
   if (wScaleInv.shape.length !== 2 || nb !== ceilDiv(n, block.bn) || kb !== ceilDiv(k, block.bk)) {
-    throw new GraphBuildError(
-      `weight scale "${wScaleInv.name}" is [${wScaleInv.shape.join(', ')}], expected [${ceilDiv(n, block.bn)}, ${ceilDiv(k, block.bk)}]`,
-    );
+    throw new GraphBuildError(`weight scale "${wScaleInv.name}" is [${wScaleInv.shape.join(', ')}], expected [${ceilDiv(n, block.bn)}, ${ceilDiv(k, block.bk)}]`);
   }
   const m = xGroups.shape[1]!;
   const { bk, bn } = block;
@@ -159,9 +141,14 @@ export function emitScaledBlockDots(
   const dots = g.op('MatMul', [xGroups, wGroups], { dtype: DataType.FLOAT, shape: [kb!, m, n], name: 'block_dots' });
   const scaledX = g.op('Mul', [dots, xScale], { dtype: DataType.FLOAT, shape: [kb!, m, n], name: 'block_dots_xs' });
   const scaled = g.op('Mul', [scaledX, wScale], { dtype: DataType.FLOAT, shape: [kb!, m, n], name: 'block_dots_ws' });
-  const y = g.op('ReduceSum', [scaled, g.constInt64([0])], { dtype: DataType.FLOAT, shape: [m, n], name: 'gemm' }, {
-    keepdims: attr.int(0),
-  });
+  const y = g.op(
+    'ReduceSum',
+    [scaled, g.constInt64([0])],
+    { dtype: DataType.FLOAT, shape: [m, n], name: 'gemm' },
+    {
+      keepdims: attr.int(0),
+    },
+  );
   if (bias === undefined) return y;
   return g.op('Add', [y, emitCast(g, bias, DataType.FLOAT)], { dtype: DataType.FLOAT, shape: [m, n], name: 'gemm_bias' });
 }

@@ -14,15 +14,8 @@ import { dequantizeFp8GroupwiseScaledGemv, emitDequantizeFp8GroupwiseScaledGemv 
 import { OpShapeError, staticDims, type BlockShape, type F32Tensor, type Fp8Tensor } from './types.js';
 
 /** Reference implementation. */
-export function blockScaleLinear(
-  x: F32Tensor,
-  w: Fp8Tensor,
-  wScaleInv: F32Tensor,
-  block: BlockShape,
-  bias?: Float32Array,
-): F32Tensor {
-  const y =
-    x.shape[0] === 1 ? dequantizeFp8GroupwiseScaledGemv(x, w, wScaleInv, block) : blockScaleGemm(x, w, wScaleInv, block);
+export function blockScaleLinear(x: F32Tensor, w: Fp8Tensor, wScaleInv: F32Tensor, block: BlockShape, bias?: Float32Array): F32Tensor {
+  const y = x.shape[0] === 1 ? dequantizeFp8GroupwiseScaledGemv(x, w, wScaleInv, block) : blockScaleGemm(x, w, wScaleInv, block);
   if (bias === undefined) return y;
   const n = y.shape[1]!;
   if (bias.length !== n) throw new OpShapeError(`bias has ${bias.length} elements, expected ${n}`);
@@ -31,14 +24,7 @@ export function blockScaleLinear(
 }
 
 /** Emits `x [M, K] → [M, N]` float32; see the module header for the dispatch. */
-export function emitBlockScaleLinear(
-  g: GraphBuilder,
-  x: Value,
-  w: Value,
-  wScaleInv: Value,
-  block: BlockShape,
-  bias?: Value,
-): Value {
+export function emitBlockScaleLinear(g: GraphBuilder, x: Value, w: Value, wScaleInv: Value, block: BlockShape, bias?: Value): Value {
   if (x.shape.length !== 2) throw new GraphBuildError(`linear input "${x.name}" must be [M, K], got [${x.shape.join(', ')}]`);
   const m = x.shape[0]!;
   if (m === 1) return emitDequantizeFp8GroupwiseScaledGemv(g, x, w, wScaleInv, block, bias);
@@ -51,8 +37,13 @@ export function emitBlockScaleLinear(
   gemv.output(emitDequantizeFp8GroupwiseScaledGemv(gemv, x, w, wScaleInv, block, bias));
   const gemm = g.subgraph('gemm_branch');
   gemm.output(emitBlockScaleGemm(gemm, x, w, wScaleInv, block, bias));
-  return g.op('If', [isSingle], { dtype: DataType.FLOAT, shape: [m, n], name: 'linear' }, {
-    then_branch: attr.graph(gemv),
-    else_branch: attr.graph(gemm),
-  });
+  return g.op(
+    'If',
+    [isSingle],
+    { dtype: DataType.FLOAT, shape: [m, n], name: 'linear' },
+    {
+      then_branch: attr.graph(gemv),
+      else_branch: attr.graph(gemm),
+    },
+  );
 }

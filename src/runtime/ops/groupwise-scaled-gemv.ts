@@ -40,8 +40,7 @@ export function checkBlockWeight(w: Fp8Tensor, wScaleInv: F32Tensor, block: Bloc
   const expected = [ceilDiv(n, block.bn), ceilDiv(k, block.bk)];
   if (wScaleInv.shape.length !== 2 || wScaleInv.shape[0] !== expected[0] || wScaleInv.shape[1] !== expected[1]) {
     throw new OpShapeError(
-      `weight_scale_inv is [${wScaleInv.shape.join(', ')}], expected [${expected.join(', ')}] for weight [${n}, ${k}] ` +
-        `in [${block.bn}, ${block.bk}] blocks`,
+      `weight_scale_inv is [${wScaleInv.shape.join(', ')}], expected [${expected.join(', ')}] for weight [${n}, ${k}] ` + `in [${block.bn}, ${block.bk}] blocks`,
     );
   }
   return [n, k];
@@ -56,12 +55,7 @@ function checkInput(x: F32Tensor, k: number): number {
 }
 
 /** Reference implementation; sums in float64 and rounds each output once. */
-export function dequantizeFp8GroupwiseScaledGemv(
-  x: F32Tensor,
-  w: Fp8Tensor,
-  wScaleInv: F32Tensor,
-  block: BlockShape,
-): F32Tensor {
+export function dequantizeFp8GroupwiseScaledGemv(x: F32Tensor, w: Fp8Tensor, wScaleInv: F32Tensor, block: BlockShape): F32Tensor {
   const [n, k] = checkBlockWeight(w, wScaleInv, block);
   const m = checkInput(x, k);
   const decode = decodeTableFor(w.format);
@@ -96,14 +90,7 @@ export function emitDequantizeBlockWeight(g: GraphBuilder, w: Value, wScaleInv: 
 }
 
 /** Emits `x [M, K] → [M, N]` float32, with an optional float32 bias `[N]`. */
-export function emitDequantizeFp8GroupwiseScaledGemv(
-  g: GraphBuilder,
-  x: Value,
-  w: Value,
-  wScaleInv: Value,
-  block: BlockShape,
-  bias?: Value,
-): Value {
+export function emitDequantizeFp8GroupwiseScaledGemv(g: GraphBuilder, x: Value, w: Value, wScaleInv: Value, block: BlockShape, bias?: Value): Value {
   if ((x.dtype !== DataType.FLOAT && x.dtype !== DataType.FLOAT16) || x.shape.length !== 2) {
     throw new GraphBuildError(`GEMV input "${x.name}" must be float [M, K], got [${x.shape.join(', ')}]`);
   }

@@ -16,17 +16,7 @@ import { DataType } from '../onnx/data-type.js';
 import { attr, GraphBuildError, littleEndianBytes, type GraphBuilder, type Value } from '../onnx/graph-builder.js';
 import { blockScaleGemm, emitBlockScaleGemm } from './block-scale-gemm.js';
 import { dequantizeFp8GroupwiseScaledGemv, emitDequantizeFp8GroupwiseScaledGemv } from './groupwise-scaled-gemv.js';
-import {
-  checkSize,
-  emitSliceAxis,
-  fp8DataType,
-  OpShapeError,
-  product,
-  staticLastDim,
-  type BlockShape,
-  type F32Tensor,
-  type Fp8Tensor,
-} from './types.js';
+import { checkSize, emitSliceAxis, fp8DataType, OpShapeError, product, staticLastDim, type BlockShape, type F32Tensor, type Fp8Tensor } from './types.js';
 
 export interface ExpertWeight {
   /** `[N, K]` codes. */
@@ -51,9 +41,7 @@ export function splitStackedExperts(w: Fp8Tensor, wScaleInv: F32Tensor): ExpertW
   checkSize('stacked expert weight', w.shape, w.codes.length);
   checkSize('stacked expert scale', wScaleInv.shape, wScaleInv.data.length);
   if (w.shape.length !== 3 || wScaleInv.shape.length !== 3 || w.shape[0] !== wScaleInv.shape[0]) {
-    throw new OpShapeError(
-      `stacked experts need weight [E, N, K] and scale [E, nb, kb], got [${w.shape.join(', ')}] and [${wScaleInv.shape.join(', ')}]`,
-    );
+    throw new OpShapeError(`stacked experts need weight [E, N, K] and scale [E, nb, kb], got [${w.shape.join(', ')}] and [${wScaleInv.shape.join(', ')}]`);
   }
   const experts = w.shape[0]!;
   const wSize = product(w.shape.slice(1));
@@ -68,18 +56,11 @@ export function splitStackedExperts(w: Fp8Tensor, wScaleInv: F32Tensor): ExpertW
 export function addExpertInitializers(g: GraphBuilder, prefix: string, experts: readonly ExpertWeight[]): ExpertValues[] {
   return experts.map((expert, e) => ({
     w: g.initializer(`${prefix}.${e}.weight`, fp8DataType(expert.w.format), expert.w.shape, expert.w.codes),
-    wScaleInv: g.initializer(
-      `${prefix}.${e}.weight_scale_inv`,
-      DataType.FLOAT,
-      expert.wScaleInv.shape,
-      littleEndianBytes(expert.wScaleInv.data),
-    ),
+    wScaleInv: g.initializer(`${prefix}.${e}.weight_scale_inv`, DataType.FLOAT, expert.wScaleInv.shape, littleEndianBytes(expert.wScaleInv.data)),
   }));
 }
 
-type Routing =
-  | { readonly kind: 'grouped'; readonly indptr: readonly number[] }
-  | { readonly kind: 'single'; readonly experts: readonly number[] };
+type Routing = { readonly kind: 'grouped'; readonly indptr: readonly number[] } | { readonly kind: 'single'; readonly experts: readonly number[] };
 
 function parseRouting(routing: RoutingTensor, expertCount: number, rows: number | string): Routing {
   const data = Array.from(routing.data);
@@ -112,12 +93,7 @@ function parseRouting(routing: RoutingTensor, expertCount: number, rows: number 
 }
 
 /** Reference implementation. */
-export function mixtralExperts(
-  x: F32Tensor,
-  experts: readonly ExpertWeight[],
-  routing: RoutingTensor,
-  block: BlockShape,
-): F32Tensor {
+export function mixtralExperts(x: F32Tensor, experts: readonly ExpertWeight[], routing: RoutingTensor, block: BlockShape): F32Tensor {
   checkSize('x', x.shape, x.data.length);
   if (x.shape.length !== 2) throw new OpShapeError(`x must be [T, K], got [${x.shape.join(', ')}]`);
   if (experts.length === 0) throw new OpShapeError('no experts');
@@ -160,13 +136,7 @@ function emitRows(g: GraphBuilder, x: Value, start: number, end: number): Value 
 }
 
 /** Emits the experts' forward for one routing (see the module header); returns `[T or k, N]`. */
-export function emitMixtralExperts(
-  g: GraphBuilder,
-  x: Value,
-  experts: readonly ExpertValues[],
-  routing: RoutingTensor,
-  block: BlockShape,
-): Value {
+export function emitMixtralExperts(g: GraphBuilder, x: Value, experts: readonly ExpertValues[], routing: RoutingTensor, block: BlockShape): Value {
   if (x.shape.length !== 2 || typeof x.shape[0] !== 'number') {
     throw new GraphBuildError(`experts input "${x.name}" needs a static [T, K] shape (the graph is built per routing)`);
   }

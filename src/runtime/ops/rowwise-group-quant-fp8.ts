@@ -44,11 +44,7 @@ export interface RowwiseGroupQuantResult {
 }
 
 /** Reference implementation. */
-export function rowwiseGroupQuantFp8(
-  x: F32Tensor,
-  groupSize: number,
-  options: RowwiseGroupQuantOptions = {},
-): RowwiseGroupQuantResult {
+export function rowwiseGroupQuantFp8(x: F32Tensor, groupSize: number, options: RowwiseGroupQuantOptions = {}): RowwiseGroupQuantResult {
   const format = options.format ?? 'e4m3fn';
   const encode = encoderFor(format);
   const max = fp8Max(format);
@@ -104,13 +100,7 @@ export interface GroupedQuant {
  * clamped quotients. Div is an elementwise float32 division in onnxruntime (never a reciprocal
  * multiply), which the bit-exact tests rely on.
  */
-export function emitGroupedQuant(
-  g: GraphBuilder,
-  x: Value,
-  groupSize: number,
-  format: Fp8Format,
-  eps = DEFAULT_QUANT_EPS,
-): GroupedQuant {
+export function emitGroupedQuant(g: GraphBuilder, x: Value, groupSize: number, format: Fp8Format, eps = DEFAULT_QUANT_EPS): GroupedQuant {
   if (x.dtype !== DataType.FLOAT && x.dtype !== DataType.FLOAT16) {
     throw new GraphBuildError(`rowwise group quant: x "${x.name}" must be float32 or float16`);
   }
@@ -123,9 +113,14 @@ export function emitGroupedQuant(
   const grouped = emitFloatGroups(g, x, groupSize, groups);
   const abs = g.op('Abs', [grouped], { dtype: DataType.FLOAT, shape: grouped.shape, name: 'abs' });
   const scaleShape = [...lead, groups, 1];
-  const amaxRaw = g.op('ReduceMax', [abs, g.constInt64([-1])], { dtype: DataType.FLOAT, shape: scaleShape, name: 'amax' }, {
-    keepdims: attr.int(1),
-  });
+  const amaxRaw = g.op(
+    'ReduceMax',
+    [abs, g.constInt64([-1])],
+    { dtype: DataType.FLOAT, shape: scaleShape, name: 'amax' },
+    {
+      keepdims: attr.int(1),
+    },
+  );
   const amax = g.op('Max', [amaxRaw, g.constFloat32([eps], [])], { dtype: DataType.FLOAT, shape: scaleShape, name: 'amax_eps' });
   const scale = g.op('Div', [amax, g.constFloat32([max], [])], { dtype: DataType.FLOAT, shape: scaleShape, name: 'scale' });
   return { clamped: emitClampedQuotient(g, grouped, scale, max), scale, groups };
@@ -162,12 +157,7 @@ export function emitGroupsToFp8(g: GraphBuilder, clamped: Value, k: number, form
 }
 
 /** Emits the quantization; returns FP8 codes `[..., K]` and float32 scales. */
-export function emitRowwiseGroupQuantFp8(
-  g: GraphBuilder,
-  x: Value,
-  groupSize: number,
-  options: RowwiseGroupQuantOptions = {},
-): { q: Value; scale: Value } {
+export function emitRowwiseGroupQuantFp8(g: GraphBuilder, x: Value, groupSize: number, options: RowwiseGroupQuantOptions = {}): { q: Value; scale: Value } {
   const format = options.format ?? 'e4m3fn';
   const k = staticLastDim(x, 'quantized input');
   const lead = x.shape.slice(0, -1);

@@ -8,19 +8,7 @@ import { encoderFor } from '../../fp8/index.js';
 import { DataType } from '../onnx/data-type.js';
 import { attr, GraphBuildError, type GraphBuilder, type Value } from '../onnx/graph-builder.js';
 import { emitClampedQuotient, emitFloatGroups, emitGroupsToFp8 } from './rowwise-group-quant-fp8.js';
-import {
-  ceilDiv,
-  checkSize,
-  emitCast,
-  emitReshape,
-  fp8Max,
-  OpShapeError,
-  product,
-  staticLastDim,
-  type F32Tensor,
-  type Fp8Format,
-  type Fp8Tensor,
-} from './types.js';
+import { ceilDiv, checkSize, emitCast, emitReshape, fp8Max, OpShapeError, product, staticLastDim, type F32Tensor, type Fp8Format, type Fp8Tensor } from './types.js';
 
 function checkScaleLength(length: number, groups: number): void {
   if (length !== groups && length !== 1) {
@@ -29,12 +17,7 @@ function checkScaleLength(length: number, groups: number): void {
 }
 
 /** Reference implementation. */
-export function staticActivationGroupQuantFp8(
-  x: F32Tensor,
-  activationScale: Float32Array,
-  groupSize: number,
-  format: Fp8Format = 'e4m3fn',
-): Fp8Tensor {
+export function staticActivationGroupQuantFp8(x: F32Tensor, activationScale: Float32Array, groupSize: number, format: Fp8Format = 'e4m3fn'): Fp8Tensor {
   checkSize('x', x.shape, x.data.length);
   const k = x.shape[x.shape.length - 1]!;
   const groups = ceilDiv(k, groupSize);
@@ -54,13 +37,7 @@ export function staticActivationGroupQuantFp8(
 }
 
 /** Emits the quantization; returns FP8 codes with the shape of `x`. */
-export function emitStaticActivationGroupQuantFp8(
-  g: GraphBuilder,
-  x: Value,
-  activationScale: Value,
-  groupSize: number,
-  format: Fp8Format = 'e4m3fn',
-): Value {
+export function emitStaticActivationGroupQuantFp8(g: GraphBuilder, x: Value, activationScale: Value, groupSize: number, format: Fp8Format = 'e4m3fn'): Value {
   const k = staticLastDim(x, 'quantized input');
   const groups = ceilDiv(k, groupSize);
   const scaleLength = activationScale.shape.reduce<number>((n, d) => (typeof d === 'number' ? n * d : NaN), 1);
@@ -72,11 +49,7 @@ export function emitStaticActivationGroupQuantFp8(
 }
 
 /** Reference: `s` [G] → `(*x.shape[:-1], G)`, last two axes swapped when `transpose`. */
-export function broadcastActivationScale(
-  x: { readonly shape: readonly number[] },
-  s: Float32Array,
-  transpose: boolean,
-): F32Tensor {
+export function broadcastActivationScale(x: { readonly shape: readonly number[] }, s: Float32Array, transpose: boolean): F32Tensor {
   const xShape = x.shape;
   if (transpose && xShape.length < 2) throw new OpShapeError('broadcastActivationScale: transpose needs x of rank ≥ 2');
   const groups = s.length;
@@ -110,13 +83,23 @@ export function emitBroadcastActivationScale(g: GraphBuilder, x: Value, s: Value
   const groups = s.shape[0];
   const ones = Array.from({ length: rank - 1 }, () => 1);
   const reshaped = emitReshape(g, s, [...ones, groups], [...ones, groups]);
-  const lead = g.op('Shape', [x], { dtype: DataType.INT64, shape: [rank - 1], name: 'x_lead_shape' }, {
-    start: attr.int(0),
-    end: attr.int(-1),
-  });
-  const target = g.op('Concat', [lead, g.constInt64([groups])], { dtype: DataType.INT64, shape: [rank], name: 'scale_shape' }, {
-    axis: attr.int(0),
-  });
+  const lead = g.op(
+    'Shape',
+    [x],
+    { dtype: DataType.INT64, shape: [rank - 1], name: 'x_lead_shape' },
+    {
+      start: attr.int(0),
+      end: attr.int(-1),
+    },
+  );
+  const target = g.op(
+    'Concat',
+    [lead, g.constInt64([groups])],
+    { dtype: DataType.INT64, shape: [rank], name: 'scale_shape' },
+    {
+      axis: attr.int(0),
+    },
+  );
   const outShape = [...x.shape.slice(0, -1), groups];
   const expanded = g.op('Expand', [reshaped, target], { dtype: s.dtype, shape: outShape, name: 'scale_broadcast' });
   if (!transpose) return expanded;

@@ -17,14 +17,7 @@ import { ceilDiv, emitCast, emitPadLastAxis, emitReshape, emitTranspose, OpShape
  * Reference implementation: quantization bit-exact (staticActivationGroupQuantFp8), per-block dot
  * products exact in float64, the scaled sum over K blocks rounded once.
  */
-export function staticBlockScaleLinear(
-  x: F32Tensor,
-  activationScale: Float32Array,
-  w: Fp8Tensor,
-  wScaleInv: F32Tensor,
-  block: BlockShape,
-  bias?: Float32Array,
-): F32Tensor {
+export function staticBlockScaleLinear(x: F32Tensor, activationScale: Float32Array, w: Fp8Tensor, wScaleInv: F32Tensor, block: BlockShape, bias?: Float32Array): F32Tensor {
   const [m, n, k] = checkGemmOperands(x, w, wScaleInv, block);
   if (bias !== undefined && bias.length !== n) throw new OpShapeError(`bias has ${bias.length} elements, expected ${n}`);
   const q = staticActivationGroupQuantFp8(x, activationScale, block.bk, w.format);
@@ -36,15 +29,7 @@ export function staticBlockScaleLinear(
 }
 
 /** Emits `x [M, K] → [M, N]` float32 with `activationScale` `[ceil(K/bk)]` (or `[1]`) and an optional bias. */
-export function emitStaticBlockScaleLinear(
-  g: GraphBuilder,
-  x: Value,
-  activationScale: Value,
-  w: Value,
-  wScaleInv: Value,
-  block: BlockShape,
-  bias?: Value,
-): Value {
+export function emitStaticBlockScaleLinear(g: GraphBuilder, x: Value, activationScale: Value, w: Value, wScaleInv: Value, block: BlockShape, bias?: Value): Value {
   const { format, k } = checkGemmValues(x, w, block);
   const kb = ceilDiv(k, block.bk);
   const m = x.shape[0]!;

@@ -78,12 +78,7 @@ export function emitFp8DecodeTable(g: GraphBuilder, format: Fp8Format): Value {
  * 256-entry decode table (the same values as Cast(FP8 → float), NaN codes included). onnxruntime-node
  * cannot feed FP8 tensors, and Gather's indices must be int32/int64 (CPU and CUDA kernels).
  */
-export function emitDecodeFp8Codes(
-  g: GraphBuilder,
-  codes: Value,
-  format: Fp8Format,
-  table: Value = emitFp8DecodeTable(g, format),
-): DecodedFp8Value {
+export function emitDecodeFp8Codes(g: GraphBuilder, codes: Value, format: Fp8Format, table: Value = emitFp8DecodeTable(g, format)): DecodedFp8Value {
   if (codes.dtype !== DataType.UINT8) throw new GraphBuildError(`FP8 codes "${codes.name}" must be uint8, got data type ${codes.dtype}`);
   const index = g.op('Cast', [codes], { dtype: DataType.INT32, shape: codes.shape, name: `${codes.name}_index` }, { to: attr.int(DataType.INT32) });
   const decoded = g.op('Gather', [table, index], { dtype: DataType.FLOAT, shape: codes.shape, name: `${codes.name}_decoded` }, { axis: attr.int(0) });
@@ -167,14 +162,7 @@ export function emitSliceAxis(g: GraphBuilder, v: Value, axis: number, count: nu
  * the reference, with nothing computed on the host. Used on initializers, so onnxruntime
  * constant-folds it at session creation.
  */
-export function emitExpandBlockScale(
-  g: GraphBuilder,
-  scale: Value,
-  rows: number,
-  cols: number,
-  bRows: number,
-  bCols: number,
-): Value {
+export function emitExpandBlockScale(g: GraphBuilder, scale: Value, rows: number, cols: number, bRows: number, bCols: number): Value {
   const [gr, gc] = staticDims(scale, 'block scale');
   if (scale.shape.length !== 2 || gr !== ceilDiv(rows, bRows) || gc !== ceilDiv(cols, bCols)) {
     throw new GraphBuildError(

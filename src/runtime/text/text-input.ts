@@ -24,7 +24,7 @@ export const DEFAULT_TEXT_SEQ_LEN = 512;
 export const DEFAULT_TEXT_MAX_TOKENS = 1024;
 
 export type TextSource =
-  | { readonly kind: 'text'; /** A path, or `-` for stdin. */ readonly file: string }
+  | { readonly kind: 'text' /** A path, or `-` for stdin. */; readonly file: string }
   | { readonly kind: 'dataset'; readonly file: string }
   | { readonly kind: 'bundled' };
 

@@ -116,10 +116,24 @@ export function bf16FloorLinear(module: string, w: LinearWeight, settings: Floor
   const scaleInv = new Float32Array(ceilDiv(n, bn) * kb);
   for (let r0 = 0, rb = 0; r0 < n; r0 += bn, rb++) {
     const rows = Math.min(bn, n - r0);
-    const ok = wasmKernel.quantizeStripe(words.subarray(r0 * k, (r0 + rows) * k), rows, k, opts, codes.subarray(r0 * k, (r0 + rows) * k), scaleInv.subarray(rb * kb, (rb + 1) * kb));
+    const ok = wasmKernel.quantizeStripe(
+      words.subarray(r0 * k, (r0 + rows) * k),
+      rows,
+      k,
+      opts,
+      codes.subarray(r0 * k, (r0 + rows) * k),
+      scaleInv.subarray(rb * kb, (rb + 1) * kb),
+    );
     if (!ok) return undefined;
   }
-  return { kind: 'fp8', module, weight: { codes, shape: [n, k], format: settings.format }, scaleInv: { data: scaleInv, shape: [ceilDiv(n, bn), kb] }, block: settings.block, bias: undefined };
+  return {
+    kind: 'fp8',
+    module,
+    weight: { codes, shape: [n, k], format: settings.format },
+    scaleInv: { data: scaleInv, shape: [ceilDiv(n, bn), kb] },
+    block: settings.block,
+    bias: undefined,
+  };
 }
 
 /**
@@ -167,7 +181,12 @@ async function storedEquals(ckpt: Checkpoint, module: string, floor: Fp8Linear):
   const scaleInfo = ckpt.info(scaleName);
   if (scaleInfo.dtype !== 'F32' || scaleInfo.byteLength !== floor.scaleInv.data.byteLength) return false;
   const scales = await ckpt.readTensor(scaleName);
-  if (!Buffer.from(scales.buffer, scales.byteOffset, scales.byteLength).equals(Buffer.from(floor.scaleInv.data.buffer, floor.scaleInv.data.byteOffset, floor.scaleInv.data.byteLength))) return false;
+  if (
+    !Buffer.from(scales.buffer, scales.byteOffset, scales.byteLength).equals(
+      Buffer.from(floor.scaleInv.data.buffer, floor.scaleInv.data.byteOffset, floor.scaleInv.data.byteLength),
+    )
+  )
+    return false;
   const codes = floor.weight.codes;
   if (ckpt.info(`${module}.weight`).byteLength !== codes.byteLength) return false;
   const stored = await ckpt.readTensor(`${module}.weight`);

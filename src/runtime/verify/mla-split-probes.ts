@@ -36,7 +36,12 @@ export function mlaSplitTensors(has: (name: string) => boolean, plan: MlaPlan): 
 }
 
 function denseF32(module: string, values: Float32Array, n: number, k: number): DenseLinear {
-  return { kind: 'dense', module, weight: { name: module, dtype: 'F32', shape: [n, k], bytes: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) }, bias: undefined };
+  return {
+    kind: 'dense',
+    module,
+    weight: { name: module, dtype: 'F32', shape: [n, k], bytes: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) },
+    bias: undefined,
+  };
 }
 
 function columns(data: Float32Array, rows: number, width: number, start: number, count: number): Float32Array {

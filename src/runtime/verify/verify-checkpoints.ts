@@ -153,13 +153,7 @@ interface LayerExtraProbes {
  * the FP8 floor of every FP8 linear. The original's weights are read in a scope of their own,
  * closed before the layer runs: the probes hold fresh copies, so they do not add to the peak.
  */
-async function layerExtraProbes(
-  original: ModelRunner,
-  quantized: ModelRunner,
-  plan: LayerPlan,
-  captures: LayerCaptures,
-  quantizedScope: WeightScope,
-): Promise<LayerExtraProbes> {
+async function layerExtraProbes(original: ModelRunner, quantized: ModelRunner, plan: LayerPlan, captures: LayerCaptures, quantizedScope: WeightScope): Promise<LayerExtraProbes> {
   const originalScope = original.weights.scope();
   try {
     const attention = plan.attention;
@@ -234,7 +228,13 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
         const ref = rq.probeOutputs.get(`${m.name}${REFERENCE_SUFFIX}`);
         const out = rq.probeOutputs.get(m.name);
         if (ref === undefined || out === undefined) continue;
-        linears.push({ module: m.name, layer, rows: m.rows, ...compareTensors(ref, out), ...floorOf(ref, rq.probeOutputs.get(`${m.name}${FLOOR_SUFFIX}`), out, m.rows, floorRows.get(`${m.name}${FLOOR_SUFFIX}`)) });
+        linears.push({
+          module: m.name,
+          layer,
+          rows: m.rows,
+          ...compareTensors(ref, out),
+          ...floorOf(ref, rq.probeOutputs.get(`${m.name}${FLOOR_SUFFIX}`), out, m.rows, floorRows.get(`${m.name}${FLOOR_SUFFIX}`)),
+        });
       }
       for (const module of layerLinears(plan)) {
         if (!quantized.isFp8Linear(module)) continue;
@@ -250,7 +250,13 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
           layer,
           rows: capture.rows,
           ...compareTensors(capture.output, out),
-          ...floorOf(capture.output, extra.sameAsStored.has(module) ? out : rq.probeOutputs.get(`${module}${FLOOR_SUFFIX}`), out, capture.rows, floorRows.get(`${module}${FLOOR_SUFFIX}`)),
+          ...floorOf(
+            capture.output,
+            extra.sameAsStored.has(module) ? out : rq.probeOutputs.get(`${module}${FLOOR_SUFFIX}`),
+            out,
+            capture.rows,
+            floorRows.get(`${module}${FLOOR_SUFFIX}`),
+          ),
           ...(staticScale === undefined ? {} : { clipping: linearClipping(capture.input, capture.rows, staticScale) }),
         });
       }
