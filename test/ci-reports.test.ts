@@ -6,7 +6,6 @@
 // and report files follow the write rules (no overwrite without --force, never inside a model).
 
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { copyFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,8 +23,10 @@ import { renderVerifyMarkdown } from '../src/cli/reports/verify-markdown.js';
 import type { VerifyReportView } from '../src/cli/reports/verify-report-view.js';
 import { VerifyTimer } from '../src/cli/reports/verify-timings.js';
 import { copyCheckpointWithEdits, scaleF32 } from './helpers/checkpoint-edit.js';
-import { FIXTURES, MODELS, modelDir, ROOT } from './helpers/fixtures.js';
+import { FIXTURES, MODELS, modelDir } from './helpers/fixtures.js';
 import { assertJsonError } from './helpers/hostile.js';
+import { fp8qBatch } from './helpers/fp8q-batch.js';
+import type { CliResult } from './helpers/safety.js';
 
 const markdown = new MarkdownIt();
 
@@ -229,26 +230,6 @@ describe('markdown helpers', () => {
   });
 });
 
-interface CliResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function fp8qBatch(commands: readonly (readonly string[])[], env: NodeJS.ProcessEnv): Promise<CliResult[]> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', join(ROOT, 'test/helpers/cli-batch.ts'), JSON.stringify(commands)],
-      { cwd: ROOT, timeout: 120_000, maxBuffer: 64 * 1024 * 1024, env },
-      (err, stdout, stderr) => {
-        if (err) reject(new Error(`cli-batch failed: ${err.message}\n${stderr}`));
-        else resolve(JSON.parse(stdout) as CliResult[]);
-      },
-    );
-  });
-}
-
 async function exists(path: string): Promise<boolean> {
   return stat(path).then(
     () => true,
@@ -309,7 +290,7 @@ describe('reports through the CLI on the llama fixture', () => {
           '--quiet',
         ],
       ],
-      { ...process.env, GITHUB_STEP_SUMMARY: join(work, 'step-summary.md') },
+      { env: { ...process.env, GITHUB_STEP_SUMMARY: join(work, 'step-summary.md') } },
     );
   });
 
@@ -365,7 +346,7 @@ describe('reports through the CLI on the llama fixture', () => {
   });
 
   test('$GITHUB_STEP_SUMMARY inside a model folder is skipped with a warning, the run unaffected', async () => {
-    const [r] = await fp8qBatch([verify(fp8)], { ...process.env, GITHUB_STEP_SUMMARY: join(fp8, 'summary.md') });
+    const [r] = await fp8qBatch([verify(fp8)], { env: { ...process.env, GITHUB_STEP_SUMMARY: join(fp8, 'summary.md') } });
     assert.equal(r!.code, 0, r!.stderr);
     assert.match(r!.stderr, /^warning: \$GITHUB_STEP_SUMMARY \(.*summary\.md\) is inside the quantized folder .*: not appending the report to it\n$/);
     assert.equal(await exists(join(fp8, 'summary.md')), false);

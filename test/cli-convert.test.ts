@@ -13,12 +13,8 @@ import { join } from 'node:path';
 import { ROOT, modelDir } from './helpers/fixtures.js';
 import { sha256File } from './helpers/checkpoint-files.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
-
-interface CliResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+import { fp8qBatch } from './helpers/fp8q-batch.js';
+import type { CliResult } from './helpers/safety.js';
 
 /** fp8q with `args`, stdout and stderr as pipes (not a TTY), from the sources via tsx. */
 function fp8q(...args: string[]): Promise<CliResult> {
@@ -33,19 +29,6 @@ function fp8q(...args: string[]): Promise<CliResult> {
 }
 
 /** Each argv of `commands` through main() in one child process (see helpers/cli-batch.ts). */
-function fp8qBatch(commands: readonly (readonly string[])[]): Promise<CliResult[]> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', join(ROOT, 'test/helpers/cli-batch.ts'), JSON.stringify(commands)],
-      { cwd: ROOT, timeout: 60_000, maxBuffer: 64 * 1024 * 1024 },
-      (err, stdout, stderr) => {
-        if (err) reject(new Error(`cli-batch failed: ${err.message}\n${stderr}`));
-        else resolve(JSON.parse(stdout) as CliResult[]);
-      },
-    );
-  });
-}
 
 let tmp: TempDir;
 /** Results of the in-batch commands, by label. */
@@ -72,7 +55,10 @@ before(async () => {
     run.catch(() => undefined); // awaited (and reported) by its test
     ownResults.set(c.label, run);
   }
-  const results = await fp8qBatch(inBatch.map((c) => subst(c.args)));
+  const results = await fp8qBatch(
+    inBatch.map((c) => subst(c.args)),
+    { timeoutMs: 60_000 },
+  );
   inBatch.forEach((c, i) => batch.set(c.label, results[i]!));
 });
 after(async () => {

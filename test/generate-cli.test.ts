@@ -15,26 +15,8 @@ import type { CompareReport, GenerateReport } from '../src/cli/commands/generate
 import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
 import { layoutColumns, markedText, MIN_COLUMN, wrap } from '../src/runtime/generate/compare.js';
 import { MODELS, ROOT } from './helpers/fixtures.js';
-
-interface CliResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function fp8qBatch(commands: readonly (readonly string[])[]): Promise<CliResult[]> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', join(ROOT, 'test/helpers/cli-batch.ts'), JSON.stringify(commands)],
-      { cwd: ROOT, timeout: 120_000, maxBuffer: 64 * 1024 * 1024 },
-      (err, stdout, stderr) => {
-        if (err) reject(new Error(`cli-batch failed: ${err.message}\n${stderr}`));
-        else resolve(JSON.parse(stdout) as CliResult[]);
-      },
-    );
-  });
-}
+import { fp8qBatch } from './helpers/fp8q-batch.js';
+import type { CliResult } from './helpers/safety.js';
 
 const STORIES = join(MODELS, 'stories260K');
 const DOCUMENTED =

@@ -4,7 +4,6 @@
 // gate, and exit code 2 on bad flags.
 
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,27 +12,9 @@ import { after, before, test } from 'node:test';
 import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
 import { relativeL2Error } from '../src/runtime/ops/compare.js';
 import { copyCheckpointWithEdits, scaleF32 } from './helpers/checkpoint-edit.js';
-import { f32, FIXTURES, MODELS, modelDir, readAll, ROOT } from './helpers/fixtures.js';
-
-interface CliResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function fp8qBatch(commands: readonly (readonly string[])[]): Promise<CliResult[]> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', join(ROOT, 'test/helpers/cli-batch.ts'), JSON.stringify(commands)],
-      { cwd: ROOT, timeout: 120_000, maxBuffer: 64 * 1024 * 1024 },
-      (err, stdout, stderr) => {
-        if (err) reject(new Error(`cli-batch failed: ${err.message}\n${stderr}`));
-        else resolve(JSON.parse(stdout) as CliResult[]);
-      },
-    );
-  });
-}
+import { f32, FIXTURES, MODELS, modelDir, readAll } from './helpers/fixtures.js';
+import { fp8qBatch } from './helpers/fp8q-batch.js';
+import type { CliResult } from './helpers/safety.js';
 
 let work: string;
 let results: CliResult[];
