@@ -1,5 +1,5 @@
 // The shape docs/ARCHITECTURE.md describes, kept by a test: no cycle among the folders of src/
-// (subfolder granularity: src/io/pipeline, src/passes, src/runtime/models …), src/fp8 free of I/O,
+// (subfolder granularity: src/pipeline, src/passes, src/runtime/models …), src/fp8 free of I/O,
 // and no source file citing anything outside the repository.
 
 import assert from 'node:assert/strict';
@@ -21,19 +21,19 @@ function files(dir: string, ext = /\.ts$/): string[] {
   return out;
 }
 
-/** Folder of a file, at most two levels below src (src/io/pipeline/x.ts → io/pipeline). */
-function folderOf(file: string): string {
-  return relative(SRC, dirname(file)).split('/').slice(0, 2).join('/') || '.';
+/** Folder of a file, at most `depth` levels below src (depth 2: src/io/formats/x.ts → io/formats). */
+function folderOf(file: string, depth: number): string {
+  return relative(SRC, dirname(file)).split('/').slice(0, depth).join('/') || '.';
 }
 
-function folderGraph(): Map<string, Set<string>> {
+function folderGraph(depth = 2): Map<string, Set<string>> {
   const graph = new Map<string, Set<string>>();
   for (const file of files(SRC)) {
     const text = readFileSync(file, 'utf8');
     for (const m of text.matchAll(/(?:import|export)\s[^'"`;]*?from\s+['"](\.[^'"]+)['"]|import\(\s*['"](\.[^'"]+)['"]\s*\)/g)) {
       const spec = (m[1] ?? m[2])!;
-      const from = folderOf(file);
-      const to = folderOf(resolve(dirname(file), spec));
+      const from = folderOf(file, depth);
+      const to = folderOf(resolve(dirname(file), spec), depth);
       if (from === to) continue;
       if (!graph.has(from)) graph.set(from, new Set());
       graph.get(from)!.add(to);
@@ -81,6 +81,17 @@ test('no folder of src imports, directly or through others, a folder that import
   const graph = folderGraph();
   assert.ok(graph.size > 10, 'the graph was read');
   assert.deepEqual(cycles(graph), []);
+});
+
+test('the top-level folders import one way: cli → pipeline → runtime → passes → io → fp8', () => {
+  const graph = folderGraph(1);
+  assert.deepEqual(cycles(graph), []);
+  const order = ['cli', 'pipeline', 'runtime', 'passes', 'io', 'fp8'];
+  for (const [from, tos] of graph) {
+    for (const to of tos) {
+      assert.ok(order.indexOf(from) < order.indexOf(to), `${from} imports ${to}, against the order ${order.join(' → ')}`);
+    }
+  }
 });
 
 /** Imports between the files of one folder (no subfolders), by file name. */

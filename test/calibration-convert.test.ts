@@ -13,7 +13,7 @@ import { existsSync } from 'node:fs';
 import { cp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isFp8Dtype, widenToFloat32, type FloatSourceDtype } from '../src/fp8/dtypes.js';
-import { convertCheckpoint, type ConvertEvent } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint, type ConvertEvent } from '../src/pipeline/convert-checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
 import { convertCommand } from '../src/cli/commands/convert.js';
 import { UsageError } from '../src/cli/common/errors.js';

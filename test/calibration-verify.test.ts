@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { join } from 'node:path';
 import { renderReport } from '../src/cli/commands/verify.js';
-import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { readInputIds } from '../src/runtime/models/token-ids.js';
 import { verifyCheckpoints, type VerifyReport } from '../src/runtime/verify/verify-checkpoints.js';
 import { copyCheckpointWithEdits, scaleF32 } from './helpers/checkpoint-edit.js';

@@ -14,7 +14,7 @@ import { parse as parseJunit, type TestCase, type TestSuite } from 'junit2json';
 import MarkdownIt from 'markdown-it';
 import { validateXML } from 'xmllint-wasm';
 
-import { convertCheckpoint, type ConvertSummary } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint, type ConvertSummary } from '../src/pipeline/convert-checkpoint.js';
 import type { ConvertPlan } from '../src/passes/plan.js';
 import { renderConvertReport } from '../src/cli/reports/convert-report.js';
 import { code, ranges } from '../src/cli/reports/markdown.js';

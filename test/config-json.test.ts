@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parseTree, type Node } from 'jsonc-parser';
 import { editConfigText } from '../src/io/checkpoint/config-json.js';
-import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
-import { dequantCheckpoint } from '../src/io/pipeline/dequant-checkpoint.js';
+import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
+import { dequantCheckpoint } from '../src/pipeline/dequant-checkpoint.js';
 import { MODELS } from './helpers/fixtures.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
 

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { blockQuantize, type BlockShape } from '../src/fp8/block-quantize.js';
 import { float32ToBf16Bits, float32ToF16Bits, widenToFloat32, type FloatSourceDtype } from '../src/fp8/dtypes.js';
 import { decodeTableFor, f32ToBits, type Fp8Format } from '../src/fp8/formats.js';
-import { convertCheckpoint, type ConvertEvent, type ConvertSummary } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint, type ConvertEvent, type ConvertSummary } from '../src/pipeline/convert-checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
 import { AlreadyQuantizedError } from '../src/passes/block-scale-quantize.js';
 import { listFiles, readCheckpointTensors, readJson, sha256File, writeCheckpoint, type TensorData } from './helpers/checkpoint-files.js';

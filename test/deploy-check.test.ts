@@ -7,8 +7,8 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { convertCheckpoint, type ConvertEvent } from '../src/io/pipeline/convert-checkpoint.js';
-import { applyOutputFormat } from '../src/io/pipeline/output-format.js';
+import { convertCheckpoint, type ConvertEvent } from '../src/pipeline/convert-checkpoint.js';
+import { applyOutputFormat } from '../src/pipeline/output-format.js';
 import { blockScaleQuantizePass } from '../src/passes/block-scale-quantize.js';
 import {
   DeployTargetError,
@@ -344,7 +344,7 @@ test('an --exclude suggestion can be pasted as printed: with it the same target 
 });
 
 test('transformers refuses fused FP8 experts with biases (gpt-oss), and names the rule; Llama has none', async () => {
-  const { deployCheckSourceOf } = await import('../src/io/inspect/deploy-check-input.js');
+  const { deployCheckSourceOf } = await import('../src/pipeline/inspect/deploy-check-input.js');
   const { deployCheck } = await import('../src/passes/deploy-check/index.js');
   const judge = async (name: string) => {
     const source = await deployCheckSourceOf(join('fixtures', 'models', name));

@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { ERROR_CODES, errorCodeOf, GATE_ERROR_CODES } from '../src/cli/common/error-codes.js';
 import { describeError, EXIT_GATE_FAILED, EXIT_USAGE, ExitError, isKnownError, UsageError } from '../src/cli/common/errors.js';
 import { ByteProgress, outputMode } from '../src/cli/common/output.js';
-import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
 import { HubError } from '../src/io/hub/errors.js';
 import { SafetensorsReader } from '../src/io/safetensors/safetensors-reader.js';

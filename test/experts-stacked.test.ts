@@ -8,8 +8,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { join } from 'node:path';
-import { convertCheckpoint, type ConvertEvent } from '../src/io/pipeline/convert-checkpoint.js';
-import { dequantCheckpoint } from '../src/io/pipeline/dequant-checkpoint.js';
+import { convertCheckpoint, type ConvertEvent } from '../src/pipeline/convert-checkpoint.js';
+import { dequantCheckpoint } from '../src/pipeline/dequant-checkpoint.js';
 import { encodeE4M3 } from '../src/fp8/formats.js';
 import { blockScaleQuantizePass } from '../src/passes/block-scale-quantize.js';
 import { fusedExpertLayout } from '../src/passes/fused-experts.js';

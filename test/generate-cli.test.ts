@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
 import type { CompareReport, GenerateReport } from '../src/cli/commands/generate.js';
-import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { layoutColumns, markedText, MIN_COLUMN, wrap } from '../src/runtime/generate/compare.js';
 import { MODELS, ROOT } from './helpers/fixtures.js';
 import { fp8qBatch } from './helpers/fp8q-batch.js';

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { loadModelTokenizer, type ModelTokenizer } from '../src/runtime/text/model-tokenizer.js';
 import { cachedAttentionMask } from '../src/runtime/models/cached-attention.js';
 import { ModelRunner } from '../src/runtime/models/runner.js';

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { join } from 'node:path';
-import { convertCheckpoint, type ConvertEvent } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint, type ConvertEvent } from '../src/pipeline/convert-checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
 import { encodeE4M3 } from '../src/fp8/formats.js';
 import { widenToFloat32 } from '../src/fp8/dtypes.js';

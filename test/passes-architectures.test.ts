@@ -5,7 +5,7 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { quantizationConfigOf } from '../src/io/pipeline/convert-checkpoint.js';
+import { quantizationConfigOf } from '../src/pipeline/convert-checkpoint.js';
 import type { ModelConfig } from '../src/io/checkpoint/checkpoint.js';
 import { AlreadyQuantizedError, blockScaleQuantizePass, type PassOptions, type SourceTensor } from '../src/passes/block-scale-quantize.js';
 import type { ConvertPlan, QuantizationSettings, QuantizeEntry } from '../src/passes/plan.js';

@@ -16,14 +16,14 @@ import { float32ToBf16Bits, narrowFromFloat32, widenToFloat32 } from '../src/fp8
 import { FastQuantizeScratch, quantizeBf16StripeFast, quantizeF32StripeFast } from '../src/fp8/fast-quantize.js';
 import { decodeTableFor, type Fp8Format } from '../src/fp8/formats.js';
 import { WasmBf16Kernel } from '../src/fp8/wasm-kernel.js';
-import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
-import { ChunkScratch, quantizeChunk } from '../src/io/pipeline/quantize-chunk.js';
-import { workerExecArgv } from '../src/io/pipeline/module-worker.js';
+import { ChunkScratch, quantizeChunk } from '../src/pipeline/quantize-chunk.js';
+import { workerExecArgv } from '../src/pipeline/module-worker.js';
 import { DirectReads } from '../src/io/safetensors/direct-reads.js';
-import { createShardWriter, DIRECT_MIN_BYTES, WriteSlots } from '../src/io/pipeline/direct-shard-writer.js';
+import { createShardWriter, DIRECT_MIN_BYTES, WriteSlots } from '../src/pipeline/direct-shard-writer.js';
 import { SafetensorsWriter } from '../src/io/safetensors/safetensors-writer.js';
-import { HashThread } from '../src/io/pipeline/hash-thread.js';
+import { HashThread } from '../src/pipeline/hash-thread.js';
 import { listFiles, sha256File, writeCheckpoint, type TensorData } from './helpers/checkpoint-files.js';
 import { ROOT } from './helpers/fixtures.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
@@ -501,7 +501,7 @@ describe('convert with worker threads', () => {
   it('a process that converted with workers exits on its own (an inline -e script, as the bench runs it)', async () => {
     const output = join(tmp.path, 'child-out');
     const script =
-      `const { convertCheckpoint } = await import(${JSON.stringify(join(ROOT, 'src/io/pipeline/convert-checkpoint.ts'))});\n` +
+      `const { convertCheckpoint } = await import(${JSON.stringify(join(ROOT, 'src/pipeline/convert-checkpoint.ts'))});\n` +
       `await convertCheckpoint({ input: ${JSON.stringify(source)}, output: ${JSON.stringify(output)}, threads: 2 });\n` +
       `process.stdout.write('converted\\n');\n`;
     const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });

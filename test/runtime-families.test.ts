@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { referenceForward } from '../src/runtime/models/reference-forward.js';
 import { ModelRunner } from '../src/runtime/models/runner.js';
 import { relativeL2Error } from '../src/runtime/ops/compare.js';

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { referenceForward } from '../src/runtime/models/reference-forward.js';
 import { DEFAULT_GATES } from '../src/runtime/verify/gates.js';
 import { verifyCheckpoints } from '../src/runtime/verify/verify-checkpoints.js';

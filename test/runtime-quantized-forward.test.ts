@@ -16,7 +16,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 
-import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { referenceForward, referenceLayer, referenceLinear } from '../src/runtime/models/reference-forward.js';
 import { ModelRunner } from '../src/runtime/models/runner.js';
 import { readInputIds } from '../src/runtime/models/token-ids.js';

@@ -9,7 +9,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Checkpoint } from '../src/io/checkpoint/checkpoint.js';
-import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { QuantizationConfigError } from '../src/io/formats/quantized-format.js';
 import { ModelRunner } from '../src/runtime/models/runner.js';
 import { ModelWeights } from '../src/runtime/models/weights.js';

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { convertCheckpoint, type ConvertSummary } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint, type ConvertSummary } from '../src/pipeline/convert-checkpoint.js';
 import { listFiles, sha256File, writeCheckpoint, type TensorData } from './helpers/checkpoint-files.js';
 import { modelDir } from './helpers/fixtures.js';
 import { runCli } from './helpers/safety.js';

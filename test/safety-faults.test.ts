@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { chmod, cp, mkdir, open, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { narrowFromFloat32 } from '../src/fp8/dtypes.js';
-import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
 import { SafetensorsWriter } from '../src/io/safetensors/safetensors-writer.js';
 import { writeCheckpoint, type TensorData } from './helpers/checkpoint-files.js';

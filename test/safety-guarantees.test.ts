@@ -11,7 +11,7 @@ import { cp, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Checkpoint } from '../src/io/checkpoint/checkpoint.js';
-import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
 import { readJson } from './helpers/checkpoint-files.js';
 import { ROOT } from './helpers/fixtures.js';

@@ -8,7 +8,7 @@ import { cp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Checkpoint } from '../src/io/checkpoint/checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
-import type { ConvertSummary } from '../src/io/pipeline/convert-checkpoint.js';
+import type { ConvertSummary } from '../src/pipeline/convert-checkpoint.js';
 import { readJson, reshardFixture } from './helpers/checkpoint-files.js';
 import { modelDir } from './helpers/fixtures.js';
 import { assertNoOutputLeft, assertOneLineFailure, rawSafetensors, runCli } from './helpers/safety.js';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { quantizeStripe, type ScaleFormat } from '../src/fp8/block-quantize.js';
 import { narrowFromFloat32, type FloatSourceDtype } from '../src/fp8/dtypes.js';
 import { decodeTableFor, fp8FormatInfo, type Fp8Format } from '../src/fp8/formats.js';
-import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
 import { readCheckpointTensors, writeCheckpoint, type TensorData } from './helpers/checkpoint-files.js';
 import { assertNoOutputLeft, assertOneLineFailure, runCli } from './helpers/safety.js';

@@ -12,8 +12,8 @@ import { FIXTURE_MODELS, f32, modelDir, readAll } from './helpers/fixtures.js';
 import { blockQuantize, roundUpToPowerOfTwo, widenToFloat32, type FloatSourceDtype } from '../src/fp8/index.js';
 import { firstNonPowerOfTwo, isPowerOfTwo, scaleFormatOfValues } from '../src/fp8/scale-format.js';
 import { Checkpoint } from '../src/io/checkpoint/checkpoint.js';
-import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
-import { inspectCheckpoint } from '../src/io/inspect/inspect-checkpoint.js';
+import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
+import { inspectCheckpoint } from '../src/pipeline/inspect/inspect-checkpoint.js';
 import { SafetensorsReader } from '../src/io/safetensors/safetensors-reader.js';
 
 let tmp = '';

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 
-import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { readInputIds } from '../src/runtime/models/token-ids.js';
 import { DEFAULT_GATES } from '../src/runtime/verify/gates.js';
 import { compareLogits, compareTensors, klDivergence } from '../src/runtime/verify/metrics.js';

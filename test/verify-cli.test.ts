@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { convertCheckpoint } from '../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { relativeL2Error } from '../src/runtime/ops/compare.js';
 import { copyCheckpointWithEdits, scaleF32 } from './helpers/checkpoint-edit.js';
 import { f32, FIXTURES, MODELS, modelDir, readAll } from './helpers/fixtures.js';

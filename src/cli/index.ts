@@ -5,7 +5,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { rmSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { discardAllStagingSync } from '../io/pipeline/output-folder.js';
+import { discardAllStagingSync } from '../pipeline/output-folder.js';
 import { collect } from './common/options.js';
 import { addFlags } from './common/flags.js';
 import { CONVERT_FLAGS, type ConvertFlags } from './commands/convert-flags.js';

@@ -14,7 +14,7 @@
 //     self.act_q_static`), so no vLLM loader reads block FP8 with static scales.
 //   - compressed-tensors (quantization/lifecycle/initialize.py): static `input_activations` give
 //     `input_scale` `[1]` (strategy tensor) or `[ceil(K/group_size)]` (group), in the weight's
-//     dtype; fp8q's compressed-tensors output keeps dynamic activations (io/pipeline/output-format.ts).
+//     dtype; fp8q's compressed-tensors output keeps dynamic activations (pipeline/output-format.ts).
 // So: granularity 'group' writes `[ceil(K/bk)]` (MLC), 'tensor' writes a 0-dim scalar
 // (transformers). Experts get per-expert scales too (measured on their routed tokens), for
 // runtimes that quantize expert activations statically; MLC's experts module ignores them.

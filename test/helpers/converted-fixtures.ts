@@ -5,7 +5,7 @@ import { after, before } from 'node:test';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { convertCheckpoint } from '../../src/io/pipeline/convert-checkpoint.js';
+import { convertCheckpoint } from '../../src/pipeline/convert-checkpoint.js';
 import { FIXTURE_MODELS, modelDir } from './fixtures.js';
 
 export interface ConvertedFixtures {

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { SafetensorsReader } from '../../src/io/safetensors/safetensors-reader.js';
 
-export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const FIXTURES = join(ROOT, 'fixtures');
 export const MODELS = join(FIXTURES, 'models');
 export const REFERENCE_VECTORS = join(FIXTURES, 'reference-vectors');

@@ -2,7 +2,7 @@
 // deployment check (passes/deploy-check/) as a table with findings and suggestions, or JSON.
 // Exit 0 whatever the verdicts: the report is the result (convert --target is the gate).
 
-import { deployCheckSourceOf } from '../../io/inspect/deploy-check-input.js';
+import { deployCheckSourceOf } from '../../pipeline/inspect/deploy-check-input.js';
 import { DEFAULT_TP_SIZES, deployCheck, ENGINES, parseEngines, parseTpSizes, reportLines, type DeployReport } from '../../passes/deploy-check/index.js';
 import { UsageError } from '../common/errors.js';
 import { parseBlock } from '../common/options.js';

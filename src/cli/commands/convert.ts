@@ -1,7 +1,7 @@
 // `fp8q convert`: flags → ConvertOptions, progress rendering, and the summary (table or JSON).
 
-import { convertCheckpoint, type ConvertSummary } from '../../io/pipeline/convert-checkpoint.js';
-import { checkOutputFormat, OutputFormatError } from '../../io/pipeline/output-format.js';
+import { convertCheckpoint, type ConvertSummary } from '../../pipeline/convert-checkpoint.js';
+import { checkOutputFormat, OutputFormatError } from '../../pipeline/output-format.js';
 import { formatBytes } from '../../io/sizes.js';
 import type { ConvertPlan } from '../../passes/plan.js';
 import { describeEntry, entryDetails } from '../../passes/plan-describe.js';

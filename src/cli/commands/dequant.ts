@@ -1,6 +1,6 @@
 // `fp8q dequant`: flags → DequantOptions, progress rendering, and the summary (one line or JSON).
 
-import { dequantCheckpoint, type DequantDtype, type DequantSummary } from '../../io/pipeline/dequant-checkpoint.js';
+import { dequantCheckpoint, type DequantDtype, type DequantSummary } from '../../pipeline/dequant-checkpoint.js';
 import { formatBytes } from '../../io/sizes.js';
 import { UsageError } from '../common/errors.js';
 import { parseSize } from '../common/options.js';

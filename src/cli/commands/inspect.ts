@@ -1,11 +1,11 @@
 // `fp8q inspect`: renders an InspectReport as a table, or JSON.
 
-import { inspectCheckpoint, type InspectReport } from '../../io/inspect/inspect-checkpoint.js';
+import { inspectCheckpoint, type InspectReport } from '../../pipeline/inspect/inspect-checkpoint.js';
 import { formatBytes } from '../../io/sizes.js';
 import { structureLines } from '../../passes/model-structure.js';
 import type { PlanRecipe } from '../../passes/plan.js';
 import { outputMode, printJson, warn } from '../common/output.js';
-import { deployCheckSourceOf } from '../../io/inspect/deploy-check-input.js';
+import { deployCheckSourceOf } from '../../pipeline/inspect/deploy-check-input.js';
 import { CheckpointError } from '../../io/errors.js';
 import { deployCheck, reportLines, type DeployReport } from '../../passes/deploy-check/index.js';
 

@@ -9,7 +9,7 @@ import { readInputIds, writeLogits, type TokenBatch } from '../../runtime/models
 import { modelTextLimits, readTextInput, type TextInput, type TextInputDescription, type TextSource } from '../../runtime/text/text-input.js';
 import { hasModelTokenizer } from '../../runtime/text/model-tokenizer.js';
 import { UsageError } from '../common/errors.js';
-import { StagingFile } from '../../io/pipeline/output-folder.js';
+import { StagingFile } from '../../pipeline/output-folder.js';
 import { capThreads, parsePositiveInt } from '../common/options.js';
 import { info, outputMode, printJson, warn, type OutputMode } from '../common/output.js';
 

@@ -4,8 +4,8 @@
 // convert command stays a list of its flags.
 
 import { existsSync } from 'node:fs';
-import type { ConvertEvent } from '../../io/pipeline/convert-checkpoint.js';
-import type { StaticActivationOptions } from '../../io/pipeline/static-activation.js';
+import type { ConvertEvent } from '../../pipeline/convert-checkpoint.js';
+import type { StaticActivationOptions } from '../../pipeline/static-activation.js';
 import { DEFAULT_CALIBRATION_SAMPLES, DEFAULT_CALIBRATION_SEQ_LEN } from '../../runtime/text/calibration-input.js';
 import { isDeviceRequest, selectDevice } from '../../runtime/device/device.js';
 import { MAX_SEQUENCE } from '../../runtime/models/token-ids.js';

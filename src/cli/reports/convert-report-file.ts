@@ -3,7 +3,7 @@
 
 import { stat } from 'node:fs/promises';
 import { fp8qVersion } from '../../io/hub/version.js';
-import type { ConvertSummary } from '../../io/pipeline/convert-checkpoint.js';
+import type { ConvertSummary } from '../../pipeline/convert-checkpoint.js';
 import type { ConvertPlan } from '../../passes/plan.js';
 import { UsageError } from '../common/errors.js';
 import { info, type OutputMode } from '../common/output.js';

@@ -3,7 +3,7 @@
 // so a 61-layer model is a dozen rows, not thousands), sizes before and after, each shard's
 // SHA-256, and the `quantization_config` written to config.json. Pure: summary and plan in, text out.
 
-import type { ConvertSummary } from '../../io/pipeline/convert-checkpoint.js';
+import type { ConvertSummary } from '../../pipeline/convert-checkpoint.js';
 import { formatBytes } from '../../io/sizes.js';
 import type { ConvertPlan } from '../../passes/plan.js';
 import { cell, code, codeCell, ranges, table } from './markdown.js';

@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { ExitError, UsageError } from '../common/errors.js';
 import { redactSecrets } from '../common/redact.js';
-import { realPathOfPrefix } from '../../io/pipeline/output-folder.js';
+import { realPathOfPrefix } from '../../pipeline/output-folder.js';
 
 /** A report file fp8q will not write (exists without --force, is a folder). */
 export class ReportFileError extends ExitError {

@@ -3,18 +3,18 @@
 // folder, then rename). Progress is reported as typed events; this module never writes to the
 // terminal.
 
-import { selectCompanionFiles } from '../checkpoint/companion-files.js';
-import { countNonFiniteInTensor, type NonFiniteReport } from '../checkpoint/nonfinite-count.js';
+import { selectCompanionFiles } from '../io/checkpoint/companion-files.js';
+import { countNonFiniteInTensor, type NonFiniteReport } from '../io/checkpoint/nonfinite-count.js';
 import { performance } from 'node:perf_hooks';
-import type { BlockShape, ScaleFormat } from '../../fp8/block-quantize.js';
-import type { Fp8Format } from '../../fp8/formats.js';
-import { blockScaleQuantizePass } from '../../passes/block-scale-quantize.js';
-import { requantizePass } from '../../passes/fp8-plans.js';
-import { planTotals, type ConvertPlan, type PlannedOutput } from '../../passes/plan.js';
-import { deployCheck, DeployTargetError, failingTargets, inventoryFromPlan, withTargetKeys, type DeployReport, type DeployTarget } from '../../passes/deploy-check/index.js';
-import { Checkpoint, INDEX_FILE } from '../checkpoint/checkpoint.js';
-import { CheckpointError } from '../errors.js';
-import type { CheckpointFormat } from '../formats/descriptor.js';
+import type { BlockShape, ScaleFormat } from '../fp8/block-quantize.js';
+import type { Fp8Format } from '../fp8/formats.js';
+import { blockScaleQuantizePass } from '../passes/block-scale-quantize.js';
+import { requantizePass } from '../passes/fp8-plans.js';
+import { planTotals, type ConvertPlan, type PlannedOutput } from '../passes/plan.js';
+import { deployCheck, DeployTargetError, failingTargets, inventoryFromPlan, withTargetKeys, type DeployReport, type DeployTarget } from '../passes/deploy-check/index.js';
+import { Checkpoint, INDEX_FILE } from '../io/checkpoint/checkpoint.js';
+import { CheckpointError } from '../io/errors.js';
+import type { CheckpointFormat } from '../io/formats/descriptor.js';
 import { applyOutputFormat, type WrittenQuantizationConfig } from './output-format.js';
 import { checkOutputDestination } from './output-folder.js';
 import { writePlan, type WrittenShard } from './write-plan.js';
@@ -55,7 +55,7 @@ export interface ConvertOptions {
   readonly stackExperts?: boolean;
   /** Accept an FP8 input: dequantize it to float32 on the fly and quantize again (passes/fp8-plans.ts). */
   readonly requantize?: boolean;
-  /** 'static' measures an activation_scale per quantized linear on `calibration` (io/pipeline/static-activation.ts). */
+  /** 'static' measures an activation_scale per quantized linear on `calibration` (pipeline/static-activation.ts). */
   readonly activationScheme?: 'dynamic' | 'static';
   readonly calibration?: StaticActivationOptions;
   /** Engines and tensor-parallel sizes the output must load in: checked before anything is read or written (passes/deploy-check/). */
@@ -96,7 +96,7 @@ export interface ConvertSummary {
 }
 
 // The hf config's type and builder live with the format layer; re-exported for existing callers.
-export { quantizationConfigOf, type QuantizationConfig } from '../formats/hf-fp8.js';
+export { quantizationConfigOf, type QuantizationConfig } from '../io/formats/hf-fp8.js';
 
 export function planFor(ckpt: Checkpoint, opts: ConvertOptions): ConvertPlan {
   const passOptions = {

@@ -2,12 +2,12 @@
 // user-facing NaN/Inf errors, a quantize entry's geometry), and the plain copy: a source moves in
 // bounded pieces, never a whole tensor. Weights go through the stripe driver (stripe-tasks.ts).
 
-import { ceilDiv, type BlockShape, type NonFiniteValueError } from '../../fp8/block-quantize.js';
-import { isFloatSourceDtype, type FloatSourceDtype } from '../../fp8/dtypes.js';
-import type { CopyEntry, PlannedOutput, QuantizationSettings, QuantizeEntry } from '../../passes/plan.js';
-import type { Checkpoint, CheckpointTensor } from '../checkpoint/checkpoint.js';
-import { CheckpointError } from '../errors.js';
-import { countNonFinite } from '../checkpoint/nonfinite-count.js';
+import { ceilDiv, type BlockShape, type NonFiniteValueError } from '../fp8/block-quantize.js';
+import { isFloatSourceDtype, type FloatSourceDtype } from '../fp8/dtypes.js';
+import type { CopyEntry, PlannedOutput, QuantizationSettings, QuantizeEntry } from '../passes/plan.js';
+import type { Checkpoint, CheckpointTensor } from '../io/checkpoint/checkpoint.js';
+import { CheckpointError } from '../io/errors.js';
+import { countNonFinite } from '../io/checkpoint/nonfinite-count.js';
 import type { ChunkSettings } from './quantize-chunk.js';
 import type { QuantizePool } from './quantize-pool.js';
 

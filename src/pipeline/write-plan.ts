@@ -12,10 +12,10 @@
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { PlanEntry, QuantizationSettings } from '../../passes/plan.js';
-import { Checkpoint, CONFIG_FILE, INDEX_FILE } from '../checkpoint/checkpoint.js';
-import { copyCompanionFiles } from '../checkpoint/companion-files.js';
-import { writeEditedConfig, type ConfigChanges } from '../checkpoint/config-json.js';
+import type { PlanEntry, QuantizationSettings } from '../passes/plan.js';
+import { Checkpoint, CONFIG_FILE, INDEX_FILE } from '../io/checkpoint/checkpoint.js';
+import { copyCompanionFiles } from '../io/checkpoint/companion-files.js';
+import { writeEditedConfig, type ConfigChanges } from '../io/checkpoint/config-json.js';
 import { createShardWriter } from './direct-shard-writer.js';
 import type { OutputSink } from './entry-executors.js';
 import { explainWriteFailure, StagingFolder } from './output-folder.js';

@@ -9,8 +9,8 @@
 
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
-import { NonFiniteValueError } from '../../fp8/block-quantize.js';
-import { DirectReads } from '../safetensors/direct-reads.js';
+import { NonFiniteValueError } from '../fp8/block-quantize.js';
+import { DirectReads } from '../io/safetensors/direct-reads.js';
 import { WriteSlots } from './direct-shard-writer.js';
 import { HashThread } from './hash-thread.js';
 import { startModuleWorker } from './module-worker.js';

@@ -2,11 +2,11 @@
 // plan into the chosen layout (tensor names) and makes its quantization_config. Only names and
 // config differ between layouts: the executors write the same codes and scale values either way.
 
-import type { ConvertPlan, PlanEntry } from '../../passes/plan.js';
-import { CheckpointError } from '../errors.js';
-import { compressedTensorsConfigOf, COMPRESSED_TENSORS_SCALE_SUFFIX, type CompressedTensorsQuantizationConfig } from '../formats/compressed-tensors.js';
-import type { CheckpointFormat } from '../formats/descriptor.js';
-import { HF_FP8_SCALE_SUFFIX, quantizationConfigOf, type QuantizationConfig } from '../formats/hf-fp8.js';
+import type { ConvertPlan, PlanEntry } from '../passes/plan.js';
+import { CheckpointError } from '../io/errors.js';
+import { compressedTensorsConfigOf, COMPRESSED_TENSORS_SCALE_SUFFIX, type CompressedTensorsQuantizationConfig } from '../io/formats/compressed-tensors.js';
+import type { CheckpointFormat } from '../io/formats/descriptor.js';
+import { HF_FP8_SCALE_SUFFIX, quantizationConfigOf, type QuantizationConfig } from '../io/formats/hf-fp8.js';
 
 /** What lands in config.json's `quantization_config`. */
 export type WrittenQuantizationConfig = QuantizationConfig | CompressedTensorsQuantizationConfig;

@@ -11,9 +11,9 @@ import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { alignedBuffer, alignedSharedBuffer, alignUp, DIRECT_ALIGN } from '../safetensors/aligned-memory.js';
+import { alignedBuffer, alignedSharedBuffer, alignUp, DIRECT_ALIGN } from '../io/safetensors/aligned-memory.js';
 import type { HashStream, HashThread } from './hash-thread.js';
-import { layoutSafetensors, SafetensorsWriter, type PlannedTensor, type SafetensorsLayout } from '../safetensors/safetensors-writer.js';
+import { layoutSafetensors, SafetensorsWriter, type PlannedTensor, type SafetensorsLayout } from '../io/safetensors/safetensors-writer.js';
 
 /** What the convert job needs of a shard writer (SafetensorsWriter has the same shape). */
 export interface ShardWriter {

@@ -1,7 +1,7 @@
 // Splitting planned outputs into shards of at most --max-shard-size bytes and writing
 // model.safetensors.index.json, in transformers' naming (model-00001-of-00003.safetensors).
 
-import type { PlannedOutput } from '../../passes/plan.js';
+import type { PlannedOutput } from '../passes/plan.js';
 
 export interface ShardPlan {
   readonly file: string;

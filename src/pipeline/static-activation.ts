@@ -4,16 +4,16 @@
 // over it layer by layer (runtime/calibration/calibrate.ts), and the measured scales go to the
 // executor with the other entries. Events report progress; nothing is printed here.
 
-import type { Fp8Format } from '../../fp8/formats.js';
-import { activationScaleTargets, withActivationScaleEntries, type ActivationScaleGranularity } from '../../passes/activation-scales.js';
-import type { ConvertPlan } from '../../passes/plan.js';
+import type { Fp8Format } from '../fp8/formats.js';
+import { activationScaleTargets, withActivationScaleEntries, type ActivationScaleGranularity } from '../passes/activation-scales.js';
+import type { ConvertPlan } from '../passes/plan.js';
 // The calibration modules load onnxruntime and the tokenizers: imported only when a static
 // conversion runs, so a dynamic convert never pays for them.
-import type { CalibrationEvent, CalibrationResult } from '../../runtime/calibration/calibrate.js';
-import type { CalibrationFileKind, CalibrationSet, CalibrationSplit } from '../../runtime/text/calibration-input.js';
-import type { Device } from '../../runtime/onnx/session.js';
-import type { ModelConfig } from '../checkpoint/checkpoint.js';
-import { CheckpointError } from '../errors.js';
+import type { CalibrationEvent, CalibrationResult } from '../runtime/calibration/calibrate.js';
+import type { CalibrationFileKind, CalibrationSet, CalibrationSplit } from '../runtime/text/calibration-input.js';
+import type { Device } from '../runtime/onnx/session.js';
+import type { ModelConfig } from '../io/checkpoint/checkpoint.js';
+import { CheckpointError } from '../io/errors.js';
 
 export interface StaticActivationOptions {
   /** Text (one sample per line), JSONL of {"text": ...}, or input_ids safetensors. */
@@ -79,7 +79,7 @@ export async function readStaticCalibration(
   emit: (e: StaticActivationEvent) => void,
 ): Promise<CalibrationSet> {
   const vocabSize = vocabSizeOf(config);
-  const { readCalibrationSet } = await import('../../runtime/text/calibration-input.js');
+  const { readCalibrationSet } = await import('../runtime/text/calibration-input.js');
   const set = await readCalibrationSet({
     file: opts.file,
     modelDir,
@@ -101,7 +101,7 @@ export async function measureStaticActivationScales(
 ): Promise<{ scales: ReadonlyMap<string, Float32Array>; summary: CalibrationSummary }> {
   const format: Fp8Format = plan.settings.format;
   const granularity = opts.granularity ?? 'group';
-  const { calibrateActivationScales } = await import('../../runtime/calibration/calibrate.js');
+  const { calibrateActivationScales } = await import('../runtime/calibration/calibrate.js');
   const result: CalibrationResult = await calibrateActivationScales({
     model: modelDir,
     set,

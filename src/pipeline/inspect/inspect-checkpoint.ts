@@ -7,12 +7,12 @@ import { describeFp8Input } from '../../passes/fp8-input.js';
 import type { PlanRecipe } from '../../passes/plan.js';
 import { recipeOf, SHARED_RULES } from '../../passes/family-recipes.js';
 import { describeStructure, type ExpertStructure, type Fp8Structure, type MlaStructure } from '../../passes/model-structure.js';
-import { Checkpoint } from '../checkpoint/checkpoint.js';
-import { CheckpointError } from '../errors.js';
-import { checkFp8Scale } from '../formats/float-rows.js';
-import { detectQuantizedFormat, type QuantizedFormat } from '../formats/quantized-format.js';
-import { elementCount } from '../safetensors/safetensors-reader.js';
-import { describeUnusableScales, surveyScales, ue8m0Mismatch, type ScaleSurvey } from '../formats/scale-survey.js';
+import { Checkpoint } from '../../io/checkpoint/checkpoint.js';
+import { CheckpointError } from '../../io/errors.js';
+import { checkFp8Scale } from '../../io/formats/float-rows.js';
+import { detectQuantizedFormat, type QuantizedFormat } from '../../io/formats/quantized-format.js';
+import { elementCount } from '../../io/safetensors/safetensors-reader.js';
+import { describeUnusableScales, surveyScales, ue8m0Mismatch, type ScaleSurvey } from '../../io/formats/scale-survey.js';
 
 export interface DtypeGroup {
   readonly dtype: string;

@@ -3,7 +3,7 @@
 // codes, the chunk's scales and the source buffer (for reuse) back, transferred, not copied.
 
 import { parentPort } from 'node:worker_threads';
-import { NonFiniteValueError } from '../../fp8/block-quantize.js';
+import { NonFiniteValueError } from '../fp8/block-quantize.js';
 import { ChunkScratch, quantizeChunk } from './quantize-chunk.js';
 import type { ChunkReply, ChunkRequest } from './quantize-pool.js';
 

@@ -4,9 +4,9 @@
 // (stripe-driver.ts) instead.
 
 import { join } from 'node:path';
-import type { CopyEntry } from '../../passes/plan.js';
-import type { Checkpoint } from '../checkpoint/checkpoint.js';
-import type { DirectView } from '../safetensors/direct-reads.js';
+import type { CopyEntry } from '../passes/plan.js';
+import type { Checkpoint } from '../io/checkpoint/checkpoint.js';
+import type { DirectView } from '../io/safetensors/direct-reads.js';
 import { checkCopiedPiece, type ExecuteOptions, type OutputSink } from './entry-executors.js';
 import type { QuantizePool } from './quantize-pool.js';
 import { orderedWindow } from './stripe-driver.js';

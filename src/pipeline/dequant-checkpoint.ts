@@ -5,15 +5,15 @@
 // quantization_config. Written by the same pipeline as convert (write-plan.ts).
 
 import { performance } from 'node:perf_hooks';
-import { planDequantize } from '../../passes/fp8-plans.js';
-import { Checkpoint, type ModelConfig } from '../checkpoint/checkpoint.js';
-import { selectCompanionFiles } from '../checkpoint/companion-files.js';
-import type { ConfigChanges } from '../checkpoint/config-json.js';
-import { CheckpointError } from '../errors.js';
-import { checkFp8Scale } from '../formats/float-rows.js';
-import type { NonFiniteReport } from '../checkpoint/nonfinite-count.js';
+import { planDequantize } from '../passes/fp8-plans.js';
+import { Checkpoint, type ModelConfig } from '../io/checkpoint/checkpoint.js';
+import { selectCompanionFiles } from '../io/checkpoint/companion-files.js';
+import type { ConfigChanges } from '../io/checkpoint/config-json.js';
+import { CheckpointError } from '../io/errors.js';
+import { checkFp8Scale } from '../io/formats/float-rows.js';
+import type { NonFiniteReport } from '../io/checkpoint/nonfinite-count.js';
 import { checkOutputDestination } from './output-folder.js';
-import { describeUnusableScales, findUnusableScales } from '../formats/scale-survey.js';
+import { describeUnusableScales, findUnusableScales } from '../io/formats/scale-survey.js';
 import { orderEntries, planInputBytes, planOutputBytes, writePlan } from './write-plan.js';
 
 export type DequantDtype = 'bfloat16' | 'float16';

@@ -7,14 +7,14 @@
 // float32 first and quantized by the float32 fast kernel; or a dequantization (`dequantizeTo`):
 // FP8 rows rounded once to a float dtype (fp8/scaled-decode.ts), no quantization.
 
-import { quantizeStripe, type BlockShape, type ScaleFormat } from '../../fp8/block-quantize.js';
-import { dtypeSize, widenToFloat32, type FloatSourceDtype } from '../../fp8/dtypes.js';
-import { FastQuantizeScratch, quantizeBf16StripeFast, quantizeF32StripeFast } from '../../fp8/fast-quantize.js';
-import type { Fp8Format } from '../../fp8/formats.js';
-import { requantizeCodes } from '../../fp8/requantize-codes.js';
-import { narrowExact } from '../../fp8/round-once.js';
-import { decodeScaledToFloat32, dequantizeScaledExact, fp8DecodeTable, type DequantDtype, type Fp8Dtype, type ScaleGridSlice } from '../../fp8/scaled-decode.js';
-import { WasmBf16Kernel } from '../../fp8/wasm-kernel.js';
+import { quantizeStripe, type BlockShape, type ScaleFormat } from '../fp8/block-quantize.js';
+import { dtypeSize, widenToFloat32, type FloatSourceDtype } from '../fp8/dtypes.js';
+import { FastQuantizeScratch, quantizeBf16StripeFast, quantizeF32StripeFast } from '../fp8/fast-quantize.js';
+import type { Fp8Format } from '../fp8/formats.js';
+import { requantizeCodes } from '../fp8/requantize-codes.js';
+import { narrowExact } from '../fp8/round-once.js';
+import { decodeScaledToFloat32, dequantizeScaledExact, fp8DecodeTable, type DequantDtype, type Fp8Dtype, type ScaleGridSlice } from '../fp8/scaled-decode.js';
+import { WasmBf16Kernel } from '../fp8/wasm-kernel.js';
 
 export interface ChunkSettings {
   readonly format: Fp8Format;

@@ -9,8 +9,8 @@
 import { link, lstat, mkdir, open, readdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { CheckpointError } from '../errors.js';
-import { formatBytes } from '../sizes.js';
+import { CheckpointError } from '../io/errors.js';
+import { formatBytes } from '../io/sizes.js';
 
 /**
  * The absolute path with symbolic links resolved as far as the path exists (the output folder

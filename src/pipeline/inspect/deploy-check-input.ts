@@ -5,10 +5,10 @@
 import type { BlockShape } from '../../fp8/block-quantize.js';
 import { blockScaleQuantizePass, detectQuantizedInput } from '../../passes/block-scale-quantize.js';
 import { inventoryFromCheckpoint, inventoryFromPlan, type DeployCheckInput } from '../../passes/deploy-check/index.js';
-import { Checkpoint } from '../checkpoint/checkpoint.js';
-import { CheckpointError } from '../errors.js';
-import { applyOutputFormat } from '../pipeline/output-format.js';
-import { detectQuantizedFormat } from '../formats/quantized-format.js';
+import { Checkpoint } from '../../io/checkpoint/checkpoint.js';
+import { CheckpointError } from '../../io/errors.js';
+import { applyOutputFormat } from '../output-format.js';
+import { detectQuantizedFormat } from '../../io/formats/quantized-format.js';
 
 export interface DeployCheckSource {
   readonly input: DeployCheckInput;

@@ -2,9 +2,9 @@
 // written (runtime/calibration/calibrate.ts) and arrive in ExecuteOptions.activationScales; this
 // only checks each one fits its planned tensor and writes its bytes.
 
-import type { ActivationScaleEntry } from '../../passes/plan.js';
+import type { ActivationScaleEntry } from '../passes/plan.js';
 import type { ExecuteOptions, OutputSink } from './entry-executors.js';
-import { CheckpointError } from '../errors.js';
+import { CheckpointError } from '../io/errors.js';
 
 export async function executeActivationScale(entry: ActivationScaleEntry, sink: OutputSink, opts: ExecuteOptions): Promise<void> {
   const out = entry.outputs[0]!;

@@ -3,9 +3,9 @@
 // pool, or with --threads 0 on this thread with the reference kernel (the oracle); copies and
 // activation scales have their own small executors.
 
-import type { PlanEntry } from '../../passes/plan.js';
+import type { PlanEntry } from '../passes/plan.js';
 import { executeActivationScale } from './activation-scale-executor.js';
-import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import type { Checkpoint } from '../io/checkpoint/checkpoint.js';
 import { executeCopy, type ExecuteOptions, type OutputSink } from './entry-executors.js';
 import { executeCopyOverlapped } from './pipelined-executors.js';
 import { referenceRunner } from './stripe-driver.js';

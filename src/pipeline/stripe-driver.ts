@@ -9,9 +9,9 @@
 // tests compare the fast kernels' bytes with.
 
 import { join } from 'node:path';
-import { NonFiniteValueError } from '../../fp8/block-quantize.js';
-import type { Checkpoint, CheckpointTensor } from '../checkpoint/checkpoint.js';
-import type { DirectReads } from '../safetensors/direct-reads.js';
+import { NonFiniteValueError } from '../fp8/block-quantize.js';
+import type { Checkpoint, CheckpointTensor } from '../io/checkpoint/checkpoint.js';
+import type { DirectReads } from '../io/safetensors/direct-reads.js';
 import { ChunkScratch, chunkOutputBytes, quantizeChunk, referenceChunk, type ChunkInput } from './quantize-chunk.js';
 import { BufferPool, CHUNK_BYTES, ChunkFailure, type QuantizedChunk } from './quantize-pool.js';
 

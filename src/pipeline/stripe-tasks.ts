@@ -17,15 +17,15 @@
 // product lands on a BF16 tie, never with BF16/F16 or power-of-two scales (their products are
 // exact in float32).
 
-import { ceilDiv, type NonFiniteValueError } from '../../fp8/block-quantize.js';
-import { dtypeSize, isFloatSourceDtype, widenToFloat32, type FloatSourceDtype } from '../../fp8/dtypes.js';
-import { decodeScaledToFloat32, type DequantDtype, type Fp8Dtype } from '../../fp8/scaled-decode.js';
-import type { DequantizeEntry, Fp8SourceRef, MlaSplitEntry, PlannedOutput, QuantizeEntry, QuantizeInOutEntry, RequantizeEntry, StackExpertsEntry } from '../../passes/plan.js';
-import type { Checkpoint, CheckpointTensor } from '../checkpoint/checkpoint.js';
-import { countNonFinite } from '../checkpoint/nonfinite-count.js';
+import { ceilDiv, type NonFiniteValueError } from '../fp8/block-quantize.js';
+import { dtypeSize, isFloatSourceDtype, widenToFloat32, type FloatSourceDtype } from '../fp8/dtypes.js';
+import { decodeScaledToFloat32, type DequantDtype, type Fp8Dtype } from '../fp8/scaled-decode.js';
+import type { DequantizeEntry, Fp8SourceRef, MlaSplitEntry, PlannedOutput, QuantizeEntry, QuantizeInOutEntry, RequantizeEntry, StackExpertsEntry } from '../passes/plan.js';
+import type { Checkpoint, CheckpointTensor } from '../io/checkpoint/checkpoint.js';
+import { countNonFinite } from '../io/checkpoint/nonfinite-count.js';
 import { kernelOptions, nonFiniteSourceError, nonFiniteWeightError, quantizationSettings, quantizeGeometry, type ExecuteOptions, type OutputSink } from './entry-executors.js';
-import { CheckpointError } from '../errors.js';
-import { FloatRowReader, type BlockScales } from '../formats/float-rows.js';
+import { CheckpointError } from '../io/errors.js';
+import { FloatRowReader, type BlockScales } from '../io/formats/float-rows.js';
 import type { ChunkInput, ChunkSegment, ChunkSettings } from './quantize-chunk.js';
 import { CHUNK_BYTES, type BufferPool } from './quantize-pool.js';
 import { driveStripes, IN_PROCESS_MAX_BYTES, readSourceBytes, type StripeRunner, type StripeTask } from './stripe-driver.js';
