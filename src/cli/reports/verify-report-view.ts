@@ -3,7 +3,8 @@
 // not exercise, per-layer timings, the device choice), and the derived views both renderers share
 // (one row per gate with its measured figure, the worst linears, number formatting). Pure: no I/O.
 
-import type { LinearReport } from '../../runtime/verify/verify-checkpoints.js';
+import type { LogitMetrics } from '../../runtime/verify/metrics.js';
+import type { LinearReport, VerifySummary } from '../../runtime/verify/verify-checkpoints.js';
 
 /** Wall time of a verify run by phase (verify-timings.ts), seconds. */
 export interface VerifyTimings {
@@ -40,14 +41,7 @@ export interface VerifyReportView {
     readonly description?: string;
     readonly file?: string;
   };
-  readonly model: {
-    readonly tokens: number;
-    readonly meanKl: number;
-    readonly maxKl: number;
-    readonly maxKlToken: number;
-    readonly top1Agreement: number;
-    readonly relativeError: number;
-  };
+  readonly model: LogitMetrics;
   /** Text input only: perplexity of each model on it; `increasePercent` in percent (1.3 = +1.3%). */
   readonly perplexity?: { readonly original: number; readonly quantized: number; readonly increasePercent: number };
   readonly linears: readonly LinearReport[];
@@ -55,13 +49,7 @@ export interface VerifyReportView {
   readonly notReached: readonly string[];
   /** Quantized tensors verify did not run at all; a failure unless allowed (`--allow-unverified`). */
   readonly unverified?: readonly string[];
-  readonly summary: {
-    readonly linearsCompared: number;
-    readonly maxRelativeError: number;
-    readonly minCosine: number;
-    readonly minSqnrDb: number;
-    readonly worstLinear: string | undefined;
-  };
+  readonly summary: VerifySummary;
   /** Gate limits; `maxPplIncrease` is in percent, like `--max-ppl-increase`. */
   readonly gates: {
     readonly maxKl: number;

@@ -104,6 +104,15 @@ export interface VerifyPerplexity {
   readonly predictions: number;
 }
 
+/** The linears' comparison in a line: how many, and the worst of each figure. */
+export interface VerifySummary {
+  readonly linearsCompared: number;
+  readonly maxRelativeError: number;
+  readonly minCosine: number;
+  readonly minSqnrDb: number;
+  readonly worstLinear: string | undefined;
+}
+
 export interface VerifyReport {
   readonly original: string;
   readonly quantized: string;
@@ -120,13 +129,7 @@ export interface VerifyReport {
   readonly unverified: readonly string[];
   /** FP8 modules fp8q keeps in high precision (lm_head, embeddings, routers) while the original does. */
   readonly keptModules: readonly string[];
-  readonly summary: {
-    readonly linearsCompared: number;
-    readonly maxRelativeError: number;
-    readonly minCosine: number;
-    readonly minSqnrDb: number;
-    readonly worstLinear: string | undefined;
-  };
+  readonly summary: VerifySummary;
   readonly gates: Gates;
   readonly failures: readonly GateFailure[];
   readonly passed: boolean;
