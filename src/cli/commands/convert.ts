@@ -86,7 +86,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     const summary = pushedTo !== undefined ? { ...converted, input: source, pushedTo } : { ...converted, input: source };
     if (flags.report !== undefined)
       await writeConvertReport(flags.report, { summary, plan: plan!, ...(resolved.commit === undefined ? {} : { sourceRevision: resolved.commit }) }, mode);
-    const refused = options.dryRun && !forceTarget ? refusedTargets(summary) : undefined;
+    const refused = options.dryRun && deployTargets && !forceTarget ? refusedTargets(summary) : undefined;
     if (mode.json) {
       const error = refused ? { error: { code: 'E_USAGE', exitCode: EXIT_USAGE, message: refused.message.split('\n')[0]! } } : {};
       printJson(options.dryRun ? { ...summary, plan: planForJson(plan!), ...error } : summary);
@@ -111,7 +111,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
   }
 }
 
-/** A dry run's deploy check with a target that would refuse the output: what a real run would have refused with. */
+/** A dry run's check of its --target engines, one refusing the output: what a real run would have refused with. */
 function refusedTargets(summary: ConvertSummary): DeployTargetError | undefined {
   const report = summary.deployCheck;
   return report && failingTargets(report).length > 0 ? new DeployTargetError(report) : undefined;
