@@ -88,7 +88,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
       await writeConvertReport(flags.report, { summary, plan: plan!, ...(resolved.commit === undefined ? {} : { sourceRevision: resolved.commit }) }, mode);
     const refused = options.dryRun && deployTargets && !forceTarget ? refusedTargets(summary) : undefined;
     if (mode.json) {
-      const error = refused ? { error: { code: 'E_USAGE', exitCode: EXIT_USAGE, message: refused.message.split('\n')[0]! } } : {};
+      const error = refused ? { error: { code: refused.errorCode, exitCode: refused.exitCode, message: refused.message } } : {};
       printJson(options.dryRun ? { ...summary, plan: planForJson(plan!), ...error } : summary);
     } else if (options.dryRun) printPlan(plan!, summary, mode);
     else {
@@ -101,7 +101,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
           `${formatBytes(summary.bytesIn)} → ${formatBytes(summary.bytesOut)} in ${summary.seconds.toFixed(1)} s`,
       );
     }
-    if (refused) throw new ExitError(refused.message, EXIT_USAGE, 'E_USAGE', mode.json);
+    if (refused) throw new ExitError(refused.message, refused.exitCode, refused.errorCode, mode.json);
     return summary;
   } catch (e) {
     progress?.fail();
@@ -111,10 +111,19 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
   }
 }
 
-/** A dry run's check of its --target engines, one refusing the output: what a real run would have refused with. */
-function refusedTargets(summary: ConvertSummary): DeployTargetError | undefined {
-  const report = summary.deployCheck;
-  return report && failingTargets(report).length > 0 ? new DeployTargetError(report) : undefined;
+/**
+ * A dry run's check of its --target engines, one refusing the output: the refusal a real run would
+ * end with, in one line (the findings and suggestions are in the plan's deployment check).
+ */
+function refusedTargets(summary: ConvertSummary): ExitError | undefined {
+  const failing = summary.deployCheck ? failingTargets(summary.deployCheck) : [];
+  if (failing.length === 0) return undefined;
+  return new ExitError(
+    `dry run: a real run would refuse to convert, as the output would not load in ${failing.map((r) => `${r.engine}:tp${r.tp}`).join(', ')}; ` +
+      'change the block or exclusions as the deployment check suggests, or pass --force-target to convert anyway',
+    EXIT_USAGE,
+    'E_USAGE',
+  );
 }
 
 export function planForJson(plan: ConvertPlan): unknown {

@@ -194,6 +194,17 @@ async function prepare(model: string, flags: GenerateOptions, mode: OutputMode):
     await checkpoint.close();
   }
   const ids = prompts.map((p) => promptIds(tokenizer, settings, p, flags.chat, model));
+  for (const [p, row] of ids.entries()) {
+    const prompt = prompts[p]!;
+    // `--prompt ""` (often an unset shell variable) continues from the BOS token, as transformers
+    // would; said aloud, and refused where the tokenizer gives no token at all to continue from.
+    if (row.length === 0) {
+      throw new UsageError(
+        `prompt ${p + 1} ${prompt === '' ? 'is empty' : `${JSON.stringify(prompt)} gives no token`} and ${model}'s tokenizer adds no BOS token: there is nothing to continue from; give the prompt some text`,
+      );
+    }
+    if (prompt === '') warn(mode, `prompt ${p + 1} is empty: the model continues from ${flags.chat ? 'the chat template around an empty message' : 'the BOS token alone'}`);
+  }
   // A tokenizer.json from another model gives ids past the embedding: say so before any layer runs.
   for (const [p, row] of ids.entries()) {
     const bad = row.find((id) => id < 0 || id >= vocabSize);

@@ -28,16 +28,12 @@ export interface FlagDef {
 export type FlagTable = Readonly<Record<string, FlagDef>>;
 
 /**
- * The flags object for a table: a free string value with a default is always present from the
- * command line; every other value may be absent (and is, when callers in code leave it out; a
- * choice flag's default then comes from choiceOf).
+ * The raw flags object for a table, as commander gives it to the action: strings, switches and
+ * lists of strings, by table key. Every value may be absent (callers in code leave flags out);
+ * readFlags then applies the row's default.
  */
-type Required<D> = D extends { kind: 'string'; default: string } ? (D extends { choices: readonly string[] } ? false : true) : false;
-
 export type FlagValues<T extends FlagTable> = {
-  -readonly [K in keyof T as Required<T[K]> extends true ? K : never]: string;
-} & {
-  -readonly [K in keyof T as Required<T[K]> extends true ? never : K]?: T[K] extends { kind: 'boolean' } ? boolean : T[K] extends { kind: 'list' } ? string[] : string;
+  -readonly [K in keyof T]?: T[K] extends { kind: 'boolean' } ? boolean : T[K] extends { kind: 'list' } ? string[] : string;
 };
 
 type FieldOf<K, D> = D extends { to: infer F extends string } ? F : K;
