@@ -1,7 +1,8 @@
 // The options of `fp8q check`, declared once: src/cli/index.ts registers them from this table and
 // commands/check.ts reads them with readFlags.
 
-import { parseEngines, parseTpSizes } from '../../passes/deploy-check/index.js';
+import { parseEngines } from '../../passes/deploy-check/engines.js';
+import { parseTpSizes } from '../../passes/deploy-check/target-lists.js';
 import type { FlagTable, FlagValues } from '../common/flags.js';
 import { parseBlock, usageErrors } from '../common/options.js';
 

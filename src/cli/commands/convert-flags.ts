@@ -3,8 +3,8 @@
 // (most are ConvertOptions fields), every value parsed and checked here. Kept free of heavy
 // imports, since the CLI loads it before any command runs.
 
-import { MAX_SEQUENCE } from '../../runtime/models/token-ids.js';
-import { parseTargets } from '../../passes/deploy-check/index.js';
+import { MAX_SEQUENCE } from '../../runtime/models/sequence-limit.js';
+import { parseTargets } from '../../passes/deploy-check/target-lists.js';
 import type { FlagTable, FlagValues } from '../common/flags.js';
 import { parseBlock, parseModulePattern, parseOutputFormat, parsePositiveInt, parseSize, parseWeightDtype, positiveIntUpTo, usageErrors } from '../common/options.js';
 

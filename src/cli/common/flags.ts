@@ -2,6 +2,8 @@
 // commander options (addFlags), the type of the raw flags object its action receives
 // (FlagValues), and the typed options object the command runs on (readFlags), each value checked
 // once by its row's `parse`. A command keeps only what spans several flags (conflicts, combinations).
+// A new flag is one row in its command's table (commands/<command>-flags.ts); its value reaches
+// the command typed, parsed and checked, under the row's key or its `to` field.
 
 import { Option, type Command } from 'commander';
 import { UsageError } from './errors.js';
