@@ -26,6 +26,7 @@ import type { QuantizationSettings } from '../src/passes/plan.js';
 import { main } from '../src/cli/index.js';
 import * as models from './helpers/real-model-shapes.js';
 import { makeTempDir } from './helpers/temp-dir.js';
+import { fp8qBatch } from './helpers/fp8q-batch.js';
 
 const DYNAMIC_128: QuantizationSettings = { format: 'e4m3fn', block: { bn: 128, bk: 128 }, scaleFormat: 'float', activationScheme: 'dynamic' };
 
@@ -322,6 +323,42 @@ test('convert --dry-run and inspect end with the deployment report', async () =>
   assert.equal(summary.deployCheck.results.length, 5 * 4, 'five engines × TP 1/2/4/8');
   assert.equal(inspect, 0);
   assert.match(out.join(''), /deployment check \(block 128x128[^\n]*\n {2}engine +tp1 +tp2 +tp4 +tp8\n {2}vllm /);
+});
+
+test("convert --dry-run --target: the plan and the targets' findings, then the exit code a real run would have (2 refused, 0 with --force-target)", async () => {
+  const stories = join(import.meta.dirname, '..', 'fixtures', 'models', 'stories260K');
+  const out = join(import.meta.dirname, 'never-written');
+  const dry = ['convert', stories, '-o', out, '--target', 'vllm', '--dry-run'];
+  const [refused, json, forced, loads] = await fp8qBatch([
+    dry,
+    [...dry, '--json'],
+    [...dry, '--force-target'],
+    ['convert', 'fixtures/models/llama', '-o', out, '--target', 'vllm', '--dry-run'],
+  ]);
+  // stories260K's q_proj has 64 rows: block 128 does not divide it, so vLLM would refuse.
+  assert.equal(refused!.code, 2, refused!.stderr);
+  assert.match(refused!.stdout, /^plan for .*stories260K \(LlamaForCausalLM\), nothing written:$/m);
+  assert.match(refused!.stdout, /^ {2}vllm +FAIL$/m);
+  assert.match(refused!.stdout, /^ {2}suggestion for vllm:tp1: --exclude /m);
+  assert.equal(
+    refused!.stderr.trim().split('\n').at(-1),
+    'fp8q: dry run: a real run would refuse to convert, as the output would not load in vllm:tp1; change the block or exclusions as the deployment check suggests, or pass --force-target to convert anyway',
+  );
+  // --json: one document, the plan and the check in it, and the error a real run would have.
+  assert.equal(json!.code, 2, json!.stderr);
+  const doc = JSON.parse(json!.stdout) as { plan: unknown; deployCheck: DeployReport; error: { code: string; exitCode: number; message: string } };
+  assert.ok(doc.plan);
+  assert.deepEqual(
+    doc.deployCheck.results.map((r) => `${r.engine}:${r.tp}:${r.verdict}`),
+    ['vllm:1:fails'],
+  );
+  assert.deepEqual([doc.error.code, doc.error.exitCode], ['E_USAGE', 2]);
+  assert.match(doc.error.message, /^dry run: a real run would refuse to convert/);
+  assert.equal(forced!.code, 0, forced!.stderr);
+  assert.match(forced!.stdout, /^ {2}vllm +FAIL$/m);
+  assert.equal(loads!.code, 0, loads!.stderr);
+  assert.match(loads!.stdout, /^ {2}vllm +ok$/m);
+  assert.equal(existsSync(out), false);
 });
 
 test('an --exclude suggestion can be pasted as printed: with it the same target loads (stories260K, vLLM TP 1)', async () => {

@@ -30,6 +30,7 @@ let fp8: string;
 let chatModel: string;
 let promptsFile: string;
 let foreignTokenizer: string;
+let noBos: string;
 
 before(async () => {
   work = await mkdtemp(join(tmpdir(), 'generate-cli-'));
@@ -45,6 +46,13 @@ before(async () => {
   await mkdir(foreignTokenizer);
   for (const f of await readdir(join(MODELS, 'gemma3_text'))) await copyFile(join(MODELS, 'gemma3_text', f), join(foreignTokenizer, f));
   await copyFile(join(STORIES, 'tokenizer.json'), join(foreignTokenizer, 'tokenizer.json'));
+  // A tokenizer that adds no BOS token: an empty prompt gives no token at all.
+  noBos = join(work, 'stories-no-bos');
+  await mkdir(noBos);
+  for (const f of await readdir(STORIES)) await copyFile(join(STORIES, f), join(noBos, f));
+  const tokenizer = JSON.parse(await readFile(join(STORIES, 'tokenizer.json'), 'utf8')) as Record<string, unknown>;
+  await writeFile(join(noBos, 'tokenizer.json'), JSON.stringify({ ...tokenizer, post_processor: null }));
+  await writeFile(join(noBos, 'tokenizer_config.json'), JSON.stringify({ ...tc, add_bos_token: false }));
   promptsFile = join(work, 'prompts.txt');
   await writeFile(promptsFile, 'Once upon a time\n\nThe dog\n');
   const cpu = ['--device', 'cpu'];
@@ -87,6 +95,8 @@ before(async () => {
     /* 18 */ ['generate', STORIES, '--prompts', work, '--json', ...cpu],
     /* 19 */ ['generate', STORIES, '--prompts', join(work, 'absent.txt'), '--json', ...cpu],
     /* 20 */ ['generate', STORIES, '--prompt', 'x', '--max-new-tokens', '1', '--threads', '100000', ...cpu],
+    /* 21 */ ['generate', STORIES, '--prompt', '', '--max-new-tokens', '6', '--json', ...cpu],
+    /* 22 */ ['generate', noBos, '--prompt', 'Once', '--prompt', '', ...cpu],
   ]);
 });
 
@@ -228,6 +238,19 @@ test('--prompts: a folder or a missing file is named as the input it is; - reads
   });
   assert.equal(piped.code, 0, piped.stderr);
   assert.deepEqual((JSON.parse(piped.stdout) as GenerateReport).results[0]!.promptIds, [1, 403, 407, 261, 378]);
+});
+
+test('--prompt "": continues from the BOS token with a warning; refused (exit 2) when the tokenizer adds no BOS', () => {
+  const empty = r[21]!;
+  assert.equal(empty.code, 0, empty.stderr);
+  assert.match(empty.stderr, /^warning: prompt 1 is empty: the model continues from the BOS token alone$/m);
+  const report = JSON.parse(empty.stdout) as GenerateReport;
+  assert.deepEqual(report.results[0]!.promptIds, [1]);
+  assert.equal(report.results[0]!.output.ids.length, 6);
+  const none = r[22]!;
+  assert.equal(none.code, 2, none.stderr);
+  assert.equal(none.stdout, '');
+  assert.match(none.stderr, /^fp8q: prompt 2 is empty and .*stories-no-bos's tokenizer adds no BOS token: there is nothing to continue from; give the prompt some text\n$/);
 });
 
 test('--threads above the cores is capped with a note, as in verify and logits', () => {

@@ -1,15 +1,21 @@
-// The CLI: declares commands and options (commander), lazily imports each command, and is the
+// The CLI: wires each command (its arguments, and its options from its table in
+// commands/<command>-flags.ts) to commander, lazily imports each command, and is the
 // one error handler — known errors print one line, unknown ones their stack; the exit code says
 // which (see errors.ts).
 
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { rmSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { discardAllStagingSync } from '../pipeline/output-folder.js';
-import { collect } from './common/options.js';
 import { addFlags } from './common/flags.js';
+import { CHECK_FLAGS, type CheckFlags } from './commands/check-flags.js';
 import { CONVERT_FLAGS, type ConvertFlags } from './commands/convert-flags.js';
 import { DEQUANT_FLAGS, type DequantFlags } from './commands/dequant-flags.js';
+import { GENERATE_FLAGS, type GenerateFlags } from './commands/generate-flags.js';
+import { INSPECT_FLAGS, type InspectFlags } from './commands/inspect-flags.js';
+import { LOGITS_FLAGS, type LogitsFlags } from './commands/logits-flags.js';
+import { SETUP_CUDA_FLAGS, type SetupCudaFlags } from './commands/setup-cuda-flags.js';
+import { VERIFY_FLAGS, type VerifyFlags } from './commands/verify-flags.js';
 import { redactSecrets } from './common/redact.js';
 import { describeError, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, ExitError, exitCodeOf, isKnownError } from './common/errors.js';
 import { errorCodeOf, type ErrorCode } from './common/error-codes.js';
@@ -47,115 +53,64 @@ export function buildProgram(): Command {
     await dequantCommand(source, flags);
   });
 
-  program
-    .command('inspect')
-    .description('show what a checkpoint holds and what a convert would quantize')
-    .argument('<dir>', 'model folder')
-    .option('--json', 'print JSON')
-    .action(async (dir: string, flags) => {
+  addFlags(program.command('inspect').description('show what a checkpoint holds and what a convert would quantize').argument('<dir>', 'model folder'), INSPECT_FLAGS).action(
+    async (dir: string, flags: InspectFlags) => {
       const { inspectCommand } = await import('./commands/inspect.js');
       await inspectCommand(dir, flags);
-    });
+    },
+  );
 
-  program
-    .command('check')
-    .description('will this checkpoint load? per engine and tensor-parallel size, the engine rules it breaks, and what would fix it')
-    .argument('<dir>', 'model folder (FP8: checked as stored; BF16/FP16: as fp8q convert would write it)')
-    .option('--engine <list>', 'engines: vllm,sglang,mlc,transformers,deepseek (default all)')
-    .option('--tp <list>', 'tensor-parallel sizes (default 1,2,4,8)')
-    .option('--block <NxK>', 'BF16/FP16 input: the block a convert would use (default 128x128)')
-    .option('--json', 'print JSON')
-    .action(async (dir: string, flags) => {
-      const { checkCommand } = await import('./commands/check.js');
-      await checkCommand(dir, flags);
-    });
+  addFlags(
+    program
+      .command('check')
+      .description('will this checkpoint load? per engine and tensor-parallel size, the engine rules it breaks, and what would fix it')
+      .argument('<dir>', 'model folder (FP8: checked as stored; BF16/FP16: as fp8q convert would write it)'),
+    CHECK_FLAGS,
+  ).action(async (dir: string, flags: CheckFlags) => {
+    const { checkCommand } = await import('./commands/check.js');
+    await checkCommand(dir, flags);
+  });
 
-  program
-    .command('logits')
-    .description("run a checkpoint's forward (original or FP8) and write its logits")
-    .argument('<model>', 'model folder')
-    .option('--input-ids <file>', 'safetensors file with "input_ids" I64 [B, T]')
-    .option('--text <file|->', "plain text (a file, or - for stdin), tokenized with the model's tokenizer.json")
-    .option('--dataset <file.jsonl|->', 'JSONL, one {"text": ...} record per line, tokenized the same way (- reads standard input)')
-    .option('--seq-len <n>', 'tokens per row of text input (default 512, at most the model context)')
-    .option('--max-samples <n>', 'most rows of text input')
-    .option('--max-tokens <n>', 'most tokens of text input (default 1024)')
-    .option('-o, --output <file>', 'where to write "logits" F32 [B, T, vocab] (safetensors; with text input also its "input_ids")')
-    .option('--device <device>', 'auto, cpu or cuda', 'auto')
-    .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)')
-    .option('--force', 'replace an existing output file')
-    .option('--json', 'print one JSON summary on stdout and nothing else')
-    .option('-q, --quiet', 'no progress output')
-    .action(async (model: string, flags) => {
+  addFlags(program.command('logits').description("run a checkpoint's forward (original or FP8) and write its logits").argument('<model>', 'model folder'), LOGITS_FLAGS).action(
+    async (model: string, flags: LogitsFlags) => {
       const { logitsCommand } = await import('./commands/logits.js');
       await logitsCommand(model, flags);
-    });
+    },
+  );
 
-  program
-    .command('verify')
-    .description('compare a quantized checkpoint with its original, layer by layer; exit 3 if a gate fails')
-    .argument('<original>', 'original model folder')
-    .argument('<quantized>', 'quantized model folder')
-    .option('--input-ids <file>', 'token ids: safetensors file with "input_ids" I64 [B, T]')
-    .option('--text <file|->', "plain text (a file, or - for stdin), tokenized with the model's tokenizer.json")
-    .option('--dataset <file.jsonl|->', 'JSONL, one {"text": ...} record per line, tokenized the same way (- reads standard input)')
-    .option('--seq-len <n>', 'tokens per row of text input (default 512, at most the model context)')
-    .option('--max-samples <n>', 'most rows of text input')
-    .option('--max-tokens <n>', 'most tokens of text input (default 1024)')
-    .option('--tokens <n>', 'random token ids, this many (the default input only for a model without tokenizer.json: 32)')
-    .option('--seed <n>', 'seed of the random token ids (default 0)')
-    .option('--device <device>', 'auto, cpu or cuda', 'auto')
-    .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)')
-    .option('--max-kl <x>', 'largest mean KL(original ‖ quantized) per token (default 0.15)')
-    .option('--min-top1 <x>', 'smallest top-1 agreement (default 0.5)')
-    .option('--max-layer-rel-error <x>', 'largest relative error of any quantized linear (default 0.3)')
-    .option('--max-layer-error-ratio <x>', "largest ratio of a linear's error to its FP8 floor, the original weights re-quantized the same way (default 2)")
-    .option('--max-ppl-increase <percent>', 'largest perplexity increase on text input, percent (default 10)')
-    .option('--allow-unverified', 'pass even when some quantized tensors were not run (experts no token reached)')
-    .option('--junit <file>', 'also write the report as JUnit XML (one test case per gate and per quantized linear)')
-    .option('--markdown <file>', 'also write the report as Markdown')
-    .option('--no-summary', 'do not append the Markdown report to $GITHUB_STEP_SUMMARY')
-    .option('--force', 'replace existing --junit/--markdown files')
-    .option('--json', 'print one JSON report on stdout and nothing else')
-    .option('-q, --quiet', 'no progress output')
-    .action(async (original: string, quantized: string, flags) => {
-      const { verifyCommand } = await import('./commands/verify.js');
-      await verifyCommand(original, quantized, flags);
-    });
+  addFlags(
+    program
+      .command('verify')
+      .description('compare a quantized checkpoint with its original, layer by layer; exit 3 if a gate fails')
+      .argument('<original>', 'original model folder')
+      .argument('<quantized>', 'quantized model folder'),
+    VERIFY_FLAGS,
+  ).action(async (original: string, quantized: string, flags: VerifyFlags) => {
+    const { verifyCommand } = await import('./commands/verify.js');
+    await verifyCommand(original, quantized, flags);
+  });
 
-  program
-    .command('setup-cuda')
-    .description("install ONNX Runtime's CUDA execution provider (CUDA 13) for --device cuda; --check only reports what --device auto picks")
-    .argument('[source]', 'the provider package as a .tgz or unpacked folder (offline); default: fetched from the npm registry')
-    .option('--check', 'install nothing; say which provider is there and what --device auto would pick')
-    .option('--json', 'print one JSON report on stdout and nothing else')
-    .action(async (source: string | undefined, flags) => {
-      const { setupCudaCommand } = await import('./commands/setup-cuda.js');
-      await setupCudaCommand(source, flags);
-    });
+  addFlags(
+    program
+      .command('setup-cuda')
+      .description("install ONNX Runtime's CUDA execution provider (CUDA 13) for --device cuda; --check only reports what --device auto picks")
+      .argument('[source]', 'the provider package as a .tgz or unpacked folder (offline); default: fetched from the npm registry'),
+    SETUP_CUDA_FLAGS,
+  ).action(async (source: string | undefined, flags: SetupCudaFlags) => {
+    const { setupCudaCommand } = await import('./commands/setup-cuda.js');
+    await setupCudaCommand(source, flags);
+  });
 
-  program
-    .command('generate')
-    .description("a model's continuation of a prompt, streamed; with --compare, an FP8 checkpoint's beside it")
-    .argument('<model>', 'model folder (original or FP8)')
-    .option('--prompt <text>', 'prompt text; repeatable', collect, [])
-    .option('--prompts <file|->', 'more prompts, one per non-empty line (- reads standard input)')
-    .option('--max-new-tokens <n>', 'most tokens generated per prompt (default 64)')
-    .option('--temperature <x>', 'sampling temperature (default 0: greedy)')
-    .option('--top-p <x>', 'sampling: keep the most likely tokens up to this probability (default 1)')
-    .option('--seed <n>', 'sampling: seed of the random generator (default 0)')
-    .option('--chat', "apply the tokenizer config's chat template to the prompt")
-    .option('--compare <quantized-dir>', 'also run this (FP8) checkpoint on the same prompts and compare')
-    .option('--no-cache', 'recompute the whole sequence at every step instead of using the KV cache')
-    .addOption(new Option('--weights <mode>', 'keep weights in memory across steps, or stream them layer by layer').choices(['auto', 'resident', 'streamed']).default('auto'))
-    .option('--device <device>', 'auto, cpu or cuda', 'auto')
-    .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)')
-    .option('--json', 'print one JSON document (ids, text, per-token log-probabilities) on stdout and nothing else')
-    .option('-q, --quiet', 'no progress output')
-    .action(async (model: string, flags) => {
-      const { generateCommand } = await import('./commands/generate.js');
-      await generateCommand(model, flags);
-    });
+  addFlags(
+    program
+      .command('generate')
+      .description("a model's continuation of a prompt, streamed; with --compare, an FP8 checkpoint's beside it")
+      .argument('<model>', 'model folder (original or FP8)'),
+    GENERATE_FLAGS,
+  ).action(async (model: string, flags: GenerateFlags) => {
+    const { generateCommand } = await import('./commands/generate.js');
+    await generateCommand(model, flags);
+  });
 
   return program;
 }

@@ -3,31 +3,14 @@
 // Exit 0 whatever the verdicts: the report is the result (convert --target is the gate).
 
 import { deployCheckSourceOf } from '../../pipeline/inspect/deploy-check-input.js';
-import { DEFAULT_TP_SIZES, deployCheck, ENGINES, parseEngines, parseTpSizes, reportLines, type DeployReport } from '../../passes/deploy-check/index.js';
-import { UsageError } from '../common/errors.js';
-import { parseBlock } from '../common/options.js';
+import { DEFAULT_TP_SIZES, deployCheck, ENGINES, reportLines, type DeployReport } from '../../passes/deploy-check/index.js';
+import { readFlags } from '../common/flags.js';
 import { outputMode, printJson, warn } from '../common/output.js';
-
-export interface CheckFlags {
-  engine?: string;
-  tp?: string;
-  block?: string;
-  json?: boolean;
-}
-
-function parseOr<T>(parse: () => T): T {
-  try {
-    return parse();
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-}
+import { CHECK_FLAGS, type CheckFlags } from './check-flags.js';
 
 export async function checkCommand(dir: string, flags: CheckFlags): Promise<DeployReport> {
   const mode = outputMode(flags);
-  const engines = flags.engine === undefined ? [...ENGINES] : parseOr(() => parseEngines(flags.engine!));
-  const tpSizes = flags.tp === undefined ? [...DEFAULT_TP_SIZES] : parseOr(() => parseTpSizes(flags.tp!));
-  const block = flags.block === undefined ? undefined : parseBlock(flags.block);
+  const { engines = [...ENGINES], tpSizes = [...DEFAULT_TP_SIZES], block } = readFlags(CHECK_FLAGS, flags);
   const source = await deployCheckSourceOf(dir, block ? { block } : {});
   if (source.judged === 'checkpoint' && block)
     warn(mode, `--block is ignored for an FP8 checkpoint: it is checked at its own block ${source.input.block.bn}x${source.input.block.bk}`);

@@ -1,45 +1,67 @@
-// The options of `fp8q convert`, declared once: src/cli/index.ts registers them from this table and
-// commands/convert.ts receives ConvertFlags, derived from it. Kept free of heavy imports, since the
-// CLI loads it before any command runs.
+// The options of `fp8q convert`, declared once: src/cli/index.ts registers them from this table,
+// commands/convert.ts receives ConvertFlags and reads them with readFlags into each row's field
+// (most are ConvertOptions fields), every value parsed and checked here. Kept free of heavy
+// imports, since the CLI loads it before any command runs.
 
+import { MAX_SEQUENCE } from '../../runtime/models/sequence-limit.js';
+import { parseTargets } from '../../passes/deploy-check/target-lists.js';
 import type { FlagTable, FlagValues } from '../common/flags.js';
+import { parseBlock, parseModulePattern, parseOutputFormat, parsePositiveInt, parseSize, parseWeightDtype, positiveIntUpTo, usageErrors } from '../common/options.js';
 
 export const CONVERT_FLAGS = {
   output: { spec: '-o, --output <dir>', description: 'output folder (written atomically)', kind: 'string' },
-  block: { spec: '--block <NxK>', description: 'block size (rows x columns of each scale block)', kind: 'string', default: '128x128' },
-  weightDtype: { spec: '--weight-dtype <dtype>', description: 'float8_e4m3fn or float8_e5m2', kind: 'string', default: 'float8_e4m3fn' },
-  scaleFmt: { spec: '--scale-fmt <fmt>', description: 'block scale format', kind: 'string', choices: ['float', 'ue8m0'], default: 'float' },
+  block: { spec: '--block <NxK>', description: 'block size (rows x columns of each scale block)', kind: 'string', default: '128x128', parse: parseBlock },
+  weightDtype: { spec: '--weight-dtype <dtype>', description: 'float8_e4m3fn or float8_e5m2', kind: 'string', default: 'float8_e4m3fn', parse: parseWeightDtype, to: 'format' },
+  scaleFmt: { spec: '--scale-fmt <fmt>', description: 'block scale format', kind: 'string', choices: ['float', 'ue8m0'], default: 'float', to: 'scaleFormat' },
   format: {
     spec: '--format <layout>',
     description: 'checkpoint layout: hf (weight_scale_inv, quant_method fp8) or compressed-tensors (llm-compressor FP8_BLOCK)',
     kind: 'string',
     choices: ['hf', 'compressed-tensors'],
     default: 'hf',
+    parse: parseOutputFormat,
+    to: 'outputFormat',
   },
-  exclude: { spec: '--exclude <pattern>', description: 'keep matching modules unquantized (module suffix, or re:<regex>); repeatable', kind: 'list' },
-  include: { spec: '--include <pattern>', description: 'quantize matching modules the architecture would keep (vision towers, projectors; same syntax); repeatable', kind: 'list' },
-  maxShardSize: { spec: '--max-shard-size <size>', description: 'largest output shard', kind: 'string', default: '5GB' },
+  exclude: {
+    spec: '--exclude <pattern>',
+    description: 'keep matching modules unquantized (module suffix, or re:<regex>); repeatable',
+    kind: 'list',
+    parse: parseModulePattern,
+  },
+  include: {
+    spec: '--include <pattern>',
+    description: 'quantize matching modules the architecture would keep (vision towers, projectors; same syntax); repeatable',
+    kind: 'list',
+    parse: parseModulePattern,
+  },
+  maxShardSize: { spec: '--max-shard-size <size>', description: 'largest output shard', kind: 'string', default: '5GB', parse: parseSize, to: 'maxShardBytes' },
   dryRun: { spec: '--dry-run', description: 'print the plan, write nothing', kind: 'boolean' },
   force: { spec: '--force', description: 'replace a non-empty output folder that holds a checkpoint', kind: 'boolean' },
   allowNonfinite: {
     spec: '--allow-nonfinite',
     description: 'saturate ±Inf to ±FP8 max and NaN to 0 (and keep non-finite unquantized tensors) instead of failing',
     kind: 'boolean',
+    to: 'allowNonFinite',
   },
   allowUnindexed: { spec: '--allow-unindexed', description: 'a tensor a shard holds but the index does not list: leave it out with a warning instead of failing', kind: 'boolean' },
   mlaSplit: { spec: '--mla-split', description: 'MLA models (kv_lora_rank): also write self_attn.w_uk / w_uv in FP8 (MLC LLM layout)', kind: 'boolean' },
   stackExperts: { spec: '--stack-experts', description: 'write per-expert MoE weights as stacked [E, N, K] experts.gate_up_proj / down_proj', kind: 'boolean' },
   requantize: { spec: '--requantize', description: 'accept an FP8 input: dequantize it to float32 on the fly and quantize it again', kind: 'boolean' },
-  threads: { spec: '--threads <n>', description: 'worker threads quantizing (default: available cores)', kind: 'string' },
+  threads: { spec: '--threads <n>', description: 'worker threads quantizing (default: available cores)', kind: 'string', parse: parsePositiveInt },
   activationScheme: {
     spec: '--activation-scheme <scheme>',
     description: 'dynamic, or static: activation scales measured on --calibration data',
     kind: 'string',
     choices: ['dynamic', 'static'],
   },
-  calibration: { spec: '--calibration <file>', description: 'static: calibration text (one sample per line), JSONL of {"text": ...}, or input_ids .safetensors', kind: 'string' },
-  calibrationSamples: { spec: '--calibration-samples <n>', description: 'static: samples used (default 128)', kind: 'string' },
-  calibrationSeqLen: { spec: '--calibration-seq-len <n>', description: 'static: tokens per sample (default 512)', kind: 'string' },
+  calibration: {
+    spec: '--calibration <file>',
+    description: 'static: calibration text (one sample per line), JSONL of {"text": ...}, or input_ids .safetensors',
+    kind: 'string',
+    to: 'calibrationFile',
+  },
+  calibrationSamples: { spec: '--calibration-samples <n>', description: 'static: samples used (default 128)', kind: 'string', parse: parsePositiveInt },
+  calibrationSeqLen: { spec: '--calibration-seq-len <n>', description: 'static: tokens per sample (default 512)', kind: 'string', parse: positiveIntUpTo(MAX_SEQUENCE, 'tokens') },
   calibrationSplit: {
     spec: '--calibration-split <mode>',
     description: 'static: sample (each line/record/row, cut to seq-len) or chunk (all text cut in seq-len pieces)',
@@ -64,6 +86,8 @@ export const CONVERT_FLAGS = {
     spec: '--target <list>',
     description: 'engines the output must load in, e.g. vllm:tp8,mlc: checked before anything is written (exit 2 if one would refuse it)',
     kind: 'string',
+    parse: usageErrors(parseTargets),
+    to: 'deployTargets',
   },
   forceTarget: { spec: '--force-target', description: 'with --target: convert even when a target would refuse the output', kind: 'boolean' },
   hubTimeout: {

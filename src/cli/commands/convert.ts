@@ -1,4 +1,5 @@
-// `fp8q convert`: flags → ConvertOptions, progress rendering, and the summary (table or JSON).
+// `fp8q convert`: flags → ConvertOptions (read by convert-flags.ts's table; the combinations
+// checked here), progress rendering, and the summary (table or JSON).
 
 import { convertCheckpoint, type ConvertSummary } from '../../pipeline/convert-checkpoint.js';
 import { checkOutputFormat, OutputFormatError } from '../../pipeline/output-format.js';
@@ -6,14 +7,13 @@ import { formatBytes } from '../../io/sizes.js';
 import type { ConvertPlan } from '../../passes/plan.js';
 import { describeEntry, entryDetails } from '../../passes/plan-describe.js';
 import { recipeLines } from './inspect.js';
-import { capThreads, parseBlock, parseOutputFormat, parsePositiveInt, parseSize, parseWeightDtype } from '../common/options.js';
-import { compileExcludePattern } from '../../passes/skip-rules.js';
+import { capThreads } from '../common/options.js';
 import { ByteProgress, info, outputMode, printJson, warn, type OutputMode } from '../common/output.js';
 import { EXIT_USAGE, ExitError, UsageError } from '../common/errors.js';
-import { DeployTargetError, parseTargets, reportLines, type DeployTarget } from '../../passes/deploy-check/index.js';
+import { DeployTargetError, failingTargets, reportLines } from '../../passes/deploy-check/index.js';
 import { checkHubFlags, checkPushTarget, pushConversion, resolveModelSource } from '../common/hub-source.js';
 import { checkConvertReport, writeConvertReport } from '../reports/convert-report-file.js';
-import { choiceOf } from '../common/flags.js';
+import { readFlags } from '../common/flags.js';
 import { CONVERT_FLAGS, type ConvertFlags } from './convert-flags.js';
 import { describeCalibrationEvent, parseCalibrationFlags, resolveCalibration } from '../common/calibration-flags.js';
 
@@ -22,38 +22,17 @@ export type { ConvertFlags } from './convert-flags.js';
 export async function convertCommand(source: string, flags: ConvertFlags): Promise<ConvertSummary> {
   if (!flags.output) throw new UsageError('missing -o <out-dir>: say where to write the FP8 checkpoint');
   const mode = outputMode(flags);
-  // Commander checked the command line against the same list; choiceOf covers callers in code.
-  const scaleFormat = choiceOf(CONVERT_FLAGS.scaleFmt, flags.scaleFmt);
-  const options = {
-    input: source,
-    output: flags.output,
-    block: parseBlock(flags.block),
-    format: parseWeightDtype(flags.weightDtype),
-    scaleFormat,
-    outputFormat: parseOutputFormat(flags.format ?? 'hf'),
-    exclude: parseExcludePatterns(flags.exclude ?? []),
-    include: parseExcludePatterns(flags.include ?? [], '--include'),
-    maxShardBytes: parseSize('--max-shard-size', flags.maxShardSize),
-    dryRun: flags.dryRun === true,
-    force: flags.force === true,
-    allowNonFinite: flags.allowNonfinite === true,
-    mlaSplit: flags.mlaSplit === true,
-    stackExperts: flags.stackExperts === true,
-    requantize: flags.requantize === true,
-    allowUnindexed: flags.allowUnindexed === true,
-    threads: flags.threads === undefined ? undefined : capThreads(parsePositiveInt('--threads', flags.threads), mode),
-  } as const;
-  if (flags.forceTarget && flags.target === undefined) throw new UsageError('--force-target needs --target <engines>, e.g. --target vllm:tp8,mlc');
-  let deployTargets: DeployTarget[] | undefined;
-  try {
-    deployTargets = flags.target === undefined ? undefined : parseTargets(flags.target);
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-  const staticFlags = parseCalibrationFlags(flags);
+  // Every value read by its row of CONVERT_FLAGS (most rows fill a ConvertOptions field, and
+  // convertCheckpoint reads only those); what stays here is how flags combine.
+  const { deployTargets, forceTarget, threads, ...options } = readFlags(CONVERT_FLAGS, flags);
+  if (forceTarget && deployTargets === undefined) throw new UsageError('--force-target needs --target <engines>, e.g. --target vllm:tp8,mlc');
+  const staticFlags = parseCalibrationFlags(options);
   try {
     // A flag combination the chosen layout cannot express is a command-line error, found before any reading.
-    checkOutputFormat({ settings: { format: options.format, block: options.block, scaleFormat, activationScheme: staticFlags.activationScheme } }, options.outputFormat);
+    checkOutputFormat(
+      { settings: { format: options.format, block: options.block, scaleFormat: options.scaleFormat, activationScheme: staticFlags.activationScheme } },
+      options.outputFormat,
+    );
   } catch (e) {
     if (e instanceof OutputFormatError) throw new UsageError(e.message);
     throw e;
@@ -81,9 +60,12 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     const converted = await convertCheckpoint({
       ...options,
       input: resolved.dir,
+      output: flags.output,
+      ...(threads === undefined ? {} : { threads: capThreads(threads, mode) }),
       activationScheme: staticFlags.activationScheme,
       ...(calibration === undefined ? {} : { calibration }),
-      ...(deployTargets ? { deployTargets, forceTarget: flags.forceTarget === true } : {}),
+      // A dry run shows the plan and the targets' findings whatever they are; the refusal follows them.
+      ...(deployTargets ? { deployTargets, forceTarget: forceTarget || options.dryRun } : {}),
       onEvent: (e) => {
         const calibrationLine = describeCalibrationEvent(e);
         if (e.type === 'warning') warn(mode, e.message);
@@ -104,8 +86,11 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     const summary = pushedTo !== undefined ? { ...converted, input: source, pushedTo } : { ...converted, input: source };
     if (flags.report !== undefined)
       await writeConvertReport(flags.report, { summary, plan: plan!, ...(resolved.commit === undefined ? {} : { sourceRevision: resolved.commit }) }, mode);
-    if (mode.json) printJson(options.dryRun ? { ...summary, plan: planForJson(plan!) } : summary);
-    else if (options.dryRun) printPlan(plan!, summary, mode);
+    const refused = options.dryRun && deployTargets && !forceTarget ? refusedTargets(summary) : undefined;
+    if (mode.json) {
+      const error = refused ? { error: { code: refused.errorCode, exitCode: refused.exitCode, message: refused.message } } : {};
+      printJson(options.dryRun ? { ...summary, plan: planForJson(plan!), ...error } : summary);
+    } else if (options.dryRun) printPlan(plan!, summary, mode);
     else {
       if (summary.deployCheck) {
         const failing = summary.deployCheck.results.filter((r) => r.verdict === 'fails');
@@ -116,6 +101,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
           `${formatBytes(summary.bytesIn)} → ${formatBytes(summary.bytesOut)} in ${summary.seconds.toFixed(1)} s`,
       );
     }
+    if (refused) throw new ExitError(refused.message, refused.exitCode, refused.errorCode, mode.json);
     return summary;
   } catch (e) {
     progress?.fail();
@@ -125,17 +111,19 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
   }
 }
 
-/** --exclude / --include values, checked before any reading: a bad `re:` pattern is a command-line error. */
-function parseExcludePatterns(patterns: readonly string[], flag = '--exclude'): string[] {
-  for (const p of patterns) {
-    if (p.trim() === '' || p === 're:') throw new UsageError(`invalid --exclude "${p}": an empty pattern matches nothing; give a module path suffix (mlp.down_proj) or re:<regex>`);
-    try {
-      compileExcludePattern(p, flag);
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
-  }
-  return [...patterns];
+/**
+ * A dry run's check of its --target engines, one refusing the output: the refusal a real run would
+ * end with, in one line (the findings and suggestions are in the plan's deployment check).
+ */
+function refusedTargets(summary: ConvertSummary): ExitError | undefined {
+  const failing = summary.deployCheck ? failingTargets(summary.deployCheck) : [];
+  if (failing.length === 0) return undefined;
+  return new ExitError(
+    `dry run: a real run would refuse to convert, as the output would not load in ${failing.map((r) => `${r.engine}:tp${r.tp}`).join(', ')}; ` +
+      'change the block or exclusions as the deployment check suggests, or pass --force-target to convert anyway',
+    EXIT_USAGE,
+    'E_USAGE',
+  );
 }
 
 export function planForJson(plan: ConvertPlan): unknown {

@@ -27,31 +27,19 @@ import { readStdin } from '../../runtime/text/text-input.js';
 import { promptIds, promptSettings, type PromptSettings } from '../../runtime/generate/prompt.js';
 import { GREEDY, type SamplingOptions } from '../../runtime/generate/sampling.js';
 import { TextStream } from '../../runtime/generate/text-stream.js';
-import { WEIGHT_MODE_REQUESTS, type WeightModeChoice, type WeightModeRequest } from '../../runtime/generate/weight-residency.js';
+import type { WeightModeChoice } from '../../runtime/generate/weight-residency.js';
 import { modelSpecOf } from '../../runtime/models/config.js';
 import { checkSameModel, VerifyArgumentsError } from '../../runtime/verify/checkpoint-pair.js';
 import { UsageError } from '../common/errors.js';
-import { parsePositiveInt } from '../common/options.js';
+import { readFlags, type FlagOptions } from '../common/flags.js';
+import { capThreads } from '../common/options.js';
 import { info, outputMode, printJson, warn, type OutputMode } from '../common/output.js';
 import { redactSecrets } from '../common/redact.js';
-import { parseDeviceFlag, parseThreadsFlag } from './logits.js';
+import { GENERATE_FLAGS, type GenerateFlags } from './generate-flags.js';
 
-export interface GenerateFlags {
-  prompt?: string[];
-  prompts?: string;
-  maxNewTokens?: string;
-  device?: string;
-  temperature?: string;
-  topP?: string;
-  seed?: string;
-  chat?: boolean;
-  compare?: string;
-  cache?: boolean;
-  weights?: string;
-  threads?: string;
-  json?: boolean;
-  quiet?: boolean;
-}
+export type { GenerateFlags } from './generate-flags.js';
+
+type GenerateOptions = FlagOptions<typeof GENERATE_FLAGS>;
 
 export const DEFAULT_MAX_NEW_TOKENS = 64;
 
@@ -104,33 +92,14 @@ export interface CompareReport {
   readonly summary: PrefixSummary;
 }
 
-function parseNumber(flag: string, text: string, ok: (x: number) => boolean, expected: string): number {
-  const x = Number(text);
-  if (text.trim() === '' || !Number.isFinite(x) || !ok(x)) throw new UsageError(`invalid ${flag} "${text}": expected ${expected}`);
-  return x;
-}
-
 /** Greedy unless --temperature > 0, or --top-p / --seed without --temperature (then temperature 1). */
-export function parseSampling(flags: Pick<GenerateFlags, 'temperature' | 'topP' | 'seed'>): SamplingOptions {
-  const topP = flags.topP === undefined ? 1 : parseNumber('--top-p', flags.topP, (x) => x > 0 && x <= 1, 'a number in (0, 1]');
-  const seed = flags.seed === undefined ? 0 : parseNumber('--seed', flags.seed, (x) => Number.isSafeInteger(x) && x >= 0 && x <= 0xffffffff, 'an integer from 0 to 4294967295');
-  const temperature =
-    flags.temperature === undefined
-      ? flags.topP !== undefined || flags.seed !== undefined
-        ? 1
-        : 0
-      : parseNumber('--temperature', flags.temperature, (x) => x >= 0, 'a number ≥ 0 (0: greedy)');
-  if (temperature === 0 && (flags.topP !== undefined || flags.seed !== undefined)) {
+export function parseSampling(options: Pick<GenerateOptions, 'temperature' | 'topP' | 'seed'>): SamplingOptions {
+  const { topP, seed } = options;
+  const temperature = options.temperature ?? (topP !== undefined || seed !== undefined ? 1 : 0);
+  if (temperature === 0 && (topP !== undefined || seed !== undefined)) {
     throw new UsageError('--top-p and --seed apply to sampling, and --temperature 0 is greedy: give a temperature above 0, or drop them');
   }
-  return temperature === 0 ? GREEDY : { temperature, topP, seed };
-}
-
-function parseWeights(text: string | undefined): WeightModeRequest {
-  const value = text ?? 'auto';
-  const found = WEIGHT_MODE_REQUESTS.find((m) => m === value);
-  if (found === undefined) throw new UsageError(`invalid --weights "${value}": expected ${WEIGHT_MODE_REQUESTS.join(', ')}`);
-  return found;
+  return temperature === 0 ? GREEDY : { temperature, topP: topP ?? 1, seed: seed ?? 0 };
 }
 
 /** `--prompts <file|->`: the file (or standard input, as `--text -` reads it), errors naming it as an input. */
@@ -147,8 +116,8 @@ async function readPromptsFile(file: string): Promise<string> {
 }
 
 /** --prompt (repeatable) then the non-empty lines of --prompts. */
-async function collectPrompts(flags: GenerateFlags): Promise<string[]> {
-  const prompts = [...(flags.prompt ?? [])];
+async function collectPrompts(flags: GenerateOptions): Promise<string[]> {
+  const prompts = [...flags.prompt];
   if (flags.prompts !== undefined) {
     const lines = (await readPromptsFile(flags.prompts)).split(/\r?\n/).filter((l) => l.trim() !== '');
     if (lines.length === 0) throw new UsageError(`${flags.prompts === '-' ? 'standard input' : flags.prompts} has no prompts: write one per line`);
@@ -212,7 +181,7 @@ interface Prepared {
   readonly ids: number[][];
 }
 
-async function prepare(model: string, flags: GenerateFlags, mode: OutputMode): Promise<Prepared> {
+async function prepare(model: string, flags: GenerateOptions, mode: OutputMode): Promise<Prepared> {
   const prompts = await collectPrompts(flags);
   const tokenizer = await loadModelTokenizer(model, 'to tokenize the prompt and decode the output', '');
   const checkpoint = await Checkpoint.open(model);
@@ -224,7 +193,18 @@ async function prepare(model: string, flags: GenerateFlags, mode: OutputMode): P
   } finally {
     await checkpoint.close();
   }
-  const ids = prompts.map((p) => promptIds(tokenizer, settings, p, flags.chat === true, model));
+  const ids = prompts.map((p) => promptIds(tokenizer, settings, p, flags.chat, model));
+  for (const [p, row] of ids.entries()) {
+    const prompt = prompts[p]!;
+    // `--prompt ""` (often an unset shell variable) continues from the BOS token, as transformers
+    // would; said aloud, and refused where the tokenizer gives no token at all to continue from.
+    if (row.length === 0) {
+      throw new UsageError(
+        `prompt ${p + 1} ${prompt === '' ? 'is empty' : `${JSON.stringify(prompt)} gives no token`} and ${model}'s tokenizer adds no BOS token: there is nothing to continue from; give the prompt some text`,
+      );
+    }
+    if (prompt === '') warn(mode, `prompt ${p + 1} is empty: the model continues from ${flags.chat ? 'the chat template around an empty message' : 'the BOS token alone'}`);
+  }
   // A tokenizer.json from another model gives ids past the embedding: say so before any layer runs.
   for (const [p, row] of ids.entries()) {
     const bad = row.find((id) => id < 0 || id >= vocabSize);
@@ -242,27 +222,27 @@ async function prepare(model: string, flags: GenerateFlags, mode: OutputMode): P
 /** The report, or undefined when stdout was closed before the end. */
 export async function generateCommand(model: string, flags: GenerateFlags): Promise<GenerateReport | CompareReport | undefined> {
   const mode = outputMode(flags);
-  const maxNewTokens = flags.maxNewTokens === undefined ? DEFAULT_MAX_NEW_TOKENS : parsePositiveInt('--max-new-tokens', flags.maxNewTokens);
-  const sampling = parseSampling(flags);
-  const weights = parseWeights(flags.weights);
-  const threads = parseThreadsFlag(flags.threads, mode);
-  const device = await selectDevice(parseDeviceFlag(flags.device));
-  const prepared = await prepare(model, flags, mode);
+  const options = readFlags(GENERATE_FLAGS, flags);
+  const maxNewTokens = options.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
+  const sampling = parseSampling(options);
+  const threads = options.threads === undefined ? undefined : capThreads(options.threads, mode);
+  const device = await selectDevice(options.device);
+  const prepared = await prepare(model, options, mode);
   // A bad --compare folder is reported before the original model has run.
-  if (flags.compare !== undefined) await checkComparedModel(model, flags.compare);
+  if (options.compare !== undefined) await checkComparedModel(model, options.compare);
   const base = {
     device: device.device,
     ...(threads === undefined ? {} : { intraOpThreads: threads }),
-    weights,
-    cache: flags.cache !== false,
+    weights: options.weights,
+    cache: options.cache,
     sampling,
     maxNewTokens,
     stopIds: prepared.settings.stopIds,
   } satisfies GenerationRunOptions;
   if (sampling.temperature > 0) info(mode, `sampling: temperature ${sampling.temperature}, top-p ${sampling.topP}, seed ${sampling.seed}`);
-  const compare = flags.compare;
+  const compare = options.compare;
   return untilStdoutCloses<GenerateReport | CompareReport>(() =>
-    compare === undefined ? generateOne(model, prepared, base, device, flags, mode) : compareTwo(model, compare, prepared, base, device, flags, mode),
+    compare === undefined ? generateOne(model, prepared, base, device, options, mode) : compareTwo(model, compare, prepared, base, device, options, mode),
   );
 }
 
@@ -271,7 +251,7 @@ async function generateOne(
   prepared: Prepared,
   options: GenerationRunOptions,
   device: DeviceSelection,
-  flags: GenerateFlags,
+  flags: GenerateOptions,
   mode: OutputMode,
 ): Promise<GenerateReport> {
   const streams = prepared.ids.map((ids) => new TextStream(prepared.tokenizer, ids));
@@ -281,7 +261,7 @@ async function generateOne(
     onOpen: (r) => info(mode, modeLine(model, r, device)),
     onToken: (p, id) => {
       // The prompt is printed before its continuation (a chat template's rendering is not).
-      if (stream && streams[p]!.pieces.length === 0) out(`${p > 0 ? '\n' : ''}${flags.chat === true ? '' : prepared.prompts[p]!}`);
+      if (stream && streams[p]!.pieces.length === 0) out(`${p > 0 ? '\n' : ''}${flags.chat ? '' : prepared.prompts[p]!}`);
       const piece = streams[p]!.push(id);
       if (stream) out(piece);
     },
@@ -296,7 +276,7 @@ async function generateOne(
     device,
     sampling: options.sampling,
     maxNewTokens: options.maxNewTokens,
-    chat: flags.chat === true,
+    chat: flags.chat,
     results: prepared.prompts.map((prompt, p) => ({ prompt, promptIds: prepared.ids[p]!, output: textOf(streams[p]!, run.results[p]!) })),
   };
   if (mode.json) printJson(report);
@@ -332,7 +312,7 @@ async function compareTwo(
   prepared: Prepared,
   options: GenerationRunOptions,
   device: DeviceSelection,
-  flags: GenerateFlags,
+  flags: GenerateOptions,
   mode: OutputMode,
 ): Promise<CompareReport> {
   const progress = (label: string): Partial<GenerationRunOptions> => ({
@@ -375,7 +355,7 @@ async function compareTwo(
     device,
     sampling: options.sampling,
     maxNewTokens: options.maxNewTokens,
-    chat: flags.chat === true,
+    chat: flags.chat,
     results,
     summary: summarizePrefixes(results.map((r) => r.identicalPrefix)),
   };
@@ -389,7 +369,7 @@ async function compareTwo(
     const aPieces = aStreams[p]!.pieces;
     const bPieces = bStreams[p]!.pieces;
     const at = r.firstDivergence ?? undefined;
-    const head = flags.chat === true ? '' : r.prompt;
+    const head = flags.chat ? '' : r.prompt;
     if (p > 0) lines.push('');
     lines.push(`prompt ${p + 1}: ${JSON.stringify(r.prompt)}`, '');
     lines.push(

@@ -8,6 +8,7 @@ import { outputMode, printJson, warn } from '../common/output.js';
 import { deployCheckSourceOf } from '../../pipeline/inspect/deploy-check-input.js';
 import { CheckpointError } from '../../io/errors.js';
 import { deployCheck, reportLines, type DeployReport } from '../../passes/deploy-check/index.js';
+import type { InspectFlags } from './inspect-flags.js';
 
 /** The deployment check at the end of inspect; a checkpoint it cannot judge is a warning, not a failure. */
 async function deployReportOf(dir: string, warnings: string[]): Promise<DeployReport | null> {
@@ -26,7 +27,7 @@ export function recipeLines(recipe: PlanRecipe | null | undefined): string[] {
   return [`  convert rules: ${recipe.name}, checked against ${recipe.checkedAgainst}`, ...recipe.notes.map((n) => `    ${n}`)];
 }
 
-export async function inspectCommand(dir: string, flags: { json?: boolean }): Promise<InspectReport> {
+export async function inspectCommand(dir: string, flags: InspectFlags): Promise<InspectReport> {
   const mode = outputMode(flags);
   const report = await inspectCheckpoint(dir);
   const deployWarnings: string[] = [];

@@ -3,23 +3,25 @@
 // atomically (temporary file, then rename), under the write rules of every fp8q output.
 
 import { performance } from 'node:perf_hooks';
-import { isDeviceRequest, selectDevice, type DeviceSelection } from '../../runtime/device/device.js';
+import { selectDevice, type DeviceSelection } from '../../runtime/device/device.js';
 import { ModelRunner } from '../../runtime/models/runner.js';
 import { readInputIds, writeLogits, type TokenBatch } from '../../runtime/models/token-ids.js';
 import { modelTextLimits, readTextInput, type TextInput, type TextInputDescription, type TextSource } from '../../runtime/text/text-input.js';
 import { hasModelTokenizer } from '../../runtime/text/model-tokenizer.js';
 import { UsageError } from '../common/errors.js';
 import { StagingFile } from '../../pipeline/output-folder.js';
-import { capThreads, parsePositiveInt } from '../common/options.js';
-import { info, outputMode, printJson, warn, type OutputMode } from '../common/output.js';
+import { readFlags } from '../common/flags.js';
+import { capThreads } from '../common/options.js';
+import { info, outputMode, printJson, warn } from '../common/output.js';
+import { LOGITS_FLAGS, type LogitsFlags } from './logits-flags.js';
 
-/** Text input flags shared by `logits` and `verify` (runtime/text/text-input.ts). */
+/** Text input options shared by `logits` and `verify` (common/model-run-flags.ts), values already read. */
 export interface TextInputFlags {
-  text?: string;
-  dataset?: string;
-  seqLen?: string;
-  maxSamples?: string;
-  maxTokens?: string;
+  readonly text?: string;
+  readonly dataset?: string;
+  readonly seqLen?: number;
+  readonly maxSamples?: number;
+  readonly maxTokens?: number;
 }
 
 export function textInputFlagsGiven(flags: TextInputFlags): boolean {
@@ -47,9 +49,7 @@ export async function readModelInput(modelDir: string, flags: TextInputFlags, op
     }
     return undefined;
   }
-  const seqLen = flags.seqLen === undefined ? undefined : parsePositiveInt('--seq-len', flags.seqLen);
-  const maxSamples = flags.maxSamples === undefined ? undefined : parsePositiveInt('--max-samples', flags.maxSamples);
-  const maxTokens = flags.maxTokens === undefined ? undefined : parsePositiveInt('--max-tokens', flags.maxTokens);
+  const { seqLen, maxSamples, maxTokens } = flags;
   const { contextLength, vocabSize } = await modelTextLimits(modelDir);
   if (seqLen !== undefined && contextLength !== undefined && seqLen > contextLength) {
     throw new UsageError(`--seq-len ${seqLen} is longer than ${modelDir}'s context (max_position_embeddings ${contextLength}): pass --seq-len ${contextLength} or less`);
@@ -67,15 +67,7 @@ export async function readModelInput(modelDir: string, flags: TextInputFlags, op
   });
 }
 
-export interface LogitsFlags extends TextInputFlags {
-  inputIds?: string;
-  output?: string;
-  device?: string;
-  threads?: string;
-  force?: boolean;
-  json?: boolean;
-  quiet?: boolean;
-}
+export type { LogitsFlags } from './logits-flags.js';
 
 export interface LogitsSummary {
   readonly model: string;
@@ -92,38 +84,26 @@ export interface LogitsSummary {
   readonly seconds: number;
 }
 
-export function parseDeviceFlag(text: string | undefined): 'auto' | 'cpu' | 'cuda' {
-  const value = text ?? 'auto';
-  if (!isDeviceRequest(value)) throw new UsageError(`invalid --device "${value}": expected auto, cpu or cuda`);
-  return value;
-}
-
-/** --threads for onnxruntime, capped to the machine's cores (more only costs memory), with a note when capped. */
-export function parseThreadsFlag(text: string | undefined, mode?: OutputMode): number | undefined {
-  if (text === undefined) return undefined;
-  return capThreads(parsePositiveInt('--threads', text), mode);
-}
-
 export async function logitsCommand(model: string, flags: LogitsFlags): Promise<LogitsSummary> {
+  const options = readFlags(LOGITS_FLAGS, flags);
   const given = [flags.inputIds !== undefined && '--input-ids', flags.text !== undefined && '--text', flags.dataset !== undefined && '--dataset'].filter(
     (f): f is string => f !== false,
   );
   if (given.length === 0) throw new UsageError('missing input: --input-ids <ids.safetensors> (input_ids I64 [B, T]), --text <file|-> or --dataset <file.jsonl>');
   if (given.length > 1) throw new UsageError(`${given.join(' and ')} exclude each other: give one input`);
-  if (flags.inputIds !== undefined && textInputFlagsGiven(flags))
+  if (flags.inputIds !== undefined && textInputFlagsGiven(options))
     throw new UsageError('--seq-len, --max-samples and --max-tokens apply to --text and --dataset, not to --input-ids');
   if (!flags.output) throw new UsageError('missing -o <out.safetensors>: say where to write the logits');
   const mode = outputMode(flags);
   const t0 = performance.now();
-  const threads = parseThreadsFlag(flags.threads, mode);
-  const deviceRequest = parseDeviceFlag(flags.device);
+  const threads = options.threads === undefined ? undefined : capThreads(options.threads, mode);
   const inputFiles = [flags.inputIds, flags.text, flags.dataset].filter((f): f is string => f !== undefined && f !== '-');
   // The destination is checked before the forward: a refused -o costs nothing.
-  const staged = await StagingFile.create(flags.output, { force: flags.force === true, inputFiles, inputFolders: [model] });
+  const staged = await StagingFile.create(flags.output, { force: options.force, inputFiles, inputFolders: [model] });
   for (const w of staged.warnings) warn(mode, w);
   try {
-    const device = await selectDevice(deviceRequest);
-    const text = flags.inputIds === undefined ? await readModelInput(model, flags) : undefined;
+    const device = await selectDevice(options.device);
+    const text = flags.inputIds === undefined ? await readModelInput(model, options) : undefined;
     const batch: TokenBatch = text?.batch ?? (await readInputIds(flags.inputIds!));
     const runner = await ModelRunner.open(model, { device: device.device, ...(threads === undefined ? {} : { intraOpThreads: threads }) });
     try {

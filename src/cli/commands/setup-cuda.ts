@@ -6,6 +6,7 @@ import { cudaProviderBuild, onnxruntimeBinaryDir, selectDevice, DeviceUnavailabl
 import { CudaSetupError, installCudaProvider, type InstalledFile } from '../../runtime/device/cuda-setup.js';
 import { ExitError } from '../common/errors.js';
 import { info, outputMode, printJson } from '../common/output.js';
+import type { SetupCudaFlags } from './setup-cuda-flags.js';
 
 export interface SetupCudaReport {
   readonly installed: readonly InstalledFile[];
@@ -17,7 +18,7 @@ export interface SetupCudaReport {
   readonly remedy: string | null;
 }
 
-export async function setupCudaCommand(source: string | undefined, flags: { check?: boolean; json?: boolean }): Promise<SetupCudaReport> {
+export async function setupCudaCommand(source: string | undefined, flags: SetupCudaFlags): Promise<SetupCudaReport> {
   const mode = outputMode(flags);
   let installed: InstalledFile[] = [];
   if (!flags.check) {

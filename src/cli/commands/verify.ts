@@ -1,57 +1,36 @@
-// `fp8q verify`: flags → VerifyOptions, progress, and the report — a table on the terminal or one
+// `fp8q verify`: flags → VerifyOptions (values read by verify-flags.ts's table; which inputs
+// go together checked here), progress, and the report — a table on the terminal or one
 // JSON document with --json. A failed gate exits with EXIT_GATE_FAILED and names the layer or
 // metric that failed.
 
-import { isDeviceRequest, selectDevice } from '../../runtime/device/device.js';
+import { selectDevice } from '../../runtime/device/device.js';
 import { readInputIds } from '../../runtime/models/token-ids.js';
 import type { Gates } from '../../runtime/verify/gates.js';
 import { GATE_ERROR_CODES } from '../common/error-codes.js';
 import { VerifyArgumentsError } from '../../runtime/verify/checkpoint-pair.js';
 import { verifyCheckpoints, type LinearReport, type VerifyOptions, type VerifyReport } from '../../runtime/verify/verify-checkpoints.js';
 import { EXIT_GATE_FAILED, ExitError, UsageError } from '../common/errors.js';
-import { parsePositiveInt } from '../common/options.js';
+import { readFlags, type FlagOptions } from '../common/flags.js';
+import { capThreads } from '../common/options.js';
 import { info, outputMode, printJson, warn } from '../common/output.js';
-import { parseThreadsFlag, readModelInput, textInputFlagsGiven, type TextInputFlags } from './logits.js';
-import { VerifyReportWriter, type VerifyReportFlags } from '../reports/verify-reports.js';
+import { readModelInput, textInputFlagsGiven } from './logits.js';
+import { VerifyReportWriter } from '../reports/verify-reports.js';
+import { VERIFY_FLAGS, type VerifyFlags } from './verify-flags.js';
 
-export interface VerifyFlags extends TextInputFlags, VerifyReportFlags {
-  inputIds?: string;
-  tokens?: string;
-  seed?: string;
-  device?: string;
-  threads?: string;
-  maxKl?: string;
-  minTop1?: string;
-  maxLayerRelError?: string;
-  maxPplIncrease?: string;
-  maxLayerErrorRatio?: string;
-  allowUnverified?: boolean;
-  json?: boolean;
-  quiet?: boolean;
-}
+export type { VerifyFlags } from './verify-flags.js';
 
-function parseNumber(flag: string, text: string | undefined, min: number, max: number): number | undefined {
-  if (text === undefined) return undefined;
-  const n = Number(text);
-  if (text.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
-    throw new UsageError(`invalid ${flag} "${text}": expected a number in [${min}, ${max === Infinity ? '∞' : max}]`);
-  }
-  return n;
-}
+type VerifyValues = FlagOptions<typeof VERIFY_FLAGS>;
 
-function parseGates(flags: VerifyFlags): Partial<Gates> {
-  const gates: { -readonly [K in keyof Gates]?: number } = {};
-  const maxKl = parseNumber('--max-kl', flags.maxKl, 0, Infinity);
-  const minTop1 = parseNumber('--min-top1', flags.minTop1, 0, 1);
-  const maxRel = parseNumber('--max-layer-rel-error', flags.maxLayerRelError, 0, Infinity);
-  const maxPpl = parseNumber('--max-ppl-increase', flags.maxPplIncrease, 0, Infinity);
-  if (maxPpl !== undefined) gates.maxPplIncrease = maxPpl;
-  const maxRatio = parseNumber('--max-layer-error-ratio', flags.maxLayerErrorRatio, 1, Infinity);
-  if (maxRatio !== undefined) gates.maxLayerErrorRatio = maxRatio;
-  if (maxKl !== undefined) gates.maxKl = maxKl;
-  if (minTop1 !== undefined) gates.minTop1 = minTop1;
-  if (maxRel !== undefined) gates.maxLayerRelError = maxRel;
-  return gates;
+/** The gate limits given on the command line; the others keep their defaults. */
+function gatesOf(o: VerifyValues): Partial<Gates> {
+  const given = {
+    maxKl: o.maxKl,
+    minTop1: o.minTop1,
+    maxLayerRelError: o.maxLayerRelError,
+    maxLayerErrorRatio: o.maxLayerErrorRatio,
+    maxPplIncrease: o.maxPplIncrease,
+  } satisfies Record<keyof Gates, number | undefined>;
+  return Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
 }
 
 /** verifyCheckpoints, its refusals (the two folders cannot be compared) as command-line errors. */
@@ -65,6 +44,7 @@ async function runVerify(options: VerifyOptions): Promise<VerifyReport> {
 }
 
 export async function verifyCommand(original: string, quantized: string, flags: VerifyFlags): Promise<VerifyReport> {
+  const options = readFlags(VERIFY_FLAGS, flags);
   const sources = [
     flags.inputIds !== undefined && '--input-ids',
     flags.tokens !== undefined && '--tokens',
@@ -72,7 +52,7 @@ export async function verifyCommand(original: string, quantized: string, flags: 
     flags.dataset !== undefined && '--dataset',
   ].filter((f): f is string => f !== false);
   if (sources.length > 1) throw new UsageError(`${sources.join(' and ')} exclude each other: give one input (token ids, random ids, text or a dataset)`);
-  if ((flags.inputIds !== undefined || flags.tokens !== undefined) && textInputFlagsGiven(flags)) {
+  if ((flags.inputIds !== undefined || flags.tokens !== undefined) && textInputFlagsGiven(options)) {
     throw new UsageError('--seq-len, --max-samples and --max-tokens apply to text input (--text, --dataset or the bundled sample), not to token ids');
   }
   if (flags.seed !== undefined && (flags.text !== undefined || flags.dataset !== undefined || flags.inputIds !== undefined)) {
@@ -82,22 +62,18 @@ export async function verifyCommand(original: string, quantized: string, flags: 
     // Perplexity predicts each token from the ones before it in its row: a row of one token predicts
     // nothing, and the perplexity gate would judge NaN.
     for (const [flag, value] of [
-      ['--seq-len', flags.seqLen],
-      ['--max-tokens', flags.maxTokens],
+      ['--seq-len', options.seqLen],
+      ['--max-tokens', options.maxTokens],
     ] as const) {
-      if (value !== undefined && parsePositiveInt(flag, value) < 2) {
+      if (value !== undefined && value < 2) {
         throw new UsageError(`invalid ${flag} "${value}": verify on text needs rows of at least 2 tokens (perplexity predicts each token from the ones before it)`);
       }
     }
   }
-  const device = flags.device ?? 'auto';
-  if (!isDeviceRequest(device)) throw new UsageError(`invalid --device "${device}": expected auto, cpu or cuda`);
-  const tokens = flags.tokens === undefined ? undefined : parsePositiveInt('--tokens', flags.tokens);
-  const seed = flags.seed === undefined ? undefined : Number(flags.seed);
-  if (seed !== undefined && (!Number.isSafeInteger(seed) || seed < 0)) throw new UsageError(`invalid --seed "${flags.seed}": expected a non-negative integer`);
-  const gates = parseGates(flags);
+  const { tokens, seed } = options;
+  const gates = gatesOf(options);
   const mode = outputMode(flags);
-  const threads = parseThreadsFlag(flags.threads, mode);
+  const threads = options.threads === undefined ? undefined : capThreads(options.threads, mode);
 
   if (flags.maxPplIncrease !== undefined && (flags.inputIds !== undefined || flags.tokens !== undefined || flags.seed !== undefined)) {
     warn(
@@ -106,13 +82,13 @@ export async function verifyCommand(original: string, quantized: string, flags: 
     );
   }
   const reports = await VerifyReportWriter.prepare(flags, { original, quantized });
-  const selection = await selectDevice(device);
+  const selection = await selectDevice(options.device);
   // Input: --input-ids, --tokens (random), --text/--dataset, or by default the bundled English
   // sample when the original has a tokenizer (random ids when it has none).
   let input: Pick<VerifyOptions, 'input' | 'inputSource'> = {};
   if (flags.inputIds !== undefined) input = { input: await readInputIds(flags.inputIds), inputSource: { kind: 'file', file: flags.inputIds } };
   else if (flags.tokens === undefined && flags.seed === undefined) {
-    const text = await readModelInput(original, flags, { fallbackToRandom: true });
+    const text = await readModelInput(original, options, { fallbackToRandom: true });
     if (text !== undefined) input = { input: text.batch, inputSource: { kind: 'text', text: text.description } };
     else info(mode, `${original} has no tokenizer.json: verifying on random token ids (--text or --input-ids give real input)`);
   }
@@ -122,7 +98,7 @@ export async function verifyCommand(original: string, quantized: string, flags: 
     device: selection.device,
     gates,
     ...input,
-    ...(flags.allowUnverified === true ? { allowUnverified: true } : {}),
+    ...(options.allowUnverified ? { allowUnverified: true } : {}),
     ...(tokens === undefined ? {} : { tokens }),
     ...(seed === undefined ? {} : { seed }),
     ...(threads === undefined ? {} : { intraOpThreads: threads }),

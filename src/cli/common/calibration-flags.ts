@@ -1,5 +1,6 @@
 // `fp8q convert`'s static-activation flags (--activation-scheme, --calibration*,
-// --activation-scale-granularity) → ConvertOptions fields, checked before any reading, and the
+// --activation-scale-granularity) → ConvertOptions fields, their combinations checked before any
+// reading (each value is read by its row in commands/convert-flags.ts), and the
 // calibration progress events rendered as lines. Kept apart from commands/convert.ts so the
 // convert command stays a list of its flags.
 
@@ -7,34 +8,33 @@ import { existsSync } from 'node:fs';
 import type { ConvertEvent } from '../../pipeline/convert-checkpoint.js';
 import type { StaticActivationOptions } from '../../pipeline/static-activation.js';
 import { DEFAULT_CALIBRATION_SAMPLES, DEFAULT_CALIBRATION_SEQ_LEN } from '../../runtime/text/calibration-input.js';
-import { isDeviceRequest, selectDevice } from '../../runtime/device/device.js';
-import { MAX_SEQUENCE } from '../../runtime/models/token-ids.js';
+import { selectDevice, type DeviceRequest } from '../../runtime/device/device.js';
 import { CheckpointError } from '../../io/errors.js';
 import { UsageError } from './errors.js';
-import { parsePositiveInt } from './options.js';
 
+/** The calibration fields of convert's options, each value already read by its table row (convert-flags.ts). */
 export interface CalibrationFlags {
-  activationScheme?: string;
-  calibration?: string;
-  calibrationSamples?: string;
-  calibrationSeqLen?: string;
-  calibrationSplit?: string;
-  calibrationDevice?: string;
-  activationScaleGranularity?: string;
+  readonly activationScheme?: 'dynamic' | 'static';
+  readonly calibrationFile?: string;
+  readonly calibrationSamples?: number;
+  readonly calibrationSeqLen?: number;
+  readonly calibrationSplit?: 'sample' | 'chunk';
+  readonly calibrationDevice?: DeviceRequest;
+  readonly activationScaleGranularity?: 'group' | 'tensor';
 }
 
 export interface ParsedCalibration {
   readonly activationScheme: 'dynamic' | 'static';
   /** Without the device: chosen by resolveCalibrationDevice once the flags are known to be valid. */
   readonly calibration: Omit<StaticActivationOptions, 'device'> | undefined;
-  readonly deviceRequest: 'auto' | 'cpu' | 'cuda';
+  readonly deviceRequest: DeviceRequest;
 }
 
+/** What the calibration flags mean together: the static-only ones refused with dynamic, the file required with static. */
 export function parseCalibrationFlags(flags: CalibrationFlags): ParsedCalibration {
   const scheme = flags.activationScheme ?? 'dynamic';
-  if (scheme !== 'dynamic' && scheme !== 'static') throw new UsageError(`invalid --activation-scheme "${scheme}": expected dynamic or static`);
-  const calibrationOnly: [string, string | undefined][] = [
-    ['--calibration', flags.calibration],
+  const calibrationOnly: [string, unknown][] = [
+    ['--calibration', flags.calibrationFile],
     ['--calibration-samples', flags.calibrationSamples],
     ['--calibration-seq-len', flags.calibrationSeqLen],
     ['--calibration-split', flags.calibrationSplit],
@@ -47,31 +47,21 @@ export function parseCalibrationFlags(flags: CalibrationFlags): ParsedCalibratio
       throw new UsageError(`${given.join(', ')} ${given.length === 1 ? 'applies' : 'apply'} only to --activation-scheme static (dynamic activations need no calibration)`);
     return { activationScheme: 'dynamic', calibration: undefined, deviceRequest: 'cpu' };
   }
-  if (flags.calibration === undefined) {
+  if (flags.calibrationFile === undefined) {
     throw new UsageError('--activation-scheme static needs --calibration <file>: a text file (one sample per line), JSONL of {"text": ...}, or input_ids .safetensors');
   }
   // A missing input file is E_INPUT_MISSING (exit 1), as for verify --text and generate --prompts.
-  if (!existsSync(flags.calibration)) throw new CheckpointError(`--calibration: no such file: ${flags.calibration}`, 'E_INPUT_MISSING');
-  const split = flags.calibrationSplit ?? 'sample';
-  if (split !== 'sample' && split !== 'chunk') throw new UsageError(`invalid --calibration-split "${split}": expected sample or chunk`);
-  const granularity = flags.activationScaleGranularity ?? 'group';
-  if (granularity !== 'group' && granularity !== 'tensor') {
-    throw new UsageError(`invalid --activation-scale-granularity "${granularity}": expected group or tensor`);
-  }
-  const device = flags.calibrationDevice ?? 'auto';
-  if (!isDeviceRequest(device)) throw new UsageError(`invalid --calibration-device "${device}": expected auto, cpu or cuda`);
-  const seqLen = flags.calibrationSeqLen === undefined ? DEFAULT_CALIBRATION_SEQ_LEN : parsePositiveInt('--calibration-seq-len', flags.calibrationSeqLen);
-  if (seqLen > MAX_SEQUENCE) throw new UsageError(`invalid --calibration-seq-len ${seqLen}: at most ${MAX_SEQUENCE} tokens`);
+  if (!existsSync(flags.calibrationFile)) throw new CheckpointError(`--calibration: no such file: ${flags.calibrationFile}`, 'E_INPUT_MISSING');
   return {
     activationScheme: 'static',
     calibration: {
-      file: flags.calibration,
-      samples: flags.calibrationSamples === undefined ? DEFAULT_CALIBRATION_SAMPLES : parsePositiveInt('--calibration-samples', flags.calibrationSamples),
-      seqLen,
-      split,
-      granularity,
+      file: flags.calibrationFile,
+      samples: flags.calibrationSamples ?? DEFAULT_CALIBRATION_SAMPLES,
+      seqLen: flags.calibrationSeqLen ?? DEFAULT_CALIBRATION_SEQ_LEN,
+      split: flags.calibrationSplit ?? 'sample',
+      granularity: flags.activationScaleGranularity ?? 'group',
     },
-    deviceRequest: device,
+    deviceRequest: flags.calibrationDevice ?? 'auto',
   };
 }
 

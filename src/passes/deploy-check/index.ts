@@ -5,21 +5,18 @@
 
 import { ceilDiv } from '../../fp8/block-quantize.js';
 import { ENGINES, type EngineId } from './engines.js';
+import type { DeployTarget } from './target-lists.js';
 import type { DeployCheckInput, QuantizedLinear } from './inventory.js';
 import { evaluateEngine, type Finding } from './rules.js';
 import { patternOf } from './topology.js';
 import type { ConvertPlan } from '../plan.js';
 
 export { ENGINES, ENGINE_LABELS, parseEngines, type EngineId } from './engines.js';
+export { parseTargets, parseTpSizes, type DeployTarget } from './target-lists.js';
 export { inventoryFromCheckpoint, inventoryFromPlan, type DeployCheckInput } from './inventory.js';
 export type { Finding } from './rules.js';
 
 export const DEFAULT_TP_SIZES: readonly number[] = [1, 2, 4, 8];
-
-export interface DeployTarget {
-  readonly engine: EngineId;
-  readonly tp: number;
-}
 
 export type Verdict = 'loads' | 'fails';
 
@@ -54,39 +51,6 @@ export interface DeployReport {
   readonly suggestions: readonly Suggestion[];
   /** Where the rules and the engine versions they were read from are written down. */
   readonly rulesFrom: string;
-}
-
-export function parseTpSizes(text: string): number[] {
-  const out: number[] = [];
-  for (const raw of text.split(',')) {
-    const t = raw.trim();
-    if (t === '') continue;
-    const n = Number(t);
-    if (!Number.isSafeInteger(n) || n < 1 || n > 1024) throw new Error(`invalid tensor-parallel size "${t}": expected positive integers such as 1,2,4,8`);
-    if (!out.includes(n)) out.push(n);
-  }
-  if (out.length === 0) throw new Error('no tensor-parallel size given: expected e.g. 1,2,4,8');
-  return out;
-}
-
-/**
- * `vllm:tp8,mlc,sglang:tp2` → targets. An engine without `:tpN` means tensor-parallel size 1.
- * Throws an Error with a message for the user on anything else.
- */
-export function parseTargets(text: string): DeployTarget[] {
-  const out: DeployTarget[] = [];
-  for (const raw of text.split(',')) {
-    const t = raw.trim().toLowerCase();
-    if (t === '') continue;
-    const m = /^([a-z]+)(?::tp(\d+))?$/.exec(t);
-    const engine = m ? ENGINES.find((e) => e === m[1]) : undefined;
-    if (!m || !engine) throw new Error(`invalid --target "${raw.trim()}": expected <engine>[:tpN] with engine one of ${ENGINES.join(', ')}, e.g. vllm:tp8,mlc`);
-    const tp = m[2] === undefined ? 1 : Number(m[2]);
-    if (!Number.isSafeInteger(tp) || tp < 1) throw new Error(`invalid tensor-parallel size in --target "${raw.trim()}"`);
-    if (!out.some((x) => x.engine === engine && x.tp === tp)) out.push({ engine, tp });
-  }
-  if (out.length === 0) throw new Error('--target needs at least one engine, e.g. vllm:tp8,mlc');
-  return out;
 }
 
 function evaluateTarget(input: DeployCheckInput, engine: EngineId, tp: number): TargetResult {

@@ -7,12 +7,12 @@ import { SafetensorsReader } from '../../io/safetensors/safetensors-reader.js';
 import { SafetensorsWriter } from '../../io/safetensors/safetensors-writer.js';
 import { SeededRandom } from '../ops/random.js';
 import type { BatchShape } from './layer-graphs.js';
+import { MAX_SEQUENCE } from './sequence-limit.js';
 
 export const INPUT_IDS_TENSOR = 'input_ids';
 export const LOGITS_TENSOR = 'logits';
 
-/** Longest sequence a run accepts: attention builds `[B, heads, T, T]` scores in one graph. */
-export const MAX_SEQUENCE = 8192;
+export { MAX_SEQUENCE } from './sequence-limit.js';
 
 export interface TokenBatch extends BatchShape {
   /** Row-major `[batch, seq]`. */
