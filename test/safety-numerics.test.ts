@@ -179,7 +179,8 @@ describe('counting NaN/Inf in copied bytes', () => {
   /** One element at a time from its exponent bits: the definition the word scan must agree with. */
   function countByElement(bytes: Uint8Array, dtype: 'BF16' | 'F16' | 'F32' | 'F64'): number {
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const [size, hiAt, mask] = { BF16: [2, 0, 0x7f80], F16: [2, 0, 0x7c00], F32: [4, 0, 0x7f800000], F64: [8, 4, 0x7ff00000] }[dtype];
+    const layouts: Record<typeof dtype, readonly [number, number, number]> = { BF16: [2, 0, 0x7f80], F16: [2, 0, 0x7c00], F32: [4, 0, 0x7f800000], F64: [8, 4, 0x7ff00000] };
+    const [size, hiAt, mask] = layouts[dtype];
     let n = 0;
     for (let i = 0; i + size <= bytes.byteLength; i += size) {
       const hi = size === 2 ? view.getUint16(i + hiAt, true) : view.getUint32(i + hiAt, true);
