@@ -10,6 +10,7 @@ import { quantizeStripe, type ScaleFormat } from '../src/fp8/block-quantize.js';
 import { narrowFromFloat32, type FloatSourceDtype } from '../src/fp8/dtypes.js';
 import { decodeTableFor, fp8FormatInfo, type Fp8Format } from '../src/fp8/formats.js';
 import { countNonFinite } from '../src/io/checkpoint/nonfinite-count.js';
+import { WasmNonFiniteScan } from '../src/fp8/nonfinite-scan.js';
 import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
 import { readCheckpointTensors, writeCheckpoint, type TensorData } from './helpers/checkpoint-files.js';
@@ -189,7 +190,24 @@ describe('counting NaN/Inf in copied bytes', () => {
     return n;
   }
 
+  // Bytes in a WebAssembly.Memory the SIMD scan was made for (as the direct-read slots are) are
+  // scanned there: every case runs both ways.
+  const { Memory } = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => { readonly buffer: ArrayBuffer } } }).WebAssembly;
+  const memory = new Memory({ initial: 1, maximum: 1 });
+  WasmNonFiniteScan.register(memory);
+  const inMemory = (bytes: Uint8Array, at: number): Uint8Array => {
+    const view = new Uint8Array(memory.buffer, at, bytes.byteLength);
+    view.set(bytes);
+    return view;
+  };
+  const countBoth = (bytes: Uint8Array, dtype: 'BF16' | 'F16' | 'F32' | 'F64', what: string): number => {
+    const n = countNonFinite(bytes, dtype);
+    assert.equal(countNonFinite(inMemory(bytes, 4096 + (bytes.byteOffset % 16)), dtype), n, `${what}: the same count scanned in wasm memory`);
+    return n;
+  };
+
   test('every dtype, aligned or not, odd lengths, values at the edge of the exponent range', () => {
+    assert.ok(WasmNonFiniteScan.of(memory.buffer), 'the SIMD scan is available (Node 20 has WebAssembly SIMD)');
     const sizes = { BF16: 2, F16: 2, F32: 4, F64: 8 } as const;
     // Exponent all ones (Inf/NaN, both signs) and the largest finite exponents just below, which
     // a carry-based scan must not mistake for them.
@@ -235,7 +253,7 @@ describe('counting NaN/Inf in copied bytes', () => {
           else view.setUint32(i * size + hiAt, s, true);
         }
         const want = countByElement(bytes, dtype);
-        assert.equal(countNonFinite(bytes, dtype), want, `${dtype}, ${elements} elements at offset ${offset}`);
+        assert.equal(countBoth(bytes, dtype, `${dtype}, ${elements} elements at offset ${offset}`), want, `${dtype}, ${elements} elements at offset ${offset}`);
         if (inject > 0) assert.ok(want > 0, `${dtype}: the case holds a non-finite value`);
         // One that is all finite goes through the word scan alone.
         if (inject === 0) assert.equal(countNonFinite(bytes, dtype), 0, `${dtype}: all finite`);
@@ -247,11 +265,11 @@ describe('counting NaN/Inf in copied bytes', () => {
       const view = new DataView(bytes.buffer);
       const hiAt = size === 8 ? 4 : 0;
       const put = (i: number, s: number): void => (size === 2 ? view.setUint16(i * size, s, true) : view.setUint32(i * size + hiAt, s, true));
-      for (let at = 0; at < 4; at++) {
+      for (const at of [0, 1, 2, 3, 9, 17, 30, 63]) {
         for (let k = 0; k < 3; k++) {
           for (let i = 0; i < elements; i++) put(i, specials[dtype][3 + (i % (specials[dtype].length - 3))]!);
           put(at, specials[dtype][k]!);
-          assert.equal(countNonFinite(bytes, dtype), 1, `${dtype}: one non-finite value at element ${at}, pattern ${k}`);
+          assert.equal(countBoth(bytes, dtype, `${dtype}, element ${at}`), 1, `${dtype}: one non-finite value at element ${at}, pattern ${k}`);
         }
       }
     }
