@@ -16,9 +16,12 @@ import { float32ToBf16Bits, narrowFromFloat32, widenToFloat32 } from '../src/fp8
 import { FastQuantizeScratch, quantizeBf16StripeFast, quantizeF32StripeFast } from '../src/fp8/fast-quantize.js';
 import { decodeTableFor, type Fp8Format } from '../src/fp8/formats.js';
 import { WasmBf16Kernel } from '../src/fp8/wasm-kernel.js';
+import { WasmRequantizeKernel } from '../src/fp8/wasm-requantize.js';
+import { requantizeCodes } from '../src/fp8/requantize-codes.js';
+import type { Fp8Dtype, ScaleGridSlice } from '../src/fp8/scaled-decode.js';
 import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
-import { ChunkScratch, quantizeChunk } from '../src/pipeline/quantize-chunk.js';
+import { ChunkScratch, quantizeChunk, referenceChunk, type ChunkSettings } from '../src/pipeline/quantize-chunk.js';
 import { workerExecArgv } from '../src/pipeline/module-worker.js';
 import { DirectReads } from '../src/io/safetensors/direct-reads.js';
 import { createShardWriter, DIRECT_MIN_BYTES, WriteSlots } from '../src/pipeline/direct-shard-writer.js';
@@ -518,5 +521,180 @@ describe('convert with worker threads', () => {
   it('workers get the loader flags but not the inline script', () => {
     assert.deepEqual(workerExecArgv(['--import', 'tsx', '--input-type=module', '-e', 'code()', '--max-old-space-size=512']), ['--import', 'tsx', '--max-old-space-size=512']);
     assert.deepEqual(workerExecArgv(['--eval=x', '--inspect=9229', '--test', '--enable-source-maps']), ['--enable-source-maps']);
+  });
+});
+
+describe('requantizing FP8 codes: the WebAssembly and TypeScript codes kernels give the oracle bytes', () => {
+  const wasm = WasmRequantizeKernel.create();
+  const NAN_CODE = { F8_E4M3: 0x7f, F8_E5M2: 0x7e } as const;
+
+  /** Random codes of `dtype` without NaN/Inf; some target-sized regions all zero or all small (subnormal results). */
+  function fp8Codes(rows: number, cols: number, dtype: Fp8Dtype, seed: number): Uint8Array {
+    const words = randomWords(rows * cols, seed);
+    const codes = new Uint8Array(rows * cols);
+    const top = dtype === 'F8_E4M3' ? 0x7e : 0x7b;
+    for (let i = 0; i < codes.length; i++) {
+      const w = words[i]!;
+      const r = Math.floor(i / cols);
+      const c = i % cols;
+      let m = w % (top + 1);
+      if ((r >> 4) % 5 === 1 && (c >> 5) % 3 === 0)
+        m = 0; // zero regions
+      else if ((r >> 3) % 7 === 2) m &= 0x07; // small magnitudes only
+      codes[i] = m | ((w >>> 8) & 0x80);
+    }
+    return codes;
+  }
+
+  /** Source scales of the slice: ordinary, negative, tiny (subnormal products) and powers of two. */
+  function gridScales(count: number, seed: number, kind: 'mixed' | 'huge'): Float32Array {
+    const words = randomWords(count, seed);
+    const s = new Float32Array(count);
+    for (let i = 0; i < count; i++) {
+      const w = words[i]!;
+      const pick = w % 8;
+      const mant = 1 + (w >>> 8) / 2 ** 24;
+      if (kind === 'huge') s[i] = mant * 2 ** 120;
+      else if (pick === 0) s[i] = -mant * 1e-3;
+      else if (pick === 1) s[i] = mant * 2 ** -140;
+      else if (pick === 2) s[i] = 2 ** (((w >>> 4) % 20) - 10);
+      else s[i] = mant * 2 ** (((w >>> 4) % 30) - 20);
+    }
+    return s;
+  }
+
+  interface Case {
+    readonly rows: number;
+    readonly cols: number;
+    readonly firstRow: number;
+    readonly src: { readonly rowBlock: number; readonly colBlock: number };
+    readonly block: BlockShape;
+  }
+
+  const CASES: readonly Case[] = [
+    { rows: 128, cols: 2048, firstRow: 0, src: { rowBlock: 128, colBlock: 128 }, block: { bn: 64, bk: 64 } },
+    { rows: 192, cols: 2100, firstRow: 64, src: { rowBlock: 128, colBlock: 128 }, block: { bn: 64, bk: 32 } },
+    { rows: 256, cols: 400, firstRow: 0, src: { rowBlock: 128, colBlock: 128 }, block: { bn: 256, bk: 192 } },
+    { rows: 96, cols: 130, firstRow: 48, src: { rowBlock: 128, colBlock: 128 }, block: { bn: 48, bk: 80 } },
+    { rows: 128, cols: 2050, firstRow: 64, src: { rowBlock: 32, colBlock: 16 }, block: { bn: 64, bk: 64 } },
+    { rows: 40, cols: 37, firstRow: 20, src: { rowBlock: 7, colBlock: 5 }, block: { bn: 10, bk: 9 } },
+    { rows: 64, cols: 512, firstRow: 0, src: { rowBlock: 1, colBlock: 512 }, block: { bn: 16, bk: 16 } },
+    { rows: 100, cols: 300, firstRow: 0, src: { rowBlock: 128, colBlock: 128 }, block: { bn: 128, bk: 128 } },
+  ];
+
+  function sliceOf(c: Case, scales: Float32Array): ScaleGridSlice {
+    return { scales, gridCols: Math.ceil(c.cols / c.src.colBlock), rowBlock: c.src.rowBlock, colBlock: c.src.colBlock, firstRow: c.firstRow };
+  }
+
+  function sliceScaleCount(c: Case): number {
+    const first = Math.floor(c.firstRow / c.src.rowBlock);
+    const last = Math.floor((c.firstRow + c.rows - 1) / c.src.rowBlock);
+    return (last - first + 1) * Math.ceil(c.cols / c.src.colBlock);
+  }
+
+  function settingsOf(block: BlockShape, format: Fp8Format, scaleFormat: ScaleFormat): ChunkSettings {
+    return { format, block, scaleFormat, nonFinite: 'error' };
+  }
+
+  function viaOracle(codes: Uint8Array, c: Case, dtype: Fp8Dtype, grid: ScaleGridSlice, settings: ChunkSettings): { codes: Uint8Array; scales: Float32Array } {
+    const out = new ArrayBuffer(c.rows * c.cols);
+    const scales = referenceChunk({
+      dtype: 'F32',
+      segments: [{ rows: c.rows, byteOffset: 0, dtype, grid }],
+      rows: c.rows,
+      cols: c.cols,
+      firstRow: c.firstRow,
+      settings,
+      source: codes.slice().buffer,
+      codes: out,
+    });
+    return { codes: new Uint8Array(out), scales };
+  }
+
+  function viaKernel(
+    which: 'wasm' | 'ts',
+    codes: Uint8Array,
+    c: Case,
+    dtype: Fp8Dtype,
+    grid: ScaleGridSlice,
+    settings: ChunkSettings,
+  ): { codes: Uint8Array; scales: Float32Array } | 'declined' {
+    const out = new Uint8Array(c.rows * c.cols);
+    const scales = new Float32Array(Math.ceil(c.rows / c.block.bn) * Math.ceil(c.cols / c.block.bk));
+    const ok =
+      which === 'wasm' ? wasm!.requantize(codes, c.rows, c.cols, dtype, grid, settings, out, scales) : requantizeCodes(codes, c.rows, c.cols, dtype, grid, settings, out, scales);
+    return ok ? { codes: out, scales } : 'declined';
+  }
+
+  function assertSame(actual: { codes: Uint8Array; scales: Float32Array } | 'declined', expected: { codes: Uint8Array; scales: Float32Array }, what: string): void {
+    assert.notEqual(actual, 'declined', `${what}: declined finite input`);
+    if (actual === 'declined') return;
+    const i = actual.codes.findIndex((x, k) => x !== expected.codes[k]);
+    assert.equal(i, -1, `${what}: code ${i} is ${actual.codes[i]}, the oracle's is ${expected.codes[i]}`);
+    const j = actual.scales.findIndex((x, k) => !Object.is(x, expected.scales[k]));
+    assert.equal(j, -1, `${what}: scale ${j} is ${actual.scales[j]}, the oracle's is ${expected.scales[j]}`);
+  }
+
+  it('is available where WebAssembly SIMD is (Node 20 has it)', () => {
+    assert.ok(wasm, 'WasmRequantizeKernel.create() returned undefined');
+  });
+
+  it('every geometry, both FP8 inputs and outputs, both scale formats: same codes and scales', () => {
+    let seed = 1;
+    for (const c of CASES) {
+      for (const dtype of ['F8_E4M3', 'F8_E5M2'] as const) {
+        const codes = fp8Codes(c.rows, c.cols, dtype, seed++);
+        const grid = sliceOf(c, gridScales(sliceScaleCount(c), seed++, 'mixed'));
+        for (const format of FORMATS) {
+          for (const scaleFormat of SCALE_FORMATS) {
+            const settings = settingsOf(c.block, format, scaleFormat);
+            const what = `${c.rows}x${c.cols} from row ${c.firstRow}, ${c.src.rowBlock}x${c.src.colBlock} ${dtype} → ${c.block.bn}x${c.block.bk} ${format} ${scaleFormat}`;
+            const expected = viaOracle(codes, c, dtype, grid, settings);
+            assertSame(viaKernel('wasm', codes, c, dtype, grid, settings), expected, `wasm, ${what}`);
+            assertSame(viaKernel('ts', codes, c, dtype, grid, settings), expected, `TypeScript, ${what}`);
+            for (const useWasm of [true, false]) {
+              const out = new ArrayBuffer(c.rows * c.cols);
+              const segments = [{ rows: c.rows, byteOffset: 0, dtype, grid }];
+              const scales = quantizeChunk(
+                { dtype: 'F32', segments, rows: c.rows, cols: c.cols, firstRow: c.firstRow, settings, source: codes.slice().buffer, codes: out },
+                new ChunkScratch(useWasm),
+              );
+              assertSame({ codes: new Uint8Array(out), scales }, expected, `quantizeChunk (wasm ${useWasm}), ${what}`);
+            }
+          }
+        }
+      }
+    }
+  });
+
+  it('declines where the TypeScript kernel declines: NaN/Inf codes, non-finite scales, overflowing products', () => {
+    const c = CASES[1]!;
+    const settings = settingsOf(c.block, 'e4m3fn', 'float');
+    for (const dtype of ['F8_E4M3', 'F8_E5M2'] as const) {
+      const clean = fp8Codes(c.rows, c.cols, dtype, 99);
+      const scales = gridScales(sliceScaleCount(c), 98, 'mixed');
+      const variants: [string, Uint8Array, Float32Array][] = [];
+      for (const at of [0, 17, c.cols * 70 + 2099, c.rows * c.cols - 1]) {
+        const bad = clean.slice();
+        bad[at] = NAN_CODE[dtype] | (at & 1 ? 0x80 : 0);
+        variants.push([`NaN/Inf code at ${at}`, bad, scales]);
+      }
+      if (dtype === 'F8_E5M2') {
+        const inf = clean.slice();
+        inf[5] = 0x7c;
+        variants.push(['Inf code', inf, scales]);
+      }
+      for (const v of [NaN, Infinity, -Infinity]) {
+        const s = scales.slice();
+        s[3] = v;
+        variants.push([`scale ${v}`, clean, s]);
+      }
+      variants.push(['products beyond float32', clean, gridScales(sliceScaleCount(c), 97, 'huge')]);
+      for (const [what, codes, s] of variants) {
+        const grid = sliceOf(c, s);
+        assert.equal(viaKernel('ts', codes, c, dtype, grid, settings), 'declined', `TypeScript, ${dtype}, ${what}`);
+        assert.equal(viaKernel('wasm', codes, c, dtype, grid, settings), 'declined', `wasm, ${dtype}, ${what}`);
+      }
+    }
   });
 });

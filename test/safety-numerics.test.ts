@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { quantizeStripe, type ScaleFormat } from '../src/fp8/block-quantize.js';
 import { narrowFromFloat32, type FloatSourceDtype } from '../src/fp8/dtypes.js';
 import { decodeTableFor, fp8FormatInfo, type Fp8Format } from '../src/fp8/formats.js';
+import { countNonFinite } from '../src/io/checkpoint/nonfinite-count.js';
+import { WasmNonFiniteScan } from '../src/fp8/nonfinite-scan.js';
 import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
 import { readCheckpointTensors, writeCheckpoint, type TensorData } from './helpers/checkpoint-files.js';
@@ -171,5 +173,105 @@ describe('values beyond the FP8 range saturate, never wrap', () => {
     await convertCheckpoint({ input: dir, output: out, block: { bn: 8, bk: 8 } });
     const t = await readCheckpointTensors(out);
     assertSaturated(w, rows, cols, 'e4m3fn', t.get(`${UP}.weight`)!.bytes, 8);
+  });
+});
+
+describe('counting NaN/Inf in copied bytes', () => {
+  /** One element at a time from its exponent bits: the definition the word scan must agree with. */
+  function countByElement(bytes: Uint8Array, dtype: 'BF16' | 'F16' | 'F32' | 'F64'): number {
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const layouts: Record<typeof dtype, readonly [number, number, number]> = { BF16: [2, 0, 0x7f80], F16: [2, 0, 0x7c00], F32: [4, 0, 0x7f800000], F64: [8, 4, 0x7ff00000] };
+    const [size, hiAt, mask] = layouts[dtype];
+    let n = 0;
+    for (let i = 0; i + size <= bytes.byteLength; i += size) {
+      const hi = size === 2 ? view.getUint16(i + hiAt, true) : view.getUint32(i + hiAt, true);
+      if ((hi & mask) === mask) n++;
+    }
+    return n;
+  }
+
+  // Bytes in a WebAssembly.Memory the SIMD scan was made for (as the direct-read slots are) are
+  // scanned there: every case runs both ways.
+  const { Memory } = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => { readonly buffer: ArrayBuffer } } }).WebAssembly;
+  const memory = new Memory({ initial: 1, maximum: 1 });
+  WasmNonFiniteScan.register(memory);
+  const inMemory = (bytes: Uint8Array, at: number): Uint8Array => {
+    const view = new Uint8Array(memory.buffer, at, bytes.byteLength);
+    view.set(bytes);
+    return view;
+  };
+  const countBoth = (bytes: Uint8Array, dtype: 'BF16' | 'F16' | 'F32' | 'F64', what: string): number => {
+    const n = countNonFinite(bytes, dtype);
+    assert.equal(countNonFinite(inMemory(bytes, 4096 + (bytes.byteOffset % 16)), dtype), n, `${what}: the same count scanned in wasm memory`);
+    return n;
+  };
+
+  test('every dtype, aligned or not, odd lengths, values at the edge of the exponent range', () => {
+    assert.ok(WasmNonFiniteScan.of(memory.buffer), 'the SIMD scan is available (Node 20 has WebAssembly SIMD)');
+    const sizes = { BF16: 2, F16: 2, F32: 4, F64: 8 } as const;
+    // Exponent all ones (Inf/NaN, both signs) and the largest finite exponents just below, which
+    // a carry-based scan must not mistake for them.
+    const specials = {
+      BF16: [0x7f80, 0xff80, 0x7fc1, 0x7f7f, 0xff7f, 0x7f00],
+      F16: [0x7c00, 0xfc00, 0x7e01, 0x7bff, 0xfbff],
+      F32: [0x7f800000, 0xff800000, 0x7fc00001, 0x7f7fffff, 0xff7fffff],
+      F64: [0x7ff00000, 0xfff00000, 0x7ff80001, 0x7fefffff, 0xffefffff],
+    } as const;
+    let seed = 12345;
+    const rand = (): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) / 2 ** 24;
+    for (const dtype of ['BF16', 'F16', 'F32', 'F64'] as const) {
+      const size = sizes[dtype];
+      for (const [elements, offset, inject] of [
+        [1000, 0, 0],
+        [1000, 0, 3],
+        [1001, 0, 1],
+        [1000, 2, 2],
+        [1000, 1, 1],
+        [7, 4, 1],
+        [0, 0, 0],
+      ] as const) {
+        const raw = new Uint8Array(offset + elements * size + 3);
+        const bytes = raw.subarray(offset, offset + elements * size);
+        const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+        for (let i = 0; i < bytes.length; i++) bytes[i] = (rand() * 256) | 0;
+        // Random bytes hold non-finite values by chance; clear their exponents' top bit first.
+        const hiAt = size === 8 ? 4 : 0;
+        for (let i = 0; i < elements; i++) {
+          const at = i * size + hiAt + (size === 2 ? 1 : 3);
+          bytes[at] = bytes[at]! & 0xbf;
+        }
+        // Largest finite values everywhere they fit, then `inject` non-finite ones.
+        for (let i = 0; i < elements; i += 5) {
+          const s = specials[dtype][3 + (i % (specials[dtype].length - 3))]!;
+          if (size === 2) view.setUint16(i * size, s, true);
+          else view.setUint32(i * size + hiAt, s, true);
+        }
+        for (let k = 0; k < inject; k++) {
+          const i = Math.min(elements - 1, Math.floor(rand() * elements));
+          const s = specials[dtype][k % 3]!;
+          if (size === 2) view.setUint16(i * size, s, true);
+          else view.setUint32(i * size + hiAt, s, true);
+        }
+        const want = countByElement(bytes, dtype);
+        assert.equal(countBoth(bytes, dtype, `${dtype}, ${elements} elements at offset ${offset}`), want, `${dtype}, ${elements} elements at offset ${offset}`);
+        if (inject > 0) assert.ok(want > 0, `${dtype}: the case holds a non-finite value`);
+        // One that is all finite goes through the word scan alone.
+        if (inject === 0) assert.equal(countNonFinite(bytes, dtype), 0, `${dtype}: all finite`);
+      }
+      // A single non-finite value in an aligned run of the largest finite values, at each position
+      // within a word and each of its patterns: the case a word scan could miss.
+      const elements = 64;
+      const bytes = new Uint8Array(elements * size);
+      const view = new DataView(bytes.buffer);
+      const hiAt = size === 8 ? 4 : 0;
+      const put = (i: number, s: number): void => (size === 2 ? view.setUint16(i * size, s, true) : view.setUint32(i * size + hiAt, s, true));
+      for (const at of [0, 1, 2, 3, 9, 17, 30, 63]) {
+        for (let k = 0; k < 3; k++) {
+          for (let i = 0; i < elements; i++) put(i, specials[dtype][3 + (i % (specials[dtype].length - 3))]!);
+          put(at, specials[dtype][k]!);
+          assert.equal(countBoth(bytes, dtype, `${dtype}, element ${at}`), 1, `${dtype}: one non-finite value at element ${at}, pattern ${k}`);
+        }
+      }
+    }
   });
 });

@@ -78,3 +78,115 @@ export function encodeBf16(src: usize, rows: i32, cols: i32, bk: i32, scales: us
     }
   }
 }
+
+// Requantizing FP8 codes to new blocks (src/fp8/wasm-requantize.ts; the TypeScript twin is
+// src/fp8/requantize-codes.ts). A row run [r0, r1) lies in one source block row and one target
+// stripe; `edges` (n + 1 i32) cut its columns into segments that each lie in one source block and
+// one target block, so within a segment every value is `fround(fp8 × s_src)` of one s_src and is
+// divided by one s_dst: a 128-entry table per segment maps the code's magnitude to the new code,
+// whose sign is the old one's (both products and the quotient are odd functions; the encode keeps
+// the sign bit apart).
+
+/** out[j] (i32) = the largest `code & 0x7f` in rows [r0, r1) × columns [edges[j], edges[j+1]), j < n. */
+export function maxMagnitudes(codes: usize, cols: i32, r0: i32, r1: i32, edges: usize, n: i32, out: usize): void {
+  const mask = i8x16.splat(0x7f);
+  for (let j: i32 = 0; j < n; j++) {
+    const c0 = load<i32>(edges + (<usize>j << 2));
+    const c1 = load<i32>(edges + (<usize>j << 2), 4);
+    let acc = i8x16.splat(0);
+    let m: i32 = 0;
+    for (let r = r0; r < r1; r++) {
+      const row = codes + <usize>r * <usize>cols;
+      let c = c0;
+      for (; c + 16 <= c1; c += 16) acc = i8x16.max_u(acc, v128.and(v128.load(row + <usize>c), mask));
+      for (; c < c1; c++) m = max(m, <i32>(load<u8>(row + <usize>c) & 0x7f));
+    }
+    acc = i8x16.max_u(acc, i8x16.shuffle(acc, acc, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+    acc = i8x16.max_u(acc, i8x16.shuffle(acc, acc, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3));
+    acc = i8x16.max_u(acc, i8x16.shuffle(acc, acc, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1));
+    acc = i8x16.max_u(acc, i8x16.shuffle(acc, acc, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0));
+    store<i32>(out + (<usize>j << 2), max(m, <i32>i8x16.extract_lane_u(acc, 0)));
+  }
+}
+
+/**
+ * tables[128·j + m] = fp8(clamp(fround(fround(decode[m] × srcScales[j]) / dstScales[j]))) for the
+ * 128 magnitudes m (`decode`: 128 f32, the format's non-negative values) and j < n.
+ */
+export function requantizeTables(decode: usize, srcScales: usize, dstScales: usize, n: i32, tables: usize, e5m2: bool): void {
+  const maxBits = i32x4.splat(e5m2 ? 0x47600000 : 0x43e00000);
+  const maxCode = i32x4.splat(e5m2 ? 0x7b : 0x7e);
+  const minNormal = i32x4.splat(e5m2 ? 113 << 23 : 121 << 23);
+  const rebiasRound = i32x4.splat(e5m2 ? ((15 - 127) << 23) + 0xfffff : ((7 - 127) << 23) + 0x7ffff);
+  const mantShift: i32 = e5m2 ? 21 : 20;
+  const denormMagic = i32x4.splat(e5m2 ? 134 << 23 : 141 << 23);
+  for (let j: i32 = 0; j < n; j++) {
+    const src = f32x4.splat(load<f32>(srcScales + (<usize>j << 2)));
+    const dst = f32x4.splat(load<f32>(dstScales + (<usize>j << 2)));
+    const out = tables + (<usize>j << 7);
+    for (let m: i32 = 0; m < 128; m += 16) {
+      const at = decode + (<usize>m << 2);
+      // f32x4.mul and .div round once to float32, as the oracle's fround of the exact double does.
+      const q0 = f32x4.div(f32x4.mul(v128.load(at), src), dst);
+      const q1 = f32x4.div(f32x4.mul(v128.load(at, 16), src), dst);
+      const q2 = f32x4.div(f32x4.mul(v128.load(at, 32), src), dst);
+      const q3 = f32x4.div(f32x4.mul(v128.load(at, 48), src), dst);
+      const e0 = encode4(q0, maxBits, maxCode, minNormal, rebiasRound, mantShift, denormMagic);
+      const e1 = encode4(q1, maxBits, maxCode, minNormal, rebiasRound, mantShift, denormMagic);
+      const e2 = encode4(q2, maxBits, maxCode, minNormal, rebiasRound, mantShift, denormMagic);
+      const e3 = encode4(q3, maxBits, maxCode, minNormal, rebiasRound, mantShift, denormMagic);
+      v128.store(out + <usize>m, i8x16.narrow_i16x8_u(i16x8.narrow_i32x4_u(e0, e1), i16x8.narrow_i32x4_u(e2, e3)));
+    }
+  }
+}
+
+/** out[r, c] = tables[128·j + (code & 0x7f)] ^ (code & 0x80) over rows [r0, r1) and each segment j < n. */
+export function encodeFromTables(codes: usize, cols: i32, r0: i32, r1: i32, edges: usize, n: i32, tables: usize, out: usize): void {
+  const magnitude = i8x16.splat(0x7f);
+  const signBit = i8x16.splat(-128);
+  const sixteen = i8x16.splat(16);
+  for (let j: i32 = 0; j < n; j++) {
+    const c0 = load<i32>(edges + (<usize>j << 2));
+    const c1 = load<i32>(edges + (<usize>j << 2), 4);
+    const table = tables + (<usize>j << 7);
+    const t0 = v128.load(table);
+    const t1 = v128.load(table, 16);
+    const t2 = v128.load(table, 32);
+    const t3 = v128.load(table, 48);
+    const t4 = v128.load(table, 64);
+    const t5 = v128.load(table, 80);
+    const t6 = v128.load(table, 96);
+    const t7 = v128.load(table, 112);
+    for (let r = r0; r < r1; r++) {
+      const row = codes + <usize>r * <usize>cols;
+      const dst = out + <usize>r * <usize>cols;
+      let c = c0;
+      for (; c + 16 <= c1; c += 16) {
+        const v = v128.load(row + <usize>c);
+        // A 128-entry lookup as eight 16-entry swizzles: indices outside a part's 16 (after the
+        // wrapping subtraction) select 0 there, so exactly one part contributes each lane.
+        let i = v128.and(v, magnitude);
+        let x = i8x16.swizzle(t0, i);
+        i = i8x16.sub(i, sixteen);
+        x = v128.or(x, i8x16.swizzle(t1, i));
+        i = i8x16.sub(i, sixteen);
+        x = v128.or(x, i8x16.swizzle(t2, i));
+        i = i8x16.sub(i, sixteen);
+        x = v128.or(x, i8x16.swizzle(t3, i));
+        i = i8x16.sub(i, sixteen);
+        x = v128.or(x, i8x16.swizzle(t4, i));
+        i = i8x16.sub(i, sixteen);
+        x = v128.or(x, i8x16.swizzle(t5, i));
+        i = i8x16.sub(i, sixteen);
+        x = v128.or(x, i8x16.swizzle(t6, i));
+        i = i8x16.sub(i, sixteen);
+        x = v128.or(x, i8x16.swizzle(t7, i));
+        v128.store(dst + <usize>c, v128.xor(x, v128.and(v, signBit)));
+      }
+      for (; c < c1; c++) {
+        const v = <u32>load<u8>(row + <usize>c);
+        store<u8>(dst + <usize>c, <u8>(<u32>load<u8>(table + <usize>(v & 0x7f)) ^ (v & 0x80)));
+      }
+    }
+  }
+}

@@ -15,10 +15,13 @@ interface WasmApi {
   Instance: new (module: object, imports: object) => { readonly exports: unknown };
 }
 
-interface KernelExports {
+export interface KernelExports {
   readonly memory: { readonly buffer: ArrayBuffer; grow(pages: number): number };
   amaxBf16(src: number, rows: number, cols: number, bk: number, out: number): void;
   encodeBf16(src: number, rows: number, cols: number, bk: number, scales: number, codes: number, e5m2: number): void;
+  maxMagnitudes(codes: number, cols: number, r0: number, r1: number, edges: number, n: number, out: number): void;
+  requantizeTables(decode: number, srcScales: number, dstScales: number, n: number, tables: number, e5m2: number): void;
+  encodeFromTables(codes: number, cols: number, r0: number, r1: number, edges: number, n: number, tables: number, out: number): void;
 }
 
 const WASM_PAGE_BYTES = 65536;
@@ -37,7 +40,19 @@ function kernelModule(): object | null {
   return compiled.module;
 }
 
-function align16(n: number): number {
+/** A fresh instance of the kernel module with its own memory, or undefined without WebAssembly SIMD. */
+export function kernelInstance(): KernelExports | undefined {
+  const module = kernelModule();
+  return module && wasmApi ? (new wasmApi.Instance(module, {}).exports as KernelExports) : undefined;
+}
+
+/** Grows `kernel`'s memory to at least `total` bytes (pages of 64 KiB). */
+export function reserveKernelMemory(kernel: KernelExports, total: number): void {
+  const have = kernel.memory.buffer.byteLength;
+  if (total > have) kernel.memory.grow(Math.ceil((total - have) / WASM_PAGE_BYTES));
+}
+
+export function align16(n: number): number {
   return Math.ceil(n / 16) * 16;
 }
 
@@ -53,8 +68,8 @@ export class WasmBf16Kernel {
 
   /** A kernel instance for this thread, or undefined without WebAssembly SIMD. */
   static create(): WasmBf16Kernel | undefined {
-    const module = kernelModule();
-    return module && wasmApi ? new WasmBf16Kernel(new wasmApi.Instance(module, {}).exports as KernelExports) : undefined;
+    const kernel = kernelInstance();
+    return kernel ? new WasmBf16Kernel(kernel) : undefined;
   }
 
   /** Stripe widths the SIMD loops cover without a scalar tail. */
@@ -63,8 +78,7 @@ export class WasmBf16Kernel {
   }
 
   private reserve(total: number): void {
-    const have = this.kernel.memory.buffer.byteLength;
-    if (total > have) this.kernel.memory.grow(Math.ceil((total - have) / WASM_PAGE_BYTES));
+    reserveKernelMemory(this.kernel, total);
     if (this.bytes.buffer !== this.kernel.memory.buffer) this.bytes = new Uint8Array(this.kernel.memory.buffer);
   }
 

@@ -3,8 +3,9 @@
 // BF16 stripes go to the WebAssembly SIMD kernel where it applies, everything else (other source
 // dtypes, widths not a multiple of 16, stripes holding Inf/NaN) to the TypeScript fast kernel;
 // both produce the oracle's bytes. A chunk may instead be a list of segments (rows of different
-// tensors or dtypes, FP8 with its scale grid: stacked experts, --requantize): they are decoded to
-// float32 first and quantized by the float32 fast kernel; or a dequantization (`dequantizeTo`):
+// tensors or dtypes, FP8 with its scale grid: stacked experts, --requantize): FP8 in one grid goes
+// straight from the codes (fp8/wasm-requantize.ts, or fp8/requantize-codes.ts without wasm), the
+// rest is decoded to float32 first and quantized by the float32 fast kernel; or a dequantization (`dequantizeTo`):
 // FP8 rows rounded once to a float dtype (fp8/scaled-decode.ts), no quantization.
 
 import { quantizeStripe, type BlockShape, type ScaleFormat } from '../fp8/block-quantize.js';
@@ -15,6 +16,7 @@ import { requantizeCodes } from '../fp8/requantize-codes.js';
 import { narrowExact } from '../fp8/round-once.js';
 import { decodeScaledToFloat32, dequantizeScaledExact, fp8DecodeTable, type DequantDtype, type Fp8Dtype, type ScaleGridSlice } from '../fp8/scaled-decode.js';
 import { WasmBf16Kernel } from '../fp8/wasm-kernel.js';
+import { WasmRequantizeKernel } from '../fp8/wasm-requantize.js';
 
 export interface ChunkSettings {
   readonly format: Fp8Format;
@@ -57,9 +59,16 @@ export class ChunkScratch {
   /** Undefined without WebAssembly SIMD, or when `useWasm` is false (tests, bench). */
   readonly wasm: WasmBf16Kernel | undefined;
   private widened = new Float32Array(0);
+  private requantizeKernel: WasmRequantizeKernel | null | undefined;
 
-  constructor(useWasm = true) {
+  constructor(private readonly useWasm = true) {
     this.wasm = useWasm ? WasmBf16Kernel.create() : undefined;
+  }
+
+  /** The WebAssembly requantize kernel, made on first use (its memory holds a chunk twice); undefined without wasm. */
+  get requantize(): WasmRequantizeKernel | undefined {
+    if (this.requantizeKernel === undefined) this.requantizeKernel = (this.useWasm ? WasmRequantizeKernel.create() : undefined) ?? null;
+    return this.requantizeKernel ?? undefined;
   }
 
   values(count: number): Float32Array {
@@ -140,7 +149,11 @@ function quantizeSegments(input: ChunkInput, settings: ChunkSettings, scratch: C
   // FP8 in one grid (--requantize): straight from the codes, unless a stripe holds NaN/Inf.
   if (only?.grid && (only.dtype === 'F8_E4M3' || only.dtype === 'F8_E5M2')) {
     const source = new Uint8Array(input.source, only.byteOffset, rows * cols);
-    if (requantizeCodes(source, rows, cols, only.dtype, only.grid, settings, codes, scales)) return scales;
+    const wasm = scratch.requantize;
+    if (wasm) {
+      // The TypeScript codes kernel declines exactly where this one does: on to the general path.
+      if (wasm.requantize(source, rows, cols, only.dtype, only.grid, settings, codes, scales)) return scales;
+    } else if (requantizeCodes(source, rows, cols, only.dtype, only.grid, settings, codes, scales)) return scales;
   }
   const values = segmentValues(input, scratch);
   for (let s = 0; s < stripes; s++) {

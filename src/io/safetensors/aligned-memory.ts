@@ -9,10 +9,15 @@ interface MemoryApi {
 
 /** A page-aligned, fixed-size buffer, or undefined where this runtime has no WebAssembly. */
 export function alignedBuffer(bytes: number): ArrayBuffer | undefined {
+  return alignedMemory(bytes)?.buffer;
+}
+
+/** The same with the WebAssembly.Memory it is the buffer of (a WebAssembly module can then work in it in place). */
+export function alignedMemory(bytes: number): { readonly buffer: ArrayBuffer } | undefined {
   const wasm = (globalThis as { WebAssembly?: MemoryApi }).WebAssembly;
   const pages = Math.max(1, Math.ceil(bytes / 65536));
-  const buffer = wasm?.Memory ? new wasm.Memory({ initial: pages, maximum: pages }).buffer : undefined;
-  return buffer instanceof ArrayBuffer ? buffer : undefined;
+  const memory = wasm?.Memory ? new wasm.Memory({ initial: pages, maximum: pages }) : undefined;
+  return memory && memory.buffer instanceof ArrayBuffer ? (memory as { readonly buffer: ArrayBuffer }) : undefined;
 }
 
 /** The same as a SharedArrayBuffer, which worker threads can read in place. */

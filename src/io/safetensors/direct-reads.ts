@@ -9,7 +9,8 @@
 
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { alignDown, alignedBuffer, alignUp, DIRECT_ALIGN } from './aligned-memory.js';
+import { alignDown, alignedMemory, alignUp, DIRECT_ALIGN } from './aligned-memory.js';
+import { WasmNonFiniteScan } from '../../fp8/nonfinite-scan.js';
 import { CheckpointError } from '../errors.js';
 
 /** Bytes of a direct read, in a staging slot until release(). */
@@ -37,8 +38,11 @@ export class DirectReads {
   /** `slots` staging slots of `capacity` bytes each, or undefined where O_DIRECT does not exist. */
   static create(slots: number, capacity: number): DirectReads | undefined {
     const cap = alignUp(capacity);
-    const memory = constants.O_DIRECT === undefined ? undefined : alignedBuffer(slots * (cap + 2 * DIRECT_ALIGN));
-    return memory ? new DirectReads(memory, slots, cap) : undefined;
+    const memory = constants.O_DIRECT === undefined ? undefined : alignedMemory(slots * (cap + 2 * DIRECT_ALIGN));
+    if (!memory) return undefined;
+    // Copies check what they read for NaN/Inf where it lies (io/checkpoint/nonfinite-count.ts).
+    WasmNonFiniteScan.register(memory);
+    return new DirectReads(memory.buffer, slots, cap);
   }
 
   private acquire(): Promise<number> {
