@@ -160,7 +160,10 @@ export class ModelGraph {
     const cached = this.weightValues.get(t.name);
     if (cached) return cached;
     let v: Value;
-    if (this.weightDecode === 'host' || t.dtype === 'F32' || t.dtype === 'F64') {
+    if (t.decoded !== undefined) {
+      // Decoded when read (a decoding weight scope, weights.ts): the values the host decode gives.
+      v = this.dataInput({ type: 'float32', data: t.decoded, dims: t.shape }, DataType.FLOAT);
+    } else if (this.weightDecode === 'host' || t.dtype === 'F32' || t.dtype === 'F64') {
       const data =
         t.dtype === 'F32'
           ? aligned(t.bytes, 4, (b, o, n) => new Float32Array(b, o, n))
@@ -330,8 +333,8 @@ export class ModelGraph {
     let wv = this.weightValues.get(wName);
     let sv = this.weightValues.get(`${w.module}.weight_scale_inv`);
     if (!wv || !sv) {
-      if (this.weightDecode === 'host') {
-        const data = this.decodedFrom(w.weight.codes, w.weight.codes.length, (out) => decodeFp8Codes(w.weight.codes, w.weight.format, out));
+      if (this.weightDecode === 'host' || w.decoded !== undefined) {
+        const data = w.decoded ?? this.decodedFrom(w.weight.codes, w.weight.codes.length, (out) => decodeFp8Codes(w.weight.codes, w.weight.format, out));
         const values = this.dataInput({ type: 'float32', data, dims: w.weight.shape }, DataType.FLOAT);
         const decoded: DecodedFp8Value = { ...values, fp8Format: w.weight.format };
         wv = decoded;

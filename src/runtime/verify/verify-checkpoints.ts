@@ -165,9 +165,10 @@ async function layerExtraProbes(original: ModelRunner, quantized: ModelRunner, p
     const floors = await floorProbes(
       fp8Modules,
       captures,
-      { checkpoint: original.checkpoint, scope: originalScope },
+      { checkpoint: original.checkpoint, scope: () => original.weights.scope() },
       { checkpoint: quantized.checkpoint, blockFor: (m, n, k, shape) => quantized.weights.blockFor(m, n, k, shape) },
       sameAsStored,
+      original.weights.pool,
     );
     const probes = [...(mla?.probes ?? []), ...floors];
     const floorRows = new Map<string, number>();
