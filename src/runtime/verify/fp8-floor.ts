@@ -152,6 +152,8 @@ export async function floorProbes(
   sameAsStored?: Map<string, number>,
   /** Buffers for the floor's codes and the stored codes compared with them, given back when they match. */
   pool?: HostBufferPool,
+  /** A check already made elsewhere (floor-check.ts): true when the floor is the stored linear, undefined when unknown. */
+  checked?: (module: string) => Promise<boolean | undefined>,
 ): Promise<ExtraProbe[]> {
   const probes: ExtraProbe[] = [];
   for (const module of modules) {
@@ -159,6 +161,10 @@ export async function floorProbes(
     if (capture === undefined || !original.checkpoint.has(`${module}.weight`)) continue;
     const settings = await storedSettings(quantized.checkpoint, module, (m, n, k, s) => quantized.blockFor(m, n, k, s));
     if (settings === undefined) continue;
+    if (sameAsStored !== undefined && (await checked?.(module)) === true) {
+      sameAsStored.set(module, settings.block.bn);
+      continue;
+    }
     // A scope per module: its read buffer is reused by the next module of the same size, so the
     // floors of a layer hold one original weight at a time, not the whole layer's bytes.
     const scope = original.scope();

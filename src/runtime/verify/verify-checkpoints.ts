@@ -29,6 +29,7 @@ import { checkCheckpointPair } from './checkpoint-pair.js';
 import { quantizedKeptModules, unverifiedTensors } from './coverage.js';
 import { mlaSplitProbes, mlaSplitTensors, REFERENCE_SUFFIX } from './mla-split-probes.js';
 import { floorProbes, FLOOR_SUFFIX } from './fp8-floor.js';
+import { defaultFloorCheckThreads, FloorChecker, floorCheckJob } from './floor-check.js';
 import type { TextInputDescription } from '../text/text-input.js';
 
 export const DEFAULT_VERIFY_TOKENS = 32;
@@ -50,6 +51,11 @@ export interface VerifyOptions {
   readonly device?: Device;
   readonly gates?: Partial<Gates>;
   readonly intraOpThreads?: number;
+  /**
+   * Worker threads that check the FP8 floors ahead of the layers (floor-check.ts); default: the
+   * spare cores on CUDA, none on the CPU, where onnxruntime has the cores. The report is the same.
+   */
+  readonly floorCheckThreads?: number;
   readonly onEvent?: (event: VerifyEvent) => void;
 }
 
@@ -153,7 +159,14 @@ interface LayerExtraProbes {
  * the FP8 floor of every FP8 linear. The original's weights are read in a scope of their own,
  * closed before the layer runs: the probes hold fresh copies, so they do not add to the peak.
  */
-async function layerExtraProbes(original: ModelRunner, quantized: ModelRunner, plan: LayerPlan, captures: LayerCaptures, quantizedScope: WeightScope): Promise<LayerExtraProbes> {
+async function layerExtraProbes(
+  original: ModelRunner,
+  quantized: ModelRunner,
+  plan: LayerPlan,
+  captures: LayerCaptures,
+  quantizedScope: WeightScope,
+  checked?: (module: string) => Promise<boolean | undefined>,
+): Promise<LayerExtraProbes> {
   const originalScope = original.weights.scope();
   try {
     const attention = plan.attention;
@@ -169,6 +182,7 @@ async function layerExtraProbes(original: ModelRunner, quantized: ModelRunner, p
       { checkpoint: quantized.checkpoint, blockFor: (m, n, k, shape) => quantized.weights.blockFor(m, n, k, shape) },
       sameAsStored,
       original.weights.pool,
+      checked,
     );
     const probes = [...(mla?.probes ?? []), ...floors];
     const floorRows = new Map<string, number>();
@@ -197,10 +211,34 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
   const runnerOptions = { device, accounting, buffers, ...(opts.intraOpThreads === undefined ? {} : { intraOpThreads: opts.intraOpThreads }) };
   const original = await ModelRunner.open(opts.original, runnerOptions);
   let quantized: ModelRunner | undefined;
+  let checker: FloorChecker | undefined;
   try {
     quantized = await ModelRunner.open(opts.quantized, runnerOptions);
     await checkCheckpointPair(original, quantized);
     const spec = original.spec;
+    const q = quantized;
+    const floorThreads = opts.floorCheckThreads ?? (device === 'cuda' ? defaultFloorCheckThreads() : 0);
+    const jobOf = (m: string) => floorCheckJob(m, original.checkpoint, q.checkpoint, (mm, n, k, s) => q.weights.blockFor(mm, n, k, s));
+    if (floorThreads > 0) {
+      checker = new FloorChecker(floorThreads);
+      // Every layer's linears but routed experts (checked once a token reaches them): the workers run ahead.
+      for (let layer = 0; layer < spec.numLayers; layer++) {
+        for (const m of layerLinears(q.plan(layer))) {
+          if (EXPERT.test(m) || !q.isFp8Linear(m)) continue;
+          const job = jobOf(m);
+          if (job) checker.submit(m, job);
+        }
+      }
+    }
+    const c = checker;
+    const checked =
+      c === undefined
+        ? undefined
+        : (m: string): Promise<boolean | undefined> => {
+            const job = jobOf(m);
+            if (job) c.submit(m, job);
+            return c.result(m);
+          };
     const seed = opts.seed ?? DEFAULT_VERIFY_SEED;
     const input = opts.input ?? generateInputIds(spec.vocabSize, opts.tokens ?? DEFAULT_VERIFY_TOKENS, seed);
     const shape: BatchShape = { batch: input.batch, seq: input.seq };
@@ -219,7 +257,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       let rq: LayerResult;
       let extra: LayerExtraProbes;
       try {
-        extra = await layerExtraProbes(original, quantized, plan, ro.captures, quantizedScope);
+        extra = await layerExtraProbes(original, quantized, plan, ro.captures, quantizedScope, checked);
         rq = await quantized.runLayer(layer, hq, shape, { probes: ro.captures, extraProbes: extra.probes });
       } finally {
         quantizedScope.close();
@@ -327,10 +365,14 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       seconds: (performance.now() - t0) / 1000,
     };
   } finally {
+    await checker?.close();
     await original.close();
     await quantized?.close();
   }
 }
+
+/** A routed expert's linear (`…experts.<e>.…`). */
+const EXPERT = /\.experts\.\d+\./;
 
 function describeInput(opts: VerifyOptions, shape: BatchShape, seed: number): VerifyInput {
   const dims = `${shape.batch}×${shape.seq} tokens`;
