@@ -3,6 +3,7 @@
 //   - weights decoded to float32 as they are read (WeightScope with decodeInto) give the logits of
 //     the decode at graph build (resident weights) and of the in-graph decode (the CUDA route), bit
 //     for bit, on stories260K (Llama) and DeepSeek-V3 (MLA, MoE), original and FP8;
+//   - the fast BF16 widening and FP8 decode give the bits of the one-element loops;
 //   - the buffer pool lends the front of a larger free buffer and takes the whole buffer back;
 //   - floor checks in worker threads (floor-check.ts) answer true for fp8q's own linears and false
 //     for a damaged one, and verify gives the same report with and without them.
@@ -11,6 +12,8 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 
+import { widenToFloat32 } from '../src/fp8/dtypes.js';
+import { decodeCodesToFloat32, decodeTableFor } from '../src/fp8/formats.js';
 import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { HostBufferPool } from '../src/runtime/models/buffer-pool.js';
 import type { WeightDecode } from '../src/runtime/models/model-graph.js';
@@ -60,6 +63,31 @@ for (const name of ['stories260K', 'deepseek_v3'] as const) {
     });
   }
 }
+
+test('widening BF16 words and decoding FP8 codes: the bits of the one-element loop, at every alignment and length', () => {
+  const words = Uint16Array.from({ length: 65536 + 3 }, (_, i) => (i * 40503) & 0xffff);
+  const bytes = new Uint8Array(words.buffer);
+  for (const [offset, count] of [
+    [0, 65539],
+    [2, 65536],
+    [1, 1001],
+    [4, 1],
+  ] as const) {
+    const src = new Uint8Array(bytes.buffer.slice(0), offset, count * 2);
+    const got = new Uint32Array(widenToFloat32(src, 'BF16', new Float32Array(count)).buffer);
+    const plain = new Uint16Array(bytes.buffer.slice(offset, offset + count * 2));
+    for (let i = 0; i < count; i++) if (got[i] !== (plain[i]! << 16) >>> 0) assert.fail(`BF16 offset ${offset}, element ${i}`);
+  }
+  const codes = Uint8Array.from({ length: 1027 }, (_, i) => (i * 37) & 255);
+  for (const format of ['e4m3fn', 'e5m2'] as const) {
+    const table = new Uint32Array(decodeTableFor(format).buffer.slice(0));
+    for (const offset of [0, 1, 3]) {
+      const view = codes.subarray(offset);
+      const got = new Uint32Array(decodeCodesToFloat32(view, format).buffer);
+      for (let i = 0; i < view.length; i++) if (got[i] !== table[view[i]!]) assert.fail(`${format} offset ${offset}, code ${view[i]}`);
+    }
+  }
+});
 
 test('buffer pool: a byte request takes the front of a free buffer up to twice its size, and gives the whole buffer back', () => {
   const pool = new HostBufferPool();

@@ -17,7 +17,7 @@ import { attr, GraphBuilder, littleEndianBytes, type Value } from '../onnx/graph
 import { emitBlockScaleLinear } from '../ops/block-scale-linear.js';
 import { emitStaticBlockScaleLinear } from '../ops/static-block-scale-linear.js';
 import { emitMixtralExperts, type ExpertValues, type RoutingTensor } from '../ops/mixtral-experts.js';
-import { decodeTableFor } from '../../fp8/formats.js';
+import { decodeCodesToFloat32 } from '../../fp8/formats.js';
 import { dtypeSize, widenToFloat32 } from '../../fp8/dtypes.js';
 import type { HostBufferPool } from './buffer-pool.js';
 import { emitDecodeFp8Codes, emitFp8DecodeTable, type BlockShape, type DecodedFp8Value, type Fp8Format } from '../ops/types.js';
@@ -70,9 +70,7 @@ export type WeightDecode = 'host' | 'graph';
 
 /** FP8 codes → float32 values through the decode table (exactly what Cast(FP8 → float) gives). */
 export function decodeFp8Codes(codes: Uint8Array, format: Fp8Format, out: Float32Array = new Float32Array(codes.length)): Float32Array {
-  const table = decodeTableFor(format);
-  for (let i = 0; i < codes.length; i++) out[i] = table[codes[i]!]!;
-  return out;
+  return decodeCodesToFloat32(codes, format, out);
 }
 
 export class ModelGraph {

@@ -11,7 +11,7 @@
 
 import type { BlockShape } from '../../fp8/block-quantize.js';
 import { dtypeSize, isFloatSourceDtype, widenToFloat32, type Dtype, type FloatSourceDtype } from '../../fp8/dtypes.js';
-import { decodeTableFor, type Fp8Format } from '../../fp8/formats.js';
+import { decodeCodesToFloat32, type Fp8Format } from '../../fp8/formats.js';
 import type { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import { CheckpointError } from '../../io/errors.js';
 import { detectQuantizedFormat, type QuantizedFormat } from '../../io/formats/quantized-format.js';
@@ -298,10 +298,8 @@ export class WeightScope {
   /** An FP8 linear's codes decoded to their float32 values (Cast's, by table) when this scope decodes. */
   private decodeFp8(w: Fp8Linear, readBuffer: Uint8Array): Fp8Linear {
     if (this.decodeInto === undefined) return w;
-    const table = decodeTableFor(w.weight.format);
     const codes = w.weight.codes;
-    const decoded = this.float32(codes.length);
-    for (let i = 0; i < codes.length; i++) decoded[i] = table[codes[i]!]!;
+    const decoded = decodeCodesToFloat32(codes, w.weight.format, this.float32(codes.length));
     this.giveBack(readBuffer);
     return { ...w, weight: { ...w.weight, codes: EMPTY }, decoded };
   }
@@ -399,7 +397,7 @@ export class WeightScope {
       throw new CheckpointError(`${ckpt.dir}: ${name} is ${info.dtype} [${info.shape.join(', ')}]; expected F32 [${groups}] (one per input group) or a scalar`);
     }
     const t = await this.tensor(name);
-    return widenToFloat32(t.bytes, t.dtype);
+    return t.decoded ? t.decoded.slice() : widenToFloat32(t.bytes, t.dtype);
   }
 
   /**
