@@ -3,12 +3,17 @@
 // layer, whose weights have the same sizes. A fresh large buffer costs a page fault per 4 KiB on
 // first touch, which on the machines measured cost more than reading or decoding into it
 // (README, verify performance), and every decoder layer would otherwise allocate its whole weight
-// set anew. Shared by both runners of a verify: their layers have the same shapes.
+// set anew. Shared by both runners of a verify: their layers have the same shapes. A byte request
+// with no free buffer of its size takes the front of a free one up to twice as large (an FP8
+// checkpoint's codes fit in its original's BF16 read buffers), so the pool holds the larger of the
+// two checkpoints' read buffers, not both.
 
 export class HostBufferPool {
   /** Free ArrayBuffers by byte length. */
   private readonly free = new Map<number, ArrayBuffer[]>();
   private freeBytes = 0;
+  /** Views handed out over the front of a larger buffer → that buffer. */
+  private readonly parents = new WeakMap<ArrayBufferView, ArrayBuffer>();
 
   /** @param maxFreeBytes free buffers beyond this many bytes are dropped rather than kept. */
   constructor(readonly maxFreeBytes = Number.POSITIVE_INFINITY) {}
@@ -27,7 +32,23 @@ export class HostBufferPool {
 
   /** `byteLength` bytes with stale contents: the caller overwrites all of them. */
   bytes(byteLength: number): Uint8Array {
+    if (byteLength > 0 && !this.free.get(byteLength)?.length) {
+      const larger = this.smallestFree(byteLength, 2 * byteLength);
+      if (larger !== undefined) {
+        const buffer = this.take(larger);
+        const view = new Uint8Array(buffer, 0, byteLength);
+        this.parents.set(view, buffer);
+        return view;
+      }
+    }
     return new Uint8Array(this.take(byteLength));
+  }
+
+  /** The smallest length of a free buffer in [min, max], if any. */
+  private smallestFree(min: number, max: number): number | undefined {
+    let best: number | undefined;
+    for (const [length, list] of this.free) if (list.length > 0 && length >= min && length <= max && (best === undefined || length < best)) best = length;
+    return best;
   }
 
   /**
@@ -36,8 +57,10 @@ export class HostBufferPool {
    */
   give(views: Iterable<ArrayBufferView>): void {
     for (const v of views) {
-      const buffer = v.buffer;
-      if (!(buffer instanceof ArrayBuffer) || v.byteOffset !== 0 || v.byteLength !== buffer.byteLength) continue;
+      const parent = this.parents.get(v);
+      if (parent !== undefined) this.parents.delete(v);
+      const buffer = parent ?? v.buffer;
+      if (!(buffer instanceof ArrayBuffer) || (parent === undefined && (v.byteOffset !== 0 || v.byteLength !== buffer.byteLength))) continue;
       if (this.freeBytes + buffer.byteLength > this.maxFreeBytes) continue;
       let list = this.free.get(buffer.byteLength);
       if (list === undefined) this.free.set(buffer.byteLength, (list = []));

@@ -17,7 +17,7 @@ import { attr, GraphBuilder, littleEndianBytes, type Value } from '../onnx/graph
 import { emitBlockScaleLinear } from '../ops/block-scale-linear.js';
 import { emitStaticBlockScaleLinear } from '../ops/static-block-scale-linear.js';
 import { emitMixtralExperts, type ExpertValues, type RoutingTensor } from '../ops/mixtral-experts.js';
-import { decodeTableFor } from '../../fp8/formats.js';
+import { decodeCodesToFloat32 } from '../../fp8/formats.js';
 import { dtypeSize, widenToFloat32 } from '../../fp8/dtypes.js';
 import type { HostBufferPool } from './buffer-pool.js';
 import { emitDecodeFp8Codes, emitFp8DecodeTable, type BlockShape, type DecodedFp8Value, type Fp8Format } from '../ops/types.js';
@@ -70,9 +70,7 @@ export type WeightDecode = 'host' | 'graph';
 
 /** FP8 codes → float32 values through the decode table (exactly what Cast(FP8 → float) gives). */
 export function decodeFp8Codes(codes: Uint8Array, format: Fp8Format, out: Float32Array = new Float32Array(codes.length)): Float32Array {
-  const table = decodeTableFor(format);
-  for (let i = 0; i < codes.length; i++) out[i] = table[codes[i]!]!;
-  return out;
+  return decodeCodesToFloat32(codes, format, out);
 }
 
 export class ModelGraph {
@@ -160,7 +158,10 @@ export class ModelGraph {
     const cached = this.weightValues.get(t.name);
     if (cached) return cached;
     let v: Value;
-    if (this.weightDecode === 'host' || t.dtype === 'F32' || t.dtype === 'F64') {
+    if (t.decoded !== undefined) {
+      // Decoded when read (a decoding weight scope, weights.ts): the values the host decode gives.
+      v = this.dataInput({ type: 'float32', data: t.decoded, dims: t.shape }, DataType.FLOAT);
+    } else if (this.weightDecode === 'host' || t.dtype === 'F32' || t.dtype === 'F64') {
       const data =
         t.dtype === 'F32'
           ? aligned(t.bytes, 4, (b, o, n) => new Float32Array(b, o, n))
@@ -330,8 +331,8 @@ export class ModelGraph {
     let wv = this.weightValues.get(wName);
     let sv = this.weightValues.get(`${w.module}.weight_scale_inv`);
     if (!wv || !sv) {
-      if (this.weightDecode === 'host') {
-        const data = this.decodedFrom(w.weight.codes, w.weight.codes.length, (out) => decodeFp8Codes(w.weight.codes, w.weight.format, out));
+      if (this.weightDecode === 'host' || w.decoded !== undefined) {
+        const data = w.decoded ?? this.decodedFrom(w.weight.codes, w.weight.codes.length, (out) => decodeFp8Codes(w.weight.codes, w.weight.format, out));
         const values = this.dataInput({ type: 'float32', data, dims: w.weight.shape }, DataType.FLOAT);
         const decoded: DecodedFp8Value = { ...values, fp8Format: w.weight.format };
         wv = decoded;

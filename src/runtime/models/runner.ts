@@ -207,9 +207,23 @@ export class ModelRunner {
     return t;
   }
 
+  private get weightDecode(): WeightDecode {
+    return this.options.weightDecode ?? (this.device === 'cuda' ? 'graph' : 'host');
+  }
+
   /** A graph for this runner's device: weights decoded on the host for the CPU, on the GPU for CUDA. */
   private graph(tapLinears: boolean): ModelGraph {
-    return new ModelGraph(tapLinears, this.options.weightDecode ?? (this.device === 'cuda' ? 'graph' : 'host'), this.buffers, this.decodedWeights);
+    return new ModelGraph(tapLinears, this.weightDecode, this.buffers, this.decodedWeights);
+  }
+
+  /**
+   * A weight scope for a layer or a head chunk. Decoded on the host (and not kept resident), each
+   * tensor is widened to float32 as it is read and its read buffer reused by the next one: the
+   * layer's float32 weights are needed for its graph anyway, its stored bytes besides them are not
+   * (peak memory of a CPU verify, bench/NOTES.md).
+   */
+  private layerScope(): WeightScope {
+    return this.weightDecode === 'host' && this.decodedWeights === undefined ? this.weights.scope({ decodeInto: this.buffers }) : this.weights.scope();
   }
 
   private async run(mg: ModelGraph): Promise<Record<string, HostTensor>> {
@@ -222,7 +236,7 @@ export class ModelRunner {
 
   async runLayer(index: number, hidden: Float32Array, shape: BatchShape, options: LayerRunOptions = {}): Promise<LayerResult> {
     const plan = this.plan(index);
-    const scope = this.weights.scope();
+    const scope = this.layerScope();
     const tokens = shape.batch * shape.seq;
     const h = this.spec.hiddenSize;
     const result: LayerResult = { hidden, captures: new Map(), probeOutputs: new Map() };
@@ -539,7 +553,7 @@ export class ModelRunner {
     const logits = new Float32Array(tokens * vocab);
     for (let start = 0; start < vocab; start += chunkRows) {
       const count = Math.min(chunkRows, vocab - start);
-      const scope = this.weights.scope();
+      const scope = this.layerScope();
       try {
         const norm = await scope.tensor(`${names.decoder}.norm.weight`);
         const w = count === vocab ? await scope.linear(headModule) : await scope.linear(headModule, { start, count });

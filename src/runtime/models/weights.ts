@@ -11,7 +11,7 @@
 
 import type { BlockShape } from '../../fp8/block-quantize.js';
 import { dtypeSize, isFloatSourceDtype, widenToFloat32, type Dtype, type FloatSourceDtype } from '../../fp8/dtypes.js';
-import type { Fp8Format } from '../../fp8/formats.js';
+import { decodeCodesToFloat32, type Fp8Format } from '../../fp8/formats.js';
 import type { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import { CheckpointError } from '../../io/errors.js';
 import { detectQuantizedFormat, type QuantizedFormat } from '../../io/formats/quantized-format.js';
@@ -23,7 +23,10 @@ export interface StoredTensor {
   readonly name: string;
   readonly dtype: FloatSourceDtype;
   readonly shape: readonly number[];
+  /** Empty once `decoded` is set: the read buffer went back to the pool. */
   readonly bytes: Uint8Array;
+  /** The values as float32, when a decoding scope read the tensor (`WeightScope`, decodeInto). */
+  readonly decoded?: Float32Array;
 }
 
 export interface DenseLinear {
@@ -37,8 +40,10 @@ export interface DenseLinear {
 export interface Fp8Linear {
   readonly kind: 'fp8';
   readonly module: string;
-  /** `[N, K]` codes. */
+  /** `[N, K]` codes; empty once `decoded` is set (the read buffer went back to the pool). */
   readonly weight: Fp8Tensor;
+  /** The codes' float32 values `[N, K]` (without the block scales), when a decoding scope read them. */
+  readonly decoded?: Float32Array;
   /** Dequantization multipliers `[ceil(N/bn), ceil(K/bk)]` (HF `weight_scale_inv`). */
   readonly scaleInv: F32Tensor;
   readonly block: BlockShape;
@@ -144,8 +149,14 @@ export class ModelWeights {
     return this.checkpoint.has(`${module}.weight`);
   }
 
-  scope(): WeightScope {
-    return new WeightScope(this);
+  /**
+   * A scope for a layer's or a chunk's weights. With `decodeInto`, every tensor but float32 ones is
+   * decoded to float32 (into that pool's buffers) as soon as it is read and its read buffer goes
+   * back at once, so the next tensor of the same size reuses it: a scope then holds its weights as
+   * float32 plus one read buffer per tensor size, not every stored byte besides.
+   */
+  scope(options: { readonly decodeInto?: HostBufferPool } = {}): WeightScope {
+    return new WeightScope(this, options.decodeInto);
   }
 
   /** Rows of a 2-D float tensor (embedding lookup) as float32 `[ids.length, cols]`. */
@@ -245,13 +256,53 @@ export class ModelWeights {
   }
 }
 
+const EMPTY = new Uint8Array(0);
+
 export class WeightScope {
   private bytes = 0;
   private closed = false;
   /** Buffers taken from the weights' pool; given back at close(). */
   private readonly pooled: Uint8Array[] = [];
+  /** Float32 buffers taken from decodeInto; given back at close(). */
+  private readonly decodedBuffers: Float32Array[] = [];
 
-  constructor(private readonly weights: ModelWeights) {}
+  constructor(
+    private readonly weights: ModelWeights,
+    /** Where tensors are decoded to float32 as they are read (see ModelWeights.scope); none: kept as stored. */
+    private readonly decodeInto?: HostBufferPool,
+  ) {}
+
+  /** The read buffer behind `bytes` back to the weights' pool now (it was taken for this scope). */
+  private giveBack(bytes: Uint8Array): void {
+    const i = this.pooled.findIndex((b) => b.buffer === bytes.buffer);
+    if (i < 0) return;
+    const [b] = this.pooled.splice(i, 1);
+    this.weights.pool?.give([b!]);
+  }
+
+  private float32(length: number): Float32Array {
+    if (this.decodeInto === undefined) return new Float32Array(length);
+    const out = this.decodeInto.float32(length);
+    this.decodedBuffers.push(out);
+    return out;
+  }
+
+  /** `t` decoded to float32 when this scope decodes (float32 tensors stay as read: they need no copy). */
+  private decodeStored(t: StoredTensor): StoredTensor {
+    if (this.decodeInto === undefined || t.dtype === 'F32') return t;
+    const decoded = widenToFloat32(t.bytes, t.dtype, this.float32(t.bytes.byteLength / dtypeSize(t.dtype)));
+    this.giveBack(t.bytes);
+    return { ...t, bytes: EMPTY, decoded };
+  }
+
+  /** An FP8 linear's codes decoded to their float32 values (Cast's, by table) when this scope decodes. */
+  private decodeFp8(w: Fp8Linear, readBuffer: Uint8Array): Fp8Linear {
+    if (this.decodeInto === undefined) return w;
+    const codes = w.weight.codes;
+    const decoded = decodeCodesToFloat32(codes, w.weight.format, this.float32(codes.length));
+    this.giveBack(readBuffer);
+    return { ...w, weight: { ...w.weight, codes: EMPTY }, decoded };
+  }
 
   /** A buffer to read `byteLength` bytes into: the pool's when there is one, else undefined (fresh). */
   private readonly buffer = (byteLength: number): Uint8Array | undefined => {
@@ -271,7 +322,7 @@ export class WeightScope {
   async tensor(name: string): Promise<StoredTensor> {
     const t = await this.weights.readStored(name, undefined, this.buffer);
     this.count(t.bytes.byteLength);
-    return t;
+    return this.decodeStored(t);
   }
 
   async optionalTensor(name: string): Promise<StoredTensor | undefined> {
@@ -281,7 +332,7 @@ export class WeightScope {
   /** A 1-D float tensor widened to float32 (router bias). */
   async vector(name: string): Promise<Float32Array> {
     const t = await this.tensor(name);
-    return widenToFloat32(t.bytes, t.dtype);
+    return t.decoded ? t.decoded.slice() : widenToFloat32(t.bytes, t.dtype);
   }
 
   /**
@@ -304,7 +355,7 @@ export class WeightScope {
       this.count(weight.bytes.byteLength);
       const bias = ckpt.has(biasName) ? await this.tensor(biasName) : undefined;
       if (rows !== undefined && bias !== undefined) throw new CheckpointError(`${ckpt.dir}: row chunks of a linear with a bias are not supported (${module})`);
-      return { kind: 'dense', module, weight, bias };
+      return { kind: 'dense', module, weight: this.decodeStored(weight), bias };
     }
     if (rows !== undefined) throw new CheckpointError(`${ckpt.dir}: ${module} is FP8; it cannot be read in row chunks`);
     const scaleName = this.weights.scaleOf(name);
@@ -322,15 +373,18 @@ export class WeightScope {
     const scale = widenToFloat32(scaleBytes, scaleInfo.dtype, new Float32Array(scaleBytes.byteLength / dtypeSize(scaleInfo.dtype)));
     const bias = ckpt.has(biasName) ? await this.tensor(biasName) : undefined;
     const activationScale = await this.activationScale(module, Math.ceil(k / block.bk));
-    return {
-      kind: 'fp8',
-      module,
-      weight: { codes, shape: [n, k], format },
-      scaleInv: { data: scale, shape: [Math.ceil(n / block.bn), Math.ceil(k / block.bk)] },
-      block,
-      bias,
-      ...(activationScale === undefined ? {} : { activationScale }),
-    };
+    return this.decodeFp8(
+      {
+        kind: 'fp8',
+        module,
+        weight: { codes, shape: [n, k], format },
+        scaleInv: { data: scale, shape: [Math.ceil(n / block.bn), Math.ceil(k / block.bk)] },
+        block,
+        bias,
+        ...(activationScale === undefined ? {} : { activationScale }),
+      },
+      codes,
+    );
   }
 
   private async activationScale(module: string, groups: number): Promise<Float32Array | undefined> {
@@ -343,7 +397,7 @@ export class WeightScope {
       throw new CheckpointError(`${ckpt.dir}: ${name} is ${info.dtype} [${info.shape.join(', ')}]; expected F32 [${groups}] (one per input group) or a scalar`);
     }
     const t = await this.tensor(name);
-    return widenToFloat32(t.bytes, t.dtype);
+    return t.decoded ? t.decoded.slice() : widenToFloat32(t.bytes, t.dtype);
   }
 
   /**
@@ -366,7 +420,9 @@ export class WeightScope {
     if (format === undefined) {
       if (!isFloatSourceDtype(info.dtype)) throw new CheckpointError(`${ckpt.dir}: "${tensor}" is ${info.dtype}; expected a float or FP8 tensor`);
       this.count(bytes.byteLength);
-      return { kind: 'dense', module, weight: { name: module, dtype: info.dtype, shape: [n, k], bytes }, bias: undefined };
+      const weight = this.decodeStored({ name: module, dtype: info.dtype, shape: [n, k], bytes });
+      if (weight.decoded !== undefined) this.giveBack(stored);
+      return { kind: 'dense', module, weight, bias: undefined };
     }
     const scaleName = this.weights.scaleOf(tensor);
     if (scaleName === undefined) throw new CheckpointError(`${ckpt.dir}: ${tensor} is ${info.dtype} but there is no ${tensor}_scale_inv (or _scale, with a quantization_config)`);
@@ -377,14 +433,17 @@ export class WeightScope {
     const block = this.weights.blockFor(tensor, n, k, scaleInfo.shape.slice(1));
     const scaleBytes = await ckpt.readRows(scaleName, expert, 1);
     this.count(bytes.byteLength + scaleBytes.byteLength);
-    return {
-      kind: 'fp8',
-      module,
-      weight: { codes: bytes, shape: [n, k], format },
-      scaleInv: { data: widenToFloat32(scaleBytes, scaleInfo.dtype), shape: scaleInfo.shape.slice(1) },
-      block,
-      bias: undefined,
-    };
+    return this.decodeFp8(
+      {
+        kind: 'fp8',
+        module,
+        weight: { codes: bytes, shape: [n, k], format },
+        scaleInv: { data: widenToFloat32(scaleBytes, scaleInfo.dtype), shape: scaleInfo.shape.slice(1) },
+        block,
+        bias: undefined,
+      },
+      stored,
+    );
   }
 
   /** Expert `expert`'s row of a stacked bias `[E, N]` (gpt-oss's `gate_up_proj_bias`), or undefined when absent. */
@@ -408,6 +467,8 @@ export class WeightScope {
     this.closed = true;
     this.weights.pool?.give(this.pooled);
     this.pooled.length = 0;
+    this.decodeInto?.give(this.decodedBuffers);
+    this.decodedBuffers.length = 0;
     this.weights.accounting.remove(this.bytes);
     this.bytes = 0;
   }

@@ -18,6 +18,7 @@ import { WasmBf16Kernel } from '../../fp8/wasm-kernel.js';
 import type { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import type { ExtraProbe, LayerCaptures } from '../models/runner.js';
 import type { Fp8Linear, LinearWeight, WeightScope } from '../models/weights.js';
+import type { HostBufferPool } from '../models/buffer-pool.js';
 
 export const FLOOR_SUFFIX = '#fp8-floor';
 
@@ -102,7 +103,7 @@ let wasmKernel: WasmBf16Kernel | undefined | null = null;
  * TypeScript one, several times faster); undefined where it does not apply (another dtype, a
  * width the kernel does not cover, Inf/NaN), and the float32 path is taken instead.
  */
-export function bf16FloorLinear(module: string, w: LinearWeight, settings: FloorSettings): Fp8Linear | undefined {
+export function bf16FloorLinear(module: string, w: LinearWeight, settings: FloorSettings, codesOut?: Uint8Array): Fp8Linear | undefined {
   if (w.kind !== 'dense' || w.weight.dtype !== 'BF16') return undefined;
   const [n, k] = w.weight.shape as [number, number];
   const { bn, bk } = settings.block;
@@ -111,7 +112,7 @@ export function bf16FloorLinear(module: string, w: LinearWeight, settings: Floor
   if (wasmKernel === undefined) return undefined;
   const words = new Uint16Array(w.weight.bytes.buffer, w.weight.bytes.byteOffset, n * k);
   const opts = { format: settings.format, block: settings.block, scaleFormat: settings.scaleFormat };
-  const codes = new Uint8Array(n * k);
+  const codes = codesOut?.byteLength === n * k ? codesOut : new Uint8Array(n * k);
   const kb = ceilDiv(k, bk);
   const scaleInv = new Float32Array(ceilDiv(n, bn) * kb);
   for (let r0 = 0, rb = 0; r0 < n; r0 += bn, rb++) {
@@ -144,10 +145,15 @@ export function bf16FloorLinear(module: string, w: LinearWeight, settings: Floor
 export async function floorProbes(
   modules: readonly string[],
   captures: LayerCaptures,
-  original: { readonly checkpoint: Checkpoint; readonly scope: WeightScope },
+  /** `scope()` opens a scope of the original's weights; one per module, closed before the next is read. */
+  original: { readonly checkpoint: Checkpoint; scope(): WeightScope },
   quantized: { readonly checkpoint: Checkpoint; blockFor(module: string, n: number, k: number, scaleShape: readonly number[]): BlockShape },
   /** Filled with the modules (and their block rows) whose floor is the stored linear itself: no probe is run for them. */
   sameAsStored?: Map<string, number>,
+  /** Buffers for the floor's codes and the stored codes compared with them, given back when they match. */
+  pool?: HostBufferPool,
+  /** A check already made elsewhere (floor-check.ts): true when the floor is the stored linear, undefined when unknown. */
+  checked?: (module: string) => Promise<boolean | undefined>,
 ): Promise<ExtraProbe[]> {
   const probes: ExtraProbe[] = [];
   for (const module of modules) {
@@ -155,27 +161,40 @@ export async function floorProbes(
     if (capture === undefined || !original.checkpoint.has(`${module}.weight`)) continue;
     const settings = await storedSettings(quantized.checkpoint, module, (m, n, k, s) => quantized.blockFor(m, n, k, s));
     if (settings === undefined) continue;
-    const w = await original.scope.linear(module);
-    const [n, k] = w.weight.shape as [number, number];
-    // Its own module name: graphs cache weight values by module.
-    const name = `${module}${FLOOR_SUFFIX}`;
-    const floor = bf16FloorLinear(name, w, settings) ?? floorLinear(name, originalValues(w), n, k, settings);
-    // A floor with the stored codes and scales is the stored linear, and its probe would compute
-    // the module's own output bit for bit (same input, same GEMM): not run, it does not hold a
-    // second float32 copy of the layer's weights on the CPU (bench/NOTES.md, "Verify").
-    if (sameAsStored !== undefined && w.bias === undefined && (await storedEquals(quantized.checkpoint, module, floor))) {
-      sameAsStored.set(module, floor.block.bn);
+    if (sameAsStored !== undefined && (await checked?.(module)) === true) {
+      sameAsStored.set(module, settings.block.bn);
       continue;
     }
-    // The bias is copied: the scope's buffers go back to the pool when it closes, before the probe runs.
-    const bias = w.bias === undefined ? undefined : { ...w.bias, bytes: w.bias.bytes.slice() };
-    probes.push({ name: `${module}${FLOOR_SUFFIX}`, w: { ...floor, bias }, input: capture.input, rows: capture.rows });
+    // A scope per module: its read buffer is reused by the next module of the same size, so the
+    // floors of a layer hold one original weight at a time, not the whole layer's bytes.
+    const scope = original.scope();
+    try {
+      const w = await scope.linear(module);
+      const [n, k] = w.weight.shape as [number, number];
+      // Its own module name: graphs cache weight values by module.
+      const name = `${module}${FLOOR_SUFFIX}`;
+      const codesBuffer = pool?.bytes(n * k);
+      const floor = bf16FloorLinear(name, w, settings, codesBuffer) ?? floorLinear(name, originalValues(w), n, k, settings);
+      // A floor with the stored codes and scales is the stored linear, and its probe would compute
+      // the module's own output bit for bit (same input, same GEMM): not run, it does not hold a
+      // second float32 copy of the layer's weights on the CPU (bench/NOTES.md, "Verify").
+      if (sameAsStored !== undefined && w.bias === undefined && (await storedEquals(quantized.checkpoint, module, floor, pool))) {
+        sameAsStored.set(module, floor.block.bn);
+        if (codesBuffer !== undefined) pool?.give([codesBuffer]);
+        continue;
+      }
+      // The bias is copied: the scope's buffers go back to the pool when it closes, before the probe runs.
+      const bias = w.bias === undefined ? undefined : { ...w.bias, bytes: w.bias.bytes.slice() };
+      probes.push({ name: `${module}${FLOOR_SUFFIX}`, w: { ...floor, bias }, input: capture.input, rows: capture.rows });
+    } finally {
+      scope.close();
+    }
   }
   return probes;
 }
 
 /** Whether `module`'s stored FP8 linear (no bias, no static activation scale) has exactly `floor`'s codes and float32 scales. */
-async function storedEquals(ckpt: Checkpoint, module: string, floor: Fp8Linear): Promise<boolean> {
+async function storedEquals(ckpt: Checkpoint, module: string, floor: Fp8Linear, pool?: HostBufferPool): Promise<boolean> {
   const scaleName = `${module}.weight_scale_inv`;
   if (!ckpt.has(scaleName) || ckpt.has(`${module}.bias`) || ckpt.has(`${module}.input_scale`)) return false;
   const scaleInfo = ckpt.info(scaleName);
@@ -189,6 +208,11 @@ async function storedEquals(ckpt: Checkpoint, module: string, floor: Fp8Linear):
     return false;
   const codes = floor.weight.codes;
   if (ckpt.info(`${module}.weight`).byteLength !== codes.byteLength) return false;
-  const stored = await ckpt.readTensor(`${module}.weight`);
-  return Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength).equals(Buffer.from(codes.buffer, codes.byteOffset, codes.byteLength));
+  const buffer = pool?.bytes(codes.byteLength);
+  try {
+    const stored = await ckpt.readTensor(`${module}.weight`, buffer);
+    return Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength).equals(Buffer.from(codes.buffer, codes.byteOffset, codes.byteLength));
+  } finally {
+    if (buffer !== undefined) pool?.give([buffer]);
+  }
 }

@@ -108,6 +108,53 @@ export function compareTensors(reference: ArrayLike<number>, actual: ArrayLike<n
     dot += r * a;
     diff2 += (r - a) * (r - a);
   }
+  return tensorMetrics(ref2, act2, dot, diff2);
+}
+
+/** Per column block of a `[rows, n]` comparison: Σ reference² and Σ (actual − reference)², each block's terms added rows first, then columns. */
+export interface BlockSums {
+  readonly ref2: Float64Array;
+  readonly err2: Float64Array;
+}
+
+/**
+ * compareTensors of `[rows, n]` tensors (the same numbers, bit for bit: the same terms added in the
+ * same order) and, in the same single pass, the sums of each group of `bn` columns.
+ */
+export function compareTensorsByBlocks(reference: Float32Array, actual: Float32Array, rows: number, bn: number): { metrics: TensorMetrics; blocks: BlockSums } {
+  if (reference.length !== actual.length) throw new RangeError(`length mismatch: ${reference.length} vs ${actual.length}`);
+  const n = rows > 0 ? reference.length / rows : 0;
+  const count = Math.ceil(n / bn);
+  const bRef2 = new Float64Array(count);
+  const bErr2 = new Float64Array(count);
+  let ref2 = 0;
+  let act2 = 0;
+  let dot = 0;
+  let diff2 = 0;
+  for (let row = 0; row < rows; row++) {
+    for (let b = 0, c0 = 0; c0 < n; b++, c0 += bn) {
+      let rs = bRef2[b]!;
+      let es = bErr2[b]!;
+      for (let i = row * n + c0, end = row * n + Math.min(n, c0 + bn); i < end; i++) {
+        const r = reference[i]!;
+        const a = actual[i]!;
+        const sq = r * r;
+        ref2 += sq;
+        act2 += a * a;
+        dot += r * a;
+        diff2 += (r - a) * (r - a);
+        rs += sq;
+        // As the floor ratio has always written it (a ** 2 is not promised to be a * a).
+        es += (a - r) ** 2;
+      }
+      bRef2[b] = rs;
+      bErr2[b] = es;
+    }
+  }
+  return { metrics: tensorMetrics(ref2, act2, dot, diff2), blocks: { ref2: bRef2, err2: bErr2 } };
+}
+
+function tensorMetrics(ref2: number, act2: number, dot: number, diff2: number): TensorMetrics {
   const refNorm = Math.sqrt(ref2);
   const diffNorm = Math.sqrt(diff2);
   const relativeError = refNorm === 0 ? diffNorm : diffNorm / refNorm;

@@ -24,11 +24,12 @@ import { WeightAccounting, type WeightScope } from '../models/weights.js';
 import type { Device } from '../onnx/session.js';
 import { linearClipping, staticActivationScaleOf, summarizeClipping, type ClippingSummary, type LinearClipping } from './activation-clipping.js';
 import { DEFAULT_GATES, evaluateGates, type GateFailure, type Gates } from './gates.js';
-import { compareLogits, compareTensors, perplexity, type LogitMetrics } from './metrics.js';
+import { compareLogits, compareTensors, compareTensorsByBlocks, perplexity, type LogitMetrics, type TensorMetrics } from './metrics.js';
 import { checkCheckpointPair } from './checkpoint-pair.js';
 import { quantizedKeptModules, unverifiedTensors } from './coverage.js';
 import { mlaSplitProbes, mlaSplitTensors, REFERENCE_SUFFIX } from './mla-split-probes.js';
 import { floorProbes, FLOOR_SUFFIX } from './fp8-floor.js';
+import { defaultFloorCheckThreads, FloorChecker, floorCheckJob } from './floor-check.js';
 import type { TextInputDescription } from '../text/text-input.js';
 
 export const DEFAULT_VERIFY_TOKENS = 32;
@@ -50,6 +51,11 @@ export interface VerifyOptions {
   readonly device?: Device;
   readonly gates?: Partial<Gates>;
   readonly intraOpThreads?: number;
+  /**
+   * Worker threads that check the FP8 floors ahead of the layers (floor-check.ts); default: the
+   * spare cores on CUDA, none on the CPU, where onnxruntime has the cores. The report is the same.
+   */
+  readonly floorCheckThreads?: number;
   readonly onEvent?: (event: VerifyEvent) => void;
 }
 
@@ -156,7 +162,14 @@ interface LayerExtraProbes {
  * the FP8 floor of every FP8 linear. The original's weights are read in a scope of their own,
  * closed before the layer runs: the probes hold fresh copies, so they do not add to the peak.
  */
-async function layerExtraProbes(original: ModelRunner, quantized: ModelRunner, plan: LayerPlan, captures: LayerCaptures, quantizedScope: WeightScope): Promise<LayerExtraProbes> {
+async function layerExtraProbes(
+  original: ModelRunner,
+  quantized: ModelRunner,
+  plan: LayerPlan,
+  captures: LayerCaptures,
+  quantizedScope: WeightScope,
+  checked?: (module: string) => Promise<boolean | undefined>,
+): Promise<LayerExtraProbes> {
   const originalScope = original.weights.scope();
   try {
     const attention = plan.attention;
@@ -168,9 +181,11 @@ async function layerExtraProbes(original: ModelRunner, quantized: ModelRunner, p
     const floors = await floorProbes(
       fp8Modules,
       captures,
-      { checkpoint: original.checkpoint, scope: originalScope },
+      { checkpoint: original.checkpoint, scope: () => original.weights.scope() },
       { checkpoint: quantized.checkpoint, blockFor: (m, n, k, shape) => quantized.weights.blockFor(m, n, k, shape) },
       sameAsStored,
+      original.weights.pool,
+      checked,
     );
     const probes = [...(mla?.probes ?? []), ...floors];
     const floorRows = new Map<string, number>();
@@ -199,10 +214,34 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
   const runnerOptions = { device, accounting, buffers, ...(opts.intraOpThreads === undefined ? {} : { intraOpThreads: opts.intraOpThreads }) };
   const original = await ModelRunner.open(opts.original, runnerOptions);
   let quantized: ModelRunner | undefined;
+  let checker: FloorChecker | undefined;
   try {
     quantized = await ModelRunner.open(opts.quantized, runnerOptions);
     await checkCheckpointPair(original, quantized);
     const spec = original.spec;
+    const q = quantized;
+    const floorThreads = opts.floorCheckThreads ?? (device === 'cuda' ? defaultFloorCheckThreads() : 0);
+    const jobOf = (m: string) => floorCheckJob(m, original.checkpoint, q.checkpoint, (mm, n, k, s) => q.weights.blockFor(mm, n, k, s));
+    if (floorThreads > 0) {
+      checker = new FloorChecker(floorThreads);
+      // Every layer's linears but routed experts (checked once a token reaches them): the workers run ahead.
+      for (let layer = 0; layer < spec.numLayers; layer++) {
+        for (const m of layerLinears(q.plan(layer))) {
+          if (EXPERT.test(m) || !q.isFp8Linear(m)) continue;
+          const job = jobOf(m);
+          if (job) checker.submit(m, job);
+        }
+      }
+    }
+    const c = checker;
+    const checked =
+      c === undefined
+        ? undefined
+        : (m: string): Promise<boolean | undefined> => {
+            const job = jobOf(m);
+            if (job) c.submit(m, job);
+            return c.result(m);
+          };
     const seed = opts.seed ?? DEFAULT_VERIFY_SEED;
     const input = opts.input ?? generateInputIds(spec.vocabSize, opts.tokens ?? DEFAULT_VERIFY_TOKENS, seed);
     const shape: BatchShape = { batch: input.batch, seq: input.seq };
@@ -221,7 +260,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       let rq: LayerResult;
       let extra: LayerExtraProbes;
       try {
-        extra = await layerExtraProbes(original, quantized, plan, ro.captures, quantizedScope);
+        extra = await layerExtraProbes(original, quantized, plan, ro.captures, quantizedScope, checked);
         rq = await quantized.runLayer(layer, hq, shape, { probes: ro.captures, extraProbes: extra.probes });
       } finally {
         quantizedScope.close();
@@ -235,8 +274,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
           module: m.name,
           layer,
           rows: m.rows,
-          ...compareTensors(ref, out),
-          ...floorOf(ref, rq.probeOutputs.get(`${m.name}${FLOOR_SUFFIX}`), out, m.rows, floorRows.get(`${m.name}${FLOOR_SUFFIX}`)),
+          ...linearMetrics(ref, out, rq.probeOutputs.get(`${m.name}${FLOOR_SUFFIX}`), m.rows, floorRows.get(`${m.name}${FLOOR_SUFFIX}`)),
         });
       }
       for (const module of layerLinears(plan)) {
@@ -252,11 +290,10 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
           module,
           layer,
           rows: capture.rows,
-          ...compareTensors(capture.output, out),
-          ...floorOf(
+          ...linearMetrics(
             capture.output,
-            extra.sameAsStored.has(module) ? out : rq.probeOutputs.get(`${module}${FLOOR_SUFFIX}`),
             out,
+            extra.sameAsStored.has(module) ? out : rq.probeOutputs.get(`${module}${FLOOR_SUFFIX}`),
             capture.rows,
             floorRows.get(`${module}${FLOOR_SUFFIX}`),
           ),
@@ -329,10 +366,14 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       seconds: (performance.now() - t0) / 1000,
     };
   } finally {
+    await checker?.close();
     await original.close();
     await quantized?.close();
   }
 }
+
+/** A routed expert's linear (`…experts.<e>.…`). */
+const EXPERT = /\.experts\.\d+\./;
 
 function describeInput(opts: VerifyOptions, shape: BatchShape, seed: number): VerifyInput {
   const dims = `${shape.batch}×${shape.seq} tokens`;
@@ -356,40 +397,38 @@ function describeInput(opts: VerifyOptions, shape: BatchShape, seed: number): Ve
 }
 
 /**
- * floorError (whole output) and errorRatio of a linear whose floor probe ran: the largest ratio
+ * A linear's metrics against its reference and, when its floor probe ran (or its own output stands
+ * for it), floorError (whole output) and errorRatio: the largest ratio
  * over the whole output and each group of `bn` output columns (one row block of the weight), so
  * damage to one block of a large matrix is not averaged away by the blocks around it (a zeroed
  * 128×128 block of a 4096×4096 weight moves the whole output's error by ~25 %, its row block's ~4×).
  */
-function floorOf(
+function linearMetrics(
   reference: Float32Array,
-  floor: Float32Array | undefined,
   actual: Float32Array,
+  floor: Float32Array | undefined,
   rows: number,
   bn: number | undefined,
-): { floorError?: number; errorRatio?: number } {
-  if (floor === undefined) return {};
-  const floorError = compareTensors(reference, floor).relativeError;
-  let ratio = compareTensors(reference, actual).relativeError / Math.max(floorError, FLOOR_EPSILON);
+): TensorMetrics & { floorError?: number; errorRatio?: number } {
   const n = rows > 0 ? reference.length / rows : 0;
-  if (bn !== undefined && n > bn) {
-    for (let c0 = 0; c0 < n; c0 += bn) {
-      const c1 = Math.min(n, c0 + bn);
-      let ref2 = 0;
-      let err2 = 0;
-      let floor2 = 0;
-      for (let r = 0; r < rows; r++) {
-        for (let i = r * n + c0, end = r * n + c1; i < end; i++) {
-          const x = reference[i]!;
-          ref2 += x * x;
-          err2 += (actual[i]! - x) ** 2;
-          floor2 += (floor[i]! - x) ** 2;
-        }
-      }
+  const perBlock = floor !== undefined && bn !== undefined && n > bn;
+  // One pass over the output gives its metrics and its blocks' sums (at 512 tokens these passes
+  // were a third of a CUDA verify's time, bench/NOTES.md).
+  const { metrics, blocks } = perBlock ? compareTensorsByBlocks(reference, actual, rows, bn) : { metrics: compareTensors(reference, actual), blocks: undefined };
+  if (floor === undefined) return metrics;
+  // The module's own output standing in for its floor (a floor equal to the stored linear): the
+  // floor's sums are the output's.
+  const same = floor === actual;
+  const floorSums = same ? { metrics, blocks } : perBlock ? compareTensorsByBlocks(reference, floor, rows, bn) : { metrics: compareTensors(reference, floor), blocks: undefined };
+  const floorError = floorSums.metrics.relativeError;
+  let ratio = metrics.relativeError / Math.max(floorError, FLOOR_EPSILON);
+  if (blocks !== undefined && floorSums.blocks !== undefined) {
+    for (let b = 0; b < blocks.ref2.length; b++) {
+      const ref2 = blocks.ref2[b]!;
       if (ref2 === 0) continue;
-      const blockFloor = Math.max(Math.sqrt(floor2 / ref2), FLOOR_EPSILON);
-      ratio = Math.max(ratio, Math.sqrt(err2 / ref2) / blockFloor);
+      const blockFloor = Math.max(Math.sqrt(floorSums.blocks.err2[b]! / ref2), FLOOR_EPSILON);
+      ratio = Math.max(ratio, Math.sqrt(blocks.err2[b]! / ref2) / blockFloor);
     }
   }
-  return { floorError, errorRatio: ratio };
+  return { ...metrics, floorError, errorRatio: ratio };
 }

@@ -1,6 +1,6 @@
-// Starting a worker thread on a module of src/io (quantize-worker, hash-worker) the same way
-// from dist/ and from the TypeScript sources: in dist/ it is the .js file beside the caller;
-// under tsx (tests, bench) the .ts file, loaded by a bootstrap that registers tsx first, because
+// Starting a worker thread on a module beside its caller (convert's quantize-worker and
+// hash-worker, verify's floor-check-worker) the same way from dist/ and from the TypeScript
+// sources: in dist/ it is the .js file beside the caller; under tsx (tests, bench) the .ts file, loaded by a bootstrap that registers tsx first, because
 // Node 20 does not apply an `--import tsx` in the worker's execArgv to the worker's entry module.
 
 import { Worker } from 'node:worker_threads';

@@ -1,0 +1,172 @@
+// The FP8-floor check of a quantized linear off the main thread: whether re-quantizing the
+// original's BF16 weights the way the stored linear says (block, FP8 format, scale format) gives
+// exactly the stored codes and scales (fp8-floor.ts: then the floor probe is the module itself and
+// is not run). Each job reads its two tensors stripe by stripe in a worker (floor-check-worker.ts),
+// quantizes with the WebAssembly kernel `convert` uses and stops at the first difference.
+//
+// Verify queues the jobs of every layer's non-expert linears when it starts, so on a machine with
+// cores to spare the workers run ahead of the layers while the main thread waits on onnxruntime
+// (a CUDA verify spent ~0.25 s a layer on this check on the main thread, bench/NOTES.md). A job
+// that cannot answer (another dtype, a width the kernel does not cover, Inf/NaN, a read error)
+// answers undefined and the main thread takes the old path, so the report is the same either way.
+
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import type { Worker } from 'node:worker_threads';
+import type { BlockShape } from '../../fp8/block-quantize.js';
+import type { Fp8Format } from '../../fp8/formats.js';
+import { WasmBf16Kernel } from '../../fp8/wasm-kernel.js';
+import type { Checkpoint } from '../../io/checkpoint/checkpoint.js';
+import { startModuleWorker } from '../module-worker.js';
+
+/** One linear to check: `[n, k]` BF16 original weights against stored FP8 codes and float32 scales. */
+export interface FloorCheckJob {
+  readonly original: { readonly file: string; readonly offset: number };
+  readonly codes: { readonly file: string; readonly offset: number };
+  readonly scales: { readonly file: string; readonly offset: number };
+  readonly n: number;
+  readonly k: number;
+  readonly block: BlockShape;
+  readonly format: Fp8Format;
+}
+
+export interface FloorCheckRequest extends FloorCheckJob {
+  readonly id: number;
+}
+
+/** `same`: the floor is the stored linear; false: it is not; undefined: the worker cannot tell. */
+export type FloorCheckReply = { readonly id: number; readonly same: boolean | undefined } | { readonly id: number; readonly error: string };
+
+const FORMATS: Readonly<Record<string, Fp8Format>> = { F8_E4M3: 'e4m3fn', F8_E5M2: 'e5m2' };
+
+/**
+ * The job for `module`, or undefined where the worker's path does not apply and fp8-floor.ts
+ * decides on the main thread: what it compares must be exactly what storedEquals compares.
+ */
+export function floorCheckJob(
+  module: string,
+  original: Checkpoint,
+  quantized: Checkpoint,
+  blockFor: (module: string, n: number, k: number, scaleShape: readonly number[]) => BlockShape,
+): FloorCheckJob | undefined {
+  const name = `${module}.weight`;
+  const scaleName = `${module}.weight_scale_inv`;
+  if (!original.has(name) || !quantized.has(name) || !quantized.has(scaleName)) return undefined;
+  if ([original, quantized].some((c) => c.has(`${module}.bias`) || c.has(`${module}.input_scale`))) return undefined;
+  const o = original.info(name);
+  const q = quantized.info(name);
+  const s = quantized.info(scaleName);
+  const format = FORMATS[q.dtype];
+  if (o.dtype !== 'BF16' || format === undefined || s.dtype !== 'F32' || o.shape.length !== 2 || q.shape.length !== 2) return undefined;
+  const [n, k] = o.shape as [number, number];
+  if (q.shape[0] !== n || q.shape[1] !== k) return undefined;
+  let block: BlockShape;
+  try {
+    block = blockFor(module, n, k, s.shape);
+  } catch {
+    return undefined;
+  }
+  if (!WasmBf16Kernel.supports(k, block.bk) || s.byteLength !== Math.ceil(n / block.bn) * Math.ceil(k / block.bk) * 4) return undefined;
+  return {
+    original: { file: join(original.dir, o.shard), offset: o.fileOffset },
+    codes: { file: join(quantized.dir, q.shard), offset: q.fileOffset },
+    scales: { file: join(quantized.dir, s.shard), offset: s.fileOffset },
+    n,
+    k,
+    block,
+    format,
+  };
+}
+
+/** Worker threads for a verify on `cores` cores: those the main thread and onnxruntime's copies leave, at most 8. */
+export function defaultFloorCheckThreads(cores = availableParallelism()): number {
+  return Math.max(0, Math.min(8, cores - 2));
+}
+
+interface Pending {
+  readonly module: string;
+  readonly job: FloorCheckJob;
+  readonly resolve: (same: boolean | undefined) => void;
+  started: boolean;
+}
+
+export class FloorChecker {
+  private readonly workers: Worker[] = [];
+  private readonly idle: Worker[] = [];
+  private readonly queue: Pending[] = [];
+  private readonly running = new Map<Worker, Pending>();
+  private readonly results = new Map<string, { readonly pending: Pending; readonly promise: Promise<boolean | undefined> }>();
+  private nextId = 0;
+  private closed = false;
+
+  constructor(threads: number) {
+    for (let i = 0; i < threads; i++) {
+      const w = startModuleWorker(import.meta.url, 'floor-check-worker');
+      w.on('message', (reply: FloorCheckReply) => this.done(w, 'error' in reply ? undefined : reply.same));
+      // A worker that dies answers undefined for its job (the main thread's path) and takes no more.
+      w.on('error', () => this.done(w, undefined, true));
+      this.workers.push(w);
+      this.idle.push(w);
+    }
+  }
+
+  /** Queues `module`'s check (once); a job nobody waits for yet runs after the ones waited for. */
+  submit(module: string, job: FloorCheckJob): void {
+    if (this.closed || this.workers.length === 0 || this.results.has(module)) return;
+    let resolve!: (same: boolean | undefined) => void;
+    const promise = new Promise<boolean | undefined>((r) => (resolve = r));
+    const pending: Pending = { module, job, resolve, started: false };
+    this.results.set(module, { pending, promise });
+    this.queue.push(pending);
+    this.pump();
+  }
+
+  /** The answer for `module` (undefined when it was never submitted); moves its job to the front. */
+  async result(module: string): Promise<boolean | undefined> {
+    const r = this.results.get(module);
+    if (r === undefined) return undefined;
+    if (!r.pending.started) {
+      const i = this.queue.indexOf(r.pending);
+      if (i > 0) {
+        this.queue.splice(i, 1);
+        this.queue.unshift(r.pending);
+      }
+    }
+    const same = await r.promise;
+    this.results.delete(module);
+    return same;
+  }
+
+  private pump(): void {
+    while (this.idle.length > 0 && this.queue.length > 0) {
+      const w = this.idle.pop()!;
+      const p = this.queue.shift()!;
+      p.started = true;
+      this.running.set(w, p);
+      const request: FloorCheckRequest = { id: this.nextId++, ...p.job };
+      w.postMessage(request);
+    }
+  }
+
+  private done(w: Worker, same: boolean | undefined, dead = false): void {
+    const p = this.running.get(w);
+    this.running.delete(w);
+    p?.resolve(same);
+    if (dead) {
+      const i = this.workers.indexOf(w);
+      if (i >= 0) this.workers.splice(i, 1);
+      if (this.workers.length === 0) for (const q of this.queue.splice(0)) q.resolve(undefined);
+    } else if (!this.closed) this.idle.push(w);
+    this.pump();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const p of this.queue.splice(0)) p.resolve(undefined);
+    for (const p of this.running.values()) p.resolve(undefined);
+    this.running.clear();
+    await Promise.all(this.workers.map((w) => w.terminate()));
+    this.workers.length = 0;
+    this.idle.length = 0;
+  }
+}
