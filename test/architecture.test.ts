@@ -89,6 +89,7 @@ test('the top-level folders import one way: cli → pipeline → runtime → pas
   const order = ['cli', 'pipeline', 'runtime', 'passes', 'io', 'fp8'];
   for (const [from, tos] of graph) {
     for (const to of tos) {
+      assert.ok(order.includes(from) && order.includes(to), `${from} → ${to}: a folder outside ${order.join(', ')} (place it in this order)`);
       assert.ok(order.indexOf(from) < order.indexOf(to), `${from} imports ${to}, against the order ${order.join(' → ')}`);
     }
   }

@@ -133,6 +133,32 @@ test('floor check in workers: true for the linears fp8q wrote, false for a damag
   }
 });
 
+test('floor check in workers: a worker that dies idle is not handed jobs; with none left the main thread answers', async () => {
+  const original = await ModelRunner.open(modelDir('llama'));
+  const quantized = await ModelRunner.open(converted.get('llama')!);
+  const checker = new FloorChecker(2);
+  const within = <T>(p: Promise<T>, what: string): Promise<T> =>
+    Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what}: no answer in 20 s`)), 20_000).unref())]);
+  try {
+    const jobOf = (m: string) => floorCheckJob(m, original.checkpoint, quantized.checkpoint, (mm, n, k, s) => quantized.weights.blockFor(mm, n, k, s))!;
+    const first = checker.threads[0]!;
+    await first.terminate();
+    await new Promise((r) => setImmediate(r));
+    assert.equal(checker.threads.length, 1, 'the stopped worker is gone');
+    const modules = ['model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.k_proj', 'model.layers.0.mlp.up_proj'];
+    for (const m of modules) checker.submit(m, jobOf(m));
+    assert.deepEqual(await within(Promise.all(modules.map((m) => checker.result(m))), 'one live worker'), [true, true, true]);
+    await checker.threads[0]!.terminate();
+    await new Promise((r) => setImmediate(r));
+    checker.submit('model.layers.1.mlp.down_proj', jobOf('model.layers.1.mlp.down_proj'));
+    assert.equal(await within(checker.result('model.layers.1.mlp.down_proj'), 'no live worker'), undefined, 'undefined: the main thread decides');
+  } finally {
+    await checker.close();
+    await original.close();
+    await quantized.close();
+  }
+});
+
 function withoutTime(r: VerifyReport): unknown {
   const { seconds: _seconds, ...rest } = r;
   return rest;

@@ -103,8 +103,12 @@ export class FloorChecker {
     for (let i = 0; i < threads; i++) {
       const w = startModuleWorker(import.meta.url, 'floor-check-worker');
       w.on('message', (reply: FloorCheckReply) => this.done(w, 'error' in reply ? undefined : reply.same));
-      // A worker that dies answers undefined for its job (the main thread's path) and takes no more.
+      // A worker that dies (an error, or an exit nobody asked for) answers undefined for its job
+      // (the main thread's path) and takes no more.
       w.on('error', () => this.done(w, undefined, true));
+      w.on('exit', () => {
+        if (!this.closed) this.done(w, undefined, true);
+      });
       this.workers.push(w);
       this.idle.push(w);
     }
@@ -149,15 +153,23 @@ export class FloorChecker {
   }
 
   private done(w: Worker, same: boolean | undefined, dead = false): void {
+    if (!this.workers.includes(w)) return; // already counted dead ('error' then 'exit')
     const p = this.running.get(w);
     this.running.delete(w);
     p?.resolve(same);
     if (dead) {
-      const i = this.workers.indexOf(w);
-      if (i >= 0) this.workers.splice(i, 1);
+      this.workers.splice(this.workers.indexOf(w), 1);
+      // A worker that died idle must not be handed the next job: nobody would answer it.
+      const i = this.idle.indexOf(w);
+      if (i >= 0) this.idle.splice(i, 1);
       if (this.workers.length === 0) for (const q of this.queue.splice(0)) q.resolve(undefined);
     } else if (!this.closed) this.idle.push(w);
     this.pump();
+  }
+
+  /** Live worker threads (a test stops one to see the others, or the main thread, take over). */
+  get threads(): readonly Worker[] {
+    return this.workers;
   }
 
   async close(): Promise<void> {
