@@ -15,13 +15,13 @@ import {
   deployCheck,
   excludeFlags,
   inventoryFromPlan,
-  parseTargets,
   withBlock,
   withTargetKeys,
   type DeployCheckInput,
   type DeployReport,
   type EngineId,
 } from '../src/passes/deploy-check/index.js';
+import { parseTargets } from '../src/passes/deploy-check/target-lists.js';
 import type { QuantizationSettings } from '../src/passes/plan.js';
 import { main } from '../src/cli/index.js';
 import * as models from './helpers/real-model-shapes.js';

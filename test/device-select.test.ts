@@ -9,15 +9,8 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 
 import { EXIT_FAILURE, exitCodeOf, isKnownError } from '../src/cli/common/errors.js';
-import {
-  classifyCudaLoadError,
-  cudaProviderBuild,
-  DeviceUnavailableError,
-  isDeviceRequest,
-  onnxruntimeBinaryDir,
-  selectDevice,
-  type CudaCheckOptions,
-} from '../src/runtime/device/device.js';
+import { parseDevice } from '../src/cli/common/options.js';
+import { classifyCudaLoadError, cudaProviderBuild, DeviceUnavailableError, onnxruntimeBinaryDir, selectDevice, type CudaCheckOptions } from '../src/runtime/device/device.js';
 import { ElfParseError, parseElfDynamicInfo, readElfDynamicInfo } from '../src/runtime/device/elf.js';
 import { findLibrary, parseLdconfigCache, type LibrarySearch } from '../src/runtime/device/shared-libraries.js';
 
@@ -89,8 +82,8 @@ function options(o: CudaCheckOptions): CudaCheckOptions {
 }
 
 test('device requests are auto, cpu and cuda', () => {
-  assert.ok(isDeviceRequest('auto') && isDeviceRequest('cpu') && isDeviceRequest('cuda'));
-  assert.ok(!isDeviceRequest('gpu') && !isDeviceRequest('CUDA') && !isDeviceRequest(''));
+  assert.ok(parseDevice('auto', '--device') === 'auto' && parseDevice('cpu', '--device') === 'cpu' && parseDevice('cuda', '--device') === 'cuda');
+  for (const bad of ['gpu', 'CUDA', '']) assert.throws(() => parseDevice(bad, '--device'), /invalid --device .*: expected auto, cpu or cuda/);
 });
 
 test('ELF dynamic info: NEEDED in order and RUNPATH from a built library; bad files are ElfParseErrors', () => {

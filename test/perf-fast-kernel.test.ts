@@ -22,7 +22,7 @@ import type { Fp8Dtype, ScaleGridSlice } from '../src/fp8/scaled-decode.js';
 import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
 import { ChunkScratch, quantizeChunk, referenceChunk, type ChunkSettings } from '../src/pipeline/quantize-chunk.js';
-import { workerExecArgv } from '../src/runtime/module-worker.js';
+import { workerExecArgv } from '../src/io/module-worker.js';
 import { DirectReads } from '../src/io/safetensors/direct-reads.js';
 import { createShardWriter, DIRECT_MIN_BYTES, WriteSlots } from '../src/pipeline/direct-shard-writer.js';
 import { SafetensorsWriter } from '../src/io/safetensors/safetensors-writer.js';

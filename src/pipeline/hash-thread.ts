@@ -4,7 +4,7 @@
 // every stream (shards are written one after another); replies come back in request order.
 
 import type { Worker } from 'node:worker_threads';
-import { startModuleWorker } from '../runtime/module-worker.js';
+import { startModuleWorker } from '../io/module-worker.js';
 
 export type HashRequest =
   | { readonly op: 'begin'; readonly stream: number; readonly memory: SharedArrayBuffer }

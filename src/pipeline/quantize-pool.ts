@@ -13,7 +13,7 @@ import { NonFiniteValueError } from '../fp8/block-quantize.js';
 import { DirectReads } from '../io/safetensors/direct-reads.js';
 import { WriteSlots } from './direct-shard-writer.js';
 import { HashThread } from './hash-thread.js';
-import { startModuleWorker } from '../runtime/module-worker.js';
+import { startModuleWorker } from '../io/module-worker.js';
 import { chunkOutputBytes, type ChunkInput } from './quantize-chunk.js';
 
 export interface ChunkRequest extends ChunkInput {

@@ -1,8 +1,10 @@
 // The options of `fp8q convert`, declared once: src/cli/index.ts registers them from this table,
 // commands/convert.ts receives ConvertFlags and reads them with readFlags into each row's field
-// (most are ConvertOptions fields), every value parsed and checked here. Kept free of heavy
+// (most are ConvertOptions fields), each value parsed and checked by its row (the Hub flags and
+// --report by the rules they share with other commands: common/hub-source.ts, reports/). Kept free of heavy
 // imports, since the CLI loads it before any command runs.
 
+import { DEVICE_REQUESTS } from '../../runtime/device/device-request.js';
 import { MAX_SEQUENCE } from '../../runtime/models/sequence-limit.js';
 import { parseTargets } from '../../passes/deploy-check/target-lists.js';
 import type { FlagTable, FlagValues } from '../common/flags.js';
@@ -72,7 +74,7 @@ export const CONVERT_FLAGS = {
     spec: '--calibration-device <device>',
     description: 'static: where the calibration forward runs (default auto)',
     kind: 'string',
-    choices: ['auto', 'cpu', 'cuda'],
+    choices: DEVICE_REQUESTS,
   },
   activationScaleGranularity: {
     spec: '--activation-scale-granularity <g>',

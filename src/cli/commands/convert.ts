@@ -17,8 +17,6 @@ import { readFlags } from '../common/flags.js';
 import { CONVERT_FLAGS, type ConvertFlags } from './convert-flags.js';
 import { describeCalibrationEvent, parseCalibrationFlags, resolveCalibration } from '../common/calibration-flags.js';
 
-export type { ConvertFlags } from './convert-flags.js';
-
 export async function convertCommand(source: string, flags: ConvertFlags): Promise<ConvertSummary> {
   if (!flags.output) throw new UsageError('missing -o <out-dir>: say where to write the FP8 checkpoint');
   const mode = outputMode(flags);

@@ -7,8 +7,6 @@ import { readFlags } from '../common/flags.js';
 import { ByteProgress, outputMode, printJson, warn } from '../common/output.js';
 import { DEQUANT_FLAGS, type DequantFlags } from './dequant-flags.js';
 
-export type { DequantFlags } from './dequant-flags.js';
-
 export async function dequantCommand(source: string, flags: DequantFlags): Promise<DequantSummary> {
   if (!flags.output) throw new UsageError('missing -o <out-dir>: say where to write the dequantized checkpoint');
   const mode = outputMode(flags);

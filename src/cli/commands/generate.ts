@@ -37,8 +37,6 @@ import { info, outputMode, printJson, warn, type OutputMode } from '../common/ou
 import { redactSecrets } from '../common/redact.js';
 import { GENERATE_FLAGS, type GenerateFlags } from './generate-flags.js';
 
-export type { GenerateFlags } from './generate-flags.js';
-
 type GenerateOptions = FlagOptions<typeof GENERATE_FLAGS>;
 
 export const DEFAULT_MAX_NEW_TOKENS = 64;

@@ -67,8 +67,6 @@ export async function readModelInput(modelDir: string, flags: TextInputFlags, op
   });
 }
 
-export type { LogitsFlags } from './logits-flags.js';
-
 export interface LogitsSummary {
   readonly model: string;
   readonly output: string;

@@ -17,8 +17,6 @@ import { readModelInput, textInputFlagsGiven } from './logits.js';
 import { VerifyReportWriter } from '../reports/verify-reports.js';
 import { VERIFY_FLAGS, type VerifyFlags } from './verify-flags.js';
 
-export type { VerifyFlags } from './verify-flags.js';
-
 type VerifyValues = FlagOptions<typeof VERIFY_FLAGS>;
 
 /** The gate limits given on the command line; the others keep their defaults. */

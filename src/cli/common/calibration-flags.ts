@@ -8,7 +8,8 @@ import { existsSync } from 'node:fs';
 import type { ConvertEvent } from '../../pipeline/convert-checkpoint.js';
 import type { StaticActivationOptions } from '../../pipeline/static-activation.js';
 import { DEFAULT_CALIBRATION_SAMPLES, DEFAULT_CALIBRATION_SEQ_LEN } from '../../runtime/text/calibration-input.js';
-import { selectDevice, type DeviceRequest } from '../../runtime/device/device.js';
+import type { DeviceRequest } from '../../runtime/device/device-request.js';
+import { selectDevice } from '../../runtime/device/device.js';
 import { CheckpointError } from '../../io/errors.js';
 import { UsageError } from './errors.js';
 

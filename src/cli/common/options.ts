@@ -7,7 +7,7 @@ import type { Fp8Format } from '../../fp8/formats.js';
 import { CHECKPOINT_FORMATS, type CheckpointFormat } from '../../io/formats/quantized-format.js';
 import { parseByteSize } from '../../io/sizes.js';
 import { compileExcludePattern } from '../../passes/skip-rules.js';
-import type { DeviceRequest } from '../../runtime/device/device.js';
+import { DEVICE_REQUESTS, type DeviceRequest } from '../../runtime/device/device-request.js';
 import { availableParallelism } from 'node:os';
 import { UsageError } from './errors.js';
 import { warn, type OutputMode } from './output.js';
@@ -73,12 +73,9 @@ export function positiveIntUpTo(max: number, what: string): (text: string, flag:
   };
 }
 
-/** Listed here rather than imported: the device module loads the ONNX schema, which `--help` should not pay for. */
-const DEVICE_REQUESTS = ['auto', 'cpu', 'cuda'] as const satisfies readonly DeviceRequest[];
-
 export function parseDevice(text: string, flag: string): DeviceRequest {
   const found = DEVICE_REQUESTS.find((d) => d === text);
-  if (found === undefined) throw new UsageError(`invalid ${flag} "${text}": expected auto, cpu or cuda`);
+  if (found === undefined) throw new UsageError(`invalid ${flag} "${text}": expected ${DEVICE_REQUESTS.join(', ').replace(/, (?=[^,]*$)/, ' or ')}`);
   return found;
 }
 

@@ -12,7 +12,7 @@ import { patternOf } from './topology.js';
 import type { ConvertPlan } from '../plan.js';
 
 export { ENGINES, ENGINE_LABELS, parseEngines, type EngineId } from './engines.js';
-export { parseTargets, parseTpSizes, type DeployTarget } from './target-lists.js';
+export type { DeployTarget } from './target-lists.js';
 export { inventoryFromCheckpoint, inventoryFromPlan, type DeployCheckInput } from './inventory.js';
 export type { Finding } from './rules.js';
 

@@ -20,12 +20,7 @@ import { GraphBuilder } from '../onnx/graph-builder.js';
 import type { Device } from '../onnx/session.js';
 import { findLibrary, systemLibrarySearch, type LibraryLookup, type LibrarySearch } from './shared-libraries.js';
 
-export type DeviceRequest = 'auto' | 'cpu' | 'cuda';
-export const DEVICE_REQUESTS: readonly DeviceRequest[] = ['auto', 'cpu', 'cuda'];
-
-export function isDeviceRequest(text: string): text is DeviceRequest {
-  return (DEVICE_REQUESTS as readonly string[]).includes(text);
-}
+import type { DeviceRequest } from './device-request.js';
 
 export type ExecutionProviderName = 'CPUExecutionProvider' | 'CUDAExecutionProvider';
 

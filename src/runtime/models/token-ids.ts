@@ -12,8 +12,6 @@ import { MAX_SEQUENCE } from './sequence-limit.js';
 export const INPUT_IDS_TENSOR = 'input_ids';
 export const LOGITS_TENSOR = 'logits';
 
-export { MAX_SEQUENCE } from './sequence-limit.js';
-
 export interface TokenBatch extends BatchShape {
   /** Row-major `[batch, seq]`. */
   readonly ids: Int32Array;

@@ -11,7 +11,8 @@
 
 import { readFile, stat } from 'node:fs/promises';
 import { CheckpointError, oneLine } from '../../io/errors.js';
-import { MAX_SEQUENCE, readInputIds } from '../models/token-ids.js';
+import { MAX_SEQUENCE } from '../models/sequence-limit.js';
+import { readInputIds } from '../models/token-ids.js';
 import { loadModelTokenizer } from './model-tokenizer.js';
 
 export const DEFAULT_CALIBRATION_SAMPLES = 128;

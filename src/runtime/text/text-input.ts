@@ -15,7 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { CheckpointError } from '../../io/errors.js';
 import { jsonlTexts, MAX_CALIBRATION_TEXT_BYTES, readWholeText } from './calibration-input.js';
 import { loadModelTokenizer, TOKENIZER_FILE } from './model-tokenizer.js';
-import { MAX_SEQUENCE, type TokenBatch } from '../models/token-ids.js';
+import { MAX_SEQUENCE } from '../models/sequence-limit.js';
+import type { TokenBatch } from '../models/token-ids.js';
 
 /** The English sample shipped in the package (`files` in package.json lists `data`). */
 export const BUNDLED_TEXT_FILE = fileURLToPath(new URL('../../../data/verify-sample.txt', import.meta.url));

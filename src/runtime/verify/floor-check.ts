@@ -17,7 +17,7 @@ import type { BlockShape } from '../../fp8/block-quantize.js';
 import type { Fp8Format } from '../../fp8/formats.js';
 import { WasmBf16Kernel } from '../../fp8/wasm-kernel.js';
 import type { Checkpoint } from '../../io/checkpoint/checkpoint.js';
-import { startModuleWorker } from '../module-worker.js';
+import { startModuleWorker } from '../../io/module-worker.js';
 
 /** One linear to check: `[n, k]` BF16 original weights against stored FP8 codes and float32 scales. */
 export interface FloorCheckJob {
