@@ -1,7 +1,7 @@
 #!/bin/bash
 # The GPU verify measurement of bench/NOTES.md ("verify: memory and GPU time, third look"), as run
 # on the GPU machine: the pieces bench/gpu-bundle.sh makes (part.0, part.1, part.2, ~25 MB each)
-# were copied into $W by two back-to-back runs (the machine keeps /tmp only while warm), and this
+# were copied into /tmp/fp8q-gpu ($W) by two back-to-back runs (the machine keeps /tmp only while warm), and this
 # script came with the third. It generates a Llama-3-8B-shaped BF16 checkpoint (32 layers),
 # converts it, and verifies it with --device cuda at 32 and 512 tokens with two builds in rotation
 # (dist-main, dist), then once more under --cpu-prof: wall and report seconds, `cat` of both
@@ -9,7 +9,8 @@
 # memory and mean utilisation (nvidia-smi every 100 ms), and a profile summary. Results go to $OUT.
 # Usage on the GPU machine: bench/gpu-verify-8b.sh <dir holding part.2>
 set -uo pipefail
-W=/tmp/h18w
+W=/tmp/fp8q-gpu
+OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
 cp "$1/part.2" $W/
 cd $W
 cat part.0 part.1 part.2 | sha256sum | cut -c1-16
