@@ -190,3 +190,112 @@ export function encodeFromTables(codes: usize, cols: i32, r0: i32, r1: i32, edge
     }
   }
 }
+
+// Dequantizing FP8 codes to BF16/F16 (src/fp8/wasm-dequant.ts; the TypeScript twin is
+// src/fp8/scaled-decode.ts dequantizeScaledExact). Within one scale block every output is one of
+// 256 values, so the caller builds a 256-entry uint16 table per block (the oracle's own rounding)
+// and this maps each code through it, 16 codes at a time with byte swizzles: the table is stored
+// as its 256 low bytes then its 256 high bytes. Where a block's table is odd in the code's sign
+// bit (flip[j] > 0: entries below magnitude flip[j] change only their sign bit with the code's,
+// those from it on, the NaN codes, not at all) only the first 128 entries are looked up.
+
+/**
+ * out[r, c] (uint16) = table_j[codes[r, c]] over rows [r0, r1) and each column segment j < n
+ * (`edges`: n + 1 i32; `flips`: n i32; tables: 512 bytes per segment). Returns the OR over every
+ * output element w of `(w & expMask) + expLow`: its bit 15 is set exactly when some output is
+ * NaN/Inf.
+ */
+export function dequantFromTables(codes: usize, cols: i32, r0: i32, r1: i32, edges: usize, n: i32, tables: usize, flips: usize, out: usize, expMask: i32, expLow: i32): i32 {
+  const magnitude = i8x16.splat(0x7f);
+  const signBit = i8x16.splat(-128);
+  const sixteen = i8x16.splat(16);
+  const em = i16x8.splat(<i16>expMask);
+  const el = i16x8.splat(<i16>expLow);
+  let acc = i16x8.splat(0);
+  let tail: i32 = 0;
+  for (let j: i32 = 0; j < n; j++) {
+    const c0 = load<i32>(edges + (<usize>j << 2));
+    const c1 = load<i32>(edges + (<usize>j << 2), 4);
+    const flip = load<i32>(flips + (<usize>j << 2));
+    const lo = tables + (<usize>j << 9);
+    const hi = lo + 256;
+    if (flip > 0) {
+      const below = i8x16.splat(<i8>flip);
+      for (let r = r0; r < r1; r++) {
+        const row = codes + <usize>r * <usize>cols;
+        const dst = out + (<usize>r * <usize>cols << 1);
+        for (let c = c0; c + 16 <= c1; c += 16) {
+          const v = v128.load(row + <usize>c);
+          let i = v128.and(v, magnitude);
+          // Lanes whose magnitude is not in part k (after the wrapping subtraction) select 0 there.
+          let xl = i8x16.swizzle(v128.load(lo), i);
+          let xh = i8x16.swizzle(v128.load(hi), i);
+          const flipLane = v128.and(v128.and(v, signBit), i8x16.lt_u(i, below));
+          i = i8x16.sub(i, sixteen);
+          xl = v128.or(xl, i8x16.swizzle(v128.load(lo, 16), i));
+          xh = v128.or(xh, i8x16.swizzle(v128.load(hi, 16), i));
+          i = i8x16.sub(i, sixteen);
+          xl = v128.or(xl, i8x16.swizzle(v128.load(lo, 32), i));
+          xh = v128.or(xh, i8x16.swizzle(v128.load(hi, 32), i));
+          i = i8x16.sub(i, sixteen);
+          xl = v128.or(xl, i8x16.swizzle(v128.load(lo, 48), i));
+          xh = v128.or(xh, i8x16.swizzle(v128.load(hi, 48), i));
+          i = i8x16.sub(i, sixteen);
+          xl = v128.or(xl, i8x16.swizzle(v128.load(lo, 64), i));
+          xh = v128.or(xh, i8x16.swizzle(v128.load(hi, 64), i));
+          i = i8x16.sub(i, sixteen);
+          xl = v128.or(xl, i8x16.swizzle(v128.load(lo, 80), i));
+          xh = v128.or(xh, i8x16.swizzle(v128.load(hi, 80), i));
+          i = i8x16.sub(i, sixteen);
+          xl = v128.or(xl, i8x16.swizzle(v128.load(lo, 96), i));
+          xh = v128.or(xh, i8x16.swizzle(v128.load(hi, 96), i));
+          i = i8x16.sub(i, sixteen);
+          xl = v128.or(xl, i8x16.swizzle(v128.load(lo, 112), i));
+          xh = v128.or(xh, i8x16.swizzle(v128.load(hi, 112), i));
+          xh = v128.xor(xh, flipLane);
+          const w0 = i8x16.shuffle(xl, xh, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+          const w1 = i8x16.shuffle(xl, xh, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+          acc = v128.or(acc, v128.or(i16x8.add(v128.and(w0, em), el), i16x8.add(v128.and(w1, em), el)));
+          v128.store(dst + (<usize>c << 1), w0);
+          v128.store(dst + (<usize>c << 1), w1, 16);
+        }
+      }
+    } else {
+      for (let r = r0; r < r1; r++) {
+        const row = codes + <usize>r * <usize>cols;
+        const dst = out + (<usize>r * <usize>cols << 1);
+        for (let c = c0; c + 16 <= c1; c += 16) {
+          let i = v128.load(row + <usize>c);
+          let xl = i8x16.swizzle(v128.load(lo), i);
+          let xh = i8x16.swizzle(v128.load(hi), i);
+          for (let k: usize = 16; k < 256; k += 16) {
+            i = i8x16.sub(i, sixteen);
+            xl = v128.or(xl, i8x16.swizzle(v128.load(lo + k), i));
+            xh = v128.or(xh, i8x16.swizzle(v128.load(hi + k), i));
+          }
+          const w0 = i8x16.shuffle(xl, xh, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+          const w1 = i8x16.shuffle(xl, xh, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+          acc = v128.or(acc, v128.or(i16x8.add(v128.and(w0, em), el), i16x8.add(v128.and(w1, em), el)));
+          v128.store(dst + (<usize>c << 1), w0);
+          v128.store(dst + (<usize>c << 1), w1, 16);
+        }
+      }
+    }
+    // Columns past the segment's last multiple of 16 from c0, one at a time from the full table.
+    const cTail = c0 + ((c1 - c0) & ~15);
+    if (cTail < c1) {
+      for (let r = r0; r < r1; r++) {
+        const row = codes + <usize>r * <usize>cols;
+        const dst = out + (<usize>r * <usize>cols << 1);
+        for (let c = cTail; c < c1; c++) {
+          const v = <usize>load<u8>(row + <usize>c);
+          const w = <i32>load<u8>(lo + v) | (<i32>load<u8>(hi + v) << 8);
+          store<u16>(dst + (<usize>c << 1), <u16>w);
+          tail |= (w & expMask) + expLow;
+        }
+      }
+    }
+  }
+  acc = v128.or(acc, i32x4.shr_u(acc, 16));
+  return ((i32x4.extract_lane(acc, 0) | i32x4.extract_lane(acc, 1) | i32x4.extract_lane(acc, 2) | i32x4.extract_lane(acc, 3)) | tail) & 0x8000;
+}

@@ -22,6 +22,19 @@ export interface KernelExports {
   maxMagnitudes(codes: number, cols: number, r0: number, r1: number, edges: number, n: number, out: number): void;
   requantizeTables(decode: number, srcScales: number, dstScales: number, n: number, tables: number, e5m2: number): void;
   encodeFromTables(codes: number, cols: number, r0: number, r1: number, edges: number, n: number, tables: number, out: number): void;
+  dequantFromTables(
+    codes: number,
+    cols: number,
+    r0: number,
+    r1: number,
+    edges: number,
+    n: number,
+    tables: number,
+    flips: number,
+    out: number,
+    expMask: number,
+    expLow: number,
+  ): number;
 }
 
 const WASM_PAGE_BYTES = 65536;
