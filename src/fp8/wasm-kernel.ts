@@ -30,8 +30,11 @@ export interface KernelExports {
     edges: number,
     n: number,
     tables: number,
-    flips: number,
+    modes: number,
+    bases: number,
     out: number,
+    fp8: number,
+    expShift: number,
     expMask: number,
     expLow: number,
   ): number;
