@@ -95,7 +95,7 @@ export class ChunkScratch {
 export function quantizeChunk(input: ChunkInput, scratch: ChunkScratch): Float32Array {
   if (input.dequantizeTo) {
     dequantizeChunk(input, scratch);
-    return NO_SCALES;
+    return new Float32Array(0);
   }
   const settings = input.settings;
   if (!settings) throw new Error('a quantize chunk needs kernel settings');
@@ -187,8 +187,6 @@ function quantizeSegments(input: ChunkInput, settings: ChunkSettings, scratch: C
   return scales;
 }
 
-const NO_SCALES = new Float32Array(0);
-
 /** What a chunk gives back: its scales, and for a dequantization the NaN/Inf values among those written. */
 export interface ChunkResult {
   readonly scales: Float32Array;
@@ -198,9 +196,10 @@ export interface ChunkResult {
 /** quantizeChunk, or referenceChunk (the oracle) with `reference`, with a dequantization's NaN/Inf count. */
 export function runChunk(input: ChunkInput, scratch: ChunkScratch, reference = false): ChunkResult {
   if (!input.dequantizeTo) return { scales: reference ? referenceChunk(input) : quantizeChunk(input, scratch) };
-  if (!reference) return { scales: NO_SCALES, nonFinite: dequantizeChunk(input, scratch) };
+  // A fresh empty array each time: its buffer is transferred back with the reply.
+  if (!reference) return { scales: new Float32Array(0), nonFinite: dequantizeChunk(input, scratch) };
   referenceChunk(input);
-  return { scales: NO_SCALES, nonFinite: countNonFinite(new Uint8Array(input.codes, 0, chunkOutputBytes(input)), input.dequantizeTo) };
+  return { scales: new Float32Array(0), nonFinite: countNonFinite(new Uint8Array(input.codes, 0, chunkOutputBytes(input)), input.dequantizeTo) };
 }
 
 /** Dequantizes the chunk into `input.codes`; returns how many values written are NaN/Inf. */
