@@ -17,11 +17,13 @@ import { FastQuantizeScratch, quantizeBf16StripeFast, quantizeF32StripeFast } fr
 import { decodeTableFor, type Fp8Format } from '../src/fp8/formats.js';
 import { WasmBf16Kernel } from '../src/fp8/wasm-kernel.js';
 import { WasmRequantizeKernel } from '../src/fp8/wasm-requantize.js';
+import { WasmDequantKernel } from '../src/fp8/wasm-dequant.js';
+import { countNonFinite } from '../src/io/checkpoint/nonfinite-count.js';
 import { requantizeCodes } from '../src/fp8/requantize-codes.js';
 import type { Fp8Dtype, ScaleGridSlice } from '../src/fp8/scaled-decode.js';
 import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
-import { ChunkScratch, quantizeChunk, referenceChunk, type ChunkSettings } from '../src/pipeline/quantize-chunk.js';
+import { ChunkScratch, quantizeChunk, referenceChunk, runChunk, type ChunkInput, type ChunkSettings } from '../src/pipeline/quantize-chunk.js';
 import { workerExecArgv } from '../src/io/module-worker.js';
 import { DirectReads } from '../src/io/safetensors/direct-reads.js';
 import { createShardWriter, DIRECT_MIN_BYTES, WriteSlots } from '../src/pipeline/direct-shard-writer.js';
@@ -694,6 +696,134 @@ describe('requantizing FP8 codes: the WebAssembly and TypeScript codes kernels g
         const grid = sliceOf(c, s);
         assert.equal(viaKernel('ts', codes, c, dtype, grid, settings), 'declined', `TypeScript, ${dtype}, ${what}`);
         assert.equal(viaKernel('wasm', codes, c, dtype, grid, settings), 'declined', `wasm, ${dtype}, ${what}`);
+      }
+    }
+  });
+});
+
+describe('dequantizing FP8: the WebAssembly kernel gives the oracle bytes and NaN/Inf count', () => {
+  const wasm = WasmDequantKernel.create();
+
+  interface DequantCase {
+    readonly rows: number;
+    readonly cols: number;
+    readonly firstRow: number;
+    readonly rowBlock: number;
+    readonly colBlock: number;
+  }
+
+  const CASES: readonly DequantCase[] = [
+    { rows: 128, cols: 2048, firstRow: 0, rowBlock: 128, colBlock: 128 },
+    { rows: 192, cols: 2100, firstRow: 64, rowBlock: 128, colBlock: 128 },
+    { rows: 96, cols: 130, firstRow: 48, rowBlock: 128, colBlock: 128 },
+    { rows: 128, cols: 2050, firstRow: 64, rowBlock: 32, colBlock: 16 },
+    { rows: 40, cols: 37, firstRow: 20, rowBlock: 7, colBlock: 5 },
+    { rows: 64, cols: 512, firstRow: 0, rowBlock: 1, colBlock: 512 },
+    { rows: 33, cols: 100, firstRow: 0, rowBlock: 64, colBlock: 24 },
+    { rows: 3, cols: 5, firstRow: 1, rowBlock: 128, colBlock: 128 },
+  ];
+
+  /** Every code (NaN and Inf codes included) at random, and the 256 codes in order at the start. */
+  function allCodes(n: number, seed: number): Uint8Array {
+    const words = randomWords(n, seed);
+    const codes = new Uint8Array(n);
+    for (let i = 0; i < n; i++) codes[i] = i < 256 ? i : words[i]! & 0xff;
+    return codes;
+  }
+
+  /** Ordinary, negative, tiny (subnormal and zero outputs), huge (Inf outputs), ue8m0 powers of two, zeros, non-finite. */
+  function scalesOf(count: number, seed: number): Float32Array {
+    const words = randomWords(count, seed);
+    const s = new Float32Array(count);
+    for (let i = 0; i < count; i++) {
+      const w = words[i]!;
+      const mant = 1 + (w >>> 8) / 2 ** 24;
+      const pick = w % 16;
+      if (pick === 0) s[i] = -mant * 1e-3;
+      else if (pick === 1) s[i] = mant * 2 ** -130;
+      else if (pick === 2) s[i] = 2 ** (((w >>> 4) % 40) - 30);
+      else if (pick === 3) s[i] = mant * 2 ** 120;
+      else if (pick === 4) s[i] = mant * 2 ** 8;
+      else if (pick === 5) s[i] = [0, -0, NaN, Infinity, -Infinity][(w >>> 4) % 5]!;
+      else s[i] = mant * 2 ** (((w >>> 4) % 24) - 20);
+    }
+    return s;
+  }
+
+  function input(c: DequantCase, codes: Uint8Array, dtype: Fp8Dtype, grid: ScaleGridSlice, to: 'BF16' | 'F16' | 'F32'): ChunkInput {
+    const size = to === 'F32' ? 4 : 2;
+    const segments = [{ rows: c.rows, byteOffset: 0, dtype, grid }];
+    return {
+      dtype: 'F32',
+      segments,
+      dequantizeTo: to,
+      rows: c.rows,
+      cols: c.cols,
+      firstRow: c.firstRow,
+      source: codes.slice().buffer,
+      codes: new ArrayBuffer(c.rows * c.cols * size),
+    };
+  }
+
+  it('is available where WebAssembly SIMD is (Node 20 has it)', () => {
+    assert.ok(wasm, 'WasmDequantKernel.create() returned undefined');
+  });
+
+  // The scales make the kernel take each of its three per-block modes (a 256-entry lookup for NaN/Inf
+  // scales, 128 entries for subnormal outputs, base plus exponent for ordinary scales) in every case.
+  it('every geometry and code, both FP8 inputs, BF16/F16/F32 out, every kind of scale: same bytes, same count', () => {
+    let seed = 500;
+    for (const c of CASES) {
+      for (const dtype of ['F8_E4M3', 'F8_E5M2'] as const) {
+        const codes = allCodes(c.rows * c.cols, seed++);
+        const first = Math.floor(c.firstRow / c.rowBlock);
+        const last = Math.floor((c.firstRow + c.rows - 1) / c.rowBlock);
+        const gridCols = Math.ceil(c.cols / c.colBlock);
+        const grid = { scales: scalesOf((last - first + 1) * gridCols, seed++), gridCols, rowBlock: c.rowBlock, colBlock: c.colBlock, firstRow: c.firstRow };
+        for (const to of ['BF16', 'F16', 'F32'] as const) {
+          const what = `${c.rows}x${c.cols} from row ${c.firstRow}, ${c.rowBlock}x${c.colBlock} ${dtype} → ${to}`;
+          const ref = input(c, codes, dtype, grid, to);
+          const expected = runChunk(ref, new ChunkScratch(false), true);
+          const expectedBytes = new Uint8Array(ref.codes);
+          // Every code appears in cases of 256 elements or more, NaN codes included.
+          if (c.rows * c.cols >= 256) assert.ok(expected.nonFinite! > 0, `${what}: the case has NaN/Inf outputs`);
+          assert.equal(expected.nonFinite, countNonFinite(expectedBytes, to), `${what}: the oracle's count`);
+          if (to !== 'F32') {
+            const out = new Uint8Array(c.rows * c.cols * 2);
+            const n = wasm!.dequantize(codes, c.rows, c.cols, dtype, grid, to, out);
+            const i = out.findIndex((x, k) => x !== expectedBytes[k]);
+            assert.equal(i, -1, `wasm, ${what}: byte ${i} is ${out[i]}, the oracle's is ${expectedBytes[i]}`);
+            assert.equal(n, expected.nonFinite, `wasm, ${what}: NaN/Inf count`);
+          }
+          for (const useWasm of [true, false]) {
+            const fast = input(c, codes, dtype, grid, to);
+            const got = runChunk(fast, new ChunkScratch(useWasm));
+            const bytes = new Uint8Array(fast.codes);
+            const i = bytes.findIndex((x, k) => x !== expectedBytes[k]);
+            assert.equal(i, -1, `runChunk (wasm ${useWasm}), ${what}: byte ${i} is ${bytes[i]}, the oracle's is ${expectedBytes[i]}`);
+            assert.equal(got.nonFinite, expected.nonFinite, `runChunk (wasm ${useWasm}), ${what}: NaN/Inf count`);
+          }
+        }
+      }
+    }
+  });
+
+  it('finite codes and scales: no NaN/Inf counted, and a single NaN code anywhere is counted once', () => {
+    const c = CASES[1]!;
+    for (const dtype of ['F8_E4M3', 'F8_E5M2'] as const) {
+      const codes = allCodes(c.rows * c.cols, 77).map((x) => ((x & 0x7f) >= (dtype === 'F8_E4M3' ? 0x7f : 0x7c) ? x & 0x83 : x));
+      const gridCols = Math.ceil(c.cols / c.colBlock);
+      const scales = new Float32Array(2 * gridCols).map((_, i) => (1 + i / 7) * 1e-3 * (i % 3 === 0 ? -1 : 1));
+      const grid = { scales, gridCols, rowBlock: c.rowBlock, colBlock: c.colBlock, firstRow: c.firstRow };
+      const out = new Uint8Array(c.rows * c.cols * 2);
+      assert.equal(wasm!.dequantize(codes, c.rows, c.cols, dtype, grid, 'BF16', out), 0, `${dtype}: finite`);
+      for (const at of [0, 15, 16, 2099, c.cols * 70 + 2098, c.rows * c.cols - 1]) {
+        const bad = codes.slice();
+        bad[at] = 0xff;
+        assert.equal(wasm!.dequantize(bad, c.rows, c.cols, dtype, grid, 'BF16', out), 1, `${dtype}: NaN code at ${at}`);
+        const expected = new Uint8Array(c.rows * c.cols * 2);
+        referenceChunk(Object.assign(input(c, bad, dtype, grid, 'BF16'), { codes: expected.buffer }));
+        assert.deepEqual(out, expected, `${dtype}: NaN code at ${at}, bytes`);
       }
     }
   });

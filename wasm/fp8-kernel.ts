@@ -190,3 +190,171 @@ export function encodeFromTables(codes: usize, cols: i32, r0: i32, r1: i32, edge
     }
   }
 }
+
+// Dequantizing FP8 codes to BF16/F16 (src/fp8/wasm-dequant.ts; the TypeScript twin is
+// src/fp8/scaled-decode.ts dequantizeScaledExact). Within one scale block every output is one of
+// 256 values, so the caller builds a 256-entry uint16 table per block (the oracle's own rounding)
+// and this maps each code through it, 16 codes at a time with byte swizzles: the table is stored
+// as its 256 low bytes then its 256 high bytes. Where a block's table is odd in the code's sign
+// bit (entries below the first NaN magnitude change only their sign bit with the code's, the NaN
+// codes' not at all) only the first 128 entries are looked up (mode 1). Where, besides, the table
+// is its 16-entry base (`bases`: the subnormal codes' entries, and each mantissa's entry one
+// exponent step below the smallest normal code's) plus the code's exponent field shifted into the
+// output's exponent, with the NaN and Inf codes' entries constant (mode 2, the caller checks that
+// this gives every entry, as it does for every finite scale whose outputs are normal), each code
+// costs one 16-entry lookup and an add: that is the common case.
+
+/**
+ * out[r, c] (uint16) = table_j[codes[r, c]] over rows [r0, r1) and each column segment j < n
+ * (`edges`: n + 1 i32; `modes`: n i32; tables: 512 bytes per segment; bases: 32 bytes per
+ * segment, low bytes then high bytes; `fp8`: the input format's constants, packed as nanFrom |
+ * infCode << 8 | subLimit << 16 | mantBits << 24). Returns the OR over every output element w of
+ * `(w & expMask) + expLow`: its bit 15 is set exactly when some output is NaN/Inf.
+ */
+export function dequantFromTables(
+  codes: usize,
+  cols: i32,
+  r0: i32,
+  r1: i32,
+  edges: usize,
+  n: i32,
+  tables: usize,
+  modes: usize,
+  bases: usize,
+  out: usize,
+  fp8: i32,
+  expShift: i32,
+  expMask: i32,
+  expLow: i32,
+): i32 {
+  const magnitude = i8x16.splat(0x7f);
+  const signBit = i8x16.splat(-128);
+  const sixteen = i8x16.splat(16);
+  const eight = i8x16.splat(8);
+  const em = i16x8.splat(<i16>expMask);
+  const el = i16x8.splat(<i16>expLow);
+  const below = i8x16.splat(<i8>(fp8 & 0xff));
+  const infCode = i8x16.splat(<i8>((fp8 >> 8) & 0xff));
+  const subLimit = i8x16.splat(<i8>((fp8 >> 16) & 0xff));
+  const mantBits: i32 = (fp8 >> 24) & 0xff;
+  const mantMask = i8x16.splat(<i8>((<i32>1 << mantBits) - 1));
+  let acc = i16x8.splat(0);
+  let tail: i32 = 0;
+  for (let j: i32 = 0; j < n; j++) {
+    const c0 = load<i32>(edges + (<usize>j << 2));
+    const c1 = load<i32>(edges + (<usize>j << 2), 4);
+    const mode = load<i32>(modes + (<usize>j << 2));
+    const lo = tables + (<usize>j << 9);
+    const hi = lo + 256;
+    if (mode === 2) {
+      const bl = v128.load(bases + (<usize>j << 5));
+      const bh = v128.load(bases + (<usize>j << 5), 16);
+      const nanLo = i8x16.splat(load<u8>(lo + 0x7f));
+      const nanHi = i8x16.splat(load<u8>(hi + 0x7f));
+      const infAt = <usize>((fp8 >> 8) & 0x7f);
+      const infLo = i8x16.splat(load<u8>(lo + infAt));
+      const infHi = i8x16.splat(load<u8>(hi + infAt));
+      for (let r = r0; r < r1; r++) {
+        const row = codes + <usize>r * <usize>cols;
+        const dst = out + (<usize>r * <usize>cols << 1);
+        for (let c = c0; c + 16 <= c1; c += 16) {
+          const v = v128.load(row + <usize>c);
+          const m = v128.and(v, magnitude);
+          const sub = i8x16.lt_u(m, subLimit);
+          const nan = i8x16.ge_u(m, below);
+          const inf = i8x16.eq(m, infCode);
+          const idx = v128.bitselect(i8x16.add(m, eight), v128.and(m, mantMask), sub);
+          let xl = i8x16.swizzle(bl, idx);
+          let xh = i8x16.swizzle(bh, idx);
+          xl = v128.bitselect(infLo, v128.bitselect(nanLo, xl, nan), inf);
+          xh = v128.bitselect(infHi, v128.bitselect(nanHi, xh, nan), inf);
+          xh = v128.xor(xh, v128.andnot(v128.and(v, signBit), nan));
+          const e = v128.andnot(i8x16.shr_u(m, mantBits), v128.or(v128.or(sub, nan), inf));
+          let w0 = i8x16.shuffle(xl, xh, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+          let w1 = i8x16.shuffle(xl, xh, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+          w0 = i16x8.add(w0, i16x8.shl(i16x8.extend_low_i8x16_u(e), expShift));
+          w1 = i16x8.add(w1, i16x8.shl(i16x8.extend_high_i8x16_u(e), expShift));
+          acc = v128.or(acc, v128.or(i16x8.add(v128.and(w0, em), el), i16x8.add(v128.and(w1, em), el)));
+          v128.store(dst + (<usize>c << 1), w0);
+          v128.store(dst + (<usize>c << 1), w1, 16);
+        }
+      }
+    } else if (mode === 1) {
+      for (let r = r0; r < r1; r++) {
+        const row = codes + <usize>r * <usize>cols;
+        const dst = out + (<usize>r * <usize>cols << 1);
+        for (let c = c0; c + 16 <= c1; c += 16) {
+          const v = v128.load(row + <usize>c);
+          let i = v128.and(v, magnitude);
+          // Lanes whose magnitude is not in part k (after the wrapping subtraction) select 0 there.
+          let xl = i8x16.swizzle(v128.load(lo), i);
+          let xh = i8x16.swizzle(v128.load(hi), i);
+          const flipLane = v128.and(v128.and(v, signBit), i8x16.lt_u(i, below));
+          i = i8x16.sub(i, sixteen);
+          xl = v128.or(xl, i8x16.swizzle(v128.load(lo, 16), i));
+          xh = v128.or(xh, i8x16.swizzle(v128.load(hi, 16), i));
+          i = i8x16.sub(i, sixteen);
+          xl = v128.or(xl, i8x16.swizzle(v128.load(lo, 32), i));
+          xh = v128.or(xh, i8x16.swizzle(v128.load(hi, 32), i));
+          i = i8x16.sub(i, sixteen);
+          xl = v128.or(xl, i8x16.swizzle(v128.load(lo, 48), i));
+          xh = v128.or(xh, i8x16.swizzle(v128.load(hi, 48), i));
+          i = i8x16.sub(i, sixteen);
+          xl = v128.or(xl, i8x16.swizzle(v128.load(lo, 64), i));
+          xh = v128.or(xh, i8x16.swizzle(v128.load(hi, 64), i));
+          i = i8x16.sub(i, sixteen);
+          xl = v128.or(xl, i8x16.swizzle(v128.load(lo, 80), i));
+          xh = v128.or(xh, i8x16.swizzle(v128.load(hi, 80), i));
+          i = i8x16.sub(i, sixteen);
+          xl = v128.or(xl, i8x16.swizzle(v128.load(lo, 96), i));
+          xh = v128.or(xh, i8x16.swizzle(v128.load(hi, 96), i));
+          i = i8x16.sub(i, sixteen);
+          xl = v128.or(xl, i8x16.swizzle(v128.load(lo, 112), i));
+          xh = v128.or(xh, i8x16.swizzle(v128.load(hi, 112), i));
+          xh = v128.xor(xh, flipLane);
+          const w0 = i8x16.shuffle(xl, xh, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+          const w1 = i8x16.shuffle(xl, xh, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+          acc = v128.or(acc, v128.or(i16x8.add(v128.and(w0, em), el), i16x8.add(v128.and(w1, em), el)));
+          v128.store(dst + (<usize>c << 1), w0);
+          v128.store(dst + (<usize>c << 1), w1, 16);
+        }
+      }
+    } else {
+      for (let r = r0; r < r1; r++) {
+        const row = codes + <usize>r * <usize>cols;
+        const dst = out + (<usize>r * <usize>cols << 1);
+        for (let c = c0; c + 16 <= c1; c += 16) {
+          let i = v128.load(row + <usize>c);
+          let xl = i8x16.swizzle(v128.load(lo), i);
+          let xh = i8x16.swizzle(v128.load(hi), i);
+          for (let k: usize = 16; k < 256; k += 16) {
+            i = i8x16.sub(i, sixteen);
+            xl = v128.or(xl, i8x16.swizzle(v128.load(lo + k), i));
+            xh = v128.or(xh, i8x16.swizzle(v128.load(hi + k), i));
+          }
+          const w0 = i8x16.shuffle(xl, xh, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+          const w1 = i8x16.shuffle(xl, xh, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+          acc = v128.or(acc, v128.or(i16x8.add(v128.and(w0, em), el), i16x8.add(v128.and(w1, em), el)));
+          v128.store(dst + (<usize>c << 1), w0);
+          v128.store(dst + (<usize>c << 1), w1, 16);
+        }
+      }
+    }
+    // Columns past the segment's last multiple of 16 from c0, one at a time from the full table.
+    const cTail = c0 + ((c1 - c0) & ~15);
+    if (cTail < c1) {
+      for (let r = r0; r < r1; r++) {
+        const row = codes + <usize>r * <usize>cols;
+        const dst = out + (<usize>r * <usize>cols << 1);
+        for (let c = cTail; c < c1; c++) {
+          const v = <usize>load<u8>(row + <usize>c);
+          const w = <i32>load<u8>(lo + v) | (<i32>load<u8>(hi + v) << 8);
+          store<u16>(dst + (<usize>c << 1), <u16>w);
+          tail |= (w & expMask) + expLow;
+        }
+      }
+    }
+  }
+  acc = v128.or(acc, i32x4.shr_u(acc, 16));
+  return ((i32x4.extract_lane(acc, 0) | i32x4.extract_lane(acc, 1) | i32x4.extract_lane(acc, 2) | i32x4.extract_lane(acc, 3)) | tail) & 0x8000;
+}

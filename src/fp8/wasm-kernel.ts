@@ -22,6 +22,22 @@ export interface KernelExports {
   maxMagnitudes(codes: number, cols: number, r0: number, r1: number, edges: number, n: number, out: number): void;
   requantizeTables(decode: number, srcScales: number, dstScales: number, n: number, tables: number, e5m2: number): void;
   encodeFromTables(codes: number, cols: number, r0: number, r1: number, edges: number, n: number, tables: number, out: number): void;
+  dequantFromTables(
+    codes: number,
+    cols: number,
+    r0: number,
+    r1: number,
+    edges: number,
+    n: number,
+    tables: number,
+    modes: number,
+    bases: number,
+    out: number,
+    fp8: number,
+    expShift: number,
+    expMask: number,
+    expLow: number,
+  ): number;
 }
 
 const WASM_PAGE_BYTES = 65536;

@@ -6,7 +6,9 @@
 // tensors or dtypes, FP8 with its scale grid: stacked experts, --requantize): FP8 in one grid goes
 // straight from the codes (fp8/wasm-requantize.ts, or fp8/requantize-codes.ts without wasm), the
 // rest is decoded to float32 first and quantized by the float32 fast kernel; or a dequantization (`dequantizeTo`):
-// FP8 rows rounded once to a float dtype (fp8/scaled-decode.ts), no quantization.
+// FP8 rows rounded once to a float dtype (fp8/wasm-dequant.ts for BF16/F16, fp8/scaled-decode.ts
+// otherwise), no quantization, with the count of NaN/Inf values written, so they are checked on the
+// thread that made them.
 
 import { quantizeStripe, type BlockShape, type ScaleFormat } from '../fp8/block-quantize.js';
 import { dtypeSize, widenToFloat32, type FloatSourceDtype } from '../fp8/dtypes.js';
@@ -16,7 +18,9 @@ import { requantizeCodes } from '../fp8/requantize-codes.js';
 import { narrowExact } from '../fp8/round-once.js';
 import { decodeScaledToFloat32, dequantizeScaledExact, fp8DecodeTable, type DequantDtype, type Fp8Dtype, type ScaleGridSlice } from '../fp8/scaled-decode.js';
 import { WasmBf16Kernel } from '../fp8/wasm-kernel.js';
+import { WasmDequantKernel } from '../fp8/wasm-dequant.js';
 import { WasmRequantizeKernel } from '../fp8/wasm-requantize.js';
+import { countNonFinite } from '../io/checkpoint/nonfinite-count.js';
 
 export interface ChunkSettings {
   readonly format: Fp8Format;
@@ -60,6 +64,7 @@ export class ChunkScratch {
   readonly wasm: WasmBf16Kernel | undefined;
   private widened = new Float32Array(0);
   private requantizeKernel: WasmRequantizeKernel | null | undefined;
+  private dequantKernel: WasmDequantKernel | null | undefined;
 
   constructor(private readonly useWasm = true) {
     this.wasm = useWasm ? WasmBf16Kernel.create() : undefined;
@@ -69,6 +74,12 @@ export class ChunkScratch {
   get requantize(): WasmRequantizeKernel | undefined {
     if (this.requantizeKernel === undefined) this.requantizeKernel = (this.useWasm ? WasmRequantizeKernel.create() : undefined) ?? null;
     return this.requantizeKernel ?? undefined;
+  }
+
+  /** The WebAssembly dequantization kernel, made on first use; undefined without wasm. */
+  get dequant(): WasmDequantKernel | undefined {
+    if (this.dequantKernel === undefined) this.dequantKernel = (this.useWasm ? WasmDequantKernel.create() : undefined) ?? null;
+    return this.dequantKernel ?? undefined;
   }
 
   values(count: number): Float32Array {
@@ -82,7 +93,10 @@ export class ChunkScratch {
  * ceil(cols/bk) scales; throws NonFiniteValueError (rows counted within the matrix) as the oracle.
  */
 export function quantizeChunk(input: ChunkInput, scratch: ChunkScratch): Float32Array {
-  if (input.dequantizeTo) return dequantizeChunk(input);
+  if (input.dequantizeTo) {
+    dequantizeChunk(input, scratch);
+    return new Float32Array(0);
+  }
   const settings = input.settings;
   if (!settings) throw new Error('a quantize chunk needs kernel settings');
   if (input.segments) return quantizeSegments(input, settings, scratch);
@@ -173,15 +187,35 @@ function quantizeSegments(input: ChunkInput, settings: ChunkSettings, scratch: C
   return scales;
 }
 
-function dequantizeChunk(input: ChunkInput): Float32Array {
+/** What a chunk gives back: its scales, and for a dequantization the NaN/Inf values among those written. */
+export interface ChunkResult {
+  readonly scales: Float32Array;
+  readonly nonFinite?: number;
+}
+
+/** quantizeChunk, or referenceChunk (the oracle) with `reference`, with a dequantization's NaN/Inf count. */
+export function runChunk(input: ChunkInput, scratch: ChunkScratch, reference = false): ChunkResult {
+  if (!input.dequantizeTo) return { scales: reference ? referenceChunk(input) : quantizeChunk(input, scratch) };
+  // A fresh empty array each time: its buffer is transferred back with the reply.
+  if (!reference) return { scales: new Float32Array(0), nonFinite: dequantizeChunk(input, scratch) };
+  referenceChunk(input);
+  return { scales: new Float32Array(0), nonFinite: countNonFinite(new Uint8Array(input.codes, 0, chunkOutputBytes(input)), input.dequantizeTo) };
+}
+
+/** Dequantizes the chunk into `input.codes`; returns how many values written are NaN/Inf. */
+function dequantizeChunk(input: ChunkInput, scratch: ChunkScratch): number {
   const seg = input.segments?.[0];
   if (!seg || input.segments!.length !== 1 || !seg.grid || (seg.dtype !== 'F8_E4M3' && seg.dtype !== 'F8_E5M2')) {
     throw new Error('a dequantize chunk is one FP8 segment with its scale grid');
   }
+  const to = input.dequantizeTo!;
   const n = input.rows * input.cols;
+  const codes = new Uint8Array(input.source, seg.byteOffset, n);
   const out = new Uint8Array(input.codes, 0, chunkOutputBytes(input));
-  dequantizeScaledExact(new Uint8Array(input.source, seg.byteOffset, n), input.rows, input.cols, seg.dtype, seg.grid, input.dequantizeTo!, out);
-  return new Float32Array(0);
+  const wasm = to === 'F32' ? undefined : scratch.dequant;
+  if (wasm) return wasm.dequantize(codes, input.rows, input.cols, seg.dtype, seg.grid, to as 'BF16' | 'F16', out);
+  dequantizeScaledExact(codes, input.rows, input.cols, seg.dtype, seg.grid, to, out);
+  return countNonFinite(out, to);
 }
 
 /** The scale of element (r, c) of a segment: the oracle's per-element lookup (io/formats/float-rows.ts). */

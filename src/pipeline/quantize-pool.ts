@@ -26,6 +26,8 @@ export interface ChunkReply {
   readonly codes: ArrayBuffer;
   /** The chunk's float32 scales; absent on failure. */
   readonly scales?: ArrayBuffer;
+  /** A dequantization's NaN/Inf values among those written. */
+  readonly nonFinite?: number;
   readonly failure?: { readonly nonFinite: { row: number; col: number; value: number } } | { readonly message: string };
 }
 
@@ -35,6 +37,8 @@ export interface QuantizedChunk {
   /** rows × cols codes, on the codes buffer that went out. */
   readonly codes: Uint8Array;
   readonly scales: Float32Array;
+  /** A dequantization's NaN/Inf values among those written, where the chunk's thread counted them. */
+  readonly nonFinite?: number;
 }
 
 /** A chunk that failed (reason: NonFiniteValueError or Error); its buffers come back for reuse. */
@@ -175,7 +179,7 @@ export class QuantizePool {
     const f = reply.failure;
     if (!f) {
       const codes = new Uint8Array(reply.codes, 0, chunkOutputBytes(job.request));
-      job.resolve({ source: reply.source, codes, scales: new Float32Array(reply.scales!) });
+      job.resolve({ source: reply.source, codes, scales: new Float32Array(reply.scales!), ...(reply.nonFinite === undefined ? {} : { nonFinite: reply.nonFinite }) });
     } else {
       const reason = 'nonFinite' in f ? new NonFiniteValueError(f.nonFinite.row, f.nonFinite.col, f.nonFinite.value) : new Error(f.message);
       job.reject(new ChunkFailure(reason, reply.source, reply.codes));

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { NonFiniteValueError } from '../fp8/block-quantize.js';
 import type { Checkpoint, CheckpointTensor } from '../io/checkpoint/checkpoint.js';
 import type { DirectReads } from '../io/safetensors/direct-reads.js';
-import { ChunkScratch, chunkOutputBytes, quantizeChunk, referenceChunk, type ChunkInput } from './quantize-chunk.js';
+import { ChunkScratch, chunkOutputBytes, runChunk, type ChunkInput } from './quantize-chunk.js';
 import { BufferPool, CHUNK_BYTES, ChunkFailure, type QuantizedChunk } from './quantize-pool.js';
 
 /**
@@ -52,8 +52,8 @@ const mainThreadScratch = new ChunkScratch();
 /** The pool's contract, run synchronously on this thread (with the reference kernel for the oracle). */
 function runHere(input: ChunkInput, reference: boolean): QuantizedChunk {
   try {
-    const scales = reference ? referenceChunk(input) : quantizeChunk(input, mainThreadScratch);
-    return { source: input.source, codes: new Uint8Array(input.codes, 0, chunkOutputBytes(input)), scales };
+    const { scales, nonFinite } = runChunk(input, mainThreadScratch, reference);
+    return { source: input.source, codes: new Uint8Array(input.codes, 0, chunkOutputBytes(input)), scales, ...(nonFinite === undefined ? {} : { nonFinite }) };
   } catch (e) {
     throw new ChunkFailure(e as Error, input.source, input.codes);
   }

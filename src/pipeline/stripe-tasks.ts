@@ -7,7 +7,7 @@
 //  - stack-experts: each chunk's rows gathered from the parts they fall in (gate, then up);
 //  - mla-split: kv_b_proj one head at a time (move-blocks: its rows quantized as kv_b_proj's own,
 //    codes and scales moved; own-grid: w_uk from the transposed nope rows, w_uv from the v rows);
-//  - dequantize: FP8 rows rounded once to BF16/F16/F32 in the worker.
+//  - dequantize: FP8 rows rounded once to BF16/F16/F32 in the worker, which counts NaN/Inf in them.
 // Every kind runs on the worker pool's fast kernels, or with --threads 0 on the reference kernel
 // (the oracle); independent references of each layout are in the tests (experts-stacked,
 // mla-split, fp8-input-dequant).
@@ -431,7 +431,8 @@ export async function dequantizeFast(entry: DequantizeEntry, run: Run): Promise<
           return { dtype: 'F32', segments: [seg], dequantizeTo, rows, cols: src.cols, firstRow: row, source: buf, codes: buffers.take(per * src.cols * outSize) };
         },
         finish: (done) => {
-          nonFinite += countNonFinite(done.codes, to);
+          // Counted by the thread that dequantized the chunk; a runner that did not count leaves it to this one.
+          nonFinite += done.nonFinite ?? countNonFinite(done.codes, to);
           return run.sink.write(out.name, done.codes, first * src.cols * outSize);
         },
         nonFinite: (err) => err,
