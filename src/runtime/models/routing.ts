@@ -43,6 +43,14 @@ function softmaxRow(row: Float32Array): Float32Array {
   return Float32Array.from(e, (v) => v / sum);
 }
 
+/** The chosen experts' weights divided by their float32 sum (plus `epsilon`, as the model's code adds it). */
+function normalized(w: readonly number[], epsilon: number): number[] {
+  let sum = 0;
+  for (const v of w) sum = f(sum + v);
+  const denominator = epsilon === 0 ? sum : f(sum + epsilon);
+  return w.map((v) => f(v / denominator));
+}
+
 function sigmoid(x: number): number {
   return f(1 / (1 + Math.exp(-x)));
 }
@@ -75,22 +83,13 @@ export function routeTokens(logits: Float32Array, expertCount: number, spec: Rou
         k,
       );
       w = chosen.map((e) => p[e]!);
-      if (spec.normalize) {
-        let sum = 0;
-        for (const v of w) sum = f(sum + v);
-        const denominator = f(sum + 1e-20);
-        w = w.map((v) => f(v / denominator));
-      }
+      if (spec.normalize) w = normalized(w, 1e-20);
       w = w.map((v) => f(v * spec.routedScalingFactor));
     } else if (spec.kind === 'softmax') {
       const p = softmaxRow(row);
       chosen = topKIndices(p, k);
       w = chosen.map((e) => p[e]!);
-      if (spec.normalize) {
-        let sum = 0;
-        for (const v of w) sum = f(sum + v);
-        w = w.map((v) => f(v / sum));
-      }
+      if (spec.normalize) w = normalized(w, 0);
     } else {
       if (bias === undefined || bias.length !== expertCount) {
         throw new RangeError(`sigmoid routing needs e_score_correction_bias [${expertCount}]`);
@@ -106,12 +105,7 @@ export function routeTokens(logits: Float32Array, expertCount: number, spec: Rou
       const masked = choice.map((v, e) => (keptGroups.has(Math.floor(e / perGroup)) ? v : 0));
       chosen = topKIndices(masked, k);
       w = chosen.map((e) => scores[e]!);
-      if (spec.normalize) {
-        let sum = 0;
-        for (const v of w) sum = f(sum + v);
-        const denominator = f(sum + 1e-20);
-        w = w.map((v) => f(v / denominator));
-      }
+      if (spec.normalize) w = normalized(w, 1e-20);
       w = w.map((v) => f(v * spec.routedScalingFactor));
     }
     for (let i = 0; i < k; i++) {

@@ -86,11 +86,17 @@ export function floorLinear(module: string, values: Float32Array, n: number, k: 
     const rows = Math.min(bn, n - r0);
     quantizeF32StripeFast(values.subarray(r0 * k, (r0 + rows) * k), rows, k, opts, codes.subarray(r0 * k, (r0 + rows) * k), scaleInv.subarray(rb * kb, (rb + 1) * kb), r0, scratch);
   }
+  return asFp8Linear(module, codes, scaleInv, n, k, settings);
+}
+
+/** The floor as the FP8 linear it stands for: `[n, k]` codes and their block scales, no bias. */
+function asFp8Linear(module: string, codes: Uint8Array, scaleInv: Float32Array, n: number, k: number, settings: FloorSettings): Fp8Linear {
+  const { bn, bk } = settings.block;
   return {
     kind: 'fp8',
     module,
     weight: { codes, shape: [n, k], format: settings.format },
-    scaleInv: { data: scaleInv, shape: [ceilDiv(n, bn), kb] },
+    scaleInv: { data: scaleInv, shape: [ceilDiv(n, bn), ceilDiv(k, bk)] },
     block: settings.block,
     bias: undefined,
   };
@@ -127,14 +133,7 @@ export function bf16FloorLinear(module: string, w: LinearWeight, settings: Floor
     );
     if (!ok) return undefined;
   }
-  return {
-    kind: 'fp8',
-    module,
-    weight: { codes, shape: [n, k], format: settings.format },
-    scaleInv: { data: scaleInv, shape: [ceilDiv(n, bn), kb] },
-    block: settings.block,
-    bias: undefined,
-  };
+  return asFp8Linear(module, codes, scaleInv, n, k, settings);
 }
 
 /**
