@@ -7,6 +7,7 @@
 // an 8B model) scan every byte on the thread that writes them. Pure: no I/O.
 
 import { NONFINITE_SCAN_WASM_BASE64 } from './fp8-kernel-wasm.generated.js';
+import { compiledModule, instantiate } from './wasm-module.js';
 
 export type ScannedDtype = 'BF16' | 'F16' | 'F32' | 'F64';
 
@@ -27,26 +28,8 @@ export const EXPONENT_CARRY: Readonly<Record<ScannedDtype, ExponentCarry>> = {
   F64: { expEven: 0, expOdd: 0x7ff00000, lowEven: 0, lowOdd: 0x00100000, top: 0x80000000 },
 };
 
-/** The part of the WebAssembly JS API used here (this project's lib has no DOM/wasm typings). */
-interface WasmApi {
-  validate(bytes: Uint8Array): boolean;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { readonly exports: unknown };
-}
-
 interface ScanExports {
   orExponentCarry(ptr: number, len: number, expEven: number, expOdd: number, lowEven: number, lowOdd: number): number;
-}
-
-const wasmApi = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
-let compiled: { module: object | null } | undefined;
-
-function scanModule(): object | null {
-  if (!compiled) {
-    const bytes = Buffer.from(NONFINITE_SCAN_WASM_BASE64, 'base64');
-    compiled = { module: wasmApi?.validate(bytes) ? new wasmApi.Module(bytes) : null };
-  }
-  return compiled.module;
 }
 
 /** Scans made for a memory, by its buffer. */
@@ -58,10 +41,10 @@ export class WasmNonFiniteScan {
 
   /** Makes the scan of `memory` (a non-shared WebAssembly.Memory that never grows), for `of`; nothing without WebAssembly SIMD. */
   static register(memory: { readonly buffer: ArrayBufferLike }): void {
-    const module = scanModule();
-    if (!module || !wasmApi) return;
+    const module = compiledModule(NONFINITE_SCAN_WASM_BASE64);
+    if (!module) return;
     try {
-      scans.set(memory.buffer, new WasmNonFiniteScan(new wasmApi.Instance(module, { env: { memory } }).exports as ScanExports));
+      scans.set(memory.buffer, new WasmNonFiniteScan(instantiate<ScanExports>(module, { env: { memory } })));
     } catch {
       // Not a memory this module can import: the word scan in JavaScript does the work.
     }

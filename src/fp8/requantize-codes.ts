@@ -13,8 +13,8 @@ import { scaleFromAmax, stripeSettings, type BlockQuantizeOptions } from './bloc
 import { encodeFloat32Bits } from './fast-quantize.js';
 import { fp8DecodeTable, type Fp8Dtype, type ScaleGridSlice } from './scaled-decode.js';
 
-/** Whether `code` of `dtype` is NaN or ±Inf. */
-function nonFiniteCode(dtype: Fp8Dtype, code: number): boolean {
+/** Whether `code` of `dtype` (or its magnitude, code & 0x7f) is NaN or ±Inf. */
+export function nonFiniteCode(dtype: Fp8Dtype, code: number): boolean {
   const m = code & 0x7f;
   return dtype === 'F8_E4M3' ? m === 0x7f : m >= 0x7c;
 }

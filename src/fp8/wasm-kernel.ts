@@ -7,13 +7,7 @@
 
 import { scaleFromAmax, stripeSettings, type BlockQuantizeOptions } from './block-quantize.js';
 import { FP8_KERNEL_WASM_BASE64 } from './fp8-kernel-wasm.generated.js';
-
-/** The part of the WebAssembly JS API used here (this project's lib has no DOM/wasm typings). */
-interface WasmApi {
-  validate(bytes: Uint8Array): boolean;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { readonly exports: unknown };
-}
+import { compiledModule, instantiate } from './wasm-module.js';
 
 export interface KernelExports {
   readonly memory: { readonly buffer: ArrayBuffer; grow(pages: number): number };
@@ -44,22 +38,10 @@ const WASM_PAGE_BYTES = 65536;
 /** First BF16 pattern of |x| that is Inf or NaN. */
 const BF16_INF = 0x7f80;
 
-const wasmApi = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
-let compiled: { module: object | null } | undefined;
-
-/** The compiled module, or null where this runtime has no WebAssembly SIMD. */
-function kernelModule(): object | null {
-  if (!compiled) {
-    const bytes = Buffer.from(FP8_KERNEL_WASM_BASE64, 'base64');
-    compiled = { module: wasmApi?.validate(bytes) ? new wasmApi.Module(bytes) : null };
-  }
-  return compiled.module;
-}
-
 /** A fresh instance of the kernel module with its own memory, or undefined without WebAssembly SIMD. */
 export function kernelInstance(): KernelExports | undefined {
-  const module = kernelModule();
-  return module && wasmApi ? (new wasmApi.Instance(module, {}).exports as KernelExports) : undefined;
+  const module = compiledModule(FP8_KERNEL_WASM_BASE64);
+  return module ? instantiate<KernelExports>(module) : undefined;
 }
 
 /** Grows `kernel`'s memory to at least `total` bytes (pages of 64 KiB). */

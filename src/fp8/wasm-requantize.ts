@@ -11,13 +11,9 @@
 // new codes out.
 
 import { scaleFromAmax, stripeSettings, type BlockQuantizeOptions } from './block-quantize.js';
+import { nonFiniteCode } from './requantize-codes.js';
 import { fp8DecodeTable, type Fp8Dtype, type ScaleGridSlice } from './scaled-decode.js';
 import { align16, kernelInstance, reserveKernelMemory, type KernelExports } from './wasm-kernel.js';
-
-/** Whether `magnitude` (code & 0x7f) of `dtype` is NaN or ±Inf. */
-function nonFiniteMagnitude(dtype: Fp8Dtype, magnitude: number): boolean {
-  return dtype === 'F8_E4M3' ? magnitude === 0x7f : magnitude >= 0x7c;
-}
 
 export class WasmRequantizeKernel {
   private constructor(private readonly kernel: KernelExports) {}
@@ -86,7 +82,7 @@ export class WasmRequantizeKernel {
         for (let j = 0; j < n; j++) {
           const mag = mags[j]!;
           // NaN/Inf codes have the largest magnitudes, so a piece's largest tells whether it holds one.
-          if (nonFiniteMagnitude(dtype, mag)) return false;
+          if (nonFiniteCode(dtype, mag)) return false;
           const a = Math.fround(decode[mag]! * Math.abs(gridScales[gridRow + pieceGridCol[j]!]!));
           if (a === Infinity) return false;
           if (a > amax[pieceBlock[j]!]!) amax[pieceBlock[j]!] = a;
