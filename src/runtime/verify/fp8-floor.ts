@@ -160,8 +160,9 @@ export async function floorProbes(
     if (capture === undefined || !original.checkpoint.has(`${module}.weight`)) continue;
     const settings = await storedSettings(quantized.checkpoint, module, (m, n, k, s) => quantized.blockFor(m, n, k, s));
     if (settings === undefined) continue;
-    if (sameAsStored !== undefined && (await checked?.(module)) === true) {
-      sameAsStored.set(module, settings.block.bn);
+    const answer = sameAsStored === undefined ? undefined : await checked?.(module);
+    if (answer === true) {
+      sameAsStored!.set(module, settings.block.bn);
       continue;
     }
     // A scope per module: its read buffer is reused by the next module of the same size, so the
@@ -174,12 +175,15 @@ export async function floorProbes(
       const name = `${module}${FLOOR_SUFFIX}`;
       const codesBuffer = pool?.bytes(n * k);
       const floor = bf16FloorLinear(name, w, settings, codesBuffer) ?? floorLinear(name, originalValues(w), n, k, settings);
+      // Declined by the WebAssembly kernel: the float32 path made its own codes.
+      if (codesBuffer !== undefined && floor.weight.codes !== codesBuffer) pool?.give([codesBuffer]);
       // A floor with the stored codes and scales is the stored linear, and its probe would compute
       // the module's own output bit for bit (same input, same GEMM): not run, it does not hold a
       // second float32 copy of the layer's weights on the CPU (bench/NOTES.md, "Verify").
-      if (sameAsStored !== undefined && w.bias === undefined && (await storedEquals(quantized.checkpoint, module, floor, pool))) {
+      // A worker's `false` already answered this comparison: the stored bytes are not read again.
+      if (sameAsStored !== undefined && answer === undefined && w.bias === undefined && (await storedEquals(quantized.checkpoint, module, floor, pool))) {
         sameAsStored.set(module, floor.block.bn);
-        if (codesBuffer !== undefined) pool?.give([codesBuffer]);
+        if (floor.weight.codes === codesBuffer) pool?.give([codesBuffer]);
         continue;
       }
       // The bias is copied: the scope's buffers go back to the pool when it closes, before the probe runs.
