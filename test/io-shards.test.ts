@@ -62,7 +62,7 @@ describe('sharded output', () => {
   test('a small --max-shard-size gives several shards and an index covering every tensor exactly once', async () => {
     const out = join(tmp.path, 'llama-sharded');
     const maxShardBytes = 400_000;
-    const summary = await convertCheckpoint({ input: modelDir('llama'), output: out, maxShardBytes });
+    const summary = await convertCheckpoint({ input: modelDir('llama'), output: out, maxShardBytes, hashShards: true });
     const files = await listFiles(out);
     const shardFiles = files.filter((f) => f.endsWith('.safetensors'));
     assert.ok(shardFiles.length >= 4, `shards: ${shardFiles.join(', ')}`);

@@ -198,6 +198,32 @@ describe('fast quantize kernels match the oracle', () => {
     checkAllPaths(all, 256, 256, { bn: 32, bk: 64 }, 'all patterns incl. Inf/NaN', kernel);
   });
 
+  it('the WebAssembly kernel rounds every magnitude under 97 block maxima like the oracle (grid add, subnormals, clamp)', () => {
+    assert.ok(kernel);
+    // Each block holds every finite BF16 magnitude up to its maximum (sampled evenly when there are
+    // more than fit), half of them negative: all rounding cases of one scale, incl. the subnormal
+    // grid and the values that round past ±max.
+    const block = { bn: 128, bk: 128 };
+    const maxima = Array.from({ length: 97 }, (_, i) => 1 + Math.round((i / 96) * (0x7f7f - 1)));
+    const cols = maxima.length * 128;
+    const words = new Uint16Array(128 * cols);
+    maxima.forEach((amax, b) => {
+      for (let i = 0; i < 128 * 128; i++) {
+        const magnitude = i === 0 ? amax : Math.floor(((i - 1) * (amax + 1)) / (128 * 128 - 1));
+        words[(i >> 7) * cols + b * 128 + (i & 127)] = magnitude | (i & 1 ? 0x8000 : 0);
+      }
+    });
+    const values = bf16Values(words);
+    for (const format of FORMATS) {
+      for (const scaleFormat of SCALE_FORMATS) {
+        const opts: BlockQuantizeOptions = { format, block, scaleFormat };
+        const w = wasmBf16(kernel, words, 128, cols, opts);
+        assert.notEqual(w, 'declined');
+        if (w !== 'declined') assertSameOutcome(w, oracle(values, 128, cols, opts), `${format}, ${scaleFormat} scales`);
+      }
+    }
+  });
+
   it('rounding ties: every midpoint between adjacent FP8 values, at scale 1 and ±1 ulp around it', () => {
     for (const format of FORMATS) {
       const decode = decodeTableFor(format);
@@ -471,7 +497,7 @@ describe('convert with worker threads', () => {
     for (const threads of [0, 1, 2]) {
       const output = join(tmp.path, `out-${threads}`);
       // One shard over DIRECT_MIN_BYTES (direct writes, hashed on the hash thread), one under.
-      const summary = await convertCheckpoint({ input: source, output, threads, maxShardBytes: 10e6 });
+      const summary = await convertCheckpoint({ input: source, output, threads, maxShardBytes: 10e6, hashShards: true });
       assert.ok(summary.shards.some((s) => s.bytes >= DIRECT_MIN_BYTES) && summary.shards.some((s) => s.bytes < DIRECT_MIN_BYTES), 'shards on both writers');
       const hashes = new Map<string, string>();
       for (const f of await listFiles(output)) hashes.set(f, await sha256File(join(output, f)));

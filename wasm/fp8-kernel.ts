@@ -3,8 +3,9 @@
 // src/fp8/wasm-kernel.ts). Same numerics as the oracle, src/fp8/block-quantize.ts:
 //  - amax on |bf16| bit patterns (integer max orders non-negative floats like their values);
 //  - q = w / scale as an IEEE float32 division (f32x4.div rounds to nearest even, like fround);
-//  - the FP8 code from q's bits exactly as c10 (formats.ts): integer RNE for normal values, the
-//    "add 2^k as float32" trick for subnormals, and the clamp to ±max.
+//  - the FP8 code of q exactly as c10 rounds it (formats.ts): in the quantize loop by a float32
+//    add onto the FP8 grid (encodeMagnitude4); for the requantize tables by integer RNE for
+//    normal values and the "add 2^k as float32" trick for subnormals (encode4); clamped to ±max.
 // It handles finite stripes whose width and block width are multiples of 16; the caller computes
 // the scales (scaleFromAmax) and sends anything else (Inf/NaN, odd widths) to the TypeScript
 // kernel. No allocation: every pointer is into memory the caller laid out.
@@ -47,14 +48,39 @@ function encode4(q: v128, maxBits: v128, maxCode: v128, minNormal: v128, rebiasR
   return v128.or(code, sign);
 }
 
-/** codes[r, c] = fp8(clamp(w[r, c] / scales[c / bk])) for a finite stripe; cols and bk multiples of 16. */
+/**
+ * Four non-negative finite float32 quotients (as bits) → four FP8 magnitude codes: encode4 without
+ * the sign, in fewer instructions. q is rounded onto the FP8 grid by one float32 add and subtract
+ * of M = 2^(exponent of q + 23 − FP8 mantissa bits), whose ulp is the FP8 spacing at q's exponent
+ * (M is at least the subnormal grid's, so small q round onto that); the add rounds to nearest even,
+ * as c10's conversion does. The grid value times 2^(FP8 bias − 127) has the FP8 code in its float32
+ * bits, shifted left by 23 − mantissa bits, normal and subnormal alike. Below 2^31 signed min/max
+ * order the bits like the values, and the code grows with q, so the clamp to max is one min.
+ */
+// @ts-ignore: decorator
+@inline
+function encodeMagnitude4(q: v128, maxCode: v128, gridExp: v128, gridMin: v128, rebias: v128, mantShift: i32): v128 {
+  const m = i32x4.max_s(i32x4.add(v128.and(q, i32x4.splat(0x7f800000)), gridExp), gridMin);
+  const onGrid = f32x4.sub(f32x4.add(q, m), m);
+  return i32x4.min_s(i32x4.shr_u(f32x4.mul(onGrid, rebias), mantShift), maxCode);
+}
+
+/**
+ * codes[r, c] = fp8(clamp(w[r, c] / scales[c / bk])) for a finite stripe; cols and bk multiples of 16.
+ * The division is of |w| (scales are positive, so the quotient's sign is w's and its magnitude is
+ * the same float32): the sign byte is taken from the BF16 word after the codes are narrowed.
+ */
 export function encodeBf16(src: usize, rows: i32, cols: i32, bk: i32, scales: usize, codes: usize, e5m2: bool): void {
-  const maxBits = i32x4.splat(e5m2 ? 0x47600000 : 0x43e00000); // 57344 : 448
   const maxCode = i32x4.splat(e5m2 ? 0x7b : 0x7e);
-  const minNormal = i32x4.splat(e5m2 ? 113 << 23 : 121 << 23); // 2^-14 : 2^-6
-  const rebiasRound = i32x4.splat(e5m2 ? ((15 - 127) << 23) + 0xfffff : ((7 - 127) << 23) + 0x7ffff);
+  // M's exponent is q's plus 23 − mantissa bits (20 for e4m3, 21 for e5m2), at least the
+  // subnormal grid's 2^14 (e4m3) or 2^7 (e5m2); the rebias factor is 2^(7 − 127) or 2^(15 − 127).
+  const gridExp = i32x4.splat(e5m2 ? 21 << 23 : 20 << 23);
+  const gridMin = i32x4.splat(e5m2 ? 134 << 23 : 141 << 23);
+  const rebias = i32x4.splat(e5m2 ? (127 - 112) << 23 : (127 - 120) << 23);
   const mantShift: i32 = e5m2 ? 21 : 20;
-  const denormMagic = i32x4.splat(e5m2 ? 134 << 23 : 141 << 23); // 2^7 : 2^14
+  const magnitude = i16x8.splat(0x7fff);
+  const signBit = i8x16.splat(-128);
+  const zero = i32x4.splat(0);
   for (let r: i32 = 0; r < rows; r++) {
     const row = src + (<usize>r * <usize>cols << 1);
     const out = codes + <usize>r * <usize>cols;
@@ -64,16 +90,22 @@ export function encodeBf16(src: usize, rows: i32, cols: i32, bk: i32, scales: us
       for (let c = c0; c < c1; c += 16) {
         const lo = v128.load(row + (<usize>c << 1));
         const hi = v128.load(row + (<usize>c << 1), 16);
-        const q0 = f32x4.div(i32x4.shl(i32x4.extend_low_i16x8_u(lo), 16), scale);
-        const q1 = f32x4.div(i32x4.shl(i32x4.extend_high_i16x8_u(lo), 16), scale);
-        const q2 = f32x4.div(i32x4.shl(i32x4.extend_low_i16x8_u(hi), 16), scale);
-        const q3 = f32x4.div(i32x4.shl(i32x4.extend_high_i16x8_u(hi), 16), scale);
-        const e0 = encode4(q0, maxBits, maxCode, minNormal, rebiasRound, mantShift, denormMagic);
-        const e1 = encode4(q1, maxBits, maxCode, minNormal, rebiasRound, mantShift, denormMagic);
-        const e2 = encode4(q2, maxBits, maxCode, minNormal, rebiasRound, mantShift, denormMagic);
-        const e3 = encode4(q3, maxBits, maxCode, minNormal, rebiasRound, mantShift, denormMagic);
-        // Codes are 0..255: the saturating narrows pass them through unchanged.
-        v128.store(out + <usize>c, i8x16.narrow_i16x8_u(i16x8.narrow_i32x4_u(e0, e1), i16x8.narrow_i32x4_u(e2, e3)));
+        const mlo = v128.and(lo, magnitude);
+        const mhi = v128.and(hi, magnitude);
+        // Interleaving zero words below the BF16 words widens them to float32 bits (punpck*wd).
+        const q0 = f32x4.div(i8x16.shuffle(zero, mlo, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23), scale);
+        const q1 = f32x4.div(i8x16.shuffle(zero, mlo, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31), scale);
+        const q2 = f32x4.div(i8x16.shuffle(zero, mhi, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23), scale);
+        const q3 = f32x4.div(i8x16.shuffle(zero, mhi, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31), scale);
+        const e0 = encodeMagnitude4(q0, maxCode, gridExp, gridMin, rebias, mantShift);
+        const e1 = encodeMagnitude4(q1, maxCode, gridExp, gridMin, rebias, mantShift);
+        const e2 = encodeMagnitude4(q2, maxCode, gridExp, gridMin, rebias, mantShift);
+        const e3 = encodeMagnitude4(q3, maxCode, gridExp, gridMin, rebias, mantShift);
+        // Codes are 0..126: the saturating narrows pass them through unchanged. The sign bytes are
+        // the BF16 words' high bytes (0..255, also unchanged by the narrow), masked to bit 7.
+        const magnitudes = i8x16.narrow_i16x8_u(i16x8.narrow_i32x4_u(e0, e1), i16x8.narrow_i32x4_u(e2, e3));
+        const signs = v128.and(i8x16.narrow_i16x8_u(i16x8.shr_u(lo, 8), i16x8.shr_u(hi, 8)), signBit);
+        v128.store(out + <usize>c, v128.or(magnitudes, signs));
       }
     }
   }

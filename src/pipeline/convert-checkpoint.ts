@@ -49,6 +49,8 @@ export interface ConvertOptions {
   readonly allowUnindexed?: boolean;
   /** Worker threads quantizing (default: available cores); 0 runs the reference executors on the main thread. */
   readonly threads?: number;
+  /** Compute each output shard's SHA-256 (the summary's `shards[].sha256`); costs about a core at disk speed. */
+  readonly hashShards?: boolean;
   /** Also write DeepSeek MLA's w_uk / w_uv (passes/mla-split.ts). */
   readonly mlaSplit?: boolean;
   /** Write per-expert weights as one stacked [E, N, K] tensor per projection (passes/stack-experts.ts). */
@@ -191,6 +193,7 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertSu
       companions: companions.files,
       ...(opts.maxShardBytes !== undefined ? { maxShardBytes: opts.maxShardBytes } : {}),
       ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+      ...(opts.hashShards !== undefined ? { hashShards: opts.hashShards } : {}),
       ...(opts.allowNonFinite !== undefined ? { allowNonFinite: opts.allowNonFinite } : {}),
       ...(measured ? { activationScales: measured.scales } : {}),
       onNonFiniteKept: (name, values) => nonFinite?.push({ name, values, action: 'kept' }),

@@ -52,9 +52,9 @@ export interface ChunkInput {
   /** Kernel settings; absent for a dequantize chunk. */
   readonly settings?: ChunkSettings;
   /** Source bytes, from offset 0. */
-  readonly source: ArrayBuffer;
+  readonly source: ArrayBufferLike;
   /** Room for rows × cols codes, filled from offset 0. */
-  readonly codes: ArrayBuffer;
+  readonly codes: ArrayBufferLike;
 }
 
 /** Per-thread state: the kernels' scratch and a widening buffer for non-BF16 sources. */

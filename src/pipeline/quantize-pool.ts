@@ -1,8 +1,10 @@
 // A pool of worker threads that quantize chunks of row stripes (quantize-worker.ts), so the
 // kernel runs on every core while the main thread reads, writes and hashes; it also owns the
 // fast path's other per-convert resources (I/O buffers, direct read and write staging, the hash
-// thread). Buffers travel as
-// transfers both ways (no copies); each worker holds one chunk at a time and the rest wait here.
+// thread). The I/O buffers are shared memory that each worker is sent once, with a number: a chunk
+// then names its buffers by number (no copies, and no transfer, which would make a new buffer
+// object per chunk and per direction: at disk speed that was a second of garbage collection on the
+// main thread for every 4 GB); each worker holds one chunk at a time and the rest wait here.
 // Workers start on the first chunk (a convert of a tiny model never pays for them). Idle workers
 // are unref'd, so a pool nobody closed never keeps the process alive; busy ones are ref'd, so the
 // process never exits with a chunk in flight.
@@ -16,14 +18,20 @@ import { HashThread } from './hash-thread.js';
 import { startModuleWorker } from '../io/module-worker.js';
 import { chunkOutputBytes, type ChunkInput } from './quantize-chunk.js';
 
-export interface ChunkRequest extends ChunkInput {
+/** A buffer on the wire: a pooled shared buffer's number (with the buffer the first time this worker sees it), or a one-off buffer. */
+export type WireBuffer = { readonly pooled: number; readonly buffer?: SharedArrayBuffer } | { readonly buffer: ArrayBufferLike };
+
+export interface ChunkRequest extends Omit<ChunkInput, 'source' | 'codes'> {
   readonly id: number;
+  readonly source: WireBuffer;
+  readonly codes: WireBuffer;
 }
 
 export interface ChunkReply {
   readonly id: number;
-  readonly source: ArrayBuffer;
-  readonly codes: ArrayBuffer;
+  /** One-off (non-pooled) buffers, transferred back; pooled ones stay where they are. */
+  readonly source?: ArrayBuffer;
+  readonly codes?: ArrayBuffer;
   /** The chunk's float32 scales; absent on failure. */
   readonly scales?: ArrayBuffer;
   /** A dequantization's NaN/Inf values among those written. */
@@ -33,7 +41,7 @@ export interface ChunkReply {
 
 export interface QuantizedChunk {
   /** The source buffer, free for the next read. */
-  readonly source: ArrayBuffer;
+  readonly source: ArrayBufferLike;
   /** rows × cols codes, on the codes buffer that went out. */
   readonly codes: Uint8Array;
   readonly scales: Float32Array;
@@ -45,8 +53,8 @@ export interface QuantizedChunk {
 export class ChunkFailure extends Error {
   constructor(
     readonly reason: Error,
-    readonly source: ArrayBuffer,
-    readonly codes: ArrayBuffer,
+    readonly source: ArrayBufferLike,
+    readonly codes: ArrayBufferLike,
   ) {
     super(reason.message);
     this.name = 'ChunkFailure';
@@ -59,37 +67,51 @@ export function defaultThreads(): number {
 }
 
 interface Pending {
-  readonly request: ChunkRequest;
+  readonly request: ChunkInput & { readonly id: number };
   readonly resolve: (c: QuantizedChunk) => void;
   readonly reject: (e: Error) => void;
 }
 
 /**
  * Free I/O buffers, reused across chunks and entries for the whole convert: a fresh 4 MiB
- * ArrayBuffer per chunk costs page faults, zeroing and GC, and adds up to gigabytes.
+ * ArrayBuffer per chunk costs page faults, zeroing and GC, and adds up to gigabytes. Pooled
+ * buffers are shared memory, numbered, so the workers can be sent a number instead (see above).
  */
 export class BufferPool {
-  private readonly free: ArrayBuffer[] = [];
+  private readonly free: SharedArrayBuffer[] = [];
+  private readonly numbers = new WeakMap<ArrayBufferLike, number>();
+  private made = 0;
   constructor(readonly defaultBytes: number) {}
 
   /** A buffer of at least `minBytes` (usually exactly defaultBytes). */
-  take(minBytes: number): ArrayBuffer {
-    const i = this.free.findIndex((b) => b.byteLength >= minBytes);
-    if (i >= 0) return this.free.splice(i, 1)[0]!;
-    return new ArrayBuffer(Math.max(minBytes, this.defaultBytes));
+  take(minBytes: number): ArrayBufferLike {
+    if (minBytes > this.defaultBytes) return new ArrayBuffer(minBytes);
+    const reused = this.free.pop();
+    if (reused) return reused;
+    const buffer = new SharedArrayBuffer(this.defaultBytes);
+    this.numbers.set(buffer, this.made++);
+    return buffer;
   }
 
-  give(buffer: ArrayBuffer): void {
+  give(buffer: ArrayBufferLike): void {
     // Oversized one-offs (a stripe larger than a chunk) are left to the GC.
-    if (buffer.byteLength === this.defaultBytes) this.free.push(buffer);
+    if (this.numbers.has(buffer)) this.free.push(buffer as SharedArrayBuffer);
+  }
+
+  /** The pool's number for one of its buffers; undefined for a one-off. */
+  numberOf(buffer: ArrayBufferLike): number | undefined {
+    return this.numbers.get(buffer);
   }
 }
 
 /** Source bytes per chunk of work, and the size of every pooled I/O buffer. */
 export const CHUNK_BYTES = 4 * 1024 * 1024;
 
-/** Direct-read staging slots: the quantize read-ahead plus the copy read-ahead, with room to spare. */
-const DIRECT_SLOTS = 6;
+/**
+ * Direct-read staging slots: the quantize read-ahead plus the copy read-ahead of two entries in
+ * flight (write-plan.ts), with room to spare: a copy waiting for its turn to write holds its slots.
+ */
+const DIRECT_SLOTS = 8;
 /** Direct-write slots: two written while the third fills; large writes are what disks like. */
 const WRITE_SLOTS = 3;
 const WRITE_SLOT_BYTES = 8 * 1024 * 1024;
@@ -103,6 +125,8 @@ export class QuantizePool {
   private readonly workers: Worker[] = [];
   private readonly idle: Worker[] = [];
   private readonly busy = new Map<Worker, Pending>();
+  /** Pooled buffers each worker has been sent (by number). */
+  private readonly known = new Map<Worker, Set<number>>();
   private readonly queue: Pending[] = [];
   private nextId = 0;
   private broken: Error | undefined;
@@ -166,8 +190,27 @@ export class QuantizePool {
       const job = this.queue.shift()!;
       this.busy.set(w, job);
       w.ref();
-      w.postMessage(job.request, [job.request.source, job.request.codes]);
+      const transfer: ArrayBuffer[] = [];
+      const wire = (buffer: ArrayBufferLike): WireBuffer => {
+        const pooled = this.buffers.numberOf(buffer);
+        if (pooled === undefined) {
+          if (buffer instanceof ArrayBuffer) transfer.push(buffer);
+          return { buffer };
+        }
+        let known = this.known.get(w);
+        if (!known) this.known.set(w, (known = new Set()));
+        if (known.has(pooled)) return { pooled };
+        known.add(pooled);
+        return { pooled, buffer: buffer as SharedArrayBuffer };
+      };
+      const request: ChunkRequest = { ...job.request, source: wire(job.request.source), codes: wire(job.request.codes) };
+      w.postMessage(request, transfer);
     }
+  }
+
+  /** A one-off buffer that went out transferred comes back in the reply. */
+  private static returned(sent: ArrayBufferLike, back: ArrayBuffer | undefined): ArrayBufferLike {
+    return back ?? sent;
   }
 
   private onReply(w: Worker, reply: ChunkReply): void {
@@ -177,12 +220,14 @@ export class QuantizePool {
     this.busy.delete(w);
     this.idle.push(w);
     const f = reply.failure;
+    const source = QuantizePool.returned(job.request.source, reply.source);
+    const codesBuffer = QuantizePool.returned(job.request.codes, reply.codes);
     if (!f) {
-      const codes = new Uint8Array(reply.codes, 0, chunkOutputBytes(job.request));
-      job.resolve({ source: reply.source, codes, scales: new Float32Array(reply.scales!), ...(reply.nonFinite === undefined ? {} : { nonFinite: reply.nonFinite }) });
+      const codes = new Uint8Array(codesBuffer, 0, chunkOutputBytes(job.request));
+      job.resolve({ source, codes, scales: new Float32Array(reply.scales!), ...(reply.nonFinite === undefined ? {} : { nonFinite: reply.nonFinite }) });
     } else {
       const reason = 'nonFinite' in f ? new NonFiniteValueError(f.nonFinite.row, f.nonFinite.col, f.nonFinite.value) : new Error(f.message);
-      job.reject(new ChunkFailure(reason, reply.source, reply.codes));
+      job.reject(new ChunkFailure(reason, source, codesBuffer));
     }
     this.dispatch();
   }

@@ -114,7 +114,7 @@ export async function driveStripes(tasks: readonly StripeTask[], runner: StripeR
       await task.finish(done);
     } finally {
       buffers.give(done.source);
-      buffers.give(done.codes.buffer as ArrayBuffer);
+      buffers.give(done.codes.buffer);
     }
     opts.onBytes?.(task.sourceBytes);
   };

@@ -72,7 +72,7 @@ class TensorRows {
   }
 
   /** Reads rows [row0, row0 + count) of the 2-D view into `buffer` at `byteOffset`; FP8 rows must lie in one matrix. */
-  async segment(row0: number, count: number, buffer: ArrayBuffer, byteOffset: number): Promise<ChunkSegment> {
+  async segment(row0: number, count: number, buffer: ArrayBufferLike, byteOffset: number): Promise<ChunkSegment> {
     const size = this.elementBytes;
     await readSourceBytes(this.run.ckpt, this.run.runner, this.info, row0 * this.cols * size, new Uint8Array(buffer, byteOffset, count * this.cols * size));
     const grid = this.grid;
@@ -106,7 +106,15 @@ class TensorRows {
 }
 
 /** A chunk over `segments` (read into `source` in order): one float dtype goes as plain bytes (the WebAssembly path), anything else as segments. */
-function chunkOf(segments: readonly ChunkSegment[], rows: number, cols: number, firstRow: number, settings: ChunkSettings, source: ArrayBuffer, codes: ArrayBuffer): ChunkInput {
+function chunkOf(
+  segments: readonly ChunkSegment[],
+  rows: number,
+  cols: number,
+  firstRow: number,
+  settings: ChunkSettings,
+  source: ArrayBufferLike,
+  codes: ArrayBufferLike,
+): ChunkInput {
   const dtype = segments[0]!.dtype;
   if (isFloatSourceDtype(dtype) && segments.every((s) => s.dtype === dtype && !s.grid)) {
     return { dtype: dtype as FloatSourceDtype, rows, cols, firstRow, settings, source, codes };

@@ -25,10 +25,14 @@ import { assignShards, buildIndex, type ShardPlan } from './shards.js';
 
 export const DEFAULT_MAX_SHARD_BYTES = 5e9;
 
+/** Entries under way at once on the worker pool: the one writing, and the next one reading ahead. */
+const ENTRIES_IN_FLIGHT = 2;
+
 export interface WrittenShard {
   readonly file: string;
   readonly bytes: number;
-  readonly sha256: string;
+  /** With `hashShards`: the file's SHA-256 (hex). */
+  readonly sha256?: string;
 }
 
 export type WriteEvent =
@@ -55,6 +59,12 @@ export interface WritePlanOptions {
   readonly allowNonFinite?: boolean;
   /** Calibrated static activation scales by module, for `activation-scale` entries. */
   readonly activationScales?: ReadonlyMap<string, Float32Array>;
+  /**
+   * Compute each shard's SHA-256 while it is written (convert's --json and --report show them).
+   * Off unless asked: hashing runs at about disk speed on one core, a core a convert on a small
+   * machine otherwise spends quantizing.
+   */
+  readonly hashShards?: boolean;
   readonly emit: (event: WriteEvent) => void;
 }
 
@@ -145,7 +155,7 @@ async function writeJson(path: string, value: unknown): Promise<void> {
 
 /**
  * Writes every shard in order. Entries arrive in file order, so each shard's bytes are produced
- * sequentially and hashed on the way (no second read for the SHA-256 in --json).
+ * sequentially and, with `hashShards`, hashed on the way (no second read for the SHA-256).
  */
 async function writeShards(
   ckpt: Checkpoint,
@@ -169,9 +179,10 @@ async function writeShards(
   };
   for (let si = 0; si < shards.length; si++) {
     const shard = shards[si]!;
-    const writer = await createShardWriter(join(dir, shard.file), shard.tensors, { format: 'pt' }, pool?.writeSlots, pool?.hashing);
+    const hash = opts.hashShards === true;
+    const writer = await createShardWriter(join(dir, shard.file), shard.tensors, { format: 'pt' }, pool?.writeSlots, hash ? pool?.hashing : undefined);
     // A direct writer hashes the file itself, on another thread (direct-shard-writer.ts).
-    const hashing = writer.digest ? undefined : new SequentialHasher(writer.layout.headerBytes);
+    const hashing = !hash || writer.digest ? undefined : new SequentialHasher(writer.layout.headerBytes);
     const sink: OutputSink = {
       write: async (name, bytes, byteOffset) => {
         // Hash while the bytes go to the file: both are on the critical path of a disk-bound write.
@@ -180,19 +191,34 @@ async function writeShards(
         await writing;
       },
     };
+    // With the pool, the next entry starts reading and quantizing while this one finishes: its
+    // writes wait until every earlier entry's are done (`before`), so the file is still written in
+    // order, and the disk and the workers do not idle at each tensor's end.
+    const inFlight: Promise<void>[] = [];
+    let previous: Promise<void> = Promise.resolve();
+    let failed = false;
     try {
-      while (entryIndex < entries.length && shardOf.get(entries[entryIndex]!.outputs[0]!.name) === si) {
+      while (!failed && entryIndex < entries.length && shardOf.get(entries[entryIndex]!.outputs[0]!.name) === si) {
         const entry = entries[entryIndex]!;
         opts.emit({ type: 'tensor', name: entry.outputs[0]!.name, index: entryIndex, count: entries.length });
-        await progress.entry(entry, (onBytes) => executeEntry(entry, ckpt, sink, { ...execOpts, onBytes }));
+        const before = previous;
+        const inOrder: OutputSink = pool ? { write: (name, bytes, byteOffset) => before.then(() => sink.write(name, bytes, byteOffset)) } : sink;
+        const running = progress.entry(entry, (onBytes) => executeEntry(entry, ckpt, inOrder, { ...execOpts, onBytes }));
+        previous = Promise.all([before, running]).then(() => undefined);
+        // A failure stops the starting of entries; it is thrown where `previous` is awaited.
+        previous.catch(() => (failed = true));
+        inFlight.push(previous);
+        if (inFlight.length >= (pool ? ENTRIES_IN_FLIGHT : 1)) await inFlight.shift();
         entryIndex++;
       }
+      await previous;
       await writer.finish();
     } catch (e) {
       await writer.abort();
       throw e;
     }
-    written.push({ file: shard.file, bytes: writer.layout.fileSize, sha256: hashing ? await hashing.digest(join(dir, shard.file)) : await writer.digest!() });
+    const sha256 = hashing ? await hashing.digest(join(dir, shard.file)) : await writer.digest?.();
+    written.push({ file: shard.file, bytes: writer.layout.fileSize, ...(sha256 === undefined ? {} : { sha256 }) });
   }
   return written;
 }

@@ -60,6 +60,8 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
       input: resolved.dir,
       output: flags.output,
       ...(threads === undefined ? {} : { threads: capThreads(threads, mode) }),
+      // The shard hashes are shown only by --json and --report; a plain convert does not pay for them.
+      hashShards: mode.json || flags.report !== undefined,
       activationScheme: staticFlags.activationScheme,
       ...(calibration === undefined ? {} : { calibration }),
       // A dry run shows the plan and the targets' findings whatever they are; the refusal follows them.

@@ -139,7 +139,7 @@ function keptSection(plan: ConvertPlan): string[] {
 
 function shardSection(s: ConvertSummary): string[] {
   if (s.shards.length === 0) return [];
-  const rows = s.shards.map((sh) => [codeCell(sh.file), formatBytes(sh.bytes), String(sh.bytes), code(sh.sha256)]);
+  const rows = s.shards.map((sh) => [codeCell(sh.file), formatBytes(sh.bytes), String(sh.bytes), sh.sha256 === undefined ? '' : code(sh.sha256)]);
   return ['### Shards', '', ...table(['file', 'size', 'bytes', 'SHA-256'], rows, ['l', 'r', 'r', 'l']), ''];
 }
 
