@@ -1,5 +1,5 @@
 // Start-up and runtime errors of the CLI: `fp8q --help`, `convert --help`, a plain dynamic convert,
-// dequant and inspect never load onnxruntime-node or the tokenizers (a module-resolve hook in the
+// dequant and inspect never load onnxruntime-node, the ONNX graph builder or the tokenizers (a module-resolve hook in the
 // child process lists what was loaded); a checkpoint the forward cannot run (no lm_head.weight,
 // tie_word_embeddings false) is a one-line error with exit code 1, not an internal error.
 
@@ -14,7 +14,8 @@ import { modelDir, ROOT } from './helpers/fixtures.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
 
 const CLI = join(ROOT, 'test/helpers/run-cli.ts');
-const HEAVY = /onnxruntime-node|@huggingface\/tokenizers/;
+// protobufjs: the ONNX graph builder's, which only the commands that run a model need.
+const HEAVY = /onnxruntime-node|@huggingface\/tokenizers|protobufjs/;
 
 describe('CLI start-up and runtime errors', () => {
   let tmp: TempDir;
@@ -36,7 +37,7 @@ describe('CLI start-up and runtime errors', () => {
     return { status: r.status, stderr: r.stderr, stdout: r.stdout };
   }
 
-  test('--help, convert --help, a dynamic convert, dequant and inspect load neither onnxruntime nor the tokenizers', () => {
+  test('--help, convert --help, a dynamic convert, dequant and inspect load neither onnxruntime, protobufjs nor the tokenizers', () => {
     const out = join(tmp.path, 'llama-fp8');
     const runs: [string, readonly string[]][] = [
       ['--help', ['--help']],

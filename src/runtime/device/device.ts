@@ -14,9 +14,8 @@ import { dirname, join } from 'node:path';
 
 import { DeviceUnavailableError, type CudaProblem } from './device-error.js';
 import { readElfDynamicInfo } from './elf.js';
-import { DataType } from '../onnx/data-type.js';
-import { GraphBuilder } from '../onnx/graph-builder.js';
-// session.js loads onnxruntime-node: only the probe needs it, so it is imported there.
+// The probe alone needs the graph builder (protobufjs) and session.js (onnxruntime-node): it
+// imports them itself, so a command that only parses --device (convert) loads neither.
 import type { Device } from '../onnx/session.js';
 import { findLibrary, systemLibrarySearch, type LibraryLookup, type LibrarySearch } from './shared-libraries.js';
 
@@ -200,6 +199,8 @@ export function classifyCudaLoadError(message: string): CudaProblem {
 
 /** Creates a two-element CUDA session and runs it once. */
 export async function probeCudaSession(): Promise<void> {
+  const { GraphBuilder } = await import('../onnx/graph-builder.js');
+  const { DataType } = await import('../onnx/data-type.js');
   const g = new GraphBuilder();
   const x = g.input('x', DataType.FLOAT, [2]);
   g.output(g.op('Mul', [x, x], { dtype: DataType.FLOAT, shape: [2] }), 'y');
