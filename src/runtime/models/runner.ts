@@ -6,7 +6,9 @@
 //
 // Where each part runs:
 //   - embedding lookup: on the host (only the rows of the input tokens are read from disk);
-//   - a dense decoder layer: one graph (attention + MLP, residuals included);
+//   - a dense decoder layer: one graph (attention + MLP, residuals included); where weights are
+//     widened on the host (the CPU), four runs of three graphs instead — attention, gate and up,
+//     down — each holding only its own float32 weights (runDenseMlpStages);
 //   - an MoE layer: graph A (attention, post-attention norm, router logits) → routing on the
 //     host (routing.ts) → graph B (the routed experts, shared experts, weighted combine); only
 //     the experts that receive tokens are loaded;
