@@ -64,7 +64,7 @@ for (const name of ['stories260K', 'deepseek_v3'] as const) {
   }
 }
 
-test('widening BF16 words and decoding FP8 codes: the bits of the one-element loop, at every alignment and length', () => {
+test('widening BF16 words and decoding FP8 codes: the bits of the one-element loop, at every alignment and length (WebAssembly SIMD above 16384 elements)', () => {
   const words = Uint16Array.from({ length: 65536 + 3 }, (_, i) => (i * 40503) & 0xffff);
   const bytes = new Uint8Array(words.buffer);
   for (const [offset, count] of [
@@ -72,19 +72,22 @@ test('widening BF16 words and decoding FP8 codes: the bits of the one-element lo
     [2, 65536],
     [1, 1001],
     [4, 1],
+    [6, 16384 * 3 + 7],
   ] as const) {
     const src = new Uint8Array(bytes.buffer.slice(0), offset, count * 2);
     const got = new Uint32Array(widenToFloat32(src, 'BF16', new Float32Array(count)).buffer);
     const plain = new Uint16Array(bytes.buffer.slice(offset, offset + count * 2));
     for (let i = 0; i < count; i++) if (got[i] !== (plain[i]! << 16) >>> 0) assert.fail(`BF16 offset ${offset}, element ${i}`);
   }
-  const codes = Uint8Array.from({ length: 1027 }, (_, i) => (i * 37) & 255);
-  for (const format of ['e4m3fn', 'e5m2'] as const) {
-    const table = new Uint32Array(decodeTableFor(format).buffer.slice(0));
-    for (const offset of [0, 1, 3]) {
-      const view = codes.subarray(offset);
-      const got = new Uint32Array(decodeCodesToFloat32(view, format).buffer);
-      for (let i = 0; i < view.length; i++) if (got[i] !== table[view[i]!]) assert.fail(`${format} offset ${offset}, code ${view[i]}`);
+  for (const length of [1027, 65536 * 2 + 19]) {
+    const codes = Uint8Array.from({ length }, (_, i) => (i * 37) & 255);
+    for (const format of ['e4m3fn', 'e5m2'] as const) {
+      const table = new Uint32Array(decodeTableFor(format).buffer.slice(0));
+      for (const offset of [0, 1, 3]) {
+        const view = codes.subarray(offset);
+        const got = new Uint32Array(decodeCodesToFloat32(view, format).buffer);
+        for (let i = 0; i < view.length; i++) if (got[i] !== table[view[i]!]) assert.fail(`${format} length ${length} offset ${offset}, code ${view[i]} at ${i}`);
+      }
     }
   }
 });

@@ -1,6 +1,8 @@
 // Element dtypes of safetensors files, their sizes, and widening of floating-point element bytes
 // to float32 (and narrowing back, for dequantized output). Pure: no I/O.
 
+import { WASM_WIDEN_MIN_ELEMENTS, wasmWidenBf16 } from './wasm-widen.js';
+
 export const DTYPE_SIZES = {
   F64: 8,
   F32: 4,
@@ -63,6 +65,7 @@ export function widenToFloat32(bytes: Uint8Array, dtype: FloatSourceDtype, out: 
   const count = out.length;
   switch (dtype) {
     case 'BF16': {
+      if (count >= WASM_WIDEN_MIN_ELEMENTS && wasmWidenBf16(bytes, count, out)) return out;
       const u32 = new Uint32Array(out.buffer, out.byteOffset, count);
       let i = 0;
       if (bytes.byteOffset % 4 === 0) {

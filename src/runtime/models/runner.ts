@@ -6,7 +6,9 @@
 //
 // Where each part runs:
 //   - embedding lookup: on the host (only the rows of the input tokens are read from disk);
-//   - a dense decoder layer: one graph (attention + MLP, residuals included);
+//   - a dense decoder layer: one graph (attention + MLP, residuals included); where weights are
+//     widened on the host (the CPU), four runs of three graphs instead — attention, gate and up,
+//     down — each holding only its own float32 weights (runDenseMlpStages);
 //   - an MoE layer: graph A (attention, post-attention norm, router logits) → routing on the
 //     host (routing.ts) → graph B (the routed experts, shared experts, weighted combine); only
 //     the experts that receive tokens are loaded;
@@ -17,7 +19,7 @@
 // captured activations of another model through this model's FP8 linears (`probes`).
 
 import { expertLinears, expertProjection, isFp8Module, loadExpert, type ExpertWeights } from './experts.js';
-import { isFp8Dtype, widenToFloat32 } from '../../fp8/dtypes.js';
+import { isFp8Dtype, widenToFloat32, type Dtype } from '../../fp8/dtypes.js';
 import { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import type { Value } from '../onnx/graph-builder.js';
 import type { RoutingTensor } from '../ops/mixtral-experts.js';
@@ -102,6 +104,8 @@ export interface RunnerOptions {
   readonly bf16RopeFrequencies?: boolean;
   /** Read layer i+1's weights while layer i runs (weights.ts); default: on CUDA only. */
   readonly readAhead?: boolean;
+  /** onnxruntime's CPU memory arena in this runner's sessions (session.ts); default on. */
+  readonly cpuMemArena?: boolean;
 }
 
 const PROJECTIONS = ['gate', 'up', 'down'] as const;
@@ -123,10 +127,17 @@ export class ModelRunner {
   ) {
     this.ownsBuffers = options.buffers === undefined;
     this.buffers = options.buffers ?? new HostBufferPool();
-    this.sessions = new SessionCache({
-      device: options.device ?? 'cpu',
-      ...(options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads }),
-    });
+    // A staged dense layer (host decode) cycles through three graphs (attention, gate/up, down),
+    // and each graph's session must survive until the next layer comes back to it.
+    const staged = (options.weightDecode ?? ((options.device ?? 'cpu') === 'cuda' ? 'graph' : 'host')) === 'host';
+    this.sessions = new SessionCache(
+      {
+        device: options.device ?? 'cpu',
+        ...(options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads }),
+        ...(options.cpuMemArena === undefined ? {} : { cpuMemArena: options.cpuMemArena }),
+      },
+      staged ? 4 : 2,
+    );
   }
 
   static async open(dir: string, options: RunnerOptions = {}): Promise<ModelRunner> {
@@ -207,6 +218,16 @@ export class ModelRunner {
     return t;
   }
 
+  /**
+   * Whether a dense layer runs as several graphs (attention, then each MLP linear): where weights
+   * are widened to float32 on the host for one forward (the CPU), so that a layer's float32
+   * weights are not all held at once. On CUDA the stored bits go over and one graph is fewer runs;
+   * resident weights (generation) are held whole anyway.
+   */
+  private get stagedLayers(): boolean {
+    return this.weightDecode === 'host' && this.decodedWeights === undefined;
+  }
+
   private get weightDecode(): WeightDecode {
     return this.options.weightDecode ?? (this.device === 'cuda' ? 'graph' : 'host');
   }
@@ -263,6 +284,19 @@ export class ModelRunner {
       const h1 = a.add(x, ffNorms ? a.rmsNorm(attnOut, postNorm, eps, offset) : attnOut);
       const xn = a.rmsNorm(h1, ffNorms ? ffNorms.pre : postNorm, eps, offset);
       const mlp = plan.mlp;
+      if (mlp.kind === 'dense' && this.stagedLayers) {
+        // Graph A holds the attention only; its weights go back before the MLP's are read.
+        a.output(h1, 'h1');
+        a.output(xn, 'xn');
+        this.addLinearProbes(a, options.probes, attention.linears);
+        const out = await this.run(a);
+        options.attention?.collect(out);
+        collect(out, a, result);
+        scope.close();
+        const hidden = await this.runDenseMlpStages(mlp, f32(out, 'h1'), f32(out, 'xn'), tokens, plan, options, result);
+        await this.runExtraProbes(options.extraProbes, result);
+        return { ...result, hidden };
+      }
       if (mlp.kind === 'dense') {
         const w = await this.loadMlp(scope, mlp);
         const mlpOut = emitMlp(a, this.spec, w, xn);
@@ -292,6 +326,68 @@ export class ModelRunner {
       return { ...result, hidden: outB };
     } finally {
       scope.close();
+    }
+  }
+
+  /**
+   * A dense MLP as three graphs, one linear each (gate, up, then down with the activation, the
+   * Gemma post-norm and the residual), each in a weight scope of its own closed once it has run:
+   * on the CPU the float32 weights held at once are one MLP matrix, not the layer's
+   * (bench/NOTES.md, verify memory). Same ops on the same values as the one-graph layer.
+   */
+  private async runDenseMlpStages(
+    mlp: MlpNames,
+    h1: Float32Array,
+    xn: Float32Array,
+    tokens: number,
+    plan: LayerPlan,
+    options: LayerRunOptions,
+    result: LayerResult,
+  ): Promise<Float32Array> {
+    const h = this.spec.hiddenSize;
+    const stage = async (build: (g: ModelGraph, scope: WeightScope) => Promise<LinearWeight>): Promise<Record<string, HostTensor>> => {
+      const scope = this.layerScope();
+      try {
+        const g = this.graph(options.capture === true);
+        const w = await build(g, scope);
+        this.addLinearProbes(g, options.probes, [w]);
+        const out = await this.run(g);
+        collect(out, g, result);
+        return out;
+      } finally {
+        scope.close();
+      }
+    };
+    const projection = async (module: string): Promise<Float32Array> => {
+      const out = await stage(async (g, scope) => {
+        const w = await scope.linear(module);
+        g.output(g.linear(w, g.input('xn', xn, [tokens, h])), 'y');
+        return w;
+      });
+      return f32(out, 'y');
+    };
+    const gate = await projection(mlp.gate);
+    const up = await projection(mlp.up);
+    const out = await stage(async (g, scope) => {
+      const w = await scope.linear(mlp.down);
+      const inter = w.weight.shape[1]!;
+      const post = plan.feedforwardNorms === undefined ? undefined : await scope.tensor(plan.feedforwardNorms.post);
+      const act = g.mul(g.act(g.input('gate', gate, [tokens, inter]), this.spec.hiddenAct), g.input('up', up, [tokens, inter]));
+      const y = g.linear(w, act);
+      const offset = this.spec.gemma?.normOffset ?? 0;
+      g.output(g.add(g.input('h1', h1, [tokens, h]), post ? g.rmsNorm(y, post, this.spec.rmsNormEps, offset) : y), 'out');
+      return w;
+    });
+    return f32(out, 'out');
+  }
+
+  /** Extra probes of a staged layer, each in a graph of its own: their weights are not held together either. */
+  private async runExtraProbes(probes: readonly ExtraProbe[] | undefined, result: LayerResult): Promise<void> {
+    for (const p of probes ?? []) {
+      const g = this.graph(false);
+      g.probeLinear(p.name, p.w, p.input, p.rows);
+      const out = await this.run(g);
+      collect(out, g, result);
     }
   }
 
@@ -539,35 +635,111 @@ export class ModelRunner {
     }
   }
 
-  /** Final norm and lm_head, in row chunks: logits `[tokens, vocab]`. */
-  async head(hidden: Float32Array, tokens: number): Promise<Float32Array> {
-    const h = this.spec.hiddenSize;
+  /** The lm_head module (or the tied embedding) and its weight's info. */
+  private headWeight(): { module: string; dtype: string; shape: readonly number[] } {
     const names = this.spec.names;
-    const headModule = this.weights.hasLinear(names.lmHead) ? names.lmHead : this.spec.tieWordEmbeddings ? `${names.decoder}.embed_tokens` : undefined;
-    if (headModule === undefined) {
+    const module = this.weights.hasLinear(names.lmHead) ? names.lmHead : this.spec.tieWordEmbeddings ? `${names.decoder}.embed_tokens` : undefined;
+    if (module === undefined) {
       throw new ForwardGraphError(`${this.checkpoint.dir}: no ${names.lmHead}.weight and tie_word_embeddings is false`);
     }
-    const info = this.checkpoint.info(`${headModule}.weight`);
-    const vocab = info.shape[0]!;
-    const chunkRows = isFp8Dtype(info.dtype) ? vocab : Math.max(1, Math.floor(HEAD_CHUNK_BYTES / (h * 4)));
+    const info = this.checkpoint.info(`${module}.weight`);
+    return { module, dtype: info.dtype, shape: info.shape };
+  }
+
+  /** Final norm and lm_head, in row chunks: logits `[tokens, vocab]`. */
+  async head(hidden: Float32Array, tokens: number): Promise<Float32Array> {
+    return (await this.heads(hidden, tokens))[0];
+  }
+
+  /**
+   * Final norm and lm_head of this model on `hidden` and, with `other`, of that model on its own
+   * hidden states: logits `[tokens, vocab]` each. Where a row chunk of both heads (and both final
+   * norms) has the same stored bytes — a conversion keeps lm_head as it was — the chunk is widened
+   * once and both models' rows go through it in one graph (two branches, each the graph the other
+   * model would run alone), instead of reading and widening the same gigabyte twice.
+   */
+  async heads(hidden: Float32Array, tokens: number, other?: { readonly runner: ModelRunner; readonly hidden: Float32Array }): Promise<[Float32Array, Float32Array]> {
+    const h = this.spec.hiddenSize;
+    const head = this.headWeight();
+    const vocab = head.shape[0]!;
+    const normName = `${this.spec.names.decoder}.norm.weight`;
+    const otherHead = other?.runner.headWeight();
+    const shareable =
+      other !== undefined &&
+      otherHead !== undefined &&
+      !isFp8Dtype(head.dtype as Dtype) &&
+      otherHead.dtype === head.dtype &&
+      otherHead.shape.length === 2 &&
+      otherHead.shape[0] === vocab &&
+      otherHead.shape[1] === head.shape[1] &&
+      other.runner.spec.hiddenSize === h &&
+      other.runner.spec.rmsNormEps === this.spec.rmsNormEps &&
+      (other.runner.spec.gemma?.normOffset ?? 0) === (this.spec.gemma?.normOffset ?? 0) &&
+      other.runner.checkpoint.has(normName) &&
+      !this.checkpoint.has(`${head.module}.bias`) &&
+      !other.runner.checkpoint.has(`${otherHead.module}.bias`);
+    const chunkRows = isFp8Dtype(head.dtype as Dtype) ? vocab : Math.max(1, Math.floor(HEAD_CHUNK_BYTES / (h * 4)));
     const logits = new Float32Array(tokens * vocab);
+    const otherLogits = other === undefined ? new Float32Array(0) : new Float32Array(tokens * vocab);
+    const place = (into: Float32Array, chunk: Float32Array, start: number, count: number): void => {
+      for (let t = 0; t < tokens; t++) into.set(chunk.subarray(t * count, (t + 1) * count), t * vocab + start);
+    };
     for (let start = 0; start < vocab; start += chunkRows) {
       const count = Math.min(chunkRows, vocab - start);
-      const scope = this.layerScope();
-      try {
-        const norm = await scope.tensor(`${names.decoder}.norm.weight`);
-        const w = count === vocab ? await scope.linear(headModule) : await scope.linear(headModule, { start, count });
-        const g = this.graph(false);
-        const x = g.input('hidden', hidden, [tokens, h]);
-        g.output(g.linear(w, g.rmsNorm(x, norm, this.spec.rmsNormEps, this.spec.gemma?.normOffset ?? 0), false), 'logits');
-        const chunk = f32(await this.run(g), 'logits');
-        for (let t = 0; t < tokens; t++) logits.set(chunk.subarray(t * count, (t + 1) * count), t * vocab + start);
-      } finally {
-        scope.close();
+      const rows = count === vocab ? undefined : { start, count };
+      if (shareable) {
+        // Stored bytes of both, compared before anything is widened.
+        const scope = this.weights.scope();
+        const otherScope = other.runner.weights.scope();
+        try {
+          const norm = await scope.tensor(normName);
+          const w = await scope.linear(head.module, rows);
+          const otherNorm = await otherScope.tensor(normName);
+          const ow = await otherScope.linear(otherHead.module, rows);
+          const same = w.kind === 'dense' && ow.kind === 'dense' && sameBytes(norm.bytes, otherNorm.bytes) && sameBytes(w.weight.bytes, ow.weight.bytes);
+          otherScope.close();
+          if (same) {
+            const g = this.graph(false);
+            const branch = (x: Float32Array, name: string, out: string): void => {
+              g.output(g.linear(w, g.rmsNorm(g.input(name, x, [tokens, h]), norm, this.spec.rmsNormEps, this.spec.gemma?.normOffset ?? 0), false), out);
+            };
+            branch(hidden, 'hidden', 'logits');
+            branch(other.hidden, 'hidden_other', 'logits_other');
+            const out = await this.run(g);
+            place(logits, f32(out, 'logits'), start, count);
+            place(otherLogits, f32(out, 'logits_other'), start, count);
+            continue;
+          }
+        } finally {
+          otherScope.close();
+          scope.close();
+        }
       }
+      place(logits, await this.headChunk(head.module, rows, hidden, tokens), start, count);
+      if (other !== undefined) place(otherLogits, await other.runner.headChunk(other.runner.headWeight().module, rows, other.hidden, tokens), start, count);
     }
-    return logits;
+    return [logits, otherLogits];
   }
+
+  /** Logits `[tokens, count]` of one row chunk of the head (all rows when `rows` is undefined). */
+  private async headChunk(module: string, rows: { start: number; count: number } | undefined, hidden: Float32Array, tokens: number): Promise<Float32Array> {
+    const h = this.spec.hiddenSize;
+    const scope = this.layerScope();
+    try {
+      const norm = await scope.tensor(`${this.spec.names.decoder}.norm.weight`);
+      const w = rows === undefined ? await scope.linear(module) : await scope.linear(module, rows);
+      const g = this.graph(false);
+      const x = g.input('hidden', hidden, [tokens, h]);
+      g.output(g.linear(w, g.rmsNorm(x, norm, this.spec.rmsNormEps, this.spec.gemma?.normOffset ?? 0), false), 'logits');
+      return f32(await this.run(g), 'logits');
+    } finally {
+      scope.close();
+    }
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 }
 
 /** A single token: its k experts in top-k order, each one row (MLC LLM's expert_indices path). */

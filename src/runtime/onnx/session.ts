@@ -39,6 +39,12 @@ export interface SessionOptions {
    */
   readonly optimize?: boolean;
   readonly intraOpThreads?: number;
+  /**
+   * onnxruntime's CPU memory arena (default on). Off, a run's work memory is freed when the run
+   * ends instead of staying with the session: for many cached sessions that each run once per
+   * layer (a CPU verify's staged layers, models/runner.ts), the arenas would add up.
+   */
+  readonly cpuMemArena?: boolean;
 }
 
 export { SessionError };
@@ -78,6 +84,7 @@ export class OnnxSession {
       logSeverityLevel: 3,
     };
     if (options.intraOpThreads !== undefined) sessionOptions.intraOpNumThreads = options.intraOpThreads;
+    if (options.cpuMemArena === false) sessionOptions.enableCpuMemArena = false;
     try {
       return new OnnxSession(await InferenceSession.create(model, sessionOptions), device);
     } catch (error) {

@@ -83,6 +83,11 @@ export function defaultFloorCheckThreads(cores = availableParallelism()): number
   return Math.max(0, Math.min(8, cores - 2));
 }
 
+/** Worker threads for a CPU verify: one beside the main thread when there is a second core. */
+export function defaultCpuFloorCheckThreads(cores = availableParallelism()): number {
+  return cores >= 2 ? 1 : 0;
+}
+
 interface Pending {
   readonly module: string;
   readonly job: FloorCheckJob;

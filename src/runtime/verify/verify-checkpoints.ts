@@ -29,7 +29,7 @@ import { checkCheckpointPair } from './checkpoint-pair.js';
 import { quantizedKeptModules, unverifiedTensors } from './coverage.js';
 import { mlaSplitProbes, mlaSplitTensors, REFERENCE_SUFFIX } from './mla-split-probes.js';
 import { floorProbes, FLOOR_SUFFIX } from './fp8-floor.js';
-import { defaultFloorCheckThreads, FloorChecker, floorCheckJob } from './floor-check.js';
+import { defaultCpuFloorCheckThreads, defaultFloorCheckThreads, FloorChecker, floorCheckJob } from './floor-check.js';
 import type { TextInputDescription } from '../text/text-input.js';
 
 export const DEFAULT_VERIFY_TOKENS = 32;
@@ -53,7 +53,9 @@ export interface VerifyOptions {
   readonly intraOpThreads?: number;
   /**
    * Worker threads that check the FP8 floors ahead of the layers (floor-check.ts); default: the
-   * spare cores on CUDA, none on the CPU, where onnxruntime has the cores. The report is the same.
+   * spare cores on CUDA, one on the CPU (with two cores or more: the main thread's widening and
+   * decoding of weights leaves the other cores idle between onnxruntime's runs). The report is
+   * the same.
    */
   readonly floorCheckThreads?: number;
   readonly onEvent?: (event: VerifyEvent) => void;
@@ -211,7 +213,15 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
   const accounting = new WeightAccounting();
   // One pool of weight buffers (read and decoded) for both runners: their layers have the same shapes.
   const buffers = new HostBufferPool();
-  const runnerOptions = { device, accounting, buffers, ...(opts.intraOpThreads === undefined ? {} : { intraOpThreads: opts.intraOpThreads }) };
+  // On the CPU each layer runs as several graphs (runner.ts): without the arena, a graph's work
+  // memory goes when its run ends rather than staying with each cached session (bench/NOTES.md).
+  const runnerOptions = {
+    device,
+    accounting,
+    buffers,
+    ...(device === 'cpu' ? { cpuMemArena: false } : {}),
+    ...(opts.intraOpThreads === undefined ? {} : { intraOpThreads: opts.intraOpThreads }),
+  };
   const original = await ModelRunner.open(opts.original, runnerOptions);
   let quantized: ModelRunner | undefined;
   let checker: FloorChecker | undefined;
@@ -220,7 +230,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     await checkCheckpointPair(original, quantized);
     const spec = original.spec;
     const q = quantized;
-    const floorThreads = opts.floorCheckThreads ?? (device === 'cuda' ? defaultFloorCheckThreads() : 0);
+    const floorThreads = opts.floorCheckThreads ?? (device === 'cuda' ? defaultFloorCheckThreads() : defaultCpuFloorCheckThreads());
     const jobOf = (m: string) => floorCheckJob(m, original.checkpoint, q.checkpoint, (mm, n, k, s) => q.weights.blockFor(mm, n, k, s));
     if (floorThreads > 0) {
       checker = new FloorChecker(floorThreads);
@@ -311,8 +321,8 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     await original.sessions.clear();
     await quantized.sessions.clear();
     const tokens = shape.batch * shape.seq;
-    const logitsO = await original.head(ho, tokens);
-    const logitsQ = await quantized.head(hq, tokens);
+    // One widening of lm_head for both where the conversion kept it as it was (runner.ts, heads).
+    const [logitsO, logitsQ] = await original.heads(ho, tokens, { runner: quantized, hidden: hq });
     const model = compareLogits(logitsO, logitsQ, spec.vocabSize);
     let ppl: VerifyPerplexity | undefined;
     if (opts.inputSource?.kind === 'text') {
