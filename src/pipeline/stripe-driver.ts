@@ -32,6 +32,9 @@ export function referenceRunner(): StripeRunner {
   return { buffers: new BufferPool(CHUNK_BYTES), threads: 0 };
 }
 
+/** Chunks in flight per entry at most, whatever the thread count (16 threads already keep 24 busy enough). */
+const MAX_WINDOW = 24;
+
 /** Weights smaller than this are processed on the main thread: a worker hop costs more than it saves. */
 export const IN_PROCESS_MAX_BYTES = 1024 * 1024;
 
@@ -119,8 +122,9 @@ export async function driveStripes(tasks: readonly StripeTask[], runner: StripeR
     opts.onBytes?.(task.sourceBytes);
   };
   try {
-    // Each worker has one chunk running and one waiting; one more is being read or written.
-    await orderedWindow(tasks.length, 2 * runner.threads + 1, start, consume);
+    // Each worker has one chunk running and one waiting; one more is being read or written. On
+    // many cores the window stops growing (memory: two entries' windows of 8 MiB chunks are in flight).
+    await orderedWindow(tasks.length, Math.min(2 * runner.threads + 1, MAX_WINDOW), start, consume);
   } catch (err) {
     if (!(err instanceof FailedTask)) throw err;
     const { failure, task } = err;
