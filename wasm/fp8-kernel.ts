@@ -52,17 +52,23 @@ function encode4(q: v128, maxBits: v128, maxCode: v128, minNormal: v128, rebiasR
  * Four non-negative finite float32 quotients (as bits) → four FP8 magnitude codes: encode4 without
  * the sign, in fewer instructions. q is rounded onto the FP8 grid by one float32 add and subtract
  * of M = 2^(exponent of q + 23 − FP8 mantissa bits), whose ulp is the FP8 spacing at q's exponent
- * (M is at least the subnormal grid's, so small q round onto that); the add rounds to nearest even,
- * as c10's conversion does. The grid value times 2^(FP8 bias − 127) has the FP8 code in its float32
- * bits, shifted left by 23 − mantissa bits, normal and subnormal alike. Below 2^31 signed min/max
- * order the bits like the values, and the code grows with q, so the clamp to max is one min.
+ * (M is at least `subnormalM`, the subnormal grid's, so small q round onto that); the add rounds to
+ * nearest even, as c10's conversion does. From the grid value g, two readings: `normal`, g's bits
+ * shifted down with the exponent rebiased (right from the smallest normal code up, and below it
+ * always less than the subnormal code), and `subnormal`, g's ulps above `subnormalM` (exact on
+ * that grid; right below the smallest normal code, and at or above it from there). So the code is
+ * max(normal, min(subnormal, smallest normal code)), clamped to max by a min (the code grows with
+ * q). No float32 subnormal is made (x86 runs those in microcode, ~10x slower); below 2^31 signed
+ * compares order the bits like the values.
  */
 // @ts-ignore: decorator
 @inline
-function encodeMagnitude4(q: v128, maxCode: v128, gridExp: v128, gridMin: v128, rebias: v128, mantShift: i32): v128 {
-  const m = i32x4.max_s(i32x4.add(v128.and(q, i32x4.splat(0x7f800000)), gridExp), gridMin);
-  const onGrid = f32x4.sub(f32x4.add(q, m), m);
-  return i32x4.min_s(i32x4.shr_u(f32x4.mul(onGrid, rebias), mantShift), maxCode);
+function encodeMagnitude4(q: v128, maxCode: v128, gridExp: v128, subnormalM: v128, minNormalCode: v128, rebias: v128, mantShift: i32): v128 {
+  const m = i32x4.max_s(i32x4.add(v128.and(q, i32x4.splat(0x7f800000)), gridExp), subnormalM);
+  const g = f32x4.sub(f32x4.add(q, m), m);
+  const normal = i32x4.min_s(i32x4.sub(i32x4.shr_u(g, mantShift), rebias), maxCode);
+  const subnormal = i32x4.min_s(i32x4.sub(f32x4.add(g, subnormalM), subnormalM), minNormalCode);
+  return i32x4.max_s(normal, subnormal);
 }
 
 /**
@@ -73,10 +79,12 @@ function encodeMagnitude4(q: v128, maxCode: v128, gridExp: v128, gridMin: v128, 
 export function encodeBf16(src: usize, rows: i32, cols: i32, bk: i32, scales: usize, codes: usize, e5m2: bool): void {
   const maxCode = i32x4.splat(e5m2 ? 0x7b : 0x7e);
   // M's exponent is q's plus 23 − mantissa bits (20 for e4m3, 21 for e5m2), at least the
-  // subnormal grid's 2^14 (e4m3) or 2^7 (e5m2); the rebias factor is 2^(7 − 127) or 2^(15 − 127).
+  // subnormal grid's 2^14 (e4m3) or 2^7 (e5m2); normal codes are the bits above the exponent
+  // rebias, (127 − 7) << 3 or (127 − 15) << 2, from the smallest normal code, 8 or 4, up.
   const gridExp = i32x4.splat(e5m2 ? 21 << 23 : 20 << 23);
-  const gridMin = i32x4.splat(e5m2 ? 134 << 23 : 141 << 23);
-  const rebias = i32x4.splat(e5m2 ? (127 - 112) << 23 : (127 - 120) << 23);
+  const subnormalM = i32x4.splat(e5m2 ? 134 << 23 : 141 << 23);
+  const minNormalCode = i32x4.splat(e5m2 ? 4 : 8);
+  const rebias = i32x4.splat(e5m2 ? 112 << 2 : 120 << 3);
   const mantShift: i32 = e5m2 ? 21 : 20;
   const magnitude = i16x8.splat(0x7fff);
   const signBit = i8x16.splat(-128);
@@ -97,10 +105,10 @@ export function encodeBf16(src: usize, rows: i32, cols: i32, bk: i32, scales: us
         const q1 = f32x4.div(i8x16.shuffle(zero, mlo, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31), scale);
         const q2 = f32x4.div(i8x16.shuffle(zero, mhi, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23), scale);
         const q3 = f32x4.div(i8x16.shuffle(zero, mhi, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31), scale);
-        const e0 = encodeMagnitude4(q0, maxCode, gridExp, gridMin, rebias, mantShift);
-        const e1 = encodeMagnitude4(q1, maxCode, gridExp, gridMin, rebias, mantShift);
-        const e2 = encodeMagnitude4(q2, maxCode, gridExp, gridMin, rebias, mantShift);
-        const e3 = encodeMagnitude4(q3, maxCode, gridExp, gridMin, rebias, mantShift);
+        const e0 = encodeMagnitude4(q0, maxCode, gridExp, subnormalM, minNormalCode, rebias, mantShift);
+        const e1 = encodeMagnitude4(q1, maxCode, gridExp, subnormalM, minNormalCode, rebias, mantShift);
+        const e2 = encodeMagnitude4(q2, maxCode, gridExp, subnormalM, minNormalCode, rebias, mantShift);
+        const e3 = encodeMagnitude4(q3, maxCode, gridExp, subnormalM, minNormalCode, rebias, mantShift);
         // Codes are 0..126: the saturating narrows pass them through unchanged. The sign bytes are
         // the BF16 words' high bytes (0..255, also unchanged by the narrow), masked to bit 7.
         const magnitudes = i8x16.narrow_i16x8_u(i16x8.narrow_i32x4_u(e0, e1), i16x8.narrow_i32x4_u(e2, e3));
