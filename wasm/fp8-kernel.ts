@@ -3,9 +3,9 @@
 // src/fp8/wasm-kernel.ts). Same numerics as the oracle, src/fp8/block-quantize.ts:
 //  - amax on |bf16| bit patterns (integer max orders non-negative floats like their values);
 //  - q = w / scale as an IEEE float32 division (f32x4.div rounds to nearest even, like fround);
-//  - the FP8 code of q exactly as c10 rounds it (formats.ts): in the quantize loop by a float32
-//    add onto the FP8 grid (encodeMagnitude4); for the requantize tables by integer RNE for
-//    normal values and the "add 2^k as float32" trick for subnormals (encode4); clamped to ±max.
+//  - the FP8 code of q exactly as c10 rounds it (formats.ts), clamped to ±max: one rounding,
+//    encodeMagnitude4 (a float32 add onto the FP8 grid), for the quantize loop and, with the
+//    sign put back (encode4), for the requantize tables.
 // It handles finite stripes whose width and block width are multiples of 16; the caller computes
 // the scales (scaleFromAmax) and sends anything else (Inf/NaN, odd widths) to the TypeScript
 // kernel. No allocation: every pointer is into memory the caller laid out.
@@ -32,26 +32,10 @@ export function amaxBf16(src: usize, rows: i32, cols: i32, bk: i32, out: usize):
   }
 }
 
-/** Four float32 quotients (as bits) → four FP8 codes in the low byte of each lane. */
-// @ts-ignore: decorator
-@inline
-function encode4(q: v128, maxBits: v128, maxCode: v128, minNormal: v128, rebiasRound: v128, mantShift: i32, denormMagic: v128): v128 {
-  const sign = v128.and(i32x4.shr_u(q, 24), i32x4.splat(0x80));
-  const a = v128.and(q, i32x4.splat(0x7fffffff));
-  // Normal: rebias the exponent and round the mantissa to nearest even in one integer add.
-  const odd = v128.and(i32x4.shr_u(a, mantShift), i32x4.splat(1));
-  const normal = i32x4.shr_u(i32x4.add(i32x4.add(a, rebiasRound), odd), mantShift);
-  // Subnormal: a float32 add of 2^14 (e4m3; 2^7 for e5m2) rounds |q| onto the subnormal grid.
-  const subnormal = i32x4.sub(f32x4.add(a, denormMagic), denormMagic);
-  let code = v128.bitselect(subnormal, normal, i32x4.lt_u(a, minNormal));
-  code = v128.bitselect(maxCode, code, i32x4.ge_u(a, maxBits));
-  return v128.or(code, sign);
-}
-
 /**
- * Four non-negative finite float32 quotients (as bits) → four FP8 magnitude codes: encode4 without
- * the sign, in fewer instructions. q is rounded onto the FP8 grid by one float32 add and subtract
- * of M = 2^(exponent of q + 23 − FP8 mantissa bits), whose ulp is the FP8 spacing at q's exponent
+ * Four non-negative float32 quotients (as bits) → four FP8 magnitude codes, saturating (anything
+ * from max up, +Inf and NaN included, gives max). q is rounded onto the FP8 grid by one float32
+ * add and subtract of M = 2^(exponent of q + 23 − FP8 mantissa bits), whose ulp is the FP8 spacing at q's exponent
  * (M is at least `subnormalM`, the subnormal grid's, so small q round onto that); the add rounds to
  * nearest even, as c10's conversion does. From the grid value g, two readings: `normal`, g's bits
  * shifted down with the exponent rebiased (right from the smallest normal code up, and below it
@@ -69,6 +53,14 @@ function encodeMagnitude4(q: v128, maxCode: v128, gridExp: v128, subnormalM: v12
   const normal = i32x4.min_s(i32x4.sub(i32x4.shr_u(g, mantShift), rebias), maxCode);
   const subnormal = i32x4.min_s(i32x4.sub(f32x4.add(g, subnormalM), subnormalM), minNormalCode);
   return i32x4.max_s(normal, subnormal);
+}
+
+/** Four float32 quotients (as bits) → four FP8 codes in the low byte of each lane: the magnitude's code and q's sign bit. */
+// @ts-ignore: decorator
+@inline
+function encode4(q: v128, maxCode: v128, gridExp: v128, subnormalM: v128, minNormalCode: v128, rebias: v128, mantShift: i32): v128 {
+  const sign = v128.and(i32x4.shr_u(q, 24), i32x4.splat(0x80));
+  return v128.or(encodeMagnitude4(v128.and(q, i32x4.splat(0x7fffffff)), maxCode, gridExp, subnormalM, minNormalCode, rebias, mantShift), sign);
 }
 
 /**
@@ -154,12 +146,13 @@ export function maxMagnitudes(codes: usize, cols: i32, r0: i32, r1: i32, edges: 
  * 128 magnitudes m (`decode`: 128 f32, the format's non-negative values) and j < n.
  */
 export function requantizeTables(decode: usize, srcScales: usize, dstScales: usize, n: i32, tables: usize, e5m2: bool): void {
-  const maxBits = i32x4.splat(e5m2 ? 0x47600000 : 0x43e00000);
+  // encodeBf16's constants (see there).
   const maxCode = i32x4.splat(e5m2 ? 0x7b : 0x7e);
-  const minNormal = i32x4.splat(e5m2 ? 113 << 23 : 121 << 23);
-  const rebiasRound = i32x4.splat(e5m2 ? ((15 - 127) << 23) + 0xfffff : ((7 - 127) << 23) + 0x7ffff);
+  const gridExp = i32x4.splat(e5m2 ? 21 << 23 : 20 << 23);
+  const subnormalM = i32x4.splat(e5m2 ? 134 << 23 : 141 << 23);
+  const minNormalCode = i32x4.splat(e5m2 ? 4 : 8);
+  const rebias = i32x4.splat(e5m2 ? 112 << 2 : 120 << 3);
   const mantShift: i32 = e5m2 ? 21 : 20;
-  const denormMagic = i32x4.splat(e5m2 ? 134 << 23 : 141 << 23);
   for (let j: i32 = 0; j < n; j++) {
     const src = f32x4.splat(load<f32>(srcScales + (<usize>j << 2)));
     const dst = f32x4.splat(load<f32>(dstScales + (<usize>j << 2)));
@@ -171,10 +164,10 @@ export function requantizeTables(decode: usize, srcScales: usize, dstScales: usi
       const q1 = f32x4.div(f32x4.mul(v128.load(at, 16), src), dst);
       const q2 = f32x4.div(f32x4.mul(v128.load(at, 32), src), dst);
       const q3 = f32x4.div(f32x4.mul(v128.load(at, 48), src), dst);
-      const e0 = encode4(q0, maxBits, maxCode, minNormal, rebiasRound, mantShift, denormMagic);
-      const e1 = encode4(q1, maxBits, maxCode, minNormal, rebiasRound, mantShift, denormMagic);
-      const e2 = encode4(q2, maxBits, maxCode, minNormal, rebiasRound, mantShift, denormMagic);
-      const e3 = encode4(q3, maxBits, maxCode, minNormal, rebiasRound, mantShift, denormMagic);
+      const e0 = encode4(q0, maxCode, gridExp, subnormalM, minNormalCode, rebias, mantShift);
+      const e1 = encode4(q1, maxCode, gridExp, subnormalM, minNormalCode, rebias, mantShift);
+      const e2 = encode4(q2, maxCode, gridExp, subnormalM, minNormalCode, rebias, mantShift);
+      const e3 = encode4(q3, maxCode, gridExp, subnormalM, minNormalCode, rebias, mantShift);
       v128.store(out + <usize>m, i8x16.narrow_i16x8_u(i16x8.narrow_i32x4_u(e0, e1), i16x8.narrow_i32x4_u(e2, e3)));
     }
   }
