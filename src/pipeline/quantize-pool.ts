@@ -208,11 +208,6 @@ export class QuantizePool {
     }
   }
 
-  /** A one-off buffer that went out transferred comes back in the reply. */
-  private static returned(sent: ArrayBufferLike, back: ArrayBuffer | undefined): ArrayBufferLike {
-    return back ?? sent;
-  }
-
   private onReply(w: Worker, reply: ChunkReply): void {
     w.unref();
     const job = this.busy.get(w);
@@ -220,8 +215,9 @@ export class QuantizePool {
     this.busy.delete(w);
     this.idle.push(w);
     const f = reply.failure;
-    const source = QuantizePool.returned(job.request.source, reply.source);
-    const codesBuffer = QuantizePool.returned(job.request.codes, reply.codes);
+    // A one-off buffer went out transferred and comes back in the reply; a pooled one never moved.
+    const source = reply.source ?? job.request.source;
+    const codesBuffer = reply.codes ?? job.request.codes;
     if (!f) {
       const codes = new Uint8Array(codesBuffer, 0, chunkOutputBytes(job.request));
       job.resolve({ source, codes, scales: new Float32Array(reply.scales!), ...(reply.nonFinite === undefined ? {} : { nonFinite: reply.nonFinite }) });
