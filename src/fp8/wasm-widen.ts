@@ -27,32 +27,32 @@ function widenKernel(): WidenExports | null {
   return kernel;
 }
 
-/** `count` BF16 words of `bytes` into `out` as float32; false where WebAssembly SIMD is missing. */
-export function wasmWidenBf16(bytes: Uint8Array, count: number, out: Float32Array): boolean {
+/**
+ * `count` elements of `inBytes` bytes each from `src` into `out` as float32, through the module's
+ * memory a chunk at a time: `kernel(k, n)` turns n elements at offset 0 into float32 at CHUNK·inBytes.
+ * False where WebAssembly SIMD is missing.
+ */
+function throughModule(src: Uint8Array, inBytes: number, count: number, out: Float32Array, kernel: (k: WidenExports, n: number) => void): boolean {
   const k = widenKernel();
   if (k === null) return false;
   const mem = new Uint8Array(k.memory.buffer);
   const dst = new Uint8Array(out.buffer, out.byteOffset, count * 4);
+  const outAt = CHUNK * inBytes;
   for (let i = 0; i < count; i += CHUNK) {
     const n = Math.min(CHUNK, count - i);
-    mem.set(bytes.subarray(i * 2, (i + n) * 2), 0);
-    k.widenBf16(0, n, CHUNK * 2);
-    dst.set(mem.subarray(CHUNK * 2, CHUNK * 2 + n * 4), i * 4);
+    mem.set(src.subarray(i * inBytes, (i + n) * inBytes), 0);
+    kernel(k, n);
+    dst.set(mem.subarray(outAt, outAt + n * 4), i * 4);
   }
   return true;
 }
 
+/** `count` BF16 words of `bytes` into `out` as float32; false where WebAssembly SIMD is missing. */
+export function wasmWidenBf16(bytes: Uint8Array, count: number, out: Float32Array): boolean {
+  return throughModule(bytes, 2, count, out, (k, n) => k.widenBf16(0, n, CHUNK * 2));
+}
+
 /** FP8 `codes` into `out` as their float32 values (the decode table's bits); false where WebAssembly SIMD is missing. */
 export function wasmDecodeFp8(codes: Uint8Array, e5m2: boolean, out: Float32Array): boolean {
-  const k = widenKernel();
-  if (k === null) return false;
-  const mem = new Uint8Array(k.memory.buffer);
-  const dst = new Uint8Array(out.buffer, out.byteOffset, codes.length * 4);
-  for (let i = 0; i < codes.length; i += CHUNK) {
-    const n = Math.min(CHUNK, codes.length - i);
-    mem.set(codes.subarray(i, i + n), 0);
-    k.decodeFp8(0, n, CHUNK, e5m2 ? 1 : 0);
-    dst.set(mem.subarray(CHUNK, CHUNK + n * 4), i * 4);
-  }
-  return true;
+  return throughModule(codes, 1, codes.length, out, (k, n) => k.decodeFp8(0, n, CHUNK, e5m2 ? 1 : 0));
 }
