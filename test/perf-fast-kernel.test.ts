@@ -388,7 +388,48 @@ describe('direct I/O', () => {
       ['b', 7000, 12345],
       ['d', 0, 9999],
     ];
-    assert.deepEqual(await writeWith('mixed.safetensors', slots, shuffled), expected, 'a write out of order switches to buffered writes');
+    assert.deepEqual(await writeWith('mixed.safetensors', slots, shuffled), expected, 'writes out of order land at their offsets');
+  });
+
+  it('writes the same file whatever the order, with writes at once and more streams than slots', async () => {
+    const expected = await readFile(join(tmp.path, 'plain.safetensors'));
+    // Every tensor cut in pieces of random sizes; each tensor's pieces in order (one stream each),
+    // the tensors' pieces interleaved at random and written concurrently, as the lanes do.
+    for (const [seed, slotCount] of [
+      [1, 2],
+      [2, 3],
+      [3, 5],
+      [4, 2],
+    ] as const) {
+      const rand = randomWords(400, 90 + seed);
+      let r = 0;
+      const next = (n: number): number => rand[r++ % rand.length]! % n;
+      const cuts = planned.map((t) => {
+        const pieces: Array<[number, number]> = [];
+        for (let a = 0; a < t.shape[0]!; ) {
+          const b = Math.min(t.shape[0]!, a + 1 + next(6000));
+          pieces.push([a, b]);
+          a = b;
+        }
+        return { name: t.name, pieces };
+      });
+      const file = `lanes-${seed}.safetensors`;
+      const w = await createShardWriter(join(tmp.path, file), planned, { format: 'pt' }, WriteSlots.create(slotCount, 8192), undefined, 0);
+      assert.ok(w.endStream, 'the direct writer ends streams on request');
+      await Promise.all(
+        cuts.map(async ({ name, pieces }, i) => {
+          await new Promise((res) => setTimeout(res, next(3)));
+          for (const [a, b] of pieces) await w.write(name, data.get(name)!.subarray(a, b), a);
+          // Half the tensors end their stream, the rest are left to finish().
+          if (i % 2 === seed % 2) {
+            const at = w.layout.offsets.get(name)!;
+            w.endStream?.(at.fileOffset + at.byteLength);
+          }
+        }),
+      );
+      await w.finish();
+      assert.deepEqual(await readFile(join(tmp.path, file)), expected, `seed ${seed}, ${slotCount} slots`);
+    }
   });
 
   it('hashes what it writes on the hash thread, in order or not', async () => {

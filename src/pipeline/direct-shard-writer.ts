@@ -1,17 +1,19 @@
 // Writing an output shard around the page cache (O_DIRECT), behind SafetensorsWriter's interface.
-// A convert writes each shard once, front to back, and fsyncs it: buffering it in the page cache
-// first costs page allocations (on a VM whose balloon reclaims free memory, host faults: ~1.5 s
-// per GB measured, vs ~0.4 s direct; bench/NOTES.md) and then the same bytes again at the fsync.
-// Bytes that arrive in file order are gathered in page-aligned slots and written a slot at a time
-// (two in flight); the last partial slot is written padded and the file truncated to its size.
-// A write out of file order switches the rest of the file to ordinary positional writes, so any
-// order stays correct. Where O_DIRECT is refused, create() returns a plain SafetensorsWriter.
+// A convert writes each shard once and fsyncs it: buffering it in the page cache first costs page
+// allocations (on a VM whose balloon reclaims free memory, host faults: ~1.5 s per GB measured, vs
+// ~0.4 s direct; bench/NOTES.md) and then the same bytes again at the fsync.
+// Writes may come in any order (convert runs copies and quantized entries at once, each writing at
+// its final offsets). Each run of writes that continue one another is a stream, gathered in a
+// page-aligned slot and written a slot at a time; the pages a stream shares with its neighbours
+// (an entry's first and last page, a small tensor) are gathered in seam pages and written once
+// whole. The last page goes out padded and the file is truncated to its size. Where O_DIRECT is
+// refused, create() returns a plain SafetensorsWriter.
 
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { alignedBuffer, alignedSharedBuffer, alignUp, DIRECT_ALIGN } from '../io/safetensors/aligned-memory.js';
+import { alignDown, alignedBuffer, alignedSharedBuffer, alignUp, DIRECT_ALIGN } from '../io/safetensors/aligned-memory.js';
 import type { HashStream, HashThread } from './hash-thread.js';
 import { layoutSafetensors, SafetensorsWriter, type PlannedTensor, type SafetensorsLayout } from '../io/safetensors/safetensors-writer.js';
 
@@ -22,11 +24,13 @@ export interface ShardWriter {
   write(name: string, bytes: Uint8Array, byteOffset?: number): Promise<void>;
   finish(): Promise<void>;
   abort(): Promise<void>;
+  /** The writes that end at file `position` are complete (a direct writer writes out what it still holds of them). */
+  endStream?(position: number): void;
   /** Present when the writer hashes the file itself: its SHA-256 (hex), after finish(). */
   readonly digest?: () => Promise<string>;
 }
 
-/** Page-aligned slots a direct writer gathers bytes in; one writer uses them at a time. */
+/** Page-aligned slots a direct writer gathers streams in; one writer uses them at a time. */
 export class WriteSlots {
   private constructor(
     /** Shared where the runtime allows, so the hash thread reads the slots in place. */
@@ -89,16 +93,18 @@ async function writeFully(handle: FileHandle, bytes: Uint8Array, position: numbe
 
 class DirectShardWriter implements ShardWriter {
   private readonly written = new Map<string, number>();
-  /** File position of the next in-order byte, and of the current slot's first byte. */
-  private cursor = 0;
-  private slotStart = 0;
-  private fill = 0;
-  private slot: number;
+  /** Open streams by the file position of their next byte. */
+  private readonly streams = new Map<number, Stream>();
+  private streamsOpened = 0;
   private readonly free: number[] = [];
-  private readonly inFlight: Array<{ slot: number; done: Promise<void> }> = [];
-  /** Set once a write arrives out of order: the rest of the file goes through the page cache. */
-  private buffered: FileHandle | undefined;
-  /** The running hash of the bytes flushed so far, in file order; dropped if the order breaks. */
+  /** Waiters for a slot, each woken when one comes back (its write, and hash, done). */
+  private readonly onRelease: Array<() => void> = [];
+  /** Slot writes, seam-page writes and hash updates under way. */
+  private readonly pending = new Set<Promise<void>>();
+  private slotWrites = 0;
+  private readonly seams: SeamPages;
+  private failure: unknown;
+  /** The running hash of the bytes flushed so far, in file order; dropped once a second stream opens. */
   private hash: HashStream | undefined;
   private finalDigest: Promise<string> | undefined;
   readonly digest?: () => Promise<string>;
@@ -111,7 +117,7 @@ class DirectShardWriter implements ShardWriter {
     hashing: HashThread | undefined,
   ) {
     for (let i = slots.count - 1; i >= 0; i--) this.free.push(i);
-    this.slot = this.free.pop()!;
+    this.seams = new SeamPages(layout.fileSize);
     if (hashing && slots.memory instanceof SharedArrayBuffer) {
       this.hash = hashing.open(slots.memory);
       this.digest = () => this.finalDigest ?? sha256OfFile(this.path);
@@ -134,7 +140,7 @@ class DirectShardWriter implements ShardWriter {
       return undefined;
     }
     const w = new DirectShardWriter(path, handle, layout, slots, hashing);
-    await w.append(layout.headerBytes);
+    await w.gather(0, layout.headerBytes);
     return w;
   }
 
@@ -144,90 +150,156 @@ class DirectShardWriter implements ShardWriter {
     if (byteOffset + bytes.byteLength > slot.byteLength) {
       throw new Error(`${this.path}: tensor "${name}": write of ${bytes.byteLength} bytes at ${byteOffset} exceeds its ${slot.byteLength} bytes`);
     }
-    const position = slot.fileOffset + byteOffset;
-    if (this.buffered || position !== this.cursor) {
-      const buffered = await this.switchToBuffered();
-      await writeFully(buffered, bytes, position, false, this.path);
-    } else {
-      await this.append(bytes);
-    }
+    await this.gather(slot.fileOffset + byteOffset, bytes);
     this.written.set(name, (this.written.get(name) ?? 0) + bytes.byteLength);
   }
 
-  private async append(bytes: Uint8Array): Promise<void> {
+  /** The writes that end at `position` are complete: write out what their stream still holds. */
+  endStream(position: number): void {
+    const s = this.streams.get(position);
+    if (!s) return;
+    this.streams.delete(position);
+    this.flush(s, true);
+  }
+
+  /** Adds `bytes` at file `position` to the stream that ends there, or to a new one. */
+  private async gather(position: number, bytes: Uint8Array): Promise<void> {
+    this.throwIfFailed();
+    if (bytes.byteLength === 0) return;
+    let s = this.streams.get(position);
+    if (s) this.streams.delete(position);
+    else s = await this.openStream(position);
     for (let i = 0; i < bytes.byteLength; ) {
-      const n = Math.min(this.slots.slotBytes - this.fill, bytes.byteLength - i);
-      this.slots.view(this.slot).set(bytes.subarray(i, i + n), this.fill);
-      this.fill += n;
-      this.cursor += n;
+      const n = Math.min(s.start + this.slots.slotBytes - s.cursor, bytes.byteLength - i);
+      this.slots.view(s.slot).set(bytes.subarray(i, i + n), s.cursor - s.start);
+      s.cursor += n;
       i += n;
-      if (this.fill === this.slots.slotBytes) await this.flushSlot(this.fill, this.fill);
+      if (s.cursor === s.start + this.slots.slotBytes) {
+        this.flush(s, false);
+        s.slot = await this.takeSlot();
+        s.start = s.from = s.cursor;
+      }
     }
+    if (this.streams.has(s.cursor)) throw new Error(`${this.path}: two writes end at byte ${s.cursor}: tensors overlap`);
+    this.streams.set(s.cursor, s);
+  }
+
+  private async openStream(position: number): Promise<Stream> {
+    if (++this.streamsOpened === 2 && this.hash) {
+      // The file is no longer gathered front to back: digest() hashes the finished file instead.
+      const hash = this.hash;
+      this.hash = undefined;
+      void Promise.all(this.pending).then(
+        () => hash.cancel(),
+        () => hash.cancel(),
+      );
+    }
+    const slot = await this.takeSlot();
+    return { slot, start: alignDown(position), from: position, cursor: position };
   }
 
   /**
-   * Writes the current slot's first `length` bytes (aligned), hashes its first `dataLength`
-   * (the rest is padding), and moves on to a free slot: one whose write and hash are both done.
+   * Writes a stream's slot: its whole pages directly from the slot (hashed on the hash thread while
+   * the file is one stream), the partial pages at either end into seam pages. A slot that filled up
+   * is written whole; at a stream's end, up to its last byte.
    */
-  private async flushSlot(length: number, dataLength: number): Promise<void> {
-    const writing = writeFully(this.handle, this.slots.view(this.slot, length), this.slotStart, true, this.path);
-    const done = this.hash ? Promise.all([writing, this.hash.update(this.slot * this.slots.slotBytes, dataLength)]).then(() => undefined) : writing;
-    done.catch(() => undefined); // awaited below or in drain()
-    this.inFlight.push({ slot: this.slot, done });
-    this.slotStart += this.slots.slotBytes;
-    this.fill = 0;
-    if (this.free.length === 0) {
-      const oldest = this.inFlight.shift()!;
-      await oldest.done;
-      this.free.push(oldest.slot);
+  private flush(s: Stream, end: boolean): void {
+    const view = this.slots.view(s.slot);
+    const directFrom = alignUp(s.from);
+    const directTo = end ? alignDown(s.cursor) : s.cursor;
+    if (directFrom > s.from) this.deposit(s.from, view.subarray(s.from - s.start, Math.min(directFrom, s.cursor) - s.start));
+    if (s.cursor > Math.max(directFrom, directTo)) {
+      const from = Math.max(directFrom, directTo);
+      this.deposit(from, view.subarray(from - s.start, s.cursor - s.start));
     }
-    this.slot = this.free.pop()!;
+    // While the file is one stream, its tail is hashed with the rest (its page goes out as a seam).
+    const hashTo = end ? s.cursor : directTo;
+    const slot = s.slot;
+    const hashing = this.hash && hashTo > directFrom ? this.hash.update(slot * this.slots.slotBytes + (directFrom - s.start), hashTo - directFrom) : undefined;
+    const writing = directTo > directFrom ? writeFully(this.handle, view.subarray(directFrom - s.start, directTo - s.start), directFrom, true, this.path) : undefined;
+    if (!writing && !hashing) {
+      this.releaseSlot(slot);
+      return;
+    }
+    this.slotWrites++;
+    this.track(
+      Promise.all([writing, hashing]).then(() => undefined),
+      () => {
+        this.slotWrites--;
+        this.releaseSlot(slot);
+      },
+    );
+  }
+
+  /** Bytes of pages shared with another stream: gathered in a seam page, written when it is whole. */
+  private deposit(position: number, bytes: Uint8Array): void {
+    for (const page of this.seams.add(position, bytes)) {
+      this.track(writeFully(this.handle, page.bytes, page.position, true, this.path), () => this.seams.release(page));
+    }
+  }
+
+  private track(work: Promise<void>, after: () => void): void {
+    const done = work.then(
+      () => after(),
+      (e: unknown) => {
+        this.failure ??= e;
+        after();
+      },
+    );
+    this.pending.add(done);
+    void done.then(() => this.pending.delete(done));
+  }
+
+  private releaseSlot(slot: number): void {
+    this.free.push(slot);
+    // Every waiter looks again: one takes this slot, and once no write is left, another spills a stream.
+    for (const wake of this.onRelease.splice(0)) wake();
+  }
+
+  /**
+   * A free slot: one whose write is done. With every slot held by an open stream and none being
+   * written, an open stream is ended early (always correct: a later write at its end opens a new one).
+   */
+  private async takeSlot(): Promise<number> {
+    for (;;) {
+      this.throwIfFailed();
+      const slot = this.free.pop();
+      if (slot !== undefined) return slot;
+      if (this.slotWrites === 0) {
+        const spill = this.streams.keys().next();
+        if (spill.done) throw new Error(`${this.path}: no write slot is free (more concurrent writes than slots)`);
+        this.endStream(spill.value);
+        continue;
+      }
+      await new Promise<void>((resolve) => this.onRelease.push(resolve));
+    }
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure;
   }
 
   private async drain(): Promise<void> {
-    while (this.inFlight.length > 0) {
-      const oldest = this.inFlight.shift()!;
-      this.free.push(oldest.slot);
-      await oldest.done;
-    }
+    while (this.pending.size > 0) await Promise.all(this.pending);
   }
 
-  private async switchToBuffered(): Promise<FileHandle> {
-    if (this.buffered) return this.buffered;
-    await this.drain();
-    this.hash?.cancel();
-    this.hash = undefined; // digest() now hashes the finished file
-    const buffered = await open(this.path, 'r+');
-    try {
-      // The partial slot's bytes were accepted in order but not written yet.
-      await writeFully(buffered, this.slots.view(this.slot, this.fill), this.slotStart, false, this.path);
-    } catch (e) {
-      await buffered.close();
-      throw e;
-    }
-    this.fill = 0;
-    this.buffered = buffered;
-    return buffered;
-  }
-
-  /** Check every planned byte was written, write the tail, trim the padding, flush to disk, close. */
+  /** Check every planned byte was written, write what streams hold, flush to disk, close. */
   async finish(): Promise<void> {
     try {
       for (const [name, slot] of this.layout.offsets) {
         const got = this.written.get(name) ?? 0;
         if (got !== slot.byteLength) throw new Error(`${this.path}: tensor "${name}" got ${got} of ${slot.byteLength} bytes`);
       }
-      if (!this.buffered && this.fill > 0) {
-        const padded = alignUp(this.fill);
-        this.slots.view(this.slot, padded).fill(0, this.fill);
-        await this.flushSlot(padded, this.fill);
-      }
+      for (const position of [...this.streams.keys()]) this.endStream(position);
       await this.drain();
+      this.throwIfFailed();
+      if (!this.seams.empty) throw new Error(`${this.path}: internal: ${this.seams.size} partly written pages at the end`);
       if (this.hash) {
         this.finalDigest = this.hash.digest();
         this.finalDigest.catch(() => undefined);
         this.hash = undefined;
       }
+      // The last page went out padded to the alignment.
       await this.handle.truncate(this.layout.fileSize);
       await this.handle.sync();
     } finally {
@@ -244,7 +316,80 @@ class DirectShardWriter implements ShardWriter {
 
   private async close(): Promise<void> {
     await this.handle.close().catch(() => undefined);
-    await this.buffered?.close().catch(() => undefined);
-    this.buffered = undefined;
+  }
+}
+
+interface Stream {
+  slot: number;
+  /** File position of the slot's first byte (page-aligned). */
+  start: number;
+  /** File position of the stream's first byte in this slot: bytes before it belong to another stream. */
+  from: number;
+  /** File position after the last byte gathered. */
+  cursor: number;
+}
+
+interface SeamPage {
+  readonly position: number;
+  readonly bytes: Uint8Array;
+  have: number;
+}
+
+/**
+ * Pages that two streams (or a stream and the end of the file) share, gathered until each holds
+ * every byte that belongs to it, in page-aligned memory (O_DIRECT needs it).
+ */
+class SeamPages {
+  private readonly open = new Map<number, SeamPage>();
+  private readonly spare: Uint8Array[] = [];
+  private static readonly BATCH = 64;
+
+  constructor(private readonly fileSize: number) {}
+
+  get empty(): boolean {
+    return this.open.size === 0;
+  }
+
+  get size(): number {
+    return this.open.size;
+  }
+
+  /** Adds `bytes` at `position`; returns the pages this completed (release each once written). */
+  add(position: number, bytes: Uint8Array): SeamPage[] {
+    const complete: SeamPage[] = [];
+    for (let i = 0; i < bytes.byteLength; ) {
+      const at = position + i;
+      const start = alignDown(at);
+      const n = Math.min(start + DIRECT_ALIGN - at, bytes.byteLength - i);
+      let page = this.open.get(start);
+      if (!page) {
+        page = { position: start, bytes: this.take(), have: 0 };
+        this.open.set(start, page);
+      }
+      page.bytes.set(bytes.subarray(i, i + n), at - start);
+      page.have += n;
+      i += n;
+      if (page.have === Math.min(DIRECT_ALIGN, this.fileSize - start)) {
+        this.open.delete(start);
+        complete.push(page);
+      }
+    }
+    return complete;
+  }
+
+  release(page: SeamPage): void {
+    this.spare.push(page.bytes);
+  }
+
+  private take(): Uint8Array {
+    let bytes = this.spare.pop();
+    if (!bytes) {
+      const memory = alignedBuffer(SeamPages.BATCH * DIRECT_ALIGN);
+      if (!memory) throw new Error('no page-aligned memory for direct writes');
+      for (let i = 1; i < SeamPages.BATCH; i++) this.spare.push(new Uint8Array(memory, i * DIRECT_ALIGN, DIRECT_ALIGN));
+      bytes = new Uint8Array(memory, 0, DIRECT_ALIGN);
+    }
+    // The file's last page goes out whole: what lies past the end must be zeros until the truncate.
+    return bytes.fill(0);
   }
 }

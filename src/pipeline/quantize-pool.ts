@@ -112,8 +112,11 @@ export const CHUNK_BYTES = 4 * 1024 * 1024;
  * flight (write-plan.ts), with room to spare: a copy waiting for its turn to write holds its slots.
  */
 const DIRECT_SLOTS = 8;
-/** Direct-write slots: two written while the third fills; large writes are what disks like. */
-const WRITE_SLOTS = 3;
+/**
+ * Direct-write slots: one filling per open stream (a copy and two quantized entries at once,
+ * write-plan.ts) and two being written; large writes are what disks like.
+ */
+const WRITE_SLOTS = 5;
 const WRITE_SLOT_BYTES = 8 * 1024 * 1024;
 
 export class QuantizePool {

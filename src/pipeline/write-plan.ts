@@ -154,8 +154,11 @@ async function writeJson(path: string, value: unknown): Promise<void> {
 }
 
 /**
- * Writes every shard in order. Entries arrive in file order, so each shard's bytes are produced
- * sequentially and, with `hashShards`, hashed on the way (no second read for the SHA-256).
+ * Writes every shard, one after another. Without hashing, a shard's entries run in two lanes at
+ * once, each lane in file order: copies (disk-bound: the workers idle) and everything else
+ * (worker-bound), every write at its final offset (the direct writer takes any order). With
+ * `hashShards`, entries write in file order, so each shard is hashed on the way (no second read
+ * for the SHA-256).
  */
 async function writeShards(
   ckpt: Checkpoint,
@@ -168,8 +171,10 @@ async function writeShards(
 ): Promise<WrittenShard[]> {
   const shardOf = new Map<string, number>();
   shards.forEach((s, i) => s.tensors.forEach((t) => shardOf.set(t.name, i)));
+  const entriesOf = shards.map(() => [] as PlanEntry[]);
+  for (const entry of entries) entriesOf[shardOf.get(entry.outputs[0]!.name)!]!.push(entry);
   const written: WrittenShard[] = [];
-  let entryIndex = 0;
+  let started = 0;
   const execOpts = {
     ...(opts.settings ? { settings: opts.settings } : {}),
     nonFinite: opts.allowNonFinite ? ('saturate' as const) : ('error' as const),
@@ -191,27 +196,22 @@ async function writeShards(
         await writing;
       },
     };
-    // With the pool, the next entry starts reading and quantizing while this one finishes: its
-    // writes wait until every earlier entry's are done (`before`), so the file is still written in
-    // order, and the disk and the workers do not idle at each tensor's end.
-    const inFlight: Promise<void>[] = [];
-    let previous: Promise<void> = Promise.resolve();
-    let failed = false;
+    const run = (entry: PlanEntry, into: OutputSink): Promise<void> => {
+      opts.emit({ type: 'tensor', name: entry.outputs[0]!.name, index: started++, count: entries.length });
+      return progress.entry(entry, (onBytes) => executeEntry(entry, ckpt, into, { ...execOpts, onBytes }));
+    };
     try {
-      while (!failed && entryIndex < entries.length && shardOf.get(entries[entryIndex]!.outputs[0]!.name) === si) {
-        const entry = entries[entryIndex]!;
-        opts.emit({ type: 'tensor', name: entry.outputs[0]!.name, index: entryIndex, count: entries.length });
-        const before = previous;
-        const inOrder: OutputSink = pool ? { write: (name, bytes, byteOffset) => before.then(() => sink.write(name, bytes, byteOffset)) } : sink;
-        const running = progress.entry(entry, (onBytes) => executeEntry(entry, ckpt, inOrder, { ...execOpts, onBytes }));
-        previous = Promise.all([before, running]).then(() => undefined);
-        // A failure stops the starting of entries; it is thrown where `previous` is awaited.
-        previous.catch(() => (failed = true));
-        inFlight.push(previous);
-        if (inFlight.length >= (pool ? ENTRIES_IN_FLIGHT : 1)) await inFlight.shift();
-        entryIndex++;
+      if (pool && !hash) {
+        await runInLanes(entriesOf[si]!, async (entry) => {
+          await run(entry, sink);
+          // Its stream's last, partial slot goes out now rather than holding a slot to the end.
+          const last = entry.outputs[entry.outputs.length - 1]!;
+          const at = writer.layout.offsets.get(last.name)!;
+          writer.endStream?.(at.fileOffset + at.byteLength);
+        });
+      } else {
+        await runInOrder(entriesOf[si]!, pool ? ENTRIES_IN_FLIGHT : 1, run, sink);
       }
-      await previous;
       await writer.finish();
     } catch (e) {
       await writer.abort();
@@ -221,6 +221,63 @@ async function writeShards(
     written.push({ file: shard.file, bytes: writer.layout.fileSize, ...(sha256 === undefined ? {} : { sha256 }) });
   }
   return written;
+}
+
+/**
+ * Runs `entries` with up to `inFlight` at once, the next one reading and quantizing while the one
+ * before finishes; its writes wait until every earlier entry's are done (`before`), so the file is
+ * written in order.
+ */
+async function runInOrder(entries: readonly PlanEntry[], inFlight: number, run: (entry: PlanEntry, into: OutputSink) => Promise<void>, sink: OutputSink): Promise<void> {
+  const running: Promise<void>[] = [];
+  let previous: Promise<void> = Promise.resolve();
+  let failed = false;
+  for (const entry of entries) {
+    if (failed) break;
+    const before = previous;
+    const inOrder: OutputSink = inFlight > 1 ? { write: (name, bytes, byteOffset) => before.then(() => sink.write(name, bytes, byteOffset)) } : sink;
+    previous = Promise.all([before, run(entry, inOrder)]).then(() => undefined);
+    // A failure stops the starting of entries; it is thrown where `previous` is awaited.
+    previous.catch(() => (failed = true));
+    running.push(previous);
+    if (running.length >= inFlight) await running.shift();
+  }
+  await previous;
+}
+
+/** Entries under way at once in each lane: a copy streams by itself; quantizing overlaps two. */
+const LANE_LIMITS = { copy: 1, compute: ENTRIES_IN_FLIGHT } as const;
+
+/**
+ * Runs `entries` in two lanes, each in order and at most its LANE_LIMITS at once: copies and the
+ * rest. The first failure stops the starting of entries and is thrown once the running ones end.
+ */
+async function runInLanes(entries: readonly PlanEntry[], run: (entry: PlanEntry) => Promise<void>): Promise<void> {
+  const lanes = [
+    { queue: entries.filter((e) => e.op === 'copy'), limit: LANE_LIMITS.copy, running: 0 },
+    { queue: entries.filter((e) => e.op !== 'copy'), limit: LANE_LIMITS.compute, running: 0 },
+  ];
+  const running = new Set<Promise<void>>();
+  let failure: { error: unknown } | undefined;
+  for (;;) {
+    for (const lane of lanes) {
+      while (!failure && lane.running < lane.limit && lane.queue.length > 0) {
+        lane.running++;
+        const done: Promise<void> = run(lane.queue.shift()!)
+          .catch((error: unknown) => {
+            failure ??= { error };
+          })
+          .finally(() => {
+            lane.running--;
+            running.delete(done);
+          });
+        running.add(done);
+      }
+    }
+    if (running.size === 0) break;
+    await Promise.race(running);
+  }
+  if (failure) throw failure.error;
 }
 
 /**
