@@ -533,20 +533,29 @@ describe('convert with worker threads', () => {
   });
   after(() => tmp.cleanup());
 
-  it('--threads 0 (reference executors), 1 and 2 write byte-identical files, with correct SHA-256s', async () => {
-    const outputs = new Map<number, Map<string, string>>();
-    for (const threads of [0, 1, 2]) {
-      const output = join(tmp.path, `out-${threads}`);
+  it('--threads 0 (reference executors), 1 and 2 write byte-identical files, with correct SHA-256s, in file order or in lanes', async () => {
+    const outputs = new Map<string, Map<string, string>>();
+    // With hashShards, entries write in file order (hashed as written); without, copies and
+    // quantized entries run in two lanes and write at their offsets out of order.
+    for (const [threads, hashShards] of [
+      [0, true],
+      [1, true],
+      [2, true],
+      [2, false],
+    ] as const) {
+      const key = `${threads}${hashShards ? '' : ' lanes'}`;
+      const output = join(tmp.path, `out-${threads}-${hashShards}`);
       // One shard over DIRECT_MIN_BYTES (direct writes, hashed on the hash thread), one under.
-      const summary = await convertCheckpoint({ input: source, output, threads, maxShardBytes: 10e6, hashShards: true });
+      const summary = await convertCheckpoint({ input: source, output, threads, maxShardBytes: 10e6, hashShards });
       assert.ok(summary.shards.some((s) => s.bytes >= DIRECT_MIN_BYTES) && summary.shards.some((s) => s.bytes < DIRECT_MIN_BYTES), 'shards on both writers');
       const hashes = new Map<string, string>();
       for (const f of await listFiles(output)) hashes.set(f, await sha256File(join(output, f)));
-      for (const s of summary.shards) assert.equal(s.sha256, hashes.get(s.file), `summary SHA-256 of ${s.file} (threads ${threads})`);
-      outputs.set(threads, hashes);
+      for (const s of summary.shards) assert.equal(s.sha256, hashShards ? hashes.get(s.file) : undefined, `summary SHA-256 of ${s.file} (${key})`);
+      outputs.set(key, hashes);
     }
-    assert.deepEqual(outputs.get(1), outputs.get(0), '--threads 1 vs reference executors');
-    assert.deepEqual(outputs.get(2), outputs.get(0), '--threads 2 vs reference executors');
+    assert.deepEqual(outputs.get('1'), outputs.get('0'), '--threads 1 vs reference executors');
+    assert.deepEqual(outputs.get('2'), outputs.get('0'), '--threads 2 vs reference executors');
+    assert.deepEqual(outputs.get('2 lanes'), outputs.get('0'), '--threads 2 in lanes vs reference executors');
   });
 
   it('a NaN in a pooled weight fails with the reference message and leaves no output', async () => {

@@ -188,8 +188,14 @@ async function writeShards(
     const writer = await createShardWriter(join(dir, shard.file), shard.tensors, { format: 'pt' }, pool?.writeSlots, hash ? pool?.hashing : undefined);
     // A direct writer hashes the file itself, on another thread (direct-shard-writer.ts).
     const hashing = !hash || writer.digest ? undefined : new SequentialHasher(writer.layout.headerBytes);
+    // Once an entry fails, the others' next writes fail too, so they stop instead of running to their end.
+    let stopped = false;
+    const stop = (): void => {
+      stopped = true;
+    };
     const sink: OutputSink = {
       write: async (name, bytes, byteOffset) => {
+        if (stopped) throw new Error(`${shard.file}: stopped after another tensor failed`);
         // Hash while the bytes go to the file: both are on the critical path of a disk-bound write.
         const writing = writer.write(name, bytes, byteOffset);
         hashing?.add(writer.layout.offsets.get(name)!.fileOffset + byteOffset, bytes);
@@ -202,7 +208,7 @@ async function writeShards(
     };
     try {
       if (pool && !hash) {
-        await runInLanes(entriesOf[si]!, async (entry) => {
+        await runInLanes(entriesOf[si]!, stop, async (entry) => {
           await run(entry, sink);
           // Its stream's last, partial slot goes out now rather than holding a slot to the end.
           const last = entry.outputs[entry.outputs.length - 1]!;
@@ -210,7 +216,7 @@ async function writeShards(
           writer.endStream?.(at.fileOffset + at.byteLength);
         });
       } else {
-        await runInOrder(entriesOf[si]!, pool ? ENTRIES_IN_FLIGHT : 1, run, sink);
+        await runInOrder(entriesOf[si]!, pool ? ENTRIES_IN_FLIGHT : 1, stop, run, sink);
       }
       await writer.finish();
     } catch (e) {
@@ -228,7 +234,13 @@ async function writeShards(
  * before finishes; its writes wait until every earlier entry's are done (`before`), so the file is
  * written in order.
  */
-async function runInOrder(entries: readonly PlanEntry[], inFlight: number, run: (entry: PlanEntry, into: OutputSink) => Promise<void>, sink: OutputSink): Promise<void> {
+async function runInOrder(
+  entries: readonly PlanEntry[],
+  inFlight: number,
+  onFailure: () => void,
+  run: (entry: PlanEntry, into: OutputSink) => Promise<void>,
+  sink: OutputSink,
+): Promise<void> {
   const running: Promise<void>[] = [];
   let previous: Promise<void> = Promise.resolve();
   let failed = false;
@@ -238,7 +250,10 @@ async function runInOrder(entries: readonly PlanEntry[], inFlight: number, run: 
     const inOrder: OutputSink = inFlight > 1 ? { write: (name, bytes, byteOffset) => before.then(() => sink.write(name, bytes, byteOffset)) } : sink;
     previous = Promise.all([before, run(entry, inOrder)]).then(() => undefined);
     // A failure stops the starting of entries; it is thrown where `previous` is awaited.
-    previous.catch(() => (failed = true));
+    previous.catch(() => {
+      failed = true;
+      onFailure();
+    });
     running.push(previous);
     if (running.length >= inFlight) await running.shift();
   }
@@ -250,9 +265,10 @@ const LANE_LIMITS = { copy: 1, compute: ENTRIES_IN_FLIGHT } as const;
 
 /**
  * Runs `entries` in two lanes, each in order and at most its LANE_LIMITS at once: copies and the
- * rest. The first failure stops the starting of entries and is thrown once the running ones end.
+ * rest. The first failure stops the starting of entries (and, through `onFailure`, the running
+ * ones at their next write) and is thrown once the running ones end.
  */
-async function runInLanes(entries: readonly PlanEntry[], run: (entry: PlanEntry) => Promise<void>): Promise<void> {
+async function runInLanes(entries: readonly PlanEntry[], onFailure: () => void, run: (entry: PlanEntry) => Promise<void>): Promise<void> {
   const lanes = [
     { queue: entries.filter((e) => e.op === 'copy'), limit: LANE_LIMITS.copy, running: 0 },
     { queue: entries.filter((e) => e.op !== 'copy'), limit: LANE_LIMITS.compute, running: 0 },
@@ -265,7 +281,9 @@ async function runInLanes(entries: readonly PlanEntry[], run: (entry: PlanEntry)
         lane.running++;
         const done: Promise<void> = run(lane.queue.shift()!)
           .catch((error: unknown) => {
-            failure ??= { error };
+            if (failure) return;
+            failure = { error };
+            onFailure();
           })
           .finally(() => {
             lane.running--;
