@@ -173,15 +173,16 @@ for (const [name, edit] of [
   ['deepseek_v3', undefined],
   ['deepseek_v3', 'model.layers.1.mlp.experts.1.down_proj'],
 ] as const) {
-  test(`${name}${edit ? ` with ${edit} damaged` : ''}: verify with floor checks in workers gives the report without them`, async () => {
+  test(`${name}${edit ? ` with ${edit} damaged` : ''}: verify with floor checks and metrics in workers gives the report without them`, async () => {
     let quantized = converted.get(name)!;
     if (edit !== undefined) {
       quantized = join(fixtures.workDir(), `${name}-${edit}`);
       await copyCheckpointWithEdits(converted.get(name)!, quantized, (t) => scaleF32(t.get(`${edit}.weight_scale_inv`)!, 4));
     }
-    const run = (floorCheckThreads: number) => verifyCheckpoints({ original: modelDir(name), quantized, tokens: 24, device: testDevice(), floorCheckThreads });
+    const run = (threads: number) => verifyCheckpoints({ original: modelDir(name), quantized, tokens: 24, device: testDevice(), floorCheckThreads: threads, metricsThreads: threads });
     const [inThread, inWorkers] = [await run(0), await run(2)];
     assert.deepEqual(withoutTime(inWorkers), withoutTime(inThread));
+    assert.ok(inThread.linears.length > 0 && inThread.linears.every((l) => l.floorError !== undefined || l.module.includes('experts')), 'linears measured, with floors');
     if (edit !== undefined)
       assert.ok(
         inThread.failures.some((f) => f.subject === edit),

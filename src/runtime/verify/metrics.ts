@@ -197,3 +197,39 @@ export function perplexity(logits: Float32Array, ids: ArrayLike<number>, batch: 
   const meanNll = n === 0 ? NaN : nll / n;
   return { predictions: n, meanNll, perplexity: Math.exp(meanNll) };
 }
+
+/** Floors below this are taken as this: an error ratio over a (near) exact floor would be noise. */
+export const FLOOR_EPSILON = 1e-3;
+
+export type LinearMetrics = TensorMetrics & { readonly floorError?: number; readonly errorRatio?: number };
+
+/**
+ * A linear's metrics against its reference and, when its floor probe ran (or its own output stands
+ * for it), floorError (whole output) and errorRatio: the largest ratio
+ * over the whole output and each group of `bn` output columns (one row block of the weight), so
+ * damage to one block of a large matrix is not averaged away by the blocks around it (a zeroed
+ * 128×128 block of a 4096×4096 weight moves the whole output's error by ~25 %, its row block's ~4×).
+ */
+export function linearMetrics(reference: Float32Array, actual: Float32Array, floor: Float32Array | undefined, rows: number, bn: number | undefined): LinearMetrics {
+  const n = rows > 0 ? reference.length / rows : 0;
+  const perBlock = floor !== undefined && bn !== undefined && n > bn;
+  // One pass over the output gives its metrics and its blocks' sums (at 512 tokens these passes
+  // were a third of a CUDA verify's time, bench/NOTES.md).
+  const { metrics, blocks } = perBlock ? compareTensorsByBlocks(reference, actual, rows, bn) : { metrics: compareTensors(reference, actual), blocks: undefined };
+  if (floor === undefined) return metrics;
+  // The module's own output standing in for its floor (a floor equal to the stored linear): the
+  // floor's sums are the output's.
+  const same = floor === actual;
+  const floorSums = same ? { metrics, blocks } : perBlock ? compareTensorsByBlocks(reference, floor, rows, bn) : { metrics: compareTensors(reference, floor), blocks: undefined };
+  const floorError = floorSums.metrics.relativeError;
+  let ratio = metrics.relativeError / Math.max(floorError, FLOOR_EPSILON);
+  if (blocks !== undefined && floorSums.blocks !== undefined) {
+    for (let b = 0; b < blocks.ref2.length; b++) {
+      const ref2 = blocks.ref2[b]!;
+      if (ref2 === 0) continue;
+      const blockFloor = Math.max(Math.sqrt(floorSums.blocks.err2[b]! / ref2), FLOOR_EPSILON);
+      ratio = Math.max(ratio, Math.sqrt(blocks.err2[b]! / ref2) / blockFloor);
+    }
+  }
+  return { ...metrics, floorError, errorRatio: ratio };
+}

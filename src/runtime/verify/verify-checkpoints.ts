@@ -24,7 +24,8 @@ import { WeightAccounting, type WeightScope } from '../models/weights.js';
 import type { Device } from '../onnx/session.js';
 import { linearClipping, staticActivationScaleOf, summarizeClipping, type ClippingSummary, type LinearClipping } from './activation-clipping.js';
 import { DEFAULT_GATES, evaluateGates, type GateFailure, type Gates } from './gates.js';
-import { compareLogits, compareTensors, compareTensorsByBlocks, perplexity, type LogitMetrics, type TensorMetrics } from './metrics.js';
+import { compareLogits, linearMetrics, perplexity, type LinearMetrics, type LogitMetrics } from './metrics.js';
+import { defaultMetricsThreads, MetricsPool } from './metrics-pool.js';
 import { checkCheckpointPair } from './checkpoint-pair.js';
 import { quantizedKeptModules, unverifiedTensors } from './coverage.js';
 import { mlaSplitProbes, mlaSplitTensors, REFERENCE_SUFFIX } from './mla-split-probes.js';
@@ -33,8 +34,7 @@ import { defaultCpuFloorCheckThreads, defaultFloorCheckThreads, FloorChecker, fl
 import type { TextInputDescription } from '../text/text-input.js';
 
 export const DEFAULT_VERIFY_TOKENS = 32;
-/** Floors below this are taken as this: an error ratio over a (near) exact floor would be noise. */
-export const FLOOR_EPSILON = 1e-3;
+export { FLOOR_EPSILON } from './metrics.js';
 export const DEFAULT_VERIFY_SEED = 0;
 
 export interface VerifyOptions {
@@ -58,6 +58,12 @@ export interface VerifyOptions {
    * the same.
    */
   readonly floorCheckThreads?: number;
+  /**
+   * Worker threads that compute the per-linear metrics while the main thread runs the next graphs
+   * (metrics-pool.ts); default: up to 4 of the cores left on CUDA, none on the CPU (whose cores
+   * onnxruntime uses). The report is the same.
+   */
+  readonly metricsThreads?: number;
   readonly onEvent?: (event: VerifyEvent) => void;
 }
 
@@ -225,6 +231,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
   const original = await ModelRunner.open(opts.original, runnerOptions);
   let quantized: ModelRunner | undefined;
   let checker: FloorChecker | undefined;
+  let metricsPool: MetricsPool | undefined;
   try {
     quantized = await ModelRunner.open(opts.quantized, runnerOptions);
     await checkCheckpointPair(original, quantized);
@@ -243,6 +250,12 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
         }
       }
     }
+    const metricsThreads = opts.metricsThreads ?? (device === 'cuda' ? defaultMetricsThreads(floorThreads) : 0);
+    if (metricsThreads > 0) metricsPool = new MetricsPool(metricsThreads);
+    const pool = metricsPool;
+    // Handed to the pool, outputs go to its workers and are not read here again.
+    const measure = (reference: Float32Array, actual: Float32Array, floor: Float32Array | undefined, rows: number, bn: number | undefined): Promise<LinearMetrics> =>
+      pool ? pool.measure(reference, actual, floor, rows, bn) : Promise.resolve(linearMetrics(reference, actual, floor, rows, bn));
     const c = checker;
     const checked =
       c === undefined
@@ -259,7 +272,13 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
 
     let ho = await original.embed(input.ids);
     let hq = await quantized.embed(input.ids);
-    const linears: LinearReport[] = [];
+    // In report order; each entry's metrics may still be computing in the pool. A failure is
+    // thrown where they are all awaited, after the layers (not as an unhandled rejection before).
+    const measured: Promise<LinearReport>[] = [];
+    const track = (report: Promise<LinearReport>): void => {
+      report.catch(() => undefined);
+      measured.push(report);
+    };
     const notReached: string[] = [];
     for (let layer = 0; layer < spec.numLayers; layer++) {
       emit({ type: 'layer', index: layer, count: spec.numLayers });
@@ -280,12 +299,8 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
         const ref = rq.probeOutputs.get(`${m.name}${REFERENCE_SUFFIX}`);
         const out = rq.probeOutputs.get(m.name);
         if (ref === undefined || out === undefined) continue;
-        linears.push({
-          module: m.name,
-          layer,
-          rows: m.rows,
-          ...linearMetrics(ref, out, rq.probeOutputs.get(`${m.name}${FLOOR_SUFFIX}`), m.rows, floorRows.get(`${m.name}${FLOOR_SUFFIX}`)),
-        });
+        const metrics = measure(ref, out, rq.probeOutputs.get(`${m.name}${FLOOR_SUFFIX}`), m.rows, floorRows.get(`${m.name}${FLOOR_SUFFIX}`));
+        track(metrics.then((x) => ({ module: m.name, layer, rows: m.rows, ...x })));
       }
       for (const module of layerLinears(plan)) {
         if (!quantized.isFp8Linear(module)) continue;
@@ -296,23 +311,16 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
           continue;
         }
         const staticScale = await staticActivationScaleOf(quantized, module);
-        linears.push({
-          module,
-          layer,
-          rows: capture.rows,
-          ...linearMetrics(
-            capture.output,
-            out,
-            extra.sameAsStored.has(module) ? out : rq.probeOutputs.get(`${module}${FLOOR_SUFFIX}`),
-            capture.rows,
-            floorRows.get(`${module}${FLOOR_SUFFIX}`),
-          ),
-          ...(staticScale === undefined ? {} : { clipping: linearClipping(capture.input, capture.rows, staticScale) }),
-        });
+        const clipping = staticScale === undefined ? undefined : linearClipping(capture.input, capture.rows, staticScale);
+        const floor = extra.sameAsStored.has(module) ? out : rq.probeOutputs.get(`${module}${FLOOR_SUFFIX}`);
+        const metrics = measure(capture.output, out, floor, capture.rows, floorRows.get(`${module}${FLOOR_SUFFIX}`));
+        const rows = capture.rows;
+        track(metrics.then((x) => ({ module, layer, rows, ...x, ...(clipping === undefined ? {} : { clipping }) })));
       }
       ho = ro.hidden;
       hq = rq.hidden;
     }
+    const linears = await Promise.all(measured);
     emit({ type: 'head' });
     // Layer-shaped weight buffers and the layer graphs' sessions (with their arenas) are of no use
     // to the head's lm_head chunks: dropped, the head's memory takes their place instead of adding
@@ -376,6 +384,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       seconds: (performance.now() - t0) / 1000,
     };
   } finally {
+    await metricsPool?.close();
     await checker?.close();
     await original.close();
     await quantized?.close();
@@ -404,41 +413,4 @@ function describeInput(opts: VerifyOptions, shape: BatchShape, seed: number): Ve
   }
   const file = src?.kind === 'file' ? src.file : undefined;
   return { source: 'file', batch: shape.batch, seq: shape.seq, ...(file === undefined ? {} : { file }), description: `ids ${file ?? 'given'}, ${dims}` };
-}
-
-/**
- * A linear's metrics against its reference and, when its floor probe ran (or its own output stands
- * for it), floorError (whole output) and errorRatio: the largest ratio
- * over the whole output and each group of `bn` output columns (one row block of the weight), so
- * damage to one block of a large matrix is not averaged away by the blocks around it (a zeroed
- * 128×128 block of a 4096×4096 weight moves the whole output's error by ~25 %, its row block's ~4×).
- */
-function linearMetrics(
-  reference: Float32Array,
-  actual: Float32Array,
-  floor: Float32Array | undefined,
-  rows: number,
-  bn: number | undefined,
-): TensorMetrics & { floorError?: number; errorRatio?: number } {
-  const n = rows > 0 ? reference.length / rows : 0;
-  const perBlock = floor !== undefined && bn !== undefined && n > bn;
-  // One pass over the output gives its metrics and its blocks' sums (at 512 tokens these passes
-  // were a third of a CUDA verify's time, bench/NOTES.md).
-  const { metrics, blocks } = perBlock ? compareTensorsByBlocks(reference, actual, rows, bn) : { metrics: compareTensors(reference, actual), blocks: undefined };
-  if (floor === undefined) return metrics;
-  // The module's own output standing in for its floor (a floor equal to the stored linear): the
-  // floor's sums are the output's.
-  const same = floor === actual;
-  const floorSums = same ? { metrics, blocks } : perBlock ? compareTensorsByBlocks(reference, floor, rows, bn) : { metrics: compareTensors(reference, floor), blocks: undefined };
-  const floorError = floorSums.metrics.relativeError;
-  let ratio = metrics.relativeError / Math.max(floorError, FLOOR_EPSILON);
-  if (blocks !== undefined && floorSums.blocks !== undefined) {
-    for (let b = 0; b < blocks.ref2.length; b++) {
-      const ref2 = blocks.ref2[b]!;
-      if (ref2 === 0) continue;
-      const blockFloor = Math.max(Math.sqrt(floorSums.blocks.err2[b]! / ref2), FLOOR_EPSILON);
-      ratio = Math.max(ratio, Math.sqrt(blocks.err2[b]! / ref2) / blockFloor);
-    }
-  }
-  return { ...metrics, floorError, errorRatio: ratio };
 }
