@@ -579,6 +579,21 @@ describe('convert with worker threads', () => {
     assert.equal(messages[1], messages[0]);
   });
 
+  it('with hashing (entries in file order), a NaN found reading ahead is the error reported, not the stopped writer', async () => {
+    // An early row: gate_proj fails while down_proj, before it in file order, is still writing.
+    const bad = join(tmp.path, 'bad-early');
+    const gate = model.get('model.layers.0.mlp.gate_proj.weight')!;
+    const nanGate = gate.bytes.slice();
+    new Uint16Array(nanGate.buffer)[2 * 1024 + 77] = 0x7fc0; // BF16 NaN at [2, 77]
+    await writeCheckpoint(bad, new Map([...model, ['model.layers.0.mlp.gate_proj.weight', { ...gate, bytes: nanGate }]]), { config });
+    const err = await convertCheckpoint({ input: bad, output: join(tmp.path, 'bad-early-out'), threads: 2, hashShards: true }).then(
+      () => assert.fail('convert of a NaN weight must fail'),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof CheckpointError, String(err));
+    assert.match(err.message, /model\.layers\.0\.mlp\.gate_proj\.weight.*non-finite value \(NaN\) at \[2, 77\]/);
+  });
+
   it('a process that converted with workers exits on its own (an inline -e script, as the bench runs it)', async () => {
     const output = join(tmp.path, 'child-out');
     const script =

@@ -243,21 +243,26 @@ async function runInOrder(
 ): Promise<void> {
   const running: Promise<void>[] = [];
   let previous: Promise<void> = Promise.resolve();
-  let failed = false;
+  // The first failure in time: a later entry reading ahead can fail while an earlier one still
+  // writes, which then stops with onFailure's secondary error; that one must not be reported.
+  let failure: { error: unknown } | undefined;
   for (const entry of entries) {
-    if (failed) break;
+    if (failure) break;
     const before = previous;
     const inOrder: OutputSink = inFlight > 1 ? { write: (name, bytes, byteOffset) => before.then(() => sink.write(name, bytes, byteOffset)) } : sink;
     previous = Promise.all([before, run(entry, inOrder)]).then(() => undefined);
-    // A failure stops the starting of entries; it is thrown where `previous` is awaited.
-    previous.catch(() => {
-      failed = true;
+    // A failure stops the starting of entries; it is thrown once the running ones end.
+    previous.catch((error: unknown) => {
+      if (failure) return;
+      failure = { error };
       onFailure();
     });
     running.push(previous);
-    if (running.length >= inFlight) await running.shift();
+    if (running.length >= inFlight) await running.shift()!.catch(() => undefined);
   }
-  await previous;
+  // Every entry has ended (a failed one's neighbours stop at their next write) before the writer is aborted.
+  await Promise.allSettled(running);
+  if (failure) throw failure.error;
 }
 
 /** Entries under way at once in each lane: a copy streams by itself; quantizing overlaps two. */
