@@ -179,7 +179,8 @@ for (const [name, edit] of [
       quantized = join(fixtures.workDir(), `${name}-${edit}`);
       await copyCheckpointWithEdits(converted.get(name)!, quantized, (t) => scaleF32(t.get(`${edit}.weight_scale_inv`)!, 4));
     }
-    const run = (threads: number) => verifyCheckpoints({ original: modelDir(name), quantized, tokens: 24, device: testDevice(), floorCheckThreads: threads, metricsThreads: threads });
+    const run = (threads: number) =>
+      verifyCheckpoints({ original: modelDir(name), quantized, tokens: 24, device: testDevice(), floorCheckThreads: threads, metricsThreads: threads });
     const [inThread, inWorkers] = [await run(0), await run(2)];
     assert.deepEqual(withoutTime(inWorkers), withoutTime(inThread));
     assert.ok(inThread.linears.length > 0 && inThread.linears.every((l) => l.floorError !== undefined || l.module.includes('experts')), 'linears measured, with floors');

@@ -168,23 +168,30 @@ class DirectShardWriter implements ShardWriter {
     if (bytes.byteLength === 0) return;
     let s = this.streams.get(position);
     if (s) this.streams.delete(position);
-    else s = await this.openStream(position);
+    else s = this.openStream(position);
     for (let i = 0; i < bytes.byteLength; ) {
+      // A stream whose slot went out full takes its next one only when it has bytes for it.
+      if (s.slot === NO_SLOT) s.slot = await this.takeSlot();
       const n = Math.min(s.start + this.slots.slotBytes - s.cursor, bytes.byteLength - i);
       this.slots.view(s.slot).set(bytes.subarray(i, i + n), s.cursor - s.start);
       s.cursor += n;
       i += n;
       if (s.cursor === s.start + this.slots.slotBytes) {
         this.flush(s, false);
-        s.slot = await this.takeSlot();
+        s.slot = NO_SLOT;
         s.start = s.from = s.cursor;
       }
     }
-    if (this.streams.has(s.cursor)) throw new Error(`${this.path}: two writes end at byte ${s.cursor}: tensors overlap`);
+    if (this.streams.has(s.cursor)) {
+      if (s.slot !== NO_SLOT) this.releaseSlot(s.slot);
+      throw new Error(`${this.path}: two writes end at byte ${s.cursor}: tensors overlap`);
+    }
     this.streams.set(s.cursor, s);
+    // A writer waiting for a slot may now end this stream early to get one (takeSlot).
+    if (s.slot !== NO_SLOT) this.wakeWaiters();
   }
 
-  private async openStream(position: number): Promise<Stream> {
+  private openStream(position: number): Stream {
     if (++this.streamsOpened === 2 && this.hash) {
       // The file is no longer gathered front to back: digest() hashes the finished file instead.
       const hash = this.hash;
@@ -194,8 +201,7 @@ class DirectShardWriter implements ShardWriter {
         () => hash.cancel(),
       );
     }
-    const slot = await this.takeSlot();
-    return { slot, start: alignDown(position), from: position, cursor: position };
+    return { slot: NO_SLOT, start: alignDown(position), from: position, cursor: position };
   }
 
   /**
@@ -204,6 +210,7 @@ class DirectShardWriter implements ShardWriter {
    * is written whole; at a stream's end, up to its last byte.
    */
   private flush(s: Stream, end: boolean): void {
+    if (s.slot === NO_SLOT) return;
     const view = this.slots.view(s.slot);
     const directFrom = alignUp(s.from);
     const directTo = end ? alignDown(s.cursor) : s.cursor;
@@ -252,13 +259,19 @@ class DirectShardWriter implements ShardWriter {
 
   private releaseSlot(slot: number): void {
     this.free.push(slot);
-    // Every waiter looks again: one takes this slot, and once no write is left, another spills a stream.
+    this.wakeWaiters();
+  }
+
+  /** Every waiter for a slot looks again: one takes a free slot, another may end an open stream. */
+  private wakeWaiters(): void {
     for (const wake of this.onRelease.splice(0)) wake();
   }
 
   /**
    * A free slot: one whose write is done. With every slot held by an open stream and none being
-   * written, an open stream is ended early (always correct: a later write at its end opens a new one).
+   * written, an open stream is ended early (always correct: a later write at its end opens a new
+   * one). Otherwise the slots are being written, or held by writes under way that will soon open
+   * a stream or write their slot: wait for either.
    */
   private async takeSlot(): Promise<number> {
     for (;;) {
@@ -266,10 +279,11 @@ class DirectShardWriter implements ShardWriter {
       const slot = this.free.pop();
       if (slot !== undefined) return slot;
       if (this.slotWrites === 0) {
-        const spill = this.streams.keys().next();
-        if (spill.done) throw new Error(`${this.path}: no write slot is free (more concurrent writes than slots)`);
-        this.endStream(spill.value);
-        continue;
+        const spill = [...this.streams].find(([, s]) => s.slot !== NO_SLOT);
+        if (spill) {
+          this.endStream(spill[0]);
+          continue;
+        }
       }
       await new Promise<void>((resolve) => this.onRelease.push(resolve));
     }
@@ -319,7 +333,11 @@ class DirectShardWriter implements ShardWriter {
   }
 }
 
+/** A stream between slots: its last one went out full and it has no bytes for the next yet. */
+const NO_SLOT = -1;
+
 interface Stream {
+  /** NO_SLOT, or the slot gathering its bytes. */
   slot: number;
   /** File position of the slot's first byte (page-aligned). */
   start: number;
