@@ -8,9 +8,12 @@
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
 import { startModuleWorker } from '../../io/module-worker.js';
-import type { LinearMetrics } from './metrics.js';
+import { checkLogitSizes, compareTensors, logitMetrics, type LinearMetrics, type LogitMetrics, type TokenComparison } from './metrics.js';
 
-export interface MetricsRequest {
+export type MetricsRequest = LinearRequest | TokensRequest;
+
+export interface LinearRequest {
+  readonly kind: 'linear';
   readonly id: number;
   readonly reference: Float32Array;
   readonly actual: Float32Array;
@@ -21,7 +24,19 @@ export interface MetricsRequest {
   readonly bn?: number;
 }
 
-export type MetricsReply = { readonly id: number; readonly metrics: LinearMetrics } | { readonly id: number; readonly error: string };
+/** compareTokens over a run of whole tokens' logits. */
+export interface TokensRequest {
+  readonly kind: 'tokens';
+  readonly id: number;
+  readonly original: Float32Array;
+  readonly quantized: Float32Array;
+  readonly vocab: number;
+}
+
+export type MetricsReply =
+  | { readonly id: number; readonly metrics: LinearMetrics }
+  | { readonly id: number; readonly tokens: TokenComparison }
+  | { readonly id: number; readonly error: string };
 
 /** Metrics threads for a CUDA verify on `cores` cores beside `floorThreads` floor-check workers: at most 4. */
 export function defaultMetricsThreads(floorThreads: number, cores = availableParallelism()): number {
@@ -29,7 +44,7 @@ export function defaultMetricsThreads(floorThreads: number, cores = availablePar
 }
 
 interface Waiter {
-  readonly resolve: (m: LinearMetrics) => void;
+  readonly resolve: (reply: MetricsReply) => void;
   readonly reject: (e: Error) => void;
 }
 
@@ -66,7 +81,8 @@ export class MetricsPool {
       return s;
     });
     const [ref, act, flo] = owned;
-    const request = (r: Float32Array, x: Float32Array, f: Float32Array | undefined): MetricsRequest => ({
+    const request = (r: Float32Array, x: Float32Array, f: Float32Array | undefined): LinearRequest => ({
+      kind: 'linear',
       id,
       reference: r,
       actual: x,
@@ -75,15 +91,56 @@ export class MetricsPool {
       rows,
       ...(bn === undefined ? {} : { bn }),
     });
-    return new Promise<LinearMetrics>((resolve, reject) => {
-      this.waiting.set(id, { worker: w, waiter: { resolve, reject } });
-      this.load.set(w, this.load.get(w)! + 1);
+    return this.send(w, id, (post) => {
       try {
-        w.postMessage(request(ref!, act!, flo), [...transfer]);
+        post(request(ref!, act!, flo), [...transfer]);
       } catch {
         // A buffer the runtime will not transfer (one onnxruntime still owns): nothing moved, so copy.
-        w.postMessage(request(ref!.slice(), act!.slice(), flo?.slice()));
+        post(request(ref!.slice(), act!.slice(), flo?.slice()), []);
       }
+    }).then((reply) => ('metrics' in reply ? reply.metrics : Promise.reject(new Error('metrics worker: unexpected reply'))));
+  }
+
+  /**
+   * compareLogits (metrics.ts) with the tokens split over the workers (copies of their rows) while
+   * this thread computes the logits' relative error: the same numbers, the per-token values being
+   * summed here in token order.
+   */
+  async compareLogits(original: Float32Array, quantized: Float32Array, vocab: number): Promise<LogitMetrics> {
+    checkLogitSizes(original, quantized, vocab);
+    if (this.broken) throw this.broken;
+    const tokens = original.length / vocab;
+    const parts = Math.max(1, Math.min(this.workers.length, tokens));
+    const jobs: Promise<TokenComparison>[] = [];
+    for (let p = 0; p < parts; p++) {
+      const t0 = Math.floor((p * tokens) / parts);
+      const t1 = Math.floor(((p + 1) * tokens) / parts);
+      const o = original.slice(t0 * vocab, t1 * vocab);
+      const q = quantized.slice(t0 * vocab, t1 * vocab);
+      const w = this.workers[p]!;
+      const id = this.nextId++;
+      const job = this.send(w, id, (post) => post({ kind: 'tokens', id, original: o, quantized: q, vocab }, [o.buffer, q.buffer]));
+      jobs.push(job.then((reply) => ('tokens' in reply ? reply.tokens : Promise.reject(new Error('metrics worker: unexpected reply')))));
+    }
+    for (const j of jobs) j.catch(() => undefined);
+    const relativeError = compareTensors(original, quantized).relativeError;
+    const done = await Promise.all(jobs);
+    const kl = new Float64Array(tokens);
+    const agree = new Uint8Array(tokens);
+    let at = 0;
+    for (const d of done) {
+      kl.set(d.kl, at);
+      agree.set(d.agree, at);
+      at += d.kl.length;
+    }
+    return logitMetrics({ kl, agree }, relativeError);
+  }
+
+  private send(w: Worker, id: number, post: (send: (request: MetricsRequest, transfer: ArrayBuffer[]) => void) => void): Promise<MetricsReply> {
+    return new Promise<MetricsReply>((resolve, reject) => {
+      this.waiting.set(id, { worker: w, waiter: { resolve, reject } });
+      this.load.set(w, this.load.get(w)! + 1);
+      post((request, transfer) => w.postMessage(request, transfer));
     });
   }
 
@@ -93,7 +150,7 @@ export class MetricsPool {
     this.waiting.delete(reply.id);
     this.load.set(w, this.load.get(w)! - 1);
     if ('error' in reply) entry.waiter.reject(new Error(`verify's metrics worker: ${reply.error}`));
-    else entry.waiter.resolve(reply.metrics);
+    else entry.waiter.resolve(reply);
   }
 
   private fail(e: Error): void {

@@ -61,37 +61,57 @@ export function klDivergence(original: Float32Array, quantized: Float32Array): n
   return Math.max(0, kl);
 }
 
-/** Logits `[tokens, vocab]` of both models. */
-export function compareLogits(original: Float32Array, quantized: Float32Array, vocab: number): LogitMetrics {
+/** Per token of logits `[tokens, vocab]`: KL(original ‖ quantized), and whether both argmaxes agree (1) or not (0). */
+export interface TokenComparison {
+  readonly kl: Float64Array;
+  readonly agree: Uint8Array;
+}
+
+/** compareLogits's per-token part (a pool of workers takes rows of tokens each). */
+export function compareTokens(original: Float32Array, quantized: Float32Array, vocab: number): TokenComparison {
+  const tokens = original.length / vocab;
+  const kl = new Float64Array(tokens);
+  const agree = new Uint8Array(tokens);
+  for (let t = 0; t < tokens; t++) {
+    const o = original.subarray(t * vocab, (t + 1) * vocab);
+    const q = quantized.subarray(t * vocab, (t + 1) * vocab);
+    kl[t] = klDivergence(o, q);
+    const top = argmax(o);
+    agree[t] = top >= 0 && top === argmax(q) ? 1 : 0;
+  }
+  return { kl, agree };
+}
+
+export function checkLogitSizes(original: Float32Array, quantized: Float32Array, vocab: number): void {
   if (original.length !== quantized.length || original.length % vocab !== 0) {
     throw new RangeError(`logits sizes differ or are not a multiple of vocab ${vocab}: ${original.length} vs ${quantized.length}`);
   }
-  const tokens = original.length / vocab;
+}
+
+/** Logits `[tokens, vocab]` of both models. */
+export function compareLogits(original: Float32Array, quantized: Float32Array, vocab: number): LogitMetrics {
+  checkLogitSizes(original, quantized, vocab);
+  return logitMetrics(compareTokens(original, quantized, vocab), compareTensors(original, quantized).relativeError);
+}
+
+/** The model-level metrics from each token's comparison, summed in token order (the same numbers however the tokens were split). */
+export function logitMetrics(perToken: TokenComparison, relativeError: number): LogitMetrics {
+  const tokens = perToken.kl.length;
   let klSum = 0;
   let maxKl = -Infinity;
   let maxKlToken = 0;
   let agree = 0;
   for (let t = 0; t < tokens; t++) {
-    const o = original.subarray(t * vocab, (t + 1) * vocab);
-    const q = quantized.subarray(t * vocab, (t + 1) * vocab);
-    const kl = klDivergence(o, q);
+    const kl = perToken.kl[t]!;
     klSum += kl;
     // A NaN KL (NaN logits) is the worst token, not one that never counts: the report must show it.
     if (kl > maxKl || (Number.isNaN(kl) && !Number.isNaN(maxKl))) {
       maxKl = kl;
       maxKlToken = t;
     }
-    const top = argmax(o);
-    if (top >= 0 && top === argmax(q)) agree++;
+    agree += perToken.agree[t]!;
   }
-  return {
-    tokens,
-    meanKl: klSum / tokens,
-    maxKl,
-    maxKlToken,
-    top1Agreement: agree / tokens,
-    relativeError: compareTensors(original, quantized).relativeError,
-  };
+  return { tokens, meanKl: klSum / tokens, maxKl, maxKlToken, top1Agreement: agree / tokens, relativeError };
 }
 
 export function compareTensors(reference: ArrayLike<number>, actual: ArrayLike<number>): TensorMetrics {

@@ -331,7 +331,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     const tokens = shape.batch * shape.seq;
     // One widening of lm_head for both where the conversion kept it as it was (runner.ts, heads).
     const [logitsO, logitsQ] = await original.heads(ho, tokens, { runner: quantized, hidden: hq });
-    const model = compareLogits(logitsO, logitsQ, spec.vocabSize);
+    const model = pool ? await pool.compareLogits(logitsO, logitsQ, spec.vocabSize) : compareLogits(logitsO, logitsQ, spec.vocabSize);
     let ppl: VerifyPerplexity | undefined;
     if (opts.inputSource?.kind === 'text') {
       const po = perplexity(logitsO, input.ids, shape.batch, shape.seq, spec.vocabSize);
