@@ -3,7 +3,7 @@
 # on the GPU machine: the pieces bench/gpu-bundle.sh makes (part.0, part.1, part.2, ~25 MB each)
 # were copied into /tmp/fp8q-gpu ($W) by two back-to-back runs (the machine keeps /tmp only while warm), and this
 # script came with the third. It generates a Llama-3-8B-shaped BF16 checkpoint (32 layers),
-# converts it, and verifies it with --device cuda at 32 and 512 tokens with two builds in rotation
+# converts it (and times convert without --json with both builds against cp -r + sync), and verifies it with --device cuda at 32 and 512 tokens with two builds in rotation
 # (dist-main, dist), then once more under --cpu-prof: wall and report seconds, `cat` of both
 # checkpoints cold and from the page cache, peak host RSS (the CLI's own ru_maxrss), peak GPU
 # memory and mean utilisation (nvidia-smi every 100 ms), and a profile summary. Results go to $OUT.
@@ -30,6 +30,16 @@ run dist setup-cuda --check 2>&1 | tail -3
 t $N gen.mjs /tmp/src 32
 t run dist convert /tmp/src -o /tmp/fp8 --json > $OUT/convert.json 2> $OUT/convert.err; tail -2 $OUT/convert.err
 du -sb /tmp/src /tmp/fp8
+# Convert without --json (no shard hashes: copies and quantized tensors in lanes) with both builds
+# in rotation, each from a cold cache and synced, against cp -r + sync of the source.
+for B in dist-main dist dist-main dist cp; do
+  sync; echo 3 > /proc/sys/vm/drop_caches; rm -rf /tmp/ab
+  s=$(date +%s.%N)
+  if [ $B = cp ]; then cp -r /tmp/src /tmp/ab; else run $B convert /tmp/src -o /tmp/ab > /dev/null 2> $W/ab.err; fi
+  rc=$?; sync
+  echo "TIME $(awk "BEGIN{print $(date +%s.%N)-$s}") rc=$rc: $B (convert or cp -r) + sync $(grep -o 'MAXRSS_KB=[0-9]*' $W/ab.err 2>/dev/null)" >&2; rm -f $W/ab.err
+done
+rm -rf /tmp/ab
 for T in 32 512; do
   sync; echo 3 > /proc/sys/vm/drop_caches
   t sh -c 'cat /tmp/src/* /tmp/fp8/* > /dev/null'
@@ -42,7 +52,8 @@ for T in 32 512; do
     kill $S; wait $S 2>/dev/null
     echo "== $B T=$T $(grep -o 'MAXRSS_KB=[0-9]*' $W/v.err) report_s=$($N -e "const r=JSON.parse(require('fs').readFileSync('$W/v.json'));console.log(r.seconds.toFixed(2),'peakW_MiB',(r.peakWeightBytes/2**20).toFixed(0),'passed',r.passed,'kl',r.model.meanKl,'linears',r.linears.length)") smi_peak_MiB,util=$(sort -t, -n -k1 $W/smi.txt | tail -1) mean_util=$(awk -F, '{u+=$2; n++} END {print u/n}' $W/smi.txt)"
     grep -v MAXRSS $W/v.err | tail -2
-    cp $W/v.json $OUT/verify-$B-$T.json
+    [ $B = prof ] || cp $W/v.json $OUT/verify-$B-$T.json
   done
+  $N -e "const fs=require('fs');const s=(f)=>{const r=JSON.parse(fs.readFileSync(f));delete r.seconds;return JSON.stringify(r);};console.log('reports identical but seconds (dist, dist-main; T=$T):',s('$OUT/verify-dist-$T.json')===s('$OUT/verify-dist-main-$T.json'))"
   $N prof.mjs $W/prof-$T > $OUT/prof-$T.txt 2>&1; head -45 $OUT/prof-$T.txt
 done
