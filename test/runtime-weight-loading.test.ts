@@ -12,6 +12,7 @@ import { Checkpoint } from '../src/io/checkpoint/checkpoint.js';
 import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { QuantizationConfigError } from '../src/io/formats/quantized-format.js';
 import { ModelRunner } from '../src/runtime/models/runner.js';
+import { HostBufferPool } from '../src/runtime/models/buffer-pool.js';
 import { ModelWeights } from '../src/runtime/models/weights.js';
 import { FIXTURE_MODELS, MODELS, modelDir, readAll } from './helpers/fixtures.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
@@ -78,8 +79,12 @@ describe('the forward reads FP8 layouts with io/quantized-format', () => {
       const ids = Array.from(new BigInt64Array(tensors.get('input_ids')!.bytes.slice().buffer), Number);
       const shape = { batch: 2, seq: ids.length / 2 };
       const logits: Float32Array[] = [];
-      for (const readAhead of [false, true]) {
-        const runner = await ModelRunner.open(dir, { device: 'cpu', readAhead });
+      for (const [readAhead, buffers] of [
+        [false, undefined],
+        [true, undefined],
+        [true, new HostBufferPool()],
+      ] as const) {
+        const runner = await ModelRunner.open(dir, { device: 'cpu', readAhead, ...(buffers ? { buffers } : {}) });
         try {
           assert.equal(runner.weights.readAhead, readAhead);
           logits.push(await runner.forward(ids, shape));
@@ -88,6 +93,7 @@ describe('the forward reads FP8 layouts with io/quantized-format', () => {
         }
       }
       assert.ok(Buffer.from(logits[0]!.buffer).equals(Buffer.from(logits[1]!.buffer)), `${dir}: logits with and without read-ahead`);
+      assert.ok(Buffer.from(logits[0]!.buffer).equals(Buffer.from(logits[2]!.buffer)), `${dir}: logits with read-ahead into pooled buffers`);
     }
     const ckpt = await Checkpoint.open(modelDir('llama'));
     try {
@@ -102,6 +108,19 @@ describe('the forward reads FP8 layouts with io/quantized-format', () => {
       const q1 = await next.linear('model.layers.1.self_attn.q_proj');
       assert.deepEqual((q1.weight as { bytes: Uint8Array }).bytes, await ckpt.readTensor('model.layers.1.self_attn.q_proj.weight'));
       next.close();
+      // With a pool, what is read ahead goes into its buffers and back to it when the scope that used it closes.
+      const pool = new HostBufferPool();
+      const pooled = new ModelWeights(ckpt, undefined, pool, true);
+      const s0 = pooled.scope();
+      await s0.linear('model.layers.0.self_attn.q_proj');
+      s0.close();
+      const freeBefore = pool.heldBytes;
+      const s1 = pooled.scope();
+      const q1p = await s1.linear('model.layers.1.self_attn.q_proj');
+      const q1Bytes = (q1p.weight as { bytes: Uint8Array }).bytes;
+      assert.deepEqual(q1Bytes, await ckpt.readTensor('model.layers.1.self_attn.q_proj.weight'));
+      s1.close();
+      assert.ok(pool.heldBytes >= freeBefore + q1Bytes.byteLength, `the read-ahead buffer of q_proj went back to the pool (${freeBefore} → ${pool.heldBytes} bytes free)`);
     } finally {
       await ckpt.close();
     }

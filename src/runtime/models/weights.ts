@@ -89,6 +89,12 @@ export class ModelWeights {
 
   /** Whole-tensor reads started ahead of need (readAhead), by tensor name. */
   private readonly ahead = new Map<string, { readonly bytes: Promise<Uint8Array>; readonly byteLength: number }>();
+  /**
+   * Read-ahead buffers taken from the pool, until a scope adopts them (and gives them back when it
+   * closes): reading a layer ahead into fresh arrays cost a CUDA verify ~0.5 s of garbage collection
+   * and the page faults of ~0.8 GB of new memory a layer (bench/NOTES.md).
+   */
+  private readonly aheadPooled = new WeakMap<ArrayBufferLike, Uint8Array>();
   /** The highest decoder layer whose tensors were read ahead. */
   private aheadLayer = -1;
 
@@ -211,7 +217,9 @@ export class ModelWeights {
     for (const t of this.checkpoint.tensorNames()) {
       if (!t.startsWith(prefix) || /\.experts\.\d+\./.test(t) || /\.experts\.(gate_up_proj|down_proj|w[123])\b/.test(t) || this.ahead.has(t)) continue;
       const byteLength = this.checkpoint.info(t).byteLength;
-      const bytes = this.checkpoint.readTensor(t);
+      const into = this.pool?.bytes(byteLength);
+      if (into) this.aheadPooled.set(into.buffer, into);
+      const bytes = this.checkpoint.readTensor(t, into);
       // A read nobody consumes (or one that fails) must not become an unhandled rejection.
       bytes.catch(() => undefined);
       this.ahead.set(t, { bytes, byteLength });
@@ -223,8 +231,25 @@ export class ModelWeights {
       if (layer && Number(layer[1]) < next - 1) {
         this.ahead.delete(t);
         this.accounting.remove(a.byteLength);
+        void a.bytes.then(
+          (b) => {
+            const pooled = this.adoptReadAhead(b);
+            if (pooled) this.pool?.give([pooled]);
+          },
+          () => undefined,
+        );
       }
     }
+  }
+
+  /**
+   * @internal The pool's buffer behind `bytes` when they were read ahead into it and nobody has
+   * adopted it yet; the caller adopts it (gives it back to the pool when done with the bytes).
+   */
+  adoptReadAhead(bytes: Uint8Array): Uint8Array | undefined {
+    const pooled = this.aheadPooled.get(bytes.buffer);
+    if (pooled !== undefined) this.aheadPooled.delete(bytes.buffer);
+    return pooled;
   }
 
   /** @internal */
@@ -313,6 +338,18 @@ export class WeightScope {
     return b;
   };
 
+  /** A pooled read-ahead buffer becomes this scope's, given back like the ones it took itself. */
+  private adoptBytes(bytes: Uint8Array): Uint8Array {
+    const pooled = this.weights.adoptReadAhead(bytes);
+    if (pooled !== undefined) this.pooled.push(pooled);
+    return bytes;
+  }
+
+  private adopt(t: StoredTensor): StoredTensor {
+    this.adoptBytes(t.bytes);
+    return t;
+  }
+
   private count(n: number): void {
     if (this.closed) throw new Error('weight scope is closed');
     this.bytes += n;
@@ -320,7 +357,7 @@ export class WeightScope {
   }
 
   async tensor(name: string): Promise<StoredTensor> {
-    const t = await this.weights.readStored(name, undefined, this.buffer);
+    const t = this.adopt(await this.weights.readStored(name, undefined, this.buffer));
     this.count(t.bytes.byteLength);
     return this.decodeStored(t);
   }
@@ -351,7 +388,7 @@ export class WeightScope {
     const biasName = `${module}.bias`;
     const format = FP8_DTYPES[info.dtype];
     if (format === undefined) {
-      const weight = await this.weights.readStored(name, rows, this.buffer);
+      const weight = this.adopt(await this.weights.readStored(name, rows, this.buffer));
       this.count(weight.bytes.byteLength);
       const bias = ckpt.has(biasName) ? await this.tensor(biasName) : undefined;
       if (rows !== undefined && bias !== undefined) throw new CheckpointError(`${ckpt.dir}: row chunks of a linear with a bias are not supported (${module})`);
@@ -367,7 +404,7 @@ export class WeightScope {
     if (!isFloatSourceDtype(scaleInfo.dtype)) throw new CheckpointError(`${ckpt.dir}: ${scaleName} is ${scaleInfo.dtype}; expected F32`);
     const [n, k] = info.shape as [number, number];
     const block = this.weights.blockFor(module, n, k, scaleInfo.shape);
-    const codes = await this.weights.readTensorBytes(name, () => this.buffer(info.byteLength));
+    const codes = this.adoptBytes(await this.weights.readTensorBytes(name, () => this.buffer(info.byteLength)));
     const scaleBytes = await this.weights.readTensorBytes(scaleName);
     this.count(codes.byteLength + scaleBytes.byteLength);
     const scale = widenToFloat32(scaleBytes, scaleInfo.dtype, new Float32Array(scaleBytes.byteLength / dtypeSize(scaleInfo.dtype)));
