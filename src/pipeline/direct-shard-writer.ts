@@ -75,7 +75,8 @@ export async function createShardWriter(
   return SafetensorsWriter.create(path, tensors, metadata);
 }
 
-async function sha256OfFile(path: string): Promise<string> {
+/** SHA-256 (hex) of a finished file, read back: for a shard whose bytes were not written in order. */
+export async function sha256OfFile(path: string): Promise<string> {
   const h = createHash('sha256');
   for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
   return h.digest('hex');
@@ -307,7 +308,7 @@ class DirectShardWriter implements ShardWriter {
       for (const position of [...this.streams.keys()]) this.endStream(position);
       await this.drain();
       this.throwIfFailed();
-      if (!this.seams.empty) throw new Error(`${this.path}: internal: ${this.seams.size} partly written pages at the end`);
+      if (this.seams.size > 0) throw new Error(`${this.path}: internal: ${this.seams.size} partly written pages at the end`);
       if (this.hash) {
         this.finalDigest = this.hash.digest();
         this.finalDigest.catch(() => undefined);
@@ -363,10 +364,6 @@ class SeamPages {
   private static readonly BATCH = 64;
 
   constructor(private readonly fileSize: number) {}
-
-  get empty(): boolean {
-    return this.open.size === 0;
-  }
 
   get size(): number {
     return this.open.size;

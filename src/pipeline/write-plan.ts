@@ -16,7 +16,7 @@ import type { PlanEntry, QuantizationSettings } from '../passes/plan.js';
 import { Checkpoint, CONFIG_FILE, INDEX_FILE } from '../io/checkpoint/checkpoint.js';
 import { copyCompanionFiles } from '../io/checkpoint/companion-files.js';
 import { writeEditedConfig, type ConfigChanges } from '../io/checkpoint/config-json.js';
-import { createShardWriter } from './direct-shard-writer.js';
+import { createShardWriter, sha256OfFile } from './direct-shard-writer.js';
 import type { OutputSink } from './entry-executors.js';
 import { explainWriteFailure, StagingFolder } from './output-folder.js';
 import { executeEntry } from './plan-executors.js';
@@ -189,13 +189,10 @@ async function writeShards(
     // A direct writer hashes the file itself, on another thread (direct-shard-writer.ts).
     const hashing = !hash || writer.digest ? undefined : new SequentialHasher(writer.layout.headerBytes);
     // Once an entry fails, the others' next writes fail too, so they stop instead of running to their end.
-    let stopped = false;
-    const stop = (): void => {
-      stopped = true;
-    };
+    const failure = new FirstFailure();
     const sink: OutputSink = {
       write: async (name, bytes, byteOffset) => {
-        if (stopped) throw new Error(`${shard.file}: stopped after another tensor failed`);
+        if (failure.happened) throw new Error(`${shard.file}: stopped after another tensor failed`);
         // Hash while the bytes go to the file: both are on the critical path of a disk-bound write.
         const writing = writer.write(name, bytes, byteOffset);
         hashing?.add(writer.layout.offsets.get(name)!.fileOffset + byteOffset, bytes);
@@ -208,7 +205,7 @@ async function writeShards(
     };
     try {
       if (pool && !hash) {
-        await runInLanes(entriesOf[si]!, stop, async (entry) => {
+        await runInLanes(entriesOf[si]!, failure, async (entry) => {
           await run(entry, sink);
           // Its stream's last, partial slot goes out now rather than holding a slot to the end.
           const last = entry.outputs[entry.outputs.length - 1]!;
@@ -216,7 +213,7 @@ async function writeShards(
           writer.endStream?.(at.fileOffset + at.byteLength);
         });
       } else {
-        await runInOrder(entriesOf[si]!, pool ? ENTRIES_IN_FLIGHT : 1, stop, run, sink);
+        await runInOrder(entriesOf[si]!, pool ? ENTRIES_IN_FLIGHT : 1, failure, run, sink);
       }
       await writer.finish();
     } catch (e) {
@@ -237,32 +234,27 @@ async function writeShards(
 async function runInOrder(
   entries: readonly PlanEntry[],
   inFlight: number,
-  onFailure: () => void,
+  failure: FirstFailure,
   run: (entry: PlanEntry, into: OutputSink) => Promise<void>,
   sink: OutputSink,
 ): Promise<void> {
   const running: Promise<void>[] = [];
   let previous: Promise<void> = Promise.resolve();
-  // The first failure in time: a later entry reading ahead can fail while an earlier one still
-  // writes, which then stops with onFailure's secondary error; that one must not be reported.
-  let failure: { error: unknown } | undefined;
   for (const entry of entries) {
-    if (failure) break;
+    if (failure.happened) break;
     const before = previous;
     const inOrder: OutputSink = inFlight > 1 ? { write: (name, bytes, byteOffset) => before.then(() => sink.write(name, bytes, byteOffset)) } : sink;
     previous = Promise.all([before, run(entry, inOrder)]).then(() => undefined);
-    // A failure stops the starting of entries; it is thrown once the running ones end.
-    previous.catch((error: unknown) => {
-      if (failure) return;
-      failure = { error };
-      onFailure();
-    });
+    // A failure stops the starting of entries; it is thrown once the running ones end. A later
+    // entry reading ahead can fail while an earlier one still writes, which then stops with the
+    // sink's secondary error: the first in time is the one recorded.
+    previous.catch((error: unknown) => failure.record(error));
     running.push(previous);
     if (running.length >= inFlight) await running.shift()!.catch(() => undefined);
   }
   // Every entry has ended (a failed one's neighbours stop at their next write) before the writer is aborted.
   await Promise.allSettled(running);
-  if (failure) throw failure.error;
+  failure.rethrow();
 }
 
 /** Entries under way at once in each lane: a copy streams by itself; quantizing overlaps two. */
@@ -270,26 +262,21 @@ const LANE_LIMITS = { copy: 1, compute: ENTRIES_IN_FLIGHT } as const;
 
 /**
  * Runs `entries` in two lanes, each in order and at most its LANE_LIMITS at once: copies and the
- * rest. The first failure stops the starting of entries (and, through `onFailure`, the running
- * ones at their next write) and is thrown once the running ones end.
+ * rest. The first failure stops the starting of entries (and, through the sink, the running ones
+ * at their next write) and is thrown once the running ones end.
  */
-async function runInLanes(entries: readonly PlanEntry[], onFailure: () => void, run: (entry: PlanEntry) => Promise<void>): Promise<void> {
+async function runInLanes(entries: readonly PlanEntry[], failure: FirstFailure, run: (entry: PlanEntry) => Promise<void>): Promise<void> {
   const lanes = [
     { queue: entries.filter((e) => e.op === 'copy'), limit: LANE_LIMITS.copy, running: 0 },
     { queue: entries.filter((e) => e.op !== 'copy'), limit: LANE_LIMITS.compute, running: 0 },
   ];
   const running = new Set<Promise<void>>();
-  let failure: { error: unknown } | undefined;
   for (;;) {
     for (const lane of lanes) {
-      while (!failure && lane.running < lane.limit && lane.queue.length > 0) {
+      while (!failure.happened && lane.running < lane.limit && lane.queue.length > 0) {
         lane.running++;
         const done: Promise<void> = run(lane.queue.shift()!)
-          .catch((error: unknown) => {
-            if (failure) return;
-            failure = { error };
-            onFailure();
-          })
+          .catch((error: unknown) => failure.record(error))
           .finally(() => {
             lane.running--;
             running.delete(done);
@@ -300,7 +287,24 @@ async function runInLanes(entries: readonly PlanEntry[], onFailure: () => void, 
     if (running.size === 0) break;
     await Promise.race(running);
   }
-  if (failure) throw failure.error;
+  failure.rethrow();
+}
+
+/** The first error of a shard's entries: the one reported; the others are its consequences. */
+class FirstFailure {
+  private first: { readonly error: unknown } | undefined;
+
+  get happened(): boolean {
+    return this.first !== undefined;
+  }
+
+  record(error: unknown): void {
+    this.first ??= { error };
+  }
+
+  rethrow(): void {
+    if (this.first) throw this.first.error;
+  }
 }
 
 /**
@@ -328,10 +332,6 @@ class SequentialHasher {
   }
 
   async digest(path: string): Promise<string> {
-    if (this.inOrder) return this.hash.digest('hex');
-    const { createReadStream } = await import('node:fs');
-    const h = createHash('sha256');
-    for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
-    return h.digest('hex');
+    return this.inOrder ? this.hash.digest('hex') : sha256OfFile(path);
   }
 }
