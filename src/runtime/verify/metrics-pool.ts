@@ -74,10 +74,13 @@ export class MetricsPool {
     const id = this.nextId++;
     const floorIsActual = floor === actual;
     const arrays = [reference, actual, ...(floor === undefined || floorIsActual ? [] : [floor])];
+    // An array that is the whole of its own (non-shared) buffer goes over transferred; verify does
+    // not read it again. Any other (a row range of a shared probe output) goes as a copy.
     const transfer = new Set<ArrayBuffer>();
     const owned = arrays.map((a) => {
-      const s = standalone(a, transfer);
-      if (s.buffer instanceof ArrayBuffer && s !== a) transfer.add(s.buffer);
+      const whole = a.buffer instanceof ArrayBuffer && a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && !transfer.has(a.buffer);
+      const s = whole ? a : a.slice();
+      transfer.add(s.buffer as ArrayBuffer);
       return s;
     });
     const [ref, act, flo] = owned;
@@ -166,18 +169,4 @@ export class MetricsPool {
     for (const w of workers) w.removeAllListeners('exit');
     await Promise.all(workers.map((w) => w.terminate()));
   }
-}
-
-/**
- * `a` itself when it is the whole of its own (non-shared) buffer, not already in `transfer`, and
- * then its buffer is added there; else a copy. Transferring detaches the buffer here: callers hand over arrays they
- * do not read again.
- */
-function standalone(a: Float32Array, transfer: Set<ArrayBuffer>): Float32Array {
-  const buffer = a.buffer;
-  if (buffer instanceof ArrayBuffer && a.byteOffset === 0 && a.byteLength === buffer.byteLength && !transfer.has(buffer)) {
-    transfer.add(buffer);
-    return a;
-  }
-  return a.slice();
 }
