@@ -559,12 +559,18 @@ describe('convert with worker threads', () => {
     assert.deepEqual(outputs.get('2 lanes'), outputs.get('0'), '--threads 2 in lanes vs reference executors');
   });
 
-  it('a NaN in a pooled weight fails with the reference message and leaves no output', async () => {
-    const bad = join(tmp.path, 'bad');
+  /** The model with a BF16 NaN in gate_proj (`[*, 1024]`) at [row, col], written to tmp/`name`. */
+  async function withNanInGate(name: string, row: number, col: number): Promise<string> {
+    const dir = join(tmp.path, name);
     const gate = model.get('model.layers.0.mlp.gate_proj.weight')!;
     const nanGate = gate.bytes.slice();
-    new Uint16Array(nanGate.buffer)[2500 * 1024 + 77] = 0x7fc0; // BF16 NaN at [2500, 77]
-    await writeCheckpoint(bad, new Map([...model, ['model.layers.0.mlp.gate_proj.weight', { ...gate, bytes: nanGate }]]), { config });
+    new Uint16Array(nanGate.buffer)[row * 1024 + col] = 0x7fc0;
+    await writeCheckpoint(dir, new Map([...model, ['model.layers.0.mlp.gate_proj.weight', { ...gate, bytes: nanGate }]]), { config });
+    return dir;
+  }
+
+  it('a NaN in a pooled weight fails with the reference message and leaves no output', async () => {
+    const bad = await withNanInGate('bad', 2500, 77);
     const messages: string[] = [];
     for (const threads of [0, 2]) {
       const output = join(tmp.path, `bad-out-${threads}`);
@@ -582,11 +588,7 @@ describe('convert with worker threads', () => {
 
   it('with hashing (entries in file order), a NaN found reading ahead is the error reported, not the stopped writer', async () => {
     // An early row: gate_proj fails while down_proj, before it in file order, is still writing.
-    const bad = join(tmp.path, 'bad-early');
-    const gate = model.get('model.layers.0.mlp.gate_proj.weight')!;
-    const nanGate = gate.bytes.slice();
-    new Uint16Array(nanGate.buffer)[2 * 1024 + 77] = 0x7fc0; // BF16 NaN at [2, 77]
-    await writeCheckpoint(bad, new Map([...model, ['model.layers.0.mlp.gate_proj.weight', { ...gate, bytes: nanGate }]]), { config });
+    const bad = await withNanInGate('bad-early', 2, 77);
     const err = await convertCheckpoint({ input: bad, output: join(tmp.path, 'bad-early-out'), threads: 2, hashShards: true }).then(
       () => assert.fail('convert of a NaN weight must fail'),
       (e: unknown) => e,
