@@ -23,7 +23,14 @@ export LD_LIBRARY_PATH=/usr/local/cuda-13.0/lib64
 cd app
 N=$W/node
 $N --version; nproc; free -g | head -2; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-run() { local d=$1; shift; $N "${PROF[@]}" --input-type=module -e "process.on('exit',()=>process.stderr.write('MAXRSS_KB='+process.resourceUsage().maxRSS+'\n'));import {main} from './$d/cli/index.js';process.exitCode=await main(process.argv);" fp8q "$@"; }
+# dist runs as a user runs it, through bin/fp8q.js (which relaunches the runtime commands with
+# malloc tunables: every node process of the run prints its peak RSS); dist-main through its main().
+printf '%s\n' "process.on('exit',()=>process.stderr.write('MAXRSS_KB='+process.resourceUsage().maxRSS+'\\n'));" > $W/maxrss.mjs
+run() {
+  local d=$1; shift
+  if [ $d = dist ]; then NODE_OPTIONS="--import $W/maxrss.mjs" $N "${PROF[@]}" bin/fp8q.js "$@"
+  else $N "${PROF[@]}" --import $W/maxrss.mjs --input-type=module -e "import {main} from './$d/cli/index.js';process.exitCode=await main(process.argv);" fp8q "$@"; fi
+}
 t() { local s=$(date +%s.%N); "$@"; local rc=$?; echo "TIME $(awk "BEGIN{print $(date +%s.%N)-$s}") rc=$rc: $*" >&2; return $rc; }
 PROF=()
 run dist setup-cuda --check 2>&1 | tail -3
@@ -32,7 +39,8 @@ t run dist convert /tmp/src -o /tmp/fp8 --json > $OUT/convert.json 2> $OUT/conve
 du -sb /tmp/src /tmp/fp8
 # Convert without --json (no shard hashes: copies and quantized tensors in lanes) with both builds
 # in rotation, each from a cold cache and synced, against cp -r + sync of the source.
-for B in dist-main dist dist-main dist cp; do
+# CONVERT_AB=0 skips this part (a verify-only round).
+[ "${CONVERT_AB:-1}" = 0 ] || for B in dist-main dist dist-main dist cp; do
   sync; echo 3 > /proc/sys/vm/drop_caches; rm -rf /tmp/ab
   s=$(date +%s.%N)
   if [ $B = cp ]; then cp -r /tmp/src /tmp/ab; else run $B convert /tmp/src -o /tmp/ab > /dev/null 2> $W/ab.err; fi

@@ -1,0 +1,58 @@
+// The runtime commands (verify, logits, generate) start again as a child process with glibc's
+// malloc tunable `glibc.malloc.hugetlb=1`, which makes malloc ask for transparent huge pages.
+//
+// Why: on the CUDA execution provider every graph output comes back from the GPU into host
+// memory that onnxruntime-node allocates fresh for each run (a new ArrayBuffer per output, at
+// 512 tokens ~0.25 GB a decoder layer), and first-touching fresh 4 KiB pages is what bounds that
+// copy: on an H200 host, 256 MB outputs came back at 1.3 GB/s, 2.4 GB/s with huge pages, and a
+// 4-layer Llama-8B-shaped verify ran 15–35 % faster with identical reports (docs/ARCHITECTURE.md,
+// "Host memory on CUDA"). glibc reads its tunables only when a process starts, hence the child.
+//
+// Not relaunched: other commands, `--device cpu` (no device copies), non-Linux systems, and any
+// run where GLIBC_TUNABLES is already set (also to the empty string: the way to opt out).
+
+import { spawn } from 'node:child_process';
+
+export const MALLOC_TUNABLES = 'glibc.malloc.hugetlb=1';
+
+const RUNTIME_COMMANDS: ReadonlySet<string> = new Set(['verify', 'logits', 'generate']);
+
+/** The GLIBC_TUNABLES value to relaunch with, or undefined to run in this process. `args`: argv without node and the script. */
+export function relaunchTunables(args: readonly string[], env: Readonly<Record<string, string | undefined>>, platform: NodeJS.Platform): string | undefined {
+  if (platform !== 'linux' || env['GLIBC_TUNABLES'] !== undefined) return undefined;
+  // The command is the first word that is not an option, as the CLI's signal handler finds it.
+  const command = args.find((a) => !a.startsWith('-'));
+  if (command === undefined || !RUNTIME_COMMANDS.has(command)) return undefined;
+  const device = args.findIndex((a) => a === '--device');
+  if ((device >= 0 && args[device + 1] === 'cpu') || args.includes('--device=cpu')) return undefined;
+  return MALLOC_TUNABLES;
+}
+
+const FORWARDED: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/**
+ * Runs `script args` in a child node (same node flags) with GLIBC_TUNABLES set, stdio shared
+ * (`--text -` reads the same stdin).
+ * Signals sent to this process go on to the child, whose own handler cleans up and sets the exit
+ * code; resolves to the child's exit code, or to the signal that ended it.
+ */
+export function runRelaunched(script: string, args: readonly string[], tunables: string): Promise<number | NodeJS.Signals> {
+  // The same node flags (--cpu-prof profiles the child too), but not the inspector's: the parent
+  // already holds its port. To debug a runtime command, run it in-process (GLIBC_TUNABLES=).
+  const nodeFlags = process.execArgv.filter((f) => !/^--inspect(-brk|-port|-wait)?(=|$)/.test(f));
+  const child = spawn(process.execPath, [...nodeFlags, script, ...args], {
+    stdio: 'inherit',
+    env: { ...process.env, GLIBC_TUNABLES: tunables },
+  });
+  const forward = (signal: NodeJS.Signals): void => {
+    child.kill(signal);
+  };
+  for (const s of FORWARDED) process.on(s, forward);
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code, signal) => {
+      for (const s of FORWARDED) process.off(s, forward);
+      resolve(signal ?? code ?? 1);
+    });
+  });
+}
