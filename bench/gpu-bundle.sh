@@ -3,7 +3,8 @@
 # back-to-back run (a run carries at most 64 MiB with the checkout, ~30 MB of which is tracked):
 #   node.xz        this machine's node binary
 #   nm.tar.xz      production node_modules (linux-x64 onnxruntime only), package.json, bin/,
-#                  gen.mjs (bench/synthetic-checkpoint.ts bundled) and prof.mjs (profile summary)
+#                  gen.mjs / gen-ds.mjs (bench/synthetic-checkpoint.ts, synthetic-deepseek.ts bundled)
+#                  and prof.mjs (profile summary)
 #   dists.tar.xz   dist/ (this tree) and dist-main/ (a build to compare with, from $MAIN_TREE)
 #   prov.tar.xz    the CUDA 13 provider of `fp8q setup-cuda`, its non-sm_90 cubins zeroed
 # The provider library is 230 MB, 166 MB of it CUDA fatbins for sm_75/80/86/89/90/120. An H200
@@ -25,8 +26,13 @@ printf '%s\n' "import { LLAMA_8B_LIKE, writeSyntheticCheckpoint } from '$REPO/be
   'const [dir, layers] = process.argv.slice(2);' \
   'console.log(JSON.stringify(await writeSyntheticCheckpoint(dir, { ...LLAMA_8B_LIKE, layers: Number(layers) }, 5e9)));' > "$W/gen-entry.ts"
 npx esbuild "$W/gen-entry.ts" --bundle --platform=node --format=esm --outfile="$W/app/gen.mjs" --log-level=warning
+printf '%s\n' "import { DEEPSEEK_V3, writeSyntheticDeepseek } from '$REPO/bench/synthetic-deepseek.ts';" \
+  'const [dir, layers, experts] = process.argv.slice(2);' \
+  'console.log(JSON.stringify(await writeSyntheticDeepseek(dir, { layers: Number(layers), routedExperts: Number(experts), vocab: 129280, fusedExperts: false }, 5e9)));' \
+  'void DEEPSEEK_V3;' > "$W/gen-ds-entry.ts"
+npx esbuild "$W/gen-ds-entry.ts" --bundle --platform=node --format=esm --outfile="$W/app/gen-ds.mjs" --log-level=warning
 cp "$REPO/bench/profile-summary.mjs" "$W/app/prof.mjs"
-(cd "$W/app" && tar cf - node_modules gen.mjs prof.mjs package.json bin | xz -T2 -9 > "$W/nm.tar.xz" && tar cf - dist dist-main | xz -9 > "$W/dists.tar.xz")
+(cd "$W/app" && tar cf - node_modules gen.mjs gen-ds.mjs prof.mjs package.json bin | xz -T2 -9 > "$W/nm.tar.xz" && tar cf - dist dist-main | xz -9 > "$W/dists.tar.xz")
 (cd "$W" && npm pack -s com.github.asus4.onnxruntime.linux-x64-gpu@0.4.9 > /dev/null && tar xzf com.github.asus4.onnxruntime.linux-x64-gpu-*.tgz)
 python3 - "$W/package/Plugins/Linux/x64/libonnxruntime_providers_cuda.so" "$W/libonnxruntime_providers_cuda.so" <<'PY'
 import struct, subprocess, sys

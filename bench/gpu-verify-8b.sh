@@ -7,11 +7,12 @@
 # (dist-main, dist), then once more under --cpu-prof: wall and report seconds, `cat` of both
 # checkpoints cold and from the page cache, peak host RSS (the CLI's own ru_maxrss), peak GPU
 # memory and mean utilisation (nvidia-smi every 100 ms), and a profile summary. Results go to $OUT.
-# Usage on the GPU machine: bench/gpu-verify-8b.sh <dir holding part.2>
+# Usage on the GPU machine: [MODEL=deepseek] [CONVERT_AB=0] bench/gpu-verify-8b.sh <dir holding part.2>
 set -uo pipefail
 W=/tmp/fp8q-gpu
 OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
-cp "$1/part.2" $W/
+P=$(cd "$1" && pwd)
+cp "$P/part.2" $W/
 cd $W
 cat part.0 part.1 part.2 | sha256sum | cut -c1-16
 mkdir -p b && cat part.0 part.1 part.2 | tar x -C b && rm -f part.* && cd b && sha256sum -c SUMS || exit 1
@@ -34,7 +35,12 @@ run() {
 t() { local s=$(date +%s.%N); "$@"; local rc=$?; echo "TIME $(awk "BEGIN{print $(date +%s.%N)-$s}") rc=$rc: $*" >&2; return $rc; }
 PROF=()
 run dist setup-cuda --check 2>&1 | tail -3
-t $N gen.mjs /tmp/src 32
+# MODEL=deepseek: the DeepSeek-V3-shaped checkpoint instead (real dimensions and vocabulary,
+# DS_LAYERS MoE layers of DS_EXPERTS routed experts, 8 per token); gen-ds.mjs from the bundle or $1.
+if [ "${MODEL:-llama}" = deepseek ]; then
+  [ -f gen-ds.mjs ] || cp "$P/gen-ds.mjs" .
+  t $N gen-ds.mjs /tmp/src ${DS_LAYERS:-6} ${DS_EXPERTS:-16}
+else t $N gen.mjs /tmp/src 32; fi
 t run dist convert /tmp/src -o /tmp/fp8 --json > $OUT/convert.json 2> $OUT/convert.err; tail -2 $OUT/convert.err
 du -sb /tmp/src /tmp/fp8
 # Convert without --json (no shard hashes: copies and quantized tensors in lanes) with both builds

@@ -1,15 +1,24 @@
 // Summary of a V8 CPU profile (`node --cpu-prof --cpu-prof-dir=<dir>`): the functions with the
 // most time, inclusive (counted once per stack) and self, in seconds. Used on the GPU machine by
 // bench/gpu-verify-8b.sh, where no other profile viewer is at hand.
-// Usage: node bench/profile-summary.mjs <dir holding one .cpuprofile>
+// A run writes one profile per thread and per process (worker threads; bin/fp8q.js's relaunching
+// parent): the one summarised is the busiest, the profile with the most non-idle sample time.
+// Usage: node bench/profile-summary.mjs <dir holding .cpuprofile files>
 
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const dir = process.argv[2];
-const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
-if (file === undefined) throw new Error(`no .cpuprofile in ${dir}`);
-const profile = JSON.parse(readFileSync(join(dir, file), 'utf8'));
+const busy = (p) => {
+  const idle = new Set(p.nodes.filter((n) => n.callFrame.functionName === '(idle)').map((n) => n.id));
+  return p.samples.reduce((t, id, i) => (idle.has(id) ? t : t + (p.timeDeltas[i] ?? 0)), 0);
+};
+const profiles = readdirSync(dir)
+  .filter((f) => f.endsWith('.cpuprofile'))
+  .map((f) => ({ file: f, profile: JSON.parse(readFileSync(join(dir, f), 'utf8')) }));
+if (profiles.length === 0) throw new Error(`no .cpuprofile in ${dir}`);
+const { file, profile } = profiles.reduce((a, b) => (busy(b.profile) > busy(a.profile) ? b : a));
+console.log(`${file} (the busiest of ${profiles.length} profiles)`);
 const byId = new Map(profile.nodes.map((n) => [n.id, n]));
 const parent = new Map();
 for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);

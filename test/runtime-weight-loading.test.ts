@@ -125,4 +125,33 @@ describe('the forward reads FP8 layouts with io/quantized-format', () => {
       await ckpt.close();
     }
   });
+
+  test("prefetchLinears: a linear's weight and scale read at once, served to the scope and accounted; nothing without readAhead", async () => {
+    const fp8 = join(tmp.path, 'mixtral-fp8-prefetch');
+    await convertCheckpoint({ input: modelDir('mixtral'), output: fp8 });
+    const ckpt = await Checkpoint.open(fp8);
+    try {
+      // The last layer's: reading it starts no read-ahead of a next layer.
+      const expert = 'model.layers.1.block_sparse_moe.experts.1.w1';
+      const bytes = ckpt.info(`${expert}.weight`).byteLength + ckpt.info(`${expert}.weight_scale_inv`).byteLength;
+      const off = new ModelWeights(ckpt, undefined, new HostBufferPool(), false);
+      off.prefetchLinears([expert]);
+      assert.equal(off.accounting.held, 0, 'no read without readAhead');
+      const pool = new HostBufferPool();
+      const on = new ModelWeights(ckpt, undefined, pool, true);
+      on.prefetchLinears([expert, 'model.layers.1.block_sparse_moe.no_such_linear']);
+      assert.equal(on.accounting.held, bytes, 'weight and scale read ahead, a missing linear skipped');
+      const scope = on.scope();
+      const w = await scope.linear(expert);
+      assert.equal(w.kind, 'fp8');
+      assert.deepEqual(w.kind === 'fp8' ? w.weight.codes : undefined, await ckpt.readTensor(`${expert}.weight`));
+      assert.equal(on.accounting.held, bytes, 'taken over by the scope, not read twice');
+      const free = pool.heldBytes;
+      scope.close();
+      assert.equal(on.accounting.held, 0);
+      assert.ok(pool.heldBytes > free, 'the prefetched buffer went back to the pool with the scope');
+    } finally {
+      await ckpt.close();
+    }
+  });
 });

@@ -6,7 +6,8 @@
 //   - the fast BF16 widening and FP8 decode give the bits of the one-element loops;
 //   - the buffer pool lends the front of a larger free buffer and takes the whole buffer back;
 //   - floor checks in worker threads (floor-check.ts) answer true for fp8q's own linears and false
-//     for a damaged one, and verify gives the same report with and without them.
+//     for a damaged one, and verify gives the same report with and without them, and with the
+//     read-ahead and expert prefetch of the CUDA route.
 
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -179,10 +180,21 @@ for (const [name, edit] of [
       quantized = join(fixtures.workDir(), `${name}-${edit}`);
       await copyCheckpointWithEdits(converted.get(name)!, quantized, (t) => scaleF32(t.get(`${edit}.weight_scale_inv`)!, 4));
     }
-    const run = (threads: number) =>
-      verifyCheckpoints({ original: modelDir(name), quantized, tokens: 24, device: testDevice(), floorCheckThreads: threads, metricsThreads: threads });
-    const [inThread, inWorkers] = [await run(0), await run(2)];
+    const run = (threads: number, readAhead?: boolean) =>
+      verifyCheckpoints({
+        original: modelDir(name),
+        quantized,
+        tokens: 24,
+        device: testDevice(),
+        floorCheckThreads: threads,
+        metricsThreads: threads,
+        ...(readAhead === undefined ? {} : { readAhead }),
+      });
+    const [inThread, inWorkers, ahead] = [await run(0), await run(2), await run(2, true)];
     assert.deepEqual(withoutTime(inWorkers), withoutTime(inThread));
+    // Reading ahead (the next layer; a MoE layer's experts at once, the quantized ones as soon as the
+    // original has routed) holds more at a time and changes nothing else.
+    assert.deepEqual(withoutTime({ ...ahead, peakWeightBytes: 0 }), withoutTime({ ...inThread, peakWeightBytes: 0 }));
     assert.ok(inThread.linears.length > 0 && inThread.linears.every((l) => l.floorError !== undefined || l.module.includes('experts')), 'linears measured, with floors');
     if (edit !== undefined)
       assert.ok(

@@ -455,6 +455,8 @@ export class ModelRunner {
       });
     }
     const needed = [...new Set([...groups.experts, ...probeExperts])].sort((x, y) => x - y);
+    // Their reads all start now and are taken in order below (stacked experts are row reads of one tensor).
+    if (!mlp.stacked) this.weights.prefetchLinears(needed.flatMap((e) => PROJECTIONS.map((p) => mlp.experts[e]![p])));
     const loaded = new Map<number, ExpertWeights>();
     for (const e of needed) loaded.set(e, await loadExpert(scope, mlp, e));
     const shared = mlp.shared ? await this.loadMlp(scope, mlp.shared) : undefined;

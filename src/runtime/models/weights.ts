@@ -215,15 +215,8 @@ export class ModelWeights {
     const prefix = `model.layers.${next}.`;
     // Routed experts are read only once routed (most are not, at few tokens): never ahead.
     for (const t of this.checkpoint.tensorNames()) {
-      if (!t.startsWith(prefix) || /\.experts\.\d+\./.test(t) || /\.experts\.(gate_up_proj|down_proj|w[123])\b/.test(t) || this.ahead.has(t)) continue;
-      const byteLength = this.checkpoint.info(t).byteLength;
-      const into = this.pool?.bytes(byteLength);
-      if (into) this.aheadPooled.set(into.buffer, into);
-      const bytes = this.checkpoint.readTensor(t, into);
-      // A read nobody consumes (or one that fails) must not become an unhandled rejection.
-      bytes.catch(() => undefined);
-      this.ahead.set(t, { bytes, byteLength });
-      this.accounting.add(byteLength);
+      if (!t.startsWith(prefix) || /\.experts\.\d+\./.test(t) || /\.experts\.(gate_up_proj|down_proj|w[123])\b/.test(t)) continue;
+      this.startRead(t);
     }
     // Layers already passed: whatever of them was not consumed is dropped.
     for (const [t, a] of this.ahead) {
@@ -240,6 +233,37 @@ export class ModelWeights {
         );
       }
     }
+  }
+
+  /**
+   * Starts reading the whole tensors of these linears (weight, and scale when FP8) now, all at once,
+   * for a scope that will ask for them next: a MoE layer's routed experts, known only once the
+   * router has run, were otherwise read one tensor after another with nothing else to do (a
+   * DeepSeek-V3-shaped CUDA verify idled there most of its time, bench/NOTES.md). Only with
+   * readAhead (on the CPU, whose scopes decode as they read, it adds nothing but memory).
+   */
+  prefetchLinears(modules: readonly string[]): void {
+    if (!this.readAhead) return;
+    for (const m of modules) {
+      const weight = `${m}.weight`;
+      if (!this.checkpoint.has(weight)) continue;
+      this.startRead(weight);
+      const scale = this.scaleOf(weight);
+      if (scale !== undefined) this.startRead(scale);
+    }
+  }
+
+  /** A whole-tensor read into a pool buffer, kept in `ahead` until readWhole takes it. */
+  private startRead(name: string): void {
+    if (this.ahead.has(name) || this.resident?.has(name)) return;
+    const byteLength = this.checkpoint.info(name).byteLength;
+    const into = this.pool?.bytes(byteLength);
+    if (into) this.aheadPooled.set(into.buffer, into);
+    const bytes = this.checkpoint.readTensor(name, into);
+    // A read nobody consumes (or one that fails) must not become an unhandled rejection.
+    bytes.catch(() => undefined);
+    this.ahead.set(name, { bytes, byteLength });
+    this.accounting.add(byteLength);
   }
 
   /**
