@@ -23,6 +23,8 @@ test('verify, logits and generate relaunch on Linux unless on the CPU or GLIBC_T
   assert.equal(linux(['generate', 'a', '--device', 'auto']), MALLOC_TUNABLES);
   assert.equal(linux(['verify', 'a', 'b', '--device', 'cpu']), undefined);
   assert.equal(linux(['verify', 'a', 'b', '--device=cpu']), undefined);
+  assert.equal(linux(['verify', 'a', 'b', '--device', 'cpu', '--device=cuda']), MALLOC_TUNABLES, 'the last --device counts');
+  assert.equal(linux(['verify', 'a', 'b', '--device=cuda', '--device', 'cpu']), undefined, 'the last --device counts');
   assert.equal(linux(['convert', 'a', '-o', 'b']), undefined);
   assert.equal(linux(['inspect', 'verify']), undefined, 'the command is the first word, not any word');
   assert.equal(linux(['--help']), undefined);

@@ -23,9 +23,13 @@ export function relaunchTunables(args: readonly string[], env: Readonly<Record<s
   // The command is the first word that is not an option, as the CLI's signal handler finds it.
   const command = args.find((a) => !a.startsWith('-'));
   if (command === undefined || !RUNTIME_COMMANDS.has(command)) return undefined;
-  const device = args.findIndex((a) => a === '--device');
-  if ((device >= 0 && args[device + 1] === 'cpu') || args.includes('--device=cpu')) return undefined;
-  return MALLOC_TUNABLES;
+  // Given twice, the last --device is the one commander keeps.
+  let device: string | undefined;
+  args.forEach((a, i) => {
+    if (a === '--device') device = args[i + 1];
+    else if (a.startsWith('--device=')) device = a.slice('--device='.length);
+  });
+  return device === 'cpu' ? undefined : MALLOC_TUNABLES;
 }
 
 const FORWARDED: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
