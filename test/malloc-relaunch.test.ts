@@ -10,7 +10,7 @@ import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
-import { MALLOC_TUNABLES, relaunchTunables } from '../src/cli/malloc-relaunch.js';
+import { childNodeFlags, MALLOC_TUNABLES, relaunchTunables } from '../src/cli/malloc-relaunch.js';
 import { MODELS, ROOT } from './helpers/fixtures.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
 
@@ -33,6 +33,13 @@ test('verify, logits and generate relaunch on Linux unless on the CPU or GLIBC_T
   assert.equal(linux(['verify', 'a', 'b'], { GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' }), undefined);
   assert.equal(relaunchTunables(['verify', 'a', 'b'], {}, 'darwin'), undefined);
   assert.equal(relaunchTunables(['verify', 'a', 'b'], {}, 'win32'), undefined);
+});
+
+test("the child gets the parent's node flags but the inspector's, with their values", () => {
+  assert.deepEqual(childNodeFlags(['--cpu-prof', '--cpu-prof-dir', 'p', '--max-old-space-size=200']), ['--cpu-prof', '--cpu-prof-dir', 'p', '--max-old-space-size=200']);
+  assert.deepEqual(childNodeFlags(['--inspect', '--inspect-brk=0', '--inspect-wait', '--inspect=127.0.0.1:0', '--cpu-prof']), ['--cpu-prof']);
+  assert.deepEqual(childNodeFlags(['--inspect-port', '9333', '--cpu-prof', '--debug-port', '9334', '--inspect-port=9335']), ['--cpu-prof']);
+  assert.deepEqual(childNodeFlags(['--inspect-publish-uid=http']), ['--inspect-publish-uid=http'], 'opens no port');
 });
 
 describe('bin/fp8q.js relaunch', { skip: process.platform !== 'linux' ? 'glibc tunables: Linux only' : false }, () => {

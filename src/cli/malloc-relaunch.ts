@@ -32,6 +32,22 @@ export function relaunchTunables(args: readonly string[], env: Readonly<Record<s
   return device === 'cpu' ? undefined : MALLOC_TUNABLES;
 }
 
+/**
+ * The parent's node flags for the child (--cpu-prof profiles the child too), but not the
+ * inspector's: the parent already holds its port. To debug a runtime command, run it in-process
+ * (GLIBC_TUNABLES=).
+ */
+export function childNodeFlags(execArgv: readonly string[]): string[] {
+  const flags: string[] = [];
+  for (let i = 0; i < execArgv.length; i++) {
+    const flag = execArgv[i]!;
+    if (!/^--(inspect(-brk|-port|-wait)?|debug-port)(=|$)/.test(flag)) flags.push(flag);
+    // node also takes the port as the next word; left behind, the child would run it as its script.
+    else if (flag === '--inspect-port' || flag === '--debug-port') i++;
+  }
+  return flags;
+}
+
 const FORWARDED: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 /**
@@ -41,10 +57,7 @@ const FORWARDED: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
  * code; resolves to the child's exit code, or to the signal that ended it.
  */
 export function runRelaunched(script: string, args: readonly string[], tunables: string): Promise<number | NodeJS.Signals> {
-  // The same node flags (--cpu-prof profiles the child too), but not the inspector's: the parent
-  // already holds its port. To debug a runtime command, run it in-process (GLIBC_TUNABLES=).
-  const nodeFlags = process.execArgv.filter((f) => !/^--inspect(-brk|-port|-wait)?(=|$)/.test(f));
-  const child = spawn(process.execPath, [...nodeFlags, script, ...args], {
+  const child = spawn(process.execPath, [...childNodeFlags(process.execArgv), script, ...args], {
     stdio: 'inherit',
     env: { ...process.env, GLIBC_TUNABLES: tunables },
   });
