@@ -10,7 +10,7 @@ import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
-import { childNodeFlags, MALLOC_TUNABLES, relaunchTunables } from '../src/cli/malloc-relaunch.js';
+import { childNodeFlags, MALLOC_TUNABLES, relaunchTunables, runRelaunched } from '../src/cli/malloc-relaunch.js';
 import { MODELS, ROOT } from './helpers/fixtures.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
 
@@ -107,6 +107,19 @@ describe('bin/fp8q.js relaunch', { skip: process.platform !== 'linux' ? 'glibc t
       assert.equal(one.status, 0, one.stderr);
       assert.equal((await processes()).length, 1, `${args.join(' ')} ${JSON.stringify(env)}: one process`);
     }
+  });
+
+  test('a child that cannot start rejects, and leaves no signal forwarder behind', async () => {
+    const listeners = () => ['SIGINT', 'SIGTERM', 'SIGHUP'].map((s) => process.listenerCount(s));
+    const before = listeners();
+    const execPath = process.execPath;
+    process.execPath = join(tmp.path, 'no-node');
+    try {
+      await assert.rejects(runRelaunched(BIN, ['verify', '--help'], MALLOC_TUNABLES), { code: 'ENOENT' });
+    } finally {
+      process.execPath = execPath;
+    }
+    assert.deepEqual(listeners(), before);
   });
 
   test('the child reads stdin (--text -) and writes the output', async () => {

@@ -65,10 +65,18 @@ export function runRelaunched(script: string, args: readonly string[], tunables:
     child.kill(signal);
   };
   for (const s of FORWARDED) process.on(s, forward);
+  // Also when the child could not start: bin/fp8q.js then runs the command in this process, where
+  // a forwarder left installed would swallow a SIGHUP.
+  const stopForwarding = (): void => {
+    for (const s of FORWARDED) process.off(s, forward);
+  };
   return new Promise((resolve, reject) => {
-    child.once('error', reject);
+    child.once('error', (e) => {
+      stopForwarding();
+      reject(e);
+    });
     child.once('exit', (code, signal) => {
-      for (const s of FORWARDED) process.off(s, forward);
+      stopForwarding();
       resolve(signal ?? code ?? 1);
     });
   });
