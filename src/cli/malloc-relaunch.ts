@@ -10,8 +10,12 @@
 //
 // Not relaunched: other commands, `--device cpu` (no device copies), non-Linux systems, and any
 // run where GLIBC_TUNABLES is already set (also to the empty string: the way to opt out).
+//
+// The child stops with its parent: signals the parent can catch it passes on, and when the parent
+// is gone without (SIGKILL) the child's end of a pipe only the parent holds reads end-of-file.
 
 import { spawn } from 'node:child_process';
+import { Socket } from 'node:net';
 
 export const MALLOC_TUNABLES = 'glibc.malloc.hugetlb=1';
 
@@ -48,6 +52,9 @@ export function childNodeFlags(execArgv: readonly string[]): string[] {
   return flags;
 }
 
+/** In the child's environment: the descriptor of its end of that pipe. */
+const PARENT_PIPE_FD = 'FP8Q_RELAUNCH_PARENT_FD';
+
 const FORWARDED: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 /**
@@ -58,9 +65,12 @@ const FORWARDED: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
  */
 export function runRelaunched(script: string, args: readonly string[], tunables: string): Promise<number | NodeJS.Signals> {
   const child = spawn(process.execPath, [...childNodeFlags(process.execArgv), script, ...args], {
-    stdio: 'inherit',
-    env: { ...process.env, GLIBC_TUNABLES: tunables },
+    stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+    env: { ...process.env, GLIBC_TUNABLES: tunables, [PARENT_PIPE_FD]: '3' },
   });
+  // This end only has to exist; it must not keep this process up after the child has exited (a
+  // tool the child started may still hold the child's end).
+  (child.stdio[3] as Socket | null | undefined)?.unref();
   const forward = (signal: NodeJS.Signals): void => {
     child.kill(signal);
   };
@@ -80,4 +90,22 @@ export function runRelaunched(script: string, args: readonly string[], tunables:
       resolve(signal ?? code ?? 1);
     });
   });
+}
+
+/**
+ * In a relaunched child (a no-op elsewhere): once the parent is gone, stop as on a SIGTERM, whose
+ * handler removes partial output. A parent killed by SIGKILL (`kill -9`, a harness's timeout)
+ * passes nothing on, and the child would otherwise run to its end, on the GPU, with no one waiting.
+ */
+export function stopWithParent(): void {
+  const fd = process.env[PARENT_PIPE_FD];
+  if (fd === undefined) return;
+  // The processes this one starts are not relaunched children.
+  delete process.env[PARENT_PIPE_FD];
+  const pipe = new Socket({ fd: Number(fd), readable: true, writable: false });
+  // 'close' follows both end-of-file and a reset.
+  pipe.once('close', () => process.kill(process.pid, 'SIGTERM'));
+  pipe.on('error', () => undefined);
+  pipe.resume();
+  pipe.unref();
 }
