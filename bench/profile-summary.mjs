@@ -1,13 +1,17 @@
 // Summary of a V8 CPU profile (`node --cpu-prof --cpu-prof-dir=<dir>`): the functions with the
 // most time, inclusive (counted once per stack) and self, in seconds. Used on the GPU machine by
 // bench/gpu-verify-8b.sh, where no other profile viewer is at hand.
-// Usage: node bench/profile-summary.mjs <dir holding one .cpuprofile>
+// Usage: node bench/profile-summary.mjs <dir holding the run's .cpuprofile files>
+// A run through bin/fp8q.js leaves two (src/cli/malloc-relaunch.ts): the relaunching parent's,
+// which only waits, and the child's, which runs the command; the largest is summarised.
 
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 const dir = process.argv[2];
-const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
+const file = readdirSync(dir)
+  .filter((f) => f.endsWith('.cpuprofile'))
+  .sort((a, b) => statSync(join(dir, b)).size - statSync(join(dir, a)).size)[0];
 if (file === undefined) throw new Error(`no .cpuprofile in ${dir}`);
 const profile = JSON.parse(readFileSync(join(dir, file), 'utf8'));
 const byId = new Map(profile.nodes.map((n) => [n.id, n]));
