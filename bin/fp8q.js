@@ -2,7 +2,7 @@
 // Shim: the CLI lives in src/cli (compiled to dist/ by `npm ci` / `npm run build`). The runtime
 // commands run in a child started with glibc malloc tunables (src/cli/malloc-relaunch.ts).
 import { fileURLToPath } from 'node:url';
-import { relaunchTunables, runRelaunched } from '../dist/cli/malloc-relaunch.js';
+import { relaunchTunables, runRelaunched, stopWithParent } from '../dist/cli/malloc-relaunch.js';
 
 const args = process.argv.slice(2);
 const tunables = relaunchTunables(args, process.env, process.platform);
@@ -13,6 +13,7 @@ if (typeof outcome === 'string') {
 } else if (typeof outcome === 'number') {
   process.exitCode = outcome;
 } else {
+  stopWithParent();
   const { main } = await import('../dist/cli/index.js');
   process.exitCode = await main(process.argv);
 }

@@ -10,7 +10,7 @@ import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
-import { MALLOC_TUNABLES, relaunchTunables } from '../src/cli/malloc-relaunch.js';
+import { childNodeFlags, MALLOC_TUNABLES, relaunchTunables, runRelaunched } from '../src/cli/malloc-relaunch.js';
 import { MODELS, ROOT } from './helpers/fixtures.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
 
@@ -23,6 +23,8 @@ test('verify, logits and generate relaunch on Linux unless on the CPU or GLIBC_T
   assert.equal(linux(['generate', 'a', '--device', 'auto']), MALLOC_TUNABLES);
   assert.equal(linux(['verify', 'a', 'b', '--device', 'cpu']), undefined);
   assert.equal(linux(['verify', 'a', 'b', '--device=cpu']), undefined);
+  assert.equal(linux(['verify', 'a', 'b', '--device', 'cpu', '--device=cuda']), MALLOC_TUNABLES, 'the last --device counts');
+  assert.equal(linux(['verify', 'a', 'b', '--device=cuda', '--device', 'cpu']), undefined, 'the last --device counts');
   assert.equal(linux(['convert', 'a', '-o', 'b']), undefined);
   assert.equal(linux(['inspect', 'verify']), undefined, 'the command is the first word, not any word');
   assert.equal(linux(['--help']), undefined);
@@ -33,24 +35,32 @@ test('verify, logits and generate relaunch on Linux unless on the CPU or GLIBC_T
   assert.equal(relaunchTunables(['verify', 'a', 'b'], {}, 'win32'), undefined);
 });
 
+test("the child gets the parent's node flags but the inspector's, with their values", () => {
+  assert.deepEqual(childNodeFlags(['--cpu-prof', '--cpu-prof-dir', 'p', '--max-old-space-size=200']), ['--cpu-prof', '--cpu-prof-dir', 'p', '--max-old-space-size=200']);
+  assert.deepEqual(childNodeFlags(['--inspect', '--inspect-brk=0', '--inspect-wait', '--inspect=127.0.0.1:0', '--cpu-prof']), ['--cpu-prof']);
+  assert.deepEqual(childNodeFlags(['--inspect-port', '9333', '--cpu-prof', '--debug-port', '9334', '--inspect-port=9335']), ['--cpu-prof']);
+  assert.deepEqual(childNodeFlags(['--inspect-publish-uid=http']), ['--inspect-publish-uid=http'], 'opens no port');
+});
+
 describe('bin/fp8q.js relaunch', { skip: process.platform !== 'linux' ? 'glibc tunables: Linux only' : false }, () => {
   let tmp: TempDir;
   let log: string;
   let hook: string;
   let hang: string;
+  let linger: string;
   before(async () => {
     tmp = await makeTempDir('relaunch');
     log = join(tmp.path, 'processes.log');
     // Loaded into every node process of the run (NODE_OPTIONS): each says who it is.
+    const who = `import { appendFileSync } from 'node:fs';\nappendFileSync(${JSON.stringify(log)}, process.pid + ' ' + (process.env.GLIBC_TUNABLES ?? '-') + '\\n');\n`;
     hook = join(tmp.path, 'who.mjs');
-    await writeFile(hook, `import { appendFileSync } from 'node:fs';\nappendFileSync(${JSON.stringify(log)}, process.pid + ' ' + (process.env.GLIBC_TUNABLES ?? '-') + '\\n');\n`);
+    await writeFile(hook, who);
     // As above, then the relaunched child waits for a signal before the CLI starts.
     hang = join(tmp.path, 'hang.mjs');
-    await writeFile(
-      hang,
-      `import { appendFileSync } from 'node:fs';\nappendFileSync(${JSON.stringify(log)}, process.pid + ' ' + (process.env.GLIBC_TUNABLES ?? '-') + '\\n');\n` +
-        `if (process.env.GLIBC_TUNABLES) await new Promise(() => setInterval(() => undefined, 1000));\n`,
-    );
+    await writeFile(hang, `${who}if (process.env.GLIBC_TUNABLES) await new Promise(() => setInterval(() => undefined, 1000));\n`);
+    // As above, then the relaunched child stays up after the CLI is done, until something stops it.
+    linger = join(tmp.path, 'linger.mjs');
+    await writeFile(linger, `${who}if (process.env.GLIBC_TUNABLES) setInterval(() => undefined, 1000);\n`);
   });
   after(() => tmp.cleanup());
 
@@ -64,6 +74,16 @@ describe('bin/fp8q.js relaunch', { skip: process.platform !== 'linux' ? 'glibc t
         const [pid, tunables] = l.split(' ');
         return { pid: Number(pid), tunables: tunables! };
       });
+  }
+
+  /** The pid of the relaunched child once its node has started (the log says so), within 10 s. */
+  async function relaunchedChild(): Promise<number> {
+    for (let i = 0; i < 200; i++) {
+      const child = (await processes()).find((p) => p.tunables === MALLOC_TUNABLES)?.pid;
+      if (child !== undefined) return child;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.fail('the child did not start within 10 s');
   }
 
   function withoutTunables(): NodeJS.ProcessEnv {
@@ -100,6 +120,19 @@ describe('bin/fp8q.js relaunch', { skip: process.platform !== 'linux' ? 'glibc t
     }
   });
 
+  test('a child that cannot start rejects, and leaves no signal forwarder behind', async () => {
+    const listeners = () => ['SIGINT', 'SIGTERM', 'SIGHUP'].map((s) => process.listenerCount(s));
+    const before = listeners();
+    const execPath = process.execPath;
+    process.execPath = join(tmp.path, 'no-node');
+    try {
+      await assert.rejects(runRelaunched(BIN, ['verify', '--help'], MALLOC_TUNABLES), { code: 'ENOENT' });
+    } finally {
+      process.execPath = execPath;
+    }
+    assert.deepEqual(listeners(), before);
+  });
+
   test('the child reads stdin (--text -) and writes the output', async () => {
     await writeFile(log, '');
     const out = join(tmp.path, 'logits.safetensors');
@@ -130,12 +163,7 @@ describe('bin/fp8q.js relaunch', { skip: process.platform !== 'linux' ? 'glibc t
     await writeFile(log, '');
     const parent = spawn(process.execPath, [BIN, 'verify', 'a', 'b'], { stdio: 'ignore', env: { ...withoutTunables(), NODE_OPTIONS: `--import ${pathToFileURL(hang).href}` } });
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => parent.once('exit', (code, signal) => resolve({ code, signal })));
-    let child: number | undefined;
-    for (let i = 0; i < 200 && child === undefined; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      child = (await processes()).find((p) => p.tunables === MALLOC_TUNABLES)?.pid;
-    }
-    assert.ok(child !== undefined, 'the child started');
+    const child = await relaunchedChild();
     parent.kill('SIGTERM');
     let timer: NodeJS.Timeout | undefined;
     const end = await Promise.race([exited, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), 10_000)))]);
@@ -148,7 +176,27 @@ describe('bin/fp8q.js relaunch', { skip: process.platform !== 'linux' ? 'glibc t
     }
     assert.equal(end.signal, 'SIGTERM');
     // The child is gone (kill 0 only asks whether the process exists).
-    assert.throws(() => process.kill(child!, 0), { code: 'ESRCH' });
+    assert.throws(() => process.kill(child, 0), { code: 'ESRCH' });
+  });
+
+  test('the child stops when the parent is killed by SIGKILL, which cannot be passed on', async () => {
+    await writeFile(log, '');
+    const parent = spawn(process.execPath, [BIN, 'verify', '--help'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...withoutTunables(), NODE_OPTIONS: `--import ${pathToFileURL(linger).href}` },
+    });
+    // The child writes to the same stderr: the pipe closes once the child is gone too.
+    parent.stderr.resume();
+    const closed = new Promise<true>((resolve) => parent.stderr.once('close', () => resolve(true)));
+    const child = await relaunchedChild();
+    parent.kill('SIGKILL');
+    let timer: NodeJS.Timeout | undefined;
+    const gone = await Promise.race([closed, new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), 10_000)))]);
+    clearTimeout(timer);
+    if (!gone) {
+      process.kill(child, 'SIGKILL');
+      assert.fail('the child still ran 10 s after its parent was killed');
+    }
   });
 
   test('SIGINT to the process group (a terminal Ctrl-C) while generating: exit 130, one message', async () => {

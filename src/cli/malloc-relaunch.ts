@@ -10,8 +10,12 @@
 //
 // Not relaunched: other commands, `--device cpu` (no device copies), non-Linux systems, and any
 // run where GLIBC_TUNABLES is already set (also to the empty string: the way to opt out).
+//
+// The child stops with its parent: signals the parent can catch it passes on, and when the parent
+// is gone without (SIGKILL) the child's end of a pipe only the parent holds reads end-of-file.
 
 import { spawn } from 'node:child_process';
+import { Socket } from 'node:net';
 
 export const MALLOC_TUNABLES = 'glibc.malloc.hugetlb=1';
 
@@ -23,10 +27,33 @@ export function relaunchTunables(args: readonly string[], env: Readonly<Record<s
   // The command is the first word that is not an option, as the CLI's signal handler finds it.
   const command = args.find((a) => !a.startsWith('-'));
   if (command === undefined || !RUNTIME_COMMANDS.has(command)) return undefined;
-  const device = args.findIndex((a) => a === '--device');
-  if ((device >= 0 && args[device + 1] === 'cpu') || args.includes('--device=cpu')) return undefined;
-  return MALLOC_TUNABLES;
+  // Given twice, the last --device is the one commander keeps.
+  let device: string | undefined;
+  args.forEach((a, i) => {
+    if (a === '--device') device = args[i + 1];
+    else if (a.startsWith('--device=')) device = a.slice('--device='.length);
+  });
+  return device === 'cpu' ? undefined : MALLOC_TUNABLES;
 }
+
+/**
+ * The parent's node flags for the child (--cpu-prof profiles the child too), but not the
+ * inspector's: the parent already holds its port. To debug a runtime command, run it in-process
+ * (GLIBC_TUNABLES=).
+ */
+export function childNodeFlags(execArgv: readonly string[]): string[] {
+  const flags: string[] = [];
+  for (let i = 0; i < execArgv.length; i++) {
+    const flag = execArgv[i]!;
+    if (!/^--(inspect(-brk|-port|-wait)?|debug-port)(=|$)/.test(flag)) flags.push(flag);
+    // node also takes the port as the next word; left behind, the child would run it as its script.
+    else if (flag === '--inspect-port' || flag === '--debug-port') i++;
+  }
+  return flags;
+}
+
+/** In the child's environment: the descriptor of its end of that pipe. */
+const PARENT_PIPE_FD = 'FP8Q_RELAUNCH_PARENT_FD';
 
 const FORWARDED: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
@@ -37,22 +64,48 @@ const FORWARDED: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
  * code; resolves to the child's exit code, or to the signal that ended it.
  */
 export function runRelaunched(script: string, args: readonly string[], tunables: string): Promise<number | NodeJS.Signals> {
-  // The same node flags (--cpu-prof profiles the child too), but not the inspector's: the parent
-  // already holds its port. To debug a runtime command, run it in-process (GLIBC_TUNABLES=).
-  const nodeFlags = process.execArgv.filter((f) => !/^--inspect(-brk|-port|-wait)?(=|$)/.test(f));
-  const child = spawn(process.execPath, [...nodeFlags, script, ...args], {
-    stdio: 'inherit',
-    env: { ...process.env, GLIBC_TUNABLES: tunables },
+  const child = spawn(process.execPath, [...childNodeFlags(process.execArgv), script, ...args], {
+    stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+    env: { ...process.env, GLIBC_TUNABLES: tunables, [PARENT_PIPE_FD]: '3' },
   });
+  // This end only has to exist; it must not keep this process up after the child has exited (a
+  // tool the child started may still hold the child's end).
+  (child.stdio[3] as Socket | null | undefined)?.unref();
   const forward = (signal: NodeJS.Signals): void => {
     child.kill(signal);
   };
   for (const s of FORWARDED) process.on(s, forward);
+  // Also when the child could not start: bin/fp8q.js then runs the command in this process, where
+  // a forwarder left installed would swallow a SIGHUP.
+  const stopForwarding = (): void => {
+    for (const s of FORWARDED) process.off(s, forward);
+  };
   return new Promise((resolve, reject) => {
-    child.once('error', reject);
+    child.once('error', (e) => {
+      stopForwarding();
+      reject(e);
+    });
     child.once('exit', (code, signal) => {
-      for (const s of FORWARDED) process.off(s, forward);
+      stopForwarding();
       resolve(signal ?? code ?? 1);
     });
   });
+}
+
+/**
+ * In a relaunched child (a no-op elsewhere): once the parent is gone, stop as on a SIGTERM, whose
+ * handler removes partial output. A parent killed by SIGKILL (`kill -9`, a harness's timeout)
+ * passes nothing on, and the child would otherwise run to its end, on the GPU, with no one waiting.
+ */
+export function stopWithParent(): void {
+  const fd = process.env[PARENT_PIPE_FD];
+  if (fd === undefined) return;
+  // The processes this one starts are not relaunched children.
+  delete process.env[PARENT_PIPE_FD];
+  const pipe = new Socket({ fd: Number(fd), readable: true, writable: false });
+  // 'close' follows both end-of-file and a reset.
+  pipe.once('close', () => process.kill(process.pid, 'SIGTERM'));
+  pipe.on('error', () => undefined);
+  pipe.resume();
+  pipe.unref();
 }
