@@ -135,13 +135,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (json) process.stdout.write(redactSecrets(jsonError(code, text.split('\n')[0]!, exitCode)));
     return exitCode;
   };
-  let stopping = false;
   const onSignal = (signal: NodeJS.Signals): void => {
-    // A second signal while stopping (a terminal's Ctrl-C reaches both bin/fp8q.js's relaunching
-    // parent and this process, and the parent passes it on too) must not end the process with
-    // the default action half-way through the cleanup: the handler stays installed and ignores it.
-    if (stopping) return;
-    stopping = true;
     // A run in flight leaves only its staging folders and temporary files: remove them, then stop.
     discardAllStagingSync(rmSync);
     const exitCode = signal === 'SIGTERM' ? EXIT_TERMINATED : EXIT_INTERRUPTED;
@@ -154,6 +148,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (json) writeSync(1, jsonError('E_INTERRUPTED', message, exitCode));
     process.exit(exitCode);
   };
+  // `on`, not `once`: a terminal's Ctrl-C reaches both bin/fp8q.js's relaunching parent and this
+  // process, and the parent passes it on too. With the listener gone after the first, node would
+  // restore the default action and the second signal could end the process half-way through the
+  // cleanup (the handler itself ends in process.exit, so a second run of it never starts).
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {

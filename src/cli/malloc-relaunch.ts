@@ -8,8 +8,9 @@
 // 4-layer Llama-8B-shaped verify ran 15–35 % faster with identical reports (docs/ARCHITECTURE.md,
 // "Host memory on CUDA"). glibc reads its tunables only when a process starts, hence the child.
 //
-// Not relaunched: other commands, `--device cpu` (no device copies), non-Linux systems, and any
-// run where GLIBC_TUNABLES is already set (also to the empty string: the way to opt out).
+// Not relaunched: other commands, `--device cpu` (no device copies), non-Linux systems, a process
+// under the inspector, and any run where GLIBC_TUNABLES is already set (also to the empty string:
+// the way to opt out).
 //
 // The child stops with its parent: signals the parent can catch it passes on, and when the parent
 // is gone without (SIGKILL) the child's end of a pipe only the parent holds reads end-of-file.
@@ -22,8 +23,14 @@ export const MALLOC_TUNABLES = 'glibc.malloc.hugetlb=1';
 const RUNTIME_COMMANDS: ReadonlySet<string> = new Set(['verify', 'logits', 'generate']);
 
 /** The GLIBC_TUNABLES value to relaunch with, or undefined to run in this process. `args`: argv without node and the script. */
-export function relaunchTunables(args: readonly string[], env: Readonly<Record<string, string | undefined>>, platform: NodeJS.Platform): string | undefined {
-  if (platform !== 'linux' || env['GLIBC_TUNABLES'] !== undefined) return undefined;
+export function relaunchTunables(
+  args: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+  platform: NodeJS.Platform,
+  /** A debugger is attached or listening (node:inspector's url()): it would debug the waiting parent. */
+  inspecting = false,
+): string | undefined {
+  if (platform !== 'linux' || env['GLIBC_TUNABLES'] !== undefined || inspecting) return undefined;
   // The command is the first word that is not an option, as the CLI's signal handler finds it.
   const command = args.find((a) => !a.startsWith('-'));
   if (command === undefined || !RUNTIME_COMMANDS.has(command)) return undefined;
