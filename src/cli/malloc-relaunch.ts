@@ -4,9 +4,10 @@
 // Why: on the CUDA execution provider every graph output comes back from the GPU into host
 // memory that onnxruntime-node allocates fresh for each run (a new ArrayBuffer per output, at
 // 512 tokens ~0.25 GB a decoder layer), and first-touching fresh 4 KiB pages is what bounds that
-// copy: on an H200 host, 256 MB outputs came back at 1.3 GB/s, 2.4 GB/s with huge pages, and a
-// 4-layer Llama-8B-shaped verify ran 15–35 % faster with identical reports (docs/ARCHITECTURE.md,
-// "Host memory on CUDA"). glibc reads its tunables only when a process starts, hence the child.
+// copy: on an H200 host, 256 MB outputs came back at 1.3 GB/s, 2.4 GB/s with huge pages; a
+// 4-layer Llama-8B-shaped verify ran 15–35 % faster, the 32-layer one ~10 % at 512 tokens, with
+// identical reports (docs/ARCHITECTURE.md, "Host memory on CUDA"). glibc reads its tunables only
+// when a process starts, hence the child.
 //
 // Not relaunched: other commands, `--device cpu` (no device copies), non-Linux systems, a process
 // under the inspector, and any run where GLIBC_TUNABLES is already set (also to the empty string:
