@@ -290,8 +290,17 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       emit({ type: 'layer', index: layer, count: spec.numLayers });
       const ro = await original.runLayer(layer, ho, shape, { capture: true });
       // The quantized layer probes every expert the original routed a token to: their reads start
-      // now, while the floor checks and the quantized attention run (on CUDA; see prefetchLinears).
-      quantized.weights.prefetchLinears([...ro.captures.keys()].filter((m) => EXPERT.test(m) && q.isFp8Linear(m)));
+      // now, while the floor checks and the quantized attention run (on CUDA; see prefetchLinears),
+      // and so do their floor checks, all at once (floorProbes asks for them one after another, so
+      // submitted there they would run one at a time).
+      const reached = [...ro.captures.keys()].filter((m) => EXPERT.test(m) && q.isFp8Linear(m));
+      quantized.weights.prefetchLinears(reached);
+      if (checker) {
+        for (const m of reached) {
+          const job = jobOf(m);
+          if (job) checker.submit(m, job);
+        }
+      }
       const plan = quantized.plan(layer);
       // Scope of the quantized checkpoint's w_uk/w_uv heads: they live in its pooled buffers until the layer has run.
       const quantizedScope = quantized.weights.scope();
