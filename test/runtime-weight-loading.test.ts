@@ -2,7 +2,8 @@
 // every other command uses (io/formats/quantized-format.ts): a config without weight_block_size is refused
 // with the reader's message instead of being read as 128x128, and compressed-tensors scale names
 // come from the detected layout. Reading layer i+1 ahead while layer i runs (on by default on
-// CUDA) gives the same logits bit for bit, on BF16 and FP8 checkpoints and MoE, and is accounted.
+// CUDA) gives the same logits bit for bit, on BF16 and FP8 checkpoints and MoE, and is accounted;
+// stacked experts, read by rows, are never read ahead whole.
 
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -123,6 +124,26 @@ describe('the forward reads FP8 layouts with io/quantized-format', () => {
       assert.ok(pool.heldBytes >= freeBefore + q1Bytes.byteLength, `the read-ahead buffer of q_proj went back to the pool (${freeBefore} → ${pool.heldBytes} bytes free)`);
     } finally {
       await ckpt.close();
+    }
+  });
+
+  test('read-ahead of stacked experts (gpt-oss, BF16 and FP8): nothing read ahead is left held, the logits are the same', async () => {
+    const fp8 = join(tmp.path, 'gpt_oss-fp8');
+    await convertCheckpoint({ input: join(MODELS, 'gpt_oss'), output: fp8 });
+    for (const dir of [join(MODELS, 'gpt_oss'), fp8]) {
+      const ids = [1, 5, 9, 2, 7, 3];
+      const logits: Float32Array[] = [];
+      for (const readAhead of [false, true]) {
+        const runner = await ModelRunner.open(dir, { device: 'cpu', readAhead, buffers: new HostBufferPool() });
+        try {
+          logits.push(await runner.forward(ids, { batch: 1, seq: ids.length }));
+          // Stacked experts' tensors (and their scales and biases) are read by rows: read whole ahead, they were never taken.
+          assert.equal(runner.weights.accounting.held, 0, `${dir}: bytes still held after the forward (readAhead ${readAhead})`);
+        } finally {
+          await runner.close();
+        }
+      }
+      assert.ok(Buffer.from(logits[0]!.buffer).equals(Buffer.from(logits[1]!.buffer)), `${dir}: logits with and without read-ahead`);
     }
   });
 

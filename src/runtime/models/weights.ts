@@ -80,6 +80,9 @@ export class WeightAccounting {
 
 const FP8_DTYPES: Partial<Record<Dtype, Fp8Format>> = { F8_E4M3: 'e4m3fn', F8_E5M2: 'e5m2' };
 
+/** A routed expert's tensor: `…experts.<e>.…` or a stacked `…experts.<param>` (not `shared_experts.`). */
+const ROUTED_EXPERTS = /\.experts\./;
+
 export class ModelWeights {
   /** The checkpoint's FP8 layout (hf or compressed-tensors: block, scale names), from the one reader every command uses; undefined when unquantized. */
   readonly format: QuantizedFormat | undefined;
@@ -213,9 +216,11 @@ export class ModelWeights {
     if (next <= this.aheadLayer) return;
     this.aheadLayer = next;
     const prefix = `model.layers.${next}.`;
-    // Routed experts are read only once routed (most are not, at few tokens): never ahead.
+    // Routed experts are read only once routed (most are not, at few tokens): never ahead. Nor the
+    // tensors of stacked experts (`experts.gate_up_proj`, its `_scale_inv`, gpt-oss's `_bias`):
+    // they are read by rows, so a whole read ahead of them would never be taken, only held.
     for (const t of this.checkpoint.tensorNames()) {
-      if (!t.startsWith(prefix) || /\.experts\.\d+\./.test(t) || /\.experts\.(gate_up_proj|down_proj|w[123])\b/.test(t)) continue;
+      if (!t.startsWith(prefix) || ROUTED_EXPERTS.test(t)) continue;
       this.startRead(t);
     }
     // Layers already passed: whatever of them was not consumed is dropped.
