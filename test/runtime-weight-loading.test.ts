@@ -171,6 +171,7 @@ describe('the forward reads FP8 layouts with io/quantized-format', () => {
       scope.close();
       assert.equal(on.accounting.held, 0);
       assert.ok(pool.heldBytes > free, 'the prefetched buffer went back to the pool with the scope');
+      assert.equal(pool.heldBytes, bytes, "both read-ahead buffers, the scale's too, are back in the pool");
     } finally {
       await ckpt.close();
     }

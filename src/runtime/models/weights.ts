@@ -434,9 +434,11 @@ export class WeightScope {
     const [n, k] = info.shape as [number, number];
     const block = this.weights.blockFor(module, n, k, scaleInfo.shape);
     const codes = this.adoptBytes(await this.weights.readTensorBytes(name, () => this.buffer(info.byteLength)));
-    const scaleBytes = await this.weights.readTensorBytes(scaleName);
+    // A scale read ahead lies in a pool buffer too: adopted, and given back once copied out.
+    const scaleBytes = this.adoptBytes(await this.weights.readTensorBytes(scaleName));
     this.count(codes.byteLength + scaleBytes.byteLength);
     const scale = widenToFloat32(scaleBytes, scaleInfo.dtype, new Float32Array(scaleBytes.byteLength / dtypeSize(scaleInfo.dtype)));
+    this.giveBack(scaleBytes);
     const bias = ckpt.has(biasName) ? await this.tensor(biasName) : undefined;
     const activationScale = await this.activationScale(module, Math.ceil(k / block.bk));
     return this.decodeFp8(
