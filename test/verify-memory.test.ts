@@ -137,6 +137,30 @@ test('floor check in workers: true for the linears fp8q wrote, false for a damag
   }
 });
 
+test('floor check in workers: a job submitted `soon` goes ahead of those queued without it, after the earlier `soon` ones and the one waited for', async () => {
+  const original = await ModelRunner.open(modelDir('llama'));
+  const quantized = await ModelRunner.open(converted.get('llama')!);
+  const checker = new FloorChecker(1);
+  try {
+    const jobOf = (m: string) => floorCheckJob(m, original.checkpoint, quantized.checkpoint, (mm, n, k, s) => quantized.weights.blockFor(mm, n, k, s))!;
+    const [running, a, b, c, d, e] = ['0.self_attn.q_proj', '0.self_attn.k_proj', '0.self_attn.v_proj', '1.self_attn.q_proj', '1.mlp.up_proj', '1.mlp.down_proj'].map(
+      (m) => `model.layers.${m}`,
+    ) as [string, string, string, string, string, string];
+    for (const m of [running, a, b]) checker.submit(m, jobOf(m));
+    checker.submit(c, jobOf(c), true);
+    assert.deepEqual(checker.queued, [c, a, b], 'the first worker took the first job; the soon one goes first');
+    const waited = checker.result(b);
+    checker.submit(d, jobOf(d), true);
+    checker.submit(e, jobOf(e));
+    assert.deepEqual(checker.queued, [b, c, d, a, e]);
+    assert.deepEqual(await Promise.all([waited, ...[running, a, c, d, e].map((m) => checker.result(m))]), [true, true, true, true, true, true]);
+  } finally {
+    await checker.close();
+    await original.close();
+    await quantized.close();
+  }
+});
+
 test('floor check in workers: a worker that dies idle is not handed jobs; with none left the main thread answers', async () => {
   const original = await ModelRunner.open(modelDir('llama'));
   const quantized = await ModelRunner.open(converted.get('llama')!);

@@ -93,6 +93,8 @@ interface Pending {
   readonly job: FloorCheckJob;
   readonly resolve: (same: boolean | undefined) => void;
   started: boolean;
+  /** Waited for before any job queued without it (a layer's routed experts, asked for next; one result() waits for). */
+  soon: boolean;
 }
 
 export class FloorChecker {
@@ -119,14 +121,21 @@ export class FloorChecker {
     }
   }
 
-  /** Queues `module`'s check (once); a job nobody waits for yet runs after the ones waited for. */
-  submit(module: string, job: FloorCheckJob): void {
+  /**
+   * Queues `module`'s check (once); a job nobody waits for yet runs after the ones waited for.
+   * `soon`: it will be waited for before the jobs queued without it (verify queues every layer's
+   * linears up front, and a layer's routed experts, known once the original has run, are asked for
+   * before any later layer's), so it goes ahead of them, after the other `soon` ones.
+   */
+  submit(module: string, job: FloorCheckJob, soon = false): void {
     if (this.closed || this.workers.length === 0 || this.results.has(module)) return;
     let resolve!: (same: boolean | undefined) => void;
     const promise = new Promise<boolean | undefined>((r) => (resolve = r));
-    const pending: Pending = { module, job, resolve, started: false };
+    const pending: Pending = { module, job, resolve, started: false, soon };
     this.results.set(module, { pending, promise });
-    this.queue.push(pending);
+    const later = soon ? this.queue.findIndex((p) => !p.soon) : -1;
+    if (later < 0) this.queue.push(pending);
+    else this.queue.splice(later, 0, pending);
     this.pump();
   }
 
@@ -140,6 +149,7 @@ export class FloorChecker {
         this.queue.splice(i, 1);
         this.queue.unshift(r.pending);
       }
+      r.pending.soon = true;
     }
     const same = await r.promise;
     this.results.delete(module);
@@ -170,6 +180,11 @@ export class FloorChecker {
       if (this.workers.length === 0) for (const q of this.queue.splice(0)) q.resolve(undefined);
     } else if (!this.closed) this.idle.push(w);
     this.pump();
+  }
+
+  /** Modules whose checks wait for a worker, in the order they will start (a test checks the order). */
+  get queued(): readonly string[] {
+    return this.queue.map((p) => p.module);
   }
 
   /** Live worker threads (a test stops one to see the others, or the main thread, take over). */

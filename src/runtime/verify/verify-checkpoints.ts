@@ -298,7 +298,8 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       if (checker) {
         for (const m of reached) {
           const job = jobOf(m);
-          if (job) checker.submit(m, job);
+          // Ahead of the later layers' jobs queued at the start: these are waited for in this layer.
+          if (job) checker.submit(m, job, true);
         }
       }
       const plan = quantized.plan(layer);
