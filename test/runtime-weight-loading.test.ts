@@ -176,4 +176,40 @@ describe('the forward reads FP8 layouts with io/quantized-format', () => {
       await ckpt.close();
     }
   });
+
+  test('read-ahead under a multimodal prefix (model.language_model., language_model.model.): the next text layer, not the vision tower; same logits', async () => {
+    for (const [fixture, prefix] of [
+      ['qwen3_vl', 'model.language_model.'],
+      ['mistral3', 'language_model.model.'],
+    ] as const) {
+      const dir = join(MODELS, fixture);
+      const ckpt = await Checkpoint.open(dir);
+      try {
+        const weights = new ModelWeights(ckpt, undefined, undefined, true);
+        const scope = weights.scope();
+        const q0 = await scope.linear(`${prefix}layers.0.self_attn.q_proj`);
+        const layer1 = ckpt.tensorNames().filter((n) => n.startsWith(`${prefix}layers.1.`));
+        assert.ok(layer1.length > 0);
+        const ahead = layer1.reduce((sum, n) => sum + ckpt.info(n).byteLength, 0);
+        assert.equal(weights.accounting.held, (q0.weight as { bytes: Uint8Array }).bytes.byteLength + ahead, `${fixture}: text layer 1 read ahead, nothing else`);
+        scope.close();
+      } finally {
+        await ckpt.close();
+      }
+      const { tensors } = await readAll(join(MODELS, `${fixture}.logits.safetensors`));
+      const ids = Array.from(new BigInt64Array(tensors.get('input_ids')!.bytes.slice().buffer), Number);
+      const shape = { batch: 2, seq: ids.length / 2 };
+      const logits: Float32Array[] = [];
+      for (const readAhead of [false, true]) {
+        const runner = await ModelRunner.open(dir, { device: 'cpu', readAhead, buffers: new HostBufferPool() });
+        try {
+          logits.push(await runner.forward(ids, shape));
+          assert.equal(runner.weights.accounting.held, 0, `${fixture}: nothing left held after the forward (readAhead ${readAhead})`);
+        } finally {
+          await runner.close();
+        }
+      }
+      assert.ok(Buffer.from(logits[0]!.buffer).equals(Buffer.from(logits[1]!.buffer)), `${fixture}: logits with and without read-ahead`);
+    }
+  });
 });

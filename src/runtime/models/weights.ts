@@ -80,6 +80,12 @@ export class WeightAccounting {
 
 const FP8_DTYPES: Partial<Record<Dtype, Fp8Format>> = { F8_E4M3: 'e4m3fn', F8_E5M2: 'e5m2' };
 
+/**
+ * A decoder layer's tensor: the text model's prefix (`model.`, `model.language_model.`,
+ * `language_model.model.` in multimodal checkpoints) and the layer index.
+ */
+const DECODER_LAYER = /^(.*?)\blayers\.(\d+)\./;
+
 /** A routed expert's tensor: `…experts.<e>.…` or a stacked `…experts.<param>` (not `shared_experts.`). */
 const ROUTED_EXPERTS = /\.experts\./;
 
@@ -194,7 +200,7 @@ export class ModelWeights {
 
   /**
    * A whole tensor's bytes: the read-ahead's when one was started, else read now into `into()`.
-   * Reading a tensor of `model.layers.N.` starts the read-ahead of layer N+1.
+   * Reading a tensor of `<prefix>layers.N.` starts the read-ahead of layer N+1 under the same prefix.
    * @internal
    */
   private async readWhole(name: string, into?: () => Uint8Array | undefined): Promise<Uint8Array> {
@@ -210,12 +216,12 @@ export class ModelWeights {
 
   private startReadAhead(name: string): void {
     if (!this.readAhead) return;
-    const m = /^model\.layers\.(\d+)\./.exec(name);
+    const m = DECODER_LAYER.exec(name);
     if (!m) return;
-    const next = Number(m[1]) + 1;
+    const next = Number(m[2]) + 1;
     if (next <= this.aheadLayer) return;
     this.aheadLayer = next;
-    const prefix = `model.layers.${next}.`;
+    const prefix = `${m[1]}layers.${next}.`;
     // Routed experts are read only once routed (most are not, at few tokens): never ahead. Nor the
     // tensors of stacked experts (`experts.gate_up_proj`, its `_scale_inv`, gpt-oss's `_bias`):
     // they are read by rows, so a whole read ahead of them would never be taken, only held.
@@ -225,8 +231,8 @@ export class ModelWeights {
     }
     // Layers already passed: whatever of them was not consumed is dropped.
     for (const [t, a] of this.ahead) {
-      const layer = /^model\.layers\.(\d+)\./.exec(t);
-      if (layer && Number(layer[1]) < next - 1) {
+      const layer = DECODER_LAYER.exec(t);
+      if (layer && layer[1] === m[1] && Number(layer[2]) < next - 1) {
         this.ahead.delete(t);
         this.accounting.remove(a.byteLength);
         void a.bytes.then(
