@@ -245,15 +245,18 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     const q = quantized;
     const floorThreads = opts.floorCheckThreads ?? (device === 'cuda' ? defaultFloorCheckThreads() : defaultCpuFloorCheckThreads());
     const jobOf = (m: string) => floorCheckJob(m, original.checkpoint, q.checkpoint, (mm, n, k, s) => q.weights.blockFor(mm, n, k, s));
-    if (floorThreads > 0) {
-      checker = new FloorChecker(floorThreads);
-      // Every layer's linears but routed experts (checked once a token reaches them): the workers run ahead.
+    if (floorThreads > 0) checker = new FloorChecker(floorThreads);
+    const c = checker;
+    /** Queues `m`'s floor check where the worker path applies (`soon`: see FloorChecker.submit). */
+    const submitCheck = (m: string, soon = false): void => {
+      if (c === undefined) return;
+      const job = jobOf(m);
+      if (job) c.submit(m, job, soon);
+    };
+    // Every layer's linears but routed experts (checked once a token reaches them): the workers run ahead.
+    if (c) {
       for (let layer = 0; layer < spec.numLayers; layer++) {
-        for (const m of layerLinears(q.plan(layer))) {
-          if (EXPERT.test(m) || !q.isFp8Linear(m)) continue;
-          const job = jobOf(m);
-          if (job) checker.submit(m, job);
-        }
+        for (const m of layerLinears(q.plan(layer))) if (!EXPERT.test(m) && q.isFp8Linear(m)) submitCheck(m);
       }
     }
     const metricsThreads = opts.metricsThreads ?? (device === 'cuda' ? defaultMetricsThreads(floorThreads) : 0);
@@ -262,13 +265,11 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     // Handed to the pool, outputs go to its workers and are not read here again.
     const measure = (reference: Float32Array, actual: Float32Array, floor: Float32Array | undefined, rows: number, bn: number | undefined): Promise<LinearMetrics> =>
       pool ? pool.measure(reference, actual, floor, rows, bn) : Promise.resolve(linearMetrics(reference, actual, floor, rows, bn));
-    const c = checker;
     const checked =
       c === undefined
         ? undefined
         : (m: string): Promise<boolean | undefined> => {
-            const job = jobOf(m);
-            if (job) c.submit(m, job);
+            submitCheck(m);
             return c.result(m);
           };
     const seed = opts.seed ?? DEFAULT_VERIFY_SEED;
@@ -294,14 +295,9 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       // and so do their floor checks, all at once (floorProbes asks for them one after another, so
       // submitted there they would run one at a time).
       const reached = [...ro.captures.keys()].filter((m) => EXPERT.test(m) && q.isFp8Linear(m));
-      quantized.weights.prefetchLinears(reached);
-      if (checker) {
-        for (const m of reached) {
-          const job = jobOf(m);
-          // Ahead of the later layers' jobs queued at the start: these are waited for in this layer.
-          if (job) checker.submit(m, job, true);
-        }
-      }
+      q.weights.prefetchLinears(reached);
+      // Ahead of the later layers' jobs queued at the start: these are waited for in this layer.
+      for (const m of reached) submitCheck(m, true);
       const plan = quantized.plan(layer);
       // Scope of the quantized checkpoint's w_uk/w_uv heads: they live in its pooled buffers until the layer has run.
       const quantizedScope = quantized.weights.scope();
