@@ -127,6 +127,47 @@ test('ModelGraph inputs are positional: the layers of a model build the same gra
   }
 });
 
+test('MoE layers share sessions: each routed expert runs in one graph with symbolic rows, and the combine graph is the same in every layer', async () => {
+  const original = await ModelRunner.open(modelDir('mixtral'), { device: testDevice() });
+  const quantized = await ModelRunner.open(converted.get('mixtral')!, { device: testDevice() });
+  try {
+    const ids = (await readInputIds(join(MODELS, 'mixtral.logits.safetensors'))).ids.subarray(0, 12);
+    const shape = { batch: 1, seq: 12 };
+    let ho = await original.embed(ids);
+    let hq = await quantized.embed(ids);
+    const created: [number, number][] = [];
+    let expertRuns = 0;
+    for (let layer = 0; layer < original.spec.numLayers; layer++) {
+      const o = await original.runLayer(layer, ho, shape, { capture: true });
+      const q = await quantized.runLayer(layer, hq, shape, { probes: o.captures });
+      const experts = [...o.captures.keys()].filter((m) => m.includes('.experts.'));
+      assert.ok(experts.length >= 3 * 2, `layer ${layer}: at least two experts routed and captured`);
+      for (const m of experts) assert.ok(q.probeOutputs.has(m), `layer ${layer}: ${m} has a probe output`);
+      expertRuns += experts.length / 3;
+      created.push([original.sessions.stats.created, quantized.sessions.stats.created]);
+      ho = o.hidden;
+      hq = q.hidden;
+    }
+    // The original: attention and router, one expert graph (taps), the combine graph — created in
+    // the first MoE layer, reused by every expert and every later layer.
+    assert.deepEqual(created[0], created.at(-1), 'later MoE layers create no sessions');
+    assert.equal(created[0]![0], 3);
+    assert.ok(original.sessions.stats.reused >= expertRuns - 1 + (original.spec.numLayers - 1) * 2);
+    // The quantized model: its expert graphs (routed, routed and probed, probed only) on top.
+    assert.ok(created[0]![1] <= 5, `quantized sessions: ${created[0]![1]}`);
+    // The same logits as a forward through the whole model.
+    const plain = await ModelRunner.open(converted.get('mixtral')!, { device: testDevice() });
+    try {
+      assert.deepEqual(Array.from(await quantized.head(hq, 12)), Array.from(await plain.forward(ids, shape)));
+    } finally {
+      await plain.close();
+    }
+  } finally {
+    await original.close();
+    await quantized.close();
+  }
+});
+
 function addOne(scale: number): Uint8Array {
   const g = new GraphBuilder();
   const x = g.input('x', DataType.FLOAT, [2]);

@@ -13,14 +13,14 @@
 // whatever the device: most of a verify's time before this design (README, CUDA).
 
 import { DataType } from '../onnx/data-type.js';
-import { attr, GraphBuilder, littleEndianBytes, type Value } from '../onnx/graph-builder.js';
+import { attr, GraphBuilder, littleEndianBytes, type Dim, type Value } from '../onnx/graph-builder.js';
 import { emitBlockScaleLinear } from '../ops/block-scale-linear.js';
 import { emitStaticBlockScaleLinear } from '../ops/static-block-scale-linear.js';
-import { emitMixtralExperts, type ExpertValues, type RoutingTensor } from '../ops/mixtral-experts.js';
+import { emitExpertRows } from '../ops/mixtral-experts.js';
 import { decodeCodesToFloat32 } from '../../fp8/formats.js';
 import { dtypeSize, widenToFloat32 } from '../../fp8/dtypes.js';
 import type { HostBufferPool } from './buffer-pool.js';
-import { emitDecodeFp8Codes, emitFp8DecodeTable, type BlockShape, type DecodedFp8Value, type Fp8Format } from '../ops/types.js';
+import { emitDecodeFp8Codes, emitFp8DecodeTable, type DecodedFp8Value, type Fp8Format } from '../ops/types.js';
 import type { FeedTensor } from '../onnx/session.js';
 import type { HiddenAct } from './config.js';
 import type { Fp8Linear, LinearWeight, StoredTensor } from './weights.js';
@@ -120,9 +120,13 @@ export class ModelGraph {
     return values;
   }
 
-  input(name: string, data: Float32Array, shape: readonly number[]): Value {
+  /**
+   * A float32 activation input; `graphShape` declares it in the graph where that differs from the
+   * data's shape (a symbolic row count, so that one graph serves any number of rows).
+   */
+  input(name: string, data: Float32Array, shape: readonly number[], graphShape: readonly Dim[] = shape): Value {
     this.feeds[name] = { type: 'float32', data, dims: shape };
-    return this.g.input(name, DataType.FLOAT, shape);
+    return this.g.input(name, DataType.FLOAT, graphShape);
   }
 
   output(v: Value, name: string): void {
@@ -183,7 +187,7 @@ export class ModelGraph {
     return this.g.initializer(this.g.uniqueName(hint), DataType.INT64, shape, littleEndianBytes(BigInt64Array.from(Array.from(values), BigInt)));
   }
 
-  private f32(op: string, inputs: readonly (Value | null)[], shape: readonly number[], attrs: Parameters<GraphBuilder['op']>[3] = {}): Value {
+  private f32(op: string, inputs: readonly (Value | null)[], shape: readonly Dim[], attrs: Parameters<GraphBuilder['op']>[3] = {}): Value {
     return this.g.op(op, inputs, { dtype: DataType.FLOAT, shape, name: op.toLowerCase() }, attrs);
   }
 
@@ -199,11 +203,11 @@ export class ModelGraph {
   }
 
   add(a: Value, b: Value): Value {
-    return this.f32('Add', [a, b], broadcastShape(this.dims(a), this.dims(b)));
+    return this.f32('Add', [a, b], broadcastShape(a.shape, b.shape));
   }
 
   mul(a: Value, b: Value): Value {
-    return this.f32('Mul', [a, b], broadcastShape(this.dims(a), this.dims(b)));
+    return this.f32('Mul', [a, b], broadcastShape(a.shape, b.shape));
   }
 
   scale(a: Value, s: number): Value {
@@ -211,17 +215,17 @@ export class ModelGraph {
   }
 
   neg(a: Value): Value {
-    return this.f32('Neg', [a], this.dims(a));
+    return this.f32('Neg', [a], a.shape);
   }
 
   /** min(max(a, lo), hi); either bound may be omitted (gpt-oss's clamped SwiGLU). */
   clip(a: Value, lo: number | undefined, hi: number | undefined): Value {
     const bound = (x: number | undefined): Value | null => (x === undefined ? null : this.g.constFloat32([x], []));
-    return this.f32('Clip', [a, bound(lo), bound(hi)], this.dims(a));
+    return this.f32('Clip', [a, bound(lo), bound(hi)], a.shape);
   }
 
   sigmoid(a: Value): Value {
-    return this.f32('Sigmoid', [a], this.dims(a));
+    return this.f32('Sigmoid', [a], a.shape);
   }
 
   matmul(a: Value, b: Value): Value {
@@ -231,8 +235,11 @@ export class ModelGraph {
     return this.f32('MatMul', [a, b], [...lead, da[da.length - 2]!, db[db.length - 1]!]);
   }
 
-  reshape(v: Value, shape: readonly number[]): Value {
-    return this.g.op('Reshape', [v, this.g.constInt64([...shape])], { dtype: v.dtype, shape, name: 'reshape' });
+  /** Reshape to `shape`; one symbolic dimension at most (given to onnxruntime as -1). */
+  reshape(v: Value, shape: readonly Dim[]): Value {
+    if (shape.filter((d) => typeof d !== 'number').length > 1) throw new ForwardGraphError(`cannot reshape "${v.name}" to [${shape.join(', ')}]: two symbolic dimensions`);
+    const target = shape.map((d) => (typeof d === 'number' ? d : -1));
+    return this.g.op('Reshape', [v, this.g.constInt64(target)], { dtype: v.dtype, shape, name: 'reshape' });
   }
 
   transpose(v: Value, perm: readonly number[]): Value {
@@ -242,8 +249,9 @@ export class ModelGraph {
 
   /** `v[..., start:end]` along `axis`. */
   slice(v: Value, axis: number, start: number, end: number): Value {
-    const d = this.dims(v);
+    const d = v.shape;
     const a = axis < 0 ? axis + d.length : axis;
+    if (typeof d[a] !== 'number') throw new ForwardGraphError(`cannot slice "${v.name}" along its symbolic axis ${a}`);
     if (start === 0 && end === d[a]) return v;
     const shape = d.map((x, i) => (i === a ? end - start : x));
     return this.g.op('Slice', [v, this.g.constInt64([start]), this.g.constInt64([end]), this.g.constInt64([a])], {
@@ -310,9 +318,9 @@ export class ModelGraph {
       case 'silu':
         return this.mul(x, this.sigmoid(x));
       case 'gelu':
-        return this.f32('Gelu', [x], this.dims(x));
+        return this.f32('Gelu', [x], x.shape);
       case 'gelu_tanh':
-        return this.f32('Gelu', [x], this.dims(x), { approximate: attr.string('tanh') });
+        return this.f32('Gelu', [x], x.shape, { approximate: attr.string('tanh') });
     }
   }
 
@@ -354,13 +362,13 @@ export class ModelGraph {
    * exports input and output (under `w.module`, or the module name given).
    */
   linear(w: LinearWeight, x: Value, tap: boolean | string = this.tapLinears): Value {
-    const [m] = this.dims(x);
+    const m = x.shape[0]!;
     const n = w.weight.shape[0]!;
     let y: Value;
     if (w.kind === 'dense') {
       const inputs = [x, this.stored(w.weight)];
       if (w.bias) inputs.push(this.stored(w.bias));
-      y = this.f32('Gemm', inputs, [m!, n], { transB: attr.int(1) });
+      y = this.f32('Gemm', inputs, [m, n], { transB: attr.int(1) });
     } else {
       const { w: wv, s } = this.fp8Values(w);
       const bias = w.bias ? this.stored(w.bias) : undefined;
@@ -379,11 +387,15 @@ export class ModelGraph {
     this.taps.set(module, { input: this.export(x, 'tap_in'), output: this.export(y, 'tap_out') });
   }
 
-  /** Graph input fed with captured activations (one input per distinct array). */
-  probeInput(data: Float32Array, shape: readonly number[]): Value {
+  /**
+   * Graph input fed with captured activations (one input per distinct array); `symbolicRows`
+   * declares its row count symbolic (a graph that serves any number of captured rows).
+   */
+  probeInput(data: Float32Array, shape: readonly number[], symbolicRows = false): Value {
     const existing = this.probeInputs.get(data);
     if (existing) return existing;
-    const v = this.input(`probe_in_${this.probeInputs.size}`, data, shape);
+    const n = this.probeInputs.size;
+    const v = this.input(`probe_in_${n}`, data, shape, symbolicRows ? [`probe_rows_${n}`, ...shape.slice(1)] : shape);
     this.probeInputs.set(data, v);
     return v;
   }
@@ -395,16 +407,13 @@ export class ModelGraph {
   }
 
   /**
-   * MLC LLM's BlockScaleQuantizeMixtralExperts for one projection over FP8 experts: rows of `x`
-   * grouped by `routing` (indptr over `experts`, or expert_indices for a single token).
+   * One FP8 expert's projection as MLC LLM's BlockScaleQuantizeMixtralExperts runs it: the
+   * expert's group of rows `[M, K]` (M may be symbolic) through the block-scale GEMM whatever M
+   * is, or for a single token (`single`) the GEMV. No bias: the experts op has none.
    */
-  fp8Experts(experts: readonly Fp8Linear[], x: Value, routing: RoutingTensor): Value {
-    const block = commonBlock(experts);
-    const values: ExpertValues[] = experts.map((e) => {
-      const v = this.fp8Values(e);
-      return { w: v.w, wScaleInv: v.s };
-    });
-    return emitMixtralExperts(this.g, x, values, routing, block);
+  expertRows(w: Fp8Linear, x: Value, single: boolean): Value {
+    const { w: wv, s } = this.fp8Values(w);
+    return emitExpertRows(this.g, x, { w: wv, wScaleInv: s }, w.block, single);
   }
 
   toBytes(): Uint8Array {
@@ -412,19 +421,10 @@ export class ModelGraph {
   }
 }
 
-function commonBlock(experts: readonly Fp8Linear[]): BlockShape {
-  const block = experts[0]!.block;
-  for (const e of experts) {
-    if (e.block.bn !== block.bn || e.block.bk !== block.bk) {
-      throw new ForwardGraphError(`experts ${experts[0]!.module} and ${e.module} have different block shapes`);
-    }
-  }
-  return block;
-}
-
-export function broadcastShape(a: readonly number[], b: readonly number[]): number[] {
+/** NumPy broadcasting of two shapes; a symbolic dimension broadcasts with 1 and with itself. */
+export function broadcastShape(a: readonly Dim[], b: readonly Dim[]): Dim[] {
   const n = Math.max(a.length, b.length);
-  const out: number[] = [];
+  const out: Dim[] = [];
   for (let i = 0; i < n; i++) {
     const x = a[a.length - n + i] ?? 1;
     const y = b[b.length - n + i] ?? 1;

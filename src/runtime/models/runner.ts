@@ -10,8 +10,9 @@
 //     widened on the host (the CPU), four runs of three graphs instead — attention, gate and up,
 //     down — each holding only its own float32 weights (runDenseMlpStages);
 //   - an MoE layer: graph A (attention, post-attention norm, router logits) → routing on the
-//     host (routing.ts) → graph B (the routed experts, shared experts, weighted combine); only
-//     the experts that receive tokens are loaded;
+//     host (routing.ts) → one run per routed expert on its rows (a graph with a symbolic row
+//     count, the same for every expert) → the combine graph (weighted sum over the top-k, shared
+//     experts, residual); only the experts that receive tokens are loaded;
 //   - final norm + lm_head: graphs over row chunks of lm_head (HEAD_CHUNK_BYTES each), so a
 //     large vocabulary never becomes one float32 matrix.
 //
@@ -19,10 +20,9 @@
 // captured activations of another model through this model's FP8 linears (`probes`).
 
 import { expertLinears, expertProjection, isFp8Module, loadExpert, type ExpertWeights } from './experts.js';
-import { isFp8Dtype, widenToFloat32, type Dtype } from '../../fp8/dtypes.js';
+import { isFp8Dtype, type Dtype } from '../../fp8/dtypes.js';
 import { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import type { Value } from '../onnx/graph-builder.js';
-import type { RoutingTensor } from '../ops/mixtral-experts.js';
 import { SessionCache } from '../onnx/session-cache.js';
 import { HostBufferPool } from './buffer-pool.js';
 import type { Device, HostTensor } from '../onnx/session.js';
@@ -33,7 +33,6 @@ import { ForwardGraphError, ModelGraph, type WeightDecode } from './model-graph.
 import { ropeTables, type RopeTableOptions, type RopeTables } from './rope.js';
 import { groupByExpert, routeTokens, type ExpertGroups, type TokenRouting } from './routing.js';
 import { ModelWeights, WeightAccounting, type Fp8Linear, type LinearWeight, type StoredTensor, type WeightScope } from './weights.js';
-import type { ProbeOutput } from './model-graph.js';
 
 /** lm_head rows per head graph: 256 MiB once widened to float32. */
 export const HEAD_CHUNK_BYTES = 256 * 1024 * 1024;
@@ -128,7 +127,8 @@ export class ModelRunner {
     this.ownsBuffers = options.buffers === undefined;
     this.buffers = options.buffers ?? new HostBufferPool();
     // A staged dense layer (host decode) cycles through three graphs (attention, gate/up, down),
-    // and each graph's session must survive until the next layer comes back to it.
+    // and each graph's session must survive until the next layer comes back to it. An MoE layer
+    // adds its expert graphs (routed, routed and probed, probed only) and the combine graph.
     const staged = (options.weightDecode ?? ((options.device ?? 'cpu') === 'cuda' ? 'graph' : 'host')) === 'host';
     this.sessions = new SessionCache(
       {
@@ -136,7 +136,7 @@ export class ModelRunner {
         ...(options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads }),
         ...(options.cpuMemArena === undefined ? {} : { cpuMemArena: options.cpuMemArena }),
       },
-      staged ? 4 : 2,
+      (staged ? 4 : 2) + (spec.routing === undefined ? 0 : 4),
     );
   }
 
@@ -433,6 +433,13 @@ export class ModelRunner {
     }
   }
 
+  /**
+   * Graph B of an MoE layer, as several runs: each routed expert on its own rows (emitExpert), in a
+   * graph whose row count is symbolic — so every expert of every MoE layer runs in one session,
+   * where a graph holding the layer's routing needed a new session per layer — then the combine
+   * graph (outputs weighted and summed over each token's top-k, shared experts, residual), whose
+   * shapes are the same in every MoE layer.
+   */
   private async runMoe(
     scope: WeightScope,
     mlp: MoePlan,
@@ -444,6 +451,7 @@ export class ModelRunner {
     result: LayerResult,
   ): Promise<Float32Array> {
     const h = this.spec.hiddenSize;
+    const k = routing.topK;
     const single = tokens === 1;
     const groups = single ? singleTokenGroups(routing) : groupByExpert(routing);
 
@@ -457,184 +465,146 @@ export class ModelRunner {
     const needed = [...new Set([...groups.experts, ...probeExperts])].sort((x, y) => x - y);
     // Their reads all start now and are taken in order below (stacked experts are row reads of one tensor).
     if (!mlp.stacked) this.weights.prefetchLinears(needed.flatMap((e) => PROJECTIONS.map((p) => mlp.experts[e]![p])));
-    const loaded = new Map<number, ExpertWeights>();
-    for (const e of needed) loaded.set(e, await loadExpert(scope, mlp, e));
+
+    // Each routed expert's output rows go straight to their assignments' places in [T, k, H].
+    const perAssignment = this.buffers.float32(tokens * k * h);
+    const assignmentOfRow = new Int32Array(groups.rows);
+    groups.assignmentRow.forEach((row, a) => {
+      assignmentOfRow[row] = a;
+    });
+    const groupOf = new Map(groups.experts.map((e, j) => [e, j]));
+    for (const e of needed) {
+      const w = await loadExpert(scope, mlp, e);
+      const j = groupOf.get(e);
+      const g = this.graph(options.capture === true);
+      let start = 0;
+      let rows = 0;
+      if (j !== undefined) {
+        start = groups.indptr[j]!;
+        rows = groups.indptr[j + 1]! - start;
+        // A single token is the same row for each of its experts; a group's rows vary, its graph does not.
+        const x = single ? g.input('x', xn, [1, h]) : g.input('x', this.tokenRows(g, xn, groups.rowToken, start, rows), [rows, h], ['rows', h]);
+        g.output(this.emitExpert(g, w, x, single), 'y');
+      }
+      if (options.probes) this.addExpertProbes(g, w, options.probes, single);
+      if (j === undefined && g.probes.size === 0) {
+        this.buffers.give(g.hostBuffers);
+        continue;
+      }
+      const out = await this.run(g);
+      collect(out, g, result);
+      if (j === undefined) continue;
+      const y = f32(out, 'y');
+      for (let r = 0; r < rows; r++) perAssignment.set(y.subarray(r * h, (r + 1) * h), assignmentOfRow[start + r]! * h);
+    }
+
     const shared = mlp.shared ? await this.loadMlp(scope, mlp.shared) : undefined;
     const sharedGate = mlp.sharedGate ? await scope.linear(mlp.sharedGate) : undefined;
-
     const b = this.graph(options.capture === true);
+    b.hostBuffers.push(perAssignment);
     const h1v = b.input('h1', h1, [tokens, h]);
-    const xv = b.input('xn', xn, [tokens, h]);
-    const routed = this.emitRoutedExperts(b, groups, loaded, xv);
-    // Back to assignment order [T*k, H], weighted, summed over k.
-    const perAssignment = b.reshape(b.gatherRows(routed, groups.assignmentRow), [tokens, routing.topK, h]);
-    const weights = b.constF32(routing.weights, [tokens, routing.topK, 1]);
-    let moe = b.reduceSum(b.mul(perAssignment, weights), 1);
+    const routed = b.input('experts', perAssignment, [tokens, k, h]);
+    let moe = b.reduceSum(b.mul(routed, b.constF32(routing.weights, [tokens, k, 1])), 1);
     if (shared) {
+      const xv = b.input('xn', xn, [tokens, h]);
       let s = emitMlp(b, this.spec, shared, xv);
       if (sharedGate) s = b.mul(b.sigmoid(b.linear(sharedGate, xv, false)), s);
       moe = b.add(moe, s);
+      this.addLinearProbes(b, options.probes, [shared.gate, shared.up, shared.down]);
     }
     b.output(b.add(h1v, moe), 'out');
-
-    if (options.probes) {
-      if (shared) this.addLinearProbes(b, options.probes, [shared.gate, shared.up, shared.down]);
-      this.addExpertProbes(b, loaded, options.probes, single);
-    }
     const out = await this.run(b);
     collect(out, b, result);
     return f32(out, 'out');
   }
 
-  /** Routed experts over the expert-sorted rows: `[rows, H]` in `groups` order. */
-  private emitRoutedExperts(b: ModelGraph, groups: ExpertGroups, loaded: ReadonlyMap<number, ExpertWeights>, xn: Value): Value {
-    const sorted = groups.rows === 1 ? xn : b.gatherRows(xn, groups.rowToken);
-    const experts = groups.experts.map((e) => loaded.get(e)!);
-    const act = (g: Value, u: Value): Value => b.mul(b.act(g, this.spec.hiddenAct), u);
-    const gptOss = this.spec.gptOssExperts;
-    if (experts.every((w) => expertLinears(w).every((l) => l.kind === 'fp8'))) {
-      // MLC LLM's BlockScaleQuantizeMixtralExperts: one call per projection over all routed experts.
-      const routing = expertsRouting(groups);
-      const xIn = groups.single ? xn : sorted;
-      const run = (projection: 'gateUp' | 'gate' | 'up' | 'down', x: Value): Value =>
-        b.fp8Experts(
-          experts.map((w) => expertProjection(w, projection) as Fp8Linear),
-          x,
-          routing,
-        );
-      const first = experts[0]!;
-      if (first.layout === 'fused' && gptOss) {
-        // The experts op has no bias: each sorted row gets its expert's bias row.
-        const rowExpert = groups.indptr.slice(0, -1).flatMap((start, j) => Array<number>(groups.indptr[j + 1]! - start).fill(j));
-        const biasRows = (v: Value, pick: (w: ExpertWeights) => StoredTensor | undefined, n: number): Value => {
-          const table = new Float32Array(experts.length * n);
-          experts.forEach((w, j) => {
-            const bias = pick(w);
-            if (bias) table.set(widenToFloat32(bias.bytes, bias.dtype), j * n);
-          });
-          return b.add(v, b.gatherRows(b.constF32(table, [experts.length, n]), rowExpert));
-        };
-        const gu = biasRows(run('gateUp', xIn), (w) => (w.layout === 'fused' ? w.gptOss?.gateUpBias : undefined), 2 * first.intermediate);
-        const out = run('down', emitGptOssGlu(b, gu, first.intermediate, gptOss));
-        return biasRows(out, (w) => (w.layout === 'fused' ? w.gptOss?.downBias : undefined), this.spec.hiddenSize);
-      }
-      let hidden: Value;
-      if (first.layout === 'fused') {
-        const gu = run('gateUp', xIn);
-        hidden = act(b.slice(gu, -1, 0, first.intermediate), b.slice(gu, -1, first.intermediate, 2 * first.intermediate));
-      } else hidden = act(run('gate', xIn), run('up', xIn));
-      return run('down', hidden);
+  /** Rows `rowToken[start .. start + rows)` of `x` [tokens, H], in a host buffer of `g` (given back after its run). */
+  private tokenRows(g: ModelGraph, x: Float32Array, rowToken: Int32Array, start: number, rows: number): Float32Array {
+    const h = this.spec.hiddenSize;
+    const out = this.buffers.float32(rows * h);
+    g.hostBuffers.push(out);
+    for (let r = 0; r < rows; r++) {
+      const t = rowToken[start + r]!;
+      out.set(x.subarray(t * h, (t + 1) * h), r * h);
     }
-    // Dense (or mixed) experts: one MLP per expert group; taps see each expert's own rows, under
-    // the per-expert module names.
-    const parts: Value[] = [];
-    experts.forEach((w, j) => {
-      const rows = groups.single ? xn : b.slice(sorted, 0, groups.indptr[j]!, groups.indptr[j + 1]!);
-      let g: Value;
-      let u: Value;
-      if (w.layout === 'fused' && gptOss) {
-        // gpt-oss: one gate_up linear per expert (compared as such), biases after it.
-        const gu = b.linear(w.gateUp, rows, b.tapLinears ? w.names.gate : false);
-        const withBias = (v: Value, bias: StoredTensor | undefined): Value => (bias ? b.add(v, b.stored(bias)) : v);
-        const h = emitGptOssGlu(b, withBias(gu, w.gptOss?.gateUpBias), w.intermediate, gptOss);
-        parts.push(withBias(b.linear(w.down, h, b.tapLinears ? w.names.down : false), w.gptOss?.downBias));
-        return;
-      }
-      if (w.layout === 'fused') {
-        const gu = b.linear(w.gateUp, rows, false);
-        g = b.slice(gu, -1, 0, w.intermediate);
-        u = b.slice(gu, -1, w.intermediate, 2 * w.intermediate);
-        if (b.tapLinears) {
-          b.tap(w.names.gate, rows, g);
-          b.tap(w.names.up, rows, u);
-        }
-      } else {
-        g = b.linear(w.gate, rows);
-        u = b.linear(w.up, rows);
-      }
-      parts.push(b.linear(w.down, act(g, u), b.tapLinears ? w.names.down : false));
-    });
-    return b.concat(parts, 0);
+    return out;
   }
 
   /**
-   * Captured expert inputs through this checkpoint's FP8 experts, one experts-op call per
-   * projection: the captured rows of every expert concatenated in expert order with their
-   * indptr (or, for a single token, expert_indices), as MLC LLM's module receives them.
-   * Stacked experts run gate and up as one fused projection on the gate's captured input.
+   * One routed expert on its rows `x`, `[rows, H] → [rows, H]`. An all-FP8 expert runs as MLC LLM's
+   * BlockScaleQuantizeMixtralExperts runs each expert: the GEMM for a group of rows (one row
+   * included), the GEMV for a single token. Dense (or mixed) experts run their linears, tapped
+   * under the per-expert module names.
    */
-  private addExpertProbes(b: ModelGraph, loaded: ReadonlyMap<number, ExpertWeights>, probes: LayerCaptures, single: boolean): void {
-    interface Member {
-      readonly w: Fp8Linear;
-      readonly capture: LinearCapture;
-      /** Module names and output columns each probe output covers. */
-      readonly outputs: readonly { readonly module: string; readonly cols?: readonly [number, number] }[];
+  private emitExpert(b: ModelGraph, w: ExpertWeights, x: Value, single: boolean): Value {
+    const act = (g: Value, u: Value): Value => b.mul(b.act(g, this.spec.hiddenAct), u);
+    const withBias = (v: Value, bias: StoredTensor | undefined): Value => (bias ? b.add(v, b.stored(bias)) : v);
+    const gptOss = this.spec.gptOssExperts;
+    if (expertLinears(w).every((l) => l.kind === 'fp8')) {
+      const run = (projection: 'gateUp' | 'gate' | 'up' | 'down', input: Value): Value => b.expertRows(expertProjection(w, projection) as Fp8Linear, input, single);
+      if (w.layout === 'fused' && gptOss) {
+        // The experts op has no bias: gpt-oss adds its expert's bias after each projection.
+        const gu = withBias(run('gateUp', x), w.gptOss?.gateUpBias);
+        return withBias(run('down', emitGptOssGlu(b, gu, w.intermediate, gptOss)), w.gptOss?.downBias);
+      }
+      if (w.layout === 'fused') {
+        const gu = run('gateUp', x);
+        return run('down', act(b.slice(gu, -1, 0, w.intermediate), b.slice(gu, -1, w.intermediate, 2 * w.intermediate)));
+      }
+      return run('down', act(run('gate', x), run('up', x)));
     }
-    const calls: { members: Member[]; oneToken: boolean }[] = [];
-    const add = (index: number, member: Member | undefined, oneToken: boolean): void => {
-      if (member === undefined) return;
-      (calls[index] ??= { members: [], oneToken }).members.push(member);
+    if (w.layout === 'fused' && gptOss) {
+      // gpt-oss: one gate_up linear per expert (compared as such), biases after it.
+      const gu = b.linear(w.gateUp, x, b.tapLinears ? w.names.gate : false);
+      const hidden = emitGptOssGlu(b, withBias(gu, w.gptOss?.gateUpBias), w.intermediate, gptOss);
+      return withBias(b.linear(w.down, hidden, b.tapLinears ? w.names.down : false), w.gptOss?.downBias);
+    }
+    let g: Value;
+    let u: Value;
+    if (w.layout === 'fused') {
+      const gu = b.linear(w.gateUp, x, false);
+      g = b.slice(gu, -1, 0, w.intermediate);
+      u = b.slice(gu, -1, w.intermediate, 2 * w.intermediate);
+      if (b.tapLinears) {
+        b.tap(w.names.gate, x, g);
+        b.tap(w.names.up, x, u);
+      }
+    } else {
+      g = b.linear(w.gate, x);
+      u = b.linear(w.up, x);
+    }
+    return b.linear(w.down, act(g, u), b.tapLinears ? w.names.down : false);
+  }
+
+  /**
+   * Captured inputs of one expert's linears through this checkpoint's FP8 expert, each projection
+   * as the experts op runs it (emitExpert), the rows symbolic as the forward's are. Stacked
+   * experts run gate and up as one fused projection on the gate's captured input; a single
+   * token's gate and up take the token once (`[1, K]`).
+   */
+  private addExpertProbes(b: ModelGraph, w: ExpertWeights, probes: LayerCaptures, single: boolean): void {
+    const probe = (l: LinearWeight, module: string, outputs: readonly { readonly module: string; readonly cols?: readonly [number, number] }[]): void => {
+      const capture = probes.get(module);
+      if (capture === undefined || l.kind !== 'fp8') return;
+      const cols = l.weight.shape[1]!;
+      const x = single ? b.probeInput(capture.input, [1, cols]) : b.probeInput(capture.input, [capture.rows, cols], true);
+      const name = b.export(b.expertRows(l, x, single), 'probe_out');
+      for (const o of outputs) b.probes.set(o.module, { output: name, ...(o.cols ? { cols: o.cols } : {}) });
     };
-    for (const w of [...loaded.values()]) {
-      const fp8 = (l: LinearWeight): Fp8Linear | undefined => (l.kind === 'fp8' ? l : undefined);
-      const member = (l: LinearWeight, module: string, outputs: Member['outputs']): Member | undefined => {
-        const capture = probes.get(module);
-        const q = fp8(l);
-        return capture && q ? { w: q, capture, outputs } : undefined;
-      };
-      if (w.layout === 'fused' && w.gptOss) {
-        // gpt-oss: gate_up is one linear under one name (gate and up interleaved in its output).
-        add(0, member(w.gateUp, w.names.gate, [{ module: w.names.gate }]), single);
-      } else if (w.layout === 'fused') {
-        const i = w.intermediate;
-        const gateCapture = probes.has(w.names.gate) ? w.names.gate : w.names.up;
-        add(
-          0,
-          member(w.gateUp, gateCapture, [
-            { module: w.names.gate, cols: [0, i] },
-            { module: w.names.up, cols: [i, 2 * i] },
-          ]),
-          single,
-        );
-      } else {
-        add(0, member(w.gate, w.names.gate, [{ module: w.names.gate }]), single);
-        add(1, member(w.up, w.names.up, [{ module: w.names.up }]), single);
-      }
-      add(2, member(w.down, w.names.down, [{ module: w.names.down }]), false);
+    if (w.layout === 'fused' && w.gptOss) {
+      // gpt-oss: gate_up is one linear under one name (gate and up interleaved in its output).
+      probe(w.gateUp, w.names.gate, [{ module: w.names.gate }]);
+    } else if (w.layout === 'fused') {
+      const i = w.intermediate;
+      probe(w.gateUp, probes.has(w.names.gate) ? w.names.gate : w.names.up, [
+        { module: w.names.gate, cols: [0, i] },
+        { module: w.names.up, cols: [i, 2 * i] },
+      ]);
+    } else {
+      probe(w.gate, w.names.gate, [{ module: w.names.gate }]);
+      probe(w.up, w.names.up, [{ module: w.names.up }]);
     }
-    for (const call of calls) {
-      if (call === undefined || call.members.length === 0) continue;
-      const { members } = call;
-      const k = members[0]!.w.weight.shape[1]!;
-      const totalRows = members.reduce((acc, m) => acc + m.capture.rows, 0);
-      const xCat = new Float32Array(totalRows * k);
-      const indptr = [0];
-      let offset = 0;
-      for (const m of members) {
-        xCat.set(m.capture.input, offset * k);
-        offset += m.capture.rows;
-        indptr.push(offset);
-      }
-      // A single token's up/gate projections take the token once ([1, K]); down takes one row per expert.
-      const x = call.oneToken ? b.probeInput(members[0]!.capture.input, [1, k]) : b.probeInput(xCat, [totalRows, k]);
-      const routing: RoutingTensor = single ? { data: members.map((_, i) => i), shape: [1, members.length] } : { data: indptr, shape: [indptr.length] };
-      const outName = b.export(
-        b.fp8Experts(
-          members.map((m) => m.w),
-          x,
-          routing,
-        ),
-        'probe_out',
-      );
-      let row = 0;
-      for (const m of members) {
-        for (const o of m.outputs) {
-          const probe: ProbeOutput = { output: outName, rows: [row, row + m.capture.rows], ...(o.cols ? { cols: o.cols } : {}) };
-          b.probes.set(o.module, probe);
-        }
-        row += m.capture.rows;
-      }
-    }
+    probe(w.down, w.names.down, [{ module: w.names.down }]);
   }
 
   /** The lm_head module (or the tied embedding) and its weight's info. */
@@ -757,11 +727,6 @@ function singleTokenGroups(routing: TokenRouting): ExpertGroups {
   };
 }
 
-function expertsRouting(groups: ExpertGroups): RoutingTensor {
-  if (groups.single) return { data: groups.experts.map((_, i) => i), shape: [1, groups.experts.length] };
-  return { data: [...groups.indptr], shape: [groups.indptr.length] };
-}
-
 function f32(out: Record<string, HostTensor>, name: string): Float32Array {
   const t = out[name];
   if (!t || t.type !== 'float32') throw new ForwardGraphError(`graph output "${name}" is missing or not float32`);
@@ -795,7 +760,7 @@ function collect(out: Record<string, HostTensor>, mg: ModelGraph, result: LayerR
  * (clamp(up, ±limit) + 1) · g · σ(alpha · g) with g = min(gate, limit).
  */
 function emitGptOssGlu(b: ModelGraph, gu: Value, intermediate: number, p: { readonly alpha: number; readonly limit: number }): Value {
-  const rows = b.dims(gu)[0]!;
+  const rows = gu.shape[0]!;
   const pairs = b.reshape(gu, [rows, intermediate, 2]);
   const gate = b.clip(b.reshape(b.slice(pairs, -1, 0, 1), [rows, intermediate]), undefined, p.limit);
   const up = b.clip(b.reshape(b.slice(pairs, -1, 1, 2), [rows, intermediate]), -p.limit, p.limit);

@@ -3,8 +3,8 @@
 // (models/model-graph.ts) — pays session creation (parsing, graph optimization, kernel setup,
 // on CUDA the provider's allocations) once, not once per layer. The least recently used session
 // is released beyond `capacity`: a model's layers alternate few distinct graphs (a dense layer's,
-// or an MoE layer's attention graph and its per-routing experts graph), and each cached session
-// holds its own memory arena.
+// or an MoE layer's attention, expert and combine graphs), and each cached session holds its own
+// memory arena.
 
 import { createHash } from 'node:crypto';
 

@@ -11,6 +11,11 @@
 // would need Loop/Scan over int64 inputs, and verification knows its routing when it builds the
 // graph. Experts enter as per-expert [N, K] initializers: onnxruntime 1.29 has no FP8 Gather or
 // Slice, so stacked [E, N, K] weights are split on the host (views, no copies).
+//
+// `emitExpertRows` is one expert's share of the op — its group of rows through the GEMM, or the
+// single token through the GEMV. The model runner calls it expert by expert, with the group's row
+// count left symbolic, so that one graph (and one onnxruntime session) serves every expert of
+// every MoE layer instead of a graph per routing (models/runner.ts).
 
 import { DataType } from '../onnx/data-type.js';
 import { attr, GraphBuildError, littleEndianBytes, type GraphBuilder, type Value } from '../onnx/graph-builder.js';
@@ -135,6 +140,14 @@ function emitRows(g: GraphBuilder, x: Value, start: number, end: number): Value 
   });
 }
 
+/**
+ * One expert's rows through the op: grouped rows `[M, K]` (M may be symbolic, and 1) through the
+ * block-scale GEMM, or for a single token (`single`) the W8A16 GEMV on `[1, K]`. Returns `[M, N]`.
+ */
+export function emitExpertRows(g: GraphBuilder, x: Value, expert: ExpertValues, block: BlockShape, single: boolean): Value {
+  return single ? emitDequantizeFp8GroupwiseScaledGemv(g, x, expert.w, expert.wScaleInv, block) : emitBlockScaleGemm(g, x, expert.w, expert.wScaleInv, block);
+}
+
 /** Emits the experts' forward for one routing (see the module header); returns `[T or k, N]`. */
 export function emitMixtralExperts(g: GraphBuilder, x: Value, experts: readonly ExpertValues[], routing: RoutingTensor, block: BlockShape): Value {
   if (x.shape.length !== 2 || typeof x.shape[0] !== 'number') {
@@ -150,14 +163,14 @@ export function emitMixtralExperts(g: GraphBuilder, x: Value, experts: readonly 
   if (r.kind === 'single') {
     r.experts.forEach((e, i) => {
       const row = rows === 1 ? x : emitRows(g, x, i, i + 1);
-      parts.push(emitDequantizeFp8GroupwiseScaledGemv(g, row, experts[e]!.w, experts[e]!.wScaleInv, block));
+      parts.push(emitExpertRows(g, row, experts[e]!, block, true));
     });
   } else {
     for (let e = 0; e < experts.length; e++) {
       const start = r.indptr[e]!;
       const end = r.indptr[e + 1]!;
       if (end === start) continue;
-      parts.push(emitBlockScaleGemm(g, emitRows(g, x, start, end), experts[e]!.w, experts[e]!.wScaleInv, block));
+      parts.push(emitExpertRows(g, emitRows(g, x, start, end), experts[e]!, block, false));
     }
   }
   if (parts.length === 0) throw new GraphBuildError('routing selects no rows');
