@@ -468,34 +468,19 @@ export class ModelRunner {
 
     // Each routed expert's output rows go straight to their assignments' places in [T, k, H].
     const perAssignment = this.buffers.float32(tokens * k * h);
-    const assignmentOfRow = new Int32Array(groups.rows);
-    groups.assignmentRow.forEach((row, a) => {
-      assignmentOfRow[row] = a;
-    });
-    const groupOf = new Map(groups.experts.map((e, j) => [e, j]));
-    for (const e of needed) {
-      const w = await loadExpert(scope, mlp, e);
-      const j = groupOf.get(e);
-      const g = this.graph(options.capture === true);
-      let start = 0;
-      let rows = 0;
-      if (j !== undefined) {
-        start = groups.indptr[j]!;
-        rows = groups.indptr[j + 1]! - start;
-        // A single token is the same row for each of its experts; a group's rows vary, its graph does not.
-        const x = single ? g.input('x', xn, [1, h]) : g.input('x', this.tokenRows(g, xn, groups.rowToken, start, rows), [rows, h], ['rows', h]);
-        g.output(this.emitExpert(g, w, x, single), 'y');
+    // The token rows of every expert group, in group order: one buffer of the same size in every
+    // MoE layer (tokens × k rows), so the pool has it; each expert is fed its slice.
+    const sorted = single ? xn : this.buffers.float32(groups.rows * h);
+    try {
+      if (!single) {
+        for (let r = 0; r < groups.rows; r++) {
+          const t = groups.rowToken[r]!;
+          sorted.set(xn.subarray(t * h, (t + 1) * h), r * h);
+        }
       }
-      if (options.probes) this.addExpertProbes(g, w, options.probes, single);
-      if (j === undefined && g.probes.size === 0) {
-        this.buffers.give(g.hostBuffers);
-        continue;
-      }
-      const out = await this.run(g);
-      collect(out, g, result);
-      if (j === undefined) continue;
-      const y = f32(out, 'y');
-      for (let r = 0; r < rows; r++) perAssignment.set(y.subarray(r * h, (r + 1) * h), assignmentOfRow[start + r]! * h);
+      await this.runExperts(scope, mlp, needed, groups, sorted, perAssignment, options, result);
+    } finally {
+      if (!single) this.buffers.give([sorted]);
     }
 
     const shared = mlp.shared ? await this.loadMlp(scope, mlp.shared) : undefined;
@@ -518,16 +503,52 @@ export class ModelRunner {
     return f32(out, 'out');
   }
 
-  /** Rows `rowToken[start .. start + rows)` of `x` [tokens, H], in a host buffer of `g` (given back after its run). */
-  private tokenRows(g: ModelGraph, x: Float32Array, rowToken: Int32Array, start: number, rows: number): Float32Array {
+  /**
+   * The experts an MoE layer needs, one run each, in expert order: a routed expert on its group's
+   * rows of `sorted` (a single token: the token itself), its output rows placed at their
+   * assignments in `perAssignment` [T, k, H]; and each expert's probes (verify).
+   */
+  private async runExperts(
+    scope: WeightScope,
+    mlp: MoePlan,
+    needed: readonly number[],
+    groups: ExpertGroups,
+    sorted: Float32Array,
+    perAssignment: Float32Array,
+    options: LayerRunOptions,
+    result: LayerResult,
+  ): Promise<void> {
     const h = this.spec.hiddenSize;
-    const out = this.buffers.float32(rows * h);
-    g.hostBuffers.push(out);
-    for (let r = 0; r < rows; r++) {
-      const t = rowToken[start + r]!;
-      out.set(x.subarray(t * h, (t + 1) * h), r * h);
+    const single = groups.single === true;
+    const assignmentOfRow = new Int32Array(groups.rows);
+    groups.assignmentRow.forEach((row, a) => {
+      assignmentOfRow[row] = a;
+    });
+    const groupOf = new Map(groups.experts.map((e, j) => [e, j]));
+    for (const e of needed) {
+      const w = await loadExpert(scope, mlp, e);
+      const j = groupOf.get(e);
+      const g = this.graph(options.capture === true);
+      let start = 0;
+      let rows = 0;
+      if (j !== undefined) {
+        start = groups.indptr[j]!;
+        rows = groups.indptr[j + 1]! - start;
+        // A group's row count varies from expert to expert and layer to layer; its graph does not.
+        const x = single ? g.input('x', sorted, [1, h]) : g.input('x', sorted.subarray(start * h, (start + rows) * h), [rows, h], ['rows', h]);
+        g.output(this.emitExpert(g, w, x, single), 'y');
+      }
+      if (options.probes) this.addExpertProbes(g, w, options.probes, single);
+      if (j === undefined && g.probes.size === 0) {
+        this.buffers.give(g.hostBuffers);
+        continue;
+      }
+      const out = await this.run(g);
+      collect(out, g, result);
+      if (j === undefined) continue;
+      const y = f32(out, 'y');
+      for (let r = 0; r < rows; r++) perAssignment.set(y.subarray(r * h, (r + 1) * h), assignmentOfRow[start + r]! * h);
     }
-    return out;
   }
 
   /**
