@@ -1,5 +1,7 @@
-// ModelGraph: the GraphBuilder as the layer graphs use it — static-shape float32 ops with short
-// names, linears dispatched to MLC LLM's quantized ops, and the two hooks verify needs:
+// ModelGraph: the GraphBuilder as the layer graphs use it — float32 ops with short names and static
+// shapes (the element-wise ops, linears and slices also take a symbolic row count, for a graph that
+// serves any number of rows: an MoE expert's), linears dispatched to MLC LLM's quantized ops, and
+// the two hooks verify needs:
 //   - taps: a linear's input and output exported as graph outputs (original model);
 //   - probes: extra graph inputs fed with captured activations, run through a quantized linear.
 //
