@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 
 import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
-import { referenceForward, referenceLayer, referenceLinear } from '../src/runtime/models/reference-forward.js';
+import { referenceForward, referenceLayer, referenceLinear, withReferenceTap } from '../src/runtime/models/reference-forward.js';
 import { ModelRunner } from '../src/runtime/models/runner.js';
 import { readInputIds } from '../src/runtime/models/token-ids.js';
 import { blockScaleGemm } from '../src/runtime/ops/block-scale-gemm.js';
@@ -98,6 +98,40 @@ for (const name of FIXTURE_MODELS) {
     }
   });
 }
+
+test('an MoE layer with an unquantized expert: each FP8 expert still runs as the experts op (a one-row group through the GEMM), graph and reference alike', async () => {
+  const out = join(fixtures.workDir(), 'mixtral-expert-1-kept');
+  await convertCheckpoint({ input: modelDir('mixtral'), output: out, exclude: ['re:experts\\.1\\.'] });
+  const runner = await ModelRunner.open(out, { device: testDevice() });
+  try {
+    assert.ok(!runner.isFp8Linear('model.layers.1.block_sparse_moe.experts.1.w1') && runner.isFp8Linear('model.layers.1.block_sparse_moe.experts.2.w1'));
+    // Three tokens whose layer-1 routing gives the kept expert a row and FP8 experts groups of one row.
+    const ids = (await fixtureIds('mixtral')).subarray(0, 3);
+    const shape = { batch: 1, seq: 3 };
+    const hidden = (await runner.runLayer(0, await runner.embed(ids), shape)).hidden;
+    const rows = new Map<number, number>();
+    const reference = await withReferenceTap(
+      (module, _x, n) => {
+        const m = /experts\.(\d+)\.w2$/.exec(module);
+        if (m) rows.set(Number(m[1]), n);
+      },
+      () => referenceLayer(runner, 1, hidden, shape),
+    );
+    assert.ok((rows.get(1) ?? 0) > 0, 'the unquantized expert receives a token');
+    assert.ok(
+      [0, 2, 3].some((e) => rows.get(e) === 1),
+      `an FP8 expert receives exactly one row: ${JSON.stringify([...rows])}`,
+    );
+    const graph = (await runner.runLayer(1, hidden, shape)).hidden;
+    const err = relativeL2Error(
+      graph.map((v, i) => v - hidden[i]!),
+      reference.map((v, i) => v - hidden[i]!),
+    );
+    assert.ok(err < 1e-5, `mixed MoE layer: graph vs reference ${err.toExponential(3)}`);
+  } finally {
+    await runner.close();
+  }
+});
 
 test('static activation scales (BlockScaleQuantizeLinearStaticActivation, GEMM for any M): graph matches the reference', async () => {
   const out = join(fixtures.workDir(), 'mixtral-static');

@@ -276,62 +276,40 @@ async function moeBlock(runner: ModelRunner, scope: WeightScope, layer: number, 
     return out;
   };
 
-  /** Taps each routed expert's gate/up input rows (and, from `down`, its down input rows). */
-  const tapExperts = (projection: 'gateUp' | 'down', input: Float32Array, width: number): void => {
-    if (activeTap === undefined) return;
-    experts.forEach((w, j) => {
-      const s = single && projection === 'gateUp' ? 0 : groups.indptr[j]!;
-      const e = single && projection === 'gateUp' ? 1 : groups.indptr[j + 1]!;
-      const rows = input.subarray(s * width, e * width);
-      if (projection === 'down') activeTap!(w.names.down, rows, e - s);
-      else {
-        activeTap!(w.names.gate, rows, e - s);
-        activeTap!(w.names.up, rows, e - s);
-      }
-    });
-  };
-
-  let routed: Float32Array;
-  if (experts.every((w) => expertLinears(w).every((l) => l.kind === 'fp8'))) {
-    const routingTensor: RoutingTensor = single
-      ? { data: groups.experts.map((_, i) => i), shape: [1, groups.experts.length] }
-      : { data: [...groups.indptr], shape: [groups.indptr.length] };
-    const run = (projection: 'gateUp' | 'gate' | 'up' | 'down', input: Float32Array, rows: number): Float32Array => {
-      const ws = experts.map((w) => expertProjection(w, projection) as Fp8Linear);
-      return mixtralExperts(
-        { data: input, shape: [rows, ws[0]!.weight.shape[1]!] },
-        ws.map((w) => ({ w: w.weight, wScaleInv: w.scaleInv })),
-        routingTensor,
-        ws[0]!.block,
-      ).data;
-    };
-    const inRows = single ? 1 : groups.rows;
-    const input = single ? x : sorted;
-    const first = experts[0]!;
-    tapExperts('gateUp', input, h);
+  // Expert by expert, as the runner runs them: an all-FP8 expert through its share of the experts
+  // op (its group of rows through the block-scale GEMM, even one row; a single token through the
+  // GEMV), any other its linears. So an expert's numerics do not depend on which other experts of
+  // the layer received tokens.
+  const routed = new Float32Array(groups.rows * h);
+  experts.forEach((w, j) => {
+    const s = groups.indptr[j]!;
+    const e = groups.indptr[j + 1]!;
+    const rows = sorted.subarray(s * h, e * h);
     let a: Float32Array;
-    if (first.layout === 'fused') {
-      const gu = run('gateUp', input, inRows);
-      a = gated(columns(gu, groups.rows, 0, first.intermediate), columns(gu, groups.rows, first.intermediate, 2 * first.intermediate));
-    } else a = gated(run('gate', input, inRows), run('up', input, inRows));
-    tapExperts('down', a, a.length / groups.rows);
-    routed = run('down', a, groups.rows);
-  } else {
-    routed = new Float32Array(groups.rows * h);
-    experts.forEach((w, j) => {
-      const s = groups.indptr[j]!;
-      const e = groups.indptr[j + 1]!;
-      const rows = sorted.subarray(s * h, e * h);
-      let a: Float32Array;
+    if (expertLinears(w).every((l) => l.kind === 'fp8')) {
+      const routing: RoutingTensor = single ? { data: [0], shape: [1, 1] } : { data: [0, e - s], shape: [2] };
+      const run = (projection: 'gateUp' | 'gate' | 'up' | 'down', input: Float32Array): Float32Array => {
+        const l = expertProjection(w, projection) as Fp8Linear;
+        return mixtralExperts({ data: input, shape: [e - s, l.weight.shape[1]!] }, [{ w: l.weight, wScaleInv: l.scaleInv }], routing, l.block).data;
+      };
+      activeTap?.(w.names.gate, rows, e - s);
+      activeTap?.(w.names.up, rows, e - s);
       if (w.layout === 'fused') {
-        activeTap?.(w.names.gate, rows, e - s);
-        activeTap?.(w.names.up, rows, e - s);
-        const gu = referenceLinear(w.gateUp, rows, e - s, false);
+        const gu = run('gateUp', rows);
         a = gated(columns(gu, e - s, 0, w.intermediate), columns(gu, e - s, w.intermediate, 2 * w.intermediate));
-      } else a = gated(referenceLinear(w.gate, rows, e - s, w.names.gate), referenceLinear(w.up, rows, e - s, w.names.up));
-      routed.set(referenceLinear(w.down, a, e - s, w.names.down), s * h);
-    });
-  }
+      } else a = gated(run('gate', rows), run('up', rows));
+      activeTap?.(w.names.down, a, e - s);
+      routed.set(run('down', a), s * h);
+      return;
+    }
+    if (w.layout === 'fused') {
+      activeTap?.(w.names.gate, rows, e - s);
+      activeTap?.(w.names.up, rows, e - s);
+      const gu = referenceLinear(w.gateUp, rows, e - s, false);
+      a = gated(columns(gu, e - s, 0, w.intermediate), columns(gu, e - s, w.intermediate, 2 * w.intermediate));
+    } else a = gated(referenceLinear(w.gate, rows, e - s, w.names.gate), referenceLinear(w.up, rows, e - s, w.names.up));
+    routed.set(referenceLinear(w.down, a, e - s, w.names.down), s * h);
+  });
   const out = new Float32Array(tokens * h);
   for (let t = 0; t < tokens; t++) {
     for (let i = 0; i < routing.topK; i++) {
