@@ -15,7 +15,7 @@
 // whatever the device: most of a verify's time before this design (README, CUDA).
 
 import { DataType } from '../onnx/data-type.js';
-import { attr, GraphBuilder, littleEndianBytes, type Dim, type Value } from '../onnx/graph-builder.js';
+import { attr, GraphBuilder, type Dim, type Value } from '../onnx/graph-builder.js';
 import { emitBlockScaleLinear } from '../ops/block-scale-linear.js';
 import { emitStaticBlockScaleLinear } from '../ops/static-block-scale-linear.js';
 import { emitExpertRows } from '../ops/mixtral-experts.js';
@@ -51,8 +51,7 @@ export { ForwardGraphError };
 
 export interface ProbeOutput {
   readonly output: string;
-  /** The probe's rows / columns of the output, when several probes share it. */
-  readonly rows?: readonly [number, number];
+  /** The probe's columns of the output, when several probes share it (a fused gate_up). */
   readonly cols?: readonly [number, number];
 }
 
@@ -81,7 +80,7 @@ export class ModelGraph {
   readonly feeds: Record<string, FeedTensor> = {};
   /** Linear module → graph output names of its input and output. */
   readonly taps = new Map<string, TapNames>();
-  /** Probe name → graph output name, and its rows when several probes share one output. */
+  /** Probe name → graph output name, and its columns when several probes share one output. */
   readonly probes = new Map<string, ProbeOutput>();
   private readonly weightValues = new Map<string, Value>();
   private readonly exported = new Map<string, string>();
@@ -185,10 +184,6 @@ export class ModelGraph {
     return v;
   }
 
-  constI64(values: ArrayLike<number>, shape: readonly number[], hint: string): Value {
-    return this.g.initializer(this.g.uniqueName(hint), DataType.INT64, shape, littleEndianBytes(BigInt64Array.from(Array.from(values), BigInt)));
-  }
-
   private f32(op: string, inputs: readonly (Value | null)[], shape: readonly Dim[], attrs: Parameters<GraphBuilder['op']>[3] = {}): Value {
     return this.g.op(op, inputs, { dtype: DataType.FLOAT, shape, name: op.toLowerCase() }, attrs);
   }
@@ -197,9 +192,10 @@ export class ModelGraph {
     return this.g.op('Cast', [v], { dtype: to, shape: v.shape, name: `${v.name}_f32` }, { to: attr.int(to) });
   }
 
+  /** `v`'s shape, for the ops that need it static (only an expert graph's row count is symbolic). */
   dims(v: Value): number[] {
     return v.shape.map((d) => {
-      if (typeof d !== 'number') throw new ForwardGraphError(`value "${v.name}" has a symbolic shape; model graphs are static`);
+      if (typeof d !== 'number') throw new ForwardGraphError(`value "${v.name}" has a symbolic shape; this op needs a static one`);
       return d;
     });
   }
@@ -278,13 +274,6 @@ export class ModelGraph {
 
   expand(v: Value, shape: readonly number[]): Value {
     return this.f32('Expand', [v, this.g.constInt64([...shape])], shape);
-  }
-
-  /** Rows of a 2-D value by index (constant indices). */
-  gatherRows(v: Value, indices: ArrayLike<number>): Value {
-    const d = this.dims(v);
-    const idx = this.constI64(indices, [indices.length], 'gather_idx');
-    return this.f32('Gather', [v, idx], [indices.length, ...d.slice(1)], { axis: attr.int(0) });
   }
 
   softmax(v: Value): Value {

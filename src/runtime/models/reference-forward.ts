@@ -12,7 +12,7 @@ import { attentionScale, type HiddenAct, type ModelSpec } from './config.js';
 import { causalMask, MLA_INNER_NORM_EPS, type BatchShape } from './layer-graphs.js';
 import { layerPlan, type MlpNames } from './layer-plan.js';
 import { ropeTables, type RopeTables } from './rope.js';
-import { groupByExpert, routeTokens, type ExpertGroups } from './routing.js';
+import { groupByExpert, routeTokens, singleTokenGroups } from './routing.js';
 import type { ModelRunner } from './runner.js';
 import type { Fp8Linear, LinearWeight, StoredTensor, WeightScope } from './weights.js';
 import { expertLinears, expertProjection, loadExpert, type ExpertWeights } from './experts.js';
@@ -253,16 +253,7 @@ async function moeBlock(runner: ModelRunner, scope: WeightScope, layer: number, 
   const bias = m.scoreBias ? await scope.vector(m.scoreBias) : undefined;
   const routing = routeTokens(logits, m.experts.length, spec.routing!, bias);
   const single = tokens === 1;
-  const groups: ExpertGroups = single
-    ? {
-        experts: Array.from(routing.experts),
-        indptr: Array.from({ length: routing.topK + 1 }, (_, i) => i),
-        rowToken: new Int32Array(routing.topK),
-        assignmentRow: Int32Array.from({ length: routing.topK }, (_, i) => i),
-        rows: routing.topK,
-        single: true,
-      }
-    : groupByExpert(routing);
+  const groups = single ? singleTokenGroups(routing) : groupByExpert(routing);
   const experts: ExpertWeights[] = [];
   for (const e of groups.experts) experts.push(await loadExpert(scope, m, e));
   const sorted = new Float32Array(groups.rows * h);

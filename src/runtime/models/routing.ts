@@ -2,8 +2,9 @@
 // their weights, then the expert-sorted layout MLC LLM's MoE experts op takes (rows grouped by
 // expert, `indptr` offsets) and the inverse map that brings expert outputs back to tokens.
 //
-// Routing is data-dependent control flow: doing it here keeps the graphs static (they are built
-// per call with the routing as constants) and gives the reference forward the identical choice.
+// Routing is data-dependent control flow: doing it here keeps it out of the graphs (the runner
+// runs each routed expert on its group of rows, then combines with the weights as data) and gives
+// the reference forward the identical choice.
 // Semantics follow transformers: Mixtral / Qwen-MoE softmax top-k (renormalized for Mixtral, by
 // `norm_topk_prob` for Qwen); DeepSeek-V3 sigmoid scores with `e_score_correction_bias` added for
 // the choice only, group-limited selection (sum of each group's top-2, keep `topk_group` groups,
@@ -151,4 +152,20 @@ export function groupByExpert(routing: TokenRouting): ExpertGroups {
   });
   indptr.push(n);
   return { experts, indptr, rowToken, assignmentRow, rows: n };
+}
+
+/**
+ * A single token's assignments as groups: its k experts in top-k order, one row each (MLC LLM's
+ * expert_indices path), not sorted by expert.
+ */
+export function singleTokenGroups(routing: TokenRouting): ExpertGroups {
+  const k = routing.topK;
+  return {
+    experts: Array.from(routing.experts),
+    indptr: Array.from({ length: k + 1 }, (_, i) => i),
+    rowToken: new Int32Array(k),
+    assignmentRow: Int32Array.from({ length: k }, (_, i) => i),
+    rows: k,
+    single: true,
+  };
 }

@@ -31,7 +31,7 @@ import { emitGqaAttention, emitMlaAttention, emitMlp, type AttentionContext, typ
 import { layerPlan, type LayerPlan, type MlpNames, type MoePlan } from './layer-plan.js';
 import { ForwardGraphError, ModelGraph, type WeightDecode } from './model-graph.js';
 import { ropeTables, type RopeTableOptions, type RopeTables } from './rope.js';
-import { groupByExpert, routeTokens, type ExpertGroups, type TokenRouting } from './routing.js';
+import { groupByExpert, routeTokens, singleTokenGroups, type ExpertGroups, type TokenRouting } from './routing.js';
 import { ModelWeights, WeightAccounting, type Fp8Linear, type LinearWeight, type StoredTensor, type WeightScope } from './weights.js';
 
 /** lm_head rows per head graph: 256 MiB once widened to float32. */
@@ -319,7 +319,7 @@ export class ModelRunner {
       options.attention?.collect(outA);
       collect(outA, a, result);
 
-      // Routing on the host, then graph B: experts + shared experts + combine.
+      // Routing on the host, then the routed experts' runs and the combine graph (runMoe).
       const scoreBias = mlp.scoreBias === undefined ? undefined : await scope.vector(mlp.scoreBias);
       const routing = routeTokens(f32(outA, 'router_logits'), mlp.experts.length, this.spec.routing!, scoreBias);
       const outB = await this.runMoe(scope, mlp, routing, f32(outA, 'h1'), f32(outA, 'xn'), tokens, options, result);
@@ -735,19 +735,6 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.byteLength === b.byteLength && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 }
 
-/** A single token: its k experts in top-k order, each one row (MLC LLM's expert_indices path). */
-function singleTokenGroups(routing: TokenRouting): ExpertGroups {
-  const k = routing.topK;
-  return {
-    experts: Array.from(routing.experts),
-    indptr: Array.from({ length: k + 1 }, (_, i) => i),
-    rowToken: new Int32Array(k),
-    assignmentRow: Int32Array.from({ length: k }, (_, i) => i),
-    rows: k,
-    single: true,
-  };
-}
-
 function f32(out: Record<string, HostTensor>, name: string): Float32Array {
   const t = out[name];
   if (!t || t.type !== 'float32') throw new ForwardGraphError(`graph output "${name}" is missing or not float32`);
@@ -763,15 +750,15 @@ function collect(out: Record<string, HostTensor>, mg: ModelGraph, result: LayerR
   }
   for (const [module, probe] of mg.probes) {
     const t = f32(out, probe.output);
-    const n = t.length / out[probe.output]!.dims[0]!;
-    const [r0, r1] = probe.rows ?? [0, t.length / n];
+    const rows = out[probe.output]!.dims[0]!;
+    const n = t.length / rows;
     const [c0, c1] = probe.cols ?? [0, n];
     if (c0 === 0 && c1 === n) {
-      result.probeOutputs.set(module, t.subarray(r0 * n, r1 * n));
+      result.probeOutputs.set(module, t);
       continue;
     }
-    const block = new Float32Array((r1 - r0) * (c1 - c0));
-    for (let r = r0; r < r1; r++) block.set(t.subarray(r * n + c0, r * n + c1), (r - r0) * (c1 - c0));
+    const block = new Float32Array(rows * (c1 - c0));
+    for (let r = 0; r < rows; r++) block.set(t.subarray(r * n + c0, r * n + c1), r * (c1 - c0));
     result.probeOutputs.set(module, block);
   }
 }
