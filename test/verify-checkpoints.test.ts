@@ -133,6 +133,25 @@ test("mixtral --stack-experts: damage to one expert's slice of a stacked scale i
   assert.deepEqual(failedLinears(r), ['model.layers.1.block_sparse_moe.experts.2.w2']);
 });
 
+test('an FP8 original (a --requantize conversion): its experts are compared like its other linears, and damage to one is named', async () => {
+  const requantized = join(fixtures.workDir(), 'mixtral-requantized');
+  await convertCheckpoint({ input: converted.get('mixtral')!, output: requantized, requantize: true, block: { bn: 64, bk: 64 } });
+  const run = async (quantized: string): Promise<VerifyReport> =>
+    verifyCheckpoints({
+      original: converted.get('mixtral')!,
+      quantized,
+      input: await readInputIds(join(MODELS, 'mixtral.logits.safetensors')),
+      device: testDevice(),
+    });
+  const r = await run(requantized);
+  assert.equal(r.passed, true, r.failures.map((f) => f.message).join('; '));
+  assert.deepEqual(r.notReached, []);
+  assert.equal(r.summary.linearsCompared, QUANTIZED_LINEARS.mixtral);
+  const damaged = join(fixtures.workDir(), 'mixtral-requantized-bad');
+  await copyCheckpointWithEdits(requantized, damaged, (t) => scaleF32(t.get('model.layers.1.block_sparse_moe.experts.3.w1.weight_scale_inv')!, 4));
+  assert.deepEqual(failedLinears(await run(damaged)), ['model.layers.1.block_sparse_moe.experts.3.w1']);
+});
+
 test('static activation scales: a calibrated conversion passes; a scale 16× too small clips and is named', async () => {
   const calibrated = join(fixtures.workDir(), 'llama-static');
   await convertCheckpoint({

@@ -19,7 +19,7 @@
 // For verify, a layer can also export each linear's input and output (`capture`), and run
 // captured activations of another model through this model's FP8 linears (`probes`).
 
-import { expertLinears, expertProjection, isFp8Module, loadExpert, type ExpertWeights } from './experts.js';
+import { expertLinears, isFp8Module, loadExpert, type ExpertWeights } from './experts.js';
 import { isFp8Dtype, type Dtype } from '../../fp8/dtypes.js';
 import { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import type { Value } from '../onnx/graph-builder.js';
@@ -554,47 +554,38 @@ export class ModelRunner {
   /**
    * One routed expert on its rows `x`, `[rows, H] → [rows, H]`. An all-FP8 expert runs as MLC LLM's
    * BlockScaleQuantizeMixtralExperts runs each expert: the GEMM for a group of rows (one row
-   * included), the GEMV for a single token. Dense (or mixed) experts run their linears, tapped
-   * under the per-expert module names.
+   * included), the GEMV for a single token; any other expert runs its linears. Either way taps
+   * export each projection under the per-expert module names, so an FP8 original's experts are
+   * compared like any other linear.
    */
   private emitExpert(b: ModelGraph, w: ExpertWeights, x: Value, single: boolean): Value {
     const act = (g: Value, u: Value): Value => b.mul(b.act(g, this.spec.hiddenAct), u);
     const withBias = (v: Value, bias: StoredTensor | undefined): Value => (bias ? b.add(v, b.stored(bias)) : v);
+    const expertsOp = expertLinears(w).every((l) => l.kind === 'fp8');
+    const project = (l: LinearWeight, input: Value, tapAs: string | false): Value => {
+      const tap = b.tapLinears ? tapAs : false;
+      if (!expertsOp) return b.linear(l, input, tap);
+      const y = b.expertRows(l as Fp8Linear, input, single);
+      if (tap !== false) b.tap(tap, input, y);
+      return y;
+    };
     const gptOss = this.spec.gptOssExperts;
-    if (expertLinears(w).every((l) => l.kind === 'fp8')) {
-      const run = (projection: 'gateUp' | 'gate' | 'up' | 'down', input: Value): Value => b.expertRows(expertProjection(w, projection) as Fp8Linear, input, single);
-      if (w.layout === 'fused' && gptOss) {
-        // The experts op has no bias: gpt-oss adds its expert's bias after each projection.
-        const gu = withBias(run('gateUp', x), w.gptOss?.gateUpBias);
-        return withBias(run('down', emitGptOssGlu(b, gu, w.intermediate, gptOss)), w.gptOss?.downBias);
-      }
-      if (w.layout === 'fused') {
-        const gu = run('gateUp', x);
-        return run('down', act(b.slice(gu, -1, 0, w.intermediate), b.slice(gu, -1, w.intermediate, 2 * w.intermediate)));
-      }
-      return run('down', act(run('gate', x), run('up', x)));
-    }
     if (w.layout === 'fused' && gptOss) {
-      // gpt-oss: one gate_up linear per expert (compared as such), biases after it.
-      const gu = b.linear(w.gateUp, x, b.tapLinears ? w.names.gate : false);
-      const hidden = emitGptOssGlu(b, withBias(gu, w.gptOss?.gateUpBias), w.intermediate, gptOss);
-      return withBias(b.linear(w.down, hidden, b.tapLinears ? w.names.down : false), w.gptOss?.downBias);
+      // gpt-oss: one gate_up linear per expert (compared as such); its biases come after the linears (the experts op has none).
+      const gu = withBias(project(w.gateUp, x, w.names.gate), w.gptOss?.gateUpBias);
+      return withBias(project(w.down, emitGptOssGlu(b, gu, w.intermediate, gptOss), w.names.down), w.gptOss?.downBias);
     }
-    let g: Value;
-    let u: Value;
     if (w.layout === 'fused') {
-      const gu = b.linear(w.gateUp, x, false);
-      g = b.slice(gu, -1, 0, w.intermediate);
-      u = b.slice(gu, -1, w.intermediate, 2 * w.intermediate);
+      const gu = project(w.gateUp, x, false);
+      const g = b.slice(gu, -1, 0, w.intermediate);
+      const u = b.slice(gu, -1, w.intermediate, 2 * w.intermediate);
       if (b.tapLinears) {
         b.tap(w.names.gate, x, g);
         b.tap(w.names.up, x, u);
       }
-    } else {
-      g = b.linear(w.gate, x);
-      u = b.linear(w.up, x);
+      return project(w.down, act(g, u), w.names.down);
     }
-    return b.linear(w.down, act(g, u), b.tapLinears ? w.names.down : false);
+    return project(w.down, act(project(w.gate, x, w.names.gate), project(w.up, x, w.names.up)), w.names.down);
   }
 
   /**
