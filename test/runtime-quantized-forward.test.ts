@@ -133,6 +133,40 @@ test('an MoE layer with an unquantized expert: each FP8 expert still runs as the
   }
 });
 
+test("verify's probes of an expert with one linear unquantized run its FP8 linears as the forward does: BlockScaleLinear (GEMV for one row)", async () => {
+  const out = join(fixtures.workDir(), 'mixtral-expert-1-down-kept');
+  await convertCheckpoint({ input: modelDir('mixtral'), output: out, exclude: ['re:experts\\.1\\.w2$'] });
+  const original = await ModelRunner.open(modelDir('mixtral'), { device: testDevice() });
+  const quantized = await ModelRunner.open(out, { device: testDevice() });
+  try {
+    const shape = { batch: 1, seq: 3 };
+    let hidden = await original.embed((await fixtureIds('mixtral')).subarray(6, 9));
+    let oneRow = 0;
+    for (let layer = 0; layer < original.spec.numLayers; layer++) {
+      const ro = await original.runLayer(layer, hidden, shape, { capture: true });
+      const rq = await quantized.runLayer(layer, hidden, shape, { probes: ro.captures });
+      const module = `model.layers.${layer}.block_sparse_moe.experts.1.w1`;
+      const capture = ro.captures.get(module);
+      if (capture?.rows === 1) {
+        oneRow++;
+        const scope = quantized.weights.scope();
+        try {
+          const expected = referenceLinear(await scope.linear(module), capture.input, 1);
+          const err = relativeL2Error(rq.probeOutputs.get(module)!, expected);
+          assert.ok(err < 1e-6, `${module} (1 row): probe vs BlockScaleLinear ${err.toExponential(3)}`);
+        } finally {
+          scope.close();
+        }
+      }
+      hidden = ro.hidden;
+    }
+    assert.ok(oneRow > 0, 'expert 1 receives exactly one of the three tokens in some layer');
+  } finally {
+    await original.close();
+    await quantized.close();
+  }
+});
+
 test('static activation scales (BlockScaleQuantizeLinearStaticActivation, GEMM for any M): graph matches the reference', async () => {
   const out = join(fixtures.workDir(), 'mixtral-static');
   await convertCheckpoint({

@@ -589,18 +589,19 @@ export class ModelRunner {
   }
 
   /**
-   * Captured inputs of one expert's linears through this checkpoint's FP8 expert, each projection
-   * as the experts op runs it (emitExpert), the rows symbolic as the forward's are. Stacked
-   * experts run gate and up as one fused projection on the gate's captured input; a single
-   * token's gate and up take the token once (`[1, K]`).
+   * Captured inputs of one expert's FP8 linears through this checkpoint's expert, each projection
+   * as emitExpert runs it (the experts op for an all-FP8 expert, else the linear), the rows
+   * symbolic as the forward's are. Stacked experts run gate and up as one fused projection on the
+   * gate's captured input; a single token's gate and up take the token once (`[1, K]`).
    */
   private addExpertProbes(b: ModelGraph, w: ExpertWeights, probes: LayerCaptures, single: boolean): void {
+    const expertsOp = expertLinears(w).every((l) => l.kind === 'fp8');
     const probe = (l: LinearWeight, module: string, outputs: readonly { readonly module: string; readonly cols?: readonly [number, number] }[]): void => {
       const capture = probes.get(module);
       if (capture === undefined || l.kind !== 'fp8') return;
       const cols = l.weight.shape[1]!;
       const x = single ? b.probeInput(capture.input, [1, cols]) : b.probeInput(capture.input, [capture.rows, cols], true);
-      const name = b.export(b.expertRows(l, x, single), 'probe_out');
+      const name = b.export(expertsOp ? b.expertRows(l, x, single) : b.linear(l, x, false), 'probe_out');
       for (const o of outputs) b.probes.set(o.module, { output: name, ...(o.cols ? { cols: o.cols } : {}) });
     };
     if (w.layout === 'fused' && w.gptOss) {
