@@ -15,6 +15,7 @@ import { QuantizationConfigError } from '../src/io/formats/quantized-format.js';
 import { ModelRunner } from '../src/runtime/models/runner.js';
 import { HostBufferPool } from '../src/runtime/models/buffer-pool.js';
 import { ModelWeights } from '../src/runtime/models/weights.js';
+import { readInputIds } from '../src/runtime/models/token-ids.js';
 import { FIXTURE_MODELS, MODELS, modelDir, readAll } from './helpers/fixtures.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
 
@@ -210,6 +211,37 @@ describe('the forward reads FP8 layouts with io/quantized-format', () => {
         }
       }
       assert.ok(Buffer.from(logits[0]!.buffer).equals(Buffer.from(logits[1]!.buffer)), `${fixture}: logits with and without read-ahead`);
+    }
+  });
+
+  test("an MoE layer holds one routed expert at a time: each expert's weights go when its run is done", async () => {
+    const dir = modelDir('mixtral');
+    const runner = await ModelRunner.open(dir, { device: 'cpu' });
+    try {
+      const layer = 'model.layers.0.';
+      let nonExpert = 0;
+      const expertBytes = new Map<string, number>();
+      for (const name of runner.checkpoint.tensorNames()) {
+        if (!name.startsWith(layer)) continue;
+        const bytes = runner.checkpoint.info(name).byteLength;
+        const expert = /\.experts\.(\d+)\./.exec(name);
+        if (expert) expertBytes.set(expert[1]!, (expertBytes.get(expert[1]!) ?? 0) + bytes);
+        else nonExpert += bytes;
+      }
+      const oneExpert = Math.max(...expertBytes.values());
+      const tokens = 12;
+      const hidden = await runner.embed((await readInputIds(join(MODELS, 'mixtral.logits.safetensors'))).ids.subarray(0, tokens));
+      const result = await runner.runLayer(0, hidden, { batch: 1, seq: tokens }, { capture: true });
+      const routed = new Set([...result.captures.keys()].filter((m) => m.includes('.experts.')).map((m) => /\.experts\.(\d+)\./.exec(m)![1]));
+      assert.ok(routed.size >= 2, `tokens reached ${routed.size} experts`);
+      // Held at the peak: the layer's other weights (attention, norms, router) and one expert — not every routed expert's.
+      assert.ok(
+        runner.weights.accounting.peak <= nonExpert + oneExpert,
+        `peak ${runner.weights.accounting.peak} bytes > ${nonExpert} (attention, norms, router) + ${oneExpert} (one expert); ${routed.size} experts routed`,
+      );
+      assert.equal(runner.weights.accounting.held, 0);
+    } finally {
+      await runner.close();
     }
   });
 });

@@ -128,7 +128,9 @@ export class ModelRunner {
     this.buffers = options.buffers ?? new HostBufferPool();
     // A staged dense layer (host decode) cycles through three graphs (attention, gate/up, down),
     // and each graph's session must survive until the next layer comes back to it. An MoE layer
-    // adds its expert graphs (routed, routed and probed, probed only) and the combine graph.
+    // adds its attention-and-router graph, its expert graphs (routed, routed and probed, probed
+    // only) and the combine graph: all of them alternate in a model that interleaves dense and MoE
+    // layers (Llama 4).
     const staged = (options.weightDecode ?? ((options.device ?? 'cpu') === 'cuda' ? 'graph' : 'host')) === 'host';
     this.sessions = new SessionCache(
       {
@@ -136,7 +138,7 @@ export class ModelRunner {
         ...(options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads }),
         ...(options.cpuMemArena === undefined ? {} : { cpuMemArena: options.cpuMemArena }),
       },
-      (staged ? 4 : 2) + (spec.routing === undefined ? 0 : 4),
+      (staged ? 4 : 2) + (spec.routing === undefined ? 0 : 5),
     );
   }
 
@@ -478,7 +480,7 @@ export class ModelRunner {
           sorted.set(xn.subarray(t * h, (t + 1) * h), r * h);
         }
       }
-      await this.runExperts(scope, mlp, needed, groups, sorted, perAssignment, options, result);
+      await this.runExperts(mlp, needed, groups, sorted, perAssignment, options, result);
     } finally {
       if (!single) this.buffers.give([sorted]);
     }
@@ -509,7 +511,6 @@ export class ModelRunner {
    * assignments in `perAssignment` [T, k, H]; and each expert's probes (verify).
    */
   private async runExperts(
-    scope: WeightScope,
     mlp: MoePlan,
     needed: readonly number[],
     groups: ExpertGroups,
@@ -526,28 +527,30 @@ export class ModelRunner {
     });
     const groupOf = new Map(groups.experts.map((e, j) => [e, j]));
     for (const e of needed) {
-      const w = await loadExpert(scope, mlp, e);
-      const j = groupOf.get(e);
-      const g = this.graph(options.capture === true);
-      let start = 0;
-      let rows = 0;
-      if (j !== undefined) {
-        start = groups.indptr[j]!;
-        rows = groups.indptr[j + 1]! - start;
-        // A group's row count varies from expert to expert and layer to layer; its graph does not.
-        const x = single ? g.input('x', sorted, [1, h]) : g.input('x', sorted.subarray(start * h, (start + rows) * h), [rows, h], ['rows', h]);
-        g.output(this.emitExpert(g, w, x, single), 'y');
+      // Each expert's weights only while it runs (a scope of its own): the layer holds one expert's
+      // weights at a time beside the read-ahead, not every routed expert's — on the CPU, widened to
+      // float32, a DeepSeek-V3 layer's 256 experts would be 45 GB.
+      const scope = this.layerScope();
+      try {
+        const w = await loadExpert(scope, mlp, e);
+        const j = groupOf.get(e);
+        const g = this.graph(options.capture === true);
+        const start = j === undefined ? 0 : groups.indptr[j]!;
+        const rows = j === undefined ? 0 : groups.indptr[j + 1]! - start;
+        if (j !== undefined) {
+          // A group's row count varies from expert to expert and layer to layer; its graph does not.
+          const x = single ? g.input('x', sorted, [1, h]) : g.input('x', sorted.subarray(start * h, (start + rows) * h), [rows, h], ['rows', h]);
+          g.output(this.emitExpert(g, w, x, single), 'y');
+        }
+        if (options.probes) this.addExpertProbes(g, w, options.probes, single);
+        const out = await this.run(g);
+        collect(out, g, result);
+        if (j === undefined) continue;
+        const y = f32(out, 'y');
+        for (let r = 0; r < rows; r++) perAssignment.set(y.subarray(r * h, (r + 1) * h), assignmentOfRow[start + r]! * h);
+      } finally {
+        scope.close();
       }
-      if (options.probes) this.addExpertProbes(g, w, options.probes, single);
-      if (j === undefined && g.probes.size === 0) {
-        this.buffers.give(g.hostBuffers);
-        continue;
-      }
-      const out = await this.run(g);
-      collect(out, g, result);
-      if (j === undefined) continue;
-      const y = f32(out, 'y');
-      for (let r = 0; r < rows; r++) perAssignment.set(y.subarray(r * h, (r + 1) * h), assignmentOfRow[start + r]! * h);
     }
   }
 
