@@ -244,4 +244,28 @@ describe('the forward reads FP8 layouts with io/quantized-format', () => {
       await runner.close();
     }
   });
+
+  test("routed experts are read ahead in a window: one expert's run holds the experts within the window, not the whole layer's", async () => {
+    const dir = modelDir('mixtral');
+    const tokens = 12;
+    const ids = (await readInputIds(join(MODELS, 'mixtral.logits.safetensors'))).ids.subarray(0, tokens);
+    const peaks: number[] = [];
+    const logits: Float32Array[] = [];
+    let expertBytes = 0;
+    for (const window of [1, Number.POSITIVE_INFINITY]) {
+      const runner = await ModelRunner.open(dir, { device: 'cpu', readAhead: true, expertReadWindowBytes: window, buffers: new HostBufferPool() });
+      try {
+        expertBytes = ['w1', 'w2', 'w3'].reduce((acc, p) => acc + runner.checkpoint.info(`model.layers.0.block_sparse_moe.experts.0.${p}.weight`).byteLength, 0);
+        logits.push(await runner.forward(ids, { batch: 1, seq: tokens }));
+        peaks.push(runner.weights.accounting.peak);
+        assert.equal(runner.weights.accounting.held, 0, `window ${window}: nothing left held`);
+      } finally {
+        await runner.close();
+      }
+    }
+    // A window of one byte still reads each expert's three linears ahead (at least the first linear
+    // in flight, the rest as they come); the unbounded window holds every routed expert at once.
+    assert.ok(peaks[1]! - peaks[0]! >= expertBytes, `peak with the window ${peaks[0]} bytes, without ${peaks[1]}: at least one expert's ${expertBytes} bytes apart`);
+    assert.ok(Buffer.from(logits[0]!.buffer).equals(Buffer.from(logits[1]!.buffer)), 'the same logits with and without the window');
+  });
 });

@@ -37,6 +37,13 @@ import { ModelWeights, WeightAccounting, type Fp8Linear, type LinearWeight, type
 /** lm_head rows per head graph: 256 MiB once widened to float32. */
 export const HEAD_CHUNK_BYTES = 256 * 1024 * 1024;
 
+/**
+ * Routed experts' bytes read ahead of the expert that runs (CUDA): enough reads at once to keep
+ * the disk or page cache busy while each expert runs, without holding a whole MoE layer's experts
+ * (a DeepSeek-V3 layer's are up to 22 GB in BF16).
+ */
+export const EXPERT_READ_WINDOW_BYTES = 1024 * 1024 * 1024;
+
 export interface LinearCapture {
   /** `[rows, K]` activations that reached the linear. */
   readonly input: Float32Array;
@@ -105,6 +112,8 @@ export interface RunnerOptions {
   readonly readAhead?: boolean;
   /** onnxruntime's CPU memory arena in this runner's sessions (session.ts); default on. */
   readonly cpuMemArena?: boolean;
+  /** Routed experts' bytes read ahead of the running expert, with readAhead; default EXPERT_READ_WINDOW_BYTES. */
+  readonly expertReadWindowBytes?: number;
 }
 
 const PROJECTIONS = ['gate', 'up', 'down'] as const;
@@ -465,8 +474,6 @@ export class ModelRunner {
       });
     }
     const needed = [...new Set([...groups.experts, ...probeExperts])].sort((x, y) => x - y);
-    // Their reads all start now and are taken in order below (stacked experts are row reads of one tensor).
-    if (!mlp.stacked) this.weights.prefetchLinears(needed.flatMap((e) => PROJECTIONS.map((p) => mlp.experts[e]![p])));
 
     // Each routed expert's output rows go straight to their assignments' places in [T, k, H].
     const perAssignment = this.buffers.float32(tokens * k * h);
@@ -526,7 +533,11 @@ export class ModelRunner {
       assignmentOfRow[row] = a;
     });
     const groupOf = new Map(groups.experts.map((e, j) => [e, j]));
-    for (const e of needed) {
+    const linears = needed.flatMap((e) => PROJECTIONS.map((p) => mlp.experts[e]![p]));
+    for (const [i, e] of needed.entries()) {
+      // The reads of this expert and the next ones, EXPERT_READ_WINDOW_BYTES of them, are in flight
+      // (where the runner reads ahead; stacked experts are row reads of one tensor, not prefetched).
+      if (!mlp.stacked) this.weights.prefetchLinears(linears.slice(i * PROJECTIONS.length), this.options.expertReadWindowBytes ?? EXPERT_READ_WINDOW_BYTES);
       // Each expert's weights only while it runs (a scope of its own): the layer holds one expert's
       // weights at a time beside the read-ahead, not every routed expert's — on the CPU, widened to
       // float32, a DeepSeek-V3 layer's 256 experts would be 45 GB.

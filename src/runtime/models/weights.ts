@@ -253,13 +253,18 @@ export class ModelWeights {
    * DeepSeek-V3-shaped CUDA verify idled there most of its time, bench/NOTES.md). Only with
    * readAhead (on the CPU, whose scopes decode as they read, it adds nothing but memory).
    */
-  prefetchLinears(modules: readonly string[]): void {
+  prefetchLinears(modules: readonly string[], maxBytes = Number.POSITIVE_INFINITY): void {
     if (!this.readAhead) return;
+    // `maxBytes` makes it a window: the leading linears whose bytes (those already in flight
+    // included) fit, and at least the first. A MoE layer calls it again before each expert.
+    let bytes = 0;
     for (const m of modules) {
       const weight = `${m}.weight`;
       if (!this.checkpoint.has(weight)) continue;
-      this.startRead(weight);
       const scale = this.scaleOf(weight);
+      bytes += this.checkpoint.info(weight).byteLength + (scale === undefined ? 0 : this.checkpoint.info(scale).byteLength);
+      if (bytes > maxBytes && m !== modules[0]) return;
+      this.startRead(weight);
       if (scale !== undefined) this.startRead(scale);
     }
   }

@@ -18,7 +18,7 @@ import { performance } from 'node:perf_hooks';
 import type { BatchShape } from '../models/layer-graphs.js';
 import { layerLinears, type LayerPlan } from '../models/layer-plan.js';
 import { HostBufferPool } from '../models/buffer-pool.js';
-import { ModelRunner, type ExtraProbe, type LayerCaptures, type LayerResult } from '../models/runner.js';
+import { EXPERT_READ_WINDOW_BYTES, ModelRunner, type ExtraProbe, type LayerCaptures, type LayerResult } from '../models/runner.js';
 import { generateInputIds, type TokenBatch } from '../models/token-ids.js';
 import { WeightAccounting, type WeightScope } from '../models/weights.js';
 import type { Device } from '../onnx/session.js';
@@ -290,12 +290,13 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     for (let layer = 0; layer < spec.numLayers; layer++) {
       emit({ type: 'layer', index: layer, count: spec.numLayers });
       const ro = await original.runLayer(layer, ho, shape, { capture: true });
-      // The quantized layer probes every expert the original routed a token to: their reads start
-      // now, while the floor checks and the quantized attention run (on CUDA; see prefetchLinears),
-      // and so do their floor checks, all at once (floorProbes asks for them one after another, so
-      // submitted there they would run one at a time).
+      // The quantized layer probes every expert the original routed a token to. The reads of the
+      // first of them (a window; the runner reads the rest as it goes) start now, while the floor
+      // checks and the quantized attention run (on CUDA; see prefetchLinears), and their floor
+      // checks are all submitted now (floorProbes asks for them one after another, so submitted
+      // there they would run one at a time).
       const reached = [...ro.captures.keys()].filter((m) => EXPERT.test(m) && q.isFp8Linear(m));
-      q.weights.prefetchLinears(reached);
+      q.weights.prefetchLinears(reached, EXPERT_READ_WINDOW_BYTES);
       // Ahead of the later layers' jobs queued at the start: these are waited for in this layer.
       for (const m of reached) submitCheck(m, true);
       const plan = quantized.plan(layer);
