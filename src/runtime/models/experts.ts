@@ -69,6 +69,15 @@ export function expertLinears(w: ExpertWeights): LinearWeight[] {
   return w.layout === 'fused' ? [w.gateUp, w.down] : [w.gate, w.up, w.down];
 }
 
+/**
+ * Whether the expert runs as MLC LLM's experts op (all its linears FP8: a group of rows through the
+ * block-scale GEMM even for one row) rather than as its linears (BlockScaleLinear's GEMV for one
+ * row). The forward, verify's probes and the reference forward decide it per expert, this way.
+ */
+export function runsAsExpertsOp(w: ExpertWeights): boolean {
+  return expertLinears(w).every((l) => l.kind === 'fp8');
+}
+
 const PER_EXPERT = /^(.*\.experts)\.(\d+)\.([^.]+)$/;
 const STACKED_OF: Readonly<Record<string, string>> = {
   gate_proj: 'gate_up_proj',

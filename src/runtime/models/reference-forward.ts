@@ -15,7 +15,7 @@ import { ropeTables, type RopeTables } from './rope.js';
 import { groupByExpert, routeTokens, singleTokenGroups } from './routing.js';
 import type { ModelRunner } from './runner.js';
 import type { Fp8Linear, LinearWeight, StoredTensor, WeightScope } from './weights.js';
-import { expertLinears, expertProjection, loadExpert, type ExpertWeights } from './experts.js';
+import { expertProjection, loadExpert, runsAsExpertsOp, type ExpertWeights } from './experts.js';
 
 const f = Math.fround;
 
@@ -277,7 +277,7 @@ async function moeBlock(runner: ModelRunner, scope: WeightScope, layer: number, 
     const e = groups.indptr[j + 1]!;
     const rows = sorted.subarray(s * h, e * h);
     let a: Float32Array;
-    if (expertLinears(w).every((l) => l.kind === 'fp8')) {
+    if (runsAsExpertsOp(w)) {
       const routing: RoutingTensor = single ? { data: [0], shape: [1, 1] } : { data: [0, e - s], shape: [2] };
       const run = (projection: 'gateUp' | 'gate' | 'up' | 'down', input: Float32Array): Float32Array => {
         const l = expertProjection(w, projection) as Fp8Linear;

@@ -19,7 +19,7 @@
 // For verify, a layer can also export each linear's input and output (`capture`), and run
 // captured activations of another model through this model's FP8 linears (`probes`).
 
-import { expertLinears, isFp8Module, loadExpert, type ExpertWeights } from './experts.js';
+import { isFp8Module, loadExpert, runsAsExpertsOp, type ExpertWeights } from './experts.js';
 import { isFp8Dtype, type Dtype } from '../../fp8/dtypes.js';
 import { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import type { Value } from '../onnx/graph-builder.js';
@@ -575,12 +575,10 @@ export class ModelRunner {
   private emitExpert(b: ModelGraph, w: ExpertWeights, x: Value, single: boolean): Value {
     const act = (g: Value, u: Value): Value => b.mul(b.act(g, this.spec.hiddenAct), u);
     const withBias = (v: Value, bias: StoredTensor | undefined): Value => (bias ? b.add(v, b.stored(bias)) : v);
-    const expertsOp = expertLinears(w).every((l) => l.kind === 'fp8');
+    const expertsOp = runsAsExpertsOp(w);
     const project = (l: LinearWeight, input: Value, tapAs: string | false): Value => {
-      const tap = b.tapLinears ? tapAs : false;
-      if (!expertsOp) return b.linear(l, input, tap);
-      const y = b.expertRows(l as Fp8Linear, input, single);
-      if (tap !== false) b.tap(tap, input, y);
+      const y = emitExpertProjection(b, l, input, expertsOp, single);
+      if (b.tapLinears && tapAs !== false) b.tap(tapAs, input, y);
       return y;
     };
     const gptOss = this.spec.gptOssExperts;
@@ -609,13 +607,13 @@ export class ModelRunner {
    * gate's captured input; a single token's gate and up take the token once (`[1, K]`).
    */
   private addExpertProbes(b: ModelGraph, w: ExpertWeights, probes: LayerCaptures, single: boolean): void {
-    const expertsOp = expertLinears(w).every((l) => l.kind === 'fp8');
+    const expertsOp = runsAsExpertsOp(w);
     const probe = (l: LinearWeight, module: string, outputs: readonly { readonly module: string; readonly cols?: readonly [number, number] }[]): void => {
       const capture = probes.get(module);
       if (capture === undefined || l.kind !== 'fp8') return;
       const cols = l.weight.shape[1]!;
       const x = single ? b.probeInput(capture.input, [1, cols]) : b.probeInput(capture.input, [capture.rows, cols], true);
-      const name = b.export(expertsOp ? b.expertRows(l, x, single) : b.linear(l, x, false), 'probe_out');
+      const name = b.export(emitExpertProjection(b, l, x, expertsOp, single), 'probe_out');
       for (const o of outputs) b.probes.set(o.module, { output: name, ...(o.cols ? { cols: o.cols } : {}) });
     };
     if (w.layout === 'fused' && w.gptOss) {
@@ -739,6 +737,11 @@ export class ModelRunner {
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.byteLength === b.byteLength && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}
+
+/** One projection of an expert as the forward runs it: the experts op (`expertsOp`, runsAsExpertsOp) or the linear, untapped. */
+function emitExpertProjection(b: ModelGraph, l: LinearWeight, x: Value, expertsOp: boolean, single: boolean): Value {
+  return expertsOp ? b.expertRows(l as Fp8Linear, x, single) : b.linear(l, x, false);
 }
 
 function f32(out: Record<string, HostTensor>, name: string): Float32Array {

@@ -262,8 +262,9 @@ export class ModelWeights {
       const weight = `${m}.weight`;
       if (!this.checkpoint.has(weight)) continue;
       const scale = this.scaleOf(weight);
-      bytes += this.checkpoint.info(weight).byteLength + (scale === undefined ? 0 : this.checkpoint.info(scale).byteLength);
-      if (bytes > maxBytes && m !== modules[0]) return;
+      const size = this.checkpoint.info(weight).byteLength + (scale === undefined ? 0 : this.checkpoint.info(scale).byteLength);
+      if (bytes > 0 && bytes + size > maxBytes) return;
+      bytes += size;
       this.startRead(weight);
       if (scale !== undefined) this.startRead(scale);
     }
