@@ -247,8 +247,8 @@ export class ModelWeights {
   }
 
   /**
-   * Starts reading the whole tensors of these linears (weight, and scale when FP8) now, all at once,
-   * for a scope that will ask for them next: a MoE layer's routed experts, known only once the
+   * Starts reading the whole tensors of these linears (weight, and scale when FP8) now, at once
+   * (those within `maxBytes`), for a scope that will ask for them next: a MoE layer's routed experts, known only once the
    * router has run, were otherwise read one tensor after another with nothing else to do (a
    * DeepSeek-V3-shaped CUDA verify idled there most of its time, bench/NOTES.md). Only with
    * readAhead (on the CPU, whose scopes decode as they read, it adds nothing but memory).

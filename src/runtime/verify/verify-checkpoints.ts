@@ -65,7 +65,7 @@ export interface VerifyOptions {
    */
   readonly metricsThreads?: number;
   /**
-   * Read the next layer, and a MoE layer's routed experts all at once, ahead of need (models/weights.ts);
+   * Read the next layer, and a MoE layer's routed experts a window at a time, ahead of need (models/weights.ts);
    * default on CUDA only (on the CPU it adds memory, not speed). The report is the same.
    */
   readonly readAhead?: boolean;
