@@ -19,6 +19,7 @@ import { attr, GraphBuilder, type Dim, type Value } from '../onnx/graph-builder.
 import { emitBlockScaleLinear } from '../ops/block-scale-linear.js';
 import { emitStaticBlockScaleLinear } from '../ops/static-block-scale-linear.js';
 import { emitExpertRows } from '../ops/mixtral-experts.js';
+import { emitComparisonSums } from '../ops/comparison-sums.js';
 import { decodeCodesToFloat32 } from '../../fp8/formats.js';
 import { dtypeSize, widenToFloat32 } from '../../fp8/dtypes.js';
 import type { HostBufferPool } from './buffer-pool.js';
@@ -80,9 +81,16 @@ export class ModelGraph {
   readonly feeds: Record<string, FeedTensor> = {};
   /** Linear module → graph output names of its input and output. */
   readonly taps = new Map<string, TapNames>();
+  /** Linear module → its input and output as values of this graph, for taps kept in it (switchModel). */
+  readonly tapValues = new Map<string, { readonly input: Value; readonly output: Value }>();
   /** Probe name → graph output name, and its columns when several probes share one output. */
   readonly probes = new Map<string, ProbeOutput>();
+  /** Name → graph output of comparison sums (compareInGraph). */
+  readonly sums = new Map<string, string>();
   private readonly weightValues = new Map<string, Value>();
+  /** Prefix of weightValues' keys for the model being emitted (switchModel). */
+  private weightKeys = '';
+  private keepTaps = false;
   private readonly exported = new Map<string, string>();
   private readonly probeInputs = new Map<Float32Array, Value>();
   private readonly decodeTables = new Map<Fp8Format | 'bf16', Value>();
@@ -93,7 +101,7 @@ export class ModelGraph {
   readonly hostBuffers: Float32Array[] = [];
 
   constructor(
-    readonly tapLinears = false,
+    public tapLinears = false,
     readonly weightDecode: WeightDecode = 'host',
     private readonly pool?: HostBufferPool,
     /**
@@ -102,6 +110,18 @@ export class ModelGraph {
      */
     private readonly decoded?: WeakMap<Uint8Array, Float32Array>,
   ) {}
+
+  /**
+   * For a graph holding two models' layers (verify's paired layers, runner.ts): the weights emitted
+   * from now on belong to the model `name` (both checkpoints name their tensors alike, so each
+   * model's weight values are cached apart), and its linears are tapped or not; `'values'` keeps
+   * each tap in tapValues instead of exporting it.
+   */
+  switchModel(name: string, taps: boolean | 'values'): void {
+    this.weightKeys = `${name}:`;
+    this.tapLinears = taps !== false;
+    this.keepTaps = taps === 'values';
+  }
 
   private hostBuffer(length: number): Float32Array {
     if (this.pool === undefined) return new Float32Array(length);
@@ -160,7 +180,7 @@ export class ModelGraph {
 
   /** A float32 view of a stored tensor, decoded where `weightDecode` says (exact either way). */
   stored(t: StoredTensor): Value {
-    const cached = this.weightValues.get(t.name);
+    const cached = this.weightValues.get(this.weightKeys + t.name);
     if (cached) return cached;
     let v: Value;
     if (t.decoded !== undefined) {
@@ -180,7 +200,7 @@ export class ModelGraph {
       const index = this.g.op('Cast', [words], { dtype: DataType.INT32, shape: t.shape, name: 'bf16_index' }, { to: attr.int(DataType.INT32) });
       v = this.g.op('Gather', [this.decodeTable('bf16'), index], { dtype: DataType.FLOAT, shape: t.shape, name: 'bf16_decoded' }, { axis: attr.int(0) });
     }
-    this.weightValues.set(t.name, v);
+    this.weightValues.set(this.weightKeys + t.name, v);
     return v;
   }
 
@@ -326,9 +346,10 @@ export class ModelGraph {
   }
 
   private fp8Values(w: Fp8Linear): { w: Value; s: Value } {
-    const wName = `${w.module}.weight`;
+    const wName = `${this.weightKeys}${w.module}.weight`;
+    const sName = `${this.weightKeys}${w.module}.weight_scale_inv`;
     let wv = this.weightValues.get(wName);
-    let sv = this.weightValues.get(`${w.module}.weight_scale_inv`);
+    let sv = this.weightValues.get(sName);
     if (!wv || !sv) {
       if (this.weightDecode === 'host' || w.decoded !== undefined) {
         const data = w.decoded ?? this.decodedFrom(w.weight.codes, w.weight.codes.length, (out) => decodeFp8Codes(w.weight.codes, w.weight.format, out));
@@ -341,7 +362,7 @@ export class ModelGraph {
       }
       sv = this.dataInput({ type: 'float32', data: w.scaleInv.data, dims: w.scaleInv.shape }, DataType.FLOAT);
       this.weightValues.set(wName, wv);
-      this.weightValues.set(`${w.module}.weight_scale_inv`, sv);
+      this.weightValues.set(sName, sv);
     }
     return { w: wv, s: sv };
   }
@@ -375,6 +396,10 @@ export class ModelGraph {
 
   /** Exports `x` and `y` as the input and output of linear `module`. */
   tap(module: string, x: Value, y: Value): void {
+    if (this.keepTaps) {
+      this.tapValues.set(module, { input: x, output: y });
+      return;
+    }
     this.taps.set(module, { input: this.export(x, 'tap_in'), output: this.export(y, 'tap_out') });
   }
 
@@ -389,6 +414,14 @@ export class ModelGraph {
     const v = this.input(`probe_in_${n}`, data, shape, symbolicRows ? [`probe_rows_${n}`, ...shape.slice(1)] : shape);
     this.probeInputs.set(data, v);
     return v;
+  }
+
+  /**
+   * `[4, rows, nb]` sums comparing `act` with `ref` per row and group of `bn` columns
+   * (ops/comparison-sums.ts), exported under `name` in `sums`.
+   */
+  compareInGraph(name: string, ref: Value, act: Value, bn: number): void {
+    this.sums.set(name, this.export(emitComparisonSums(this.g, ref, act, bn), 'sums'));
   }
 
   /** Runs a captured input through `w` and exports the result under probe `name`. */

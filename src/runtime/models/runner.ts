@@ -93,6 +93,28 @@ export interface LayerResult {
   readonly probeOutputs: Map<string, Float32Array>;
 }
 
+/** A layer's attention half as emitted into its graph (emitAttentionBlock). */
+interface AttentionBlock {
+  readonly h1: Value;
+  readonly xn: Value;
+  readonly attention: LayerAttention;
+  readonly ffNorms: { readonly pre: StoredTensor; readonly post: StoredTensor } | undefined;
+}
+
+/** A linear's comparison sums from a paired layer: `[4, rows, groups]` (ops/comparison-sums.ts). */
+export interface ComparisonSums {
+  readonly sums: Float32Array;
+  readonly rows: number;
+  readonly groups: number;
+}
+
+export interface LayerPairResult {
+  readonly hidden: Float32Array;
+  readonly otherHidden: Float32Array;
+  /** Module → its comparison sums. */
+  readonly sums: Map<string, ComparisonSums>;
+}
+
 export interface RunnerOptions {
   readonly device?: Device;
   readonly intraOpThreads?: number;
@@ -273,27 +295,11 @@ export class ModelRunner {
     const h = this.spec.hiddenSize;
     const result: LayerResult = { hidden, captures: new Map(), probeOutputs: new Map() };
     try {
-      const ctx: AttentionContext = { spec: this.spec, shape, rope: this.layerRope(shape.seq, index), window: this.spec.slidingWindow(index) };
-      const attention = await this.loadAttention(scope, plan);
-      const inputNorm = await scope.tensor(plan.inputNorm);
-      const postNorm = await scope.tensor(plan.postAttentionNorm);
-
       // Graph A: attention block (and, for a dense layer, the MLP).
       const a = this.graph(options.capture === true);
       const x = a.input('hidden', hidden, [tokens, h]);
-      const eps = this.spec.rmsNormEps;
-      const offset = this.spec.gemma?.normOffset ?? 0;
-      const normed = a.rmsNorm(x, inputNorm, eps, offset);
-      const attnOut = options.attention
-        ? options.attention.emit(a, attention, normed)
-        : attention.kind === 'gqa'
-          ? emitGqaAttention(a, ctx, attention.w, normed)
-          : emitMlaAttention(a, ctx, attention.w, normed);
-      // Gemma 3 (feedforwardNorms): norm → attention → norm → add; norm → MLP → norm → add.
-      const ff = plan.feedforwardNorms;
-      const ffNorms = ff === undefined ? undefined : { pre: await scope.tensor(ff.pre), post: await scope.tensor(ff.post) };
-      const h1 = a.add(x, ffNorms ? a.rmsNorm(attnOut, postNorm, eps, offset) : attnOut);
-      const xn = a.rmsNorm(h1, ffNorms ? ffNorms.pre : postNorm, eps, offset);
+      const block = await this.emitAttentionBlock(a, scope, plan, index, x, shape, options.attention);
+      const { h1, xn, attention, ffNorms } = block;
       const mlp = plan.mlp;
       if (mlp.kind === 'dense' && this.stagedLayers) {
         // Graph A holds the attention only; its weights go back before the MLP's are read.
@@ -309,10 +315,9 @@ export class ModelRunner {
         return { ...result, hidden };
       }
       if (mlp.kind === 'dense') {
-        const w = await this.loadMlp(scope, mlp);
-        const mlpOut = emitMlp(a, this.spec, w, xn);
-        a.output(a.add(h1, ffNorms ? a.rmsNorm(mlpOut, ffNorms.post, eps, offset) : mlpOut), 'out');
-        this.addLinearProbes(a, options.probes, [...attention.linears, w.gate, w.up, w.down]);
+        const dense = await this.emitDenseMlp(a, scope, mlp, block);
+        a.output(dense.out, 'out');
+        this.addLinearProbes(a, options.probes, dense.linears);
         for (const p of options.extraProbes ?? []) a.probeLinear(p.name, p.w, p.input, p.rows);
         const out = await this.run(a);
         options.attention?.collect(out);
@@ -337,6 +342,107 @@ export class ModelRunner {
       return { ...result, hidden: outB };
     } finally {
       scope.close();
+    }
+  }
+
+  /**
+   * The attention half of layer `index` on `x` (`[tokens, H]`), emitted into `a` with its weights
+   * loaded into `scope`: the residual stream after attention (h1), the normed input of the MLP
+   * (xn), the attention's linears and Gemma 3's feed-forward norms.
+   */
+  private async emitAttentionBlock(
+    a: ModelGraph,
+    scope: WeightScope,
+    plan: LayerPlan,
+    index: number,
+    x: Value,
+    shape: BatchShape,
+    hook: LayerAttentionHook | undefined,
+  ): Promise<AttentionBlock> {
+    const ctx: AttentionContext = { spec: this.spec, shape, rope: this.layerRope(shape.seq, index), window: this.spec.slidingWindow(index) };
+    const attention = await this.loadAttention(scope, plan);
+    const inputNorm = await scope.tensor(plan.inputNorm);
+    const postNorm = await scope.tensor(plan.postAttentionNorm);
+    const eps = this.spec.rmsNormEps;
+    const offset = this.spec.gemma?.normOffset ?? 0;
+    const normed = a.rmsNorm(x, inputNorm, eps, offset);
+    const attnOut = hook
+      ? hook.emit(a, attention, normed)
+      : attention.kind === 'gqa'
+        ? emitGqaAttention(a, ctx, attention.w, normed)
+        : emitMlaAttention(a, ctx, attention.w, normed);
+    // Gemma 3 (feedforwardNorms): norm → attention → norm → add; norm → MLP → norm → add.
+    const ff = plan.feedforwardNorms;
+    const ffNorms = ff === undefined ? undefined : { pre: await scope.tensor(ff.pre), post: await scope.tensor(ff.post) };
+    const h1 = a.add(x, ffNorms ? a.rmsNorm(attnOut, postNorm, eps, offset) : attnOut);
+    const xn = a.rmsNorm(h1, ffNorms ? ffNorms.pre : postNorm, eps, offset);
+    return { h1, xn, attention, ffNorms };
+  }
+
+  /** A dense layer's MLP and residual after its attention block, in the same graph: the layer's output and all its linears. */
+  private async emitDenseMlp(a: ModelGraph, scope: WeightScope, mlp: MlpNames, block: AttentionBlock): Promise<{ out: Value; linears: LinearWeight[] }> {
+    const w = await this.loadMlp(scope, mlp);
+    const mlpOut = emitMlp(a, this.spec, w, block.xn);
+    const post = block.ffNorms ? a.rmsNorm(mlpOut, block.ffNorms.post, this.spec.rmsNormEps, this.spec.gemma?.normOffset ?? 0) : mlpOut;
+    return { out: a.add(block.h1, post), linears: [...block.attention.linears, w.gate, w.up, w.down] };
+  }
+
+  /** Whether dense layer `index` runs as one graph here, so that runLayerPair can hold it. */
+  canPairLayer(index: number): boolean {
+    return !this.stagedLayers && this.plan(index).mlp.kind === 'dense';
+  }
+
+  /**
+   * Verify's paired layer: this model's dense layer `index` (the original) and `other`'s (the
+   * quantized one) in one graph. Each module of `compare` runs through `other`'s linear on the
+   * input that reached this model's linear of that name, and is compared there with this model's
+   * output (ops/comparison-sums.ts, groups of the given number of columns). Only both hidden
+   * states and those sums leave the device: on CUDA, bringing every linear's input and output
+   * back to the host and the captured inputs over again was most of a 512-token verify
+   * (bench/NOTES.md). Both layers' weights are held until the run ends.
+   */
+  async runLayerPair(
+    other: ModelRunner,
+    index: number,
+    hidden: Float32Array,
+    otherHidden: Float32Array,
+    shape: BatchShape,
+    compare: ReadonlyMap<string, number>,
+  ): Promise<LayerPairResult> {
+    const mlp = this.plan(index).mlp;
+    const otherMlp = other.plan(index).mlp;
+    if (!this.canPairLayer(index) || !other.canPairLayer(index) || mlp.kind !== 'dense' || otherMlp.kind !== 'dense') {
+      throw new ForwardGraphError(`layer ${index} cannot run as a pair: both models must run it as one dense graph`);
+    }
+    const tokens = shape.batch * shape.seq;
+    const h = this.spec.hiddenSize;
+    const scope = this.layerScope();
+    const otherScope = other.layerScope();
+    try {
+      const g = this.graph(false);
+      g.switchModel('original', 'values');
+      const x = g.input('hidden', hidden, [tokens, h]);
+      const mine = await this.emitDenseMlp(g, scope, mlp, await this.emitAttentionBlock(g, scope, this.plan(index), index, x, shape, undefined));
+      g.switchModel('other', false);
+      const y = g.input('hidden_other', otherHidden, [tokens, h]);
+      const theirs = await other.emitDenseMlp(g, otherScope, otherMlp, await other.emitAttentionBlock(g, otherScope, other.plan(index), index, y, shape, undefined));
+      for (const w of theirs.linears) {
+        const columns = compare.get(w.module);
+        const tap = g.tapValues.get(w.module);
+        if (columns !== undefined && tap !== undefined) g.compareInGraph(w.module, tap.output, g.linear(w, tap.input, false), columns);
+      }
+      g.output(mine.out, 'out');
+      g.output(theirs.out, 'out_other');
+      const out = await this.run(g);
+      const sums = new Map<string, ComparisonSums>();
+      for (const [module, name] of g.sums) {
+        const t = out[name]!;
+        sums.set(module, { sums: f32(out, name), rows: t.dims[1]!, groups: t.dims[2]! });
+      }
+      return { hidden: f32(out, 'out'), otherHidden: f32(out, 'out_other'), sums };
+    } finally {
+      scope.close();
+      otherScope.close();
     }
   }
 

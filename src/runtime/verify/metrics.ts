@@ -241,15 +241,46 @@ export function linearMetrics(reference: Float32Array, actual: Float32Array, flo
   // floor's sums are the output's.
   const same = floor === actual;
   const floorSums = same ? { metrics, blocks } : perBlock ? compareTensorsByBlocks(reference, floor, rows, bn) : { metrics: compareTensors(reference, floor), blocks: undefined };
-  const floorError = floorSums.metrics.relativeError;
+  return withFloor(metrics, blocks, floorSums.metrics, floorSums.blocks);
+}
+
+/** `metrics` with its floor's error and the error ratio, over the whole output and, given both blocks' sums, each block. */
+function withFloor(metrics: TensorMetrics, blocks: BlockSums | undefined, floor: TensorMetrics, floorBlocks: BlockSums | undefined): LinearMetrics {
+  const floorError = floor.relativeError;
   let ratio = metrics.relativeError / Math.max(floorError, FLOOR_EPSILON);
-  if (blocks !== undefined && floorSums.blocks !== undefined) {
+  if (blocks !== undefined && floorBlocks !== undefined) {
     for (let b = 0; b < blocks.ref2.length; b++) {
       const ref2 = blocks.ref2[b]!;
       if (ref2 === 0) continue;
-      const blockFloor = Math.max(Math.sqrt(floorSums.blocks.err2[b]! / ref2), FLOOR_EPSILON);
+      const blockFloor = Math.max(Math.sqrt(floorBlocks.err2[b]! / ref2), FLOOR_EPSILON);
       ratio = Math.max(ratio, Math.sqrt(blocks.err2[b]! / ref2) / blockFloor);
     }
   }
   return { ...metrics, floorError, errorRatio: ratio };
+}
+
+/**
+ * linearMetrics from the comparison sums a graph computed (ops/comparison-sums.ts: `[4, rows, nb]`
+ * float32, per row and group of output columns), added up here in float64. `floor`: 'output' where
+ * the stored linear is its own floor (the floor check found its codes and scales), undefined where
+ * no floor applies; the groups are then the floor ratio's row blocks when `perBlock`.
+ */
+export function linearMetricsFromSums(sums: Float32Array, rows: number, nb: number, floor: 'output' | undefined, perBlock: boolean): LinearMetrics {
+  const plane = rows * nb;
+  if (sums.length !== 4 * plane) throw new RangeError(`comparison sums: ${sums.length} values, expected 4 × ${rows} × ${nb}`);
+  const total = [0, 0, 0, 0];
+  const bRef2 = new Float64Array(nb);
+  const bErr2 = new Float64Array(nb);
+  for (let r = 0; r < rows; r++) {
+    for (let b = 0; b < nb; b++) {
+      const at = r * nb + b;
+      for (let k = 0; k < 4; k++) total[k]! += sums[k * plane + at]!;
+      bRef2[b]! += sums[at]!;
+      bErr2[b]! += sums[3 * plane + at]!;
+    }
+  }
+  const metrics = tensorMetrics(total[0]!, total[1]!, total[2]!, total[3]!);
+  if (floor === undefined) return metrics;
+  const blocks = perBlock ? { ref2: bRef2, err2: bErr2 } : undefined;
+  return withFloor(metrics, blocks, metrics, blocks);
 }

@@ -22,14 +22,16 @@ import { EXPERT_READ_WINDOW_BYTES, ModelRunner, type ExtraProbe, type LayerCaptu
 import { generateInputIds, type TokenBatch } from '../models/token-ids.js';
 import { WeightAccounting, type WeightScope } from '../models/weights.js';
 import type { Device } from '../onnx/session.js';
+import type { WeightDecode } from '../models/model-graph.js';
 import { linearClipping, staticActivationScaleOf, summarizeClipping, type ClippingSummary, type LinearClipping } from './activation-clipping.js';
 import { DEFAULT_GATES, evaluateGates, type GateFailure, type Gates } from './gates.js';
-import { compareLogits, linearMetrics, perplexity, type LinearMetrics, type LogitMetrics } from './metrics.js';
+import { compareLogits, linearMetrics, linearMetricsFromSums, perplexity, type LinearMetrics, type LogitMetrics } from './metrics.js';
 import { defaultMetricsThreads, MetricsPool } from './metrics-pool.js';
 import { checkCheckpointPair } from './checkpoint-pair.js';
 import { quantizedKeptModules, unverifiedTensors } from './coverage.js';
 import { mlaSplitProbes, mlaSplitTensors, REFERENCE_SUFFIX } from './mla-split-probes.js';
 import { floorProbes, FLOOR_SUFFIX } from './fp8-floor.js';
+import { pairedComparisons } from './paired-layers.js';
 import { defaultCpuFloorCheckThreads, defaultFloorCheckThreads, FloorChecker, floorCheckJob } from './floor-check.js';
 import type { TextInputDescription } from '../text/text-input.js';
 
@@ -69,6 +71,15 @@ export interface VerifyOptions {
    * default on CUDA only (on the CPU it adds memory, not speed). The report is the same.
    */
   readonly readAhead?: boolean;
+  /**
+   * Run each dense layer whose linears need nothing but their outputs compared as one graph of both
+   * models, compared in the graph (paired-layers.ts); default on CUDA. Needs layers that run as one
+   * graph (weights decoded in the graph: CUDA, or `weightDecode: 'graph'`). The report is the same
+   * but for the last digits of the per-linear figures (their sums are added in another order).
+   */
+  readonly pairedLayers?: boolean;
+  /** Where stored weights become float32 (model-graph.ts); default: on the host for the CPU, in the graph for CUDA. */
+  readonly weightDecode?: WeightDecode;
   readonly onEvent?: (event: VerifyEvent) => void;
 }
 
@@ -232,6 +243,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     buffers,
     ...(opts.readAhead === undefined ? {} : { readAhead: opts.readAhead }),
     ...(device === 'cpu' ? { cpuMemArena: false } : {}),
+    ...(opts.weightDecode === undefined ? {} : { weightDecode: opts.weightDecode }),
     ...(opts.intraOpThreads === undefined ? {} : { intraOpThreads: opts.intraOpThreads }),
   };
   const original = await ModelRunner.open(opts.original, runnerOptions);
@@ -272,6 +284,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
             submitCheck(m);
             return c.result(m);
           };
+    const pairLayers = opts.pairedLayers ?? device === 'cuda';
     const seed = opts.seed ?? DEFAULT_VERIFY_SEED;
     const input = opts.input ?? generateInputIds(spec.vocabSize, opts.tokens ?? DEFAULT_VERIFY_TOKENS, seed);
     const shape: BatchShape = { batch: input.batch, seq: input.seq };
@@ -289,6 +302,21 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     const notReached: string[] = [];
     for (let layer = 0; layer < spec.numLayers; layer++) {
       emit({ type: 'layer', index: layer, count: spec.numLayers });
+      const paired = pairLayers ? await pairedComparisons(original, quantized, layer, quantized.plan(layer), checked) : undefined;
+      if (paired !== undefined) {
+        const pair = await original.runLayerPair(quantized, layer, ho, hq, shape, new Map([...paired].map(([m, c]) => [m, c.columns])));
+        for (const [module, c] of paired) {
+          const s = pair.sums.get(module);
+          if (s === undefined) {
+            notReached.push(module);
+            continue;
+          }
+          track(Promise.resolve({ module, layer, rows: s.rows, ...linearMetricsFromSums(s.sums, s.rows, s.groups, c.floor, c.perBlock) }));
+        }
+        ho = pair.hidden;
+        hq = pair.otherHidden;
+        continue;
+      }
       const ro = await original.runLayer(layer, ho, shape, { capture: true });
       // The quantized layer probes every expert the original routed a token to. The reads of the
       // first of them (a window; the runner reads the rest as it goes) start now, while the floor

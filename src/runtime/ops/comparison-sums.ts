@@ -1,0 +1,69 @@
+// A linear's output compared with its reference inside the graph: the sums verify's metrics are
+// made of (relative error, cosine, SQNR, and the floor ratio's per-block errors), reduced on the
+// device so that only they leave it. A CUDA verify spent most of its 512-token time bringing
+// every linear's `[rows, N]` outputs back to the host to compute these (bench/NOTES.md).
+//
+// Per row and per group of `bn` output columns (one row block of a block-scale weight), four
+// float32 sums, stacked as `[4, rows, nb]` in COMPARISON_SUM_ORDER: Σ ref², Σ act², Σ ref·act and
+// Σ (act − ref)². A group is at most `bn` terms (128 for the usual block), so its float32 sum is
+// good to about 1e-7 relative; the host adds the groups up in float64 (metrics.ts).
+
+import { DataType } from '../onnx/data-type.js';
+import { attr, type GraphBuilder, type Value } from '../onnx/graph-builder.js';
+import { ceilDiv, emitPadLastAxis, emitReshape, OpShapeError, staticDims } from './types.js';
+
+/** What each of the four `[rows, nb]` planes holds. */
+export const COMPARISON_SUM_ORDER = ['ref2', 'act2', 'dot', 'err2'] as const;
+
+/** Reference implementation: the sums in float64, in the order the graph lays them out. */
+export function comparisonSums(reference: Float32Array, actual: Float32Array, rows: number, bn: number): Float64Array {
+  const n = rows > 0 ? reference.length / rows : 0;
+  const nb = ceilDiv(n, bn);
+  const out = new Float64Array(4 * rows * nb);
+  const plane = rows * nb;
+  for (let r = 0; r < rows; r++) {
+    for (let b = 0; b < nb; b++) {
+      let ref2 = 0;
+      let act2 = 0;
+      let dot = 0;
+      let err2 = 0;
+      for (let i = r * n + b * bn, end = r * n + Math.min(n, (b + 1) * bn); i < end; i++) {
+        const x = reference[i]!;
+        const y = actual[i]!;
+        ref2 += x * x;
+        act2 += y * y;
+        dot += x * y;
+        err2 += (y - x) * (y - x);
+      }
+      const at = r * nb + b;
+      out[at] = ref2;
+      out[plane + at] = act2;
+      out[2 * plane + at] = dot;
+      out[3 * plane + at] = err2;
+    }
+  }
+  return out;
+}
+
+/**
+ * `[4, rows, nb]` sums of `act` against `ref` (both `[rows, N]` float32), over groups of `bn`
+ * columns; the last group of an N that `bn` does not divide is zero-padded (zeros add nothing).
+ */
+export function emitComparisonSums(g: GraphBuilder, ref: Value, act: Value, bn: number): Value {
+  const [rows, n] = staticDims(ref, 'reference output');
+  const [rowsA, nA] = staticDims(act, 'compared output');
+  if (rows === undefined || n === undefined || rows !== rowsA || n !== nA || ref.shape.length !== 2) {
+    throw new OpShapeError(`comparison sums: reference [${ref.shape.join(', ')}] and output [${act.shape.join(', ')}] must be the same [rows, N]`);
+  }
+  if (!Number.isSafeInteger(bn) || bn < 1) throw new OpShapeError(`comparison sums: column group ${bn} must be a positive integer`);
+  const nb = ceilDiv(n, bn);
+  const grouped = (v: Value): Value => emitReshape(g, emitPadLastAxis(g, v, nb * bn), [1, rows, nb, bn], [1, rows, nb, bn]);
+  const r = grouped(ref);
+  const a = grouped(act);
+  const f32 = (op: string, inputs: Value[], shape: number[]): Value => g.op(op, inputs, { dtype: DataType.FLOAT, shape, name: `compare_${op.toLowerCase()}` });
+  const shape = [1, rows, nb, bn];
+  const diff = f32('Sub', [a, r], shape);
+  const products = [f32('Mul', [r, r], shape), f32('Mul', [a, a], shape), f32('Mul', [r, a], shape), f32('Mul', [diff, diff], shape)];
+  const terms = g.op('Concat', products, { dtype: DataType.FLOAT, shape: [4, rows, nb, bn], name: 'compare_terms' }, { axis: attr.int(0) });
+  return g.op('ReduceSum', [terms, g.constInt64([3])], { dtype: DataType.FLOAT, shape: [4, rows, nb], name: 'compare_sums' }, { keepdims: attr.int(0) });
+}

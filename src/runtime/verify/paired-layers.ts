@@ -1,0 +1,63 @@
+// Which layers verify runs as a pair, and what each of their linears is compared with.
+//
+// A paired layer holds both models' layer in one graph (runner.ts runLayerPair): the quantized
+// linears run on the original's activations and are compared with its outputs in the graph, so
+// only the hidden states and the comparison sums come back to the host. The report is the one the
+// separate runs give (the same metrics, summed in another order). A layer is paired where both
+// models run it as one dense graph (CUDA: weights decoded in the graph) and each of its FP8 linears
+// needs nothing beyond its own output on the original's input:
+//   - no static activation scale (its clipping is counted on the captured input, on the host);
+//   - no MLA w_uk/w_uv split (those probes are built from the captured kv_b_proj input);
+//   - a floor that is the stored linear itself (the floor check found the same codes and scales),
+//     or no floor at all; a floor probe of other codes runs in the separate graphs.
+// Any other layer (MoE, or a linear that needs more) runs as before: original, then quantized.
+
+import type { LayerPlan } from '../models/layer-plan.js';
+import { layerLinears } from '../models/layer-plan.js';
+import type { ModelRunner } from '../models/runner.js';
+import { staticActivationScaleOf } from './activation-clipping.js';
+import { storedSettings } from './fp8-floor.js';
+import { mlaSplitTensors } from './mla-split-probes.js';
+
+/** How one FP8 linear of a paired layer is compared. */
+export interface PairedComparison {
+  /** Output columns per group of the comparison sums: the floor ratio's row block, or all N. */
+  readonly columns: number;
+  /** 'output': the stored linear is its own floor; undefined: no floor (stacked or missing original weight). */
+  readonly floor: 'output' | undefined;
+  /** The groups are the floor ratio's row blocks (N larger than one block). */
+  readonly perBlock: boolean;
+}
+
+/**
+ * The comparisons of layer `layer`'s FP8 linears when it can run as a pair, in layerLinears order;
+ * undefined when it cannot. `checked` answers the floor check (floor-check.ts); without it no
+ * layer is paired (the main thread's own floor comparison runs in the separate graphs).
+ */
+export async function pairedComparisons(
+  original: ModelRunner,
+  quantized: ModelRunner,
+  layer: number,
+  plan: LayerPlan,
+  checked: ((module: string) => Promise<boolean | undefined>) | undefined,
+): Promise<Map<string, PairedComparison> | undefined> {
+  if (checked === undefined || !original.canPairLayer(layer) || !quantized.canPairLayer(layer)) return undefined;
+  if (plan.attention.kind === 'mla' && mlaSplitTensors((n) => quantized.checkpoint.has(n), plan.attention) !== undefined) return undefined;
+  const comparisons = new Map<string, PairedComparison>();
+  for (const module of layerLinears(plan)) {
+    if (!quantized.isFp8Linear(module)) continue;
+    if ((await staticActivationScaleOf(quantized, module)) !== undefined) return undefined;
+    const name = `${module}.weight`;
+    if (!quantized.checkpoint.has(name)) return undefined;
+    const n = quantized.checkpoint.info(name).shape[0]!;
+    const settings = original.checkpoint.has(name) ? await storedSettings(quantized.checkpoint, module, (m, rows, k, s) => quantized.weights.blockFor(m, rows, k, s)) : undefined;
+    if (settings === undefined) {
+      comparisons.set(module, { columns: n, floor: undefined, perBlock: false });
+      continue;
+    }
+    if ((await checked(module)) !== true) return undefined;
+    const perBlock = n > settings.block.bn;
+    comparisons.set(module, { columns: perBlock ? settings.block.bn : n, floor: 'output', perBlock });
+  }
+  return comparisons;
+}

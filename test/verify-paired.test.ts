@@ -1,0 +1,188 @@
+// Paired layers (paired-layers.ts, runner.ts runLayerPair): both models' dense layer in one graph,
+// each FP8 linear compared with the original's in the graph (ops/comparison-sums.ts), so that a
+// CUDA verify brings back sums instead of every linear's input and output.
+//   - the in-graph sums equal their float64 reference to float32 rounding, N a multiple of the
+//     column group or not; metrics from them equal linearMetrics on the outputs;
+//   - verify with pairing gives the report without it (the same linears, rows and gates; figures
+//     within 1e-5 relative) on Llama (GQA), DeepSeek-V3 (its dense MLA layer) and Gemma 3
+//     (feed-forward norms), and pairs exactly the layers it should: every dense one, no MoE one,
+//     and not a layer whose linear needs a floor probe (a damaged scale), which is still caught.
+
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test } from 'node:test';
+
+import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
+import { DataType } from '../src/runtime/onnx/data-type.js';
+import { GraphBuilder } from '../src/runtime/onnx/graph-builder.js';
+import { OnnxSession } from '../src/runtime/onnx/session.js';
+import { comparisonSums, emitComparisonSums } from '../src/runtime/ops/comparison-sums.js';
+import { ModelRunner } from '../src/runtime/models/runner.js';
+import { linearMetrics, linearMetricsFromSums } from '../src/runtime/verify/metrics.js';
+import { verifyCheckpoints, type VerifyReport } from '../src/runtime/verify/verify-checkpoints.js';
+import { copyCheckpointWithEdits, scaleF32 } from './helpers/checkpoint-edit.js';
+import { MODELS, modelDir } from './helpers/fixtures.js';
+import { useConvertedFixtures } from './helpers/converted-fixtures.js';
+
+const fixtures = useConvertedFixtures('verify-paired');
+
+function randomValues(n: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = (s / 2 ** 32 - 0.5) * 4;
+  }
+  return out;
+}
+
+async function graphSums(ref: Float32Array, act: Float32Array, rows: number, n: number, bn: number): Promise<{ data: Float32Array; dims: readonly number[] }> {
+  const g = new GraphBuilder();
+  const r = g.input('ref', DataType.FLOAT, [rows, n]);
+  const a = g.input('act', DataType.FLOAT, [rows, n]);
+  g.output(emitComparisonSums(g, r, a, bn), 'sums');
+  const session = await OnnxSession.create(g.toBytes(), { device: 'cpu' });
+  try {
+    const out = await session.run({ ref: { type: 'float32', data: ref, dims: [rows, n] }, act: { type: 'float32', data: act, dims: [rows, n] } });
+    return { data: out.sums!.data as Float32Array, dims: out.sums!.dims };
+  } finally {
+    await session.release();
+  }
+}
+
+for (const [n, bn] of [
+  [300, 128],
+  [256, 128],
+  [96, 96],
+] as const) {
+  test(`comparison sums in the graph, N ${n} in groups of ${bn}: float32 sums of the float64 reference; metrics as from the outputs`, async () => {
+    const rows = 5;
+    const ref = randomValues(rows * n, 1);
+    const act = ref.map((v, i) => v + (i % 7 === 0 ? 0.05 : -0.01) * v);
+    const { data, dims } = await graphSums(ref, act, rows, n, bn);
+    const nb = Math.ceil(n / bn);
+    assert.deepEqual(dims, [4, rows, nb]);
+    const expected = comparisonSums(ref, act, rows, bn);
+    for (let i = 0; i < expected.length; i++) {
+      const tol = 1e-6 * Math.max(1, Math.abs(expected[i]!));
+      assert.ok(Math.abs(data[i]! - expected[i]!) <= tol, `sum ${i}: ${data[i]} against ${expected[i]}`);
+    }
+    // From exact sums, the metrics are linearMetrics' up to float64 summation order.
+    const fromSums = linearMetricsFromSums(Float32Array.from(expected), rows, nb, 'output', nb > 1);
+    const direct = linearMetrics(ref, act, act, rows, nb > 1 ? bn : undefined);
+    for (const key of ['relativeError', 'cosine', 'sqnrDb', 'floorError', 'errorRatio'] as const) {
+      assert.ok(Math.abs(fromSums[key]! - direct[key]!) <= 1e-6 * Math.abs(direct[key]!), `${key}: ${fromSums[key]} against ${direct[key]}`);
+    }
+    const noFloor = linearMetricsFromSums(Float32Array.from(expected), rows, nb, undefined, false);
+    assert.equal(noFloor.floorError, undefined);
+    assert.ok(Math.abs(noFloor.relativeError - direct.relativeError) <= 1e-9);
+  });
+}
+
+test('comparison sums: identical outputs give zero error (SQNR +∞, ratio from the floor epsilon)', () => {
+  const ref = randomValues(3 * 256, 2);
+  const sums = Float32Array.from(comparisonSums(ref, ref, 3, 128));
+  const m = linearMetricsFromSums(sums, 3, 2, 'output', true);
+  assert.equal(m.relativeError, 0);
+  assert.equal(m.sqnrDb, Infinity);
+  assert.equal(m.errorRatio, 0);
+});
+
+/** Counts runLayerPair calls (by layer) while `fn` runs. */
+async function countingPairs<T>(fn: () => Promise<T>): Promise<{ value: T; layers: number[] }> {
+  const layers: number[] = [];
+  const original = ModelRunner.prototype.runLayerPair;
+  ModelRunner.prototype.runLayerPair = function (this: ModelRunner, ...args: Parameters<typeof original>) {
+    layers.push(args[1]);
+    return original.apply(this, args);
+  };
+  try {
+    return { value: await fn(), layers };
+  } finally {
+    ModelRunner.prototype.runLayerPair = original;
+  }
+}
+
+function assertSameReport(paired: VerifyReport, separate: VerifyReport, what: string): void {
+  assert.deepEqual(
+    paired.linears.map((l) => [l.module, l.rows, l.floorError === undefined, l.errorRatio === undefined]),
+    separate.linears.map((l) => [l.module, l.rows, l.floorError === undefined, l.errorRatio === undefined]),
+    `${what}: the same linears in the same order`,
+  );
+  const close = (a: number | undefined, b: number | undefined, key: string): void => {
+    if (a === b) return;
+    assert.ok(a !== undefined && b !== undefined && Math.abs(a - b) <= 1e-5 * Math.max(Math.abs(b), 1e-3), `${what}: ${key} ${a} against ${b}`);
+  };
+  for (let i = 0; i < separate.linears.length; i++) {
+    const p = paired.linears[i]!;
+    const s = separate.linears[i]!;
+    for (const key of ['relativeError', 'cosine', 'sqnrDb', 'floorError', 'errorRatio'] as const) close(p[key], s[key], `${s.module} ${key}`);
+  }
+  for (const key of ['meanKl', 'maxKl', 'top1Agreement', 'relativeError'] as const) close(paired.model[key], separate.model[key], `model ${key}`);
+  assert.deepEqual(paired.notReached, separate.notReached, `${what}: notReached`);
+  assert.deepEqual(paired.unverified, separate.unverified, `${what}: unverified`);
+  assert.deepEqual(
+    paired.failures.map((f) => f.gate),
+    separate.failures.map((f) => f.gate),
+    `${what}: the same gates fail`,
+  );
+  assert.equal(paired.passed, separate.passed, what);
+}
+
+async function verifyBoth(original: string, quantized: string): Promise<{ paired: VerifyReport; separate: VerifyReport; pairedLayers: number[] }> {
+  const common = { original, quantized, tokens: 12, seed: 5, weightDecode: 'graph' as const, floorCheckThreads: 1 };
+  const { value: paired, layers } = await countingPairs(() => verifyCheckpoints({ ...common, pairedLayers: true }));
+  const { value: separate, layers: none } = await countingPairs(() => verifyCheckpoints({ ...common, pairedLayers: false }));
+  assert.deepEqual(none, [], 'pairedLayers false pairs nothing');
+  return { paired, separate, pairedLayers: layers };
+}
+
+for (const [name, expectedPairs] of [
+  ['llama', 'all'],
+  ['deepseek_v3', 'dense'],
+  ['mixtral', 'none'],
+] as const) {
+  test(`verify ${name}: paired layers give the report of the separate runs (${expectedPairs === 'all' ? 'every layer' : expectedPairs === 'dense' ? 'the dense layers' : 'no layer: all MoE'} paired)`, async () => {
+    const original = modelDir(name);
+    const quantized = fixtures.converted.get(name)!;
+    const { paired, separate, pairedLayers } = await verifyBoth(original, quantized);
+    const runner = await ModelRunner.open(original, { weightDecode: 'graph' });
+    let dense: number[];
+    try {
+      dense = [...Array(runner.spec.numLayers).keys()].filter((l) => runner.plan(l).mlp.kind === 'dense');
+    } finally {
+      await runner.close();
+    }
+    assert.deepEqual(pairedLayers, expectedPairs === 'none' ? [] : dense, 'the layers paired');
+    if (expectedPairs !== 'none') assert.ok(pairedLayers.length > 0, 'some layer is paired');
+    assertSameReport(paired, separate, name);
+    assert.ok(paired.passed, 'fp8q conversions pass');
+  });
+}
+
+test('verify gemma3 (feed-forward norms): paired layers give the report of the separate runs', async () => {
+  const out = join(fixtures.workDir(), 'gemma3-fp8');
+  await convertCheckpoint({ input: join(MODELS, 'gemma3'), output: out });
+  const { paired, separate, pairedLayers } = await verifyBoth(join(MODELS, 'gemma3'), out);
+  assert.ok(pairedLayers.length > 0, 'gemma3 layers are paired');
+  assertSameReport(paired, separate, 'gemma3');
+});
+
+test('verify with a damaged scale: its layer runs in the separate graphs (its floor is probed) and fails the floor gate; the other layers are paired', async () => {
+  const damaged = join(fixtures.workDir(), 'llama-scale');
+  const target = 'model.layers.1.mlp.down_proj';
+  await copyCheckpointWithEdits(fixtures.converted.get('llama')!, damaged, (t) => scaleF32(t.get(`${target}.weight_scale_inv`)!, 4));
+  const { paired, separate, pairedLayers } = await verifyBoth(modelDir('llama'), damaged);
+  assert.ok(!pairedLayers.includes(1), 'layer 1 is not paired');
+  assert.ok(pairedLayers.includes(0), 'layer 0 is paired');
+  assertSameReport(paired, separate, 'damaged llama');
+  assert.equal(paired.passed, false);
+  const worst = paired.linears.find((l) => l.module === target)!;
+  assert.ok(worst.errorRatio! > 2, `the damaged linear's ratio ${worst.errorRatio}`);
+});
+
+test('verify on the CPU pairs nothing by default (its layers are staged to hold one float32 matrix at a time)', async () => {
+  const { value, layers } = await countingPairs(() => verifyCheckpoints({ original: modelDir('llama'), quantized: fixtures.converted.get('llama')!, tokens: 4 }));
+  assert.deepEqual(layers, []);
+  assert.ok(value.passed);
+});
