@@ -43,3 +43,13 @@ console.log('INCLUSIVE');
 for (const [k, t] of top(inclusive, 40)) console.log((t / 1e6).toFixed(2), k);
 console.log('SELF');
 for (const [k, t] of top(self, 15)) console.log((t / 1e6).toFixed(2), k);
+// When the main thread idles: seconds of idle samples in each tenth of the profile (a wait for reads
+// or workers at the start, between layers or in the head shows as a tenth of its own).
+const total = profile.timeDeltas.reduce((a, b) => a + b, 0);
+const tenths = new Array(10).fill(0);
+let at = 0;
+profile.samples.forEach((id, i) => {
+  at += profile.timeDeltas[i] ?? 0;
+  if (byId.get(id).callFrame.functionName === '(idle)') tenths[Math.min(9, Math.floor((at / total) * 10))] += profile.timeDeltas[i] ?? 0;
+});
+console.log(`IDLE by tenth of ${(total / 1e6).toFixed(2)} s:`, tenths.map((t) => (t / 1e6).toFixed(2)).join(' '));

@@ -3,7 +3,8 @@
 // with the reader's message instead of being read as 128x128, and compressed-tensors scale names
 // come from the detected layout. Reading layer i+1 ahead while layer i runs (on by default on
 // CUDA) gives the same logits bit for bit, on BF16 and FP8 checkpoints and MoE, and is accounted;
-// stacked experts, read by rows, are never read ahead whole.
+// stacked experts, read by rows, are never read ahead whole. Both models' heads in row chunks (verify)
+// give the same logits with the next chunk read ahead.
 
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -125,6 +126,45 @@ describe('the forward reads FP8 layouts with io/quantized-format', () => {
       assert.ok(pool.heldBytes >= freeBefore + q1Bytes.byteLength, `the read-ahead buffer of q_proj went back to the pool (${freeBefore} → ${pool.heldBytes} bytes free)`);
     } finally {
       await ckpt.close();
+    }
+  });
+
+  test("both models' heads in row chunks (verify's shared lm_head): with the next chunk read ahead, the logits of reading it after; nothing left held", async () => {
+    const fp8 = join(tmp.path, 'llama-heads');
+    await convertCheckpoint({ input: modelDir('llama'), output: fp8 });
+    const ids = [1, 5, 9, 2, 7, 3];
+    const results: Float32Array[][] = [];
+    const chunks: number[] = [];
+    for (const [readAhead, headChunkBytes] of [
+      [false, undefined],
+      [false, 3000],
+      [true, 3000],
+    ] as const) {
+      const buffers = new HostBufferPool();
+      const options = { device: 'cpu' as const, readAhead, buffers, ...(headChunkBytes === undefined ? {} : { headChunkBytes }) };
+      const original = await ModelRunner.open(modelDir('llama'), options);
+      const quantized = await ModelRunner.open(fp8, options);
+      try {
+        const shape = { batch: 1, seq: ids.length };
+        const [ho, hq] = [await original.embed(ids), await quantized.embed(ids)];
+        const h = original.spec.hiddenSize;
+        chunks.push(Math.ceil(original.spec.vocabSize / Math.max(1, Math.floor((headChunkBytes ?? 2 ** 40) / (h * 4)))));
+        const runsBefore = original.sessions.stats.created + original.sessions.stats.reused;
+        results.push(await original.heads(ho, shape.batch * shape.seq, { runner: quantized, hidden: hq }));
+        // One graph per chunk for both models: the lm_head kept as it was is shared.
+        assert.equal(original.sessions.stats.created + original.sessions.stats.reused - runsBefore, chunks.at(-1), `one run per chunk (readAhead ${readAhead})`);
+        assert.equal(original.weights.accounting.held + quantized.weights.accounting.held, 0, `nothing held after the heads (readAhead ${readAhead})`);
+      } finally {
+        await original.close();
+        await quantized.close();
+      }
+    }
+    assert.ok(chunks[1]! >= 3, `several chunks (${chunks[1]})`);
+    const [whole, chunked, ahead] = results as [Float32Array[], Float32Array[], Float32Array[]];
+    for (let m = 0; m < 2; m++) {
+      assert.ok(Buffer.from(chunked[m]!.buffer).equals(Buffer.from(ahead[m]!.buffer)), `model ${m}: read ahead or not, the same bits`);
+      for (let i = 0; i < whole[m]!.length; i++)
+        assert.ok(Math.abs(whole[m]![i]! - chunked[m]![i]!) <= 1e-5 * Math.max(1, Math.abs(whole[m]![i]!)), `model ${m}: logit ${i} in chunks`);
     }
   });
 

@@ -17,7 +17,8 @@
 //     large vocabulary never becomes one float32 matrix.
 //
 // For verify, a layer can also export each linear's input and output (`capture`), and run
-// captured activations of another model through this model's FP8 linears (`probes`).
+// captured activations of another model through this model's FP8 linears (`probes`); or a dense
+// layer of both models runs as one graph, compared inside it (`runLayerPair`).
 
 import { isFp8Module, loadExpert, runsAsExpertsOp, type ExpertWeights } from './experts.js';
 import { isFp8Dtype, type Dtype } from '../../fp8/dtypes.js';
@@ -93,6 +94,16 @@ export interface LayerResult {
   readonly probeOutputs: Map<string, Float32Array>;
 }
 
+/** One row chunk of both models' lm_heads and final norms, read for ModelRunner.heads, in their scopes. */
+interface SharedHeadChunk {
+  readonly scope: WeightScope;
+  readonly otherScope: WeightScope;
+  readonly norm: StoredTensor;
+  readonly w: LinearWeight;
+  readonly otherNorm: StoredTensor;
+  readonly ow: LinearWeight;
+}
+
 /** A layer's attention half as emitted into its graph (emitAttentionBlock). */
 interface AttentionBlock {
   readonly h1: Value;
@@ -136,6 +147,8 @@ export interface RunnerOptions {
   readonly cpuMemArena?: boolean;
   /** Routed experts' bytes read ahead of the running expert, with readAhead; default EXPERT_READ_WINDOW_BYTES. */
   readonly expertReadWindowBytes?: number;
+  /** lm_head rows per head graph, as float32 bytes; default HEAD_CHUNK_BYTES. */
+  readonly headChunkBytes?: number;
 }
 
 const PROJECTIONS = ['gate', 'up', 'down'] as const;
@@ -781,45 +794,79 @@ export class ModelRunner {
       other.runner.checkpoint.has(normName) &&
       !this.checkpoint.has(`${head.module}.bias`) &&
       !other.runner.checkpoint.has(`${otherHead.module}.bias`);
-    const chunkRows = isFp8Dtype(head.dtype as Dtype) ? vocab : Math.max(1, Math.floor(HEAD_CHUNK_BYTES / (h * 4)));
+    const chunkRows = isFp8Dtype(head.dtype as Dtype) ? vocab : Math.max(1, Math.floor((this.options.headChunkBytes ?? HEAD_CHUNK_BYTES) / (h * 4)));
     const logits = new Float32Array(tokens * vocab);
     const otherLogits = other === undefined ? new Float32Array(0) : new Float32Array(tokens * vocab);
     const place = (into: Float32Array, chunk: Float32Array, start: number, count: number): void => {
       for (let t = 0; t < tokens; t++) into.set(chunk.subarray(t * count, (t + 1) * count), t * vocab + start);
     };
-    for (let start = 0; start < vocab; start += chunkRows) {
+    /** Both models' norm and lm_head rows of the chunk at `start`, each checkpoint's in its own scope. */
+    const loadShared = async (start: number): Promise<SharedHeadChunk> => {
       const count = Math.min(chunkRows, vocab - start);
       const rows = count === vocab ? undefined : { start, count };
-      if (shareable) {
-        // Stored bytes of both, compared before anything is widened.
-        const scope = this.weights.scope();
-        const otherScope = other.runner.weights.scope();
-        try {
-          const norm = await scope.tensor(normName);
-          const w = await scope.linear(head.module, rows);
-          const otherNorm = await otherScope.tensor(normName);
-          const ow = await otherScope.linear(otherHead.module, rows);
-          const same = w.kind === 'dense' && ow.kind === 'dense' && sameBytes(norm.bytes, otherNorm.bytes) && sameBytes(w.weight.bytes, ow.weight.bytes);
-          otherScope.close();
-          if (same) {
-            const g = this.graph(false);
-            const branch = (x: Float32Array, name: string, out: string): void => {
-              g.output(g.linear(w, g.rmsNorm(g.input(name, x, [tokens, h]), norm, this.spec.rmsNormEps, this.spec.gemma?.normOffset ?? 0), false), out);
-            };
-            branch(hidden, 'hidden', 'logits');
-            branch(other.hidden, 'hidden_other', 'logits_other');
-            const out = await this.run(g);
-            place(logits, f32(out, 'logits'), start, count);
-            place(otherLogits, f32(out, 'logits_other'), start, count);
-            continue;
-          }
-        } finally {
-          otherScope.close();
-          scope.close();
-        }
+      const scope = this.weights.scope();
+      const otherScope = other!.runner.weights.scope();
+      try {
+        const norm = await scope.tensor(normName);
+        const w = await scope.linear(head.module, rows);
+        const otherNorm = await otherScope.tensor(normName);
+        const ow = await otherScope.linear(otherHead!.module, rows);
+        return { scope, otherScope, norm, w, otherNorm, ow };
+      } catch (e) {
+        otherScope.close();
+        scope.close();
+        throw e;
       }
-      place(logits, await this.headChunk(head.module, rows, hidden, tokens), start, count);
-      if (other !== undefined) place(otherLogits, await other.runner.headChunk(other.runner.headWeight().module, rows, other.hidden, tokens), start, count);
+    };
+    // Where reads run ahead (CUDA), the next chunk's rows are read while this one's graph runs:
+    // they were read after it, with the GPU idle (bench/NOTES.md).
+    let next: Promise<SharedHeadChunk> | undefined;
+    const loadNext = (start: number): void => {
+      if (!shareable || next !== undefined || start >= vocab) return;
+      next = loadShared(start);
+      next.catch(() => undefined);
+    };
+    try {
+      loadNext(0);
+      for (let start = 0; start < vocab; start += chunkRows) {
+        const count = Math.min(chunkRows, vocab - start);
+        const rows = count === vocab ? undefined : { start, count };
+        if (next !== undefined) {
+          // Stored bytes of both, compared before anything is widened.
+          const chunk = await next;
+          next = undefined;
+          const { scope, otherScope, norm, w, otherNorm, ow } = chunk;
+          try {
+            const same = w.kind === 'dense' && ow.kind === 'dense' && sameBytes(norm.bytes, otherNorm.bytes) && sameBytes(w.weight.bytes, ow.weight.bytes);
+            otherScope.close();
+            if (same) {
+              if (this.weights.readAhead) loadNext(start + chunkRows);
+              const g = this.graph(false);
+              const branch = (x: Float32Array, name: string, out: string): void => {
+                g.output(g.linear(w, g.rmsNorm(g.input(name, x, [tokens, h]), norm, this.spec.rmsNormEps, this.spec.gemma?.normOffset ?? 0), false), out);
+              };
+              branch(hidden, 'hidden', 'logits');
+              branch(other!.hidden, 'hidden_other', 'logits_other');
+              const out = await this.run(g);
+              place(logits, f32(out, 'logits'), start, count);
+              place(otherLogits, f32(out, 'logits_other'), start, count);
+              loadNext(start + chunkRows);
+              continue;
+            }
+          } finally {
+            otherScope.close();
+            scope.close();
+          }
+        }
+        place(logits, await this.headChunk(head.module, rows, hidden, tokens), start, count);
+        if (other !== undefined) place(otherLogits, await other.runner.headChunk(other.runner.headWeight().module, rows, other.hidden, tokens), start, count);
+        loadNext(start + chunkRows);
+      }
+    } finally {
+      // A chunk read ahead of a failed run: its scopes go back.
+      const pending = await next?.catch(() => undefined);
+      pending?.otherScope.close();
+      pending?.scope.close();
     }
     return [logits, otherLogits];
   }

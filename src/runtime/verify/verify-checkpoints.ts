@@ -8,10 +8,14 @@
 // compared with the original linear on identical inputs, so an error is pinned to the layer that
 // makes it, not smeared over everything downstream. The same graphs also run each linear's FP8
 // floor (fp8-floor.ts: its original weights re-quantized the same way) and, for --mla-split
-// output, every head's w_uk/w_uv (mla-split-probes.ts). Before anything runs, the two folders
+// output, every head's w_uk/w_uv (mla-split-probes.ts). On CUDA a dense layer whose linears need
+// nothing but that comparison runs instead as one graph of both models, compared in the graph
+// (paired-layers.ts): only the hidden states and the comparison sums come back to the host, where
+// the separate runs bring every linear's input and output. Before anything runs, the two folders
 // must be an original and its conversion (checkpoint-pair.ts); after, every FP8 tensor no
 // comparison ran is listed (coverage.ts). On text input both models' perplexity is reported.
-// Only one layer's weights (of one checkpoint) and one layer's captures are held at a time.
+// Only one layer's weights (of one checkpoint; of both in a paired layer) and one layer's captures
+// are held at a time.
 // Events report progress; nothing is printed here.
 
 import { performance } from 'node:perf_hooks';
@@ -255,6 +259,9 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     await checkCheckpointPair(original, quantized);
     const spec = original.spec;
     const q = quantized;
+    // Where reads run ahead (CUDA), the first layer's linears start reading now, beside the workers'
+    // start and the embedding: the read-ahead of layer i+1 starts only once layer i is read.
+    if (spec.numLayers > 0) for (const r of [original, q]) r.weights.prefetchLinears(layerLinears(r.plan(0)).filter((m) => !/\.experts\./.test(m)));
     const floorThreads = opts.floorCheckThreads ?? (device === 'cuda' ? defaultFloorCheckThreads() : defaultCpuFloorCheckThreads());
     const jobOf = (m: string) => floorCheckJob(m, original.checkpoint, q.checkpoint, (mm, n, k, s) => q.weights.blockFor(mm, n, k, s));
     if (floorThreads > 0) checker = new FloorChecker(floorThreads);
