@@ -4,11 +4,11 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DTYPES, dtypeSize, type Dtype } from '../src/fp8/dtypes.js';
 import { SafetensorsParseError } from '../src/io/errors.js';
-import { MAX_HEADER_BYTES, parseSafetensorsHeader, SafetensorsReader } from '../src/io/safetensors/safetensors-reader.js';
+import { MAX_HEADER_BYTES, parseSafetensorsHeader, READ_PIECE_BYTES, SafetensorsReader } from '../src/io/safetensors/safetensors-reader.js';
 import { layoutSafetensors, SafetensorsWriter, tensorByteLength, type PlannedTensor } from '../src/io/safetensors/safetensors-writer.js';
 import { FIXTURE_MODELS, MODELS, REFERENCE_VECTORS, modelDir } from './helpers/fixtures.js';
 import { makeTempDir, seededBytes, type TempDir } from './helpers/temp-dir.js';
@@ -225,6 +225,31 @@ describe('readRows', () => {
       assert.deepEqual(await r.readRows('e', 1, 2), t.bytes.subarray(per, 3 * per));
     } finally {
       await r.close();
+    }
+  });
+});
+
+describe('large reads in pieces', () => {
+  test('a tensor above two pieces reads in pieces at once: the same bytes, whole and by rows; a file cut short after opening names the first missing byte', async () => {
+    // 2.5 pieces plus an odd tail: three full pieces in flight and a short last one.
+    const rows = Math.floor((READ_PIECE_BYTES * 5) / 2 / 1024) + 3;
+    const big = testTensor('big', 'U8', [rows, 1024], 11);
+    const path = join(tmp.path, 'pieces.safetensors');
+    await writeAll(path, [testTensor('small', 'F32', [3], 1), big]);
+    const reader = await SafetensorsReader.open(path);
+    try {
+      assert.ok(big.bytes.byteLength > 2 * READ_PIECE_BYTES);
+      assert.ok(Buffer.from(await reader.readTensor('big')).equals(Buffer.from(big.bytes)), 'whole tensor');
+      const [r0, count] = [5, rows - 9];
+      assert.ok(Buffer.from(await reader.readRows('big', r0, count)).equals(Buffer.from(big.bytes.subarray(r0 * 1024, (r0 + count) * 1024))), 'rows');
+      const offset = reader.info('big').fileOffset;
+      // Cut inside the second piece: every later piece fails too, at its own first byte.
+      const cut = offset + READ_PIECE_BYTES + 12345;
+      await truncate(path, cut);
+      const says = new RegExp(`tensor "big": unexpected end of file at byte ${cut}: the file is truncated`);
+      await assert.rejects(reader.readTensor('big'), (e: unknown) => e instanceof SafetensorsParseError && says.test(e.message));
+    } finally {
+      await reader.close();
     }
   });
 });

@@ -214,7 +214,37 @@ export class SafetensorsReader {
   }
 }
 
+/**
+ * Reads above this size go in pieces of this size, several at once on libuv's threads: one read()
+ * copies from the page cache on one core (~5 GB/s on the GPU machine), and a CUDA verify waited on
+ * its lm_head chunks' reads that way (bench/NOTES.md).
+ */
+export const READ_PIECE_BYTES = 16 * 1024 * 1024;
+const READS_IN_FLIGHT = 4;
+
 async function readExactly(handle: FileHandle, into: Uint8Array, position: number, file: string, tensor?: string): Promise<void> {
+  if (into.byteLength <= 2 * READ_PIECE_BYTES) return readPiece(handle, into, position, file, tensor);
+  let next = 0;
+  const failures: { readonly start: number; readonly error: unknown }[] = [];
+  const reader = async (): Promise<void> => {
+    while (next < into.byteLength && failures.length === 0) {
+      const start = next;
+      next += READ_PIECE_BYTES;
+      try {
+        await readPiece(handle, into.subarray(start, Math.min(start + READ_PIECE_BYTES, into.byteLength)), position + start, file, tensor);
+      } catch (error) {
+        failures.push({ start, error });
+      }
+    }
+  };
+  // Every piece has settled before an error is thrown: a read still writing into `into` after the
+  // caller has given the buffer back (to a pool) would corrupt whatever reuses it. The earliest
+  // piece's failure is the one a single read would have met.
+  await Promise.all(Array.from({ length: READS_IN_FLIGHT }, reader));
+  if (failures.length > 0) throw failures.reduce((a, b) => (b.start < a.start ? b : a)).error;
+}
+
+async function readPiece(handle: FileHandle, into: Uint8Array, position: number, file: string, tensor?: string): Promise<void> {
   let done = 0;
   while (done < into.byteLength) {
     const { bytesRead } = await handle.read(into, done, into.byteLength - done, position + done);
