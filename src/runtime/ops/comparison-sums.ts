@@ -66,8 +66,14 @@ export function emitComparisonSums(g: GraphBuilder, ref: Value, act: Value, bn: 
   const a = grouped(act);
   const f64 = (op: string, inputs: Value[]): Value => g.op(op, inputs, { dtype: DataType.DOUBLE, shape, name: `compare_${op.toLowerCase()}` });
   const diff = f64('Sub', [a, r]);
-  // Each product summed on its own: one `[rows, N]` float64 term is live at a time, not four.
+  // Each product summed before the next is made: one `[rows, N]` float64 product is live at a time, not four.
   const sum = (v: Value): Value => g.op('ReduceSum', [v, g.constInt64([3])], { dtype: DataType.DOUBLE, shape: [1, rows, nb], name: 'compare_sum' }, { keepdims: attr.int(0) });
-  const sums = [f64('Mul', [r, r]), f64('Mul', [a, a]), f64('Mul', [r, a]), f64('Mul', [diff, diff])].map(sum);
+  const pairs: [Value, Value][] = [
+    [r, r],
+    [a, a],
+    [r, a],
+    [diff, diff],
+  ];
+  const sums = pairs.map(([x, y]) => sum(f64('Mul', [x, y])));
   return g.op('Concat', sums, { dtype: DataType.DOUBLE, shape: [4, rows, nb], name: 'compare_sums' }, { axis: attr.int(0) });
 }
