@@ -17,7 +17,8 @@
 //     large vocabulary never becomes one float32 matrix.
 //
 // For verify, a layer can also export each linear's input and output (`capture`), and run
-// captured activations of another model through this model's FP8 linears (`probes`).
+// captured activations of another model through this model's FP8 linears (`probes`); or a dense
+// layer runs in one graph with another model's, compared there (`runLayerPair`).
 
 import { isFp8Module, loadExpert, runsAsExpertsOp, type ExpertWeights } from './experts.js';
 import { isFp8Dtype, type Dtype } from '../../fp8/dtypes.js';
