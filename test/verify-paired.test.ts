@@ -1,12 +1,15 @@
 // Paired layers (paired-layers.ts, runner.ts runLayerPair): both models' dense layer in one graph,
 // each FP8 linear compared with the original's in the graph (ops/comparison-sums.ts), so that a
 // CUDA verify brings back sums instead of every linear's input and output.
-//   - the in-graph sums equal their float64 reference to float32 rounding, N a multiple of the
+//   - the in-graph sums equal their float64 reference up to summation order, N a multiple of the
 //     column group or not; metrics from them equal linearMetrics on the outputs;
 //   - verify with pairing gives the report without it (the same linears, rows and gates; figures
-//     within 1e-5 relative) on Llama (GQA), DeepSeek-V3 (its dense MLA layer) and Gemma 3
+//     within 1e-9 relative: on the CPU the layers compute the same values, and only the float64
+//     sums' order differs) on Llama (GQA), DeepSeek-V3 (its dense MLA layer) and Gemma 3
 //     (feed-forward norms), and pairs exactly the layers it should: every dense one, no MoE one,
-//     and not a layer whose linear needs a floor probe (a damaged scale), which is still caught.
+//     and not a layer whose linear needs a floor probe (a damaged scale), which is still caught;
+//   - the quantized layer runs on its own kept tensors (a changed norm shows), and outputs whose
+//     float32 squares would overflow or vanish are measured as the separate runs measure them.
 
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -36,7 +39,7 @@ function randomValues(n: number, seed: number): Float32Array {
   return out;
 }
 
-async function graphSums(ref: Float32Array, act: Float32Array, rows: number, n: number, bn: number): Promise<{ data: Float32Array; dims: readonly number[] }> {
+async function graphSums(ref: Float32Array, act: Float32Array, rows: number, n: number, bn: number): Promise<{ data: Float64Array; dims: readonly number[] }> {
   const g = new GraphBuilder();
   const r = g.input('ref', DataType.FLOAT, [rows, n]);
   const a = g.input('act', DataType.FLOAT, [rows, n]);
@@ -44,7 +47,8 @@ async function graphSums(ref: Float32Array, act: Float32Array, rows: number, n: 
   const session = await OnnxSession.create(g.toBytes(), { device: 'cpu' });
   try {
     const out = await session.run({ ref: { type: 'float32', data: ref, dims: [rows, n] }, act: { type: 'float32', data: act, dims: [rows, n] } });
-    return { data: out.sums!.data as Float32Array, dims: out.sums!.dims };
+    assert.equal(out.sums!.type, 'float64');
+    return { data: out.sums!.data as Float64Array, dims: out.sums!.dims };
   } finally {
     await session.release();
   }
@@ -55,7 +59,7 @@ for (const [n, bn] of [
   [256, 128],
   [96, 96],
 ] as const) {
-  test(`comparison sums in the graph, N ${n} in groups of ${bn}: float32 sums of the float64 reference; metrics as from the outputs`, async () => {
+  test(`comparison sums in the graph, N ${n} in groups of ${bn}: the float64 reference up to summation order; metrics as from the outputs`, async () => {
     const rows = 5;
     const ref = randomValues(rows * n, 1);
     const act = ref.map((v, i) => v + (i % 7 === 0 ? 0.05 : -0.01) * v);
@@ -64,7 +68,7 @@ for (const [n, bn] of [
     assert.deepEqual(dims, [4, rows, nb]);
     const expected = comparisonSums(ref, act, rows, bn);
     for (let i = 0; i < expected.length; i++) {
-      const tol = 1e-6 * Math.max(1, Math.abs(expected[i]!));
+      const tol = 1e-12 * Math.max(1, Math.abs(expected[i]!));
       assert.ok(Math.abs(data[i]! - expected[i]!) <= tol, `sum ${i}: ${data[i]} against ${expected[i]}`);
     }
     // From exact sums, the metrics are linearMetrics' up to float64 summation order.
@@ -86,6 +90,25 @@ test('comparison sums: identical outputs give zero error (SQNR +∞, ratio from 
   assert.equal(m.relativeError, 0);
   assert.equal(m.sqnrDb, Infinity);
   assert.equal(m.errorRatio, 0);
+});
+
+test('comparison sums of outputs whose squares float32 cannot hold (|x| ~1e20, ~1e-25): the metrics linearMetrics gives', async () => {
+  // A float32 square overflows above ~1.8e19 and is lost below ~1e-23, where the separate path's
+  // float64 sums are exact: summed in float32, both came out as a perfect linear.
+  const rows = 3;
+  const n = 300;
+  const bn = 128;
+  for (const scale of [1e20, 1e-25]) {
+    const ref = randomValues(rows * n, 3).map((v) => v * scale);
+    const act = ref.map((v, i) => v * (1 + (i % 7 === 0 ? 0.03 : -0.01)));
+    const { data } = await graphSums(ref, act, rows, n, bn);
+    const fromSums = linearMetricsFromSums(data, rows, Math.ceil(n / bn), 'output', true);
+    const direct = linearMetrics(ref, act, act, rows, bn);
+    assert.ok(direct.relativeError > 0.01, `the outputs differ (${direct.relativeError})`);
+    for (const key of ['relativeError', 'cosine', 'sqnrDb', 'floorError', 'errorRatio'] as const) {
+      assert.ok(Math.abs(fromSums[key]! - direct[key]!) <= 1e-9 * Math.abs(direct[key]!), `scale ${scale}, ${key}: ${fromSums[key]} against ${direct[key]}`);
+    }
+  }
 });
 
 /** Counts runLayerPair calls (by layer) while `fn` runs. */
@@ -110,8 +133,9 @@ function assertSameReport(paired: VerifyReport, separate: VerifyReport, what: st
     `${what}: the same linears in the same order`,
   );
   const close = (a: number | undefined, b: number | undefined, key: string): void => {
-    if (a === b) return;
-    assert.ok(a !== undefined && b !== undefined && Math.abs(a - b) <= 1e-5 * Math.max(Math.abs(b), 1e-3), `${what}: ${key} ${a} against ${b}`);
+    // NaN is what both report for a linear whose outputs hold NaN or Inf.
+    if (a === b || (Number.isNaN(a) && Number.isNaN(b))) return;
+    assert.ok(a !== undefined && b !== undefined && Math.abs(a - b) <= 1e-9 * Math.max(Math.abs(b), 1e-3), `${what}: ${key} ${a} against ${b}`);
   };
   for (let i = 0; i < separate.linears.length; i++) {
     const p = paired.linears[i]!;
@@ -179,6 +203,39 @@ test('verify with a damaged scale: its layer runs in the separate graphs (its fl
   assert.equal(paired.passed, false);
   const worst = paired.linears.find((l) => l.module === target)!;
   assert.ok(worst.errorRatio! > 2, `the damaged linear's ratio ${worst.errorRatio}`);
+});
+
+test("verify with a quantized norm changed: the quantized layer uses its own kept tensors, not the original's of the same name", async () => {
+  const damaged = join(fixtures.workDir(), 'llama-norm');
+  await copyCheckpointWithEdits(fixtures.converted.get('llama')!, damaged, (t) => {
+    const norm = t.get('model.layers.0.input_layernorm.weight')!;
+    const words = new Uint16Array(norm.bytes.buffer, norm.bytes.byteOffset, norm.bytes.byteLength / 2);
+    // Each BF16 weight one exponent step up: twice its value.
+    for (let i = 0; i < words.length; i++) words[i] = words[i]! + 0x80;
+  });
+  const { paired, separate, pairedLayers } = await verifyBoth(modelDir('llama'), damaged);
+  assert.deepEqual(pairedLayers, [0, 1], 'the FP8 linears are intact: every layer is paired');
+  assertSameReport(paired, separate, 'llama with a changed norm');
+  assert.ok(
+    paired.model.meanKl > 10 * (await verifyCheckpoints({ original: modelDir('llama'), quantized: fixtures.converted.get('llama')!, tokens: 12, seed: 5 })).model.meanKl,
+    'the change shows in the logits',
+  );
+});
+
+test('verify of an original whose activations float32 cannot square (~1e19 and more): paired layers report what the separate runs do', async () => {
+  const original = join(fixtures.workDir(), 'llama-huge');
+  await copyCheckpointWithEdits(modelDir('llama'), original, (t) => {
+    const norm = t.get('model.layers.1.input_layernorm.weight')!;
+    // BF16 0x6000 = 2^65 ≈ 3.7e19: layer 1's attention inputs and outputs are that large.
+    new Uint16Array(norm.bytes.buffer, norm.bytes.byteOffset, norm.bytes.byteLength / 2).fill(0x6000);
+  });
+  const quantized = join(fixtures.workDir(), 'llama-huge-fp8');
+  await convertCheckpoint({ input: original, output: quantized });
+  const { paired, separate, pairedLayers } = await verifyBoth(original, quantized);
+  assert.deepEqual(pairedLayers, [0, 1]);
+  const q = separate.linears.find((l) => l.module === 'model.layers.1.self_attn.q_proj')!;
+  assert.ok(q.relativeError > 0.01, `the separate runs measure the q_proj error (${q.relativeError})`);
+  assertSameReport(paired, separate, 'llama with huge activations');
 });
 
 test('verify on the CPU pairs nothing by default (its layers are staged to hold one float32 matrix at a time)', async () => {

@@ -1,9 +1,11 @@
 // ModelGraph: the GraphBuilder as the layer graphs use it — float32 ops with short names and static
 // shapes (the element-wise ops, linears and slices also take a symbolic row count, for a graph that
 // serves any number of rows: an MoE expert's), linears dispatched to MLC LLM's quantized ops, and
-// the two hooks verify needs:
+// the hooks verify needs:
 //   - taps: a linear's input and output exported as graph outputs (original model);
-//   - probes: extra graph inputs fed with captured activations, run through a quantized linear.
+//   - probes: extra graph inputs fed with captured activations, run through a quantized linear;
+//   - for a graph holding both models' layer (switchModel): taps kept as values of the graph, and
+//     a quantized linear's output compared with the original's there (compareInGraph).
 //
 // Weights (and every other piece of per-layer host data: rotary tables, masks, activation scales)
 // are graph INPUTS, decoded to float32 exactly, where WeightDecode says: on the host, or in the

@@ -112,9 +112,9 @@ interface AttentionBlock {
   readonly ffNorms: { readonly pre: StoredTensor; readonly post: StoredTensor } | undefined;
 }
 
-/** A linear's comparison sums from a paired layer: `[4, rows, groups]` (ops/comparison-sums.ts). */
+/** A linear's comparison sums from a paired layer: `[4, rows, groups]` float64 (ops/comparison-sums.ts). */
 export interface ComparisonSums {
-  readonly sums: Float32Array;
+  readonly sums: Float64Array;
   readonly rows: number;
   readonly groups: number;
 }
@@ -411,8 +411,9 @@ export class ModelRunner {
    * input that reached this model's linear of that name, and is compared there with this model's
    * output (ops/comparison-sums.ts, groups of the given number of columns). Only both hidden
    * states and those sums leave the device: on CUDA, bringing every linear's input and output
-   * back to the host and the captured inputs over again was most of a 512-token verify
-   * (bench/NOTES.md). Both layers' weights are held until the run ends.
+   * back to the host and the captured inputs over again was ~3 s of a 12.6 s 512-token verify of
+   * an 8B-shaped checkpoint by the rates bench/NOTES.md measured. Both layers' weights are held
+   * until the run ends (and both models' next layer, where they are read ahead).
    */
   async runLayerPair(
     other: ModelRunner,
@@ -449,8 +450,9 @@ export class ModelRunner {
       const out = await this.run(g);
       const sums = new Map<string, ComparisonSums>();
       for (const [module, name] of g.sums) {
-        const t = out[name]!;
-        sums.set(module, { sums: f32(out, name), rows: t.dims[1]!, groups: t.dims[2]! });
+        const t = out[name];
+        if (t?.type !== 'float64') throw new ForwardGraphError(`graph output "${name}" is missing or not float64`);
+        sums.set(module, { sums: t.data, rows: t.dims[1]!, groups: t.dims[2]! });
       }
       return { hidden: f32(out, 'out'), otherHidden: f32(out, 'out_other'), sums };
     } finally {

@@ -22,10 +22,11 @@ export type DataType = (typeof DataType)[keyof typeof DataType];
 
 /**
  * Element types a graph may take as input or return as output. onnxruntime-node's JavaScript
- * tensor map stops at float16 (BF16 and FP8, ONNX types 16–20, are "Unsupported data type"), so
- * everything wider-than-JS stays inside the graph as initializers.
+ * tensor map has no BF16 or FP8 (ONNX types 16–20 are "Unsupported data type"), so those stay
+ * inside the graph as initializers. float64: verify's comparison sums come back in it
+ * (ops/comparison-sums.ts).
  */
-export type IoDataType = typeof DataType.FLOAT | typeof DataType.FLOAT16;
+export type IoDataType = typeof DataType.FLOAT | typeof DataType.FLOAT16 | typeof DataType.DOUBLE;
 
 /**
  * Element types a graph may take as input: the IO types, and uint8/uint16 for stored bit patterns
@@ -79,7 +80,7 @@ export function dataTypeName(dtype: DataType): string {
 }
 
 export function isIoDataType(dtype: DataType): dtype is IoDataType {
-  return dtype === DataType.FLOAT || dtype === DataType.FLOAT16;
+  return dtype === DataType.FLOAT || dtype === DataType.FLOAT16 || dtype === DataType.DOUBLE;
 }
 
 export function isFeedDataType(dtype: DataType): dtype is FeedDataType {

@@ -216,7 +216,7 @@ export class GraphBuilder {
   input(name: string, dtype: DataType, shape: readonly Dim[]): Value {
     if (!this.isSubgraph && !isFeedDataType(dtype)) {
       throw new GraphBuildError(
-        `graph input "${name}" is ${dataTypeName(dtype)}; onnxruntime-node feeds only float32/float16/uint8/uint16 ` +
+        `graph input "${name}" is ${dataTypeName(dtype)}; onnxruntime-node feeds only float32/float16/float64/uint8/uint16 ` +
           `(feed the bit pattern as uint8/uint16 and decode it in the graph, or put it in an initializer)`,
       );
     }
@@ -232,7 +232,7 @@ export class GraphBuilder {
    */
   output(value: Value, name?: string): Value {
     if (!this.isSubgraph && !isIoDataType(value.dtype)) {
-      throw new GraphBuildError(`graph output "${name ?? value.name}" is ${dataTypeName(value.dtype)}; onnxruntime-node returns ` + `only float32/float16 (Cast it first)`);
+      throw new GraphBuildError(`graph output "${name ?? value.name}" is ${dataTypeName(value.dtype)}; onnxruntime-node returns ` + `only float32/float16/float64 (Cast it first)`);
     }
     let out = value;
     if (name !== undefined && name !== value.name) {

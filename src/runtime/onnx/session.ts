@@ -1,5 +1,5 @@
 // The only module that imports onnxruntime-node: create a session from model bytes on a device,
-// run it with float32/float16 host tensors (and uint8/uint16 bit patterns), release it.
+// run it with float32/float16/float64 host tensors (and uint8/uint16 bit patterns), release it.
 // Everything else in fp8q talks in HostTensor/FeedTensor and Device, so the execution-provider
 // mapping and onnxruntime's tensor types stay here.
 
@@ -20,7 +20,8 @@ export type Device = 'cpu' | 'cuda';
  */
 export type HostTensor =
   | { readonly type: 'float32'; readonly data: Float32Array; readonly dims: readonly number[] }
-  | { readonly type: 'float16'; readonly data: Uint16Array; readonly dims: readonly number[] };
+  | { readonly type: 'float16'; readonly data: Uint16Array; readonly dims: readonly number[] }
+  | { readonly type: 'float64'; readonly data: Float64Array; readonly dims: readonly number[] };
 
 /**
  * What a graph input can be fed: a HostTensor, or raw bit patterns the graph decodes itself —
@@ -149,7 +150,11 @@ function toHostTensor(name: string, value: InferenceSession.OnnxValueMapType[str
   if (value.type === 'float16' && value.data instanceof Uint16Array) {
     return { type: 'float16', data: value.data, dims };
   }
-  throw new SessionError(`output "${name}" has type ${value.type}; fp8q graphs return float32 or float16`);
+  // Verify's comparison sums (ops/comparison-sums.ts).
+  if (value.type === 'float64' && value.data instanceof Float64Array) {
+    return { type: 'float64', data: value.data, dims };
+  }
+  throw new SessionError(`output "${name}" has type ${value.type}; fp8q graphs return float32, float16 or float64`);
 }
 
 function errorMessage(error: unknown): string {

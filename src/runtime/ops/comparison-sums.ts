@@ -1,16 +1,19 @@
 // A linear's output compared with its reference inside the graph: the sums verify's metrics are
 // made of (relative error, cosine, SQNR, and the floor ratio's per-block errors), reduced on the
-// device so that only they leave it. A CUDA verify spent most of its 512-token time bringing
-// every linear's `[rows, N]` outputs back to the host to compute these (bench/NOTES.md).
+// device so that only they leave it. A CUDA verify brought every linear's `[rows, N]` outputs (and
+// its captured inputs) back to the host to compute these: ~3 s of a 12.6 s 512-token verify of an
+// 8B-shaped checkpoint by the measured rates (bench/NOTES.md).
 //
 // Per row and per group of `bn` output columns (one row block of a block-scale weight), four
-// float32 sums, stacked as `[4, rows, nb]` in COMPARISON_SUM_ORDER: Σ ref², Σ act², Σ ref·act and
-// Σ (act − ref)². A group is at most `bn` terms (128 for the usual block), so its float32 sum is
-// good to about 1e-7 relative; the host adds the groups up in float64 (metrics.ts).
+// float64 sums, stacked as `[4, rows, nb]` in COMPARISON_SUM_ORDER: Σ ref², Σ act², Σ ref·act and
+// Σ (act − ref)². Float64, as the host's sums are (metrics.ts): each term is then the one the host
+// computes (a product of float32 values is exact in float64), and the sums differ only in their
+// order. In float32 a square overflows above ~1.8e19 and vanishes below ~1e-23, and a linear with
+// such outputs would look perfect.
 
 import { DataType } from '../onnx/data-type.js';
 import { attr, type GraphBuilder, type Value } from '../onnx/graph-builder.js';
-import { ceilDiv, emitPadLastAxis, emitReshape, OpShapeError, staticDims } from './types.js';
+import { ceilDiv, emitCast, emitPadLastAxis, emitReshape, OpShapeError, staticDims } from './types.js';
 
 /** What each of the four `[rows, nb]` planes holds. */
 export const COMPARISON_SUM_ORDER = ['ref2', 'act2', 'dot', 'err2'] as const;
@@ -46,7 +49,7 @@ export function comparisonSums(reference: Float32Array, actual: Float32Array, ro
 }
 
 /**
- * `[4, rows, nb]` sums of `act` against `ref` (both `[rows, N]` float32), over groups of `bn`
+ * `[4, rows, nb]` float64 sums of `act` against `ref` (both `[rows, N]` float32), over groups of `bn`
  * columns; the last group of an N that `bn` does not divide is zero-padded (zeros add nothing).
  */
 export function emitComparisonSums(g: GraphBuilder, ref: Value, act: Value, bn: number): Value {
@@ -57,13 +60,20 @@ export function emitComparisonSums(g: GraphBuilder, ref: Value, act: Value, bn: 
   }
   if (!Number.isSafeInteger(bn) || bn < 1) throw new OpShapeError(`comparison sums: column group ${bn} must be a positive integer`);
   const nb = ceilDiv(n, bn);
-  const grouped = (v: Value): Value => emitReshape(g, emitPadLastAxis(g, v, nb * bn), [1, rows, nb, bn], [1, rows, nb, bn]);
+  const shape = [1, rows, nb, bn];
+  const grouped = (v: Value): Value => emitCast(g, emitReshape(g, emitPadLastAxis(g, v, nb * bn), shape, shape), DataType.DOUBLE);
   const r = grouped(ref);
   const a = grouped(act);
-  const f32 = (op: string, inputs: Value[], shape: number[]): Value => g.op(op, inputs, { dtype: DataType.FLOAT, shape, name: `compare_${op.toLowerCase()}` });
-  const shape = [1, rows, nb, bn];
-  const diff = f32('Sub', [a, r], shape);
-  const products = [f32('Mul', [r, r], shape), f32('Mul', [a, a], shape), f32('Mul', [r, a], shape), f32('Mul', [diff, diff], shape)];
-  const terms = g.op('Concat', products, { dtype: DataType.FLOAT, shape: [4, rows, nb, bn], name: 'compare_terms' }, { axis: attr.int(0) });
-  return g.op('ReduceSum', [terms, g.constInt64([3])], { dtype: DataType.FLOAT, shape: [4, rows, nb], name: 'compare_sums' }, { keepdims: attr.int(0) });
+  const f64 = (op: string, inputs: Value[]): Value => g.op(op, inputs, { dtype: DataType.DOUBLE, shape, name: `compare_${op.toLowerCase()}` });
+  const diff = f64('Sub', [a, r]);
+  // Each product summed before the next is made: one `[rows, N]` float64 product is live at a time, not four.
+  const sum = (v: Value): Value => g.op('ReduceSum', [v, g.constInt64([3])], { dtype: DataType.DOUBLE, shape: [1, rows, nb], name: 'compare_sum' }, { keepdims: attr.int(0) });
+  const pairs: [Value, Value][] = [
+    [r, r],
+    [a, a],
+    [r, a],
+    [diff, diff],
+  ];
+  const sums = pairs.map(([x, y]) => sum(f64('Mul', [x, y])));
+  return g.op('Concat', sums, { dtype: DataType.DOUBLE, shape: [4, rows, nb], name: 'compare_sums' }, { axis: attr.int(0) });
 }

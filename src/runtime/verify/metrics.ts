@@ -261,11 +261,11 @@ function withFloor(metrics: TensorMetrics, blocks: BlockSums | undefined, floor:
 
 /**
  * linearMetrics from the comparison sums a graph computed (ops/comparison-sums.ts: `[4, rows, nb]`
- * float32, per row and group of output columns), added up here in float64. `floor`: 'output' where
+ * float64, per row and group of output columns), added up here. `floor`: 'output' where
  * the stored linear is its own floor (the floor check found its codes and scales), undefined where
  * no floor applies; the groups are then the floor ratio's row blocks when `perBlock`.
  */
-export function linearMetricsFromSums(sums: Float32Array, rows: number, nb: number, floor: 'output' | undefined, perBlock: boolean): LinearMetrics {
+export function linearMetricsFromSums(sums: Float64Array | Float32Array, rows: number, nb: number, floor: 'output' | undefined, perBlock: boolean): LinearMetrics {
   const plane = rows * nb;
   if (sums.length !== 4 * plane) throw new RangeError(`comparison sums: ${sums.length} values, expected 4 × ${rows} × ${nb}`);
   const total = [0, 0, 0, 0];

@@ -78,8 +78,10 @@ export interface VerifyOptions {
   /**
    * Run each dense layer whose linears need nothing but their outputs compared as one graph of both
    * models, compared in the graph (paired-layers.ts); default on CUDA. Needs layers that run as one
-   * graph (weights decoded in the graph: CUDA, or `weightDecode: 'graph'`). The report is the same
-   * but for the last digits of the per-linear figures (their sums are added in another order).
+   * graph (weights decoded in the graph: CUDA, or `weightDecode: 'graph'`) and the floor-check
+   * workers (`floorCheckThreads` > 0: a layer is paired only once they found each linear its own
+   * floor). The report is the same but for the last digits of the per-linear figures (their sums
+   * are added in another order).
    */
   readonly pairedLayers?: boolean;
   /** Where stored weights become float32 (model-graph.ts); default: on the host for the CPU, in the graph for CUDA. */
