@@ -4,7 +4,8 @@
 // come from the detected layout. Reading layer i+1 ahead while layer i runs (on by default on
 // CUDA) gives the same logits bit for bit, on BF16 and FP8 checkpoints and MoE, and is accounted;
 // stacked experts, read by rows, are never read ahead whole. Both models' heads in row chunks (verify)
-// give the same logits with the next chunk read ahead.
+// give the same logits with the next chunk read ahead; warmHeadPages reads lm_head into the page cache
+// through one small buffer (verify on the CPU, from its second layer).
 
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -17,6 +18,7 @@ import { ModelRunner } from '../src/runtime/models/runner.js';
 import { HostBufferPool } from '../src/runtime/models/buffer-pool.js';
 import { ModelWeights } from '../src/runtime/models/weights.js';
 import { readInputIds } from '../src/runtime/models/token-ids.js';
+import { verifyCheckpoints } from '../src/runtime/verify/verify-checkpoints.js';
 import { FIXTURE_MODELS, MODELS, modelDir, readAll } from './helpers/fixtures.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
 
@@ -165,6 +167,51 @@ describe('the forward reads FP8 layouts with io/quantized-format', () => {
       assert.ok(Buffer.from(chunked[m]!.buffer).equals(Buffer.from(ahead[m]!.buffer)), `model ${m}: read ahead or not, the same bits`);
       for (let i = 0; i < whole[m]!.length; i++)
         assert.ok(Math.abs(whole[m]![i]! - chunked[m]![i]!) <= 1e-5 * Math.max(1, Math.abs(whole[m]![i]!)), `model ${m}: logit ${i} in chunks`);
+    }
+  });
+
+  test('warmHeadPages reads all of lm_head through one small buffer, holding nothing; stop() ends it early; verify on the CPU warms both heads from the second layer', async () => {
+    const runner = await ModelRunner.open(modelDir('llama'), { device: 'cpu' });
+    try {
+      const reads: number[] = [];
+      const readRows = runner.checkpoint.readRows.bind(runner.checkpoint);
+      runner.checkpoint.readRows = (name, start, count, into) => {
+        if (name === 'lm_head.weight') reads.push(count);
+        return readRows(name, start, count, into);
+      };
+      await runner.warmHeadPages().stop();
+      const stoppedEarly = reads.length;
+      reads.length = 0;
+      const warm = runner.warmHeadPages();
+      while (reads.reduce((a, b) => a + b, 0) < runner.checkpoint.info('lm_head.weight').shape[0]!) await new Promise((r) => setTimeout(r, 1));
+      await warm.stop();
+      assert.equal(
+        reads.reduce((a, b) => a + b, 0),
+        runner.checkpoint.info('lm_head.weight').shape[0],
+        'every row read once',
+      );
+      assert.ok(stoppedEarly <= 1, `stopped at once: ${stoppedEarly} read(s)`);
+      assert.equal(runner.weights.accounting.held, 0);
+    } finally {
+      await runner.close();
+    }
+    const calls: string[] = [];
+    const warmHeadPages = ModelRunner.prototype.warmHeadPages;
+    ModelRunner.prototype.warmHeadPages = function (this: ModelRunner) {
+      calls.push(this.checkpoint.dir);
+      return warmHeadPages.call(this);
+    };
+    try {
+      const fp8 = join(tmp.path, 'llama-warm');
+      await convertCheckpoint({ input: modelDir('llama'), output: fp8 });
+      const report = await verifyCheckpoints({ original: modelDir('llama'), quantized: fp8, tokens: 4 });
+      assert.ok(report.passed);
+      assert.deepEqual(calls, [modelDir('llama'), fp8], 'both heads warmed once (CPU)');
+      calls.length = 0;
+      await verifyCheckpoints({ original: modelDir('llama'), quantized: fp8, tokens: 4, readAhead: true });
+      assert.deepEqual(calls, [], 'not where reads run ahead (CUDA)');
+    } finally {
+      ModelRunner.prototype.warmHeadPages = warmHeadPages;
     }
   });
 

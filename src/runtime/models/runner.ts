@@ -37,6 +37,8 @@ import { ModelWeights, WeightAccounting, type Fp8Linear, type LinearWeight, type
 
 /** lm_head rows per head graph: 256 MiB once widened to float32. */
 export const HEAD_CHUNK_BYTES = 256 * 1024 * 1024;
+/** Bytes per read of warmHeadPages: 16 pieces a row chunk of a 4096-wide BF16 lm_head. */
+const HEAD_WARM_PIECE_BYTES = 8 * 1024 * 1024;
 
 /**
  * Routed experts' bytes read ahead of the expert that runs (CUDA): enough reads at once to keep
@@ -764,6 +766,40 @@ export class ModelRunner {
     return { module, dtype: info.dtype, shape: info.shape };
   }
 
+  /**
+   * Reads lm_head's bytes (and its scale's) through one small buffer, a piece at a time, until
+   * stopped: nothing is kept but what the page cache keeps, so that the head phase later reads it
+   * from memory. On the CPU, where nothing is read ahead, a cold lm_head was read only in the head
+   * phase, the cores idle (bench/NOTES.md), while the layers before it left the disk mostly idle.
+   * One read in flight at a time, so the layers' own reads are not held up.
+   */
+  warmHeadPages(): { stop(): Promise<void> } {
+    const head = this.headWeight();
+    const names = [`${head.module}.weight`, `${head.module}.weight_scale_inv`].filter((n) => this.checkpoint.has(n));
+    let stopped = false;
+    const run = async (): Promise<void> => {
+      const piece = new Uint8Array(HEAD_WARM_PIECE_BYTES);
+      for (const name of names) {
+        const info = this.checkpoint.info(name);
+        const rows = info.shape[0] ?? 1;
+        const rowBytes = rows === 0 ? 0 : info.byteLength / rows;
+        const per = Math.max(1, Math.floor(piece.byteLength / Math.max(1, rowBytes)));
+        for (let r = 0; r < rows && !stopped; r += per) {
+          const count = Math.min(per, rows - r);
+          await this.checkpoint.readRows(name, r, count, count * rowBytes <= piece.byteLength ? piece : undefined);
+        }
+      }
+    };
+    // A failed read only means the head phase reads from disk: it reports its own errors then.
+    const done = run().catch(() => undefined);
+    return {
+      stop: async () => {
+        stopped = true;
+        await done;
+      },
+    };
+  }
+
   /** Final norm and lm_head, in row chunks: logits `[tokens, vocab]`. */
   async head(hidden: Float32Array, tokens: number): Promise<Float32Array> {
     return (await this.heads(hidden, tokens))[0];
@@ -820,8 +856,9 @@ export class ModelRunner {
         throw e;
       }
     };
-    // Where reads run ahead (CUDA), the next chunk's rows are read while this one's graph runs:
-    // they were read after it, with the GPU idle (bench/NOTES.md).
+    // The next chunk's rows of both are read while this one's graph runs (they were read after it:
+    // on CUDA the GPU idled, on the CPU a cold lm_head's reads were most of the head's time,
+    // bench/NOTES.md); on the CPU that holds one more chunk's stored bytes, half its float32 size.
     let next: Promise<SharedHeadChunk> | undefined;
     const loadNext = (start: number): void => {
       if (!shareable || next !== undefined || start >= vocab) return;
@@ -842,7 +879,7 @@ export class ModelRunner {
             const same = w.kind === 'dense' && ow.kind === 'dense' && sameBytes(norm.bytes, otherNorm.bytes) && sameBytes(w.weight.bytes, ow.weight.bytes);
             otherScope.close();
             if (same) {
-              if (this.weights.readAhead) loadNext(start + chunkRows);
+              loadNext(start + chunkRows);
               const g = this.graph(false);
               const branch = (x: Float32Array, name: string, out: string): void => {
                 g.output(g.linear(w, g.rmsNorm(g.input(name, x, [tokens, h]), norm, this.spec.rmsNormEps, this.spec.gemma?.normOffset ?? 0), false), out);

@@ -256,6 +256,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
   let quantized: ModelRunner | undefined;
   let checker: FloorChecker | undefined;
   let metricsPool: MetricsPool | undefined;
+  const headWarmers: { stop(): Promise<void> }[] = [];
   try {
     quantized = await ModelRunner.open(opts.quantized, runnerOptions);
     await checkCheckpointPair(original, quantized);
@@ -294,6 +295,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
             return c.result(m);
           };
     const pairLayers = opts.pairedLayers ?? device === 'cuda';
+    const warmHeads = !(opts.readAhead ?? device === 'cuda');
     const seed = opts.seed ?? DEFAULT_VERIFY_SEED;
     const input = opts.input ?? generateInputIds(spec.vocabSize, opts.tokens ?? DEFAULT_VERIFY_TOKENS, seed);
     const shape: BatchShape = { batch: input.batch, seq: input.seq };
@@ -311,6 +313,9 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     const notReached: string[] = [];
     for (let layer = 0; layer < spec.numLayers; layer++) {
       emit({ type: 'layer', index: layer, count: spec.numLayers });
+      // Without read-ahead (the CPU), both lm_heads go into the page cache while the layers run,
+      // from the second layer on (the first layer's reads start cold and should not wait on it).
+      if (layer === 1 && warmHeads) headWarmers.push(...[original, quantized].map((r) => r.warmHeadPages()));
       const paired = pairLayers ? await pairedComparisons(original, quantized, layer, quantized.plan(layer), checked) : undefined;
       if (paired !== undefined) {
         const pair = await original.runLayerPair(quantized, layer, ho, hq, shape, new Map([...paired].map(([m, c]) => [m, c.columns])));
@@ -373,6 +378,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       ho = ro.hidden;
       hq = rq.hidden;
     }
+    await Promise.all(headWarmers.map((w) => w.stop()));
     const linears = await Promise.all(measured);
     emit({ type: 'head' });
     // Layer-shaped weight buffers and the layer graphs' sessions (with their arenas) are of no use
@@ -437,6 +443,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       seconds: (performance.now() - t0) / 1000,
     };
   } finally {
+    await Promise.all(headWarmers.map((w) => w.stop()));
     await metricsPool?.close();
     await checker?.close();
     await original.close();
