@@ -18,6 +18,23 @@ import { ceilDiv, emitCast, emitPadLastAxis, emitReshape, OpShapeError, staticDi
 /** What each of the four `[rows, nb]` planes holds. */
 export const COMPARISON_SUM_ORDER = ['ref2', 'act2', 'dot', 'err2'] as const;
 
+/** Σ ref², Σ act², Σ ref·act and Σ (act − ref)² over `[start, end)`, in float64, in element order. */
+export function comparisonTerms(reference: ArrayLike<number>, actual: ArrayLike<number>, start: number, end: number): [number, number, number, number] {
+  let ref2 = 0;
+  let act2 = 0;
+  let dot = 0;
+  let err2 = 0;
+  for (let i = start; i < end; i++) {
+    const x = reference[i]!;
+    const y = actual[i]!;
+    ref2 += x * x;
+    act2 += y * y;
+    dot += x * y;
+    err2 += (y - x) * (y - x);
+  }
+  return [ref2, act2, dot, err2];
+}
+
 /** Reference implementation: the sums in float64, in the order the graph lays them out. */
 export function comparisonSums(reference: Float32Array, actual: Float32Array, rows: number, bn: number): Float64Array {
   const n = rows > 0 ? reference.length / rows : 0;
@@ -26,23 +43,8 @@ export function comparisonSums(reference: Float32Array, actual: Float32Array, ro
   const plane = rows * nb;
   for (let r = 0; r < rows; r++) {
     for (let b = 0; b < nb; b++) {
-      let ref2 = 0;
-      let act2 = 0;
-      let dot = 0;
-      let err2 = 0;
-      for (let i = r * n + b * bn, end = r * n + Math.min(n, (b + 1) * bn); i < end; i++) {
-        const x = reference[i]!;
-        const y = actual[i]!;
-        ref2 += x * x;
-        act2 += y * y;
-        dot += x * y;
-        err2 += (y - x) * (y - x);
-      }
-      const at = r * nb + b;
-      out[at] = ref2;
-      out[plane + at] = act2;
-      out[2 * plane + at] = dot;
-      out[3 * plane + at] = err2;
+      const terms = comparisonTerms(reference, actual, r * n + b * bn, r * n + Math.min(n, (b + 1) * bn));
+      for (let k = 0; k < 4; k++) out[k * plane + r * nb + b] = terms[k]!;
     }
   }
   return out;

@@ -4,6 +4,8 @@
 // input): relative L2 error, cosine similarity and SQNR in dB — torchao's compute_error,
 // 20·log10(‖ref‖ / ‖ref − actual‖).
 
+import { comparisonTerms } from '../ops/comparison-sums.js';
+
 export interface LogitMetrics {
   readonly tokens: number;
   readonly meanKl: number;
@@ -116,19 +118,7 @@ export function logitMetrics(perToken: TokenComparison, relativeError: number): 
 
 export function compareTensors(reference: ArrayLike<number>, actual: ArrayLike<number>): TensorMetrics {
   if (reference.length !== actual.length) throw new RangeError(`length mismatch: ${reference.length} vs ${actual.length}`);
-  let ref2 = 0;
-  let act2 = 0;
-  let dot = 0;
-  let diff2 = 0;
-  for (let i = 0; i < reference.length; i++) {
-    const r = reference[i]!;
-    const a = actual[i]!;
-    ref2 += r * r;
-    act2 += a * a;
-    dot += r * a;
-    diff2 += (r - a) * (r - a);
-  }
-  return tensorMetrics(ref2, act2, dot, diff2);
+  return tensorMetrics(...comparisonTerms(reference, actual, 0, reference.length));
 }
 
 /** Per column block of a `[rows, n]` comparison: Σ reference² and Σ (actual − reference)², each block's terms added rows first, then columns. */
