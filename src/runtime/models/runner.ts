@@ -832,6 +832,9 @@ export class ModelRunner {
       other.runner.checkpoint.has(normName) &&
       !this.checkpoint.has(`${head.module}.bias`) &&
       !other.runner.checkpoint.has(`${otherHead.module}.bias`);
+    // Each model's head in its own chunks: an FP8 lm_head (a conversion that quantized it) is read
+    // whole and cannot follow a BF16 head's row chunks.
+    if (other !== undefined && !shareable) return [(await this.heads(hidden, tokens))[0], (await other.runner.heads(other.hidden, tokens))[0]];
     const chunkRows = isFp8Dtype(head.dtype as Dtype) ? vocab : Math.max(1, Math.floor((this.options.headChunkBytes ?? HEAD_CHUNK_BYTES) / (h * 4)));
     const logits = new Float32Array(tokens * vocab);
     const otherLogits = other === undefined ? new Float32Array(0) : new Float32Array(tokens * vocab);
