@@ -264,6 +264,42 @@ describe('the forward reads FP8 layouts with io/quantized-format', () => {
     }
   });
 
+  test('a quantized checkpoint without an lm_head: verify on the CPU fails in the head phase, every head warmer started is stopped', async () => {
+    const fp8 = join(tmp.path, 'llama-warm-no-head');
+    await convertCheckpoint({ input: modelDir('llama'), output: join(tmp.path, 'llama-warm-no-head-src') });
+    await copyCheckpointWithEdits(join(tmp.path, 'llama-warm-no-head-src'), fp8, (t) => {
+      t.delete('lm_head.weight');
+    });
+    const warmers: { stopped: boolean }[] = [];
+    const warmHeadPages = ModelRunner.prototype.warmHeadPages;
+    ModelRunner.prototype.warmHeadPages = function (this: ModelRunner) {
+      const w = warmHeadPages.call(this);
+      const seen = { stopped: false };
+      warmers.push(seen);
+      return {
+        stop: async () => {
+          seen.stopped = true;
+          await w.stop();
+        },
+      };
+    };
+    const events: string[] = [];
+    try {
+      await assert.rejects(
+        verifyCheckpoints({ original: modelDir('llama'), quantized: fp8, tokens: 4, onEvent: (e) => events.push(e.type) }),
+        /no lm_head\.weight and tie_word_embeddings is false/,
+      );
+    } finally {
+      ModelRunner.prototype.warmHeadPages = warmHeadPages;
+    }
+    assert.equal(warmers.length, 2, 'both heads warmed');
+    assert.ok(
+      warmers.every((w) => w.stopped),
+      'every warmer stopped',
+    );
+    assert.equal(events.at(-1), 'head', 'the head phase reports the missing lm_head');
+  });
+
   test('read-ahead of stacked experts (gpt-oss, BF16 and FP8): nothing read ahead is left held, the logits are the same', async () => {
     const fp8 = join(tmp.path, 'gpt_oss-fp8');
     await convertCheckpoint({ input: join(MODELS, 'gpt_oss'), output: fp8 });

@@ -774,10 +774,12 @@ export class ModelRunner {
    * One read in flight at a time, so the layers' own reads are not held up.
    */
   warmHeadPages(): { stop(): Promise<void> } {
-    const head = this.headWeight();
-    const names = [`${head.module}.weight`, `${head.module}.weight_scale_inv`].filter((n) => this.checkpoint.has(n));
     let stopped = false;
     const run = async (): Promise<void> => {
+      // A model without a head throws here, not to verify's layer loop: the head phase names it,
+      // and the other model's warmer, already started, is still stopped.
+      const head = this.headWeight();
+      const names = [`${head.module}.weight`, `${head.module}.weight_scale_inv`].filter((n) => this.checkpoint.has(n));
       const piece = new Uint8Array(HEAD_WARM_PIECE_BYTES);
       for (const name of names) {
         const info = this.checkpoint.info(name);
