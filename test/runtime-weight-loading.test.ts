@@ -18,6 +18,9 @@ import { ModelRunner } from '../src/runtime/models/runner.js';
 import { HostBufferPool } from '../src/runtime/models/buffer-pool.js';
 import { ModelWeights } from '../src/runtime/models/weights.js';
 import { readInputIds } from '../src/runtime/models/token-ids.js';
+import { blockQuantize } from '../src/fp8/block-quantize.js';
+import { widenToFloat32 } from '../src/fp8/dtypes.js';
+import { copyCheckpointWithEdits } from './helpers/checkpoint-edit.js';
 import { verifyCheckpoints } from '../src/runtime/verify/verify-checkpoints.js';
 import { FIXTURE_MODELS, MODELS, modelDir, readAll } from './helpers/fixtures.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
@@ -170,6 +173,52 @@ describe('the forward reads FP8 layouts with io/quantized-format', () => {
     }
   });
 
+  test("heads in row chunks where the other model's lm_head is FP8 (not shareable): its whole head, the logits of one chunk; a differing BF16 lm_head chunk by chunk", async () => {
+    const fp8 = join(tmp.path, 'llama-heads-fp8-head');
+    await convertCheckpoint({ input: modelDir('llama'), output: fp8 });
+    const fp8Head = join(tmp.path, 'llama-heads-fp8-head-q');
+    await copyCheckpointWithEdits(fp8, fp8Head, (t) => {
+      const w = t.get('lm_head.weight')!;
+      const [n, k] = w.shape as [number, number];
+      const q = blockQuantize(widenToFloat32(w.bytes, 'BF16'), n, k, { block: { bn: 128, bk: 128 }, format: 'e4m3fn' });
+      t.set('lm_head.weight', { dtype: 'F8_E4M3', shape: [n, k], bytes: q.codes });
+      t.set('lm_head.weight_scale_inv', { dtype: 'F32', shape: [n / 128, k / 128], bytes: new Uint8Array(q.scaleInv.buffer) });
+    });
+    // A BF16 lm_head that differs from the original's: shareable, never the same bytes.
+    const otherHead = join(tmp.path, 'llama-heads-other-head');
+    await copyCheckpointWithEdits(fp8, otherHead, (t) => {
+      const w = t.get('lm_head.weight')!;
+      for (let i = 1; i < w.bytes.length; i += 2) w.bytes[i] = w.bytes[i]! ^ 0x01;
+    });
+    const ids = [1, 5, 9, 2, 7, 3];
+    for (const quantizedDir of [fp8Head, otherHead]) {
+      const results: Float32Array[][] = [];
+      for (const [readAhead, headChunkBytes] of [
+        [false, undefined],
+        [false, 300 * 1024],
+        [true, 300 * 1024],
+      ] as const) {
+        const options = { device: 'cpu' as const, readAhead, buffers: new HostBufferPool(), ...(headChunkBytes === undefined ? {} : { headChunkBytes }) };
+        const original = await ModelRunner.open(modelDir('llama'), options);
+        const quantized = await ModelRunner.open(quantizedDir, options);
+        try {
+          const [ho, hq] = [await original.embed(ids), await quantized.embed(ids)];
+          results.push(await original.heads(ho, ids.length, { runner: quantized, hidden: hq }));
+          assert.equal(original.weights.accounting.held + quantized.weights.accounting.held, 0, `nothing held after the heads (${quantizedDir}, readAhead ${readAhead})`);
+        } finally {
+          await original.close();
+          await quantized.close();
+        }
+      }
+      const [whole, chunked, ahead] = results as [Float32Array[], Float32Array[], Float32Array[]];
+      for (let m = 0; m < 2; m++) {
+        assert.ok(Buffer.from(chunked[m]!.buffer).equals(Buffer.from(ahead[m]!.buffer)), `${quantizedDir} model ${m}: read ahead or not, the same bits`);
+        for (let i = 0; i < whole[m]!.length; i++)
+          assert.ok(Math.abs(whole[m]![i]! - chunked[m]![i]!) <= 1e-5 * Math.max(1, Math.abs(whole[m]![i]!)), `${quantizedDir} model ${m}: logit ${i} in chunks`);
+      }
+    }
+  });
+
   test('warmHeadPages reads all of lm_head through one small buffer, holding nothing; stop() ends it early; verify on the CPU warms both heads from the second layer', async () => {
     const runner = await ModelRunner.open(modelDir('llama'), { device: 'cpu' });
     try {
@@ -213,6 +262,42 @@ describe('the forward reads FP8 layouts with io/quantized-format', () => {
     } finally {
       ModelRunner.prototype.warmHeadPages = warmHeadPages;
     }
+  });
+
+  test('a quantized checkpoint without an lm_head: verify on the CPU fails in the head phase, every head warmer started is stopped', async () => {
+    const fp8 = join(tmp.path, 'llama-warm-no-head');
+    await convertCheckpoint({ input: modelDir('llama'), output: join(tmp.path, 'llama-warm-no-head-src') });
+    await copyCheckpointWithEdits(join(tmp.path, 'llama-warm-no-head-src'), fp8, (t) => {
+      t.delete('lm_head.weight');
+    });
+    const warmers: { stopped: boolean }[] = [];
+    const warmHeadPages = ModelRunner.prototype.warmHeadPages;
+    ModelRunner.prototype.warmHeadPages = function (this: ModelRunner) {
+      const w = warmHeadPages.call(this);
+      const seen = { stopped: false };
+      warmers.push(seen);
+      return {
+        stop: async () => {
+          seen.stopped = true;
+          await w.stop();
+        },
+      };
+    };
+    const events: string[] = [];
+    try {
+      await assert.rejects(
+        verifyCheckpoints({ original: modelDir('llama'), quantized: fp8, tokens: 4, onEvent: (e) => events.push(e.type) }),
+        /no lm_head\.weight and tie_word_embeddings is false/,
+      );
+    } finally {
+      ModelRunner.prototype.warmHeadPages = warmHeadPages;
+    }
+    assert.equal(warmers.length, 2, 'both heads warmed');
+    assert.ok(
+      warmers.every((w) => w.stopped),
+      'every warmer stopped',
+    );
+    assert.equal(events.at(-1), 'head', 'the head phase reports the missing lm_head');
   });
 
   test('read-ahead of stacked experts (gpt-oss, BF16 and FP8): nothing read ahead is left held, the logits are the same', async () => {

@@ -774,10 +774,12 @@ export class ModelRunner {
    * One read in flight at a time, so the layers' own reads are not held up.
    */
   warmHeadPages(): { stop(): Promise<void> } {
-    const head = this.headWeight();
-    const names = [`${head.module}.weight`, `${head.module}.weight_scale_inv`].filter((n) => this.checkpoint.has(n));
     let stopped = false;
     const run = async (): Promise<void> => {
+      // A model without a head throws here, not to verify's layer loop: the head phase names it,
+      // and the other model's warmer, already started, is still stopped.
+      const head = this.headWeight();
+      const names = [`${head.module}.weight`, `${head.module}.weight_scale_inv`].filter((n) => this.checkpoint.has(n));
       const piece = new Uint8Array(HEAD_WARM_PIECE_BYTES);
       for (const name of names) {
         const info = this.checkpoint.info(name);
@@ -832,6 +834,9 @@ export class ModelRunner {
       other.runner.checkpoint.has(normName) &&
       !this.checkpoint.has(`${head.module}.bias`) &&
       !other.runner.checkpoint.has(`${otherHead.module}.bias`);
+    // Each model's head in its own chunks: an FP8 lm_head (a conversion that quantized it) is read
+    // whole and cannot follow a BF16 head's row chunks.
+    if (other !== undefined && !shareable) return [(await this.heads(hidden, tokens))[0], (await other.runner.heads(other.hidden, tokens))[0]];
     const chunkRows = isFp8Dtype(head.dtype as Dtype) ? vocab : Math.max(1, Math.floor((this.options.headChunkBytes ?? HEAD_CHUNK_BYTES) / (h * 4)));
     const logits = new Float32Array(tokens * vocab);
     const otherLogits = other === undefined ? new Float32Array(0) : new Float32Array(tokens * vocab);
