@@ -21,7 +21,7 @@ import { readInputIds } from '../src/runtime/models/token-ids.js';
 import { blockQuantize } from '../src/fp8/block-quantize.js';
 import { widenToFloat32 } from '../src/fp8/dtypes.js';
 import { copyCheckpointWithEdits } from './helpers/checkpoint-edit.js';
-import { verifyCheckpoints } from '../src/runtime/verify/verify-checkpoints.js';
+import { verifyCheckpoints, warmHeadsAt } from '../src/runtime/verify/verify-checkpoints.js';
 import { FIXTURE_MODELS, MODELS, modelDir, readAll } from './helpers/fixtures.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
 
@@ -298,6 +298,19 @@ describe('the forward reads FP8 layouts with io/quantized-format', () => {
       'every warmer stopped',
     );
     assert.equal(events.at(-1), 'head', 'the head phase reports the missing lm_head');
+  });
+
+  test('warmHeadsAt: from the second layer, once the layers left to read fit in half the available memory', () => {
+    const gib = 2 ** 30;
+    // The bench checkpoint: 7.3 GB for both, 5 layers, 20 GiB available: from layer 1.
+    assert.deepEqual(
+      [0, 1, 2, 4].map((l) => warmHeadsAt(l, 5, 7.3e9, 20 * gib)),
+      [false, true, true, true],
+    );
+    // A 70B-class pair (210 GB, 80 layers) on 64 GiB: only the last 13 layers' share fits in 32 GiB.
+    const first = [...Array(80).keys()].find((l) => warmHeadsAt(l, 80, 210e9, 64 * gib));
+    assert.equal(first, 80 - Math.floor((32 * gib * 80) / 210e9));
+    assert.equal(warmHeadsAt(1, 1, 1e6, 20 * gib), false, 'a one-layer model has no layer after the first');
   });
 
   test('read-ahead of stacked experts (gpt-oss, BF16 and FP8): nothing read ahead is left held, the logits are the same', async () => {

@@ -779,7 +779,7 @@ export class ModelRunner {
       // A model without a head throws here, not to verify's layer loop: the head phase names it,
       // and the other model's warmer, already started, is still stopped.
       const head = this.headWeight();
-      const names = [`${head.module}.weight`, `${head.module}.weight_scale_inv`].filter((n) => this.checkpoint.has(n));
+      const names = [`${head.module}.weight`, `${head.module}.weight_scale_inv`, `${head.module}.weight_scale`].filter((n) => this.checkpoint.has(n));
       const piece = new Uint8Array(HEAD_WARM_PIECE_BYTES);
       for (const name of names) {
         const info = this.checkpoint.info(name);

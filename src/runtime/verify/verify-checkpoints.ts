@@ -18,6 +18,7 @@
 // are held at a time.
 // Events report progress; nothing is printed here.
 
+import { freemem } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { BatchShape } from '../models/layer-graphs.js';
 import { layerLinears, type LayerPlan } from '../models/layer-plan.js';
@@ -295,7 +296,10 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
             return c.result(m);
           };
     const pairLayers = opts.pairedLayers ?? device === 'cuda';
+    // Without read-ahead (the CPU), both lm_heads are read into the page cache while the layers run
+    // (warmHeadsAt says from which layer).
     const warmHeads = !(opts.readAhead ?? device === 'cuda');
+    const bothBytes = checkpointBytes(original) + checkpointBytes(q);
     const seed = opts.seed ?? DEFAULT_VERIFY_SEED;
     const input = opts.input ?? generateInputIds(spec.vocabSize, opts.tokens ?? DEFAULT_VERIFY_TOKENS, seed);
     const shape: BatchShape = { batch: input.batch, seq: input.seq };
@@ -313,9 +317,9 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     const notReached: string[] = [];
     for (let layer = 0; layer < spec.numLayers; layer++) {
       emit({ type: 'layer', index: layer, count: spec.numLayers });
-      // Without read-ahead (the CPU), both lm_heads go into the page cache while the layers run,
-      // from the second layer on (the first layer's reads start cold and should not wait on it).
-      if (layer === 1 && warmHeads) headWarmers.push(...[original, quantized].map((r) => r.warmHeadPages()));
+      if (warmHeads && headWarmers.length === 0 && warmHeadsAt(layer, spec.numLayers, bothBytes, freemem())) {
+        headWarmers.push(...[original, quantized].map((r) => r.warmHeadPages()));
+      }
       const paired = pairLayers ? await pairedComparisons(original, quantized, layer, quantized.plan(layer), checked) : undefined;
       if (paired !== undefined) {
         const pair = await original.runLayerPair(quantized, layer, ho, hq, shape, new Map([...paired].map(([m, c]) => [m, c.columns])));
@@ -449,6 +453,17 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     await original.close();
     await quantized?.close();
   }
+}
+
+/**
+ * Whether verify, at `layer`, starts reading both lm_heads into the page cache
+ * (ModelRunner.warmHeadPages): once past the first layer (whose reads start cold and should not
+ * wait behind the heads'), and once what is left to read, estimated as the remaining layers' share
+ * of both checkpoints' bytes, fits in half the available memory. Earlier, the layers read after
+ * the heads would evict them, and the head phase would read them a second time.
+ */
+export function warmHeadsAt(layer: number, layers: number, bothCheckpointsBytes: number, availableBytes: number): boolean {
+  return layer >= 1 && layer < layers && (bothCheckpointsBytes * (layers - layer)) / layers <= availableBytes / 2;
 }
 
 /** A routed expert's linear (`…experts.<e>.…`). */
