@@ -894,7 +894,6 @@ export class ModelRunner {
               const out = await this.run(g);
               place(logits, f32(out, 'logits'), start, count);
               place(otherLogits, f32(out, 'logits_other'), start, count);
-              loadNext(start + chunkRows);
               continue;
             }
           } finally {

@@ -264,7 +264,8 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     const spec = original.spec;
     const q = quantized;
     // Where reads run ahead (CUDA), the first layer's linears start reading now, beside the workers'
-    // start and the embedding: the read-ahead of layer i+1 starts only once layer i is read.
+    // start and the embedding: the read-ahead of layer i+1 starts only once layer i is read. Not its
+    // experts: routed ones are read once routed, stacked ones by rows.
     if (spec.numLayers > 0) for (const r of [original, q]) r.weights.prefetchLinears(layerLinears(r.plan(0)).filter((m) => !/\.experts\./.test(m)));
     const floorThreads = opts.floorCheckThreads ?? (device === 'cuda' ? defaultFloorCheckThreads() : defaultCpuFloorCheckThreads());
     const jobOf = (m: string) => floorCheckJob(m, original.checkpoint, q.checkpoint, (mm, n, k, s) => q.weights.blockFor(mm, n, k, s));
@@ -299,7 +300,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     // Without read-ahead (the CPU), both lm_heads are read into the page cache while the layers run
     // (warmHeadsAt says from which layer).
     const warmHeads = !(opts.readAhead ?? device === 'cuda');
-    const bothBytes = checkpointBytes(original) + checkpointBytes(q);
+    const sizes = { original: checkpointBytes(original), quantized: checkpointBytes(q) };
     const seed = opts.seed ?? DEFAULT_VERIFY_SEED;
     const input = opts.input ?? generateInputIds(spec.vocabSize, opts.tokens ?? DEFAULT_VERIFY_TOKENS, seed);
     const shape: BatchShape = { batch: input.batch, seq: input.seq };
@@ -317,7 +318,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     const notReached: string[] = [];
     for (let layer = 0; layer < spec.numLayers; layer++) {
       emit({ type: 'layer', index: layer, count: spec.numLayers });
-      if (warmHeads && headWarmers.length === 0 && warmHeadsAt(layer, spec.numLayers, bothBytes, freemem())) {
+      if (warmHeads && headWarmers.length === 0 && warmHeadsAt(layer, spec.numLayers, sizes.original + sizes.quantized, freemem())) {
         headWarmers.push(...[original, quantized].map((r) => r.warmHeadPages()));
       }
       const paired = pairLayers ? await pairedComparisons(original, quantized, layer, quantized.plan(layer), checked) : undefined;
@@ -443,7 +444,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       passed: failures.length === 0,
       ...(clipping === undefined ? {} : { clipping }),
       peakWeightBytes: accounting.peak,
-      checkpointBytes: { original: checkpointBytes(original), quantized: checkpointBytes(quantized) },
+      checkpointBytes: sizes,
       seconds: (performance.now() - t0) / 1000,
     };
   } finally {
