@@ -37,7 +37,10 @@ run() {
 }
 t() { local s=$(date +%s.%N); "$@"; local rc=$?; echo "TIME $(awk "BEGIN{print $(date +%s.%N)-$s}") rc=$rc: $*" >&2; return $rc; }
 PROF=()
-run dist setup-cuda --check 2>&1 | tail -3
+# Fixed costs outside a verify's own time: node and the CLI, then the CUDA probe (onnxruntime,
+# the provider's libraries, the CUDA context, one tiny session).
+t run dist --version > /dev/null
+t run dist setup-cuda --check 2>&1 | tail -3
 # MODEL=deepseek: the DeepSeek-V3-shaped checkpoint instead (real dimensions and vocabulary,
 # DS_LAYERS MoE layers of DS_EXPERTS routed experts, 8 per token); gen-ds.mjs from the bundle or $1.
 if [ "${MODEL:-llama}" = deepseek ]; then

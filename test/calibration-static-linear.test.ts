@@ -14,6 +14,7 @@ import { relativeL2Error } from '../src/runtime/ops/compare.js';
 import { SeededRandom } from '../src/runtime/ops/random.js';
 import { staticActivationGroupQuantFp8 } from '../src/runtime/ops/static-activation-group-quant-fp8.js';
 import { emitStaticBlockScaleLinear, staticBlockScaleLinear } from '../src/runtime/ops/static-block-scale-linear.js';
+import { emitDequantizeBlockWeight } from '../src/runtime/ops/groupwise-scaled-gemv.js';
 import { fp8DataType, type BlockShape } from '../src/runtime/ops/types.js';
 import { OnnxSession } from '../src/runtime/onnx/session.js';
 import { clippingThreshold, countClipped } from '../src/runtime/calibration/activation-ranges.js';
@@ -44,6 +45,8 @@ for (const block of [
       const ws = g.initializer('weight_scale_inv', DataType.FLOAT, [nb, kb], littleEndianBytes(wScale));
       const b = g.initializer('bias', DataType.FLOAT, [N], littleEndianBytes(bias));
       g.output(emitStaticBlockScaleLinear(g, x, s, w, ws, block, b), 'y');
+      // The dequantized form (the CUDA route's) beside it, from the same inputs.
+      g.output(emitStaticBlockScaleLinear(g, x, s, w, ws, block, b, { dequantizedWeight: emitDequantizeBlockWeight(g, w, ws, block) }), 'y_dequantized');
       const session = await OnnxSession.create(g.toBytes());
       try {
         for (const m of [1, 7]) {
@@ -52,6 +55,8 @@ for (const block of [
           const out = await session.run({ x: { type: 'float32', data: xs, dims: [m, K] } });
           const err = relativeL2Error(out['y']!.data as Float32Array, ref.data);
           assert.ok(err < 1e-6, `M=${m}: graph vs reference relative L2 ${err}`);
+          const errDequantized = relativeL2Error(out['y_dequantized']!.data as Float32Array, ref.data);
+          assert.ok(errDequantized < 1e-6, `M=${m}: dequantized graph vs reference relative L2 ${errDequantized}`);
 
           // Independent: dequantize both operands, multiply in float64.
           const q = staticActivationGroupQuantFp8({ data: xs, shape: [m, K] }, scale, block.bk);

@@ -17,7 +17,7 @@ import { GraphBuilder, littleEndianBytes, type Dim, type Value } from '../src/ru
 import { blockScaleGemm, emitBlockScaleGemm } from '../src/runtime/ops/block-scale-gemm.js';
 import { blockScaleLinear, emitBlockScaleLinear } from '../src/runtime/ops/block-scale-linear.js';
 import { relativeL2Error } from '../src/runtime/ops/compare.js';
-import { dequantizeFp8GroupwiseScaledGemv, emitDequantizeFp8GroupwiseScaledGemv } from '../src/runtime/ops/groupwise-scaled-gemv.js';
+import { dequantizeFp8GroupwiseScaledGemv, emitDequantizeBlockWeight, emitDequantizeFp8GroupwiseScaledGemv } from '../src/runtime/ops/groupwise-scaled-gemv.js';
 import { SeededRandom } from '../src/runtime/ops/random.js';
 import { rowwiseGroupQuantFp8 } from '../src/runtime/ops/rowwise-group-quant-fp8.js';
 import { fp8DataType, OpShapeError, type BlockShape, type F32Tensor, type Fp8Tensor } from '../src/runtime/ops/types.js';
@@ -198,6 +198,42 @@ test('blockScaleLinear dispatches M = 1 to the GEMV and M > 1 to the GEMM, in th
       assert.ok(apart > 1e-4, `If graph M=${m} should differ from the other path (${apart})`);
       const fixed = await openSession(build([m, K]));
       assertClose(await fixed(xs), expected, `static graph M=${m}`);
+    }
+  } finally {
+    await releaseAll();
+  }
+});
+
+test('the dequantized form (the CUDA route) matches the per-block reference: GEMM, GEMV and the If, edge and whole blocks, bias', async () => {
+  // Both operands dequantized in float32, then one Gemm on a weight shared by every linear on it:
+  // the reference's sums to float32 rounding, on shapes with edge blocks (N = 200, K = 300, the
+  // expanded scale) and with whole ones (N = 256, K = 384, the scale broadcast over block views).
+  const rng = new SeededRandom(15);
+  try {
+    for (const [n, k] of [
+      [N, K],
+      [256, 384],
+    ] as const) {
+      for (const format of ['e4m3fn', 'e5m2'] as const) {
+        for (const block of BLOCKS) {
+          const bw = randomWeight(rng, n, k, block, format);
+          const bias = rng.normalArray(n, 0.1);
+          const g = new GraphBuilder();
+          const x = g.input('x', DataType.FLOAT, ['m', k]);
+          const { w, s } = addWeight(g, bw);
+          const b = g.initializer('bias', DataType.FLOAT, [n], littleEndianBytes(bias));
+          const dequantizedWeight = emitDequantizeBlockWeight(g, w, s, block);
+          g.output(emitBlockScaleLinear(g, x, w, s, block, b, { dequantizedWeight }), 'y');
+          const run = await openSession(g);
+          for (const m of [1, 5]) {
+            const xs: F32Tensor = { data: rng.normalArray(m * k, 2), shape: [m, k] };
+            xs.data[3] = 40;
+            const what = `${format} ${block.bn}x${block.bk} [${n}, ${k}] M=${m}`;
+            const err = assertClose(await run(xs), blockScaleLinear(xs, bw.w, bw.wScaleInv, block, bias).data, what);
+            if (m > 1) assert.ok(err > 0, `${what}: a graph that computes the reference bit for bit would not need this test`);
+          }
+        }
+      }
     }
   } finally {
     await releaseAll();

@@ -13,12 +13,13 @@ import { test } from 'node:test';
 import { decodeTableFor } from '../src/fp8/formats.js';
 import { widenToFloat32 } from '../src/fp8/dtypes.js';
 import { HostBufferPool } from '../src/runtime/models/buffer-pool.js';
-import { ModelGraph, decodeFp8Codes, type WeightDecode } from '../src/runtime/models/model-graph.js';
+import { ModelGraph, decodeFp8Codes, type BlockGemmForm, type WeightDecode } from '../src/runtime/models/model-graph.js';
 import { ModelRunner } from '../src/runtime/models/runner.js';
 import { readInputIds } from '../src/runtime/models/token-ids.js';
 import { DataType } from '../src/runtime/onnx/data-type.js';
 import { GraphBuilder } from '../src/runtime/onnx/graph-builder.js';
 import { emitCast, emitDecodeFp8Codes, fp8DataType } from '../src/runtime/ops/types.js';
+import { relativeL2Error } from '../src/runtime/ops/compare.js';
 import { SessionCache } from '../src/runtime/onnx/session-cache.js';
 import { OnnxSession, type FeedTensor } from '../src/runtime/onnx/session.js';
 import { testDevice } from './helpers/device.js';
@@ -80,8 +81,13 @@ test('BF16: every bit pattern decoded in the graph (uint16 → Gather) has the b
   }
 });
 
-async function logits(dir: string, weightDecode: WeightDecode, ids: Int32Array): Promise<{ logits: Float32Array; created: number; reused: number; layers: number }> {
-  const runner = await ModelRunner.open(dir, { device: testDevice(), weightDecode });
+async function logits(
+  dir: string,
+  weightDecode: WeightDecode,
+  ids: Int32Array,
+  blockGemm?: BlockGemmForm,
+): Promise<{ logits: Float32Array; created: number; reused: number; layers: number }> {
+  const runner = await ModelRunner.open(dir, { device: testDevice(), weightDecode, ...(blockGemm === undefined ? {} : { blockGemm }) });
   try {
     const out = await runner.forward(ids, { batch: 1, seq: ids.length });
     return { logits: out, ...runner.sessions.stats, layers: runner.spec.numLayers };
@@ -95,13 +101,20 @@ for (const name of FIXTURE_MODELS) {
     test(`${name} ${which}: weights decoded in the graph (CUDA route) give the logits of weights decoded on the host`, async () => {
       const dir = which === 'original' ? modelDir(name) : converted.get(name)!;
       const ids = (await readInputIds(join(MODELS, `${name}.logits.safetensors`))).ids.subarray(0, 12);
-      const host = await logits(dir, 'host', ids);
+      // The graph route lays FP8 products out dequantized; the host route, given the same form.
+      const host = await logits(dir, 'host', ids, 'dequantized');
       const graph = await logits(dir, 'graph', ids);
       assert.equal(graph.logits.length, host.logits.length);
       let maxDiff = 0;
       for (let i = 0; i < host.logits.length; i++) maxDiff = Math.max(maxDiff, Math.abs(graph.logits[i]! - host.logits[i]!));
       // Same float32 weights, same graph after the decode (which is exact): the same logits, bit for bit.
       assert.equal(maxDiff, 0, `max |Δ logit| = ${maxDiff}`);
+      if (which === 'FP8') {
+        // The host route's default, per-block form: the same sums rounded elsewhere in float32.
+        const perBlock = await logits(dir, 'host', ids);
+        assert.ok(relativeL2Error(perBlock.logits, graph.logits) < 1e-6, `per-block vs dequantized: ${relativeL2Error(perBlock.logits, graph.logits)}`);
+        assert.ok(relativeL2Error(perBlock.logits, graph.logits) > 0, 'the two forms are different graphs');
+      }
       if (name === 'llama') {
         // A dense model on the host route: every decoder layer runs as the same three graphs
         // (attention, gate and up, down: four runs), so three sessions for all layers and one for

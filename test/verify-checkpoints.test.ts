@@ -11,6 +11,8 @@ import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { readInputIds } from '../src/runtime/models/token-ids.js';
 import { DEFAULT_GATES } from '../src/runtime/verify/gates.js';
 import { compareLogits, compareTensors, klDivergence } from '../src/runtime/verify/metrics.js';
+import { MetricsPool } from '../src/runtime/verify/metrics-pool.js';
+import { SeededRandom } from '../src/runtime/ops/random.js';
 import { verifyCheckpoints, type VerifyReport } from '../src/runtime/verify/verify-checkpoints.js';
 import { copyCheckpointWithEdits, scaleF32, swapPrefixes } from './helpers/checkpoint-edit.js';
 import { testDevice } from './helpers/device.js';
@@ -181,6 +183,29 @@ test('a checkpoint of another model is refused before any layer runs', async () 
     verifyCheckpoints({ original: modelDir('llama'), quantized: converted.get('mixtral')!, tokens: 4 }),
     /is not a conversion of .*architecture LlamaForCausalLM vs MixtralForCausalLM/,
   );
+});
+
+test('metrics pool: logits split over workers, in shared memory or copied, give compareLogits bit for bit', async () => {
+  const rng = new SeededRandom(7);
+  const vocab = 97;
+  const tokens = 11;
+  const original = rng.normalArray(tokens * vocab, 3);
+  const quantized = Float32Array.from(original, (v) => v + rng.normal() * 0.05);
+  const expected = compareLogits(original, quantized, vocab);
+  // The relative error is the whole tensor's (the per-token sums added in token order).
+  assert.ok(Math.abs(expected.relativeError - compareTensors(original, quantized).relativeError) < 1e-12);
+  const inShared = (a: Float32Array): Float32Array => {
+    const s = new Float32Array(new SharedArrayBuffer(a.byteLength));
+    s.set(a);
+    return s;
+  };
+  const pool = new MetricsPool(3);
+  try {
+    assert.deepEqual(await pool.compareLogits(original, quantized, vocab), expected);
+    assert.deepEqual(await pool.compareLogits(inShared(original), inShared(quantized), vocab), expected);
+  } finally {
+    await pool.close();
+  }
 });
 
 test('metrics: KL, top-1, cosine and SQNR on hand-made values', () => {

@@ -25,7 +25,8 @@ import { emitComparisonSums } from '../ops/comparison-sums.js';
 import { decodeCodesToFloat32 } from '../../fp8/formats.js';
 import { dtypeSize, widenToFloat32 } from '../../fp8/dtypes.js';
 import type { HostBufferPool } from './buffer-pool.js';
-import { emitDecodeFp8Codes, emitFp8DecodeTable, type DecodedFp8Value, type Fp8Format } from '../ops/types.js';
+import { emitDecodeFp8Codes, emitFp8DecodeTable, type BlockGemmOptions, type DecodedFp8Value, type Fp8Format } from '../ops/types.js';
+import { emitDequantizeBlockWeight } from '../ops/groupwise-scaled-gemv.js';
 import type { FeedTensor } from '../onnx/session.js';
 import type { HiddenAct } from './config.js';
 import type { Fp8Linear, LinearWeight, StoredTensor } from './weights.js';
@@ -72,6 +73,16 @@ export interface TapNames {
  */
 export type WeightDecode = 'host' | 'graph';
 
+/**
+ * How an FP8 linear's product is laid out (ops/types.ts BlockGemmOptions): 'per-block', one dot
+ * product per K block as the block-scale kernels round, or 'dequantized', both operands
+ * dequantized in float32 and one MatMul (the same sums to float32 rounding). Default: per-block
+ * where weights are decoded on the host (the CPU, where the per-block products cost no more per
+ * FLOP), dequantized where they are decoded in the graph (CUDA, where the `[kb, M, N]` products were
+ * most of a 512-token verify's GPU memory and kernel time: bench/NOTES.md).
+ */
+export type BlockGemmForm = 'per-block' | 'dequantized';
+
 /** FP8 codes → float32 values through the decode table (exactly what Cast(FP8 → float) gives). */
 export function decodeFp8Codes(codes: Uint8Array, format: Fp8Format, out: Float32Array = new Float32Array(codes.length)): Float32Array {
   return decodeCodesToFloat32(codes, format, out);
@@ -111,6 +122,7 @@ export class ModelGraph {
      * weights (the same bytes object every step), so each is widened once, not once per step.
      */
     private readonly decoded?: WeakMap<Uint8Array, Float32Array>,
+    readonly blockGemm: BlockGemmForm = weightDecode === 'graph' ? 'dequantized' : 'per-block',
   ) {}
 
   /**
@@ -347,6 +359,21 @@ export class ModelGraph {
     return name;
   }
 
+  /**
+   * The FP8 linear's options for the ops: for the dequantized form, its float32 weight, emitted
+   * once per graph and model and shared by every linear on it (a paired layer's forward and probe).
+   */
+  private gemmOptions(w: Fp8Linear, wv: Value, s: Value): BlockGemmOptions {
+    if (this.blockGemm === 'per-block') return {};
+    const key = `${this.weightKeys}${w.module}.weight:dequantized`;
+    let dequantizedWeight = this.weightValues.get(key);
+    if (dequantizedWeight === undefined) {
+      dequantizedWeight = emitDequantizeBlockWeight(this.g, wv, s, w.block);
+      this.weightValues.set(key, dequantizedWeight);
+    }
+    return { dequantizedWeight };
+  }
+
   private fp8Values(w: Fp8Linear): { w: Value; s: Value } {
     const wName = `${this.weightKeys}${w.module}.weight`;
     const sName = `${this.weightKeys}${w.module}.weight_scale_inv`;
@@ -389,8 +416,8 @@ export class ModelGraph {
       if (w.activationScale !== undefined) {
         // MLC LLM's BlockScaleQuantizeLinearStaticActivation: calibrated scales, GEMM for any M.
         const scale = this.constF32(w.activationScale, [w.activationScale.length]);
-        y = emitStaticBlockScaleLinear(this.g, x, scale, wv, s, w.block, bias);
-      } else y = emitBlockScaleLinear(this.g, x, wv, s, w.block, bias);
+        y = emitStaticBlockScaleLinear(this.g, x, scale, wv, s, w.block, bias, this.gemmOptions(w, wv, s));
+      } else y = emitBlockScaleLinear(this.g, x, wv, s, w.block, bias, this.gemmOptions(w, wv, s));
     }
     if (tap !== false) this.tap(typeof tap === 'string' ? tap : w.module, x, y);
     return y;
@@ -439,7 +466,7 @@ export class ModelGraph {
    */
   expertRows(w: Fp8Linear, x: Value, single: boolean): Value {
     const { w: wv, s } = this.fp8Values(w);
-    return emitExpertRows(this.g, x, { w: wv, wScaleInv: s }, w.block, single);
+    return emitExpertRows(this.g, x, { w: wv, wScaleInv: s }, w.block, single, this.gemmOptions(w, wv, s));
   }
 
   toBytes(): Uint8Array {

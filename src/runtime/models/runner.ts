@@ -30,7 +30,7 @@ import type { Device, HostTensor } from '../onnx/session.js';
 import { modelSpecOf, type ModelSpec } from './config.js';
 import { emitGqaAttention, emitMlaAttention, emitMlp, type AttentionContext, type BatchShape, type GqaWeights, type MlaWeights, type MlpWeights } from './layer-graphs.js';
 import { layerPlan, type LayerPlan, type MlpNames, type MoePlan } from './layer-plan.js';
-import { ForwardGraphError, ModelGraph, type WeightDecode } from './model-graph.js';
+import { ForwardGraphError, ModelGraph, type BlockGemmForm, type WeightDecode } from './model-graph.js';
 import { ropeTables, type RopeTableOptions, type RopeTables } from './rope.js';
 import { groupByExpert, routeTokens, singleTokenGroups, type ExpertGroups, type TokenRouting } from './routing.js';
 import { ModelWeights, WeightAccounting, type Fp8Linear, type LinearWeight, type StoredTensor, type WeightScope } from './weights.js';
@@ -135,6 +135,8 @@ export interface RunnerOptions {
   readonly accounting?: WeightAccounting;
   /** Where weights are decoded to float32 (model-graph.ts); default: on the host for CPU, in the graph for CUDA. */
   readonly weightDecode?: WeightDecode;
+  /** How FP8 linears' products are laid out (model-graph.ts BlockGemmForm); default: per-block with host decode, dequantized with graph decode. */
+  readonly blockGemm?: BlockGemmForm;
   /**
    * Host buffers for weights, shared between runners whose layers have the same shapes (verify).
    * Given, weights are also read into them and reused once their layer has run, so nothing read
@@ -282,7 +284,7 @@ export class ModelRunner {
 
   /** A graph for this runner's device: weights decoded on the host for the CPU, on the GPU for CUDA. */
   private graph(tapLinears: boolean): ModelGraph {
-    return new ModelGraph(tapLinears, this.weightDecode, this.buffers, this.decodedWeights);
+    return new ModelGraph(tapLinears, this.weightDecode, this.buffers, this.decodedWeights, this.options.blockGemm);
   }
 
   /**
@@ -813,8 +815,15 @@ export class ModelRunner {
    * norms) has the same stored bytes — a conversion keeps lm_head as it was — the chunk is widened
    * once and both models' rows go through it in one graph (two branches, each the graph the other
    * model would run alone), instead of reading and widening the same gigabyte twice.
+   * `sharedLogits`: the logits in shared memory, which worker threads read without a copy (verify's
+   * metrics pool).
    */
-  async heads(hidden: Float32Array, tokens: number, other?: { readonly runner: ModelRunner; readonly hidden: Float32Array }): Promise<[Float32Array, Float32Array]> {
+  async heads(
+    hidden: Float32Array,
+    tokens: number,
+    other?: { readonly runner: ModelRunner; readonly hidden: Float32Array },
+    sharedLogits = false,
+  ): Promise<[Float32Array, Float32Array]> {
     const h = this.spec.hiddenSize;
     const head = this.headWeight();
     const vocab = head.shape[0]!;
@@ -836,10 +845,13 @@ export class ModelRunner {
       !other.runner.checkpoint.has(`${otherHead.module}.bias`);
     // Each model's head in its own chunks: an FP8 lm_head (a conversion that quantized it) is read
     // whole and cannot follow a BF16 head's row chunks.
-    if (other !== undefined && !shareable) return [(await this.heads(hidden, tokens))[0], (await other.runner.heads(other.hidden, tokens))[0]];
+    if (other !== undefined && !shareable) {
+      return [(await this.heads(hidden, tokens, undefined, sharedLogits))[0], (await other.runner.heads(other.hidden, tokens, undefined, sharedLogits))[0]];
+    }
     const chunkRows = isFp8Dtype(head.dtype as Dtype) ? vocab : Math.max(1, Math.floor((this.options.headChunkBytes ?? HEAD_CHUNK_BYTES) / (h * 4)));
-    const logits = new Float32Array(tokens * vocab);
-    const otherLogits = other === undefined ? new Float32Array(0) : new Float32Array(tokens * vocab);
+    const allocate = (length: number): Float32Array => (sharedLogits ? new Float32Array(new SharedArrayBuffer(length * 4)) : new Float32Array(length));
+    const logits = allocate(tokens * vocab);
+    const otherLogits = other === undefined ? new Float32Array(0) : allocate(tokens * vocab);
     const place = (into: Float32Array, chunk: Float32Array, start: number, count: number): void => {
       for (let t = 0; t < tokens; t++) into.set(chunk.subarray(t * count, (t + 1) * count), t * vocab + start);
     };

@@ -9,10 +9,16 @@
 // [kb, M, N], which are scaled by x_scale [kb, M, 1] and the block scale expanded along N
 // [kb, 1, N], then ReduceSum over kb. Expanding the weight scale along N is done in the graph
 // (Reshape/Expand/Slice on the [nb, kb] initializer), so the checkpoint's tensor goes in as is.
+//
+// The dequantized form (BlockGemmOptions.dequantizedWeight, what verify runs on CUDA) computes the
+// same sum as (x_q * x_scale) · (w_q * w_scale)ᵀ: each operand dequantized in float32, one MatMul.
+// It differs from the per-block form by float32 rounding only (both stay within the tests' 1e-6 of
+// the float64 reference), and it holds no [kb, M, N] products: at 512 tokens those are ~1 GB a
+// linear of an 8B model and most of the GPU's time.
 
 import { decodeTableFor } from '../../fp8/index.js';
 import { DataType } from '../onnx/data-type.js';
-import { attr, GraphBuildError, type GraphBuilder, type Value } from '../onnx/graph-builder.js';
+import { attr, GraphBuildError, type Dim, type GraphBuilder, type Value } from '../onnx/graph-builder.js';
 import { checkBlockWeight } from './groupwise-scaled-gemv.js';
 import { emitGroupedQuant, rowwiseGroupQuantFp8 } from './rowwise-group-quant-fp8.js';
 import {
@@ -28,6 +34,7 @@ import {
   OpShapeError,
   staticDims,
   staticLastDim,
+  type BlockGemmOptions,
   type BlockShape,
   type F32Tensor,
   type Fp8Format,
@@ -90,7 +97,7 @@ export function scaledBlockDotsReference(
 }
 
 /** Emits `x [M, K] → [M, N]` float32 (M may be symbolic, and 1), with an optional bias `[N]`. */
-export function emitBlockScaleGemm(g: GraphBuilder, x: Value, w: Value, wScaleInv: Value, block: BlockShape, bias?: Value): Value {
+export function emitBlockScaleGemm(g: GraphBuilder, x: Value, w: Value, wScaleInv: Value, block: BlockShape, bias?: Value, options: BlockGemmOptions = {}): Value {
   const { format, k } = checkGemmValues(x, w, block);
 
   // Activations: FP8 codes per group, seen as float32 [kb, M, bk].
@@ -98,7 +105,7 @@ export function emitBlockScaleGemm(g: GraphBuilder, x: Value, w: Value, wScaleIn
   const xCodes = emitCast(g, xq.clamped, fp8DataType(format), true);
   const xGroups = emitTranspose(g, emitCast(g, xCodes, DataType.FLOAT), [1, 0, 2]);
   const xScale = emitTranspose(g, xq.scale, [1, 0, 2]); // [kb, M, 1]
-  return emitScaledBlockDots(g, xGroups, xScale, w, wScaleInv, block, k, bias);
+  return emitScaledBlockDots(g, xGroups, xScale, w, wScaleInv, block, k, bias, options);
 }
 
 /** The checks every GEMM emitter starts with: the block, the FP8 weight `[N, K]` and the input against it. */
@@ -119,7 +126,17 @@ export function checkGemmValues(x: Value, w: Value, block: BlockShape): { format
  * paths: `xGroups` [kb, M, bk] float32 FP8 values (edge group zero-padded), `xScale` their scales,
  * broadcastable to [kb, M, 1]. Returns `[M, N]` float32 (+ bias).
  */
-export function emitScaledBlockDots(g: GraphBuilder, xGroups: Value, xScale: Value, w: Value, wScaleInv: Value, block: BlockShape, k: number, bias?: Value): Value {
+export function emitScaledBlockDots(
+  g: GraphBuilder,
+  xGroups: Value,
+  xScale: Value,
+  w: Value,
+  wScaleInv: Value,
+  block: BlockShape,
+  k: number,
+  bias?: Value,
+  options: BlockGemmOptions = {},
+): Value {
   const n = staticDims(w, 'weight')[0]!;
   const [nb, kb] = staticDims(wScaleInv, 'weight scale');
   if (wScaleInv.shape.length !== 2 || nb !== ceilDiv(n, block.bn) || kb !== ceilDiv(k, block.bk)) {
@@ -127,6 +144,7 @@ export function emitScaledBlockDots(g: GraphBuilder, xGroups: Value, xScale: Val
   }
   const m = xGroups.shape[1]!;
   const { bk, bn } = block;
+  if (options.dequantizedWeight !== undefined) return emitDequantizedProduct(g, xGroups, xScale, options.dequantizedWeight, [m, n, k, kb!, bk], bias);
 
   // Weights: [N, K] codes → float32 [kb, bk, N] (constant-folded).
   const wPadded = emitPadLastAxis(g, emitCast(g, w, DataType.FLOAT), kb! * bk);
@@ -151,4 +169,20 @@ export function emitScaledBlockDots(g: GraphBuilder, xGroups: Value, xScale: Val
   );
   if (bias === undefined) return y;
   return g.op('Add', [y, emitCast(g, bias, DataType.FLOAT)], { dtype: DataType.FLOAT, shape: [m, n], name: 'gemm_bias' });
+}
+
+/**
+ * The dequantized form: x_q * x_scale as float32 `[M, K]` (groups back in row order, the edge
+ * group's padding cut) times the dequantized weight `[N, K]`ᵀ, one Gemm, bias included.
+ */
+function emitDequantizedProduct(g: GraphBuilder, xGroups: Value, xScale: Value, weight: Value, [m, n, k, kb, bk]: [Dim, number, number, number, number], bias?: Value): Value {
+  const wDims = staticDims(weight, 'dequantized weight');
+  if (wDims.length !== 2 || wDims[0] !== n || wDims[1] !== k) {
+    throw new GraphBuildError(`dequantized weight "${weight.name}" is [${weight.shape.join(', ')}], expected [${n}, ${k}]`);
+  }
+  const scaled = g.op('Mul', [xGroups, xScale], { dtype: DataType.FLOAT, shape: [kb, m, bk], name: 'x_dequant' });
+  const rows = emitReshape(g, emitTranspose(g, scaled, [1, 0, 2]), [0, kb * bk], [m, kb * bk]);
+  const x = emitSliceAxis(g, rows, 1, k);
+  const inputs = bias === undefined ? [x, weight] : [x, weight, emitCast(g, bias, DataType.FLOAT)];
+  return g.op('Gemm', inputs, { dtype: DataType.FLOAT, shape: [m, n], name: 'gemm' }, { transB: attr.int(1) });
 }

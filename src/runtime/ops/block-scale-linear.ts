@@ -11,7 +11,7 @@ import { DataType } from '../onnx/data-type.js';
 import { GraphBuildError, attr, type GraphBuilder, type Value } from '../onnx/graph-builder.js';
 import { blockScaleGemm, emitBlockScaleGemm } from './block-scale-gemm.js';
 import { dequantizeFp8GroupwiseScaledGemv, emitDequantizeFp8GroupwiseScaledGemv } from './groupwise-scaled-gemv.js';
-import { OpShapeError, staticDims, type BlockShape, type F32Tensor, type Fp8Tensor } from './types.js';
+import { OpShapeError, staticDims, type BlockGemmOptions, type BlockShape, type F32Tensor, type Fp8Tensor } from './types.js';
 
 /** Reference implementation. */
 export function blockScaleLinear(x: F32Tensor, w: Fp8Tensor, wScaleInv: F32Tensor, block: BlockShape, bias?: Float32Array): F32Tensor {
@@ -24,19 +24,19 @@ export function blockScaleLinear(x: F32Tensor, w: Fp8Tensor, wScaleInv: F32Tenso
 }
 
 /** Emits `x [M, K] → [M, N]` float32; see the module header for the dispatch. */
-export function emitBlockScaleLinear(g: GraphBuilder, x: Value, w: Value, wScaleInv: Value, block: BlockShape, bias?: Value): Value {
+export function emitBlockScaleLinear(g: GraphBuilder, x: Value, w: Value, wScaleInv: Value, block: BlockShape, bias?: Value, options: BlockGemmOptions = {}): Value {
   if (x.shape.length !== 2) throw new GraphBuildError(`linear input "${x.name}" must be [M, K], got [${x.shape.join(', ')}]`);
   const m = x.shape[0]!;
-  if (m === 1) return emitDequantizeFp8GroupwiseScaledGemv(g, x, w, wScaleInv, block, bias);
-  if (typeof m === 'number') return emitBlockScaleGemm(g, x, w, wScaleInv, block, bias);
+  if (m === 1) return emitDequantizeFp8GroupwiseScaledGemv(g, x, w, wScaleInv, block, bias, options);
+  if (typeof m === 'number') return emitBlockScaleGemm(g, x, w, wScaleInv, block, bias, options);
 
   const n = staticDims(w, 'weight')[0]!;
   const rows = g.op('Shape', [x], { dtype: DataType.INT64, shape: [1], name: 'm' }, { start: attr.int(0), end: attr.int(1) });
   const isSingle = g.op('Equal', [rows, g.constInt64([1])], { dtype: DataType.BOOL, shape: [1], name: 'm_is_1' });
   const gemv = g.subgraph('gemv_branch');
-  gemv.output(emitDequantizeFp8GroupwiseScaledGemv(gemv, x, w, wScaleInv, block, bias));
+  gemv.output(emitDequantizeFp8GroupwiseScaledGemv(gemv, x, w, wScaleInv, block, bias, options));
   const gemm = g.subgraph('gemm_branch');
-  gemm.output(emitBlockScaleGemm(gemm, x, w, wScaleInv, block, bias));
+  gemm.output(emitBlockScaleGemm(gemm, x, w, wScaleInv, block, bias, options));
   return g.op(
     'If',
     [isSingle],

@@ -21,10 +21,12 @@ import {
   checkSize,
   emitCast,
   emitExpandBlockScale,
+  emitReshape,
   weightFp8Format,
   OpShapeError,
   staticDims,
   staticLastDim,
+  type BlockGemmOptions,
   type BlockShape,
   type F32Tensor,
   type Fp8Tensor,
@@ -85,16 +87,42 @@ export function emitDequantizeBlockWeight(g: GraphBuilder, w: Value, wScaleInv: 
   const dims = staticDims(w, 'weight');
   if (dims.length !== 2) throw new GraphBuildError(`weight "${w.name}" must be [N, K], got [${dims.join(', ')}]`);
   const [n, k] = dims as [number, number];
-  const scale = emitExpandBlockScale(g, wScaleInv, n, k, block.bn, block.bk);
-  return g.op('Mul', [emitCast(g, w, DataType.FLOAT), scale], { dtype: DataType.FLOAT, shape: [n, k], name: `${w.name}_dequant` });
+  const values = emitCast(g, w, DataType.FLOAT);
+  if (n % block.bn !== 0 || k % block.bk !== 0) {
+    const scale = emitExpandBlockScale(g, wScaleInv, n, k, block.bn, block.bk);
+    return g.op('Mul', [values, scale], { dtype: DataType.FLOAT, shape: [n, k], name: `${w.name}_dequant` });
+  }
+  // Whole blocks (every real checkpoint's large linears): the scale broadcasts over a
+  // [nb, bn, kb, bk] view instead of being expanded to a full [N, K] tensor first.
+  const [nb, kb] = [n / block.bn, k / block.bk];
+  checkScaleDims(wScaleInv, nb, kb);
+  const blocks = emitReshape(g, values, [nb, block.bn, kb, block.bk], [nb, block.bn, kb, block.bk]);
+  const scale = emitReshape(g, emitCast(g, wScaleInv, DataType.FLOAT), [nb, 1, kb, 1], [nb, 1, kb, 1]);
+  const scaled = g.op('Mul', [blocks, scale], { dtype: DataType.FLOAT, shape: [nb, block.bn, kb, block.bk], name: `${w.name}_dequant_blocks` });
+  return emitReshape(g, scaled, [n, k], [n, k]);
+}
+
+function checkScaleDims(wScaleInv: Value, nb: number, kb: number): void {
+  const dims = staticDims(wScaleInv, 'weight scale');
+  if (dims.length !== 2 || dims[0] !== nb || dims[1] !== kb) {
+    throw new GraphBuildError(`weight scale "${wScaleInv.name}" is [${wScaleInv.shape.join(', ')}], expected [${nb}, ${kb}]`);
+  }
 }
 
 /** Emits `x [M, K] → [M, N]` float32, with an optional float32 bias `[N]`. */
-export function emitDequantizeFp8GroupwiseScaledGemv(g: GraphBuilder, x: Value, w: Value, wScaleInv: Value, block: BlockShape, bias?: Value): Value {
+export function emitDequantizeFp8GroupwiseScaledGemv(
+  g: GraphBuilder,
+  x: Value,
+  w: Value,
+  wScaleInv: Value,
+  block: BlockShape,
+  bias?: Value,
+  options: BlockGemmOptions = {},
+): Value {
   if ((x.dtype !== DataType.FLOAT && x.dtype !== DataType.FLOAT16) || x.shape.length !== 2) {
     throw new GraphBuildError(`GEMV input "${x.name}" must be float [M, K], got [${x.shape.join(', ')}]`);
   }
-  const weight = emitDequantizeBlockWeight(g, w, wScaleInv, block);
+  const weight = options.dequantizedWeight ?? emitDequantizeBlockWeight(g, w, wScaleInv, block);
   const [n, k] = weight.shape as [number, number];
   if (staticLastDim(x, 'GEMV input') !== k) {
     throw new GraphBuildError(`GEMV input "${x.name}" has K = ${String(x.shape[1])}, weight "${w.name}" has K = ${k}`);

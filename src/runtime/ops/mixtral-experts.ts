@@ -16,7 +16,7 @@
 import type { GraphBuilder, Value } from '../onnx/graph-builder.js';
 import { blockScaleGemm, emitBlockScaleGemm } from './block-scale-gemm.js';
 import { dequantizeFp8GroupwiseScaledGemv, emitDequantizeFp8GroupwiseScaledGemv } from './groupwise-scaled-gemv.js';
-import { checkSize, OpShapeError, type BlockShape, type F32Tensor, type Fp8Tensor } from './types.js';
+import { checkSize, OpShapeError, type BlockGemmOptions, type BlockShape, type F32Tensor, type Fp8Tensor } from './types.js';
 
 export interface ExpertWeight {
   /** `[N, K]` codes. */
@@ -104,6 +104,8 @@ export function mixtralExperts(x: F32Tensor, experts: readonly ExpertWeight[], r
  * One expert's rows through the op: grouped rows `[M, K]` (M may be symbolic, and 1) through the
  * block-scale GEMM, or for a single token (`single`) the W8A16 GEMV on `[1, K]`. Returns `[M, N]`.
  */
-export function emitExpertRows(g: GraphBuilder, x: Value, expert: ExpertValues, block: BlockShape, single: boolean): Value {
-  return single ? emitDequantizeFp8GroupwiseScaledGemv(g, x, expert.w, expert.wScaleInv, block) : emitBlockScaleGemm(g, x, expert.w, expert.wScaleInv, block);
+export function emitExpertRows(g: GraphBuilder, x: Value, expert: ExpertValues, block: BlockShape, single: boolean, options: BlockGemmOptions = {}): Value {
+  return single
+    ? emitDequantizeFp8GroupwiseScaledGemv(g, x, expert.w, expert.wScaleInv, block, undefined, options)
+    : emitBlockScaleGemm(g, x, expert.w, expert.wScaleInv, block, undefined, options);
 }

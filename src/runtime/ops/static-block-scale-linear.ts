@@ -11,7 +11,7 @@ import { DataType } from '../onnx/data-type.js';
 import type { GraphBuilder, Value } from '../onnx/graph-builder.js';
 import { checkGemmOperands, checkGemmValues, emitScaledBlockDots, scaledBlockDotsReference } from './block-scale-gemm.js';
 import { emitBroadcastActivationScale, emitStaticActivationGroupQuantFp8, staticActivationGroupQuantFp8 } from './static-activation-group-quant-fp8.js';
-import { ceilDiv, emitCast, emitPadLastAxis, emitReshape, emitTranspose, OpShapeError, type BlockShape, type F32Tensor, type Fp8Tensor } from './types.js';
+import { ceilDiv, emitCast, emitPadLastAxis, emitReshape, emitTranspose, OpShapeError, type BlockGemmOptions, type BlockShape, type F32Tensor, type Fp8Tensor } from './types.js';
 
 /**
  * Reference implementation: quantization bit-exact (staticActivationGroupQuantFp8), per-block dot
@@ -29,7 +29,16 @@ export function staticBlockScaleLinear(x: F32Tensor, activationScale: Float32Arr
 }
 
 /** Emits `x [M, K] → [M, N]` float32 with `activationScale` `[ceil(K/bk)]` (or `[1]`) and an optional bias. */
-export function emitStaticBlockScaleLinear(g: GraphBuilder, x: Value, activationScale: Value, w: Value, wScaleInv: Value, block: BlockShape, bias?: Value): Value {
+export function emitStaticBlockScaleLinear(
+  g: GraphBuilder,
+  x: Value,
+  activationScale: Value,
+  w: Value,
+  wScaleInv: Value,
+  block: BlockShape,
+  bias?: Value,
+  options: BlockGemmOptions = {},
+): Value {
   const { format, k } = checkGemmValues(x, w, block);
   const kb = ceilDiv(k, block.bk);
   const m = x.shape[0]!;
@@ -41,5 +50,5 @@ export function emitStaticBlockScaleLinear(g: GraphBuilder, x: Value, activation
   const scaleT = emitBroadcastActivationScale(g, x, emitCast(g, activationScale, DataType.FLOAT), true);
   const groups = activationScale.shape[0] as number;
   const xScale = emitReshape(g, scaleT, [groups, 0, 1], [groups, m, 1]);
-  return emitScaledBlockDots(g, xGroups, xScale, w, wScaleInv, block, k, bias);
+  return emitScaledBlockDots(g, xGroups, xScale, w, wScaleInv, block, k, bias, options);
 }

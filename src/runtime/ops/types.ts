@@ -176,3 +176,15 @@ export function emitExpandBlockScale(g: GraphBuilder, scale: Value, rows: number
   const flat = emitReshape(g, expanded, [gr! * bRows, gc! * bCols], [gr! * bRows, gc! * bCols]);
   return emitSliceAxis(g, emitSliceAxis(g, flat, 0, rows), 1, cols);
 }
+
+/**
+ * How a graph lays out an FP8 linear's product. Default, the per-block form: one dot product per
+ * K block, scaled and summed over the blocks, as the block-scale kernels round (block-scale-gemm.ts).
+ * With `dequantizedWeight` (the float32 `[N, K]` of emitDequantizeBlockWeight, emitted once and
+ * shared by every linear of the graph on that weight), both operands are dequantized in float32
+ * and multiplied by one MatMul: the same sums up to float32 rounding (~1e-7 relative), without the
+ * `[kb, M, N]` intermediates that dominate a GPU's memory and time at hundreds of tokens.
+ */
+export interface BlockGemmOptions {
+  readonly dequantizedWeight?: Value;
+}

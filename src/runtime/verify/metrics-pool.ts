@@ -8,7 +8,7 @@
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
 import { startModuleWorker } from '../../io/module-worker.js';
-import { checkLogitSizes, compareTensors, logitMetrics, type LinearMetrics, type LogitMetrics, type TokenComparison } from './metrics.js';
+import { checkLogitSizes, logitMetrics, type LinearMetrics, type LogitMetrics, type TokenComparison } from './metrics.js';
 
 export type MetricsRequest = LinearRequest | TokensRequest;
 
@@ -57,6 +57,15 @@ export class MetricsPool {
   private broken: Error | undefined;
 
   constructor(threads: number) {
+    this.grow(threads);
+  }
+
+  /**
+   * Starts `threads` more workers: verify adds the floor checker's threads for the logits once the
+   * layers are done with them (their start overlaps the head's runs).
+   */
+  grow(threads: number): void {
+    if (this.broken) return;
     for (let i = 0; i < threads; i++) {
       const w = startModuleWorker(import.meta.url, 'metrics-worker');
       w.on('message', (reply: MetricsReply) => this.answer(w, reply));
@@ -105,38 +114,40 @@ export class MetricsPool {
   }
 
   /**
-   * compareLogits (metrics.ts) with the tokens split over the workers (copies of their rows) while
-   * this thread computes the logits' relative error: the same numbers, the per-token values being
-   * summed here in token order.
+   * compareLogits (metrics.ts) with the tokens split over the workers: the same numbers, as every
+   * figure is summed per token and then here in token order. Logits in shared memory (the head's,
+   * for verify) go to the workers as views; others as copies of each worker's rows.
    */
   async compareLogits(original: Float32Array, quantized: Float32Array, vocab: number): Promise<LogitMetrics> {
     checkLogitSizes(original, quantized, vocab);
     if (this.broken) throw this.broken;
     const tokens = original.length / vocab;
     const parts = Math.max(1, Math.min(this.workers.length, tokens));
+    const shared = original.buffer instanceof SharedArrayBuffer && quantized.buffer instanceof SharedArrayBuffer;
     const jobs: Promise<TokenComparison>[] = [];
     for (let p = 0; p < parts; p++) {
       const t0 = Math.floor((p * tokens) / parts);
       const t1 = Math.floor(((p + 1) * tokens) / parts);
-      const o = original.slice(t0 * vocab, t1 * vocab);
-      const q = quantized.slice(t0 * vocab, t1 * vocab);
+      const rows = (a: Float32Array): Float32Array => (shared ? a.subarray(t0 * vocab, t1 * vocab) : a.slice(t0 * vocab, t1 * vocab));
+      const o = rows(original);
+      const q = rows(quantized);
       const w = this.workers[p]!;
       const id = this.nextId++;
-      const job = this.send(w, id, (post) => post({ kind: 'tokens', id, original: o, quantized: q, vocab }, [o.buffer, q.buffer]));
+      const job = this.send(w, id, (post) => post({ kind: 'tokens', id, original: o, quantized: q, vocab }, shared ? [] : [o.buffer as ArrayBuffer, q.buffer as ArrayBuffer]));
       jobs.push(job.then((reply) => ('tokens' in reply ? reply.tokens : Promise.reject(new Error('metrics worker: unexpected reply')))));
     }
-    for (const j of jobs) j.catch(() => undefined);
-    const relativeError = compareTensors(original, quantized).relativeError;
     const done = await Promise.all(jobs);
     const kl = new Float64Array(tokens);
     const agree = new Uint8Array(tokens);
+    const terms = new Float64Array(4 * tokens);
     let at = 0;
     for (const d of done) {
       kl.set(d.kl, at);
       agree.set(d.agree, at);
+      terms.set(d.terms, 4 * at);
       at += d.kl.length;
     }
-    return logitMetrics({ kl, agree }, relativeError);
+    return logitMetrics({ kl, agree, terms });
   }
 
   private send(w: Worker, id: number, post: (send: (request: MetricsRequest, transfer: ArrayBuffer[]) => void) => void): Promise<MetricsReply> {

@@ -1,5 +1,5 @@
 // Worker-thread entry of verify's metrics pool (metrics-pool.ts): one linear's metrics, or a run of
-// tokens' KL and top-1 agreement, per message.
+// tokens' comparison (KL, top-1 agreement, comparison sums), per message.
 
 import { parentPort } from 'node:worker_threads';
 import { compareTokens, linearMetrics } from './metrics.js';
@@ -10,7 +10,11 @@ parentPort!.on('message', (m: MetricsRequest) => {
   try {
     if (m.kind === 'tokens') {
       const tokens = compareTokens(m.original, m.quantized, m.vocab);
-      parentPort!.postMessage({ id: m.id, tokens } satisfies MetricsReply, [tokens.kl.buffer as ArrayBuffer, tokens.agree.buffer as ArrayBuffer]);
+      parentPort!.postMessage({ id: m.id, tokens } satisfies MetricsReply, [
+        tokens.kl.buffer as ArrayBuffer,
+        tokens.agree.buffer as ArrayBuffer,
+        tokens.terms.buffer as ArrayBuffer,
+      ]);
       return;
     }
     reply = { id: m.id, metrics: linearMetrics(m.reference, m.actual, m.floorIsActual ? m.actual : m.floor, m.rows, m.bn) };

@@ -63,10 +63,15 @@ export function klDivergence(original: Float32Array, quantized: Float32Array): n
   return Math.max(0, kl);
 }
 
-/** Per token of logits `[tokens, vocab]`: KL(original ‖ quantized), and whether both argmaxes agree (1) or not (0). */
+/**
+ * Per token of logits `[tokens, vocab]`: KL(original ‖ quantized), whether both argmaxes agree (1)
+ * or not (0), and the token's comparison sums (comparisonTerms, four per token), from which the
+ * logits' relative error is summed in token order: the same number however the tokens were split.
+ */
 export interface TokenComparison {
   readonly kl: Float64Array;
   readonly agree: Uint8Array;
+  readonly terms: Float64Array;
 }
 
 /** compareLogits's per-token part (a pool of workers takes rows of tokens each). */
@@ -74,14 +79,16 @@ export function compareTokens(original: Float32Array, quantized: Float32Array, v
   const tokens = original.length / vocab;
   const kl = new Float64Array(tokens);
   const agree = new Uint8Array(tokens);
+  const terms = new Float64Array(4 * tokens);
   for (let t = 0; t < tokens; t++) {
     const o = original.subarray(t * vocab, (t + 1) * vocab);
     const q = quantized.subarray(t * vocab, (t + 1) * vocab);
     kl[t] = klDivergence(o, q);
     const top = argmax(o);
     agree[t] = top >= 0 && top === argmax(q) ? 1 : 0;
+    terms.set(comparisonTerms(o, q, 0, vocab), 4 * t);
   }
-  return { kl, agree };
+  return { kl, agree, terms };
 }
 
 export function checkLogitSizes(original: Float32Array, quantized: Float32Array, vocab: number): void {
@@ -93,12 +100,15 @@ export function checkLogitSizes(original: Float32Array, quantized: Float32Array,
 /** Logits `[tokens, vocab]` of both models. */
 export function compareLogits(original: Float32Array, quantized: Float32Array, vocab: number): LogitMetrics {
   checkLogitSizes(original, quantized, vocab);
-  return logitMetrics(compareTokens(original, quantized, vocab), compareTensors(original, quantized).relativeError);
+  return logitMetrics(compareTokens(original, quantized, vocab));
 }
 
 /** The model-level metrics from each token's comparison, summed in token order (the same numbers however the tokens were split). */
-export function logitMetrics(perToken: TokenComparison, relativeError: number): LogitMetrics {
+export function logitMetrics(perToken: TokenComparison): LogitMetrics {
   const tokens = perToken.kl.length;
+  const sums = [0, 0, 0, 0];
+  for (let t = 0; t < tokens; t++) for (let k = 0; k < 4; k++) sums[k] = sums[k]! + perToken.terms[4 * t + k]!;
+  const { relativeError } = tensorMetrics(sums[0]!, sums[1]!, sums[2]!, sums[3]!);
   let klSum = 0;
   let maxKl = -Infinity;
   let maxKlToken = 0;
@@ -164,6 +174,7 @@ export function compareTensorsByBlocks(reference: Float32Array, actual: Float32A
   return { metrics: tensorMetrics(ref2, act2, dot, diff2), blocks: { ref2: bRef2, err2: bErr2 } };
 }
 
+/** The metrics from a comparison's four sums (comparisonTerms: Σref², Σact², Σref·act, Σ(act−ref)²). */
 function tensorMetrics(ref2: number, act2: number, dot: number, diff2: number): TensorMetrics {
   const refNorm = Math.sqrt(ref2);
   const diffNorm = Math.sqrt(diff2);

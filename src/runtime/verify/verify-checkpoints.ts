@@ -386,6 +386,13 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     await Promise.all(headWarmers.map((w) => w.stop()));
     const linears = await Promise.all(measured);
     emit({ type: 'head' });
+    // Every floor check has answered (each linear's metrics waited for its own): the checker's
+    // threads take a share of the logits' comparison instead.
+    if (checker !== undefined && pool !== undefined) {
+      await checker.close();
+      checker = undefined;
+      pool.grow(floorThreads);
+    }
     // Layer-shaped weight buffers and the layer graphs' sessions (with their arenas) are of no use
     // to the head's lm_head chunks: dropped, the head's memory takes their place instead of adding
     // to it (peak RSS of a Llama-8B-shaped verify: bench/NOTES.md).
@@ -394,7 +401,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     await quantized.sessions.clear();
     const tokens = shape.batch * shape.seq;
     // One widening of lm_head for both where the conversion kept it as it was (runner.ts, heads).
-    const [logitsO, logitsQ] = await original.heads(ho, tokens, { runner: quantized, hidden: hq });
+    const [logitsO, logitsQ] = await original.heads(ho, tokens, { runner: quantized, hidden: hq }, pool !== undefined);
     const model = pool ? await pool.compareLogits(logitsO, logitsQ, spec.vocabSize) : compareLogits(logitsO, logitsQ, spec.vocabSize);
     let ppl: VerifyPerplexity | undefined;
     if (opts.inputSource?.kind === 'text') {
