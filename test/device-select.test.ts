@@ -10,7 +10,16 @@ import { after, test } from 'node:test';
 
 import { EXIT_FAILURE, exitCodeOf, isKnownError } from '../src/cli/common/errors.js';
 import { parseDevice } from '../src/cli/common/options.js';
-import { classifyCudaLoadError, cudaProviderBuild, DeviceUnavailableError, onnxruntimeBinaryDir, selectDevice, type CudaCheckOptions } from '../src/runtime/device/device.js';
+import {
+  classifyCudaLoadError,
+  cpuInstead,
+  cudaProviderBuild,
+  DeviceUnavailableError,
+  onnxruntimeBinaryDir,
+  selectDevice,
+  selectDeviceEarly,
+  type CudaCheckOptions,
+} from '../src/runtime/device/device.js';
 import { ElfParseError, parseElfDynamicInfo, readElfDynamicInfo } from '../src/runtime/device/elf.js';
 import { findLibrary, parseLdconfigCache, type LibrarySearch } from '../src/runtime/device/shared-libraries.js';
 
@@ -215,6 +224,56 @@ test('the probe session decides last: its errors are classified, its success sel
     },
   );
   assert.match(ok.reason, /^CUDA execution provider loaded \(CUDA 13, ONNX Runtime's CUDA 13 build, installed by fp8q setup-cuda/);
+});
+
+test('selectDeviceEarly: the checks without a GPU decide at once, the probe later through ready, as selectDevice would', async () => {
+  const libs = folder(Object.fromEntries(CUDA_NEEDED.map((n) => [n, ''])));
+  const withProbe = (probe: () => Promise<void>): CudaCheckOptions => options({ providerDir: providerFolder(), librarySearch: search([libs]), probe });
+  const cpu = selectDeviceEarly('cpu', options({ providerDir: folder(), probe: neverProbe }));
+  assert.equal(cpu.selection.device, 'cpu');
+  await cpu.ready;
+  // No provider files: cuda throws at once, auto is the CPU with selectDevice's reason, no probe.
+  const missing = options({ providerDir: folder(), probe: neverProbe });
+  assert.throws(() => selectDeviceEarly('cuda', missing), DeviceUnavailableError);
+  assert.deepEqual(selectDeviceEarly('auto', missing).selection, await selectDevice('auto', missing));
+
+  // Everything installed: CUDA is selected before the probe has answered.
+  let answer: (() => void) | undefined;
+  const early = selectDeviceEarly(
+    'auto',
+    withProbe(() => new Promise<void>((resolve) => (answer = resolve))),
+  );
+  assert.equal(early.selection.device, 'cuda');
+  let settled = false;
+  void early.ready.then(() => (settled = true));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(settled, false, 'ready waits for the probe');
+  answer!();
+  await early.ready;
+  assert.deepEqual(
+    early.selection,
+    await selectDevice(
+      'auto',
+      withProbe(async () => undefined),
+    ),
+  );
+
+  // The probe fails: ready rejects with the problem selectDevice classifies, and cpuInstead gives
+  // auto's CPU selection with its reason.
+  const noGpu = withProbe(async () => {
+    throw new Error('onnxruntime could not load the model on cuda: CUDA failure 100: no CUDA-capable device is detected ; GPU=0');
+  });
+  const failing = selectDeviceEarly('auto', noGpu);
+  await assert.rejects(failing.ready, (e: unknown) => {
+    assert.ok(e instanceof DeviceUnavailableError);
+    assert.deepEqual(cpuInstead('auto', e.problem), {
+      requested: 'auto',
+      device: 'cpu',
+      provider: 'CPUExecutionProvider',
+      reason: 'CUDA not used: no CUDA-capable GPU is visible',
+    });
+    return true;
+  });
 });
 
 const CUDA12_NEEDED = ['libcublasLt.so.12', 'libcublas.so.12', 'libcurand.so.10', 'libcufft.so.11', 'libcudart.so.12', 'libcudnn.so.9', 'libcuda.so.1', 'libstdc++.so.6'];

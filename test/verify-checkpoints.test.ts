@@ -185,6 +185,36 @@ test('a checkpoint of another model is refused before any layer runs', async () 
   );
 });
 
+test('deviceReady: verify prepares while it is pending, starts only once it resolves, and fails with its rejection', async () => {
+  const events: string[] = [];
+  let resolveReady: (() => void) | undefined;
+  const ready = new Promise<void>((r) => (resolveReady = r));
+  const run = verifyCheckpoints({
+    original: modelDir('llama'),
+    quantized: converted.get('llama')!,
+    tokens: 8,
+    device: testDevice(),
+    deviceReady: ready,
+    onEvent: (e) => events.push(e.type),
+  });
+  await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual(events, [], 'no start before the device is ready');
+  resolveReady!();
+  assert.equal((await run).passed, true);
+  assert.equal(events[0], 'start');
+
+  const failed = verifyCheckpoints({
+    original: modelDir('llama'),
+    quantized: converted.get('llama')!,
+    tokens: 8,
+    device: testDevice(),
+    deviceReady: Promise.reject(new Error('the probe failed')),
+    onEvent: (e) => events.push(`failed ${e.type}`),
+  });
+  await assert.rejects(failed, /the probe failed/);
+  assert.ok(!events.some((e) => e.startsWith('failed')), 'nothing ran');
+});
+
 test('metrics pool: logits split over workers, in shared memory or copied, give compareLogits bit for bit', async () => {
   const rng = new SeededRandom(7);
   const vocab = 97;

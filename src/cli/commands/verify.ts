@@ -3,7 +3,8 @@
 // JSON document with --json. A failed gate exits with EXIT_GATE_FAILED and names the layer or
 // metric that failed.
 
-import { selectDevice } from '../../runtime/device/device.js';
+import { cpuInstead, DeviceUnavailableError, selectDeviceEarly } from '../../runtime/device/device.js';
+import type { Device } from '../../runtime/onnx/session.js';
 import { readInputIds } from '../../runtime/models/token-ids.js';
 import type { Gates } from '../../runtime/verify/gates.js';
 import { GATE_ERROR_CODES } from '../common/error-codes.js';
@@ -80,7 +81,9 @@ export async function verifyCommand(original: string, quantized: string, flags: 
     );
   }
   const reports = await VerifyReportWriter.prepare(flags, { original, quantized });
-  const selection = await selectDevice(options.device);
+  // The CUDA probe runs in a worker while verify opens the checkpoints and starts its floor checks.
+  const early = selectDeviceEarly(options.device);
+  let selection = early.selection;
   // Input: --input-ids, --tokens (random), --text/--dataset, or by default the bundled English
   // sample when the original has a tokenizer (random ids when it has none).
   let input: Pick<VerifyOptions, 'input' | 'inputSource'> = {};
@@ -90,23 +93,34 @@ export async function verifyCommand(original: string, quantized: string, flags: 
     if (text !== undefined) input = { input: text.batch, inputSource: { kind: 'text', text: text.description } };
     else info(mode, `${original} has no tokenizer.json: verifying on random token ids (--text or --input-ids give real input)`);
   }
-  const report = await runVerify({
-    original,
-    quantized,
-    device: selection.device,
-    gates,
-    ...input,
-    ...(options.allowUnverified ? { allowUnverified: true } : {}),
-    ...(tokens === undefined ? {} : { tokens }),
-    ...(seed === undefined ? {} : { seed }),
-    ...(threads === undefined ? {} : { intraOpThreads: threads }),
-    onEvent: (e) => {
-      reports.observe(e);
-      // Said once the two folders are known to be comparable: a refusal stays the only line.
-      if (e.type === 'start') info(mode, `verifying ${quantized} against ${original} on ${selection.device} (${selection.reason})\n  ${e.layers} layers, ${e.tokens} tokens`);
-      else if (e.type === 'layer') info(mode, `  layer ${e.index + 1}/${e.count}`);
-    },
-  });
+  const verifyOn = (device: Device, deviceReady?: Promise<void>): Promise<VerifyReport> =>
+    runVerify({
+      original,
+      quantized,
+      device,
+      ...(deviceReady === undefined ? {} : { deviceReady }),
+      gates,
+      ...input,
+      ...(options.allowUnverified ? { allowUnverified: true } : {}),
+      ...(tokens === undefined ? {} : { tokens }),
+      ...(seed === undefined ? {} : { seed }),
+      ...(threads === undefined ? {} : { intraOpThreads: threads }),
+      onEvent: (e) => {
+        reports.observe(e);
+        // Said once the two folders are known to be comparable: a refusal stays the only line.
+        if (e.type === 'start') info(mode, `verifying ${quantized} against ${original} on ${selection.device} (${selection.reason})\n  ${e.layers} layers, ${e.tokens} tokens`);
+        else if (e.type === 'layer') info(mode, `  layer ${e.index + 1}/${e.count}`);
+      },
+    });
+  let report: VerifyReport;
+  try {
+    report = await verifyOn(selection.device, early.ready);
+  } catch (e) {
+    // `auto` whose CUDA probe failed: the CPU, as selectDevice would have chosen (nothing has run yet).
+    if (!(e instanceof DeviceUnavailableError) || options.device !== 'auto') throw e;
+    selection = cpuInstead(options.device, e.problem);
+    report = await verifyOn('cpu');
+  }
   const failure = report.passed ? undefined : gateFailureError(report);
   if (mode.json) {
     const failures = report.failures.map((f) => ({ ...f, code: GATE_ERROR_CODES[f.gate] }));

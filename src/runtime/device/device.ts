@@ -14,6 +14,7 @@ import { dirname, join } from 'node:path';
 
 import { DeviceUnavailableError, type CudaProblem } from './device-error.js';
 import { readElfDynamicInfo } from './elf.js';
+import { startModuleWorker } from '../../io/module-worker.js';
 // The probe alone needs the graph builder (protobufjs) and session.js (onnxruntime-node): it
 // imports them itself, so a command that only parses --device (convert) loads neither.
 import type { Device } from '../onnx/session.js';
@@ -241,26 +242,78 @@ export function checkCuda(options: CudaCheckOptions = {}): Promise<CudaProblem |
  * passes, else CPU with the reason; `cuda` throws DeviceUnavailableError when CUDA cannot run.
  */
 export async function selectDevice(request: DeviceRequest, options: CudaCheckOptions = {}): Promise<DeviceSelection> {
-  if (request === 'cpu') {
-    return { requested: request, device: 'cpu', provider: 'CPUExecutionProvider', reason: 'requested with --device cpu' };
-  }
+  if (request === 'cpu') return cpuRequested();
   const problem = await checkCuda(options);
-  if (problem === null) {
-    const gpu = gpuName();
-    const build = cudaProviderBuild(options.providerDir ?? onnxruntimeBinaryDir());
-    const cuda = build?.cudaMajor != null ? `CUDA ${build.cudaMajor}, ${build.origin}` : build?.origin;
-    const detail = [cuda, gpu].filter((d): d is string => d != null).join('; ');
-    return {
-      requested: request,
-      device: 'cuda',
-      provider: 'CUDAExecutionProvider',
-      reason: `CUDA execution provider loaded${detail !== '' ? ` (${detail})` : ''}`,
-    };
-  }
+  if (problem === null) return cudaSelection(request, options);
   if (request === 'cuda') throw new DeviceUnavailableError(problem);
+  return cpuInstead(request, problem);
+}
+
+/**
+ * A device chosen before its last check has answered: `selection` is what the checks that need no
+ * GPU allow, and `ready` settles once the CUDA probe session has run (in a worker thread), rejecting
+ * with DeviceUnavailableError when it failed. The probe loads the CUDA libraries and creates the
+ * CUDA context, ~1.2 s on an H200 host; those are the process's, so the caller prepares meanwhile
+ * (verify opens both checkpoints and starts its floor checks and first reads) and awaits `ready`
+ * before its first session. `auto` whose probe fails is the caller's to run again on the CPU
+ * (cpuInstead).
+ */
+export interface EarlyDeviceSelection {
+  readonly selection: DeviceSelection;
+  readonly ready: Promise<void>;
+}
+
+export function selectDeviceEarly(request: DeviceRequest, options: CudaCheckOptions = {}): EarlyDeviceSelection {
+  if (request === 'cpu') return { selection: cpuRequested(), ready: Promise.resolve() };
+  const installProblem = checkCudaInstall(options);
+  if (installProblem !== null) {
+    if (request === 'cuda') throw new DeviceUnavailableError(installProblem);
+    return { selection: cpuInstead(request, installProblem), ready: Promise.resolve() };
+  }
+  const ready = (options.probe ?? probeCudaSessionInWorker)().catch((error: unknown) => {
+    throw new DeviceUnavailableError(classifyCudaLoadError(error instanceof Error ? error.message : String(error)));
+  });
+  // Awaited by the caller, which may fail first: never an unhandled rejection.
+  ready.catch(() => undefined);
+  return { selection: cudaSelection(request, options), ready };
+}
+
+/** The selection of `auto` when CUDA cannot run. */
+export function cpuInstead(request: DeviceRequest, problem: CudaProblem): DeviceSelection {
   return { requested: request, device: 'cpu', provider: 'CPUExecutionProvider', reason: `CUDA not used: ${problem.summary}` };
 }
 
+function cpuRequested(): DeviceSelection {
+  return { requested: 'cpu', device: 'cpu', provider: 'CPUExecutionProvider', reason: 'requested with --device cpu' };
+}
+
+function cudaSelection(request: DeviceRequest, options: CudaCheckOptions): DeviceSelection {
+  const gpu = gpuName();
+  const build = cudaProviderBuild(options.providerDir ?? onnxruntimeBinaryDir());
+  const cuda = build?.cudaMajor != null ? `CUDA ${build.cudaMajor}, ${build.origin}` : build?.origin;
+  const detail = [cuda, gpu].filter((d): d is string => d != null).join('; ');
+  return {
+    requested: request,
+    device: 'cuda',
+    provider: 'CUDAExecutionProvider',
+    reason: `CUDA execution provider loaded${detail !== '' ? ` (${detail})` : ''}`,
+  };
+}
+
+/** probeCudaSession in a worker thread (cuda-probe-worker.ts); rejects with its error's message. */
+function probeCudaSessionInWorker(): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const worker = startModuleWorker(import.meta.url, 'cuda-probe-worker');
+    worker.once('message', (reply: { readonly error?: string }) => {
+      // Kept (cuda-probe-worker.ts says why), but never what keeps the process running.
+      worker.unref();
+      if (reply.error === undefined) resolve();
+      else reject(new Error(reply.error));
+    });
+    worker.once('error', reject);
+    worker.once('exit', (code) => reject(new Error(`the CUDA probe's worker thread exited (code ${code})`)));
+  });
+}
 /** The first GPU's model name from the NVIDIA driver's /proc entry, when there is one. */
 function gpuName(): string | null {
   const root = '/proc/driver/nvidia/gpus';

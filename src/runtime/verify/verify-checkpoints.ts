@@ -87,6 +87,12 @@ export interface VerifyOptions {
   readonly pairedLayers?: boolean;
   /** Where stored weights become float32 (model-graph.ts); default: on the host for the CPU, in the graph for CUDA. */
   readonly weightDecode?: WeightDecode;
+  /**
+   * Awaited before the first onnxruntime session and the 'start' event: the CUDA probe running in a
+   * worker (device.ts selectDeviceEarly), so that opening both checkpoints, the floor checks and the
+   * first layer's reads overlap it. Its rejection is verify's.
+   */
+  readonly deviceReady?: Promise<void>;
   readonly onEvent?: (event: VerifyEvent) => void;
 }
 
@@ -236,6 +242,8 @@ function checkpointBytes(runner: ModelRunner): number {
 
 export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyReport> {
   const t0 = performance.now();
+  // Awaited below; a rejection that comes first is not an unhandled one.
+  opts.deviceReady?.catch(() => undefined);
   const emit = opts.onEvent ?? (() => undefined);
   const device = opts.device ?? 'cpu';
   const gates: Gates = { ...DEFAULT_GATES, ...opts.gates };
@@ -304,6 +312,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     const seed = opts.seed ?? DEFAULT_VERIFY_SEED;
     const input = opts.input ?? generateInputIds(spec.vocabSize, opts.tokens ?? DEFAULT_VERIFY_TOKENS, seed);
     const shape: BatchShape = { batch: input.batch, seq: input.seq };
+    await opts.deviceReady;
     emit({ type: 'start', layers: spec.numLayers, tokens: input.ids.length });
 
     let ho = await original.embed(input.ids);
