@@ -276,6 +276,28 @@ test('selectDeviceEarly: the checks without a GPU decide at once, the probe late
   });
 });
 
+test('selectDeviceEarly turns TF32 off in the process environment before the probe starts (a worker thread cannot)', async () => {
+  const libs = folder(Object.fromEntries(CUDA_NEEDED.map((n) => [n, ''])));
+  const saved = process.env['NVIDIA_TF32_OVERRIDE'];
+  delete process.env['NVIDIA_TF32_OVERRIDE'];
+  try {
+    let seen: string | undefined;
+    const early = selectDeviceEarly(
+      'cuda',
+      options({
+        providerDir: providerFolder(),
+        librarySearch: search([libs]),
+        probe: async () => void (seen = process.env['NVIDIA_TF32_OVERRIDE']),
+      }),
+    );
+    await early.ready;
+    assert.equal(seen, '0');
+  } finally {
+    if (saved === undefined) delete process.env['NVIDIA_TF32_OVERRIDE'];
+    else process.env['NVIDIA_TF32_OVERRIDE'] = saved;
+  }
+});
+
 const CUDA12_NEEDED = ['libcublasLt.so.12', 'libcublas.so.12', 'libcurand.so.10', 'libcufft.so.11', 'libcudart.so.12', 'libcudnn.so.9', 'libcuda.so.1', 'libstdc++.so.6'];
 
 test("onnxruntime-node's own CUDA 12 provider: auto uses it when its libraries resolve and says which build loaded", async () => {

@@ -198,7 +198,7 @@ test('deviceReady: verify prepares while it is pending, starts only once it reso
     onEvent: (e) => events.push(e.type),
   });
   await new Promise((r) => setTimeout(r, 200));
-  assert.deepEqual(events, [], 'no start before the device is ready');
+  assert.equal(events.length, 0, 'no start before the device is ready');
   resolveReady!();
   assert.equal((await run).passed, true);
   assert.equal(events[0], 'start');

@@ -15,6 +15,7 @@ import { dirname, join } from 'node:path';
 import { DeviceUnavailableError, type CudaProblem } from './device-error.js';
 import { readElfDynamicInfo } from './elf.js';
 import { startModuleWorker } from '../../io/module-worker.js';
+import { keepCudaFloat32Exact } from '../onnx/cuda-float32.js';
 // The probe alone needs the graph builder (protobufjs) and session.js (onnxruntime-node): it
 // imports them itself, so a command that only parses --device (convert) loads neither.
 import type { Device } from '../onnx/session.js';
@@ -270,6 +271,8 @@ export function selectDeviceEarly(request: DeviceRequest, options: CudaCheckOpti
     if (request === 'cuda') throw new DeviceUnavailableError(installProblem);
     return { selection: cpuInstead(request, installProblem), ready: Promise.resolve() };
   }
+  // Before the probe's thread starts, from this one (cuda-float32.ts says why).
+  keepCudaFloat32Exact();
   const ready = (options.probe ?? probeCudaSessionInWorker)().catch((error: unknown) => {
     throw new DeviceUnavailableError(classifyCudaLoadError(error instanceof Error ? error.message : String(error)));
   });

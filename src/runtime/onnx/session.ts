@@ -3,6 +3,7 @@
 // Everything else in fp8q talks in HostTensor/FeedTensor and Device, so the execution-provider
 // mapping and onnxruntime's tensor types stay here.
 
+import { keepCudaFloat32Exact } from './cuda-float32.js';
 import { env, InferenceSession, Tensor } from 'onnxruntime-node';
 import { SessionError } from '../runtime-errors.js';
 
@@ -128,17 +129,6 @@ export class OnnxSession {
     this.released = true;
     await this.session.release();
   }
-}
-
-/**
- * onnxruntime's CUDA provider runs float32 MatMul through cuBLAS in TF32 (10-bit mantissa inputs)
- * and onnxruntime-node cannot pass its `use_tf32` option; that error (~1e-3 relative) would blur
- * the FP8-against-BF16 comparison verify makes and the CPU/CUDA agreement. NVIDIA_TF32_OVERRIDE=0
- * turns TF32 off in cuBLAS; cuBLAS reads it when it creates its handle, at the first CUDA session.
- * A value the user set wins (NVIDIA_TF32_OVERRIDE=1 to trade exactness for speed).
- */
-function keepCudaFloat32Exact(): void {
-  process.env['NVIDIA_TF32_OVERRIDE'] ??= '0';
 }
 
 function toHostTensor(name: string, value: InferenceSession.OnnxValueMapType[string]): HostTensor {
