@@ -2,7 +2,7 @@
 # Builds what bench/gpu-verify-8b.sh needs on the GPU machine into three pieces of ~25 MB, one per
 # back-to-back run (a run carries at most 64 MiB with the checkout, ~30 MB of which is tracked):
 #   node.xz        this machine's node binary
-#   nm.tar.xz      production node_modules (linux-x64 onnxruntime only), package.json, bin/,
+#   nm.tar.xz      production node_modules (linux-x64 onnxruntime only), package.json, bin/, data/,
 #                  gen.mjs / gen-ds.mjs (bench/synthetic-checkpoint.ts, synthetic-deepseek.ts bundled)
 #                  and prof.mjs (profile summary)
 #   dists.tar.xz   dist/ (this tree) and dist-main/ (a build to compare with, from $MAIN_TREE)
@@ -17,7 +17,7 @@ W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
 mkdir -p "$OUT" "$W/app"
 xz -T2 -9e -c "$(command -v node)" > "$W/node.xz"
 cd "$REPO" && npm run -s build
-cp -r dist bin package.json "$W/app/" && cp -r "$MAIN_TREE/dist" "$W/app/dist-main"
+cp -r dist bin data package.json "$W/app/" && cp -r "$MAIN_TREE/dist" "$W/app/dist-main"
 npm ls --omit=dev --parseable --all 2>/dev/null | sed "s|$REPO/||" | grep node_modules | sort -u > "$W/prod.txt"
 tar cf - -T "$W/prod.txt" | tar xf - -C "$W/app"
 rm -rf "$W"/app/node_modules/onnxruntime-node/bin/napi-v*/{darwin,win32,linux/arm64}
@@ -32,7 +32,7 @@ printf '%s\n' "import { DEEPSEEK_V3, writeSyntheticDeepseek } from '$REPO/bench/
   'void DEEPSEEK_V3;' > "$W/gen-ds-entry.ts"
 npx esbuild "$W/gen-ds-entry.ts" --bundle --platform=node --format=esm --outfile="$W/app/gen-ds.mjs" --log-level=warning
 cp "$REPO/bench/profile-summary.mjs" "$W/app/prof.mjs"
-(cd "$W/app" && tar cf - node_modules gen.mjs gen-ds.mjs prof.mjs package.json bin | xz -T2 -9 > "$W/nm.tar.xz" && tar cf - dist dist-main | xz -9 > "$W/dists.tar.xz")
+(cd "$W/app" && tar cf - node_modules gen.mjs gen-ds.mjs prof.mjs package.json bin data | xz -T2 -9 > "$W/nm.tar.xz" && tar cf - dist dist-main | xz -9 > "$W/dists.tar.xz")
 (cd "$W" && npm pack -s com.github.asus4.onnxruntime.linux-x64-gpu@0.4.9 > /dev/null && tar xzf com.github.asus4.onnxruntime.linux-x64-gpu-*.tgz)
 python3 - "$W/package/Plugins/Linux/x64/libonnxruntime_providers_cuda.so" "$W/libonnxruntime_providers_cuda.so" <<'PY'
 import struct, subprocess, sys
