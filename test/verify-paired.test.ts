@@ -21,6 +21,9 @@ import { GraphBuilder } from '../src/runtime/onnx/graph-builder.js';
 import { OnnxSession } from '../src/runtime/onnx/session.js';
 import { comparisonSums, emitComparisonSums } from '../src/runtime/ops/comparison-sums.js';
 import { ModelRunner } from '../src/runtime/models/runner.js';
+import { ModelGraph } from '../src/runtime/models/model-graph.js';
+import { emitRequantizedBlockWeight, requantizeBlockWeight, requantizeSelfTest } from '../src/runtime/ops/block-requantize.js';
+import { decodeTableFor } from '../src/fp8/index.js';
 import { linearMetrics, linearMetricsFromSums } from '../src/runtime/verify/metrics.js';
 import { verifyCheckpoints, type VerifyReport } from '../src/runtime/verify/verify-checkpoints.js';
 import { copyCheckpointWithEdits, scaleF32 } from './helpers/checkpoint-edit.js';
@@ -242,4 +245,88 @@ test('verify on the CPU pairs nothing by default (its layers are staged to hold 
   const { value, layers } = await countingPairs(() => verifyCheckpoints({ original: modelDir('llama'), quantized: fixtures.converted.get('llama')!, tokens: 4 }));
   assert.deepEqual(layers, []);
   assert.ok(value.passed);
+});
+
+test('block re-quantization in the graph: the host encoder bit for bit (edge blocks, three block shapes, both formats); the self-test passes here', async () => {
+  for (const format of ['e4m3fn', 'e5m2'] as const) {
+    for (const block of [
+      { bn: 128, bk: 128 },
+      { bn: 64, bk: 64 },
+      { bn: 128, bk: 64 },
+    ]) {
+      const [n, k] = [200, 300];
+      const w = randomValues(n * k, 11).map((v, i) => (i % 97 === 0 ? v * 1e4 : v));
+      const nb = Math.ceil(n / block.bn);
+      const kb = Math.ceil(k / block.bk);
+      const scale = Float32Array.from({ length: nb * kb }, (_, i) => Math.fround((0.002 + 0.001 * i) * (format === 'e5m2' ? 1e-2 : 1)));
+      const g = new GraphBuilder();
+      const wv = g.input('w', DataType.FLOAT, [n, k]);
+      const sv = g.input('s', DataType.FLOAT, [nb, kb]);
+      g.output(emitRequantizedBlockWeight(g, wv, sv, block, format), 'y');
+      const session = await OnnxSession.create(g.toBytes(), { device: 'cpu' });
+      try {
+        const out = await session.run({ w: { type: 'float32', data: w, dims: [n, k] }, s: { type: 'float32', data: scale, dims: [nb, kb] } });
+        const y = out.y!.data as Float32Array;
+        const codes = requantizeBlockWeight(w, n, k, scale, block, format);
+        const decode = decodeTableFor(format);
+        let saturated = 0;
+        for (let i = 0; i < y.length; i++) {
+          if (!Object.is(y[i], decode[codes[i]!])) assert.fail(`${format} ${block.bn}x${block.bk}: element ${i} is ${y[i]}, the host gives ${decode[codes[i]!]}`);
+          if (Math.abs(y[i]!) === decode[0x7e]! || Math.abs(y[i]!) === decode[0x7b]!) saturated++;
+        }
+        assert.ok(saturated > 0, 'some values saturate');
+      } finally {
+        await session.release();
+      }
+    }
+    assert.equal(await requantizeSelfTest('cpu', format), true, `${format}: the CPU provider re-quantizes as the host does`);
+  }
+});
+
+test('verify with the quantized codes re-quantized in the graph from the original (floor-checked linears) gives the same report; damaged scales still fail', async () => {
+  for (const name of ['llama', 'deepseek_v3'] as const) {
+    const common = {
+      original: modelDir(name),
+      quantized: fixtures.converted.get(name)!,
+      tokens: 12,
+      seed: 5,
+      weightDecode: 'graph' as const,
+      floorCheckThreads: 1,
+      pairedLayers: true,
+    };
+    const requantized: string[] = [];
+    const original = ModelGraph.prototype.requantizeFrom;
+    ModelGraph.prototype.requantizeFrom = function (this: ModelGraph, model: string, modules: ReadonlySet<string>) {
+      requantized.push(...modules);
+      return original.call(this, model, modules);
+    };
+    let withIt: VerifyReport;
+    try {
+      withIt = await verifyCheckpoints({ ...common, requantizeOnDevice: true });
+    } finally {
+      ModelGraph.prototype.requantizeFrom = original;
+    }
+    const without = await verifyCheckpoints({ ...common, requantizeOnDevice: false });
+    assert.ok(requantized.length > 0 && requantized.every((m) => /self_attn|mlp/.test(m)), `${name}: linears re-quantized in the graph (${requantized.length})`);
+    const { seconds: _a, ...a } = withIt;
+    const { seconds: _b, ...b } = without;
+    assert.deepEqual(a, b, `${name}: the same report, bit for bit`);
+  }
+  // A ×4 scale: its floor check fails, so its layer is not paired and nothing of it is re-quantized.
+  const damaged = join(fixtures.workDir(), 'llama-requantize-damaged');
+  await copyCheckpointWithEdits(fixtures.converted.get('llama')!, damaged, (t) => scaleF32(t.get('model.layers.0.mlp.down_proj.weight_scale_inv')!, 4));
+  const r = await verifyCheckpoints({
+    original: modelDir('llama'),
+    quantized: damaged,
+    tokens: 12,
+    seed: 5,
+    weightDecode: 'graph',
+    floorCheckThreads: 1,
+    pairedLayers: true,
+    requantizeOnDevice: true,
+  });
+  assert.ok(
+    r.failures.some((f) => f.subject === 'model.layers.0.mlp.down_proj'),
+    'the damaged linear is named',
+  );
 });

@@ -27,6 +27,7 @@ import { dtypeSize, widenToFloat32 } from '../../fp8/dtypes.js';
 import type { HostBufferPool } from './buffer-pool.js';
 import { emitDecodeFp8Codes, emitFp8DecodeTable, type BlockGemmOptions, type DecodedFp8Value, type Fp8Format } from '../ops/types.js';
 import { emitDequantizeBlockWeight } from '../ops/groupwise-scaled-gemv.js';
+import { emitRequantizedBlockWeight } from '../ops/block-requantize.js';
 import type { FeedTensor } from '../onnx/session.js';
 import type { HiddenAct } from './config.js';
 import type { Fp8Linear, LinearWeight, StoredTensor } from './weights.js';
@@ -104,6 +105,7 @@ export class ModelGraph {
   /** Prefix of weightValues' keys for the model being emitted (switchModel). */
   private weightKeys = '';
   private keepTaps = false;
+  private requantize: { readonly key: string; readonly modules: ReadonlySet<string> } | undefined;
   private readonly exported = new Map<string, string>();
   private readonly probeInputs = new Map<Float32Array, Value>();
   private readonly decodeTables = new Map<Fp8Format | 'bf16', Value>();
@@ -135,6 +137,17 @@ export class ModelGraph {
     this.weightKeys = `${name}:`;
     this.tapLinears = taps !== false;
     this.keepTaps = taps === 'values';
+  }
+
+  /**
+   * For a paired layer (runner.ts runLayerPair), from now on: the FP8 linears in `modules` take their
+   * values from model `name`'s weight of the same name, re-quantized in the graph under the stored
+   * scales (ops/block-requantize.ts), instead of their stored codes as a graph input. Only for
+   * linears whose stored codes are exactly that re-quantization (verify's floor check), on a
+   * device that computes it as the host does (requantizeSelfTest).
+   */
+  requantizeFrom(name: string, modules: ReadonlySet<string>): void {
+    this.requantize = { key: `${name}:`, modules };
   }
 
   private hostBuffer(length: number): Float32Array {
@@ -379,7 +392,13 @@ export class ModelGraph {
     const sName = `${this.weightKeys}${w.module}.weight_scale_inv`;
     let wv = this.weightValues.get(wName);
     let sv = this.weightValues.get(sName);
-    if (!wv || !sv) {
+    const source = this.requantize?.modules.has(w.module) ? this.weightValues.get(`${this.requantize.key}${w.module}.weight`) : undefined;
+    if ((!wv || !sv) && source !== undefined && source.shape.every((d, i) => d === w.weight.shape[i]) && source.shape.length === 2) {
+      sv = this.dataInput({ type: 'float32', data: w.scaleInv.data, dims: w.scaleInv.shape }, DataType.FLOAT);
+      wv = emitRequantizedBlockWeight(this.g, source, sv, w.block, w.weight.format);
+      this.weightValues.set(wName, wv);
+      this.weightValues.set(sName, sv);
+    } else if (!wv || !sv) {
       if (this.weightDecode === 'host' || w.decoded !== undefined) {
         const data = w.decoded ?? this.decodedFrom(w.weight.codes, w.weight.codes.length, (out) => decodeFp8Codes(w.weight.codes, w.weight.format, out));
         const values = this.dataInput({ type: 'float32', data, dims: w.weight.shape }, DataType.FLOAT);

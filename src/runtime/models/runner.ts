@@ -426,6 +426,8 @@ export class ModelRunner {
     otherHidden: Float32Array,
     shape: BatchShape,
     compare: ReadonlyMap<string, number>,
+    /** The other model's FP8 linears re-quantized in the graph from this model's weights (ModelGraph.requantizeFrom). */
+    requantize?: ReadonlySet<string>,
   ): Promise<LayerPairResult> {
     const mlp = this.plan(index).mlp;
     const otherMlp = other.plan(index).mlp;
@@ -442,6 +444,7 @@ export class ModelRunner {
       const x = g.input('hidden', hidden, [tokens, h]);
       const mine = await this.emitDenseMlp(g, scope, mlp, await this.emitAttentionBlock(g, scope, this.plan(index), index, x, shape, undefined));
       g.switchModel('other', false);
+      if (requantize !== undefined && requantize.size > 0) g.requantizeFrom('original', requantize);
       const y = g.input('hidden_other', otherHidden, [tokens, h]);
       const theirs = await other.emitDenseMlp(g, otherScope, otherMlp, await other.emitAttentionBlock(g, otherScope, other.plan(index), index, y, shape, undefined));
       for (const w of theirs.linears) {

@@ -27,11 +27,13 @@ import { EXPERT_READ_WINDOW_BYTES, ModelRunner, type ExtraProbe, type LayerCaptu
 import { generateInputIds, type TokenBatch } from '../models/token-ids.js';
 import { WeightAccounting, type WeightScope } from '../models/weights.js';
 import type { Device } from '../onnx/session.js';
+import type { Fp8Format } from '../../fp8/index.js';
 import type { WeightDecode } from '../models/model-graph.js';
 import { linearClipping, staticActivationScaleOf, summarizeClipping, type ClippingSummary, type LinearClipping } from './activation-clipping.js';
 import { DEFAULT_GATES, evaluateGates, type GateFailure, type Gates } from './gates.js';
 import { compareLogits, linearMetrics, linearMetricsFromSums, perplexity, type LinearMetrics, type LogitMetrics } from './metrics.js';
 import { defaultMetricsThreads, MetricsPool } from './metrics-pool.js';
+import { requantizeSelfTest } from '../ops/block-requantize.js';
 import { checkCheckpointPair } from './checkpoint-pair.js';
 import { quantizedKeptModules, unverifiedTensors } from './coverage.js';
 import { mlaSplitProbes, mlaSplitTensors, REFERENCE_SUFFIX } from './mla-split-probes.js';
@@ -93,6 +95,13 @@ export interface VerifyOptions {
    * first layer's reads overlap it. Its rejection is verify's.
    */
   readonly deviceReady?: Promise<void>;
+  /**
+   * In paired layers, a quantized linear whose stored codes and scales the floor check found to be
+   * exactly the original's re-quantization takes its codes from the original's weights, re-quantized
+   * on the device (ops/block-requantize.ts), instead of sending them over; only where the device
+   * passes requantizeSelfTest. Default on CUDA. The report is the same.
+   */
+  readonly requantizeOnDevice?: boolean;
   readonly onEvent?: (event: VerifyEvent) => void;
 }
 
@@ -234,6 +243,18 @@ async function layerExtraProbes(
   }
 }
 
+/** Whether `device` re-quantizes in every FP8 format `runner`'s checkpoint stores as the host does (requantizeSelfTest). */
+async function requantizesAsHost(runner: ModelRunner, device: Device): Promise<boolean> {
+  const formats = new Set<Fp8Format>();
+  for (const name of runner.checkpoint.tensorNames()) {
+    const dtype = runner.checkpoint.info(name).dtype;
+    if (dtype === 'F8_E4M3') formats.add('e4m3fn');
+    else if (dtype === 'F8_E5M2') formats.add('e5m2');
+  }
+  for (const format of formats) if (!(await requantizeSelfTest(device, format))) return false;
+  return formats.size > 0;
+}
+
 function checkpointBytes(runner: ModelRunner): number {
   let n = 0;
   for (const name of runner.checkpoint.tensorNames()) n += runner.checkpoint.info(name).byteLength;
@@ -313,6 +334,8 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     const input = opts.input ?? generateInputIds(spec.vocabSize, opts.tokens ?? DEFAULT_VERIFY_TOKENS, seed);
     const shape: BatchShape = { batch: input.batch, seq: input.seq };
     await opts.deviceReady;
+    // Checked once, on the device, before any layer relies on it (a failed check sends the codes).
+    const requantize = pairLayers && (opts.requantizeOnDevice ?? device === 'cuda') && (await requantizesAsHost(q, device));
     emit({ type: 'start', layers: spec.numLayers, tokens: input.ids.length });
 
     let ho = await original.embed(input.ids);
@@ -332,7 +355,8 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       }
       const paired = pairLayers ? await pairedComparisons(original, quantized, layer, quantized.plan(layer), checked) : undefined;
       if (paired !== undefined) {
-        const pair = await original.runLayerPair(quantized, layer, ho, hq, shape, new Map([...paired].map(([m, c]) => [m, c.columns])));
+        const fromOriginal = requantize ? new Set([...paired].filter(([, c]) => c.floor === 'output').map(([m]) => m)) : undefined;
+        const pair = await original.runLayerPair(quantized, layer, ho, hq, shape, new Map([...paired].map(([m, c]) => [m, c.columns])), fromOriginal);
         for (const [module, c] of paired) {
           const s = pair.sums.get(module);
           if (s === undefined) {
