@@ -254,9 +254,9 @@ export async function selectDevice(request: DeviceRequest, options: CudaCheckOpt
  * A device chosen before its last check has answered: `selection` is what the checks that need no
  * GPU allow, and `ready` settles once the CUDA probe session has run (in a worker thread), rejecting
  * with DeviceUnavailableError when it failed. The probe loads the CUDA libraries and creates the
- * CUDA context, ~1.2 s on an H200 host; those are the process's, so the caller prepares meanwhile
- * (verify opens both checkpoints and starts its floor checks and first reads) and awaits `ready`
- * before its first session. `auto` whose probe fails is the caller's to run again on the CPU
+ * CUDA context, ~0.5 s on an H200 host (bench/NOTES.md); those are the process's, so the caller
+ * prepares meanwhile (verify opens both checkpoints and starts its floor checks and first reads)
+ * and awaits `ready` before its first session. `auto` whose probe fails is the caller's to run again on the CPU
  * (cpuInstead).
  */
 export interface EarlyDeviceSelection {
