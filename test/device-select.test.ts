@@ -3,7 +3,8 @@
 // What needs a GPU (the probe succeeding, CUDA results) is checked by scripts/gpu-check.sh.
 
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -292,6 +293,31 @@ test('selectDeviceEarly turns TF32 off in the process environment before the pro
     );
     await early.ready;
     assert.equal(seen, '0');
+  } finally {
+    if (saved === undefined) delete process.env['NVIDIA_TF32_OVERRIDE'];
+    else process.env['NVIDIA_TF32_OVERRIDE'] = saved;
+  }
+});
+
+test('selectDeviceEarly runs the real probe in one worker per process: later calls answer from it and start no thread', { skip: process.platform !== 'linux' }, async () => {
+  // Provider files whose ELF cannot be read leave the verdict to the probe session, here the real
+  // one in its worker thread (it fails without a GPU, passes with one). Each worker stays for the
+  // process's life (cuda-probe-worker.ts), so one started per call would add up.
+  const unreadable = options({ providerDir: folder({ 'libonnxruntime_providers_shared.so': '', 'libonnxruntime_providers_cuda.so': '' }) });
+  const threads = (): number => Number(/^Threads:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
+  const settled = (early: ReturnType<typeof selectDeviceEarly>): Promise<string> =>
+    early.ready.then(
+      () => 'ready',
+      (e: unknown) => (e instanceof DeviceUnavailableError ? e.problem.summary : Promise.reject(e)),
+    );
+  const saved = process.env['NVIDIA_TF32_OVERRIDE'];
+  try {
+    const first = await settled(selectDeviceEarly('auto', unreadable));
+    // libuv's thread pool starts at the first asynchronous file operation: started before counting.
+    await stat(root);
+    const before = threads();
+    assert.deepEqual([await settled(selectDeviceEarly('auto', unreadable)), await settled(selectDeviceEarly('cuda', unreadable))], [first, first]);
+    assert.equal(threads(), before, 'no new thread for a later call');
   } finally {
     if (saved === undefined) delete process.env['NVIDIA_TF32_OVERRIDE'];
     else process.env['NVIDIA_TF32_OVERRIDE'] = saved;

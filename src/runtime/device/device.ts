@@ -254,9 +254,9 @@ export async function selectDevice(request: DeviceRequest, options: CudaCheckOpt
  * A device chosen before its last check has answered: `selection` is what the checks that need no
  * GPU allow, and `ready` settles once the CUDA probe session has run (in a worker thread), rejecting
  * with DeviceUnavailableError when it failed. The probe loads the CUDA libraries and creates the
- * CUDA context, ~1.2 s on an H200 host; those are the process's, so the caller prepares meanwhile
- * (verify opens both checkpoints and starts its floor checks and first reads) and awaits `ready`
- * before its first session. `auto` whose probe fails is the caller's to run again on the CPU
+ * CUDA context, ~0.5 s on an H200 host (bench/NOTES.md); those are the process's, so the caller
+ * prepares meanwhile (verify opens both checkpoints and starts its floor checks and first reads)
+ * and awaits `ready` before its first session. `auto` whose probe fails is the caller's to run again on the CPU
  * (cpuInstead).
  */
 export interface EarlyDeviceSelection {
@@ -273,7 +273,7 @@ export function selectDeviceEarly(request: DeviceRequest, options: CudaCheckOpti
   }
   // Before the probe's thread starts, from this one (cuda-float32.ts says why).
   keepCudaFloat32Exact();
-  const ready = (options.probe ?? probeCudaSessionInWorker)().catch((error: unknown) => {
+  const ready = (options.probe ?? probeCudaSessionOnce)().catch((error: unknown) => {
     throw new DeviceUnavailableError(classifyCudaLoadError(error instanceof Error ? error.message : String(error)));
   });
   // Awaited by the caller, which may fail first: never an unhandled rejection.
@@ -301,6 +301,18 @@ function cudaSelection(request: DeviceRequest, options: CudaCheckOptions): Devic
     provider: 'CUDAExecutionProvider',
     reason: `CUDA execution provider loaded${detail !== '' ? ` (${detail})` : ''}`,
   };
+}
+
+let workerProbe: Promise<void> | undefined;
+
+/**
+ * The probe's worker once per process, as checkCuda's default check: its thread stays for the
+ * process's life (cuda-probe-worker.ts), so a process that verifies more than once (tests, a
+ * library caller) would otherwise add one, and run the probe again, per call.
+ */
+function probeCudaSessionOnce(): Promise<void> {
+  workerProbe ??= probeCudaSessionInWorker();
+  return workerProbe;
 }
 
 /** probeCudaSession in a worker thread (cuda-probe-worker.ts); rejects with its error's message. */
