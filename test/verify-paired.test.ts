@@ -26,7 +26,7 @@ import { emitRequantizedBlockWeight, requantizeBlockWeight, requantizeSelfTest }
 import { decodeTableFor } from '../src/fp8/index.js';
 import { linearMetrics, linearMetricsFromSums } from '../src/runtime/verify/metrics.js';
 import { verifyCheckpoints, type VerifyReport } from '../src/runtime/verify/verify-checkpoints.js';
-import { copyCheckpointWithEdits, scaleF32 } from './helpers/checkpoint-edit.js';
+import { copyCheckpointWithEdits, scaleF32, type EditableTensor } from './helpers/checkpoint-edit.js';
 import { MODELS, modelDir } from './helpers/fixtures.js';
 import { useConvertedFixtures } from './helpers/converted-fixtures.js';
 
@@ -329,4 +329,25 @@ test('verify with the quantized codes re-quantized in the graph from the origina
     r.failures.some((f) => f.subject === 'model.layers.0.mlp.down_proj'),
     'the damaged linear is named',
   );
+});
+
+test('a linear whose forward reads another scale tensor than the floor check compared is not re-quantized: a damaged compressed-tensors weight_scale beside a sound weight_scale_inv still fails', async () => {
+  const converted = join(fixtures.workDir(), 'llama-ct');
+  await convertCheckpoint({ input: modelDir('llama'), output: converted, outputFormat: 'compressed-tensors', threads: 0 });
+  const damaged = join(fixtures.workDir(), 'llama-ct-two-scales');
+  await copyCheckpointWithEdits(converted, damaged, (t) => {
+    // The forward reads `weight_scale` (compressed-tensors' name); `weight_scale_inv` is a sound copy it ignores.
+    for (const [name, x] of [...t]) if (name.endsWith('.weight_scale')) t.set(`${name}_inv`, { ...x, bytes: x.bytes.slice() } satisfies EditableTensor);
+    scaleF32(t.get('model.layers.0.mlp.down_proj.weight_scale')!, 4);
+  });
+  const common = { original: modelDir('llama'), quantized: damaged, tokens: 12, seed: 5, weightDecode: 'graph' as const, floorCheckThreads: 1, pairedLayers: true };
+  const { seconds: _a, ...withIt } = await verifyCheckpoints({ ...common, requantizeOnDevice: true });
+  const { seconds: _b, ...without } = await verifyCheckpoints({ ...common, requantizeOnDevice: false });
+  assert.ok(
+    without.failures.some((f) => f.subject === 'model.layers.0.mlp.down_proj'),
+    'the damaged linear is named',
+  );
+  const down = without.linears.find((l) => l.module === 'model.layers.0.mlp.down_proj')!;
+  assert.ok(down.errorRatio! > 10, `its floor is the original re-quantized, not the stored linear itself (ratio ${down.errorRatio})`);
+  assert.deepEqual(withIt, without, 'the same report with the codes re-quantized in the graph');
 });
