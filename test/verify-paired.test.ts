@@ -397,3 +397,34 @@ test('a linear whose forward reads another scale tensor than the floor check com
   assert.ok(down.errorRatio! > 10, `its floor is the original re-quantized, not the stored linear itself (ratio ${down.errorRatio})`);
   assert.deepEqual(withIt, without, 'the same report with the codes re-quantized in the graph');
 });
+
+test('one changed code byte: its layer is not re-quantized, and verify reports the changed linear as it does without re-quantizing', async () => {
+  const module = 'model.layers.1.mlp.down_proj';
+  const edited = join(fixtures.workDir(), 'llama-one-code');
+  await copyCheckpointWithEdits(fixtures.converted.get('llama')!, edited, (t) => {
+    const codes = t.get(`${module}.weight`)!.bytes;
+    codes[codes.length - 1] = codes[codes.length - 1]! ^ 1;
+  });
+  const common = { original: modelDir('llama'), tokens: 12, seed: 5, weightDecode: 'graph' as const, floorCheckThreads: 1, pairedLayers: true };
+  const requantized: string[] = [];
+  const original = ModelGraph.prototype.requantizeFrom;
+  ModelGraph.prototype.requantizeFrom = function (this: ModelGraph, model: string, modules: ReadonlySet<string>) {
+    requantized.push(...modules);
+    return original.call(this, model, modules);
+  };
+  let withIt: VerifyReport;
+  try {
+    withIt = await verifyCheckpoints({ ...common, quantized: edited, requantizeOnDevice: true });
+  } finally {
+    ModelGraph.prototype.requantizeFrom = original;
+  }
+  const without = await verifyCheckpoints({ ...common, quantized: edited, requantizeOnDevice: false });
+  const clean = await verifyCheckpoints({ ...common, quantized: fixtures.converted.get('llama')!, requantizeOnDevice: false });
+  assert.ok(requantized.length > 0 && !requantized.some((m) => m.startsWith('model.layers.1.')), `layer 0 only (${requantized.join(', ')})`);
+  const { seconds: _a, ...a } = withIt;
+  const { seconds: _b, ...b } = without;
+  assert.deepEqual(a, b, 'the same report');
+  const figure = (r: VerifyReport) => r.linears.find((l) => l.module === module)!;
+  assert.notEqual(figure(withIt).relativeError, figure(clean).relativeError, 'the changed code shows in its linear');
+  assert.ok(figure(withIt).errorRatio! > 1, `its floor is probed, not the linear itself (ratio ${figure(withIt).errorRatio})`);
+});
