@@ -17,16 +17,16 @@ import { test } from 'node:test';
 
 import { convertCheckpoint } from '../src/pipeline/convert-checkpoint.js';
 import { DataType } from '../src/runtime/onnx/data-type.js';
-import { GraphBuilder } from '../src/runtime/onnx/graph-builder.js';
+import { attr, GraphBuilder, type Value } from '../src/runtime/onnx/graph-builder.js';
 import { OnnxSession } from '../src/runtime/onnx/session.js';
 import { comparisonSums, emitComparisonSums } from '../src/runtime/ops/comparison-sums.js';
 import { ModelRunner } from '../src/runtime/models/runner.js';
 import { ModelGraph } from '../src/runtime/models/model-graph.js';
-import { emitRequantizedBlockWeight, requantizeBlockWeight, requantizeSelfTest } from '../src/runtime/ops/block-requantize.js';
+import { emitRequantizedBlockWeight, requantizeBlockWeight, requantizeSelfTest, runSelfTest } from '../src/runtime/ops/block-requantize.js';
 import { decodeTableFor } from '../src/fp8/index.js';
 import { linearMetrics, linearMetricsFromSums } from '../src/runtime/verify/metrics.js';
 import { verifyCheckpoints, type VerifyReport } from '../src/runtime/verify/verify-checkpoints.js';
-import { copyCheckpointWithEdits, scaleF32 } from './helpers/checkpoint-edit.js';
+import { copyCheckpointWithEdits, scaleF32, type EditableTensor } from './helpers/checkpoint-edit.js';
 import { MODELS, modelDir } from './helpers/fixtures.js';
 import { useConvertedFixtures } from './helpers/converted-fixtures.js';
 
@@ -329,4 +329,102 @@ test('verify with the quantized codes re-quantized in the graph from the origina
     r.failures.some((f) => f.subject === 'model.layers.0.mlp.down_proj'),
     'the damaged linear is named',
   );
+});
+
+/**
+ * emitRequantizedBlockWeight with one of its ops replaced (`rewrite` returns the replacement, or
+ * undefined to keep the op): how a device that rounds otherwise would compute it.
+ */
+function requantizeRewritten(rewrite: (g: GraphBuilder, op: string, inputs: readonly Value[], emit: GraphBuilder['op']) => Value | undefined): typeof emitRequantizedBlockWeight {
+  return (g, w, s, block, format) => {
+    const emit = g.op.bind(g);
+    g.op = ((op, inputs, out, attrs) => rewrite(g, op, inputs as Value[], emit) ?? emit(op, inputs, out, attrs)) as GraphBuilder['op'];
+    try {
+      return emitRequantizedBlockWeight(g, w, s, block, format);
+    } finally {
+      g.op = emit;
+    }
+  };
+}
+
+test('the re-quantization self-test fails a device that divides through the reciprocal, rounds FP8 ties away from zero, or flushes float32 subnormals', async () => {
+  const f32op = (emit: GraphBuilder['op'], op: string, inputs: readonly Value[], shape: Value['shape']): Value =>
+    emit(op, inputs, { dtype: DataType.FLOAT, shape, name: op.toLowerCase() });
+  const reciprocal = requantizeRewritten((_g, op, [a, b], emit) => (op === 'Div' ? f32op(emit, 'Mul', [a!, f32op(emit, 'Reciprocal', [b!], b!.shape)], a!.shape) : undefined));
+  // The quotient one ulp away from zero before the clamp and the Cast: exact ties go away from zero.
+  const tiesAway = requantizeRewritten((g, op, [q, lo, hi], emit) =>
+    op === 'Clip' ? f32op(emit, 'Clip', [f32op(emit, 'Mul', [q!, g.constFloat32([1 + 2 ** -23], [])], q!.shape), lo!, hi!], q!.shape) : undefined,
+  );
+  let flushing = false;
+  const flush = (g: GraphBuilder, emit: GraphBuilder['op'], v: Value): Value => {
+    const normal = emit('GreaterOrEqual', [f32op(emit, 'Abs', [v], v.shape), g.constFloat32([2 ** -126], [])], { dtype: DataType.BOOL, shape: v.shape, name: 'normal' });
+    return f32op(emit, 'Mul', [v, emit('Cast', [normal], { dtype: DataType.FLOAT, shape: v.shape, name: 'normal_f32' }, { to: attr.int(DataType.FLOAT) })], v.shape);
+  };
+  const flushToZero = requantizeRewritten((g, op, [a, b], emit) => {
+    if (op !== 'Div' || flushing) return undefined;
+    flushing = true;
+    try {
+      return f32op(emit, 'Div', [flush(g, emit, a!), flush(g, emit, b!)], a!.shape);
+    } finally {
+      flushing = false;
+    }
+  });
+  for (const format of ['e4m3fn', 'e5m2'] as const) {
+    assert.equal(await runSelfTest('cpu', format), true, `${format}: the graph as emitted passes`);
+    assert.equal(await runSelfTest('cpu', format, reciprocal), false, `${format}: w × (1 / scale) fails`);
+    assert.equal(await runSelfTest('cpu', format, tiesAway), false, `${format}: ties away from zero fail`);
+    assert.equal(await runSelfTest('cpu', format, flushToZero), false, `${format}: flushed subnormals fail`);
+  }
+});
+
+test('a linear whose forward reads another scale tensor than the floor check compared is not re-quantized: a damaged compressed-tensors weight_scale beside a sound weight_scale_inv still fails', async () => {
+  const converted = join(fixtures.workDir(), 'llama-ct');
+  await convertCheckpoint({ input: modelDir('llama'), output: converted, outputFormat: 'compressed-tensors', threads: 0 });
+  const damaged = join(fixtures.workDir(), 'llama-ct-two-scales');
+  await copyCheckpointWithEdits(converted, damaged, (t) => {
+    // The forward reads `weight_scale` (compressed-tensors' name); `weight_scale_inv` is a sound copy it ignores.
+    for (const [name, x] of [...t]) if (name.endsWith('.weight_scale')) t.set(`${name}_inv`, { ...x, bytes: x.bytes.slice() } satisfies EditableTensor);
+    scaleF32(t.get('model.layers.0.mlp.down_proj.weight_scale')!, 4);
+  });
+  const common = { original: modelDir('llama'), quantized: damaged, tokens: 12, seed: 5, weightDecode: 'graph' as const, floorCheckThreads: 1, pairedLayers: true };
+  const { seconds: _a, ...withIt } = await verifyCheckpoints({ ...common, requantizeOnDevice: true });
+  const { seconds: _b, ...without } = await verifyCheckpoints({ ...common, requantizeOnDevice: false });
+  assert.ok(
+    without.failures.some((f) => f.subject === 'model.layers.0.mlp.down_proj'),
+    'the damaged linear is named',
+  );
+  const down = without.linears.find((l) => l.module === 'model.layers.0.mlp.down_proj')!;
+  assert.ok(down.errorRatio! > 10, `its floor is the original re-quantized, not the stored linear itself (ratio ${down.errorRatio})`);
+  assert.deepEqual(withIt, without, 'the same report with the codes re-quantized in the graph');
+});
+
+test('one changed code byte: its layer is not re-quantized, and verify reports the changed linear as it does without re-quantizing', async () => {
+  const module = 'model.layers.1.mlp.down_proj';
+  const edited = join(fixtures.workDir(), 'llama-one-code');
+  await copyCheckpointWithEdits(fixtures.converted.get('llama')!, edited, (t) => {
+    const codes = t.get(`${module}.weight`)!.bytes;
+    codes[codes.length - 1] = codes[codes.length - 1]! ^ 1;
+  });
+  const common = { original: modelDir('llama'), tokens: 12, seed: 5, weightDecode: 'graph' as const, floorCheckThreads: 1, pairedLayers: true };
+  const requantized: string[] = [];
+  const original = ModelGraph.prototype.requantizeFrom;
+  ModelGraph.prototype.requantizeFrom = function (this: ModelGraph, model: string, modules: ReadonlySet<string>) {
+    requantized.push(...modules);
+    return original.call(this, model, modules);
+  };
+  let withIt: VerifyReport;
+  try {
+    withIt = await verifyCheckpoints({ ...common, quantized: edited, requantizeOnDevice: true });
+  } finally {
+    ModelGraph.prototype.requantizeFrom = original;
+  }
+  const without = await verifyCheckpoints({ ...common, quantized: edited, requantizeOnDevice: false });
+  const clean = await verifyCheckpoints({ ...common, quantized: fixtures.converted.get('llama')!, requantizeOnDevice: false });
+  assert.ok(requantized.length > 0 && !requantized.some((m) => m.startsWith('model.layers.1.')), `layer 0 only (${requantized.join(', ')})`);
+  const { seconds: _a, ...a } = withIt;
+  const { seconds: _b, ...b } = without;
+  assert.deepEqual(a, b, 'the same report');
+  const figure = (r: VerifyReport) => r.linears.find((l) => l.module === module)!;
+  assert.notEqual(figure(withIt).relativeError, figure(clean).relativeError, 'the changed code shows in its linear');
+  assert.ok(figure(withIt).errorRatio! > 1, `its floor is probed, not the linear itself (ratio ${figure(withIt).errorRatio})`);
 });

@@ -7,7 +7,7 @@
 // whose float32 Div and saturating FP8 Cast round as the host does; requantizeSelfTest checks that
 // once per process and device before verify relies on it.
 
-import { decodeTableFor, saturateEncode } from '../../fp8/index.js';
+import { decodeTableFor, float32ToBf16Bits, saturateEncode } from '../../fp8/index.js';
 import { DataType } from '../onnx/data-type.js';
 import { GraphBuilder, type Value } from '../onnx/graph-builder.js';
 import type { Device } from '../onnx/session.js';
@@ -59,10 +59,12 @@ const selfTests = new Map<string, Promise<boolean>>();
 
 /**
  * Whether `device` computes emitRequantizedBlockWeight bit for bit as the host encoder does, on
- * values chosen to catch a different rounding: exact ties between FP8 neighbours under
- * power-of-two scales, saturation, subnormals, signed zeros, and random values under scales that
- * make the division round. Once per process and device and format; false on any difference or
- * error (verify then sends the stored codes, as without it).
+ * values chosen to catch a different rounding (selfTestInputs): exact ties between FP8 neighbours
+ * under power-of-two scales, saturation, FP8 subnormals, signed zeros; BF16 weights under their
+ * amax / FP8_MAX scales; quotients on and beside FP8 ties under scales that make the division round
+ * (a product with the reciprocal, or a division one ulp off there, differs); float32 subnormal
+ * weights and scales. Once per process and device and format; false on any difference or error
+ * (verify then sends the stored codes, as without it).
  */
 export function requantizeSelfTest(device: Device, format: Fp8Format = 'e4m3fn'): Promise<boolean> {
   const key = `${device}:${format}`;
@@ -74,39 +76,86 @@ export function requantizeSelfTest(device: Device, format: Fp8Format = 'e4m3fn')
   return result;
 }
 
-async function runSelfTest(device: Device, format: Fp8Format): Promise<boolean> {
+/** The self-test's weights `[n, k]` and their scales `[3, 3]`, block 128 × 128. */
+function selfTestInputs(format: Fp8Format): { w: Float32Array; scale: Float32Array; n: number; k: number; block: BlockShape } {
   const block = { bn: 128, bk: 128 };
-  const [n, k] = [256, 384];
-  const decode = decodeTableFor(format);
-  const finite = Array.from(decode).filter((v) => Number.isFinite(v));
-  const rng = new SeededRandom(2026);
-  // Block row 0: power-of-two scales, so w / scale is exact and the FP8 rounding alone decides:
-  // ties halfway between neighbours, the neighbours themselves, beyond the maximum. Row 1: scales
-  // that make the division round, random values at the block's range.
-  const scale = Float32Array.of(1, 2 ** -7, 2 ** 5, Math.fround(0.0123), Math.fround(3.7e-4), Math.fround(17.3));
+  const [n, k] = [384, 384];
+  const max = fp8Max(format);
+  const finite = Array.from(decodeTableFor(format)).filter((v) => Number.isFinite(v));
   const sorted = [...new Set(finite)].sort((a, b) => a - b);
+  const midpoints = sorted.slice(1).map((v, i) => (sorted[i]! + v) / 2);
+  const rng = new SeededRandom(2026);
   const w = new Float32Array(n * k);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j < k; j++) {
-      const s = scale[Math.floor(i / block.bn) * 3 + Math.floor(j / block.bk)]!;
-      let q: number;
-      if (i < block.bn) {
-        const t = (i * k + j) % (2 * sorted.length + 8);
-        if (t < sorted.length - 1) q = (sorted[t]! + sorted[t + 1]!) / 2;
-        else if (t < 2 * sorted.length - 1) q = sorted[t - sorted.length + 1]!;
-        else q = [fp8Max(format) * 1.07, -fp8Max(format) * 3, 0, -0, 1e-30, -1e-30, 2 ** -20, -(2 ** -20)][t - 2 * sorted.length + 1] ?? 0;
-      } else q = rng.normal() * fp8Max(format) * 0.4;
-      w[i * k + j] = Math.fround(q * s);
+  const at = (bi: number, bj: number, value: (t: number) => number): void => {
+    for (let r = 0; r < block.bn; r++) {
+      for (let c = 0; c < block.bk; c++) w[(bi * block.bn + r) * k + bj * block.bk + c] = Math.fround(value(r * block.bk + c));
     }
+  };
+  // Block row 0: power-of-two scales, so w / scale is exact and the FP8 rounding alone decides:
+  // ties halfway between neighbours, the neighbours themselves, beyond the maximum, zeros, values
+  // that round to a signed zero.
+  const scale = new Float32Array(9);
+  const extras = [max * 1.07, -max * 3, 0, -0, 1e-30, -1e-30, 2 ** -20, -(2 ** -20)];
+  [1, 2 ** -7, 2 ** 5].forEach((s, bj) => {
+    scale[bj] = s;
+    at(0, bj, (t) => {
+      const i = t % (midpoints.length + sorted.length + extras.length);
+      const q = i < midpoints.length ? midpoints[i]! : i < midpoints.length + sorted.length ? sorted[i - midpoints.length]! : extras[i - midpoints.length - sorted.length]!;
+      return q * s;
+    });
+  });
+  // Block row 1: BF16 weights under the scale a conversion gives them (amax / FP8_MAX): the
+  // quotients a verify meets, among them some that a reciprocal's product rounds otherwise.
+  [0.02, 1.5e-3, 4].forEach((sigma, bj) => {
+    at(1, bj, () => bf16Value(rng.normal() * sigma));
+    let amax = 0;
+    for (let r = 0; r < block.bn; r++) for (let c = 0; c < block.bk; c++) amax = Math.max(amax, Math.abs(w[(block.bn + r) * k + bj * block.bk + c]!));
+    scale[3 + bj] = Math.fround(amax / max);
+  });
+  // Block row 2: quotients on and a few float32 ulps beside FP8 ties under scales that make the
+  // division round (a division one ulp off moves some of them across the tie); the last block's
+  // scale and weights are float32 subnormals (a device that flushes them to zero differs).
+  [Math.fround(0.0123), Math.fround(17.3), Math.fround(3 * 2 ** -140)].forEach((s, bj) => {
+    scale[6 + bj] = s;
+    at(2, bj, (t) => {
+      const m = midpoints[Math.floor(t / 5) % midpoints.length]!;
+      return nextFloat32(Math.fround(m * s), (t % 5) - 2);
+    });
+  });
+  return { w, scale, n, k, block };
+}
+
+function bf16Value(x: number): number {
+  const bits = float32ToBf16Bits(x);
+  return new Float32Array(new Uint32Array([bits << 16]).buffer)[0]!;
+}
+
+/** The float32 `steps` ulps above `x` (below when negative), stepping through zero. */
+function nextFloat32(x: number, steps: number): number {
+  const f = new Float32Array([x]);
+  const i = new Int32Array(f.buffer);
+  for (let s = 0; s < Math.abs(steps); s++) {
+    const up = steps > 0;
+    if (f[0] === 0) i[0] = up ? 1 : 0x80000001 | 0;
+    else if (f[0]! > 0 === up) i[0] = i[0]! + 1;
+    else i[0] = i[0]! - 1;
   }
+  return f[0]!;
+}
+
+/** The self-test on `device`, with `emit` in place of emitRequantizedBlockWeight (its own test gives it a deliberately wrong one). */
+export async function runSelfTest(device: Device, format: Fp8Format, emit = emitRequantizedBlockWeight): Promise<boolean> {
+  const { w, scale, n, k, block } = selfTestInputs(format);
+  const decode = decodeTableFor(format);
+  const [nb, kb] = [n / block.bn, k / block.bk];
   const g = new GraphBuilder();
   const wv = g.input('w', DataType.FLOAT, [n, k]);
-  const sv = g.input('scale', DataType.FLOAT, [2, 3]);
-  g.output(emitRequantizedBlockWeight(g, wv, sv, block, format), 'y');
+  const sv = g.input('scale', DataType.FLOAT, [nb, kb]);
+  g.output(emit(g, wv, sv, block, format), 'y');
   const { OnnxSession } = await import('../onnx/session.js');
   const session = await OnnxSession.create(g.toBytes(), { device });
   try {
-    const out = await session.run({ w: { type: 'float32', data: w, dims: [n, k] }, scale: { type: 'float32', data: scale, dims: [2, 3] } });
+    const out = await session.run({ w: { type: 'float32', data: w, dims: [n, k] }, scale: { type: 'float32', data: scale, dims: [nb, kb] } });
     const y = out['y']?.data;
     if (!(y instanceof Float32Array) || y.length !== n * k) return false;
     const codes = requantizeBlockWeight(w, n, k, scale, block, format);

@@ -199,7 +199,8 @@ export async function floorProbes(
 /** Whether `module`'s stored FP8 linear (no bias, no static activation scale) has exactly `floor`'s codes and float32 scales. */
 async function storedEquals(ckpt: Checkpoint, module: string, floor: Fp8Linear, pool?: HostBufferPool): Promise<boolean> {
   const scaleName = `${module}.weight_scale_inv`;
-  if (!ckpt.has(scaleName) || ckpt.has(`${module}.bias`) || ckpt.has(`${module}.input_scale`)) return false;
+  // With a `weight_scale` beside it, the forward may read that one (floor-check.ts floorCheckJob).
+  if (!ckpt.has(scaleName) || ckpt.has(`${module}.weight_scale`) || ckpt.has(`${module}.bias`) || ckpt.has(`${module}.input_scale`)) return false;
   const scaleInfo = ckpt.info(scaleName);
   if (scaleInfo.dtype !== 'F32' || scaleInfo.byteLength !== floor.scaleInv.data.byteLength) return false;
   const scales = await ckpt.readTensor(scaleName);
