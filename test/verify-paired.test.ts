@@ -295,6 +295,7 @@ test('verify with the quantized codes re-quantized in the graph from the origina
       pairedLayers: true,
     };
     const requantized: string[] = [];
+    const starts: (boolean | undefined)[] = [];
     const original = ModelGraph.prototype.requantizeFrom;
     ModelGraph.prototype.requantizeFrom = function (this: ModelGraph, model: string, modules: ReadonlySet<string>) {
       requantized.push(...modules);
@@ -302,11 +303,13 @@ test('verify with the quantized codes re-quantized in the graph from the origina
     };
     let withIt: VerifyReport;
     try {
-      withIt = await verifyCheckpoints({ ...common, requantizeOnDevice: true });
+      withIt = await verifyCheckpoints({ ...common, requantizeOnDevice: true, onEvent: (e) => void (e.type === 'start' && starts.push(e.requantizeOnDevice)) });
     } finally {
       ModelGraph.prototype.requantizeFrom = original;
     }
-    const without = await verifyCheckpoints({ ...common, requantizeOnDevice: false });
+    const without = await verifyCheckpoints({ ...common, requantizeOnDevice: false, onEvent: (e) => void (e.type === 'start' && starts.push(e.requantizeOnDevice)) });
+    // The start event says whether the device passed the self-test (the CLI prints it), and nothing when not tried.
+    assert.deepEqual(starts.splice(0), [true, undefined], `${name}: the start events`);
     assert.ok(requantized.length > 0 && requantized.every((m) => /self_attn|mlp/.test(m)), `${name}: linears re-quantized in the graph (${requantized.length})`);
     const { seconds: _a, ...a } = withIt;
     const { seconds: _b, ...b } = without;

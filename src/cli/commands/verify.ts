@@ -108,8 +108,10 @@ export async function verifyCommand(original: string, quantized: string, flags: 
       onEvent: (e) => {
         reports.observe(e);
         // Said once the two folders are known to be comparable: a refusal stays the only line.
-        if (e.type === 'start') info(mode, `verifying ${quantized} against ${original} on ${selection.device} (${selection.reason})\n  ${e.layers} layers, ${e.tokens} tokens`);
-        else if (e.type === 'layer') info(mode, `  layer ${e.index + 1}/${e.count}`);
+        if (e.type === 'start') {
+          info(mode, `verifying ${quantized} against ${original} on ${selection.device} (${selection.reason})\n  ${e.layers} layers, ${e.tokens} tokens`);
+          if (e.requantizeOnDevice !== undefined) info(mode, `  ${requantizeLine(e.requantizeOnDevice)}`);
+        } else if (e.type === 'layer') info(mode, `  layer ${e.index + 1}/${e.count}`);
       },
     });
   let report: VerifyReport;
@@ -130,6 +132,13 @@ export async function verifyCommand(original: string, quantized: string, flags: 
   await reports.write({ ...report, deviceSelection: selection }, mode);
   if (failure) throw failure;
   return report;
+}
+
+/** Says where the quantized model's codes come from on the device (docs/ARCHITECTURE.md, "Codes not sent"). */
+function requantizeLine(passed: boolean): string {
+  return passed
+    ? "FP8 codes the floor check proves equal to the original's re-quantization are re-quantized on the device, not sent (its self-test passed)"
+    : 'FP8 codes are sent to the device: it failed the re-quantization self-test (the report is the same, only slower)';
 }
 
 function gateFailureError(report: VerifyReport): ExitError {

@@ -106,7 +106,16 @@ export interface VerifyOptions {
 }
 
 export type VerifyEvent =
-  | { readonly type: 'start'; readonly layers: number; readonly tokens: number }
+  | {
+      readonly type: 'start';
+      readonly layers: number;
+      readonly tokens: number;
+      /**
+       * Where re-quantizing floor-checked codes on the device was tried (requantizeOnDevice with
+       * paired layers): whether the device passed its self-test, so that the codes stay on the host.
+       */
+      readonly requantizeOnDevice?: boolean;
+    }
   | { readonly type: 'layer'; readonly index: number; readonly count: number }
   | { readonly type: 'head' };
 
@@ -335,8 +344,9 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     const shape: BatchShape = { batch: input.batch, seq: input.seq };
     await opts.deviceReady;
     // Checked once, on the device, before any layer relies on it (a failed check sends the codes).
-    const requantize = pairLayers && (opts.requantizeOnDevice ?? device === 'cuda') && (await requantizesAsHost(q, device));
-    emit({ type: 'start', layers: spec.numLayers, tokens: input.ids.length });
+    const tryRequantize = pairLayers && (opts.requantizeOnDevice ?? device === 'cuda');
+    const requantize = tryRequantize && (await requantizesAsHost(q, device));
+    emit({ type: 'start', layers: spec.numLayers, tokens: input.ids.length, ...(tryRequantize ? { requantizeOnDevice: requantize } : {}) });
 
     let ho = await original.embed(input.ids);
     let hq = await quantized.embed(input.ids);
