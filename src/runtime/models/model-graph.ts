@@ -137,6 +137,8 @@ export class ModelGraph {
     this.weightKeys = `${name}:`;
     this.tapLinears = taps !== false;
     this.keepTaps = taps === 'values';
+    // A re-quantization source is said per model (requantizeFrom), never carried into the next one.
+    this.requantize = undefined;
   }
 
   /**
