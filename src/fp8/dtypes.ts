@@ -118,6 +118,12 @@ export function float32ToBf16Bits(x: number): number {
   return (rounded >>> 16) & 0xffff;
 }
 
+/** `x` rounded to the nearest bfloat16 value (round-to-nearest-even), as a number. */
+export function roundToBf16(x: number): number {
+  scratchU32[0] = float32ToBf16Bits(x) << 16;
+  return scratchF32[0]!;
+}
+
 /** float32 → IEEE half bits, round-to-nearest-even, overflow to Inf. */
 export function float32ToF16Bits(x: number): number {
   scratchF32[0] = x;

@@ -392,15 +392,17 @@ export class ModelGraph {
   private fp8Values(w: Fp8Linear): { w: Value; s: Value } {
     const wName = `${this.weightKeys}${w.module}.weight`;
     const sName = `${this.weightKeys}${w.module}.weight_scale_inv`;
-    let wv = this.weightValues.get(wName);
-    let sv = this.weightValues.get(sName);
-    const source = this.requantize?.modules.has(w.module) ? this.weightValues.get(`${this.requantize.key}${w.module}.weight`) : undefined;
-    if ((!wv || !sv) && source !== undefined && source.shape.every((d, i) => d === w.weight.shape[i]) && source.shape.length === 2) {
-      sv = this.dataInput({ type: 'float32', data: w.scaleInv.data, dims: w.scaleInv.shape }, DataType.FLOAT);
+    const cachedW = this.weightValues.get(wName);
+    const cachedS = this.weightValues.get(sName);
+    if (cachedW && cachedS) return { w: cachedW, s: cachedS };
+    const scaleInput = (): Value => this.dataInput({ type: 'float32', data: w.scaleInv.data, dims: w.scaleInv.shape }, DataType.FLOAT);
+    const source = this.requantizeSource(w);
+    let wv: Value;
+    let sv: Value;
+    if (source !== undefined) {
+      sv = scaleInput();
       wv = emitRequantizedBlockWeight(this.g, source, sv, w.block, w.weight.format);
-      this.weightValues.set(wName, wv);
-      this.weightValues.set(sName, sv);
-    } else if (!wv || !sv) {
+    } else {
       if (this.weightDecode === 'host' || w.decoded !== undefined) {
         const data = w.decoded ?? this.decodedFrom(w.weight.codes, w.weight.codes.length, (out) => decodeFp8Codes(w.weight.codes, w.weight.format, out));
         const values = this.dataInput({ type: 'float32', data, dims: w.weight.shape }, DataType.FLOAT);
@@ -410,11 +412,19 @@ export class ModelGraph {
         const codes = this.dataInput({ type: 'uint8', data: w.weight.codes, dims: w.weight.shape }, DataType.UINT8);
         wv = emitDecodeFp8Codes(this.g, codes, w.weight.format, this.decodeTable(w.weight.format));
       }
-      sv = this.dataInput({ type: 'float32', data: w.scaleInv.data, dims: w.scaleInv.shape }, DataType.FLOAT);
-      this.weightValues.set(wName, wv);
-      this.weightValues.set(sName, sv);
+      sv = scaleInput();
     }
+    this.weightValues.set(wName, wv);
+    this.weightValues.set(sName, sv);
     return { w: wv, s: sv };
+  }
+
+  /** The weight `w` is re-quantized from (requantizeFrom), when it is one of those modules and the source has its shape. */
+  private requantizeSource(w: Fp8Linear): Value | undefined {
+    if (this.requantize === undefined || !this.requantize.modules.has(w.module)) return undefined;
+    const source = this.weightValues.get(`${this.requantize.key}${w.module}.weight`);
+    const same = source !== undefined && source.shape.length === 2 && source.shape.every((d, i) => d === w.weight.shape[i]);
+    return same ? source : undefined;
   }
 
   /**

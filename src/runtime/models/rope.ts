@@ -9,7 +9,7 @@
 // to ~7e-7 with it, ~5e-5 without, the error growing with position). Serving stacks and a model
 // loaded directly in float32 use float32 frequencies, the default here.
 
-import { float32ToBf16Bits } from '../../fp8/dtypes.js';
+import { roundToBf16 } from '../../fp8/dtypes.js';
 import type { RopeSpec } from './config.js';
 import { ModelConfigError } from './config.js';
 
@@ -106,11 +106,6 @@ export function inverseFrequencies(spec: RopeSpec): { invFreq: Float32Array; att
 
 export interface RopeTableOptions {
   readonly bf16InvFreq?: boolean;
-}
-
-function roundToBf16(v: number): number {
-  const u = new Uint32Array([float32ToBf16Bits(v) << 16]);
-  return new Float32Array(u.buffer)[0]!;
 }
 
 /** cos/sin tables for positions 0 … positions−1. */

@@ -7,12 +7,12 @@
 // whose float32 Div and saturating FP8 Cast round as the host does; requantizeSelfTest checks that
 // once per process and device before verify relies on it.
 
-import { decodeTableFor, float32ToBf16Bits, saturateEncode } from '../../fp8/index.js';
+import { decodeTableFor, roundToBf16, saturateEncode } from '../../fp8/index.js';
 import { DataType } from '../onnx/data-type.js';
 import { GraphBuilder, type Value } from '../onnx/graph-builder.js';
 import type { Device } from '../onnx/session.js';
 import { SeededRandom } from './random.js';
-import { ceilDiv, checkBlock, emitCast, emitReshape, emitSliceAxis, fp8DataType, fp8Max, staticDims, type BlockShape, type DecodedFp8Value, type Fp8Format } from './types.js';
+import { ceilDiv, checkBlock, emitBlockViews, emitCast, fp8DataType, fp8Max, type BlockShape, type DecodedFp8Value, type Fp8Format } from './types.js';
 
 /** Reference: the FP8 codes of float32 `w` `[n, k]` under the block scales `scale` `[nb, kb]`. */
 export function requantizeBlockWeight(w: Float32Array, n: number, k: number, scale: Float32Array, block: BlockShape, format: Fp8Format): Uint8Array {
@@ -34,25 +34,15 @@ export function requantizeBlockWeight(w: Float32Array, n: number, k: number, sca
  */
 export function emitRequantizedBlockWeight(g: GraphBuilder, w: Value, scale: Value, block: BlockShape, format: Fp8Format): DecodedFp8Value {
   checkBlock(block);
-  const [n, k] = staticDims(w, 'requantized weight') as [number, number];
-  const nb = ceilDiv(n, block.bn);
-  const kb = ceilDiv(k, block.bk);
-  const [rows, cols] = [nb * block.bn, kb * block.bk];
-  const w32 = emitCast(g, w, DataType.FLOAT);
-  const padded =
-    rows === n && cols === k ? w32 : g.op('Pad', [w32, g.constInt64([0, 0, rows - n, cols - k])], { dtype: DataType.FLOAT, shape: [rows, cols], name: `${w.name}_pad_blocks` });
-  const blocks = emitReshape(g, padded, [nb, block.bn, kb, block.bk], [nb, block.bn, kb, block.bk]);
-  const s = emitReshape(g, emitCast(g, scale, DataType.FLOAT), [nb, 1, kb, 1], [nb, 1, kb, 1]);
-  const quotient = g.op('Div', [blocks, s], { dtype: DataType.FLOAT, shape: blocks.shape, name: `${w.name}_over_scale` });
+  const view = emitBlockViews(g, w, scale, block);
+  const quotient = g.op('Div', [view.blocks, view.scales], { dtype: DataType.FLOAT, shape: view.blocks.shape, name: `${w.name}_over_scale` });
   const max = fp8Max(format);
   const clamped = g.op('Clip', [quotient, g.constFloat32([-max], []), g.constFloat32([max], [])], {
     dtype: DataType.FLOAT,
-    shape: blocks.shape,
+    shape: view.blocks.shape,
     name: `${w.name}_clamped`,
   });
-  const values = emitCast(g, emitCast(g, clamped, fp8DataType(format), true), DataType.FLOAT);
-  const flat = emitReshape(g, values, [rows, cols], [rows, cols]);
-  return { ...emitSliceAxis(g, emitSliceAxis(g, flat, 0, n), 1, k), fp8Format: format };
+  return { ...view.unblock(emitCast(g, emitCast(g, clamped, fp8DataType(format), true), DataType.FLOAT)), fp8Format: format };
 }
 
 const selfTests = new Map<string, Promise<boolean>>();
@@ -107,7 +97,7 @@ function selfTestInputs(format: Fp8Format): { w: Float32Array; scale: Float32Arr
   // Block row 1: BF16 weights under the scale a conversion gives them (amax / FP8_MAX): the
   // quotients a verify meets, among them some that a reciprocal's product rounds otherwise.
   [0.02, 1.5e-3, 4].forEach((sigma, bj) => {
-    at(1, bj, () => bf16Value(rng.normal() * sigma));
+    at(1, bj, () => roundToBf16(rng.normal() * sigma));
     let amax = 0;
     for (let r = 0; r < block.bn; r++) for (let c = 0; c < block.bk; c++) amax = Math.max(amax, Math.abs(w[(block.bn + r) * k + bj * block.bk + c]!));
     scale[3 + bj] = Math.fround(amax / max);
@@ -123,11 +113,6 @@ function selfTestInputs(format: Fp8Format): { w: Float32Array; scale: Float32Arr
     });
   });
   return { w, scale, n, k, block };
-}
-
-function bf16Value(x: number): number {
-  const bits = float32ToBf16Bits(x);
-  return new Float32Array(new Uint32Array([bits << 16]).buffer)[0]!;
 }
 
 /** The float32 `steps` ulps above `x` (below when negative), stepping through zero. */

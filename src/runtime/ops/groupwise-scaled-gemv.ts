@@ -20,8 +20,7 @@ import {
   checkBlock,
   checkSize,
   emitCast,
-  emitExpandBlockScale,
-  emitReshape,
+  emitBlockViews,
   weightFp8Format,
   OpShapeError,
   staticDims,
@@ -86,27 +85,8 @@ export function emitDequantizeBlockWeight(g: GraphBuilder, w: Value, wScaleInv: 
   weightFp8Format(w, `weight "${w.name}"`);
   const dims = staticDims(w, 'weight');
   if (dims.length !== 2) throw new GraphBuildError(`weight "${w.name}" must be [N, K], got [${dims.join(', ')}]`);
-  const [n, k] = dims as [number, number];
-  const values = emitCast(g, w, DataType.FLOAT);
-  if (n % block.bn !== 0 || k % block.bk !== 0) {
-    const scale = emitExpandBlockScale(g, wScaleInv, n, k, block.bn, block.bk);
-    return g.op('Mul', [values, scale], { dtype: DataType.FLOAT, shape: [n, k], name: `${w.name}_dequant` });
-  }
-  // Whole blocks (every real checkpoint's large linears): the scale broadcasts over a
-  // [nb, bn, kb, bk] view instead of being expanded to a full [N, K] tensor first.
-  const [nb, kb] = [n / block.bn, k / block.bk];
-  checkScaleDims(wScaleInv, nb, kb);
-  const blocks = emitReshape(g, values, [nb, block.bn, kb, block.bk], [nb, block.bn, kb, block.bk]);
-  const scale = emitReshape(g, emitCast(g, wScaleInv, DataType.FLOAT), [nb, 1, kb, 1], [nb, 1, kb, 1]);
-  const scaled = g.op('Mul', [blocks, scale], { dtype: DataType.FLOAT, shape: [nb, block.bn, kb, block.bk], name: `${w.name}_dequant_blocks` });
-  return emitReshape(g, scaled, [n, k], [n, k]);
-}
-
-function checkScaleDims(wScaleInv: Value, nb: number, kb: number): void {
-  const dims = staticDims(wScaleInv, 'weight scale');
-  if (dims.length !== 2 || dims[0] !== nb || dims[1] !== kb) {
-    throw new GraphBuildError(`weight scale "${wScaleInv.name}" is [${wScaleInv.shape.join(', ')}], expected [${nb}, ${kb}]`);
-  }
+  const view = emitBlockViews(g, w, wScaleInv, block);
+  return view.unblock(g.op('Mul', [view.blocks, view.scales], { dtype: DataType.FLOAT, shape: view.blocks.shape, name: `${w.name}_dequant` }));
 }
 
 /** Emits `x [M, K] → [M, N]` float32, with an optional float32 bias `[N]`. */

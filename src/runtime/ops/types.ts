@@ -156,25 +156,40 @@ export function emitSliceAxis(g: GraphBuilder, v: Value, axis: number, count: nu
 }
 
 /**
- * Expands a block-scale grid `[ceil(rows/bRows), ceil(cols/bCols)]` to one float per element,
- * `[rows, cols]`. Reshape to [gr, 1, gc, 1], Expand to whole blocks, Reshape, then Slice off the
- * part of the edge blocks beyond the matrix: the same `scale[i / bRows, j / bCols]` indexing as
- * the reference, with nothing computed on the host. Used on initializers, so onnxruntime
- * constant-folds it at session creation.
+ * A matrix `[rows, cols]` and its block-scale grid `[ceil(rows/bn), ceil(cols/bk)]` as views that
+ * broadcast against each other, for an elementwise op per block (dequantize: Mul; re-quantize:
+ * Div): `blocks`, the matrix as float32 zero-padded to whole blocks, `[nb, bn, kb, bk]`; `scales`,
+ * the grid as float32 `[nb, 1, kb, 1]`; `unblock`, a value of the blocked shape back to `[rows, cols]`
+ * (the padding cut off). The same `scale[i / bn, j / bk]` indexing as the references, nothing
+ * expanded to a full `[rows, cols]` scale.
  */
-export function emitExpandBlockScale(g: GraphBuilder, scale: Value, rows: number, cols: number, bRows: number, bCols: number): Value {
+export function emitBlockViews(g: GraphBuilder, matrix: Value, scale: Value, block: BlockShape): { blocks: Value; scales: Value; unblock: (v: Value) => Value } {
+  const dims = staticDims(matrix, 'blocked matrix');
+  if (dims.length !== 2) throw new GraphBuildError(`"${matrix.name}" must be a matrix, got [${dims.join(', ')}]`);
+  const [rows, cols] = dims as [number, number];
+  const [nb, kb] = [ceilDiv(rows, block.bn), ceilDiv(cols, block.bk)];
   const [gr, gc] = staticDims(scale, 'block scale');
-  if (scale.shape.length !== 2 || gr !== ceilDiv(rows, bRows) || gc !== ceilDiv(cols, bCols)) {
+  if (scale.shape.length !== 2 || gr !== nb || gc !== kb) {
     throw new GraphBuildError(
-      `block scale "${scale.name}" is [${scale.shape.join(', ')}], expected [${ceilDiv(rows, bRows)}, ${ceilDiv(cols, bCols)}] ` +
-        `for a [${rows}, ${cols}] matrix in [${bRows}, ${bCols}] blocks`,
+      `block scale "${scale.name}" is [${scale.shape.join(', ')}], expected [${nb}, ${kb}] ` + `for a [${rows}, ${cols}] matrix in [${block.bn}, ${block.bk}] blocks`,
     );
   }
-  const s4 = emitReshape(g, emitCast(g, scale, DataType.FLOAT), [gr!, 1, gc!, 1], [gr!, 1, gc!, 1]);
-  const full = [gr!, bRows, gc!, bCols];
-  const expanded = g.op('Expand', [s4, g.constInt64(full)], { dtype: DataType.FLOAT, shape: full, name: `${scale.name}_expand` });
-  const flat = emitReshape(g, expanded, [gr! * bRows, gc! * bCols], [gr! * bRows, gc! * bCols]);
-  return emitSliceAxis(g, emitSliceAxis(g, flat, 0, rows), 1, cols);
+  const [paddedRows, paddedCols] = [nb * block.bn, kb * block.bk];
+  const values = emitCast(g, matrix, DataType.FLOAT);
+  const padded =
+    paddedRows === rows && paddedCols === cols
+      ? values
+      : g.op('Pad', [values, g.constInt64([0, 0, paddedRows - rows, paddedCols - cols])], {
+          dtype: DataType.FLOAT,
+          shape: [paddedRows, paddedCols],
+          name: `${matrix.name}_pad_blocks`,
+        });
+  const blockShape = [nb, block.bn, kb, block.bk];
+  return {
+    blocks: emitReshape(g, padded, blockShape, blockShape),
+    scales: emitReshape(g, emitCast(g, scale, DataType.FLOAT), [nb, 1, kb, 1], [nb, 1, kb, 1]),
+    unblock: (v) => emitSliceAxis(g, emitSliceAxis(g, emitReshape(g, v, [paddedRows, paddedCols], [paddedRows, paddedCols]), 0, rows), 1, cols),
+  };
 }
 
 /**
