@@ -129,6 +129,21 @@ async function countingPairs<T>(fn: () => Promise<T>): Promise<{ value: T; layer
   }
 }
 
+/** The modules ModelGraph.requantizeFrom is given (re-quantized in the graph) while `fn` runs. */
+async function countingRequantized<T>(fn: () => Promise<T>): Promise<{ value: T; modules: string[] }> {
+  const modules: string[] = [];
+  const original = ModelGraph.prototype.requantizeFrom;
+  ModelGraph.prototype.requantizeFrom = function (this: ModelGraph, model: string, requantized: ReadonlySet<string>) {
+    modules.push(...requantized);
+    return original.call(this, model, requantized);
+  };
+  try {
+    return { value: await fn(), modules };
+  } finally {
+    ModelGraph.prototype.requantizeFrom = original;
+  }
+}
+
 function assertSameReport(paired: VerifyReport, separate: VerifyReport, what: string): void {
   assert.deepEqual(
     paired.linears.map((l) => [l.module, l.rows, l.floorError === undefined, l.errorRatio === undefined]),
@@ -294,19 +309,10 @@ test('verify with the quantized codes re-quantized in the graph from the origina
       floorCheckThreads: 1,
       pairedLayers: true,
     };
-    const requantized: string[] = [];
     const starts: (boolean | undefined)[] = [];
-    const original = ModelGraph.prototype.requantizeFrom;
-    ModelGraph.prototype.requantizeFrom = function (this: ModelGraph, model: string, modules: ReadonlySet<string>) {
-      requantized.push(...modules);
-      return original.call(this, model, modules);
-    };
-    let withIt: VerifyReport;
-    try {
-      withIt = await verifyCheckpoints({ ...common, requantizeOnDevice: true, onEvent: (e) => void (e.type === 'start' && starts.push(e.requantizeOnDevice)) });
-    } finally {
-      ModelGraph.prototype.requantizeFrom = original;
-    }
+    const { value: withIt, modules: requantized } = await countingRequantized(() =>
+      verifyCheckpoints({ ...common, requantizeOnDevice: true, onEvent: (e) => void (e.type === 'start' && starts.push(e.requantizeOnDevice)) }),
+    );
     const without = await verifyCheckpoints({ ...common, requantizeOnDevice: false, onEvent: (e) => void (e.type === 'start' && starts.push(e.requantizeOnDevice)) });
     // The start event says whether the device passed the self-test (the CLI prints it), and nothing when not tried.
     assert.deepEqual(starts.splice(0), [true, undefined], `${name}: the start events`);
@@ -409,18 +415,7 @@ test('one changed code byte: its layer is not re-quantized, and verify reports t
     codes[codes.length - 1] = codes[codes.length - 1]! ^ 1;
   });
   const common = { original: modelDir('llama'), tokens: 12, seed: 5, weightDecode: 'graph' as const, floorCheckThreads: 1, pairedLayers: true };
-  const requantized: string[] = [];
-  const original = ModelGraph.prototype.requantizeFrom;
-  ModelGraph.prototype.requantizeFrom = function (this: ModelGraph, model: string, modules: ReadonlySet<string>) {
-    requantized.push(...modules);
-    return original.call(this, model, modules);
-  };
-  let withIt: VerifyReport;
-  try {
-    withIt = await verifyCheckpoints({ ...common, quantized: edited, requantizeOnDevice: true });
-  } finally {
-    ModelGraph.prototype.requantizeFrom = original;
-  }
+  const { value: withIt, modules: requantized } = await countingRequantized(() => verifyCheckpoints({ ...common, quantized: edited, requantizeOnDevice: true }));
   const without = await verifyCheckpoints({ ...common, quantized: edited, requantizeOnDevice: false });
   const clean = await verifyCheckpoints({ ...common, quantized: fixtures.converted.get('llama')!, requantizeOnDevice: false });
   assert.ok(requantized.length > 0 && !requantized.some((m) => m.startsWith('model.layers.1.')), `layer 0 only (${requantized.join(', ')})`);
