@@ -404,9 +404,15 @@ export class ModelRunner {
     return { out: a.add(block.h1, post), linears: [...block.attention.linears, w.gate, w.up, w.down] };
   }
 
-  /** Whether dense layer `index` runs as one graph here, so that runLayerPair can hold it. */
+  /**
+   * Whether runLayerPair can hold layer `index`: a dense layer that runs as one graph here, or an
+   * MoE layer whose experts are per-expert linears (stacked ones are read by rows, and their
+   * probes are fused projections compared by columns; those layers run as before).
+   */
   canPairLayer(index: number): boolean {
-    return !this.stagedLayers && this.plan(index).mlp.kind === 'dense';
+    if (this.stagedLayers) return false;
+    const plan = this.plan(index);
+    return plan.mlp.kind === 'dense' || (plan.mlp.stacked === undefined && plan.feedforwardNorms === undefined);
   }
 
   /**
@@ -418,6 +424,10 @@ export class ModelRunner {
    * back to the host and the captured inputs over again was ~3 s of a 12.6 s 512-token verify of
    * an 8B-shaped checkpoint by the rates bench/NOTES.md measured. Both layers' weights are held
    * until the run ends (and both models' next layer, where they are read ahead).
+   *
+   * An MoE layer runs paired as runMoeLayerPair says. It alone can decline, after both routers have
+   * run: undefined when `expertsChecked` refuses the experts the original routed to (their floor
+   * is not the stored linear); nothing of the layer is kept, and it runs again as before.
    */
   async runLayerPair(
     other: ModelRunner,
@@ -428,12 +438,16 @@ export class ModelRunner {
     compare: ReadonlyMap<string, number>,
     /** The other model's FP8 linears re-quantized in the graph from this model's weights (ModelGraph.requantizeFrom). */
     requantize?: ReadonlySet<string>,
-  ): Promise<LayerPairResult> {
+    /** MoE: whether the other model's FP8 linears of the experts this model routed to can be compared in the graph. */
+    expertsChecked?: (modules: readonly string[]) => Promise<boolean>,
+  ): Promise<LayerPairResult | undefined> {
     const mlp = this.plan(index).mlp;
     const otherMlp = other.plan(index).mlp;
-    if (!this.canPairLayer(index) || !other.canPairLayer(index) || mlp.kind !== 'dense' || otherMlp.kind !== 'dense') {
-      throw new ForwardGraphError(`layer ${index} cannot run as a pair: both models must run it as one dense graph`);
+    if (!this.canPairLayer(index) || !other.canPairLayer(index) || mlp.kind !== otherMlp.kind) {
+      throw new ForwardGraphError(`layer ${index} cannot run as a pair: both models must run it as one dense graph, or as MoE layers of per-expert linears`);
     }
+    if (mlp.kind === 'moe' && otherMlp.kind === 'moe') return this.runMoeLayerPair(other, index, hidden, otherHidden, shape, compare, requantize, expertsChecked);
+    if (mlp.kind !== 'dense' || otherMlp.kind !== 'dense') throw new ForwardGraphError(`layer ${index}: not a dense layer`);
     const tokens = shape.batch * shape.seq;
     const h = this.spec.hiddenSize;
     const scope = this.layerScope();
@@ -447,24 +461,163 @@ export class ModelRunner {
       if (requantize !== undefined && requantize.size > 0) g.requantizeFrom('original', requantize);
       const y = g.input('hidden_other', otherHidden, [tokens, h]);
       const theirs = await other.emitDenseMlp(g, otherScope, otherMlp, await other.emitAttentionBlock(g, otherScope, other.plan(index), index, y, shape, undefined));
-      for (const w of theirs.linears) {
-        const columns = compare.get(w.module);
-        const tap = g.tapValues.get(w.module);
-        if (columns !== undefined && tap !== undefined) g.compareInGraph(w.module, tap.output, g.linear(w, tap.input, false), columns);
-      }
+      compareWithTaps(g, theirs.linears, compare);
       g.output(mine.out, 'out');
       g.output(theirs.out, 'out_other');
       const out = await this.run(g);
       const sums = new Map<string, ComparisonSums>();
-      for (const [module, name] of g.sums) {
-        const t = out[name];
-        if (t?.type !== 'float64') throw new ForwardGraphError(`graph output "${name}" is missing or not float64`);
-        sums.set(module, { sums: t.data, rows: t.dims[1]!, groups: t.dims[2]! });
-      }
+      collectSums(out, g, sums);
       return { hidden: f32(out, 'out'), otherHidden: f32(out, 'out_other'), sums };
     } finally {
       scope.close();
       otherScope.close();
+    }
+  }
+
+  /**
+   * Verify's paired MoE layer (runLayerPair), as runLayer's MoE path runs, both models at each step:
+   * graph A with both attention blocks and routers (the attention's linears compared in it); both
+   * routings on the host; then per expert that either model routed a token to, one graph with this
+   * model's expert on its rows, the other's on its own rows, and the other's FP8 projections on the
+   * inputs that reached this model's (compared there with its outputs); then one combine graph for
+   * both (shared experts compared in it). So no expert's activations cross to the host and back:
+   * on CUDA, 2 GB of a 512-token verify of a 6-layer DeepSeek-V3-shaped checkpoint (bench/NOTES.md).
+   * Each expert's weights are held only while its graph runs, as runExperts holds them.
+   */
+  private async runMoeLayerPair(
+    other: ModelRunner,
+    index: number,
+    hidden: Float32Array,
+    otherHidden: Float32Array,
+    shape: BatchShape,
+    compare: ReadonlyMap<string, number>,
+    requantize: ReadonlySet<string> | undefined,
+    expertsChecked: ((modules: readonly string[]) => Promise<boolean>) | undefined,
+  ): Promise<LayerPairResult | undefined> {
+    const plan = this.plan(index);
+    const otherPlan = other.plan(index);
+    const mlp = plan.mlp as MoePlan;
+    const otherMlp = otherPlan.mlp as MoePlan;
+    const tokens = shape.batch * shape.seq;
+    const h = this.spec.hiddenSize;
+    const sums = new Map<string, ComparisonSums>();
+    const requantizing = requantize !== undefined && requantize.size > 0;
+    const scope = this.layerScope();
+    const otherScope = other.layerScope();
+    try {
+      const a = this.graph(false);
+      a.switchModel('original', 'values');
+      const mine = await this.emitAttentionBlock(a, scope, plan, index, a.input('hidden', hidden, [tokens, h]), shape, undefined);
+      a.output(mine.h1, 'h1');
+      a.output(mine.xn, 'xn');
+      a.output(a.linear(await scope.linear(mlp.router), mine.xn, false), 'router_logits');
+      a.switchModel('other', false);
+      if (requantizing) a.requantizeFrom('original', requantize);
+      const theirs = await other.emitAttentionBlock(a, otherScope, otherPlan, index, a.input('hidden_other', otherHidden, [tokens, h]), shape, undefined);
+      a.output(theirs.h1, 'h1_other');
+      a.output(theirs.xn, 'xn_other');
+      a.output(a.linear(await otherScope.linear(otherMlp.router), theirs.xn, false), 'router_logits_other');
+      compareWithTaps(a, theirs.attention.linears, compare);
+      const outA = await this.run(a);
+      collectSums(outA, a, sums);
+
+      const routing = routeTokens(f32(outA, 'router_logits'), mlp.experts.length, this.spec.routing!, mlp.scoreBias === undefined ? undefined : await scope.vector(mlp.scoreBias));
+      const otherRouting = routeTokens(
+        f32(outA, 'router_logits_other'),
+        otherMlp.experts.length,
+        other.spec.routing!,
+        otherMlp.scoreBias === undefined ? undefined : await otherScope.vector(otherMlp.scoreBias),
+      );
+      const mineSide = expertSide(routing, f32(outA, 'xn'), tokens, h, this.buffers);
+      const theirSide = expertSide(otherRouting, f32(outA, 'xn_other'), tokens, h, this.buffers);
+      try {
+        const reached = mineSide.groups.experts.flatMap((e) => PROJECTIONS.map((p) => otherMlp.experts[e]![p])).filter((m) => compare.has(m));
+        if (expertsChecked !== undefined && !(await expertsChecked(reached))) return undefined;
+        await this.runExpertPairs(other, mlp, otherMlp, mineSide, theirSide, compare, requantizing ? requantize : undefined, sums);
+      } finally {
+        mineSide.release();
+        theirSide.release();
+      }
+
+      const b = this.graph(false);
+      b.hostBuffers.push(mineSide.perAssignment, theirSide.perAssignment);
+      b.switchModel('original', 'values');
+      const out = await this.emitMoeCombine(b, scope, mlp, routing, f32(outA, 'h1'), f32(outA, 'xn'), mineSide.perAssignment, tokens, '');
+      b.switchModel('other', false);
+      if (requantizing) b.requantizeFrom('original', requantize);
+      const otherOut = await other.emitMoeCombine(b, otherScope, otherMlp, otherRouting, f32(outA, 'h1_other'), f32(outA, 'xn_other'), theirSide.perAssignment, tokens, '_other');
+      compareWithTaps(b, otherOut.linears, compare);
+      b.output(out.out, 'out');
+      b.output(otherOut.out, 'out_other');
+      const outB = await this.run(b);
+      collectSums(outB, b, sums);
+      return { hidden: f32(outB, 'out'), otherHidden: f32(outB, 'out_other'), sums };
+    } finally {
+      scope.close();
+      otherScope.close();
+    }
+  }
+
+  /**
+   * The experts of a paired MoE layer, one graph each, in expert order (runMoeLayerPair): this
+   * model's expert on its rows where it routed any, the other's on its rows where it did, and the
+   * other's FP8 projections compared with this model's taps. Outputs are placed at their
+   * assignments as runExperts places them.
+   */
+  private async runExpertPairs(
+    other: ModelRunner,
+    mlp: MoePlan,
+    otherMlp: MoePlan,
+    mine: ExpertSide,
+    theirs: ExpertSide,
+    compare: ReadonlyMap<string, number>,
+    requantize: ReadonlySet<string> | undefined,
+    sums: Map<string, ComparisonSums>,
+  ): Promise<void> {
+    const single = mine.groups.single === true;
+    const needed = [...new Set([...mine.groups.experts, ...theirs.groups.experts])].sort((x, y) => x - y);
+    const window = this.options.expertReadWindowBytes ?? EXPERT_READ_WINDOW_BYTES;
+    const mineLinears = needed.filter((e) => mine.groupOf.has(e)).flatMap((e) => PROJECTIONS.map((p) => mlp.experts[e]![p]));
+    const theirLinears = needed.flatMap((e) => PROJECTIONS.map((p) => otherMlp.experts[e]![p]));
+    let mineRead = 0;
+    for (const [i, e] of needed.entries()) {
+      // The reads of this expert and the next ones, a window of each model's, are in flight.
+      this.weights.prefetchLinears(mineLinears.slice(mineRead * PROJECTIONS.length), window);
+      other.weights.prefetchLinears(theirLinears.slice(i * PROJECTIONS.length), window);
+      const scope = this.layerScope();
+      const otherScope = other.layerScope();
+      try {
+        const g = this.graph(false);
+        g.switchModel('original', 'values');
+        const rows = mine.rowsOf(e);
+        if (rows !== undefined) {
+          mineRead++;
+          const w = await loadExpert(scope, mlp, e);
+          g.output(this.emitExpert(g, w, mine.input(g, 'x', 'rows', rows, single), single), 'y');
+        }
+        g.switchModel('other', false);
+        // Only an expert the original routed to: its floor checks were awaited (expertsChecked), and its weights are in the graph.
+        if (requantize !== undefined && rows !== undefined) g.requantizeFrom('original', requantize);
+        const w = await loadExpert(otherScope, otherMlp, e);
+        const otherRows = theirs.rowsOf(e);
+        if (otherRows !== undefined) g.output(other.emitExpert(g, w, theirs.input(g, 'x_other', 'rows_other', otherRows, single), single), 'y_other');
+        const expertsOp = runsAsExpertsOp(w);
+        for (const p of PROJECTIONS) {
+          const module = otherMlp.experts[e]![p];
+          const columns = compare.get(module);
+          const tap = g.tapValues.get(module);
+          const l = w.layout === 'separate' ? w[p] : undefined;
+          if (columns !== undefined && tap !== undefined && l?.kind === 'fp8')
+            g.compareInGraph(module, tap.output, emitExpertProjection(g, l, tap.input, expertsOp, single), columns);
+        }
+        const out = await this.run(g);
+        collectSums(out, g, sums);
+        if (rows !== undefined) mine.place(f32(out, 'y'), rows);
+        if (otherRows !== undefined) theirs.place(f32(out, 'y_other'), otherRows);
+      } finally {
+        scope.close();
+        otherScope.close();
+      }
     }
   }
 
@@ -620,24 +773,46 @@ export class ModelRunner {
       if (!single) this.buffers.give([sorted]);
     }
 
-    const shared = mlp.shared ? await this.loadMlp(scope, mlp.shared) : undefined;
-    const sharedGate = mlp.sharedGate ? await scope.linear(mlp.sharedGate) : undefined;
     const b = this.graph(options.capture === true);
     b.hostBuffers.push(perAssignment);
-    const h1v = b.input('h1', h1, [tokens, h]);
-    const routed = b.input('experts', perAssignment, [tokens, k, h]);
-    let moe = b.reduceSum(b.mul(routed, b.constF32(routing.weights, [tokens, k, 1])), 1);
-    if (shared) {
-      const xv = b.input('xn', xn, [tokens, h]);
-      let s = emitMlp(b, this.spec, shared, xv);
-      if (sharedGate) s = b.mul(b.sigmoid(b.linear(sharedGate, xv, false)), s);
-      moe = b.add(moe, s);
-      this.addLinearProbes(b, options.probes, [shared.gate, shared.up, shared.down]);
-    }
-    b.output(b.add(h1v, moe), 'out');
+    const combined = await this.emitMoeCombine(b, scope, mlp, routing, h1, xn, perAssignment, tokens, '');
+    this.addLinearProbes(b, options.probes, combined.linears);
+    b.output(combined.out, 'out');
     const out = await this.run(b);
     collect(out, b, result);
     return f32(out, 'out');
+  }
+
+  /**
+   * The combine of an MoE layer, emitted into `b`: the routed experts' outputs `perAssignment`
+   * `[T, k, H]` weighted and summed over each token's top-k, the shared experts (and their gate) on
+   * `xn`, the residual `h1`. Its inputs are named with `suffix` (a paired layer holds two).
+   */
+  private async emitMoeCombine(
+    b: ModelGraph,
+    scope: WeightScope,
+    mlp: MoePlan,
+    routing: TokenRouting,
+    h1: Float32Array,
+    xn: Float32Array,
+    perAssignment: Float32Array,
+    tokens: number,
+    suffix: string,
+  ): Promise<{ out: Value; linears: LinearWeight[] }> {
+    const h = this.spec.hiddenSize;
+    const k = routing.topK;
+    const shared = mlp.shared ? await this.loadMlp(scope, mlp.shared) : undefined;
+    const sharedGate = mlp.sharedGate ? await scope.linear(mlp.sharedGate) : undefined;
+    const h1v = b.input(`h1${suffix}`, h1, [tokens, h]);
+    const routed = b.input(`experts${suffix}`, perAssignment, [tokens, k, h]);
+    let moe = b.reduceSum(b.mul(routed, b.constF32(routing.weights, [tokens, k, 1])), 1);
+    if (shared) {
+      const xv = b.input(`xn${suffix}`, xn, [tokens, h]);
+      let s = emitMlp(b, this.spec, shared, xv);
+      if (sharedGate) s = b.mul(b.sigmoid(b.linear(sharedGate, xv, false)), s);
+      moe = b.add(moe, s);
+    }
+    return { out: b.add(h1v, moe), linears: shared ? [shared.gate, shared.up, shared.down] : [] };
   }
 
   /**
@@ -953,6 +1128,77 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 /** One projection of an expert as the forward runs it: the experts op (`expertsOp`, runsAsExpertsOp) or the linear, untapped. */
 function emitExpertProjection(b: ModelGraph, l: LinearWeight, x: Value, expertsOp: boolean, single: boolean): Value {
   return expertsOp ? b.expertRows(l as Fp8Linear, x, single) : b.linear(l, x, false);
+}
+
+/** Compares each of `linears` (the other model's, in a paired graph) with this model's tap of its name, where `compare` names it. */
+function compareWithTaps(g: ModelGraph, linears: readonly LinearWeight[], compare: ReadonlyMap<string, number>): void {
+  for (const w of linears) {
+    const columns = compare.get(w.module);
+    const tap = g.tapValues.get(w.module);
+    if (columns !== undefined && tap !== undefined) g.compareInGraph(w.module, tap.output, g.linear(w, tap.input, false), columns);
+  }
+}
+
+/** The comparison sums of a finished paired graph, by module. */
+function collectSums(out: Record<string, HostTensor>, g: ModelGraph, into: Map<string, ComparisonSums>): void {
+  for (const [module, name] of g.sums) {
+    const t = out[name];
+    if (t?.type !== 'float64') throw new ForwardGraphError(`graph output "${name}" is missing or not float64`);
+    into.set(module, { sums: t.data, rows: t.dims[1]!, groups: t.dims[2]! });
+  }
+}
+
+/** One model's side of a paired MoE layer's experts: its groups of rows, their inputs and where their outputs go. */
+interface ExpertSide {
+  readonly groups: ExpertGroups;
+  readonly groupOf: ReadonlyMap<number, number>;
+  /** `[T, k, H]` routed outputs, in the runner's pool (the combine graph gives it back). */
+  readonly perAssignment: Float32Array;
+  /** Expert `e`'s `[start, count]` of the sorted rows; undefined when no token was routed to it. */
+  rowsOf(e: number): readonly [number, number] | undefined;
+  /** Its rows as graph input `name` (row count symbolic under `rowsName`; one token: the token). */
+  input(g: ModelGraph, name: string, rowsName: string, rows: readonly [number, number], single: boolean): Value;
+  /** Places an expert's output rows at their assignments. */
+  place(y: Float32Array, rows: readonly [number, number]): void;
+  /** Gives the sorted rows back to the pool. */
+  release(): void;
+}
+
+/** The rows of `xn` `[T, H]` grouped by expert as runMoe groups them, in pooled buffers. */
+function expertSide(routing: TokenRouting, xn: Float32Array, tokens: number, h: number, buffers: HostBufferPool): ExpertSide {
+  const single = tokens === 1;
+  const groups = single ? singleTokenGroups(routing) : groupByExpert(routing);
+  const groupOf = new Map(groups.experts.map((e, j) => [e, j]));
+  const assignmentOfRow = new Int32Array(groups.rows);
+  groups.assignmentRow.forEach((row, a) => {
+    assignmentOfRow[row] = a;
+  });
+  const perAssignment = buffers.float32(tokens * routing.topK * h);
+  const sorted = single ? xn : buffers.float32(groups.rows * h);
+  if (!single) {
+    for (let r = 0; r < groups.rows; r++) {
+      const t = groups.rowToken[r]!;
+      sorted.set(xn.subarray(t * h, (t + 1) * h), r * h);
+    }
+  }
+  return {
+    groups,
+    groupOf,
+    perAssignment,
+    rowsOf(e) {
+      const j = groupOf.get(e);
+      return j === undefined ? undefined : [groups.indptr[j]!, groups.indptr[j + 1]! - groups.indptr[j]!];
+    },
+    input(g, name, rowsName, [start, count], one) {
+      return one ? g.input(name, sorted, [1, h]) : g.input(name, sorted.subarray(start * h, (start + count) * h), [count, h], [rowsName, h]);
+    },
+    place(y, [start, count]) {
+      for (let r = 0; r < count; r++) perAssignment.set(y.subarray(r * h, (r + 1) * h), assignmentOfRow[start + r]! * h);
+    },
+    release() {
+      if (!single) buffers.give([sorted]);
+    },
+  };
 }
 
 function f32(out: Record<string, HostTensor>, name: string): Float32Array {

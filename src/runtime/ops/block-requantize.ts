@@ -66,8 +66,8 @@ export function requantizeSelfTest(device: Device, format: Fp8Format = 'e4m3fn')
   return result;
 }
 
-/** The self-test's weights `[n, k]` and their scales `[3, 3]`, block 128 × 128. */
-function selfTestInputs(format: Fp8Format): { w: Float32Array; scale: Float32Array; n: number; k: number; block: BlockShape } {
+/** The self-test's weights `[n, k]` and their scales `[3, 3]`, block 128 × 128 (exported for a device diagnosis: which blocks differ). */
+export function selfTestInputs(format: Fp8Format): { w: Float32Array; scale: Float32Array; n: number; k: number; block: BlockShape } {
   const block = { bn: 128, bk: 128 };
   const [n, k] = [384, 384];
   const max = fp8Max(format);

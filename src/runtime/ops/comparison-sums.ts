@@ -12,8 +12,8 @@
 // such outputs would look perfect.
 
 import { DataType } from '../onnx/data-type.js';
-import { attr, type GraphBuilder, type Value } from '../onnx/graph-builder.js';
-import { ceilDiv, emitCast, emitPadLastAxis, emitReshape, OpShapeError, staticDims } from './types.js';
+import { attr, type Dim, type GraphBuilder, type Value } from '../onnx/graph-builder.js';
+import { ceilDiv, emitCast, emitPadLastAxis, emitReshape, OpShapeError } from './types.js';
 
 /** What each of the four `[rows, nb]` planes holds. */
 export const COMPARISON_SUM_ORDER = ['ref2', 'act2', 'dot', 'err2'] as const;
@@ -55,15 +55,17 @@ export function comparisonSums(reference: Float32Array, actual: Float32Array, ro
  * columns; the last group of an N that `bn` does not divide is zero-padded (zeros add nothing).
  */
 export function emitComparisonSums(g: GraphBuilder, ref: Value, act: Value, bn: number): Value {
-  const [rows, n] = staticDims(ref, 'reference output');
-  const [rowsA, nA] = staticDims(act, 'compared output');
-  if (rows === undefined || n === undefined || rows !== rowsA || n !== nA || ref.shape.length !== 2) {
+  const [rows, n] = ref.shape;
+  const [rowsA, nA] = act.shape;
+  // The row count may be symbolic (an MoE expert's group of rows), the same in both; N may not.
+  if (rows === undefined || typeof n !== 'number' || rows !== rowsA || n !== nA || ref.shape.length !== 2 || act.shape.length !== 2) {
     throw new OpShapeError(`comparison sums: reference [${ref.shape.join(', ')}] and output [${act.shape.join(', ')}] must be the same [rows, N]`);
   }
   if (!Number.isSafeInteger(bn) || bn < 1) throw new OpShapeError(`comparison sums: column group ${bn} must be a positive integer`);
   const nb = ceilDiv(n, bn);
-  const shape = [1, rows, nb, bn];
-  const grouped = (v: Value): Value => emitCast(g, emitReshape(g, emitPadLastAxis(g, v, nb * bn), shape, shape), DataType.DOUBLE);
+  const shape: Dim[] = [1, rows, nb, bn];
+  const target = [1, typeof rows === 'number' ? rows : -1, nb, bn];
+  const grouped = (v: Value): Value => emitCast(g, emitReshape(g, emitPadLastAxis(g, v, nb * bn), target, shape), DataType.DOUBLE);
   const r = grouped(ref);
   const a = grouped(act);
   const f64 = (op: string, inputs: Value[]): Value => g.op(op, inputs, { dtype: DataType.DOUBLE, shape, name: `compare_${op.toLowerCase()}` });

@@ -10,7 +10,11 @@
 //   - no MLA w_uk/w_uv split (those probes are built from the captured kv_b_proj input);
 //   - a floor that is the stored linear itself (the floor check found the same codes and scales),
 //     or no floor at all; a floor probe of other codes runs in the separate graphs.
-// Any other layer (MoE, or a linear that needs more) runs as before: original, then quantized.
+// An MoE layer of per-expert linears is paired the same way, expert by expert (runner.ts
+// runMoeLayerPair). Its experts' floor checks are asked for only once the original has routed its
+// tokens, for the experts it routed to (the others are not compared); where one of those is not
+// the stored linear, the layer runs again as before.
+// Any other layer (stacked experts, or a linear that needs more) runs as before: original, then quantized.
 
 import type { LayerPlan } from '../models/layer-plan.js';
 import { layerLinears } from '../models/layer-plan.js';
@@ -44,6 +48,7 @@ export async function pairedComparisons(
   if (checked === undefined || !original.canPairLayer(layer) || !quantized.canPairLayer(layer)) return undefined;
   if (plan.attention.kind === 'mla' && mlaSplitTensors((n) => quantized.checkpoint.has(n), plan.attention) !== undefined) return undefined;
   const comparisons = new Map<string, PairedComparison>();
+  const experts = new Set(plan.mlp.kind === 'moe' ? plan.mlp.experts.flatMap((e) => [e.gate, e.up, e.down]) : []);
   for (const module of layerLinears(plan)) {
     if (!quantized.isFp8Linear(module)) continue;
     if ((await staticActivationScaleOf(quantized, module)) !== undefined) return undefined;
@@ -55,7 +60,8 @@ export async function pairedComparisons(
       comparisons.set(module, { columns: n, floor: undefined, perBlock: false });
       continue;
     }
-    if ((await checked(module)) !== true) return undefined;
+    // A routed expert's check is awaited after routing (runLayerPair's expertsChecked).
+    if (!experts.has(module) && (await checked(module)) !== true) return undefined;
     const perBlock = n > settings.block.bn;
     comparisons.set(module, { columns: perBlock ? settings.block.bn : n, floor: 'output', perBlock });
   }

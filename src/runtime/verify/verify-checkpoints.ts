@@ -23,7 +23,7 @@ import { performance } from 'node:perf_hooks';
 import type { BatchShape } from '../models/layer-graphs.js';
 import { layerLinears, type LayerPlan } from '../models/layer-plan.js';
 import { HostBufferPool } from '../models/buffer-pool.js';
-import { EXPERT_READ_WINDOW_BYTES, ModelRunner, type ExtraProbe, type LayerCaptures, type LayerResult } from '../models/runner.js';
+import { EXPERT_READ_WINDOW_BYTES, ModelRunner, type ExtraProbe, type LayerCaptures, type LayerPairResult, type LayerResult } from '../models/runner.js';
 import { generateInputIds, type TokenBatch } from '../models/token-ids.js';
 import { WeightAccounting, type WeightScope } from '../models/weights.js';
 import type { Device } from '../onnx/session.js';
@@ -315,10 +315,15 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       const job = jobOf(m);
       if (job) c.submit(m, job, soon);
     };
-    // Every layer's linears but routed experts (checked once a token reaches them): the workers run ahead.
+    const pairLayers = opts.pairedLayers ?? device === 'cuda';
+    // Every layer's linears, the workers running ahead. Routed experts only where their layer can
+    // run paired: it asks for the checks of the experts the original routes to right after routing,
+    // before any of them runs, so they are done by then (the others' are never asked for). Elsewhere
+    // an expert is checked once a token reaches it.
     if (c) {
       for (let layer = 0; layer < spec.numLayers; layer++) {
-        for (const m of layerLinears(q.plan(layer))) if (!EXPERT.test(m) && q.isFp8Linear(m)) submitCheck(m);
+        const experts = pairLayers && original.canPairLayer(layer) && q.canPairLayer(layer);
+        for (const m of layerLinears(q.plan(layer))) if ((experts || !EXPERT.test(m)) && q.isFp8Linear(m)) submitCheck(m);
       }
     }
     const metricsThreads = opts.metricsThreads ?? (device === 'cuda' ? defaultMetricsThreads(floorThreads) : 0);
@@ -334,7 +339,6 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
             submitCheck(m);
             return c.result(m);
           };
-    const pairLayers = opts.pairedLayers ?? device === 'cuda';
     // Without read-ahead (the CPU), both lm_heads are read into the page cache while the layers run
     // (warmHeadsAt says from which layer).
     const warmHeads = !(opts.readAhead ?? device === 'cuda');
@@ -364,9 +368,14 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
         headWarmers.push(...[original, quantized].map((r) => r.warmHeadPages()));
       }
       const paired = pairLayers ? await pairedComparisons(original, quantized, layer, quantized.plan(layer), checked) : undefined;
+      let pair: LayerPairResult | undefined;
       if (paired !== undefined) {
         const fromOriginal = requantize ? new Set([...paired].filter(([, c]) => c.floor === 'output').map(([m]) => m)) : undefined;
-        const pair = await original.runLayerPair(quantized, layer, ho, hq, shape, new Map([...paired].map(([m, c]) => [m, c.columns])), fromOriginal);
+        // An MoE layer's routed experts (pairedComparisons leaves their checks to this): all must be the stored linears.
+        const expertsChecked = async (modules: readonly string[]): Promise<boolean> => (await Promise.all(modules.map((m) => checked!(m)))).every((same) => same === true);
+        pair = await original.runLayerPair(quantized, layer, ho, hq, shape, new Map([...paired].map(([m, c]) => [m, c.columns])), fromOriginal, expertsChecked);
+      }
+      if (paired !== undefined && pair !== undefined) {
         for (const [module, c] of paired) {
           const s = pair.sums.get(module);
           if (s === undefined) {
