@@ -212,7 +212,7 @@ async function verifyBoth(original: string, quantized: string): Promise<{ paired
   return { paired, separate, pairedLayers: layers };
 }
 
-for (const name of ['llama', 'deepseek_v3', 'mixtral']) {
+for (const name of ['llama', 'deepseek_v3', 'mixtral'] as const) {
   test(`verify ${name}: paired layers give the report of the separate runs (every layer paired, MoE ones included)`, async () => {
     const original = modelDir(name);
     const quantized = fixtures.converted.get(name)!;

@@ -982,6 +982,11 @@ export class ModelRunner {
     };
   }
 
+  /** The stored tensors the head reads: lm_head's (or the tied embedding's) weight and the final norm. */
+  headTensorNames(): { readonly weight: string; readonly norm: string } {
+    return { weight: `${this.headWeight().module}.weight`, norm: `${this.spec.names.decoder}.norm.weight` };
+  }
+
   /** Final norm and lm_head, in row chunks: logits `[tokens, vocab]`. */
   async head(hidden: Float32Array, tokens: number): Promise<Float32Array> {
     return (await this.heads(hidden, tokens))[0];
@@ -994,12 +999,14 @@ export class ModelRunner {
    * once and both models' rows go through it in one graph (two branches, each the graph the other
    * model would run alone), instead of reading and widening the same gigabyte twice.
    * `sharedLogits`: the logits in shared memory, which worker threads read without a copy (verify's
-   * metrics pool).
+   * metrics pool). `other.sameStoredBytes`: whether both heads' stored tensors (headTensorNames) hold
+   * the same bytes, where that is known already (verify asks a worker thread); else each chunk's
+   * bytes are compared here.
    */
   async heads(
     hidden: Float32Array,
     tokens: number,
-    other?: { readonly runner: ModelRunner; readonly hidden: Float32Array },
+    other?: { readonly runner: ModelRunner; readonly hidden: Float32Array; readonly sameStoredBytes?: boolean | undefined },
     sharedLogits = false,
   ): Promise<[Float32Array, Float32Array]> {
     const h = this.spec.hiddenSize;
@@ -1071,7 +1078,8 @@ export class ModelRunner {
           next = undefined;
           const { scope, otherScope, norm, w, otherNorm, ow } = chunk;
           try {
-            const same = w.kind === 'dense' && ow.kind === 'dense' && sameBytes(norm.bytes, otherNorm.bytes) && sameBytes(w.weight.bytes, ow.weight.bytes);
+            const same =
+              w.kind === 'dense' && ow.kind === 'dense' && (other!.sameStoredBytes ?? (sameBytes(norm.bytes, otherNorm.bytes) && sameBytes(w.weight.bytes, ow.weight.bytes)));
             otherScope.close();
             if (same) {
               loadNext(start + chunkRows);

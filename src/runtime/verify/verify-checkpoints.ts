@@ -27,13 +27,14 @@ import { EXPERT_READ_WINDOW_BYTES, ModelRunner, type ExtraProbe, type LayerCaptu
 import { generateInputIds, type TokenBatch } from '../models/token-ids.js';
 import { WeightAccounting, type WeightScope } from '../models/weights.js';
 import type { Device } from '../onnx/session.js';
-import type { Fp8Format } from '../../fp8/index.js';
+import { isFp8Dtype, type Fp8Format } from '../../fp8/index.js';
 import type { WeightDecode } from '../models/model-graph.js';
 import { linearClipping, staticActivationScaleOf, summarizeClipping, type ClippingSummary, type LinearClipping } from './activation-clipping.js';
 import { DEFAULT_GATES, evaluateGates, type GateFailure, type Gates } from './gates.js';
 import { compareLogits, linearMetrics, linearMetricsFromSums, perplexity, type LinearMetrics, type LogitMetrics } from './metrics.js';
 import { defaultMetricsThreads, MetricsPool } from './metrics-pool.js';
 import { requantizeSelfTest } from '../ops/block-requantize.js';
+import { sameStoredBytes, storedRange } from './same-stored-bytes.js';
 import { checkCheckpointPair } from './checkpoint-pair.js';
 import { quantizedKeptModules, unverifiedTensors } from './coverage.js';
 import { mlaSplitProbes, mlaSplitTensors, REFERENCE_SUFFIX } from './mla-split-probes.js';
@@ -252,6 +253,26 @@ async function layerExtraProbes(
   }
 }
 
+/**
+ * Whether both models' head tensors hold the same bytes (same-stored-bytes.ts), where both are
+ * stored alike and not FP8 (the only heads the head phase shares); undefined otherwise.
+ */
+function compareHeadsOffThread(original: ModelRunner, quantized: ModelRunner): Promise<boolean | undefined> {
+  const a = original.headTensorNames();
+  const b = quantized.headTensorNames();
+  const pairs: [string, string][] = [
+    [a.weight, b.weight],
+    [a.norm, b.norm],
+  ];
+  const comparable = pairs.every(([x, y]) => {
+    if (!original.checkpoint.has(x) || !quantized.checkpoint.has(y)) return false;
+    const [ix, iy] = [original.checkpoint.info(x), quantized.checkpoint.info(y)];
+    return ix.dtype === iy.dtype && !isFp8Dtype(ix.dtype) && ix.byteLength === iy.byteLength;
+  });
+  if (!comparable) return Promise.resolve(undefined);
+  return sameStoredBytes(pairs.map(([x, y]) => [storedRange(original.checkpoint, x), storedRange(quantized.checkpoint, y)] as const));
+}
+
 /** Whether `device` re-quantizes in every FP8 format `runner`'s checkpoint stores as the host does (requantizeSelfTest). */
 async function requantizesAsHost(runner: ModelRunner, device: Device): Promise<boolean> {
   const formats = new Set<Fp8Format>();
@@ -362,8 +383,12 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       measured.push(report);
     };
     const notReached: string[] = [];
+    // Whether both heads' stored bytes are the same, asked of a worker thread while the last two
+    // layers run (where a pool of workers shows cores to spare): the head then need not compare them.
+    let headsSame: Promise<boolean | undefined> | undefined;
     for (let layer = 0; layer < spec.numLayers; layer++) {
       emit({ type: 'layer', index: layer, count: spec.numLayers });
+      if (pool !== undefined && headsSame === undefined && layer === Math.max(0, spec.numLayers - 2)) headsSame = compareHeadsOffThread(original, quantized);
       if (warmHeads && headWarmers.length === 0 && warmHeadsAt(layer, spec.numLayers, sizes.original + sizes.quantized, freemem())) {
         headWarmers.push(...[original, quantized].map((r) => r.warmHeadPages()));
       }
@@ -453,7 +478,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     await quantized.sessions.clear();
     const tokens = shape.batch * shape.seq;
     // One widening of lm_head for both where the conversion kept it as it was (runner.ts, heads).
-    const [logitsO, logitsQ] = await original.heads(ho, tokens, { runner: quantized, hidden: hq }, pool !== undefined);
+    const [logitsO, logitsQ] = await original.heads(ho, tokens, { runner: quantized, hidden: hq, sameStoredBytes: await headsSame }, pool !== undefined);
     const model = pool ? await pool.compareLogits(logitsO, logitsQ, spec.vocabSize) : compareLogits(logitsO, logitsQ, spec.vocabSize);
     let ppl: VerifyPerplexity | undefined;
     if (opts.inputSource?.kind === 'text') {

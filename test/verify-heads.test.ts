@@ -1,0 +1,67 @@
+// Both lm_heads compared off the main thread (verify/same-stored-bytes.ts): the head phase shares
+// one widening of lm_head where both checkpoints store the same bytes, and verify asks a worker
+// thread whether they do while the last layers run (with a metrics pool, as on CUDA).
+//   - the worker answers true for equal ranges, false for a differing byte or length, undefined for
+//     a file it cannot read;
+//   - verify's report with the worker's answer is the report of the main thread's comparison, for
+//     an unchanged lm_head and for one changed byte (which the worker must not call equal: the
+//     quantized model's logits would be the original's).
+
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { test } from 'node:test';
+
+import { sameStoredBytes } from '../src/runtime/verify/same-stored-bytes.js';
+import { verifyCheckpoints, type VerifyReport } from '../src/runtime/verify/verify-checkpoints.js';
+import { copyCheckpointWithEdits } from './helpers/checkpoint-edit.js';
+import { useConvertedFixtures } from './helpers/converted-fixtures.js';
+import { modelDir } from './helpers/fixtures.js';
+
+const fixtures = useConvertedFixtures('verify-heads');
+
+test('same stored bytes in a worker: equal ranges, a changed byte, another length, a missing file', async () => {
+  const dir = fixtures.workDir();
+  const bytes = new Uint8Array(40 * 1024 * 1024 + 123).map((_, i) => (i * 31) & 0xff);
+  const changed = bytes.slice();
+  changed[33 * 1024 * 1024 + 7] = changed[33 * 1024 * 1024 + 7]! ^ 1;
+  await writeFile(join(dir, 'a.bin'), bytes);
+  await writeFile(join(dir, 'b.bin'), Buffer.concat([Buffer.alloc(100), bytes]));
+  await writeFile(join(dir, 'c.bin'), changed);
+  const a = { file: join(dir, 'a.bin'), offset: 0, length: bytes.length };
+  const b = { file: join(dir, 'b.bin'), offset: 100, length: bytes.length };
+  const c = { file: join(dir, 'c.bin'), offset: 0, length: bytes.length };
+  assert.equal(await sameStoredBytes([[a, b]]), true);
+  assert.equal(
+    await sameStoredBytes([
+      [a, b],
+      [a, c],
+    ]),
+    false,
+  );
+  assert.equal(await sameStoredBytes([[a, { ...b, length: bytes.length - 1 }]]), false);
+  assert.equal(await sameStoredBytes([[a, { ...b, file: join(dir, 'missing.bin') }]]), undefined);
+  assert.equal(await sameStoredBytes([]), true);
+});
+
+function withoutTimes(r: VerifyReport): Omit<VerifyReport, 'seconds' | 'peakWeightBytes'> {
+  const { seconds: _s, peakWeightBytes: _p, ...rest } = r;
+  return rest;
+}
+
+test("verify with both heads compared in a worker gives the main thread's report: lm_head kept, and one lm_head byte changed", async () => {
+  const changed = join(fixtures.workDir(), 'llama-head');
+  await copyCheckpointWithEdits(fixtures.converted.get('llama')!, changed, (t) => {
+    const head = t.get('lm_head.weight')!;
+    head.bytes[1001] = head.bytes[1001]! ^ 0x40;
+  });
+  const reports: VerifyReport[] = [];
+  for (const quantized of [fixtures.converted.get('llama')!, changed]) {
+    const common = { original: modelDir('llama'), quantized, tokens: 12, seed: 5 };
+    const inWorker = await verifyCheckpoints({ ...common, metricsThreads: 2 });
+    const onMain = await verifyCheckpoints({ ...common, metricsThreads: 0 });
+    assert.deepEqual(withoutTimes(inWorker), withoutTimes(onMain), quantized);
+    reports.push(inWorker);
+  }
+  assert.ok(reports[1]!.model.relativeError > reports[0]!.model.relativeError, 'the changed lm_head shows in the logits');
+});
