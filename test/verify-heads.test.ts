@@ -3,6 +3,7 @@
 // thread whether they do while the last layers run (with a metrics pool, as on CUDA).
 //   - the worker answers true for equal ranges, false for a differing byte or length, undefined for
 //     a file it cannot read;
+//   - the metrics pool's shared memory for the logits (its workers touch its pages first) is zero and whole;
 //   - verify's report with the worker's answer is the report of the main thread's comparison, for
 //     an unchanged lm_head and for one changed byte (which the worker must not call equal: the
 //     quantized model's logits would be the original's).
@@ -12,6 +13,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 
+import { MetricsPool } from '../src/runtime/verify/metrics-pool.js';
 import { sameStoredBytes } from '../src/runtime/verify/same-stored-bytes.js';
 import { verifyCheckpoints, type VerifyReport } from '../src/runtime/verify/verify-checkpoints.js';
 import { copyCheckpointWithEdits } from './helpers/checkpoint-edit.js';
@@ -42,6 +44,19 @@ test('same stored bytes in a worker: equal ranges, a changed byte, another lengt
   assert.equal(await sameStoredBytes([[a, { ...b, length: bytes.length - 1 }]]), false);
   assert.equal(await sameStoredBytes([[a, { ...b, file: join(dir, 'missing.bin') }]]), undefined);
   assert.equal(await sameStoredBytes([]), true);
+});
+
+test("the metrics pool's shared memory for the logits: touched by its workers, zero, whole", async () => {
+  const pool = new MetricsPool(3);
+  try {
+    const { values, ready } = pool.sharedZeroed(1_000_003);
+    await ready;
+    assert.ok(values.buffer instanceof SharedArrayBuffer);
+    assert.equal(values.length, 1_000_003);
+    assert.ok(values.every((v) => Object.is(v, 0)));
+  } finally {
+    await pool.close();
+  }
 });
 
 function withoutTimes(r: VerifyReport): Omit<VerifyReport, 'seconds' | 'peakWeightBytes'> {

@@ -998,8 +998,9 @@ export class ModelRunner {
    * norms) has the same stored bytes — a conversion keeps lm_head as it was — the chunk is widened
    * once and both models' rows go through it in one graph (two branches, each the graph the other
    * model would run alone), instead of reading and widening the same gigabyte twice.
-   * `sharedLogits`: the logits in shared memory, which worker threads read without a copy (verify's
-   * metrics pool). `other.sameStoredBytes`: whether both heads' stored tensors (headTensorNames) hold
+   * `allocateLogits`: where the logits go (verify's metrics pool gives shared memory, which its
+   * workers read without a copy, and whose pages they touch first; `ready` is awaited before the
+   * first chunk is placed). `other.sameStoredBytes`: whether both heads' stored tensors (headTensorNames) hold
    * the same bytes, where that is known already (verify asks a worker thread); else each chunk's
    * bytes are compared here.
    */
@@ -1007,7 +1008,7 @@ export class ModelRunner {
     hidden: Float32Array,
     tokens: number,
     other?: { readonly runner: ModelRunner; readonly hidden: Float32Array; readonly sameStoredBytes?: boolean | undefined },
-    sharedLogits = false,
+    allocateLogits?: (length: number) => { readonly values: Float32Array; readonly ready: Promise<void> },
   ): Promise<[Float32Array, Float32Array]> {
     const h = this.spec.hiddenSize;
     const head = this.headWeight();
@@ -1031,13 +1032,26 @@ export class ModelRunner {
     // Each model's head in its own chunks: an FP8 lm_head (a conversion that quantized it) is read
     // whole and cannot follow a BF16 head's row chunks.
     if (other !== undefined && !shareable) {
-      return [(await this.heads(hidden, tokens, undefined, sharedLogits))[0], (await other.runner.heads(other.hidden, tokens, undefined, sharedLogits))[0]];
+      return [(await this.heads(hidden, tokens, undefined, allocateLogits))[0], (await other.runner.heads(other.hidden, tokens, undefined, allocateLogits))[0]];
     }
     const chunkRows = isFp8Dtype(head.dtype as Dtype) ? vocab : Math.max(1, Math.floor((this.options.headChunkBytes ?? HEAD_CHUNK_BYTES) / (h * 4)));
-    const allocate = (length: number): Float32Array => (sharedLogits ? new Float32Array(new SharedArrayBuffer(length * 4)) : new Float32Array(length));
+    const pending: Promise<void>[] = [];
+    const allocate = (length: number): Float32Array => {
+      if (allocateLogits === undefined) return new Float32Array(length);
+      const { values, ready } = allocateLogits(length);
+      pending.push(ready);
+      return values;
+    };
     const logits = allocate(tokens * vocab);
     const otherLogits = other === undefined ? new Float32Array(0) : allocate(tokens * vocab);
-    const place = (into: Float32Array, chunk: Float32Array, start: number, count: number): void => {
+    let ready: Promise<unknown> | undefined = Promise.all(pending);
+    // Awaited by the first place; a failure with nothing placed (a failed run) is not left unhandled.
+    ready.catch(() => undefined);
+    const place = async (into: Float32Array, chunk: Float32Array, start: number, count: number): Promise<void> => {
+      if (ready !== undefined) {
+        await ready;
+        ready = undefined;
+      }
       for (let t = 0; t < tokens; t++) into.set(chunk.subarray(t * count, (t + 1) * count), t * vocab + start);
     };
     /** Both models' norm and lm_head rows of the chunk at `start`, each checkpoint's in its own scope. */
@@ -1090,8 +1104,8 @@ export class ModelRunner {
               branch(hidden, 'hidden', 'logits');
               branch(other!.hidden, 'hidden_other', 'logits_other');
               const out = await this.run(g);
-              place(logits, f32(out, 'logits'), start, count);
-              place(otherLogits, f32(out, 'logits_other'), start, count);
+              await place(logits, f32(out, 'logits'), start, count);
+              await place(otherLogits, f32(out, 'logits_other'), start, count);
               continue;
             }
           } finally {
@@ -1099,8 +1113,8 @@ export class ModelRunner {
             scope.close();
           }
         }
-        place(logits, await this.headChunk(head.module, rows, hidden, tokens), start, count);
-        if (other !== undefined) place(otherLogits, await other.runner.headChunk(other.runner.headWeight().module, rows, other.hidden, tokens), start, count);
+        await place(logits, await this.headChunk(head.module, rows, hidden, tokens), start, count);
+        if (other !== undefined) await place(otherLogits, await other.runner.headChunk(other.runner.headWeight().module, rows, other.hidden, tokens), start, count);
         loadNext(start + chunkRows);
       }
     } finally {

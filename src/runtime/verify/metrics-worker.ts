@@ -1,5 +1,6 @@
-// Worker-thread entry of verify's metrics pool (metrics-pool.ts): one linear's metrics, or a run of
-// tokens' comparison (KL, top-1 agreement, comparison sums), per message.
+// Worker-thread entry of verify's metrics pool (metrics-pool.ts): one linear's metrics, a run of
+// tokens' comparison (KL, top-1 agreement, comparison sums), or a piece of shared memory to touch,
+// per message.
 
 import { parentPort } from 'node:worker_threads';
 import { compareTokens, linearMetrics } from './metrics.js';
@@ -8,6 +9,11 @@ import type { MetricsReply, MetricsRequest } from './metrics-pool.js';
 parentPort!.on('message', (m: MetricsRequest) => {
   let reply: MetricsReply;
   try {
+    if (m.kind === 'touch') {
+      m.memory.fill(0);
+      parentPort!.postMessage({ id: m.id, touched: true } satisfies MetricsReply);
+      return;
+    }
     if (m.kind === 'tokens') {
       const tokens = compareTokens(m.original, m.quantized, m.vocab);
       parentPort!.postMessage({ id: m.id, tokens } satisfies MetricsReply, [

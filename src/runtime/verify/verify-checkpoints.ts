@@ -478,7 +478,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     await quantized.sessions.clear();
     const tokens = shape.batch * shape.seq;
     // One widening of lm_head for both where the conversion kept it as it was (runner.ts, heads).
-    const [logitsO, logitsQ] = await original.heads(ho, tokens, { runner: quantized, hidden: hq, sameStoredBytes: await headsSame }, pool !== undefined);
+    const [logitsO, logitsQ] = await original.heads(ho, tokens, { runner: quantized, hidden: hq, sameStoredBytes: await headsSame }, pool && ((n) => pool.sharedZeroed(n)));
     const model = pool ? await pool.compareLogits(logitsO, logitsQ, spec.vocabSize) : compareLogits(logitsO, logitsQ, spec.vocabSize);
     let ppl: VerifyPerplexity | undefined;
     if (opts.inputSource?.kind === 'text') {
