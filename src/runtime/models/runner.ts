@@ -457,17 +457,10 @@ export class ModelRunner {
       g.switchModel('original', 'values');
       const x = g.input('hidden', hidden, [tokens, h]);
       const mine = await this.emitDenseMlp(g, scope, mlp, await this.emitAttentionBlock(g, scope, this.plan(index), index, x, shape, undefined));
-      g.switchModel('other', false);
-      if (requantize !== undefined && requantize.size > 0) g.requantizeFrom('original', requantize);
+      switchToOther(g, requantize);
       const y = g.input('hidden_other', otherHidden, [tokens, h]);
       const theirs = await other.emitDenseMlp(g, otherScope, otherMlp, await other.emitAttentionBlock(g, otherScope, other.plan(index), index, y, shape, undefined));
-      compareWithTaps(g, theirs.linears, compare);
-      g.output(mine.out, 'out');
-      g.output(theirs.out, 'out_other');
-      const out = await this.run(g);
-      const sums = new Map<string, ComparisonSums>();
-      collectSums(out, g, sums);
-      return { hidden: f32(out, 'out'), otherHidden: f32(out, 'out_other'), sums };
+      return await this.runPairOutputs(g, mine.out, theirs.out, theirs.linears, compare, new Map());
     } finally {
       scope.close();
       otherScope.close();
@@ -501,7 +494,6 @@ export class ModelRunner {
     const tokens = shape.batch * shape.seq;
     const h = this.spec.hiddenSize;
     const sums = new Map<string, ComparisonSums>();
-    const requantizing = requantize !== undefined && requantize.size > 0;
     const scope = this.layerScope();
     const otherScope = other.layerScope();
     try {
@@ -511,8 +503,7 @@ export class ModelRunner {
       a.output(mine.h1, 'h1');
       a.output(mine.xn, 'xn');
       a.output(a.linear(await scope.linear(mlp.router), mine.xn, false), 'router_logits');
-      a.switchModel('other', false);
-      if (requantizing) a.requantizeFrom('original', requantize);
+      switchToOther(a, requantize);
       const theirs = await other.emitAttentionBlock(a, otherScope, otherPlan, index, a.input('hidden_other', otherHidden, [tokens, h]), shape, undefined);
       a.output(theirs.h1, 'h1_other');
       a.output(theirs.xn, 'xn_other');
@@ -533,7 +524,7 @@ export class ModelRunner {
       try {
         const reached = mineSide.groups.experts.flatMap((e) => PROJECTIONS.map((p) => otherMlp.experts[e]![p])).filter((m) => compare.has(m));
         if (expertsChecked !== undefined && !(await expertsChecked(reached))) return undefined;
-        await this.runExpertPairs(other, mlp, otherMlp, mineSide, theirSide, compare, requantizing ? requantize : undefined, sums);
+        await this.runExpertPairs(other, mlp, otherMlp, mineSide, theirSide, compare, requantize, sums);
       } finally {
         mineSide.release();
         theirSide.release();
@@ -543,19 +534,33 @@ export class ModelRunner {
       b.hostBuffers.push(mineSide.perAssignment, theirSide.perAssignment);
       b.switchModel('original', 'values');
       const out = await this.emitMoeCombine(b, scope, mlp, routing, f32(outA, 'h1'), f32(outA, 'xn'), mineSide.perAssignment, tokens, '');
-      b.switchModel('other', false);
-      if (requantizing) b.requantizeFrom('original', requantize);
+      switchToOther(b, requantize);
       const otherOut = await other.emitMoeCombine(b, otherScope, otherMlp, otherRouting, f32(outA, 'h1_other'), f32(outA, 'xn_other'), theirSide.perAssignment, tokens, '_other');
-      compareWithTaps(b, otherOut.linears, compare);
-      b.output(out.out, 'out');
-      b.output(otherOut.out, 'out_other');
-      const outB = await this.run(b);
-      collectSums(outB, b, sums);
-      return { hidden: f32(outB, 'out'), otherHidden: f32(outB, 'out_other'), sums };
+      return await this.runPairOutputs(b, out.out, otherOut.out, otherOut.linears, compare, sums);
     } finally {
       scope.close();
       otherScope.close();
     }
+  }
+
+  /**
+   * The end of a paired graph: the other model's `linears` compared with this model's taps, both
+   * hidden states as outputs; runs it and adds its comparison sums to `sums`.
+   */
+  private async runPairOutputs(
+    g: ModelGraph,
+    out: Value,
+    otherOut: Value,
+    linears: readonly LinearWeight[],
+    compare: ReadonlyMap<string, number>,
+    sums: Map<string, ComparisonSums>,
+  ): Promise<LayerPairResult> {
+    compareWithTaps(g, linears, compare);
+    g.output(out, 'out');
+    g.output(otherOut, 'out_other');
+    const result = await this.run(g);
+    collectSums(result, g, sums);
+    return { hidden: f32(result, 'out'), otherHidden: f32(result, 'out_other'), sums };
   }
 
   /**
@@ -595,9 +600,8 @@ export class ModelRunner {
           const w = await loadExpert(scope, mlp, e);
           g.output(this.emitExpert(g, w, mine.input(g, 'x', 'rows', rows, single), single), 'y');
         }
-        g.switchModel('other', false);
-        // Only an expert the original routed to: its floor checks were awaited (expertsChecked), and its weights are in the graph.
-        if (requantize !== undefined && rows !== undefined) g.requantizeFrom('original', requantize);
+        // Re-quantized only where the original routed to it: its floor checks were awaited (expertsChecked), and its weights are in the graph.
+        switchToOther(g, rows === undefined ? undefined : requantize);
         const w = await loadExpert(otherScope, otherMlp, e);
         const otherRows = theirs.rowsOf(e);
         if (otherRows !== undefined) g.output(other.emitExpert(g, w, theirs.input(g, 'x_other', 'rows_other', otherRows, single), single), 'y_other');
@@ -1150,6 +1154,12 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 /** One projection of an expert as the forward runs it: the experts op (`expertsOp`, runsAsExpertsOp) or the linear, untapped. */
 function emitExpertProjection(b: ModelGraph, l: LinearWeight, x: Value, expertsOp: boolean, single: boolean): Value {
   return expertsOp ? b.expertRows(l as Fp8Linear, x, single) : b.linear(l, x, false);
+}
+
+/** In a paired graph, from now on the other model's weights, its FP8 linears in `requantize` re-quantized from the original's (ModelGraph.requantizeFrom). */
+function switchToOther(g: ModelGraph, requantize: ReadonlySet<string> | undefined): void {
+  g.switchModel('other', false);
+  if (requantize !== undefined && requantize.size > 0) g.requantizeFrom('original', requantize);
 }
 
 /** Compares each of `linears` (the other model's, in a paired graph) with this model's tap of its name, where `compare` names it. */
