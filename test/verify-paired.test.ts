@@ -24,6 +24,9 @@ import { attr, GraphBuilder, type Value } from '../src/runtime/onnx/graph-builde
 import { OnnxSession } from '../src/runtime/onnx/session.js';
 import { comparisonSums, emitComparisonSums } from '../src/runtime/ops/comparison-sums.js';
 import { ModelRunner } from '../src/runtime/models/runner.js';
+import { HostBufferPool } from '../src/runtime/models/buffer-pool.js';
+import { layerLinears } from '../src/runtime/models/layer-plan.js';
+import { WeightAccounting } from '../src/runtime/models/weights.js';
 import { ModelGraph } from '../src/runtime/models/model-graph.js';
 import { SessionCache } from '../src/runtime/onnx/session-cache.js';
 import { emitRequantizedBlockWeight, requantizeBlockWeight, requantizeSelfTest, runSelfTest } from '../src/runtime/ops/block-requantize.js';
@@ -279,6 +282,73 @@ test('verify with a damaged routed expert: its MoE layer declines the pair after
   assert.equal(paired.passed, false);
   const worst = paired.linears.find((l) => l.module === target)!;
   assert.ok(worst.errorRatio! > 2, `the damaged expert's ratio ${worst.errorRatio}`);
+});
+
+/**
+ * Runs `fn` on Mixtral's original and conversion sharing one pool and one weight accounting:
+ * the pool's float32 buffers `fn` took and did not give back, the weight bytes still held, and
+ * what `fn` threw. `compare`: every FP8 linear of layer 0.
+ */
+async function poolAfter(
+  fn: (original: ModelRunner, quantized: ModelRunner, hidden: Float32Array, compare: Map<string, number>) => Promise<unknown>,
+): Promise<{ kept: number; held: number; error: unknown }> {
+  const pool = new HostBufferPool();
+  const accounting = new WeightAccounting();
+  const options = { weightDecode: 'graph' as const, buffers: pool, accounting };
+  const original = await ModelRunner.open(modelDir('mixtral'), options);
+  const quantized = await ModelRunner.open(fixtures.converted.get('mixtral')!, options);
+  try {
+    const hidden = await original.embed(Int32Array.from({ length: 12 }, (_, i) => (i * 71) % 1000));
+    const compare = new Map(
+      layerLinears(quantized.plan(0))
+        .filter((m) => quantized.isFp8Linear(m))
+        .map((m) => [m, 128]),
+    );
+    const taken = new Set<ArrayBufferLike>();
+    const [float32, give] = [pool.float32.bind(pool), pool.give.bind(pool)];
+    pool.float32 = (n) => {
+      const b = float32(n);
+      taken.add(b.buffer);
+      return b;
+    };
+    pool.give = (views) => {
+      const list = [...views];
+      for (const v of list) taken.delete(v.buffer);
+      give(list);
+    };
+    let error: unknown;
+    await fn(original, quantized, hidden, compare).catch((e: unknown) => (error = e));
+    return { kept: taken.size, held: accounting.held, error };
+  } finally {
+    await original.close();
+    await quantized.close();
+  }
+}
+
+test('an MoE layer gives its pooled buffers back and closes its weight scopes, paired or declined after routing, and when an expert graph fails (paired or not)', async () => {
+  const shape = { batch: 1, seq: 12 };
+  /** Fails `runner`'s third graph run: an expert's (graph A is the first). */
+  const failThirdRun = (runner: ModelRunner): void => {
+    const run = runner.sessions.run.bind(runner.sessions);
+    let calls = 0;
+    runner.sessions.run = (model, feeds) => (++calls === 3 ? Promise.reject(new Error('an expert graph failed')) : run(model, feeds));
+  };
+  const cases = {
+    paired: await poolAfter(async (o, q, h, c) => assert.notEqual(await o.runLayerPair(q, 0, h, h, shape, c, undefined, async () => true), undefined)),
+    declined: await poolAfter(async (o, q, h, c) => assert.equal(await o.runLayerPair(q, 0, h, h, shape, c, undefined, async () => false), undefined)),
+    'paired, failed': await poolAfter(async (o, q, h, c) => {
+      failThirdRun(o);
+      await o.runLayerPair(q, 0, h, h, shape, c, undefined, async () => true);
+    }),
+    'separate, failed': await poolAfter(async (o, _q, h) => {
+      failThirdRun(o);
+      await o.runLayer(0, h, shape, { capture: true });
+    }),
+  };
+  for (const [what, r] of Object.entries(cases)) {
+    assert.equal(r.error === undefined, !what.endsWith('failed'), `${what}: ${String(r.error)}`);
+    assert.deepEqual([r.kept, r.held], [0, 0], `${what}: pooled buffers kept, weight bytes held`);
+  }
 });
 
 test('verify gemma3 (feed-forward norms): paired layers give the report of the separate runs', async () => {

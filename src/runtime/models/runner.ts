@@ -522,21 +522,26 @@ export class ModelRunner {
       const mineSide = expertSide(routing, f32(outA, 'xn'), tokens, h, this.buffers);
       const theirSide = expertSide(otherRouting, f32(outA, 'xn_other'), tokens, h, this.buffers);
       try {
-        const reached = mineSide.groups.experts.flatMap((e) => PROJECTIONS.map((p) => otherMlp.experts[e]![p])).filter((m) => compare.has(m));
-        if (expertsChecked !== undefined && !(await expertsChecked(reached))) return undefined;
-        await this.runExpertPairs(other, mlp, otherMlp, mineSide, theirSide, compare, requantize, sums);
-      } finally {
-        mineSide.release();
-        theirSide.release();
-      }
+        try {
+          const reached = mineSide.groups.experts.flatMap((e) => PROJECTIONS.map((p) => otherMlp.experts[e]![p])).filter((m) => compare.has(m));
+          if (expertsChecked !== undefined && !(await expertsChecked(reached))) return undefined;
+          await this.runExpertPairs(other, mlp, otherMlp, mineSide, theirSide, compare, requantize, sums);
+        } finally {
+          mineSide.release();
+          theirSide.release();
+        }
 
-      const b = this.graph(false);
-      b.hostBuffers.push(mineSide.perAssignment, theirSide.perAssignment);
-      b.switchModel('original', 'values');
-      const out = await this.emitMoeCombine(b, scope, mlp, routing, f32(outA, 'h1'), f32(outA, 'xn'), mineSide.perAssignment, tokens, '');
-      switchToOther(b, requantize);
-      const otherOut = await other.emitMoeCombine(b, otherScope, otherMlp, otherRouting, f32(outA, 'h1_other'), f32(outA, 'xn_other'), theirSide.perAssignment, tokens, '_other');
-      return await this.runPairOutputs(b, out.out, otherOut.out, otherOut.linears, compare, sums);
+        const b = this.graph(false);
+        b.switchModel('original', 'values');
+        const out = await this.emitMoeCombine(b, scope, mlp, routing, f32(outA, 'h1'), f32(outA, 'xn'), mineSide.perAssignment, tokens, '');
+        switchToOther(b, requantize);
+        const otherOut = await other.emitMoeCombine(b, otherScope, otherMlp, otherRouting, f32(outA, 'h1_other'), f32(outA, 'xn_other'), theirSide.perAssignment, tokens, '_other');
+        return await this.runPairOutputs(b, out.out, otherOut.out, otherOut.linears, compare, sums);
+      } finally {
+        // Not through the combine graph's hostBuffers: a declined layer never builds it, and one that
+        // fails before its run would not give them back.
+        this.buffers.give([mineSide.perAssignment, theirSide.perAssignment]);
+      }
     } finally {
       scope.close();
       otherScope.close();
@@ -761,30 +766,34 @@ export class ModelRunner {
     const needed = [...new Set([...groups.experts, ...probeExperts])].sort((x, y) => x - y);
 
     // Each routed expert's output rows go straight to their assignments' places in [T, k, H].
+    // Given back once the combine graph has run, or the layer has failed before it.
     const perAssignment = this.buffers.float32(tokens * k * h);
-    // The token rows of every expert group, in group order: one buffer of the same size in every
-    // MoE layer (tokens × k rows), so the pool has it; each expert is fed its slice.
-    const sorted = single ? xn : this.buffers.float32(groups.rows * h);
     try {
-      if (!single) {
-        for (let r = 0; r < groups.rows; r++) {
-          const t = groups.rowToken[r]!;
-          sorted.set(xn.subarray(t * h, (t + 1) * h), r * h);
+      // The token rows of every expert group, in group order: one buffer of the same size in every
+      // MoE layer (tokens × k rows), so the pool has it; each expert is fed its slice.
+      const sorted = single ? xn : this.buffers.float32(groups.rows * h);
+      try {
+        if (!single) {
+          for (let r = 0; r < groups.rows; r++) {
+            const t = groups.rowToken[r]!;
+            sorted.set(xn.subarray(t * h, (t + 1) * h), r * h);
+          }
         }
+        await this.runExperts(mlp, needed, groups, sorted, perAssignment, options, result);
+      } finally {
+        if (!single) this.buffers.give([sorted]);
       }
-      await this.runExperts(mlp, needed, groups, sorted, perAssignment, options, result);
-    } finally {
-      if (!single) this.buffers.give([sorted]);
-    }
 
-    const b = this.graph(options.capture === true);
-    b.hostBuffers.push(perAssignment);
-    const combined = await this.emitMoeCombine(b, scope, mlp, routing, h1, xn, perAssignment, tokens, '');
-    this.addLinearProbes(b, options.probes, combined.linears);
-    b.output(combined.out, 'out');
-    const out = await this.run(b);
-    collect(out, b, result);
-    return f32(out, 'out');
+      const b = this.graph(options.capture === true);
+      const combined = await this.emitMoeCombine(b, scope, mlp, routing, h1, xn, perAssignment, tokens, '');
+      this.addLinearProbes(b, options.probes, combined.linears);
+      b.output(combined.out, 'out');
+      const out = await this.run(b);
+      collect(out, b, result);
+      return f32(out, 'out');
+    } finally {
+      this.buffers.give([perAssignment]);
+    }
   }
 
   /**
@@ -1184,7 +1193,7 @@ function collectSums(out: Record<string, HostTensor>, g: ModelGraph, into: Map<s
 interface ExpertSide {
   readonly groups: ExpertGroups;
   readonly groupOf: ReadonlyMap<number, number>;
-  /** `[T, k, H]` routed outputs, in the runner's pool (the combine graph gives it back). */
+  /** `[T, k, H]` routed outputs, in the runner's pool (runMoeLayerPair gives it back). */
   readonly perAssignment: Float32Array;
   /** Expert `e`'s `[start, count]` of the sorted rows; undefined when no token was routed to it. */
   rowsOf(e: number): readonly [number, number] | undefined;
