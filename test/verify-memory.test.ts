@@ -144,7 +144,7 @@ test('floor check in workers: true for the linears fp8q wrote, false for a damag
   }
 });
 
-test('floor check in workers: a job submitted `soon` goes ahead of those queued without it, after the earlier `soon` ones and the one waited for', async () => {
+test('floor check in workers: a job submitted `soon` (or queued, then submitted again `soon`) goes ahead of those queued without it, after the earlier `soon` ones and the one waited for', async () => {
   const original = await ModelRunner.open(modelDir('llama'));
   const quantized = await ModelRunner.open(converted.get('llama')!);
   const checker = new FloorChecker(1);
@@ -160,6 +160,9 @@ test('floor check in workers: a job submitted `soon` goes ahead of those queued 
     checker.submit(d, jobOf(d), true);
     checker.submit(e, jobOf(e));
     assert.deepEqual(checker.queued, [b, c, d, a, e]);
+    // Queued without `soon`, then asked for `soon` (verify: a routed expert queued up front whose layer runs separately).
+    checker.submit(e, jobOf(e), true);
+    assert.deepEqual(checker.queued, [b, c, d, e, a]);
     assert.deepEqual(await Promise.all([waited, ...[running, a, c, d, e].map((m) => checker.result(m))]), [true, true, true, true, true, true]);
   } finally {
     await checker.close();

@@ -33,6 +33,7 @@ import { emitRequantizedBlockWeight, requantizeBlockWeight, requantizeSelfTest, 
 import { decodeTableFor } from '../src/fp8/index.js';
 import { linearMetrics, linearMetricsFromSums } from '../src/runtime/verify/metrics.js';
 import { verifyCheckpoints, type VerifyReport } from '../src/runtime/verify/verify-checkpoints.js';
+import { FloorChecker } from '../src/runtime/verify/floor-check.js';
 import { copyCheckpointWithEdits, scaleF32, type EditableTensor } from './helpers/checkpoint-edit.js';
 import { MODELS, modelDir } from './helpers/fixtures.js';
 import { useConvertedFixtures } from './helpers/converted-fixtures.js';
@@ -348,6 +349,44 @@ test('an MoE layer gives its pooled buffers back and closes its weight scopes, p
   for (const [what, r] of Object.entries(cases)) {
     assert.equal(r.error === undefined, !what.endsWith('failed'), `${what}: ${String(r.error)}`);
     assert.deepEqual([r.kept, r.held], [0, 0], `${what}: pooled buffers kept, weight bytes held`);
+  }
+});
+
+test("routed experts' floor checks are queued up front only where their layer can run paired: not beside an MLA split, static activation scales, or a linear the workers cannot check (GLM-4's biased attention)", async () => {
+  const cases: [string, string, string][] = [];
+  const split = join(fixtures.workDir(), 'deepseek_v3-mla-split');
+  await convertCheckpoint({ input: modelDir('deepseek_v3'), output: split, mlaSplit: true });
+  cases.push(['deepseek_v3 --mla-split', modelDir('deepseek_v3'), split]);
+  const calibrated = join(fixtures.workDir(), 'mixtral-static');
+  await convertCheckpoint({ input: modelDir('mixtral'), output: calibrated, activationScheme: 'static', calibration: { file: join(MODELS, 'mixtral.logits.safetensors') } });
+  cases.push(['mixtral, static activation scales', modelDir('mixtral'), calibrated]);
+  const glm = join(fixtures.workDir(), 'glm4_moe-queue');
+  await convertCheckpoint({ input: join(MODELS, 'glm4_moe'), output: glm });
+  cases.push(['glm4_moe', join(MODELS, 'glm4_moe'), glm]);
+  const submit = FloorChecker.prototype.submit;
+  for (const [what, original, quantized] of cases) {
+    const submitted: string[] = [];
+    FloorChecker.prototype.submit = function (this: FloorChecker, ...args: Parameters<typeof submit>) {
+      submitted.push(args[0]);
+      return submit.apply(this, args);
+    };
+    let report: VerifyReport;
+    try {
+      // One token: most experts get none, and no layer runs paired.
+      const run = await countingPairs(() => verifyCheckpoints({ original, quantized, tokens: 1, seed: 5, weightDecode: 'graph', floorCheckThreads: 1, pairedLayers: true }));
+      assert.deepEqual(run.layers, [], `${what}: no layer paired`);
+      report = run.value;
+    } finally {
+      FloorChecker.prototype.submit = submit;
+    }
+    const compared = new Set(report.linears.map((l) => l.module));
+    const experts = submitted.filter((m) => /\.experts\.\d+\./.test(m));
+    assert.ok(experts.length > 0, `${what}: routed experts are checked`);
+    assert.deepEqual(
+      experts.filter((m) => !compared.has(m)),
+      [],
+      `${what}: only the experts a token reached`,
+    );
   }
 });
 

@@ -4,7 +4,8 @@
 // is not run). Each job reads its two tensors stripe by stripe in a worker (floor-check-worker.ts),
 // quantizes with the WebAssembly kernel `convert` uses and stops at the first difference.
 //
-// Verify queues the jobs of every layer's non-expert linears when it starts, so on a machine with
+// Verify queues the jobs of every layer's non-expert linears (and the routed experts of a layer
+// that may run paired, paired-layers.ts mayPairLayer) when it starts, so on a machine with
 // cores to spare the workers run ahead of the layers while the main thread waits on onnxruntime
 // (a CUDA verify spent ~0.25 s a layer on this check on the main thread, bench/NOTES.md). A job
 // that cannot answer (another dtype, a width the kernel does not cover, Inf/NaN, a read error)
@@ -128,18 +129,33 @@ export class FloorChecker {
    * Queues `module`'s check (once); a job nobody waits for yet runs after the ones waited for.
    * `soon`: it will be waited for before the jobs queued without it (verify queues every layer's
    * linears up front, and a layer's routed experts, known once the original has run, are asked for
-   * before any later layer's), so it goes ahead of them, after the other `soon` ones.
+   * before any later layer's), so it goes ahead of them, after the other `soon` ones; so does a
+   * job already queued without it that has not started.
    */
   submit(module: string, job: FloorCheckJob, soon = false): void {
-    if (this.closed || this.workers.length === 0 || this.results.has(module)) return;
+    if (this.closed || this.workers.length === 0) return;
+    const queued = this.results.get(module)?.pending;
+    // A routed expert queued up front for a layer that might pair, asked for `soon` once the layer
+    // runs separately after all: it must not wait behind the jobs of experts no token reached.
+    if (queued !== undefined && soon && !queued.soon && !queued.started) {
+      this.queue.splice(this.queue.indexOf(queued), 1);
+      queued.soon = true;
+      this.enqueue(queued);
+    }
+    if (queued !== undefined) return;
     let resolve!: (same: boolean | undefined) => void;
     const promise = new Promise<boolean | undefined>((r) => (resolve = r));
     const pending: Pending = { module, job, resolve, started: false, soon };
     this.results.set(module, { pending, promise });
-    const later = soon ? this.queue.findIndex((p) => !p.soon) : -1;
+    this.enqueue(pending);
+    this.pump();
+  }
+
+  /** Puts `pending` at the end of the queue, or a `soon` one after the other `soon` ones. */
+  private enqueue(pending: Pending): void {
+    const later = pending.soon ? this.queue.findIndex((p) => !p.soon) : -1;
     if (later < 0) this.queue.push(pending);
     else this.queue.splice(later, 0, pending);
-    this.pump();
   }
 
   /** The answer for `module` (undefined when it was never submitted); moves its job to the front. */

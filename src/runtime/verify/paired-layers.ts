@@ -19,7 +19,7 @@
 import type { LayerPlan } from '../models/layer-plan.js';
 import { layerLinears } from '../models/layer-plan.js';
 import type { ModelRunner } from '../models/runner.js';
-import { staticActivationScaleOf } from './activation-clipping.js';
+import { ACTIVATION_SCALE_SUFFIX, staticActivationScaleOf } from './activation-clipping.js';
 import { storedSettings } from './fp8-floor.js';
 import { mlaSplitTensors } from './mla-split-probes.js';
 
@@ -34,6 +34,18 @@ export interface PairedComparison {
 }
 
 /**
+ * Whether layer `layer` can run as a pair as far as its tensors say, before any floor check: both
+ * models run it as one graph (or as MoE of per-expert linears), and no MLA split or static
+ * activation scale needs the separate graphs. Verify queues routed experts' floor checks up front
+ * only where this holds: elsewhere the workers would read every expert, routed or not, for nothing.
+ */
+export function mayPairLayer(original: ModelRunner, quantized: ModelRunner, layer: number, plan: LayerPlan): boolean {
+  if (!original.canPairLayer(layer) || !quantized.canPairLayer(layer)) return false;
+  if (plan.attention.kind === 'mla' && mlaSplitTensors((n) => quantized.checkpoint.has(n), plan.attention) !== undefined) return false;
+  return !layerLinears(plan).some((m) => quantized.isFp8Linear(m) && quantized.checkpoint.has(`${m}.${ACTIVATION_SCALE_SUFFIX}`));
+}
+
+/**
  * The comparisons of layer `layer`'s FP8 linears when it can run as a pair, in layerLinears order;
  * undefined when it cannot. `checked` answers the floor check (floor-check.ts); without it no
  * layer is paired (the main thread's own floor comparison runs in the separate graphs).
@@ -45,8 +57,7 @@ export async function pairedComparisons(
   plan: LayerPlan,
   checked: ((module: string) => Promise<boolean | undefined>) | undefined,
 ): Promise<Map<string, PairedComparison> | undefined> {
-  if (checked === undefined || !original.canPairLayer(layer) || !quantized.canPairLayer(layer)) return undefined;
-  if (plan.attention.kind === 'mla' && mlaSplitTensors((n) => quantized.checkpoint.has(n), plan.attention) !== undefined) return undefined;
+  if (checked === undefined || !mayPairLayer(original, quantized, layer, plan)) return undefined;
   const comparisons = new Map<string, PairedComparison>();
   const experts = new Set(plan.mlp.kind === 'moe' ? plan.mlp.experts.flatMap((e) => [e.gate, e.up, e.down]) : []);
   for (const module of layerLinears(plan)) {

@@ -39,7 +39,7 @@ import { checkCheckpointPair } from './checkpoint-pair.js';
 import { quantizedKeptModules, unverifiedTensors } from './coverage.js';
 import { mlaSplitProbes, mlaSplitTensors, REFERENCE_SUFFIX } from './mla-split-probes.js';
 import { floorProbes, FLOOR_SUFFIX } from './fp8-floor.js';
-import { pairedComparisons } from './paired-layers.js';
+import { mayPairLayer, pairedComparisons } from './paired-layers.js';
 import { defaultCpuFloorCheckThreads, defaultFloorCheckThreads, FloorChecker, floorCheckJob } from './floor-check.js';
 import type { TextInputDescription } from '../text/text-input.js';
 
@@ -337,14 +337,19 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       if (job) c.submit(m, job, soon);
     };
     const pairLayers = opts.pairedLayers ?? device === 'cuda';
-    // Every layer's linears, the workers running ahead. Routed experts only where their layer can
-    // run paired: it asks for the checks of the experts the original routes to right after routing,
-    // before any of them runs, so they are done by then (the others' are never asked for). Elsewhere
-    // an expert is checked once a token reaches it.
+    // Every layer's linears, the workers running ahead. Routed experts only where their layer may
+    // run paired (mayPairLayer, and a worker can check each of its other linears): it asks for the
+    // checks of the experts the original routes to right after routing, before any of them runs, so
+    // they are done by then. The others' checks run too, never awaited; a layer that cannot pair
+    // would have its workers read every expert for nothing. Elsewhere an expert is checked once a
+    // token reaches it.
     if (c) {
       for (let layer = 0; layer < spec.numLayers; layer++) {
-        const experts = pairLayers && original.canPairLayer(layer) && q.canPairLayer(layer);
-        for (const m of layerLinears(q.plan(layer))) if ((experts || !EXPERT.test(m)) && q.isFp8Linear(m)) submitCheck(m);
+        const plan = q.plan(layer);
+        const linears = layerLinears(plan).filter((m) => q.isFp8Linear(m));
+        const checkable = (m: string): boolean => EXPERT.test(m) || !original.checkpoint.has(`${m}.weight`) || jobOf(m) !== undefined;
+        const experts = pairLayers && mayPairLayer(original, q, layer, plan) && linears.every(checkable);
+        for (const m of linears) if (experts || !EXPERT.test(m)) submitCheck(m);
       }
     }
     const metricsThreads = opts.metricsThreads ?? (device === 'cuda' ? defaultMetricsThreads(floorThreads) : 0);
