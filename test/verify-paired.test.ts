@@ -11,6 +11,12 @@
 //     layers it should: dense ones and MoE ones of per-expert linears, not stacked experts, and
 //     not a layer whose linear needs a floor probe (a damaged scale, or a damaged routed expert,
 //     whose layer declines after routing), which is still caught;
+//   - MoE layers where the models route otherwise (at 12, 2, 1 tokens, a batch of 2), with a
+//     shared expert's gate or group-limited routing, ue8m0 scales or excluded experts: the same
+//     report, and the same again with codes re-quantized in the graph, which never reaches an
+//     expert only the quantized model routed to (its damage shows);
+//   - a paired MoE layer gives back its pooled buffers and weight scopes when it declines or fails,
+//     and routed experts' floor checks are queued up front only for layers that may pair;
 //   - the quantized layer runs on its own kept tensors (a changed norm shows), and outputs whose
 //     float32 squares would overflow or vanish are measured as the separate runs measure them.
 
@@ -32,11 +38,12 @@ import { SessionCache } from '../src/runtime/onnx/session-cache.js';
 import { emitRequantizedBlockWeight, requantizeBlockWeight, requantizeSelfTest, runSelfTest } from '../src/runtime/ops/block-requantize.js';
 import { decodeTableFor } from '../src/fp8/index.js';
 import { linearMetrics, linearMetricsFromSums } from '../src/runtime/verify/metrics.js';
-import { verifyCheckpoints, type VerifyReport } from '../src/runtime/verify/verify-checkpoints.js';
+import { verifyCheckpoints, type VerifyOptions, type VerifyReport } from '../src/runtime/verify/verify-checkpoints.js';
 import { FloorChecker } from '../src/runtime/verify/floor-check.js';
 import { copyCheckpointWithEdits, scaleF32, type EditableTensor } from './helpers/checkpoint-edit.js';
 import { MODELS, modelDir } from './helpers/fixtures.js';
 import { useConvertedFixtures } from './helpers/converted-fixtures.js';
+import { writeSyntheticModel } from './helpers/synthetic-model.js';
 
 const fixtures = useConvertedFixtures('verify-paired');
 
@@ -208,12 +215,51 @@ function assertSameReport(paired: VerifyReport, separate: VerifyReport, what: st
   assert.equal(paired.passed, separate.passed, what);
 }
 
-async function verifyBoth(original: string, quantized: string): Promise<{ paired: VerifyReport; separate: VerifyReport; pairedLayers: number[] }> {
-  const common = { original, quantized, tokens: 12, seed: 5, weightDecode: 'graph' as const, floorCheckThreads: 1 };
+async function verifyBoth(
+  original: string,
+  quantized: string,
+  input: Pick<VerifyOptions, 'tokens' | 'input'> = { tokens: 12 },
+): Promise<{ paired: VerifyReport; separate: VerifyReport; pairedLayers: number[] }> {
+  const common = { original, quantized, ...input, seed: 5, weightDecode: 'graph' as const, floorCheckThreads: 1 };
   const { value: paired, layers } = await countingPairs(() => verifyCheckpoints({ ...common, pairedLayers: true }));
   const { value: separate, layers: none } = await countingPairs(() => verifyCheckpoints({ ...common, pairedLayers: false }));
   assert.deepEqual(none, [], 'pairedLayers false pairs nothing');
   return { paired, separate, pairedLayers: layers };
+}
+
+/** verifyBoth, and its paired run again with the codes re-quantized in the graph: that report bit for bit. */
+async function verifyAll(original: string, quantized: string, input?: Pick<VerifyOptions, 'tokens' | 'input'>, what = quantized): ReturnType<typeof verifyBoth> {
+  const both = await verifyBoth(original, quantized, input);
+  assertSameReport(both.paired, both.separate, what);
+  const { seconds: _a, ...requantized } = await verifyCheckpoints({
+    original,
+    quantized,
+    ...(input ?? { tokens: 12 }),
+    seed: 5,
+    weightDecode: 'graph',
+    floorCheckThreads: 1,
+    pairedLayers: true,
+    requantizeOnDevice: true,
+  });
+  const { seconds: _b, ...paired } = both.paired;
+  assert.deepEqual(requantized, paired, `${what}: the same report with the codes re-quantized in the graph`);
+  return both;
+}
+
+/** A copy of Mixtral's conversion with layer 1's router rows of experts `a` and `b` swapped (and `edit`): the quantized model routes otherwise. */
+async function swappedRouter(name: string, pairs: readonly (readonly [number, number])[], edit?: (t: Map<string, EditableTensor>) => void): Promise<string> {
+  const out = join(fixtures.workDir(), name);
+  await copyCheckpointWithEdits(fixtures.converted.get('mixtral')!, out, (t) => {
+    const router = t.get('model.layers.1.block_sparse_moe.gate.weight')!.bytes;
+    const row = router.byteLength / 4;
+    for (const [a, b] of pairs) {
+      const first = router.slice(a * row, (a + 1) * row);
+      router.copyWithin(a * row, b * row, (b + 1) * row);
+      router.set(first, b * row);
+    }
+    edit?.(t);
+  });
+  return out;
 }
 
 for (const name of ['llama', 'deepseek_v3', 'mixtral'] as const) {
@@ -388,6 +434,73 @@ test("routed experts' floor checks are queued up front only where their layer ca
       `${what}: only the experts a token reached`,
     );
   }
+});
+
+test('verify where the models route otherwise (the quantized router of layer 1 swaps two experts): paired MoE layers give the report of the separate runs at 12, 2 and 1 tokens and a batch of 2, codes re-quantized or not', async () => {
+  const quantized = await swappedRouter('mixtral-router', [[0, 1]]);
+  for (const input of [{ tokens: 12 }, { tokens: 2 }, { tokens: 1 }, { input: { ids: Int32Array.from({ length: 12 }, (_, i) => (i * 37) % 1000), batch: 2, seq: 6 } }]) {
+    const what = `swapped router, ${JSON.stringify(input.tokens ?? 'batch of 2')}`;
+    const { pairedLayers } = await verifyAll(modelDir('mixtral'), quantized, input, what);
+    assert.deepEqual(pairedLayers, [0, 1], what);
+  }
+});
+
+test('verify with damaged experts that only the quantized model routes a token to: they are never re-quantized in the graph (not compared, so not floor-checked), and their damage shows in the logits', async () => {
+  const original = modelDir('mixtral');
+  // At one token the original routes it to two of the four experts; the others are not compared.
+  const reference = await verifyCheckpoints({ original, quantized: fixtures.converted.get('mixtral')!, tokens: 1, seed: 5 });
+  const expert = (m: string): number | undefined => Number(/\.layers\.1\..*experts\.(\d+)\./.exec(m)?.[1] ?? Number.NaN);
+  const unrouted = [...new Set(reference.notReached.map(expert).filter((e) => e !== undefined && !Number.isNaN(e)))] as number[];
+  const routed = [0, 1, 2, 3].filter((e) => !unrouted.includes(e));
+  assert.equal(unrouted.length, 2, 'two experts of layer 1 get no token');
+  // The quantized router sends the token to the two the original does not.
+  const pairs = routed.map((e, i) => [e, unrouted[i]!] as const);
+  const damage = (t: Map<string, EditableTensor>): void => {
+    for (const e of unrouted) scaleF32(t.get(`model.layers.1.block_sparse_moe.experts.${e}.w1.weight_scale_inv`)!, 4);
+  };
+  const damaged = await verifyAll(original, await swappedRouter('mixtral-routed-damaged', pairs, damage), { tokens: 1 }, 'damaged experts only the quantized model routes to');
+  const sound = await verifyCheckpoints({
+    original,
+    quantized: await swappedRouter('mixtral-routed-sound', pairs),
+    tokens: 1,
+    seed: 5,
+    weightDecode: 'graph',
+    floorCheckThreads: 1,
+    pairedLayers: true,
+  });
+  assert.deepEqual(damaged.pairedLayers, [0, 1]);
+  assert.deepEqual(damaged.paired.notReached, sound.notReached, 'the damaged experts are not compared');
+  assert.ok(damaged.paired.model.meanKl > 2 * sound.model.meanKl, `the damage shows: mean KL ${damaged.paired.model.meanKl} against ${sound.model.meanKl}`);
+});
+
+test('verify of MoE layers with a shared expert and its sigmoid gate (Qwen2-MoE) and group-limited routing (DeepSeek-V3 without q LoRA), synthetic: paired, the report of the separate runs', async () => {
+  for (const family of ['qwen2_moe', 'deepseek_v3'] as const) {
+    const original = join(fixtures.workDir(), `${family}-synthetic`);
+    await writeSyntheticModel(original, family, 3, 'BF16');
+    const quantized = join(fixtures.workDir(), `${family}-synthetic-fp8`);
+    await convertCheckpoint({ input: original, output: quantized });
+    const { pairedLayers } = await verifyAll(original, quantized, { tokens: 12 }, family);
+    assert.deepEqual(pairedLayers, [0, 1], `${family}: both layers paired`);
+  }
+});
+
+test('verify of MoE conversions with ue8m0 scales, with excluded experts (and one of them damaged), and of an FP8 original: the report of the separate runs', async () => {
+  const ue8m0 = join(fixtures.workDir(), 'mixtral-ue8m0');
+  await convertCheckpoint({ input: modelDir('mixtral'), output: ue8m0, scaleFormat: 'ue8m0' });
+  assert.deepEqual((await verifyAll(modelDir('mixtral'), ue8m0)).pairedLayers, [0, 1], 'ue8m0: paired');
+  // Expert 1 kept whole, expert 2's w2 kept: the others' linears are compared, expert 2 runs as its linears.
+  const excluded = join(fixtures.workDir(), 'mixtral-excluded');
+  await convertCheckpoint({ input: modelDir('mixtral'), output: excluded, exclude: ['re:.*experts\\.1\\..*', 'experts.2.w2'] });
+  assert.deepEqual((await verifyAll(modelDir('mixtral'), excluded)).pairedLayers, [0, 1], 'excluded experts: paired');
+  const damaged = join(fixtures.workDir(), 'mixtral-excluded-damaged');
+  await copyCheckpointWithEdits(excluded, damaged, (t) => scaleF32(t.get('model.layers.1.block_sparse_moe.experts.2.w1.weight_scale_inv')!, 4));
+  const d = await verifyAll(modelDir('mixtral'), damaged);
+  assert.deepEqual(d.pairedLayers, [0], 'the damaged layer declines');
+  assert.ok(d.paired.failures.some((f) => f.subject === 'model.layers.1.block_sparse_moe.experts.2.w1'));
+  // An FP8 original: the workers cannot check its floor, so nothing is paired.
+  const requantized = join(fixtures.workDir(), 'mixtral-requantized');
+  await convertCheckpoint({ input: fixtures.converted.get('mixtral')!, output: requantized, requantize: true, block: { bn: 64, bk: 64 } });
+  assert.deepEqual((await verifyAll(fixtures.converted.get('mixtral')!, requantized)).pairedLayers, [], 'FP8 original: not paired');
 });
 
 test('verify gemma3 (feed-forward norms): paired layers give the report of the separate runs', async () => {
