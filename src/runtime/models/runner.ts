@@ -17,8 +17,10 @@
 //     large vocabulary never becomes one float32 matrix.
 //
 // For verify, a layer can also export each linear's input and output (`capture`), and run
-// captured activations of another model through this model's FP8 linears (`probes`); or a dense
-// layer of both models runs as one graph, compared inside it (`runLayerPair`).
+// captured activations of another model through this model's FP8 linears (`probes`); or a layer
+// of both models runs in the same graphs, compared inside them (`runLayerPair`: a dense layer as
+// one graph, an MoE layer of per-expert linears as its graph A, one graph per expert and the
+// combine graph, each holding both models).
 
 import { isFp8Module, loadExpert, runsAsExpertsOp, type ExpertWeights } from './experts.js';
 import { isFp8Dtype, type Dtype } from '../../fp8/dtypes.js';
@@ -416,8 +418,8 @@ export class ModelRunner {
   }
 
   /**
-   * Verify's paired layer: this model's dense layer `index` (the original) and `other`'s (the
-   * quantized one) in one graph. Each module of `compare` runs through `other`'s linear on the
+   * Verify's paired layer: this model's layer `index` (the original) and `other`'s (the quantized
+   * one) in one graph (a dense layer; an MoE layer: see below). Each module of `compare` runs through `other`'s linear on the
    * input that reached this model's linear of that name, and is compared there with this model's
    * output (ops/comparison-sums.ts, groups of the given number of columns). Only both hidden
    * states and those sums leave the device: on CUDA, bringing every linear's input and output
@@ -591,7 +593,7 @@ export class ModelRunner {
     const theirLinears = needed.flatMap((e) => PROJECTIONS.map((p) => otherMlp.experts[e]![p]));
     let mineRead = 0;
     for (const [i, e] of needed.entries()) {
-      // The reads of this expert and the next ones, a window of each model's, are in flight.
+      // A window of each model's next experts is read while this one runs (as runExperts reads its own).
       this.weights.prefetchLinears(mineLinears.slice(mineRead * PROJECTIONS.length), window);
       other.weights.prefetchLinears(theirLinears.slice(i * PROJECTIONS.length), window);
       const scope = this.layerScope();

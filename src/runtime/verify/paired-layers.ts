@@ -3,8 +3,8 @@
 // A paired layer holds both models' layer in one graph (runner.ts runLayerPair): the quantized
 // linears run on the original's activations and are compared with its outputs in the graph, so
 // only the hidden states and the comparison sums come back to the host. The report is the one the
-// separate runs give (the same metrics, summed in another order). A layer is paired where both
-// models run it as one dense graph (CUDA: weights decoded in the graph) and each of its FP8 linears
+// separate runs give (the same metrics, summed in another order). A dense layer is paired where
+// both models run it as one graph (CUDA: weights decoded in the graph) and each of its FP8 linears
 // needs nothing beyond its own output on the original's input:
 //   - no static activation scale (its clipping is counted on the captured input, on the host);
 //   - no MLA w_uk/w_uv split (those probes are built from the captured kv_b_proj input);

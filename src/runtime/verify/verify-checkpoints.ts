@@ -8,10 +8,12 @@
 // compared with the original linear on identical inputs, so an error is pinned to the layer that
 // makes it, not smeared over everything downstream. The same graphs also run each linear's FP8
 // floor (fp8-floor.ts: its original weights re-quantized the same way) and, for --mla-split
-// output, every head's w_uk/w_uv (mla-split-probes.ts). On CUDA a dense layer whose linears need
-// nothing but that comparison runs instead as one graph of both models, compared in the graph
-// (paired-layers.ts): only the hidden states and the comparison sums come back to the host, where
-// the separate runs bring every linear's input and output. Before anything runs, the two folders
+// output, every head's w_uk/w_uv (mla-split-probes.ts). On CUDA a layer whose linears need
+// nothing but that comparison runs instead in graphs of both models, compared in the graph
+// (paired-layers.ts: a dense layer, or an MoE layer of per-expert linears, which declines after
+// routing where a routed expert's floor is not its stored linear): only the hidden states and the
+// comparison sums come back to the host, where the separate runs bring every linear's input and
+// output. Before anything runs, the two folders
 // must be an original and its conversion (checkpoint-pair.ts); after, every FP8 tensor no
 // comparison ran is listed (coverage.ts). On text input both models' perplexity is reported.
 // Only one layer's weights (of one checkpoint; of both in a paired layer) and one layer's captures
@@ -80,12 +82,12 @@ export interface VerifyOptions {
    */
   readonly readAhead?: boolean;
   /**
-   * Run each dense layer whose linears need nothing but their outputs compared as one graph of both
-   * models, compared in the graph (paired-layers.ts); default on CUDA. Needs layers that run as one
-   * graph (weights decoded in the graph: CUDA, or `weightDecode: 'graph'`) and the floor-check
-   * workers (`floorCheckThreads` > 0: a layer is paired only once they found each linear its own
-   * floor). The report is the same but for the last digits of the per-linear figures (their sums
-   * are added in another order).
+   * Run each layer whose linears need nothing but their outputs compared in graphs of both models,
+   * compared in the graph (paired-layers.ts: dense layers, and MoE layers of per-expert linears);
+   * default on CUDA. Needs layers that run as one graph (weights decoded in the graph: CUDA, or
+   * `weightDecode: 'graph'`) and the floor-check workers (`floorCheckThreads` > 0: a layer is
+   * paired only once they found each linear its own floor). The report is the same but for the
+   * last digits of the per-linear figures (their sums are added in another order).
    */
   readonly pairedLayers?: boolean;
   /** Where stored weights become float32 (model-graph.ts); default: on the host for the CPU, in the graph for CUDA. */
