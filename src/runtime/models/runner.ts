@@ -1078,6 +1078,8 @@ export class ModelRunner {
       try {
         const norm = await scope.tensor(normName);
         const w = await scope.linear(head.module, rows);
+        // Known to be the same bytes: the other's are not read at all (half the head's reads).
+        if (other!.sameStoredBytes === true) return { scope, otherScope, norm, w, otherNorm: norm, ow: w };
         const otherNorm = await otherScope.tensor(normName);
         const ow = await otherScope.linear(otherHead!.module, rows);
         return { scope, otherScope, norm, w, otherNorm, ow };
