@@ -225,7 +225,10 @@ for (const [name, edit] of [
         ...(readAhead === undefined ? {} : { readAhead }),
       });
     const [inThread, inWorkers, ahead] = [await run(0), await run(2), await run(2, true)];
-    assert.deepEqual(withoutTime(inWorkers), withoutTime(inThread));
+    // With workers, one of them finds both lm_heads the same bytes, and the head reads only the
+    // original's: it holds less, and nothing else changes.
+    assert.deepEqual(withoutTime({ ...inWorkers, peakWeightBytes: 0 }), withoutTime({ ...inThread, peakWeightBytes: 0 }));
+    assert.ok(inWorkers.peakWeightBytes <= inThread.peakWeightBytes, `held ${inWorkers.peakWeightBytes} with workers, ${inThread.peakWeightBytes} without`);
     // Reading ahead (the next layer; a MoE layer's experts at once, the quantized ones as soon as the
     // original has routed) holds more at a time and changes nothing else.
     assert.deepEqual(withoutTime({ ...ahead, peakWeightBytes: 0 }), withoutTime({ ...inThread, peakWeightBytes: 0 }));
