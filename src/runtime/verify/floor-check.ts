@@ -19,6 +19,7 @@ import type { Fp8Format } from '../../fp8/formats.js';
 import { WasmBf16Kernel } from '../../fp8/wasm-kernel.js';
 import type { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import { startModuleWorker } from '../../io/module-worker.js';
+import { storedBytesDecideFloor } from './fp8-floor.js';
 
 /** One linear to check: `[n, k]` BF16 original weights against stored FP8 codes and float32 scales. */
 export interface FloorCheckJob {
@@ -52,11 +53,9 @@ export function floorCheckJob(
 ): FloorCheckJob | undefined {
   const name = `${module}.weight`;
   const scaleName = `${module}.weight_scale_inv`;
-  if (!original.has(name) || !quantized.has(name) || !quantized.has(scaleName)) return undefined;
-  if ([original, quantized].some((c) => c.has(`${module}.bias`) || c.has(`${module}.input_scale`))) return undefined;
-  // Beside a compressed-tensors `weight_scale`, the forward may read that one: the check must
-  // compare the scales the forward multiplies by (verify re-quantizes on them, block-requantize.ts).
-  if (quantized.has(`${module}.weight_scale`)) return undefined;
+  if (!original.has(name) || !quantized.has(name)) return undefined;
+  // What storedEquals compares on the main thread (verify also re-quantizes on these scales, block-requantize.ts).
+  if (!storedBytesDecideFloor(quantized, module) || original.has(`${module}.bias`) || original.has(`${module}.input_scale`)) return undefined;
   const o = original.info(name);
   const q = quantized.info(name);
   const s = quantized.info(scaleName);

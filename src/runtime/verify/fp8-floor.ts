@@ -196,11 +196,21 @@ export async function floorProbes(
   return probes;
 }
 
-/** Whether `module`'s stored FP8 linear (no bias, no static activation scale) has exactly `floor`'s codes and float32 scales. */
+/**
+ * Whether what the forward computes with `module`'s stored FP8 linear is said by its codes and its
+ * `weight_scale_inv` alone: no bias, no static activation scale, and no compressed-tensors
+ * `weight_scale` beside it (the forward may read that one instead). Only then does comparing those
+ * bytes with a re-quantization of the original tell whether the floor is the linear itself; the
+ * workers' check (floor-check.ts) and storedEquals both ask this, so they cannot drift apart.
+ */
+export function storedBytesDecideFloor(ckpt: Checkpoint, module: string): boolean {
+  return ckpt.has(`${module}.weight_scale_inv`) && !['weight_scale', 'bias', 'input_scale'].some((suffix) => ckpt.has(`${module}.${suffix}`));
+}
+
+/** Whether `module`'s stored FP8 linear (storedBytesDecideFloor) has exactly `floor`'s codes and float32 scales. */
 async function storedEquals(ckpt: Checkpoint, module: string, floor: Fp8Linear, pool?: HostBufferPool): Promise<boolean> {
   const scaleName = `${module}.weight_scale_inv`;
-  // With a `weight_scale` beside it, the forward may read that one (floor-check.ts floorCheckJob).
-  if (!ckpt.has(scaleName) || ckpt.has(`${module}.weight_scale`) || ckpt.has(`${module}.bias`) || ckpt.has(`${module}.input_scale`)) return false;
+  if (!storedBytesDecideFloor(ckpt, module)) return false;
   const scaleInfo = ckpt.info(scaleName);
   if (scaleInfo.dtype !== 'F32' || scaleInfo.byteLength !== floor.scaleInv.data.byteLength) return false;
   const scales = await ckpt.readTensor(scaleName);
