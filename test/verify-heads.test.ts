@@ -80,3 +80,14 @@ test("verify with both heads compared in a worker gives the main thread's report
   }
   assert.ok(reports[1]!.model.relativeError > reports[0]!.model.relativeError, 'the changed lm_head shows in the logits');
 });
+
+test('a quantized lm_head the forward refuses (a static input_scale beside the same BF16 bytes) is refused with the worker too: its head is read, not taken for the original', async () => {
+  const withScale = join(fixtures.workDir(), 'llama-head-input-scale');
+  await copyCheckpointWithEdits(fixtures.converted.get('llama')!, withScale, (t) => {
+    t.set('lm_head.input_scale', { dtype: 'F32', shape: [], bytes: new Uint8Array(new Float32Array([1]).buffer) });
+  });
+  const common = { original: modelDir('llama'), quantized: withScale, tokens: 12, seed: 5 };
+  for (const metricsThreads of [0, 2]) {
+    await assert.rejects(verifyCheckpoints({ ...common, metricsThreads }), /lm_head has a compressed-tensors static input_scale/, `metricsThreads ${metricsThreads}`);
+  }
+});
