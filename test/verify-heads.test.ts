@@ -6,10 +6,11 @@
 //   - the metrics pool's shared memory for the logits (its workers touch its pages first) is zero and whole;
 //   - verify's report with the worker's answer is the report of the main thread's comparison, for
 //     an unchanged lm_head and for one changed byte (which the worker must not call equal: the
-//     quantized model's logits would be the original's).
+//     quantized model's logits would be the original's), and for tied embeddings on one side only;
+//   - a quantized lm_head the forward refuses (a static input_scale) is refused with the worker too.
 
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 
@@ -79,4 +80,29 @@ test("verify with both heads compared in a worker gives the main thread's report
     reports.push(inWorker);
   }
   assert.ok(reports[1]!.model.relativeError > reports[0]!.model.relativeError, 'the changed lm_head shows in the logits');
+});
+
+test('a quantized lm_head the forward refuses (a static input_scale beside the same BF16 bytes) is refused with the worker too: its head is read, not taken for the original', async () => {
+  const withScale = join(fixtures.workDir(), 'llama-head-input-scale');
+  await copyCheckpointWithEdits(fixtures.converted.get('llama')!, withScale, (t) => {
+    t.set('lm_head.input_scale', { dtype: 'F32', shape: [], bytes: new Uint8Array(new Float32Array([1]).buffer) });
+  });
+  const common = { original: modelDir('llama'), quantized: withScale, tokens: 12, seed: 5 };
+  for (const metricsThreads of [0, 2]) {
+    await assert.rejects(verifyCheckpoints({ ...common, metricsThreads }), /lm_head has a compressed-tensors static input_scale/, `metricsThreads ${metricsThreads}`);
+  }
+});
+
+test("tied embeddings on the quantized side only, its embed_tokens the original's lm_head bytes: the worker compares the tensors each head reads, and the report is the main thread's", async () => {
+  const tied = join(fixtures.workDir(), 'llama-tied');
+  await copyCheckpointWithEdits(fixtures.converted.get('llama')!, tied, (t) => {
+    t.set('model.embed_tokens.weight', t.get('lm_head.weight')!);
+    t.delete('lm_head.weight');
+  });
+  const config = JSON.parse(await readFile(join(tied, 'config.json'), 'utf8'));
+  await writeFile(join(tied, 'config.json'), JSON.stringify({ ...config, tie_word_embeddings: true }));
+  const common = { original: modelDir('llama'), quantized: tied, tokens: 12, seed: 5 };
+  const inWorker = await verifyCheckpoints({ ...common, metricsThreads: 2 });
+  const onMain = await verifyCheckpoints({ ...common, metricsThreads: 0 });
+  assert.deepEqual(withoutTimes(inWorker), withoutTimes(onMain));
 });

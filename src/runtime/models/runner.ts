@@ -1042,8 +1042,9 @@ export class ModelRunner {
       other.runner.spec.rmsNormEps === this.spec.rmsNormEps &&
       (other.runner.spec.gemma?.normOffset ?? 0) === (this.spec.gemma?.normOffset ?? 0) &&
       other.runner.checkpoint.has(normName) &&
-      !this.checkpoint.has(`${head.module}.bias`) &&
-      !other.runner.checkpoint.has(`${otherHead.module}.bias`);
+      // Beside the weight, what linear() reads (a bias) or refuses (a static input_scale): with
+      // sameStoredBytes the other's lm_head is never read, so it must be the weight alone.
+      !['bias', 'input_scale'].some((s) => this.checkpoint.has(`${head.module}.${s}`) || other.runner.checkpoint.has(`${otherHead.module}.${s}`));
     // Each model's head in its own chunks: an FP8 lm_head (a conversion that quantized it) is read
     // whole and cannot follow a BF16 head's row chunks.
     if (other !== undefined && !shareable) {
