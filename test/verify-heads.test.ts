@@ -45,6 +45,14 @@ test('same stored bytes in a worker: equal ranges, a changed byte, another lengt
   assert.equal(await sameStoredBytes([[a, { ...b, length: bytes.length - 1 }]]), false);
   assert.equal(await sameStoredBytes([[a, { ...b, file: join(dir, 'missing.bin') }]]), undefined);
   assert.equal(await sameStoredBytes([]), true);
+  // Stopped (a verify that failed): undefined, before or while the worker reads.
+  const stopped = new AbortController();
+  stopped.abort();
+  assert.equal(await sameStoredBytes([[a, b]], stopped.signal), undefined);
+  const stopping = new AbortController();
+  const answer = sameStoredBytes([[a, b]], stopping.signal);
+  stopping.abort();
+  assert.equal(await answer, undefined);
 });
 
 test("the metrics pool's shared memory for the logits: touched by its workers, zero, whole", async () => {

@@ -26,8 +26,16 @@ export function storedRange(ckpt: Checkpoint, name: string): StoredRange {
  * difference (a length included), undefined when the worker cannot tell (a read error, a worker that
  * did not start). The caller then compares on its own.
  */
-export function sameStoredBytes(pairs: readonly (readonly [StoredRange, StoredRange])[]): Promise<boolean | undefined> {
+export function sameStoredBytes(
+  pairs: readonly (readonly [StoredRange, StoredRange])[],
+  /** Stops the worker (the answer is then undefined): a verify that fails does not wait for its reads to end. */
+  signal?: AbortSignal,
+): Promise<boolean | undefined> {
   return new Promise((resolve) => {
+    if (signal?.aborted) {
+      resolve(undefined);
+      return;
+    }
     let worker: ReturnType<typeof startModuleWorker>;
     try {
       worker = startModuleWorker(import.meta.url, 'same-stored-bytes-worker');
@@ -39,6 +47,7 @@ export function sameStoredBytes(pairs: readonly (readonly [StoredRange, StoredRa
       resolve(answer);
       void worker.terminate();
     };
+    signal?.addEventListener('abort', () => finish(undefined), { once: true });
     worker.once('message', (reply: { readonly same?: boolean }) => finish(reply.same));
     worker.once('error', () => finish(undefined));
     worker.once('exit', () => finish(undefined));

@@ -259,7 +259,7 @@ async function layerExtraProbes(
  * Whether both models' head tensors hold the same bytes (same-stored-bytes.ts), where both are
  * stored alike and not FP8 (the only heads the head phase shares); undefined otherwise.
  */
-function compareHeadsOffThread(original: ModelRunner, quantized: ModelRunner): Promise<boolean | undefined> {
+function compareHeadsOffThread(original: ModelRunner, quantized: ModelRunner, signal: AbortSignal): Promise<boolean | undefined> {
   const a = original.headTensorNames();
   const b = quantized.headTensorNames();
   const pairs: [string, string][] = [
@@ -272,7 +272,10 @@ function compareHeadsOffThread(original: ModelRunner, quantized: ModelRunner): P
     return ix.dtype === iy.dtype && !isFp8Dtype(ix.dtype) && ix.byteLength === iy.byteLength;
   });
   if (!comparable) return Promise.resolve(undefined);
-  return sameStoredBytes(pairs.map(([x, y]) => [storedRange(original.checkpoint, x), storedRange(quantized.checkpoint, y)] as const));
+  return sameStoredBytes(
+    pairs.map(([x, y]) => [storedRange(original.checkpoint, x), storedRange(quantized.checkpoint, y)] as const),
+    signal,
+  );
 }
 
 /** Whether `device` re-quantizes in every FP8 format `runner`'s checkpoint stores as the host does (requantizeSelfTest). */
@@ -319,6 +322,8 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
   let checker: FloorChecker | undefined;
   let metricsPool: MetricsPool | undefined;
   const headWarmers: { stop(): Promise<void> }[] = [];
+  // Stops the heads' comparison worker when verify ends (early, on an error: its reads are not waited for).
+  const stopWorkers = new AbortController();
   try {
     quantized = await ModelRunner.open(opts.quantized, runnerOptions);
     await checkCheckpointPair(original, quantized);
@@ -395,7 +400,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     let headsSame: Promise<boolean | undefined> | undefined;
     for (let layer = 0; layer < spec.numLayers; layer++) {
       emit({ type: 'layer', index: layer, count: spec.numLayers });
-      if (pool !== undefined && headsSame === undefined && layer === Math.max(0, spec.numLayers - 2)) headsSame = compareHeadsOffThread(original, quantized);
+      if (pool !== undefined && headsSame === undefined && layer === Math.max(0, spec.numLayers - 2)) headsSame = compareHeadsOffThread(original, quantized, stopWorkers.signal);
       if (warmHeads && headWarmers.length === 0 && warmHeadsAt(layer, spec.numLayers, sizes.original + sizes.quantized, freemem())) {
         headWarmers.push(...[original, quantized].map((r) => r.warmHeadPages()));
       }
@@ -539,6 +544,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
       seconds: (performance.now() - t0) / 1000,
     };
   } finally {
+    stopWorkers.abort();
     await Promise.all(headWarmers.map((w) => w.stop()));
     await metricsPool?.close();
     await checker?.close();
