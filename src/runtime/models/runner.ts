@@ -753,10 +753,7 @@ export class ModelRunner {
     options: LayerRunOptions,
     result: LayerResult,
   ): Promise<Float32Array> {
-    const h = this.spec.hiddenSize;
-    const k = routing.topK;
-    const single = tokens === 1;
-    const groups = single ? singleTokenGroups(routing) : groupByExpert(routing);
+    const side = expertSide(routing, xn, tokens, this.spec.hiddenSize, this.buffers);
 
     // Experts to load: the routed ones, and those the probes name (FP8 here).
     const probeExperts = new Set<number>();
@@ -765,36 +762,25 @@ export class ModelRunner {
         if (PROJECTIONS.some((p) => options.probes!.has(names[p]) && this.isFp8Linear(names[p]))) probeExperts.add(e);
       });
     }
-    const needed = [...new Set([...groups.experts, ...probeExperts])].sort((x, y) => x - y);
+    const needed = [...new Set([...side.groups.experts, ...probeExperts])].sort((x, y) => x - y);
 
-    // Each routed expert's output rows go straight to their assignments' places in [T, k, H].
-    // Given back once the combine graph has run, or the layer has failed before it.
-    const perAssignment = this.buffers.float32(tokens * k * h);
+    // The routed outputs are given back once the combine graph has run, or the layer has failed before it.
     try {
-      // The token rows of every expert group, in group order: one buffer of the same size in every
-      // MoE layer (tokens × k rows), so the pool has it; each expert is fed its slice.
-      const sorted = single ? xn : this.buffers.float32(groups.rows * h);
       try {
-        if (!single) {
-          for (let r = 0; r < groups.rows; r++) {
-            const t = groups.rowToken[r]!;
-            sorted.set(xn.subarray(t * h, (t + 1) * h), r * h);
-          }
-        }
-        await this.runExperts(mlp, needed, groups, sorted, perAssignment, options, result);
+        await this.runExperts(mlp, needed, side, options, result);
       } finally {
-        if (!single) this.buffers.give([sorted]);
+        side.release();
       }
 
       const b = this.graph(options.capture === true);
-      const combined = await this.emitMoeCombine(b, scope, mlp, routing, h1, xn, perAssignment, tokens, '');
+      const combined = await this.emitMoeCombine(b, scope, mlp, routing, h1, xn, side.perAssignment, tokens, '');
       this.addLinearProbes(b, options.probes, combined.linears);
       b.output(combined.out, 'out');
       const out = await this.run(b);
       collect(out, b, result);
       return f32(out, 'out');
     } finally {
-      this.buffers.give([perAssignment]);
+      this.buffers.give([side.perAssignment]);
     }
   }
 
@@ -831,26 +817,12 @@ export class ModelRunner {
   }
 
   /**
-   * The experts an MoE layer needs, one run each, in expert order: a routed expert on its group's
-   * rows of `sorted` (a single token: the token itself), its output rows placed at their
-   * assignments in `perAssignment` [T, k, H]; and each expert's probes (verify).
+   * The experts an MoE layer needs, one run each, in expert order: a routed expert on its group of
+   * `side`'s rows (a single token: the token itself), its output rows placed at their assignments;
+   * and each expert's probes (verify).
    */
-  private async runExperts(
-    mlp: MoePlan,
-    needed: readonly number[],
-    groups: ExpertGroups,
-    sorted: Float32Array,
-    perAssignment: Float32Array,
-    options: LayerRunOptions,
-    result: LayerResult,
-  ): Promise<void> {
-    const h = this.spec.hiddenSize;
-    const single = groups.single === true;
-    const assignmentOfRow = new Int32Array(groups.rows);
-    groups.assignmentRow.forEach((row, a) => {
-      assignmentOfRow[row] = a;
-    });
-    const groupOf = new Map(groups.experts.map((e, j) => [e, j]));
+  private async runExperts(mlp: MoePlan, needed: readonly number[], side: ExpertSide, options: LayerRunOptions, result: LayerResult): Promise<void> {
+    const single = side.groups.single === true;
     const linears = needed.flatMap((e) => PROJECTIONS.map((p) => mlp.experts[e]![p]));
     for (const [i, e] of needed.entries()) {
       // The reads of this expert and the next ones, EXPERT_READ_WINDOW_BYTES of them, are in flight
@@ -862,21 +834,13 @@ export class ModelRunner {
       const scope = this.layerScope();
       try {
         const w = await loadExpert(scope, mlp, e);
-        const j = groupOf.get(e);
+        const rows = side.rowsOf(e);
         const g = this.graph(options.capture === true);
-        const start = j === undefined ? 0 : groups.indptr[j]!;
-        const rows = j === undefined ? 0 : groups.indptr[j + 1]! - start;
-        if (j !== undefined) {
-          // A group's row count varies from expert to expert and layer to layer; its graph does not.
-          const x = single ? g.input('x', sorted, [1, h]) : g.input('x', sorted.subarray(start * h, (start + rows) * h), [rows, h], ['rows', h]);
-          g.output(this.emitExpert(g, w, x, single), 'y');
-        }
+        if (rows !== undefined) g.output(this.emitExpert(g, w, side.input(g, 'x', 'rows', rows, single), single), 'y');
         if (options.probes) this.addExpertProbes(g, w, options.probes, single);
         const out = await this.run(g);
         collect(out, g, result);
-        if (j === undefined) continue;
-        const y = f32(out, 'y');
-        for (let r = 0; r < rows; r++) perAssignment.set(y.subarray(r * h, (r + 1) * h), assignmentOfRow[start + r]! * h);
+        if (rows !== undefined) side.place(f32(out, 'y'), rows);
       } finally {
         scope.close();
       }
@@ -1195,15 +1159,15 @@ function collectSums(out: Record<string, HostTensor>, g: ModelGraph, into: Map<s
   }
 }
 
-/** One model's side of a paired MoE layer's experts: its groups of rows, their inputs and where their outputs go. */
+/** One model's routed experts in an MoE layer (runMoe, and each side of a paired one): its groups of rows, their inputs and where their outputs go. */
 interface ExpertSide {
   readonly groups: ExpertGroups;
   readonly groupOf: ReadonlyMap<number, number>;
-  /** `[T, k, H]` routed outputs, in the runner's pool (runMoeLayerPair gives it back). */
+  /** `[T, k, H]` routed outputs, each expert's rows placed at their assignments; in the runner's pool (the caller gives it back after the combine). */
   readonly perAssignment: Float32Array;
   /** Expert `e`'s `[start, count]` of the sorted rows; undefined when no token was routed to it. */
   rowsOf(e: number): readonly [number, number] | undefined;
-  /** Its rows as graph input `name` (row count symbolic under `rowsName`; one token: the token). */
+  /** Its rows as graph input `name`, the row count symbolic under `rowsName` (it varies from expert to expert and layer to layer; the graph does not); one token: the token. */
   input(g: ModelGraph, name: string, rowsName: string, rows: readonly [number, number], single: boolean): Value;
   /** Places an expert's output rows at their assignments. */
   place(y: Float32Array, rows: readonly [number, number]): void;
@@ -1211,7 +1175,10 @@ interface ExpertSide {
   release(): void;
 }
 
-/** The rows of `xn` `[T, H]` grouped by expert as runMoe groups them, in pooled buffers. */
+/**
+ * The rows of `xn` `[T, H]` grouped by expert, in group order, in pooled buffers: the same size in
+ * every MoE layer (tokens × k rows), so the pool has them; each expert is fed its slice.
+ */
 function expertSide(routing: TokenRouting, xn: Float32Array, tokens: number, h: number, buffers: HostBufferPool): ExpertSide {
   const single = tokens === 1;
   const groups = single ? singleTokenGroups(routing) : groupByExpert(routing);
