@@ -19,7 +19,7 @@
 import type { LayerPlan } from '../models/layer-plan.js';
 import { layerLinears } from '../models/layer-plan.js';
 import type { ModelRunner } from '../models/runner.js';
-import { ACTIVATION_SCALE_SUFFIX, staticActivationScaleOf } from './activation-clipping.js';
+import { ACTIVATION_SCALE_SUFFIX } from './activation-clipping.js';
 import { storedSettings } from './fp8-floor.js';
 import { mlaSplitTensors } from './mla-split-probes.js';
 
@@ -62,7 +62,6 @@ export async function pairedComparisons(
   const experts = new Set(plan.mlp.kind === 'moe' ? plan.mlp.experts.flatMap((e) => [e.gate, e.up, e.down]) : []);
   for (const module of layerLinears(plan)) {
     if (!quantized.isFp8Linear(module)) continue;
-    if ((await staticActivationScaleOf(quantized, module)) !== undefined) return undefined;
     const name = `${module}.weight`;
     if (!quantized.checkpoint.has(name)) return undefined;
     const n = quantized.checkpoint.info(name).shape[0]!;
