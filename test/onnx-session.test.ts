@@ -47,6 +47,44 @@ test('runs float32 and float16 feeds and returns typed outputs', async () => {
   await assert.rejects(session.run({ a: { type: 'float32', data: new Float32Array(2), dims: [2] } }), (e: unknown) => e instanceof SessionError && /released/.test(e.message));
 });
 
+test('run writes the outputs named in `into` into those arrays, the others as before', async () => {
+  const g = new GraphBuilder();
+  const a = g.input('a', DataType.FLOAT, ['n']);
+  g.output(g.op('Add', [a, a], { dtype: DataType.FLOAT, shape: ['n'] }), 'twice');
+  g.output(g.op('Mul', [a, a], { dtype: DataType.FLOAT, shape: ['n'] }), 'square');
+  const session = await OnnxSession.create(g.toBytes(), { device: 'cpu', intraOpThreads: 1 });
+  const feeds = { a: { type: 'float32', data: new Float32Array([1, -2, 3]), dims: [3] } } as const;
+  // Views into the middle of a larger buffer, as the runner passes an expert's slice of its outputs.
+  const backing = new Float32Array(10);
+  const views: Record<string, Float32Array> = { twice: backing.subarray(1, 4), square: backing.subarray(5, 8) };
+  for (const names of [['twice'], ['square'], ['twice', 'square']]) {
+    backing.fill(9);
+    const out = await session.run(feeds, undefined, Object.fromEntries(names.map((n) => [n, { data: views[n]!, dims: [3] }])));
+    assert.deepEqual(Object.keys(out).sort(), ['square', 'twice'], `${names}: every output returned`);
+    assert.deepEqual(Array.from(out['twice']!.data), [2, -4, 6], `${names}: twice`);
+    assert.deepEqual(Array.from(out['square']!.data), [1, 4, 9], `${names}: square`);
+    for (const n of names) assert.equal(out[n]!.data, views[n], `${names}: ${n} is the caller's array`);
+    assert.deepEqual(
+      Array.from(backing),
+      [9, ...(names.includes('twice') ? [2, -4, 6] : [9, 9, 9]), 9, ...(names.includes('square') ? [1, 4, 9] : [9, 9, 9]), 9, 9],
+      `${names}: written in place, nothing outside the views`,
+    );
+  }
+  await assert.rejects(
+    session.run(feeds, undefined, { twice: { data: new Float32Array(4), dims: [3] } }),
+    (e: unknown) => e instanceof SessionError && /4 values for dims \[3\]/.test(e.message),
+  );
+  await assert.rejects(
+    session.run(feeds, undefined, { nope: { data: new Float32Array(3), dims: [3] } }),
+    (e: unknown) => e instanceof SessionError && /no graph output "nope"/.test(e.message),
+  );
+  await assert.rejects(
+    session.run(feeds, undefined, { twice: { data: new Float32Array(2), dims: [2] } }),
+    (e: unknown) => e instanceof SessionError && /run failed on cpu/.test(e.message),
+  );
+  await session.release();
+});
+
 test('load and run failures are SessionErrors naming the device', async () => {
   await assert.rejects(OnnxSession.create(new Uint8Array([1, 2, 3])), (e: unknown) => e instanceof SessionError && /on cpu/.test(e.message));
   const g = new GraphBuilder();

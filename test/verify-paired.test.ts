@@ -177,9 +177,9 @@ async function countingRequantized<T>(fn: () => Promise<T>): Promise<{ value: T;
 async function countingCodeBytes<T>(fn: () => Promise<T>): Promise<{ value: T; bytes: number }> {
   let bytes = 0;
   const original = SessionCache.prototype.run;
-  SessionCache.prototype.run = function (this: SessionCache, model, feeds) {
+  SessionCache.prototype.run = function (this: SessionCache, model, feeds, into) {
     for (const f of Object.values(feeds)) if (f.type === 'uint8') bytes += f.data.byteLength;
-    return original.call(this, model, feeds);
+    return original.call(this, model, feeds, into);
   };
   try {
     return { value: await fn(), bytes };
@@ -378,10 +378,15 @@ test('an MoE layer gives its pooled buffers back and closes its weight scopes, p
   const failThirdRun = (runner: ModelRunner): void => {
     const run = runner.sessions.run.bind(runner.sessions);
     let calls = 0;
-    runner.sessions.run = (model, feeds) => (++calls === 3 ? Promise.reject(new Error('an expert graph failed')) : run(model, feeds));
+    runner.sessions.run = (model, feeds, into) => (++calls === 3 ? Promise.reject(new Error('an expert graph failed')) : run(model, feeds, into));
   };
   const cases = {
-    paired: await poolAfter(async (o, q, h, c) => assert.notEqual(await o.runLayerPair(q, 0, h, h, shape, c, undefined, async () => true), undefined)),
+    // The pair's hidden states are pooled too: the caller gives them back once the next layer has run.
+    paired: await poolAfter(async (o, q, h, c) => {
+      const pair = await o.runLayerPair(q, 0, h, h, shape, c, undefined, async () => true);
+      assert.notEqual(pair, undefined);
+      o.giveBack([pair!.hidden, pair!.otherHidden]);
+    }),
     declined: await poolAfter(async (o, q, h, c) => assert.equal(await o.runLayerPair(q, 0, h, h, shape, c, undefined, async () => false), undefined)),
     'paired, failed': await poolAfter(async (o, q, h, c) => {
       failThirdRun(o);

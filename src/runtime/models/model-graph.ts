@@ -28,7 +28,7 @@ import type { HostBufferPool } from './buffer-pool.js';
 import { emitDecodeFp8Codes, emitFp8DecodeTable, type BlockGemmOptions, type DecodedFp8Value, type Fp8Format } from '../ops/types.js';
 import { emitDequantizeBlockWeight } from '../ops/groupwise-scaled-gemv.js';
 import { emitRequantizedBlockWeight } from '../ops/block-requantize.js';
-import type { FeedTensor } from '../onnx/session.js';
+import type { FeedTensor, OutputBuffer } from '../onnx/session.js';
 import type { HiddenAct } from './config.js';
 import type { Fp8Linear, LinearWeight, StoredTensor } from './weights.js';
 import { ForwardGraphError } from '../runtime-errors.js';
@@ -114,6 +114,8 @@ export class ModelGraph {
 
   /** Buffers this graph's feeds took from `pool`; the runner gives them back after the run. */
   readonly hostBuffers: Float32Array[] = [];
+  /** Output name → the caller's array it is written into (output's `into`). */
+  readonly outputBuffers: Record<string, OutputBuffer> = {};
 
   constructor(
     public tapLinears = false,
@@ -179,8 +181,13 @@ export class ModelGraph {
     return this.g.input(name, DataType.FLOAT, graphShape);
   }
 
-  output(v: Value, name: string): void {
+  /**
+   * Marks `v` as graph output `name`; with `into`, the run writes it into that caller-owned array
+   * (dims as the run produces them) rather than a fresh one (OnnxSession.run).
+   */
+  output(v: Value, name: string, into?: OutputBuffer): void {
     this.g.output(v, name);
+    if (into !== undefined) this.outputBuffers[name] = into;
   }
 
   /**
@@ -327,6 +334,17 @@ export class ModelGraph {
 
   softmax(v: Value): Value {
     return this.f32('Softmax', [v], this.dims(v), { axis: attr.int(-1) });
+  }
+
+  /**
+   * Rows `indices` of `x` `[R, C]` → `[indices.length, C]`. The indices travel as float32 (a feed
+   * type onnxruntime-node has; exact below 2^24) and become int64 in the graph.
+   */
+  gatherRows(x: Value, indices: Int32Array): Value {
+    const [rows, cols] = this.dims(x);
+    if (rows! > 2 ** 24) throw new ForwardGraphError(`gather from ${rows} rows: indices beyond 2^24 are not exact as float32`);
+    const idx = this.cast(this.constF32(Float32Array.from(indices), [indices.length]), DataType.INT64);
+    return this.f32('Gather', [x, idx], [indices.length, cols!], { axis: attr.int(0) });
   }
 
   reduceSum(v: Value, axis: number): Value {

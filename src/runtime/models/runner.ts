@@ -28,7 +28,7 @@ import { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import type { Value } from '../onnx/graph-builder.js';
 import { SessionCache } from '../onnx/session-cache.js';
 import { HostBufferPool } from './buffer-pool.js';
-import type { Device, HostTensor } from '../onnx/session.js';
+import type { Device, HostTensor, OutputBuffer } from '../onnx/session.js';
 import { modelSpecOf, type ModelSpec } from './config.js';
 import { emitGqaAttention, emitMlaAttention, emitMlp, type AttentionContext, type BatchShape, type GqaWeights, type MlaWeights, type MlpWeights } from './layer-graphs.js';
 import { layerPlan, type LayerPlan, type MlpNames, type MoePlan } from './layer-plan.js';
@@ -124,6 +124,7 @@ export interface ComparisonSums {
 }
 
 export interface LayerPairResult {
+  /** Both hidden states, in the runners' pool: the caller gives them back (giveBack) once nothing reads them. */
   readonly hidden: Float32Array;
   readonly otherHidden: Float32Array;
   /** Module → its comparison sums. */
@@ -231,6 +232,11 @@ export class ModelRunner {
     return isFp8Module(this.checkpoint, module);
   }
 
+  /** Gives hidden states a paired layer returned (LayerPairResult) back to the pool; nothing may read them afterwards. */
+  giveBack(hidden: readonly Float32Array[]): void {
+    this.buffers.give(hidden);
+  }
+
   async close(): Promise<void> {
     try {
       await this.sessions.clear();
@@ -301,7 +307,16 @@ export class ModelRunner {
 
   private async run(mg: ModelGraph): Promise<Record<string, HostTensor>> {
     try {
-      return await this.sessions.run(mg.toBytes(), mg.feeds);
+      const out = await this.sessions.run(mg.toBytes(), mg.feeds, mg.outputBuffers);
+      // Callers read an output from the buffer they gave for it; a session layer that returned its own array (a test's spy of SessionCache.run) is copied in.
+      for (const [name, buffer] of Object.entries(mg.outputBuffers)) {
+        const t = out[name];
+        if (t !== undefined && t.data !== buffer.data) {
+          buffer.data.set(f32(out, name));
+          out[name] = { type: 'float32', data: buffer.data, dims: [...buffer.dims] };
+        }
+      }
+      return out;
     } finally {
       this.buffers.give(mg.hostBuffers);
     }
@@ -498,17 +513,24 @@ export class ModelRunner {
     const sums = new Map<string, ComparisonSums>();
     const scope = this.layerScope();
     const otherScope = other.layerScope();
+    const held: Float32Array[] = [];
     try {
       const a = this.graph(false);
       a.switchModel('original', 'values');
       const mine = await this.emitAttentionBlock(a, scope, plan, index, a.input('hidden', hidden, [tokens, h]), shape, undefined);
-      a.output(mine.h1, 'h1');
-      a.output(mine.xn, 'xn');
+      // Residuals and normed inputs of both into pooled buffers, given back when the layer ends.
+      const pooled = (v: Value, name: string): void => {
+        const data = this.buffers.float32(tokens * h);
+        held.push(data);
+        a.output(v, name, { data, dims: [tokens, h] });
+      };
+      pooled(mine.h1, 'h1');
+      pooled(mine.xn, 'xn');
       a.output(a.linear(await scope.linear(mlp.router), mine.xn, false), 'router_logits');
       switchToOther(a, requantize);
       const theirs = await other.emitAttentionBlock(a, otherScope, otherPlan, index, a.input('hidden_other', otherHidden, [tokens, h]), shape, undefined);
-      a.output(theirs.h1, 'h1_other');
-      a.output(theirs.xn, 'xn_other');
+      pooled(theirs.h1, 'h1_other');
+      pooled(theirs.xn, 'xn_other');
       a.output(a.linear(await otherScope.linear(otherMlp.router), theirs.xn, false), 'router_logits_other');
       compareWithTaps(a, theirs.attention.linears, compare);
       const outA = await this.run(a);
@@ -535,16 +557,17 @@ export class ModelRunner {
 
         const b = this.graph(false);
         b.switchModel('original', 'values');
-        const out = await this.emitMoeCombine(b, scope, mlp, routing, f32(outA, 'h1'), f32(outA, 'xn'), mineSide.perAssignment, tokens, '');
+        const out = await this.emitMoeCombine(b, scope, mlp, routing, f32(outA, 'h1'), f32(outA, 'xn'), mineSide, tokens, '');
         switchToOther(b, requantize);
-        const otherOut = await other.emitMoeCombine(b, otherScope, otherMlp, otherRouting, f32(outA, 'h1_other'), f32(outA, 'xn_other'), theirSide.perAssignment, tokens, '_other');
+        const otherOut = await other.emitMoeCombine(b, otherScope, otherMlp, otherRouting, f32(outA, 'h1_other'), f32(outA, 'xn_other'), theirSide, tokens, '_other');
         return await this.runPairOutputs(b, out.out, otherOut.out, otherOut.linears, compare, sums);
       } finally {
         // Not through the combine graph's hostBuffers: a declined layer never builds it, and one that
         // fails before its run would not give them back.
-        this.buffers.give([mineSide.perAssignment, theirSide.perAssignment]);
+        this.buffers.give([mineSide.outputs, theirSide.outputs]);
       }
     } finally {
+      this.buffers.give(held);
       scope.close();
       otherScope.close();
     }
@@ -563,11 +586,20 @@ export class ModelRunner {
     sums: Map<string, ComparisonSums>,
   ): Promise<LayerPairResult> {
     compareWithTaps(g, linears, compare);
-    g.output(out, 'out');
-    g.output(otherOut, 'out_other');
-    const result = await this.run(g);
-    collectSums(result, g, sums);
-    return { hidden: f32(result, 'out'), otherHidden: f32(result, 'out_other'), sums };
+    // Both hidden states into pooled buffers; verify gives them back once the next layer has run (giveBack).
+    const dims = g.dims(out);
+    const size = dims.reduce((a, b) => a * b, 1);
+    const buffers = [this.buffers.float32(size), this.buffers.float32(size)] as const;
+    try {
+      g.output(out, 'out', { data: buffers[0], dims });
+      g.output(otherOut, 'out_other', { data: buffers[1], dims });
+      const result = await this.run(g);
+      collectSums(result, g, sums);
+      return { hidden: buffers[0], otherHidden: buffers[1], sums };
+    } catch (e) {
+      this.buffers.give(buffers);
+      throw e;
+    }
   }
 
   /**
@@ -605,13 +637,13 @@ export class ModelRunner {
         if (rows !== undefined) {
           mineRead++;
           const w = await loadExpert(scope, mlp, e);
-          g.output(this.emitExpert(g, w, mine.input(g, 'x', 'rows', rows, single), single), 'y');
+          g.output(this.emitExpert(g, w, mine.input(g, 'x', 'rows', rows, single), single), 'y', mine.output(rows));
         }
         // Re-quantized only where the original routed to it: its floor checks were awaited (expertsChecked), and its weights are in the graph.
         switchToOther(g, rows === undefined ? undefined : requantize);
         const w = await loadExpert(otherScope, otherMlp, e);
         const otherRows = theirs.rowsOf(e);
-        if (otherRows !== undefined) g.output(other.emitExpert(g, w, theirs.input(g, 'x_other', 'rows_other', otherRows, single), single), 'y_other');
+        if (otherRows !== undefined) g.output(other.emitExpert(g, w, theirs.input(g, 'x_other', 'rows_other', otherRows, single), single), 'y_other', theirs.output(otherRows));
         const expertsOp = runsAsExpertsOp(w);
         for (const p of PROJECTIONS) {
           const module = otherMlp.experts[e]![p];
@@ -623,8 +655,6 @@ export class ModelRunner {
         }
         const out = await this.run(g);
         collectSums(out, g, sums);
-        if (rows !== undefined) mine.place(f32(out, 'y'), rows);
-        if (otherRows !== undefined) theirs.place(f32(out, 'y_other'), otherRows);
       } finally {
         scope.close();
         otherScope.close();
@@ -773,21 +803,23 @@ export class ModelRunner {
       }
 
       const b = this.graph(options.capture === true);
-      const combined = await this.emitMoeCombine(b, scope, mlp, routing, h1, xn, side.perAssignment, tokens, '');
+      const combined = await this.emitMoeCombine(b, scope, mlp, routing, h1, xn, side, tokens, '');
       this.addLinearProbes(b, options.probes, combined.linears);
       b.output(combined.out, 'out');
       const out = await this.run(b);
       collect(out, b, result);
       return f32(out, 'out');
     } finally {
-      this.buffers.give([side.perAssignment]);
+      this.buffers.give([side.outputs]);
     }
   }
 
   /**
-   * The combine of an MoE layer, emitted into `b`: the routed experts' outputs `perAssignment`
-   * `[T, k, H]` weighted and summed over each token's top-k, the shared experts (and their gate) on
-   * `xn`, the residual `h1`. Its inputs are named with `suffix` (a paired layer holds two).
+   * The combine of an MoE layer, emitted into `b`: the routed experts' outputs (`side.outputs`, in
+   * sorted-row order) gathered to their assignments `[T, k, H]`, weighted and summed over each
+   * token's top-k, the shared experts (and their gate) on `xn`, the residual `h1`. Its inputs are
+   * named with `suffix` (a paired layer holds two). The gather on the device replaces placing each
+   * expert's rows at their assignments on the host: the same values, moved by the device.
    */
   private async emitMoeCombine(
     b: ModelGraph,
@@ -796,7 +828,7 @@ export class ModelRunner {
     routing: TokenRouting,
     h1: Float32Array,
     xn: Float32Array,
-    perAssignment: Float32Array,
+    side: ExpertSide,
     tokens: number,
     suffix: string,
   ): Promise<{ out: Value; linears: LinearWeight[] }> {
@@ -805,7 +837,8 @@ export class ModelRunner {
     const shared = mlp.shared ? await this.loadMlp(scope, mlp.shared) : undefined;
     const sharedGate = mlp.sharedGate ? await scope.linear(mlp.sharedGate) : undefined;
     const h1v = b.input(`h1${suffix}`, h1, [tokens, h]);
-    const routed = b.input(`experts${suffix}`, perAssignment, [tokens, k, h]);
+    const rows = side.groups.rows;
+    const routed = b.reshape(b.gatherRows(b.input(`experts${suffix}`, side.outputs, [rows, h]), side.groups.assignmentRow), [tokens, k, h]);
     let moe = b.reduceSum(b.mul(routed, b.constF32(routing.weights, [tokens, k, 1])), 1);
     if (shared) {
       const xv = b.input(`xn${suffix}`, xn, [tokens, h]);
@@ -836,11 +869,10 @@ export class ModelRunner {
         const w = await loadExpert(scope, mlp, e);
         const rows = side.rowsOf(e);
         const g = this.graph(options.capture === true);
-        if (rows !== undefined) g.output(this.emitExpert(g, w, side.input(g, 'x', 'rows', rows, single), single), 'y');
+        if (rows !== undefined) g.output(this.emitExpert(g, w, side.input(g, 'x', 'rows', rows, single), single), 'y', side.output(rows));
         if (options.probes) this.addExpertProbes(g, w, options.probes, single);
         const out = await this.run(g);
         collect(out, g, result);
-        if (rows !== undefined) side.place(f32(out, 'y'), rows);
       } finally {
         scope.close();
       }
@@ -1027,12 +1059,23 @@ export class ModelRunner {
     let ready: Promise<unknown> | undefined = Promise.all(pending);
     // Awaited by the first place; a failure with nothing placed (a failed run) is not left unhandled.
     ready.catch(() => undefined);
-    const place = async (into: Float32Array, chunk: Float32Array, start: number, count: number): Promise<void> => {
+    const awaitReady = async (): Promise<void> => {
       if (ready !== undefined) {
         await ready;
         ready = undefined;
       }
-      for (let t = 0; t < tokens; t++) into.set(chunk.subarray(t * count, (t + 1) * count), t * vocab + start);
+    };
+    // A row chunk's logits are written by its run into a pooled buffer (the same size chunk after
+    // chunk), placed at their columns, and the buffer given back. A head in one chunk (an FP8
+    // lm_head, a small vocabulary) is one output onnxruntime allocates, as big as the logits.
+    const chunkBuffer = (count: number): Float32Array | undefined => (count === vocab ? undefined : this.buffers.float32(tokens * count));
+    const place = async (into: Float32Array, chunk: Float32Array, start: number, count: number): Promise<void> => {
+      try {
+        await awaitReady();
+        for (let t = 0; t < tokens; t++) into.set(chunk.subarray(t * count, (t + 1) * count), t * vocab + start);
+      } finally {
+        if (count !== vocab) this.buffers.give([chunk]);
+      }
     };
     /** Both models' norm and lm_head rows of the chunk at `start`, each checkpoint's in its own scope. */
     const loadShared = async (start: number): Promise<SharedHeadChunk> => {
@@ -1081,12 +1124,20 @@ export class ModelRunner {
             if (same) {
               loadNext(start + chunkRows);
               const g = this.graph(false);
-              const branch = (x: Float32Array, name: string, out: string): void => {
-                g.output(g.linear(w, g.rmsNorm(g.input(name, x, [tokens, h]), norm, this.spec.rmsNormEps, this.spec.gemma?.normOffset ?? 0), false), out);
+              const chunks = [chunkBuffer(count), chunkBuffer(count)] as const;
+              const branch = (x: Float32Array, name: string, out: string, into: Float32Array | undefined): void => {
+                const y = g.linear(w, g.rmsNorm(g.input(name, x, [tokens, h]), norm, this.spec.rmsNormEps, this.spec.gemma?.normOffset ?? 0), false);
+                g.output(y, out, into && { data: into, dims: [tokens, count] });
               };
-              branch(hidden, 'hidden', 'logits');
-              branch(other!.hidden, 'hidden_other', 'logits_other');
-              const out = await this.run(g);
+              let out: Record<string, HostTensor>;
+              try {
+                branch(hidden, 'hidden', 'logits', chunks[0]);
+                branch(other!.hidden, 'hidden_other', 'logits_other', chunks[1]);
+                out = await this.run(g);
+              } catch (e) {
+                this.buffers.give(chunks.filter((c) => c !== undefined));
+                throw e;
+              }
               await place(logits, f32(out, 'logits'), start, count);
               await place(otherLogits, f32(out, 'logits_other'), start, count);
               continue;
@@ -1096,8 +1147,9 @@ export class ModelRunner {
             scope.close();
           }
         }
-        await place(logits, await this.headChunk(head.module, rows, hidden, tokens), start, count);
-        if (other !== undefined) await place(otherLogits, await other.runner.headChunk(other.runner.headWeight().module, rows, other.hidden, tokens), start, count);
+        await place(logits, await this.headChunk(head.module, rows, hidden, tokens, chunkBuffer(count)), start, count);
+        if (other !== undefined)
+          await place(otherLogits, await other.runner.headChunk(other.runner.headWeight().module, rows, other.hidden, tokens, chunkBuffer(count)), start, count);
         loadNext(start + chunkRows);
       }
     } finally {
@@ -1109,8 +1161,17 @@ export class ModelRunner {
     return [logits, otherLogits];
   }
 
-  /** Logits `[tokens, count]` of one row chunk of the head (all rows when `rows` is undefined). */
-  private async headChunk(module: string, rows: { start: number; count: number } | undefined, hidden: Float32Array, tokens: number): Promise<Float32Array> {
+  /**
+   * Logits `[tokens, count]` of one row chunk of the head (all rows when `rows` is undefined),
+   * written into `into` where given (a pooled buffer of a row chunk; given back on failure).
+   */
+  private async headChunk(
+    module: string,
+    rows: { start: number; count: number } | undefined,
+    hidden: Float32Array,
+    tokens: number,
+    into: Float32Array | undefined,
+  ): Promise<Float32Array> {
     const h = this.spec.hiddenSize;
     const scope = this.layerScope();
     try {
@@ -1118,8 +1179,15 @@ export class ModelRunner {
       const w = rows === undefined ? await scope.linear(module) : await scope.linear(module, rows);
       const g = this.graph(false);
       const x = g.input('hidden', hidden, [tokens, h]);
-      g.output(g.linear(w, g.rmsNorm(x, norm, this.spec.rmsNormEps, this.spec.gemma?.normOffset ?? 0), false), 'logits');
+      g.output(
+        g.linear(w, g.rmsNorm(x, norm, this.spec.rmsNormEps, this.spec.gemma?.normOffset ?? 0), false),
+        'logits',
+        into && rows && { data: into, dims: [tokens, rows.count] },
+      );
       return f32(await this.run(g), 'logits');
+    } catch (e) {
+      if (into !== undefined) this.buffers.give([into]);
+      throw e;
     } finally {
       scope.close();
     }
@@ -1163,31 +1231,28 @@ function collectSums(out: Record<string, HostTensor>, g: ModelGraph, into: Map<s
 interface ExpertSide {
   readonly groups: ExpertGroups;
   readonly groupOf: ReadonlyMap<number, number>;
-  /** `[T, k, H]` routed outputs, each expert's rows placed at their assignments; in the runner's pool (the caller gives it back after the combine). */
-  readonly perAssignment: Float32Array;
+  /** `[rows, H]` routed outputs in sorted-row order, each expert's slice written by its graph (`output`); in the runner's pool (the caller gives it back after the combine). */
+  readonly outputs: Float32Array;
   /** Expert `e`'s `[start, count]` of the sorted rows; undefined when no token was routed to it. */
   rowsOf(e: number): readonly [number, number] | undefined;
   /** Its rows as graph input `name`, the row count symbolic under `rowsName` (it varies from expert to expert and layer to layer; the graph does not); one token: the token. */
   input(g: ModelGraph, name: string, rowsName: string, rows: readonly [number, number], single: boolean): Value;
-  /** Places an expert's output rows at their assignments. */
-  place(y: Float32Array, rows: readonly [number, number]): void;
+  /** Where an expert's graph writes its output rows: their slice of `outputs`. */
+  output(rows: readonly [number, number]): OutputBuffer;
   /** Gives the sorted rows back to the pool. */
   release(): void;
 }
 
 /**
  * The rows of `xn` `[T, H]` grouped by expert, in group order, in pooled buffers: the same size in
- * every MoE layer (tokens × k rows), so the pool has them; each expert is fed its slice.
+ * every MoE layer (tokens × k rows), so the pool has them; each expert is fed its slice, and its
+ * graph writes its output rows into the same slice of `outputs` (the combine gathers them).
  */
 function expertSide(routing: TokenRouting, xn: Float32Array, tokens: number, h: number, buffers: HostBufferPool): ExpertSide {
   const single = tokens === 1;
   const groups = single ? singleTokenGroups(routing) : groupByExpert(routing);
   const groupOf = new Map(groups.experts.map((e, j) => [e, j]));
-  const assignmentOfRow = new Int32Array(groups.rows);
-  groups.assignmentRow.forEach((row, a) => {
-    assignmentOfRow[row] = a;
-  });
-  const perAssignment = buffers.float32(tokens * routing.topK * h);
+  const outputs = buffers.float32(groups.rows * h);
   const sorted = single ? xn : buffers.float32(groups.rows * h);
   if (!single) {
     for (let r = 0; r < groups.rows; r++) {
@@ -1198,7 +1263,7 @@ function expertSide(routing: TokenRouting, xn: Float32Array, tokens: number, h: 
   return {
     groups,
     groupOf,
-    perAssignment,
+    outputs,
     rowsOf(e) {
       const j = groupOf.get(e);
       return j === undefined ? undefined : [groups.indptr[j]!, groups.indptr[j + 1]! - groups.indptr[j]!];
@@ -1206,8 +1271,8 @@ function expertSide(routing: TokenRouting, xn: Float32Array, tokens: number, h: 
     input(g, name, rowsName, [start, count], one) {
       return one ? g.input(name, sorted, [1, h]) : g.input(name, sorted.subarray(start * h, (start + count) * h), [count, h], [rowsName, h]);
     },
-    place(y, [start, count]) {
-      for (let r = 0; r < count; r++) perAssignment.set(y.subarray(r * h, (r + 1) * h), assignmentOfRow[start + r]! * h);
+    output([start, count]) {
+      return { data: outputs.subarray(start * h, (start + count) * h), dims: [count, h] };
     },
     release() {
       if (!single) buffers.give([sorted]);

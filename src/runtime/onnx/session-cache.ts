@@ -8,7 +8,7 @@
 
 import { createHash } from 'node:crypto';
 
-import { OnnxSession, type FeedTensor, type HostTensor, type SessionOptions } from './session.js';
+import { OnnxSession, type FeedTensor, type HostTensor, type OutputBuffer, type SessionOptions } from './session.js';
 
 export interface SessionCacheStats {
   /** Sessions created (cache misses). */
@@ -33,8 +33,8 @@ export class SessionCache {
     return this.sessions.size;
   }
 
-  /** Runs `model` on `feeds` in the cached session for those bytes, creating it when absent. */
-  async run(model: Uint8Array, feeds: Readonly<Record<string, FeedTensor>>): Promise<Record<string, HostTensor>> {
+  /** Runs `model` on `feeds` in the cached session for those bytes, creating it when absent; `into` as OnnxSession.run takes it. */
+  async run(model: Uint8Array, feeds: Readonly<Record<string, FeedTensor>>, into?: Readonly<Record<string, OutputBuffer>>): Promise<Record<string, HostTensor>> {
     const key = createHash('sha256').update(model).digest('hex');
     let session = this.sessions.get(key);
     if (session !== undefined) {
@@ -47,7 +47,7 @@ export class SessionCache {
       this.stats.created++;
     }
     this.sessions.set(key, session);
-    return session.run(feeds);
+    return session.run(feeds, undefined, into);
   }
 
   private async evictOldest(): Promise<void> {

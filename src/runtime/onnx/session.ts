@@ -104,8 +104,13 @@ export class OnnxSession {
     return this.session.outputNames;
   }
 
-  /** Runs the graph; returns every graph output (or those named in `fetch`). */
-  async run(feeds: Readonly<Record<string, FeedTensor>>, fetch?: readonly string[]): Promise<Record<string, HostTensor>> {
+  /**
+   * Runs the graph; returns every graph output (or those named in `fetch`). Outputs named in `into`
+   * are written into those arrays, whose dims must be the output's: on CUDA a fresh output costs a
+   * page fault per 4 KiB as the device's bytes land in it, and into pages already written the copy
+   * ran several times faster (bench/NOTES.md), so callers pass pooled buffers for large outputs.
+   */
+  async run(feeds: Readonly<Record<string, FeedTensor>>, fetch?: readonly string[], into?: Readonly<Record<string, OutputBuffer>>): Promise<Record<string, HostTensor>> {
     if (this.released) throw new SessionError('session was released');
     const ortFeeds: Record<string, Tensor> = {};
     for (const [name, t] of Object.entries(feeds)) {
@@ -113,13 +118,15 @@ export class OnnxSession {
     }
     let results: InferenceSession.OnnxValueMapType;
     try {
-      results = fetch === undefined ? await this.session.run(ortFeeds) : await this.session.run(ortFeeds, fetch);
+      results = await this.session.run(ortFeeds, fetches(this.session.outputNames, fetch, into));
     } catch (error) {
       throw new SessionError(`onnxruntime run failed on ${this.device}: ${errorMessage(error)}`, { cause: error });
     }
     const out: Record<string, HostTensor> = {};
     for (const [name, value] of Object.entries(results)) {
-      out[name] = toHostTensor(name, value);
+      const buffer = into?.[name];
+      // The caller's own array, not onnxruntime's view of its memory.
+      out[name] = buffer === undefined ? toHostTensor(name, value) : { type: 'float32', data: buffer.data, dims: [...buffer.dims] };
     }
     return out;
   }
@@ -129,6 +136,31 @@ export class OnnxSession {
     this.released = true;
     await this.session.release();
   }
+}
+
+/** A caller's float32 array for one graph output (OnnxSession.run's `into`). */
+export interface OutputBuffer {
+  readonly data: Float32Array;
+  readonly dims: readonly number[];
+}
+
+/**
+ * onnxruntime's fetches: the outputs asked for (all by default), each a tensor over its `into`
+ * buffer or null (onnxruntime allocates it). onnxruntime-node's binding names its results by the
+ * session's output order, so every output is listed in that order whenever `into` is given.
+ */
+function fetches(outputNames: readonly string[], fetch: readonly string[] | undefined, into: Readonly<Record<string, OutputBuffer>> | undefined): InferenceSession.FetchesType {
+  if (into === undefined || Object.keys(into).length === 0) return fetch === undefined ? [...outputNames] : [...fetch];
+  const byName: Record<string, Tensor | null> = {};
+  for (const name of outputNames) {
+    const buffer = into[name];
+    if (buffer !== undefined && buffer.data.length !== buffer.dims.reduce((a, b) => a * b, 1)) {
+      throw new SessionError(`output "${name}": a buffer of ${buffer.data.length} values for dims [${buffer.dims.join(', ')}]`);
+    }
+    byName[name] = buffer === undefined ? null : new Tensor('float32', buffer.data, buffer.dims);
+  }
+  for (const name of Object.keys(into)) if (!outputNames.includes(name)) throw new SessionError(`no graph output "${name}" to write into`);
+  return byName;
 }
 
 function toHostTensor(name: string, value: InferenceSession.OnnxValueMapType[string]): HostTensor {

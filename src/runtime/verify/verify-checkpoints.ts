@@ -421,6 +421,8 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
           }
           track(Promise.resolve({ module, layer, rows: s.rows, ...linearMetricsFromSums(s.sums, s.rows, s.groups, c.floor, c.perBlock) }));
         }
+        // The layer's inputs are read by nothing else: their buffers serve the next layer's outputs.
+        original.giveBack([ho, hq]);
         ho = pair.hidden;
         hq = pair.otherHidden;
         continue;
