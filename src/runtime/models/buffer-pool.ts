@@ -20,7 +20,9 @@ export class HostBufferPool {
 
   private take(byteLength: number): ArrayBuffer {
     const buffer = this.free.get(byteLength)?.pop();
-    if (buffer === undefined) return new ArrayBuffer(byteLength);
+    // A new buffer is not zeroed: every caller overwrites what it takes (float32(), bytes()), and
+    // zero-filling the first layer's buffers was 0.41 s of a 7.2 s CUDA verify (bench/NOTES.md).
+    if (buffer === undefined) return uninitialized(byteLength);
     this.freeBytes -= byteLength;
     return buffer;
   }
@@ -78,4 +80,12 @@ export class HostBufferPool {
     this.free.clear();
     this.freeBytes = 0;
   }
+}
+
+/** An ArrayBuffer of exactly `byteLength` bytes whose contents are whatever the allocator held. */
+function uninitialized(byteLength: number): ArrayBuffer {
+  const b = Buffer.allocUnsafeSlow(byteLength);
+  const buffer = b.buffer;
+  // allocUnsafeSlow gives each Buffer its own ArrayBuffer; anything else is not one the pool can hand out whole.
+  return buffer instanceof ArrayBuffer && b.byteOffset === 0 && buffer.byteLength === byteLength ? buffer : new ArrayBuffer(byteLength);
 }
