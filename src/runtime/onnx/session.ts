@@ -106,9 +106,10 @@ export class OnnxSession {
 
   /**
    * Runs the graph; returns every graph output (or those named in `fetch`). Outputs named in `into`
-   * are written into those arrays, whose dims must be the output's: on CUDA a fresh output costs a
-   * page fault per 4 KiB as the device's bytes land in it, and into pages already written the copy
-   * ran several times faster (bench/NOTES.md), so callers pass pooled buffers for large outputs.
+   * are written into those arrays, whose dims must be the output's, and returned as them: without
+   * it each output is a new allocation per run, its pages faulted in as the results land and
+   * garbage once read, so callers pass pooled buffers for the large outputs that recur run after
+   * run (a layer's hidden states, an expert's rows, a head chunk's logits).
    */
   async run(feeds: Readonly<Record<string, FeedTensor>>, fetch?: readonly string[], into?: Readonly<Record<string, OutputBuffer>>): Promise<Record<string, HostTensor>> {
     if (this.released) throw new SessionError('session was released');
