@@ -4,7 +4,8 @@
 //   - a forward with weights decoded in the graph (the CUDA route) gives the same logits as with
 //     weights decoded on the host (the CPU route), original and FP8 checkpoints;
 //   - the layers of a model share one session; the cache evicts the least recently used one;
-//   - host buffers for read and decoded weights are reused, and change nothing in the result.
+//   - host buffers for read and decoded weights are reused, and change nothing in the result; one
+//     larger than a Buffer can be (4 GiB on Node 20) is still allocated.
 
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -225,6 +226,16 @@ test('HostBufferPool hands back whole buffers by byte length and keeps at most m
   assert.notEqual(pool.float32(8).buffer, a.buffer, 'an empty pool allocates');
   pool.give([new Float32Array(20)]); // 80 bytes: over the cap, dropped
   assert.equal(pool.heldBytes, 0);
+});
+
+test('HostBufferPool allocates a buffer larger than a Buffer can be (over 4 GiB on Node 20), as an ArrayBuffer allows', () => {
+  // A host-decoded FP8 lm_head of more than 2^30 values (a 152064 × 8192 head: 5 GB of float32)
+  // is one float32() request; a Buffer of that size is refused with a RangeError.
+  const pool = new HostBufferPool(0);
+  const length = 2 ** 30 + 2;
+  const big = pool.float32(length);
+  assert.equal(big.length, length);
+  assert.equal(big.buffer.byteLength, length * 4);
 });
 
 test('a verify-style runner reads weights into pooled buffers and reuses them layer after layer', async () => {

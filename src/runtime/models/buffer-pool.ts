@@ -8,6 +8,8 @@
 // checkpoint's codes fit in its original's BF16 read buffers), so the pool holds the larger of the
 // two checkpoints' read buffers, not both.
 
+import { constants } from 'node:buffer';
+
 export class HostBufferPool {
   /** Free ArrayBuffers by byte length. */
   private readonly free = new Map<number, ArrayBuffer[]>();
@@ -84,6 +86,9 @@ export class HostBufferPool {
 
 /** An ArrayBuffer of exactly `byteLength` bytes whose contents are whatever the allocator held. */
 function uninitialized(byteLength: number): ArrayBuffer {
+  // A Buffer holds at most constants.MAX_LENGTH bytes (4 GiB on Node 20), an ArrayBuffer more: a
+  // larger request (an FP8 lm_head of over 2^30 values widened on the host) is zero-filled as before.
+  if (byteLength > constants.MAX_LENGTH) return new ArrayBuffer(byteLength);
   const b = Buffer.allocUnsafeSlow(byteLength);
   const buffer = b.buffer;
   // allocUnsafeSlow gives each Buffer its own ArrayBuffer; anything else is not one the pool can hand out whole.
