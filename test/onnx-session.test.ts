@@ -70,6 +70,20 @@ test('run writes the outputs named in `into` into those arrays, the others as be
       `${names}: written in place, nothing outside the views`,
     );
   }
+  // `fetch` still says which outputs come back: those, and the ones written into a buffer.
+  const square = new Float32Array(3);
+  const fetched = await session.run(feeds, ['twice'], { square: { data: square, dims: [3] } });
+  assert.deepEqual(Object.keys(fetched).sort(), ['square', 'twice'], 'fetch and into');
+  assert.deepEqual(
+    [Array.from(fetched['twice']!.data), Array.from(square)],
+    [
+      [2, -4, 6],
+      [1, 4, 9],
+    ],
+  );
+  const alone = await session.run(feeds, ['twice'], { twice: { data: new Float32Array(3), dims: [3] } });
+  assert.deepEqual(Object.keys(alone), ['twice'], 'square is not fetched');
+  assert.deepEqual(Array.from(alone['twice']!.data), [2, -4, 6]);
   await assert.rejects(
     session.run(feeds, undefined, { twice: { data: new Float32Array(4), dims: [3] } }),
     (e: unknown) => e instanceof SessionError && /4 values for dims \[3\]/.test(e.message),

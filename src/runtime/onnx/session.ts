@@ -147,14 +147,16 @@ export interface OutputBuffer {
 
 /**
  * onnxruntime's fetches: the outputs asked for (all by default), each a tensor over its `into`
- * buffer or null (onnxruntime allocates it). onnxruntime-node's binding names its results by the
- * session's output order, so every output is listed in that order whenever `into` is given.
+ * buffer or null (onnxruntime allocates it); with `into`, listed in the session's output order
+ * (onnxruntime-node's binding names its results by that order).
  */
 function fetches(outputNames: readonly string[], fetch: readonly string[] | undefined, into: Readonly<Record<string, OutputBuffer>> | undefined): InferenceSession.FetchesType {
   if (into === undefined || Object.keys(into).length === 0) return fetch === undefined ? [...outputNames] : [...fetch];
   const byName: Record<string, Tensor | null> = {};
   for (const name of outputNames) {
     const buffer = into[name];
+    // Only those asked for, as without `into` (an output written into a buffer is asked for by it).
+    if (fetch !== undefined && buffer === undefined && !fetch.includes(name)) continue;
     if (buffer !== undefined && buffer.data.length !== buffer.dims.reduce((a, b) => a * b, 1)) {
       throw new SessionError(`output "${name}": a buffer of ${buffer.data.length} values for dims [${buffer.dims.join(', ')}]`);
     }
