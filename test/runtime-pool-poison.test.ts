@@ -65,19 +65,20 @@ function strip(r: VerifyReport): unknown {
   return rest;
 }
 
-const cases: [string, 'llama' | 'mixtral' | 'deepseek_v3', Partial<VerifyOptions>][] = [];
-for (const name of ['llama', 'mixtral', 'deepseek_v3'] as const) {
-  cases.push([`${name} paired 12`, name, { tokens: 12, pairedLayers: true, weightDecode: 'graph' }]);
-  cases.push([`${name} paired 1`, name, { tokens: 1, pairedLayers: true, weightDecode: 'graph' }]);
-  cases.push([
-    `${name} paired batch 2`,
-    name,
+// A chosen few of the verify paths (each case runs verify twice): the dense and MoE paired layers at
+// 12 and 1 tokens and a batch of 2, read-ahead with a metrics worker, and the separate paths.
+const cases: [string, 'llama' | 'mixtral' | 'deepseek_v3', Partial<VerifyOptions>][] = [
+  ['llama paired 12', 'llama', { tokens: 12, pairedLayers: true, weightDecode: 'graph' }],
+  ['llama separate host 12', 'llama', { tokens: 12, pairedLayers: false }],
+  ['mixtral paired 1', 'mixtral', { tokens: 1, pairedLayers: true, weightDecode: 'graph' }],
+  [
+    'mixtral paired batch 2',
+    'mixtral',
     { input: { ids: Int32Array.from({ length: 10 }, (_, i) => (i * 37 + 3) % 200), batch: 2, seq: 5 }, pairedLayers: true, weightDecode: 'graph' },
-  ]);
-  cases.push([`${name} separate graph 12`, name, { tokens: 12, pairedLayers: false, weightDecode: 'graph' }]);
-  cases.push([`${name} separate host 12`, name, { tokens: 12, pairedLayers: false }]);
-  cases.push([`${name} paired readAhead metrics`, name, { tokens: 12, pairedLayers: true, weightDecode: 'graph', readAhead: true, metricsThreads: 1 }]);
-}
+  ],
+  ['deepseek_v3 paired readAhead metrics', 'deepseek_v3', { tokens: 12, pairedLayers: true, weightDecode: 'graph', readAhead: true, metricsThreads: 1 }],
+  ['deepseek_v3 separate graph 12', 'deepseek_v3', { tokens: 12, pairedLayers: false, weightDecode: 'graph' }],
+];
 
 for (const [what, name, extra] of cases) {
   test(`poisoned pool: verify ${what} reports as with a clean pool`, async () => {
@@ -88,7 +89,7 @@ for (const [what, name, extra] of cases) {
   });
 }
 
-for (const name of ['llama', 'mixtral', 'deepseek_v3'] as const) {
+for (const name of ['mixtral'] as const) {
   test(`poisoned pool: forward logits of ${name} as with a clean pool`, async () => {
     const ids = Int32Array.from({ length: 6 }, (_, i) => (i * 53 + 1) % 200);
     const run = async (): Promise<Float32Array> => {
@@ -105,7 +106,7 @@ for (const name of ['llama', 'mixtral', 'deepseek_v3'] as const) {
   });
 }
 
-for (const name of ['mixtral', 'deepseek_v3', 'llama'] as const) {
+for (const name of ['deepseek_v3'] as const) {
   test(`poisoned pool: cached decode of ${name} (resident weights, one-token MoE steps) as with a clean pool`, async () => {
     const run = async (): Promise<number[]> => {
       const r = await ModelRunner.open(modelDir(name), { intraOpThreads: 1, headChunkBytes: 4096 });
@@ -162,7 +163,7 @@ test('poisoned pool: verify with a declined MoE layer between paired ones as wit
   assert.deepEqual(strip(dirty), strip(clean));
 });
 
-for (const name of ['deepseek_v2', 'minimax_m2', 'qwen3_vl_moe', 'gpt_oss', 'glm4_moe'] as const) {
+for (const name of ['deepseek_v2', 'gpt_oss'] as const) {
   test(`poisoned pool: verify ${name} (paired where it can) as with a clean pool`, async () => {
     const out = join(fixtures.workDir(), `${name}-fp8`);
     await convertCheckpoint({ input: join(MODELS, name), output: out });
@@ -184,7 +185,7 @@ for (const name of ['deepseek_v2', 'minimax_m2', 'qwen3_vl_moe', 'gpt_oss', 'glm
   });
 }
 
-for (const name of ['llama', 'mixtral', 'deepseek_v3'] as const) {
+for (const name of ['deepseek_v3'] as const) {
   test(`poisoned pool: verify ${name} without floor workers (floor codes in pooled buffers), and paired with codes re-quantized in the graph, as with a clean pool`, async () => {
     for (const extra of [
       { floorCheckThreads: 0, pairedLayers: false },
