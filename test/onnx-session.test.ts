@@ -93,6 +93,11 @@ test('run writes the outputs named in `into` into those arrays, the others as be
     (e: unknown) => e instanceof SessionError && /no graph output "nope"/.test(e.message),
   );
   await assert.rejects(
+    session.run(feeds, ['nope'], { twice: { data: new Float32Array(3), dims: [3] } }),
+    (e: unknown) => e instanceof SessionError && /no graph output "nope"/.test(e.message),
+    'a fetched name that is no output is refused with into as without it',
+  );
+  await assert.rejects(
     session.run(feeds, undefined, { twice: { data: new Float32Array(2), dims: [2] } }),
     (e: unknown) => e instanceof SessionError && /run failed on cpu/.test(e.message),
   );

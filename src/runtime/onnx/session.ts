@@ -162,7 +162,7 @@ function fetches(outputNames: readonly string[], fetch: readonly string[] | unde
     }
     byName[name] = buffer === undefined ? null : new Tensor('float32', buffer.data, buffer.dims);
   }
-  for (const name of Object.keys(into)) if (!outputNames.includes(name)) throw new SessionError(`no graph output "${name}" to write into`);
+  for (const name of [...Object.keys(into), ...(fetch ?? [])]) if (!outputNames.includes(name)) throw new SessionError(`no graph output "${name}"`);
   return byName;
 }
 
