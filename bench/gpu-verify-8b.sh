@@ -7,7 +7,8 @@
 # (dist-main, dist), then once more under --cpu-prof: wall and report seconds, `cat` of both
 # checkpoints cold and from the page cache, peak host RSS (the CLI's own ru_maxrss), peak GPU
 # memory and mean utilisation (nvidia-smi every 100 ms), and a profile summary. Results go to $OUT.
-# Usage on the GPU machine: [MODEL=deepseek] [CONVERT_AB=0] [REUSE=1] bench/gpu-verify-8b.sh <dir holding part.2>
+# Usage on the GPU machine: [MODEL=deepseek [DS_LAYERS=6] [DS_EXPERTS=16]] [CONVERT_AB=0] [REUSE=1] [BUILDS="dist-main dist ..."]
+#   bench/gpu-verify-8b.sh <dir holding part.2>   (bench/NOTES.md also ran DS_LAYERS=2 DS_EXPERTS=64: denser routing)
 set -uo pipefail
 W=/tmp/fp8q-gpu
 OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
@@ -71,7 +72,9 @@ for T in 32 512; do
     S=$!
     t run $D verify /tmp/src /tmp/fp8 --tokens $T --device cuda --json > $W/v.json 2> $W/v.err
     kill $S; wait $S 2>/dev/null
-    echo "== $B T=$T $(grep -o 'MAXRSS_KB=[0-9]*' $W/v.err) report_s=$($N -e "const r=JSON.parse(require('fs').readFileSync('$W/v.json'));console.log(r.seconds.toFixed(2),'peakW_MiB',(r.peakWeightBytes/2**20).toFixed(0),'passed',r.passed,'kl',r.model.meanKl,'linears',r.linears.length)") smi_peak_MiB,util=$(sort -t, -n -k1 $W/smi.txt | tail -1) mean_util=$(awk -F, '{u+=$2; n++} END {print u/n}' $W/smi.txt)"
+    # Every thread prints the process's peak so far at its exit (a worker thread's comes first), and
+    # bin/fp8q.js's parent prints its own: the run's peak host RSS is the largest.
+    echo "== $B T=$T peak_rss_GB=$(grep -o 'MAXRSS_KB=[0-9]*' $W/v.err | cut -d= -f2 | sort -n | tail -1 | awk '{printf "%.2f", $1*1024/1e9}') report_s=$($N -e "const r=JSON.parse(require('fs').readFileSync('$W/v.json'));console.log(r.seconds.toFixed(2),'peakW_MiB',(r.peakWeightBytes/2**20).toFixed(0),'passed',r.passed,'kl',r.model.meanKl,'linears',r.linears.length)") smi_peak_MiB,util=$(sort -t, -n -k1 $W/smi.txt | tail -1) mean_util=$(awk -F, '{u+=$2; n++} END {print u/n}' $W/smi.txt)"
     grep -v MAXRSS $W/v.err | tail -2
     [ $B = prof ] || cp $W/v.json $OUT/verify-$B-$T.json
   done
