@@ -605,8 +605,8 @@ export class ModelRunner {
   /**
    * The experts of a paired MoE layer, one graph each, in expert order (runMoeLayerPair): this
    * model's expert on its rows where it routed any, the other's on its rows where it did, and the
-   * other's FP8 projections compared with this model's taps. Outputs are placed at their
-   * assignments as runExperts places them.
+   * other's FP8 projections compared with this model's taps. Each side's outputs go into its slice
+   * of that side's `outputs`, as runExperts writes them.
    */
   private async runExpertPairs(
     other: ModelRunner,
@@ -851,8 +851,8 @@ export class ModelRunner {
 
   /**
    * The experts an MoE layer needs, one run each, in expert order: a routed expert on its group of
-   * `side`'s rows (a single token: the token itself), its output rows placed at their assignments;
-   * and each expert's probes (verify).
+   * `side`'s rows (a single token: the token itself), its output rows written into its slice of
+   * `side.outputs` (the combine gathers them to their assignments); and each expert's probes (verify).
    */
   private async runExperts(mlp: MoePlan, needed: readonly number[], side: ExpertSide, options: LayerRunOptions, result: LayerResult): Promise<void> {
     const single = side.groups.single === true;
@@ -1059,19 +1059,16 @@ export class ModelRunner {
     let ready: Promise<unknown> | undefined = Promise.all(pending);
     // Awaited by the first place; a failure with nothing placed (a failed run) is not left unhandled.
     ready.catch(() => undefined);
-    const awaitReady = async (): Promise<void> => {
-      if (ready !== undefined) {
-        await ready;
-        ready = undefined;
-      }
-    };
     // A row chunk's logits are written by its run into a pooled buffer (the same size chunk after
     // chunk), placed at their columns, and the buffer given back. A head in one chunk (an FP8
     // lm_head, a small vocabulary) is one output onnxruntime allocates, as big as the logits.
     const chunkBuffer = (count: number): Float32Array | undefined => (count === vocab ? undefined : this.buffers.float32(tokens * count));
     const place = async (into: Float32Array, chunk: Float32Array, start: number, count: number): Promise<void> => {
       try {
-        await awaitReady();
+        if (ready !== undefined) {
+          await ready;
+          ready = undefined;
+        }
         for (let t = 0; t < tokens; t++) into.set(chunk.subarray(t * count, (t + 1) * count), t * vocab + start);
       } finally {
         if (count !== vocab) this.buffers.give([chunk]);
