@@ -28,6 +28,7 @@ import { Checkpoint } from '../../io/checkpoint/checkpoint.js';
 import type { Value } from '../onnx/graph-builder.js';
 import { SessionCache } from '../onnx/session-cache.js';
 import { HostBufferPool } from './buffer-pool.js';
+import { emitLogitComparison, type LogitChunkStats } from '../ops/logit-comparison.js';
 import type { Device, HostTensor, OutputBuffer } from '../onnx/session.js';
 import { modelSpecOf, type ModelSpec } from './config.js';
 import { emitGqaAttention, emitMlaAttention, emitMlp, type AttentionContext, type BatchShape, type GqaWeights, type MlaWeights, type MlpWeights } from './layer-graphs.js';
@@ -1021,32 +1022,16 @@ export class ModelRunner {
     other?: { readonly runner: ModelRunner; readonly hidden: Float32Array; readonly sameStoredBytes?: boolean | undefined },
     allocateLogits?: (length: number) => { readonly values: Float32Array; readonly ready: Promise<void> },
   ): Promise<[Float32Array, Float32Array]> {
-    const h = this.spec.hiddenSize;
     const head = this.headWeight();
     const vocab = head.shape[0]!;
-    const normName = `${this.spec.names.decoder}.norm.weight`;
-    const otherHead = other?.runner.headWeight();
-    const shareable =
-      other !== undefined &&
-      otherHead !== undefined &&
-      !isFp8Dtype(head.dtype as Dtype) &&
-      otherHead.dtype === head.dtype &&
-      otherHead.shape.length === 2 &&
-      otherHead.shape[0] === vocab &&
-      otherHead.shape[1] === head.shape[1] &&
-      other.runner.spec.hiddenSize === h &&
-      other.runner.spec.rmsNormEps === this.spec.rmsNormEps &&
-      (other.runner.spec.gemma?.normOffset ?? 0) === (this.spec.gemma?.normOffset ?? 0) &&
-      other.runner.checkpoint.has(normName) &&
-      // Beside the weight, what linear() reads (a bias) or refuses (a static input_scale): with
-      // sameStoredBytes the other's lm_head is never read, so it must be the weight alone.
-      !['bias', 'input_scale'].some((s) => this.checkpoint.has(`${head.module}.${s}`) || other.runner.checkpoint.has(`${otherHead.module}.${s}`));
+    const shareable = other !== undefined && this.headsShareable(other.runner);
     // Each model's head in its own chunks: an FP8 lm_head (a conversion that quantized it) is read
     // whole and cannot follow a BF16 head's row chunks.
     if (other !== undefined && !shareable) {
       return [(await this.heads(hidden, tokens, undefined, allocateLogits))[0], (await other.runner.heads(other.hidden, tokens, undefined, allocateLogits))[0]];
     }
-    const chunkRows = isFp8Dtype(head.dtype as Dtype) ? vocab : Math.max(1, Math.floor((this.options.headChunkBytes ?? HEAD_CHUNK_BYTES) / (h * 4)));
+    const h = this.spec.hiddenSize;
+    const chunkRows = this.headChunkRows();
     const pending: Promise<void>[] = [];
     const allocate = (length: number): Float32Array => {
       if (allocateLogits === undefined) return new Float32Array(length);
@@ -1074,26 +1059,6 @@ export class ModelRunner {
         if (count !== vocab) this.buffers.give([chunk]);
       }
     };
-    /** Both models' norm and lm_head rows of the chunk at `start`, each checkpoint's in its own scope. */
-    const loadShared = async (start: number): Promise<SharedHeadChunk> => {
-      const count = Math.min(chunkRows, vocab - start);
-      const rows = count === vocab ? undefined : { start, count };
-      const scope = this.weights.scope();
-      const otherScope = other!.runner.weights.scope();
-      try {
-        const norm = await scope.tensor(normName);
-        const w = await scope.linear(head.module, rows);
-        // Known to be the same bytes: the other's are not read at all (half the head's reads).
-        if (other!.sameStoredBytes === true) return { scope, otherScope, norm, w, otherNorm: norm, ow: w };
-        const otherNorm = await otherScope.tensor(normName);
-        const ow = await otherScope.linear(otherHead!.module, rows);
-        return { scope, otherScope, norm, w, otherNorm, ow };
-      } catch (e) {
-        otherScope.close();
-        scope.close();
-        throw e;
-      }
-    };
     // The next chunk's rows of both are read while this one's graph runs (they were read after it:
     // on CUDA the GPU idled, on the CPU a cold lm_head's reads were most of the head's time,
     // bench/NOTES.md); on the CPU that holds one more chunk's stored bytes, half its float32 size.
@@ -1101,7 +1066,7 @@ export class ModelRunner {
     const loadNext = (start: number): void => {
       // Known to differ (verify's worker): each model's chunks are read by headChunk, not ahead here as well.
       if (!shareable || other?.sameStoredBytes === false || next !== undefined || start >= vocab) return;
-      next = loadShared(start);
+      next = this.loadSharedHeadChunk(other!.runner, other!.sameStoredBytes === true, start, chunkRows);
       next.catch(() => undefined);
     };
     try {
@@ -1156,6 +1121,122 @@ export class ModelRunner {
       pending?.scope.close();
     }
     return [logits, otherLogits];
+  }
+
+  /**
+   * verify on the device: this model's head on `hidden` and `other`'s on its own hidden states,
+   * compared chunk by chunk inside the graph (ops/logit-comparison.ts), so that only per-token
+   * figures come back, not both models' logits. `targets`: per token the vocabulary id whose logit
+   * perplexity needs, -1 for none. Undefined where the heads cannot go through one graph a chunk
+   * (headsShareable) or are not known to hold the same bytes (verify's worker answered): the
+   * caller then compares the logits on the host.
+   */
+  async compareHeads(
+    hidden: Float32Array,
+    tokens: number,
+    other: { readonly runner: ModelRunner; readonly hidden: Float32Array; readonly sameStoredBytes?: boolean | undefined },
+    targets?: Int32Array,
+  ): Promise<LogitChunkStats[] | undefined> {
+    if (other.sameStoredBytes !== true || !this.headsShareable(other.runner)) return undefined;
+    const head = this.headWeight();
+    const vocab = head.shape[0]!;
+    const h = this.spec.hiddenSize;
+    const chunkRows = this.headChunkRows();
+    const chunks: LogitChunkStats[] = [];
+    const load = (start: number): Promise<SharedHeadChunk> | undefined => {
+      if (start >= vocab) return undefined;
+      const p = this.loadSharedHeadChunk(other.runner, true, start, chunkRows);
+      p.catch(() => undefined);
+      return p;
+    };
+    let next = load(0);
+    try {
+      for (let start = 0; start < vocab; start += chunkRows) {
+        const count = Math.min(chunkRows, vocab - start);
+        const { scope, otherScope, norm, w } = await next!;
+        next = undefined;
+        try {
+          // The next chunk's rows are read while this one's graph runs.
+          next = load(start + chunkRows);
+          const g = this.graph(false);
+          const logits = (x: Float32Array, name: string): Value =>
+            g.linear(w, g.rmsNorm(g.input(name, x, [tokens, h]), norm, this.spec.rmsNormEps, this.spec.gemma?.normOffset ?? 0), false);
+          const local = targets && Float32Array.from(targets, (id) => (id >= start && id < start + count ? id - start : 0));
+          const { stats, terms } = emitLogitComparison(g.g, logits(hidden, 'hidden'), logits(other.hidden, 'hidden_other'), local && g.input('target', local, [tokens, 1]));
+          g.output(stats, 'logit_stats');
+          g.output(terms, 'logit_terms');
+          const out = await this.run(g);
+          chunks.push({ start, count, stats: f64(out, 'logit_stats'), terms: f64(out, 'logit_terms') });
+        } finally {
+          otherScope.close();
+          scope.close();
+        }
+      }
+    } finally {
+      // A chunk read ahead of a failed run: its scopes go back.
+      const pending = await next?.catch(() => undefined);
+      pending?.otherScope.close();
+      pending?.scope.close();
+    }
+    return chunks;
+  }
+
+  /**
+   * Whether this model's head and `other`'s can run as one graph a row chunk (heads, compareHeads):
+   * unquantized heads of the same dtype and shape, final norms alike, and nothing besides the weight.
+   */
+  private headsShareable(other: ModelRunner): boolean {
+    const head = this.headWeight();
+    const otherHead = other.headWeight();
+    return (
+      !isFp8Dtype(head.dtype as Dtype) &&
+      otherHead.dtype === head.dtype &&
+      otherHead.shape.length === 2 &&
+      otherHead.shape[0] === head.shape[0] &&
+      otherHead.shape[1] === head.shape[1] &&
+      other.spec.hiddenSize === this.spec.hiddenSize &&
+      other.spec.rmsNormEps === this.spec.rmsNormEps &&
+      (other.spec.gemma?.normOffset ?? 0) === (this.spec.gemma?.normOffset ?? 0) &&
+      other.checkpoint.has(this.headNormName()) &&
+      // Beside the weight, what linear() reads (a bias) or refuses (a static input_scale): with
+      // sameStoredBytes the other's lm_head is never read, so it must be the weight alone.
+      !['bias', 'input_scale'].some((s) => this.checkpoint.has(`${head.module}.${s}`) || other.checkpoint.has(`${otherHead.module}.${s}`))
+    );
+  }
+
+  private headNormName(): string {
+    return `${this.spec.names.decoder}.norm.weight`;
+  }
+
+  /** lm_head rows per head graph: all of an FP8 lm_head (read whole), else headChunkBytes of float32. */
+  private headChunkRows(): number {
+    const head = this.headWeight();
+    return isFp8Dtype(head.dtype as Dtype) ? head.shape[0]! : Math.max(1, Math.floor((this.options.headChunkBytes ?? HEAD_CHUNK_BYTES) / (this.spec.hiddenSize * 4)));
+  }
+
+  /**
+   * Both models' norm and lm_head rows of the chunk at `start`, each checkpoint's in its own scope;
+   * `sameStoredBytes`: known to be the same bytes, the other's are not read at all (half the reads).
+   */
+  private async loadSharedHeadChunk(other: ModelRunner, sameStoredBytes: boolean, start: number, chunkRows: number): Promise<SharedHeadChunk> {
+    const head = this.headWeight();
+    const vocab = head.shape[0]!;
+    const count = Math.min(chunkRows, vocab - start);
+    const rows = count === vocab ? undefined : { start, count };
+    const scope = this.weights.scope();
+    const otherScope = other.weights.scope();
+    try {
+      const norm = await scope.tensor(this.headNormName());
+      const w = await scope.linear(head.module, rows);
+      if (sameStoredBytes) return { scope, otherScope, norm, w, otherNorm: norm, ow: w };
+      const otherNorm = await otherScope.tensor(this.headNormName());
+      const ow = await otherScope.linear(other.headWeight().module, rows);
+      return { scope, otherScope, norm, w, otherNorm, ow };
+    } catch (e) {
+      otherScope.close();
+      scope.close();
+      throw e;
+    }
   }
 
   /**
@@ -1275,6 +1356,12 @@ function expertSide(routing: TokenRouting, xn: Float32Array, tokens: number, h: 
       if (!single) buffers.give([sorted]);
     },
   };
+}
+
+function f64(out: Record<string, HostTensor>, name: string): Float64Array {
+  const t = out[name];
+  if (!t || t.type !== 'float64') throw new ForwardGraphError(`graph output "${name}" is missing or not float64`);
+  return t.data;
 }
 
 function f32(out: Record<string, HostTensor>, name: string): Float32Array {

@@ -5,6 +5,7 @@
 // 20·log10(‖ref‖ / ‖ref − actual‖).
 
 import { comparisonTerms } from '../ops/comparison-sums.js';
+import { LOGIT_STAT, logitStatCount, type LogitChunkStats, type LogitStat } from '../ops/logit-comparison.js';
 
 export interface LogitMetrics {
   readonly tokens: number;
@@ -202,21 +203,119 @@ export function perplexity(logits: Float32Array, ids: ArrayLike<number>, batch: 
   if (logits.length !== batch * seq * vocab || ids.length !== batch * seq) {
     throw new RangeError(`logits [${logits.length}] and ids [${ids.length}] do not fit [${batch}, ${seq}, ${vocab}]`);
   }
+  return meanNll(batch, seq, (p) => {
+    const row = logits.subarray(p * vocab, (p + 1) * vocab);
+    let max = -Infinity;
+    for (let i = 0; i < vocab; i++) if (row[i]! > max) max = row[i]!;
+    let sum = 0;
+    for (let i = 0; i < vocab; i++) sum += Math.exp(row[i]! - max);
+    return max + Math.log(sum) - row[ids[p + 1]!]!;
+  });
+}
+
+/** perplexity from each position's NLL of the next id (`[B*T]`; the last position of a row is not read). */
+export function perplexityFromNll(nll: Float64Array, batch: number, seq: number): Perplexity {
+  if (nll.length !== batch * seq) throw new RangeError(`${nll.length} NLL values do not fit [${batch}, ${seq}]`);
+  return meanNll(batch, seq, (p) => nll[p]!);
+}
+
+/** The ids each position's logits predict (the next id of its row; -1 for a row's last position). */
+export function nextTokenTargets(ids: ArrayLike<number>, batch: number, seq: number): Int32Array {
+  const targets = new Int32Array(batch * seq).fill(-1);
+  for (let b = 0; b < batch; b++) for (let t = 0; t + 1 < seq; t++) targets[b * seq + t] = ids[b * seq + t + 1]!;
+  return targets;
+}
+
+/** Mean NLL over every position but each row's last, in row order, and its exponential. */
+function meanNll(batch: number, seq: number, nllAt: (position: number) => number): Perplexity {
   let nll = 0;
   let n = 0;
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t + 1 < seq; t++) {
-      const row = logits.subarray((b * seq + t) * vocab, (b * seq + t + 1) * vocab);
-      let max = -Infinity;
-      for (let i = 0; i < vocab; i++) if (row[i]! > max) max = row[i]!;
-      let sum = 0;
-      for (let i = 0; i < vocab; i++) sum += Math.exp(row[i]! - max);
-      nll += max + Math.log(sum) - row[ids[b * seq + t + 1]!]!;
+      nll += nllAt(b * seq + t);
       n++;
     }
   }
-  const meanNll = n === 0 ? NaN : nll / n;
-  return { predictions: n, meanNll, perplexity: Math.exp(meanNll) };
+  const mean = n === 0 ? NaN : nll / n;
+  return { predictions: n, meanNll: mean, perplexity: Math.exp(mean) };
+}
+
+/**
+ * compareTokens's figures from the logits' in-graph comparison (ops/logit-comparison.ts: each
+ * chunk of columns' per-token maxima, exponential sums, argmaxes and comparison sums, chunks in
+ * column order), with the same rules: KL = Σ p (o − q) − lse(o) + lse(q), at least 0, NaN where
+ * either row holds a NaN; the argmax is the first column of the largest value, and no token agrees
+ * whose logits hold a NaN (found from the sums of squares: a square is NaN only of a NaN). The
+ * chunks' sums are rescaled to the row's max before they are added, so the figures differ from the
+ * host's by rounding only. With `targets` (per token the id perplexity scores, -1 for none; the
+ * chunks computed with them), each token's NLL under each model, NaN where it has no target.
+ */
+export function mergeLogitChunks(
+  chunks: readonly LogitChunkStats[],
+  tokens: number,
+  targets?: Int32Array,
+): { readonly comparison: TokenComparison; readonly nll?: { readonly original: Float64Array; readonly quantized: Float64Array } } {
+  const width = logitStatCount(targets !== undefined);
+  for (const c of chunks) {
+    if (c.stats.length !== tokens * width || c.terms.length !== 4 * tokens) {
+      throw new RangeError(`logit chunk at column ${c.start}: ${c.stats.length} stats and ${c.terms.length} sums for ${tokens} tokens of ${width} figures`);
+    }
+  }
+  const kl = new Float64Array(tokens);
+  const agree = new Uint8Array(tokens);
+  const terms = new Float64Array(4 * tokens);
+  const nllO = new Float64Array(targets === undefined ? 0 : tokens);
+  const nllQ = new Float64Array(targets === undefined ? 0 : tokens);
+  const at = (c: LogitChunkStats, t: number, k: LogitStat): number => c.stats[t * width + LOGIT_STAT[k]]!;
+  // The row's max, Σ exp(x − max) and (original only) the cross term, from each chunk's, rescaled.
+  const side = (t: number, max: LogitStat, ref: LogitStat, sum: LogitStat): { max: number; sum: number; cross: number } => {
+    let m = -Infinity;
+    for (const c of chunks) if (at(c, t, max) > m) m = at(c, t, max);
+    let s = 0;
+    let cross = 0;
+    for (const c of chunks) {
+      // A chunk that adds nothing is skipped: its scale exp(ref − m) may overflow (a −∞ chunk's ref is 0).
+      const cs = at(c, t, sum);
+      const scale = Math.exp(at(c, t, ref) - m);
+      if (cs !== 0) s += cs * scale;
+      if (sum === 'sumO') {
+        const cc = at(c, t, 'cross');
+        if (cc !== 0) cross += cc * scale;
+      }
+    }
+    return { max: m, sum: s, cross };
+  };
+  const argmax = (t: number, max: LogitStat, arg: LogitStat): number => {
+    let best = -1;
+    let bestValue = -Infinity;
+    for (const c of chunks) {
+      const a = at(c, t, arg);
+      if (!(a < Infinity)) continue;
+      if (best < 0 || at(c, t, max) > bestValue) {
+        best = c.start + a;
+        bestValue = at(c, t, max);
+      }
+    }
+    return best;
+  };
+  for (let t = 0; t < tokens; t++) {
+    const o = side(t, 'maxO', 'refO', 'sumO');
+    const q = side(t, 'maxQ', 'refQ', 'sumQ');
+    const lseO = o.max + Math.log(o.sum);
+    const lseQ = q.max + Math.log(q.sum);
+    kl[t] = Math.max(0, o.cross / o.sum - lseO + lseQ);
+    for (const c of chunks) for (let k = 0; k < 4; k++) terms[4 * t + k] = terms[4 * t + k]! + c.terms[k * tokens + t]!;
+    const top = argmax(t, 'maxO', 'argO');
+    agree[t] = !Number.isNaN(terms[4 * t]!) && !Number.isNaN(terms[4 * t + 1]!) && top >= 0 && top === argmax(t, 'maxQ', 'argQ') ? 1 : 0;
+    if (targets !== undefined) {
+      const id = targets[t]!;
+      const c = chunks.find((x) => id >= x.start && id < x.start + x.count);
+      nllO[t] = c === undefined ? NaN : lseO - at(c, t, 'targetO');
+      nllQ[t] = c === undefined ? NaN : lseQ - at(c, t, 'targetQ');
+    }
+  }
+  const comparison = { kl, agree, terms };
+  return targets === undefined ? { comparison } : { comparison, nll: { original: nllO, quantized: nllQ } };
 }
 
 /** Floors below this are taken as this: an error ratio over a (near) exact floor would be noise. */

@@ -33,7 +33,19 @@ import { isFp8Dtype, type Fp8Format } from '../../fp8/index.js';
 import type { WeightDecode } from '../models/model-graph.js';
 import { linearClipping, staticActivationScaleOf, summarizeClipping, type ClippingSummary, type LinearClipping } from './activation-clipping.js';
 import { DEFAULT_GATES, evaluateGates, type GateFailure, type Gates } from './gates.js';
-import { compareLogits, linearMetrics, linearMetricsFromSums, perplexity, type LinearMetrics, type LogitMetrics } from './metrics.js';
+import {
+  compareLogits,
+  linearMetrics,
+  linearMetricsFromSums,
+  logitMetrics,
+  mergeLogitChunks,
+  nextTokenTargets,
+  perplexity,
+  perplexityFromNll,
+  type LinearMetrics,
+  type LogitMetrics,
+  type Perplexity,
+} from './metrics.js';
 import { defaultMetricsThreads, MetricsPool } from './metrics-pool.js';
 import { requantizeSelfTest } from '../ops/block-requantize.js';
 import { sameStoredBytes, storedRange } from './same-stored-bytes.js';
@@ -105,6 +117,13 @@ export interface VerifyOptions {
    * passes requantizeSelfTest. Default on CUDA. The report is the same.
    */
   readonly requantizeOnDevice?: boolean;
+  /**
+   * Where both heads hold the same bytes (a conversion keeps lm_head), the two models' logits are
+   * compared chunk by chunk on the device (ModelRunner.compareHeads, ops/logit-comparison.ts) and
+   * only per-token figures come back, not `[tokens, vocab]` logits of each. Default on CUDA. The
+   * figures are the host's up to the order of their sums.
+   */
+  readonly logitsOnDevice?: boolean;
   readonly onEvent?: (event: VerifyEvent) => void;
 }
 
@@ -478,11 +497,11 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     const linears = await Promise.all(measured);
     emit({ type: 'head' });
     // Every floor check has answered (each linear's metrics waited for its own): the checker's
-    // threads take a share of the logits' comparison instead.
-    if (checker !== undefined && pool !== undefined) {
-      await checker.close();
+    // threads take a share of the logits' comparison instead, where the host compares them.
+    const closedFloorThreads = checker !== undefined && pool !== undefined;
+    if (closedFloorThreads) {
+      await checker!.close();
       checker = undefined;
-      pool.grow(floorThreads);
     }
     // Layer-shaped weight buffers and the layer graphs' sessions (with their arenas) are of no use
     // to the head's lm_head chunks: dropped, the head's memory takes their place instead of adding
@@ -492,14 +511,33 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     await quantized.sessions.clear();
     const tokens = shape.batch * shape.seq;
     // One widening of lm_head for both where the conversion kept it as it was (runner.ts, heads).
-    const [logitsO, logitsQ] = await original.heads(ho, tokens, { runner: quantized, hidden: hq, sameStoredBytes: await headsSame }, pool && ((n) => pool.sharedZeroed(n)));
-    const model = pool ? await pool.compareLogits(logitsO, logitsQ, spec.vocabSize) : compareLogits(logitsO, logitsQ, spec.vocabSize);
-    let ppl: VerifyPerplexity | undefined;
-    if (opts.inputSource?.kind === 'text') {
-      const po = perplexity(logitsO, input.ids, shape.batch, shape.seq, spec.vocabSize);
-      const pq = perplexity(logitsQ, input.ids, shape.batch, shape.seq, spec.vocabSize);
-      ppl = { original: po.perplexity, quantized: pq.perplexity, increasePercent: (pq.perplexity / po.perplexity - 1) * 100, predictions: po.predictions };
+    const sameStoredBytes = await headsSame;
+    const scored = opts.inputSource?.kind === 'text';
+    const targets = scored ? nextTokenTargets(input.ids, shape.batch, shape.seq) : undefined;
+    const onDevice = (opts.logitsOnDevice ?? device === 'cuda') ? await original.compareHeads(ho, tokens, { runner: quantized, hidden: hq, sameStoredBytes }, targets) : undefined;
+    let model: LogitMetrics;
+    let po: Perplexity | undefined;
+    let pq: Perplexity | undefined;
+    if (onDevice !== undefined) {
+      const merged = mergeLogitChunks(onDevice, tokens, targets);
+      model = logitMetrics(merged.comparison);
+      if (merged.nll !== undefined) {
+        po = perplexityFromNll(merged.nll.original, shape.batch, shape.seq);
+        pq = perplexityFromNll(merged.nll.quantized, shape.batch, shape.seq);
+      }
+    } else {
+      if (closedFloorThreads) pool!.grow(floorThreads);
+      const [logitsO, logitsQ] = await original.heads(ho, tokens, { runner: quantized, hidden: hq, sameStoredBytes }, pool && ((n) => pool.sharedZeroed(n)));
+      model = pool ? await pool.compareLogits(logitsO, logitsQ, spec.vocabSize) : compareLogits(logitsO, logitsQ, spec.vocabSize);
+      if (scored) {
+        po = perplexity(logitsO, input.ids, shape.batch, shape.seq, spec.vocabSize);
+        pq = perplexity(logitsQ, input.ids, shape.batch, shape.seq, spec.vocabSize);
+      }
     }
+    const ppl: VerifyPerplexity | undefined =
+      po === undefined || pq === undefined
+        ? undefined
+        : { original: po.perplexity, quantized: pq.perplexity, increasePercent: (pq.perplexity / po.perplexity - 1) * 100, predictions: po.predictions };
     const unverified = unverifiedTensors(quantized.checkpoint, new Set(linears.map((l) => l.module)));
     const keptModules = quantizedKeptModules(original.checkpoint, quantized.checkpoint, spec.routing !== undefined);
 
