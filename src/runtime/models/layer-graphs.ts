@@ -112,11 +112,17 @@ export interface RopeRows {
   readonly first: number;
 }
 
+/** The last mask made, for the next layer's graph: every layer of a forward takes the same one (seq² values each). */
+let lastMask: { readonly seq: number; readonly window: number | undefined; readonly mask: Float32Array } | undefined;
+
 function ropeValues(mg: ModelGraph, ctx: AttentionContext): { rows: RopeRows; mask: Value } {
   const { rope, shape } = ctx;
+  if (lastMask === undefined || lastMask.seq !== shape.seq || lastMask.window !== ctx.window) {
+    lastMask = { seq: shape.seq, window: ctx.window, mask: causalMask(shape.seq, ctx.window) };
+  }
   return {
     rows: ropeRowsAt(mg, rope, 0, shape.seq),
-    mask: mg.constF32(causalMask(shape.seq, ctx.window), [shape.seq, shape.seq]),
+    mask: mg.constF32(lastMask.mask, [shape.seq, shape.seq]),
   };
 }
 
