@@ -7,7 +7,7 @@
 # (dist-main, dist), then once more under --cpu-prof: wall and report seconds, `cat` of both
 # checkpoints cold and from the page cache, peak host RSS (the CLI's own ru_maxrss), peak GPU
 # memory and mean utilisation (nvidia-smi every 100 ms), and a profile summary. Results go to $OUT.
-# Usage on the GPU machine: [MODEL=deepseek [DS_LAYERS=6] [DS_EXPERTS=16]] [CONVERT_AB=0] [REUSE=1] [BUILDS="dist-main dist ..."]
+# Usage on the GPU machine: [MODEL=deepseek [DS_LAYERS=6] [DS_EXPERTS=16]] [CONVERT_AB=0] [REUSE=1] [BUILDS="dist-main dist ..."] [TOKENS="32 512"]
 #   bench/gpu-verify-8b.sh <dir holding part.2>   (bench/NOTES.md also ran DS_LAYERS=2 DS_EXPERTS=64: denser routing)
 set -uo pipefail
 W=/tmp/fp8q-gpu
@@ -30,7 +30,10 @@ N=$W/node
 $N --version; nproc; free -g | head -2; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 # dist runs as a user runs it, through bin/fp8q.js (which relaunches the runtime commands with
 # malloc tunables: every node process of the run prints its peak RSS); dist-main through its main().
-printf '%s\n' "process.on('exit',()=>process.stderr.write('MAXRSS_KB='+process.resourceUsage().maxRSS+'\\n'));" > $W/maxrss.mjs
+# Also each process's main thread: when it started and when it reached its exit handler (epoch ms),
+# so the wall's excess over the report's seconds can be told apart (node's start, the relaunch, exit).
+printf '%s\n' "import {isMainThread} from 'node:worker_threads';" \
+  "process.on('exit',()=>process.stderr.write('MAXRSS_KB='+process.resourceUsage().maxRSS+(isMainThread?' PID='+process.pid+' PSTART='+Math.round(performance.timeOrigin)+' PEXIT='+Date.now():'')+'\\n'));" > $W/maxrss.mjs
 run() {
   local d=$1; shift
   if [ $d = dist ]; then NODE_OPTIONS="--import $W/maxrss.mjs" $N "${PROF[@]}" bin/fp8q.js "$@"
@@ -44,6 +47,8 @@ t run dist --version > /dev/null
 t run dist setup-cuda --check 2>&1 | tail -3
 # MODEL=deepseek: the DeepSeek-V3-shaped checkpoint instead (real dimensions and vocabulary,
 # DS_LAYERS MoE layers of DS_EXPERTS routed experts, 8 per token); gen-ds.mjs from the bundle or $1.
+# A checkpoint of another run (REUSE=1 after another MODEL) is not converted over: convert refuses.
+rm -rf /tmp/src /tmp/fp8
 if [ "${MODEL:-llama}" = deepseek ]; then
   [ -f gen-ds.mjs ] || cp "$P/gen-ds.mjs" .
   t $N gen-ds.mjs /tmp/src ${DS_LAYERS:-6} ${DS_EXPERTS:-16}
@@ -61,7 +66,7 @@ du -sb /tmp/src /tmp/fp8
   echo "TIME $(awk "BEGIN{print $(date +%s.%N)-$s}") rc=$rc: $B (convert or cp -r) + sync $(grep -o 'MAXRSS_KB=[0-9]*' $W/ab.err 2>/dev/null)" >&2; rm -f $W/ab.err
 done
 rm -rf /tmp/ab
-for T in 32 512; do
+for T in ${TOKENS:-32 512}; do
   sync; echo 3 > /proc/sys/vm/drop_caches
   t sh -c 'cat /tmp/src/* /tmp/fp8/* > /dev/null'
   t sh -c 'cat /tmp/src/* /tmp/fp8/* > /dev/null'
@@ -70,12 +75,15 @@ for T in 32 512; do
     D=$B; PROF=(); [ $B = prof ] && { D=dist; PROF=(--cpu-prof --cpu-prof-dir=$W/prof-$T); }
     nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader,nounits -lms 100 > $W/smi.txt &
     S=$!
+    S0=$(date +%s%3N)
     t run $D verify /tmp/src /tmp/fp8 --tokens $T --device cuda --json > $W/v.json 2> $W/v.err
+    S1=$(date +%s%3N)
     kill $S; wait $S 2>/dev/null
     # Every thread prints the process's peak so far at its exit (a worker thread's comes first), and
     # bin/fp8q.js's parent prints its own: the run's peak host RSS is the largest.
-    echo "== $B T=$T peak_rss_GB=$(grep -o 'MAXRSS_KB=[0-9]*' $W/v.err | cut -d= -f2 | sort -n | tail -1 | awk '{printf "%.2f", $1*1024/1e9}') report_s=$($N -e "const r=JSON.parse(require('fs').readFileSync('$W/v.json'));console.log(r.seconds.toFixed(2),'peakW_MiB',(r.peakWeightBytes/2**20).toFixed(0),'passed',r.passed,'kl',r.model.meanKl,'linears',r.linears.length)") smi_peak_MiB,util=$(sort -t, -n -k1 $W/smi.txt | tail -1) mean_util=$(awk -F, '{u+=$2; n++} END {print u/n}' $W/smi.txt)"
+    echo "== $B T=$T peak_rss_GB=$(grep -o 'MAXRSS_KB=[0-9]*' $W/v.err | cut -d= -f2 | sort -n | tail -1 | awk '{printf "%.2f", $1*1024/1e9}') report_s=$($N -e "const r=JSON.parse(require('fs').readFileSync('$W/v.json'));const {seconds,peakWeightBytes,...rest}=r;console.log(seconds.toFixed(2),'peakW_MiB',(peakWeightBytes/2**20).toFixed(0),'passed',r.passed,'kl',r.model.meanKl,'linears',r.linears.length,'report_sha',require('crypto').createHash('sha256').update(JSON.stringify(rest)).digest('hex').slice(0,12))") smi_peak_MiB,util=$(sort -t, -n -k1 $W/smi.txt | tail -1) mean_util=$(awk -F, '{u+=$2; n++} END {print u/n}' $W/smi.txt)"
     grep -v MAXRSS $W/v.err | tail -2
+    echo "   timeline ms from the shell's start: $(grep -o 'PID=[0-9]* PSTART=[0-9]* PEXIT=[0-9]*' $W/v.err | awk -v s=$S0 '{split($2,a,"=");split($3,b,"=");printf "%s start +%d exit-handler +%d; ",$1,a[2]-s,b[2]-s}')shell end +$((S1-S0))"
     [ $B = prof ] || cp $W/v.json $OUT/verify-$B-$T.json
   done
   # Paired layers (verify/paired-layers.ts) sum each comparison in another order: the figures of
