@@ -840,7 +840,9 @@ export class ModelRunner {
     const h1v = b.input(`h1${suffix}`, h1, [tokens, h]);
     const rows = side.groups.rows;
     const routed = b.reshape(b.gatherRows(b.input(`experts${suffix}`, side.outputs, [rows, h]), side.groups.assignmentRow), [tokens, k, h]);
-    let moe = b.reduceSum(b.mul(routed, b.constF32(routing.weights, [tokens, k, 1])), 1);
+    // The k weighted rows of a token are added along the last axis: on CUDA a sum over the middle
+    // axis of [tokens, k, H] came out differently from run to run (H200, bench/NOTES.md).
+    let moe = b.reduceSum(b.transpose(b.mul(routed, b.constF32(routing.weights, [tokens, k, 1])), [0, 2, 1]), 2);
     if (shared) {
       const xv = b.input(`xn${suffix}`, xn, [tokens, h]);
       let s = emitMlp(b, this.spec, shared, xv);
