@@ -77,14 +77,8 @@ export function emitComparisonSums(g: GraphBuilder, ref: Value, act: Value, bn: 
   const diff = f64('Sub', [a, r]);
   // Each product summed before the next is made: one `[rows, N]` float64 product is live at a time, not four.
   const perRow = (v: Value): Value => g.op('ReduceSum', [v, g.constInt64([3])], { dtype: DataType.DOUBLE, shape: [1, rows, nb], name: 'compare_sum' }, { keepdims: attr.int(0) });
-  // The rows are added along the last axis, as each row's own sums are: on CUDA a reduction over a
-  // middle axis gave sums that differed from run to run in their last bits (H200, bench/NOTES.md).
-  const overAllRows = (v: Value): Value => {
-    const byGroup = g.op('Transpose', [perRow(v)], { dtype: DataType.DOUBLE, shape: [1, nb, rows], name: 'compare_by_group' }, { perm: attr.ints([0, 2, 1]) });
-    const total = g.op('ReduceSum', [byGroup, g.constInt64([2])], { dtype: DataType.DOUBLE, shape: [1, nb], name: 'compare_sum_rows' }, { keepdims: attr.int(0) });
-    return emitReshape(g, total, [1, 1, nb], [1, 1, nb]);
-  };
-  const sum = (v: Value): Value => (overRows ? overAllRows(v) : perRow(v));
+  const sum = (v: Value): Value =>
+    overRows ? g.op('ReduceSum', [perRow(v), g.constInt64([1])], { dtype: DataType.DOUBLE, shape: [1, 1, nb], name: 'compare_sum_rows' }, { keepdims: attr.int(1) }) : perRow(v);
   const pairs: [Value, Value][] = [
     [r, r],
     [a, a],
