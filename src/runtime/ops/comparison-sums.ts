@@ -6,9 +6,7 @@
 //
 // Per row and per group of `bn` output columns (one row block of a block-scale weight), four
 // float64 sums, stacked as `[4, rows, nb]` in COMPARISON_SUM_ORDER: Σ ref², Σ act², Σ ref·act and
-// Σ (act − ref)²; `overRows`, the rows' sums added up in the graph too (`[4, 1, nb]`: a linear's
-// metrics need only the whole and each group, and at 512 tokens the per-row sums were a quarter
-// of what a layer sent back, bench/NOTES.md). Float64, as the host's sums are (metrics.ts): each term is then the one the host
+// Σ (act − ref)². Float64, as the host's sums are (metrics.ts): each term is then the one the host
 // computes (a product of float32 values is exact in float64), and the sums differ only in their
 // order. In float32 a square overflows above ~1.8e19 and vanishes below ~1e-23, and a linear with
 // such outputs would look perfect.
@@ -37,18 +35,16 @@ export function comparisonTerms(reference: ArrayLike<number>, actual: ArrayLike<
   return [ref2, act2, dot, err2];
 }
 
-/** Reference implementation: the sums in float64, in the order the graph lays them out (`overRows`: each group's rows added in row order). */
-export function comparisonSums(reference: Float32Array, actual: Float32Array, rows: number, bn: number, overRows = false): Float64Array {
+/** Reference implementation: the sums in float64, in the order the graph lays them out. */
+export function comparisonSums(reference: Float32Array, actual: Float32Array, rows: number, bn: number): Float64Array {
   const n = rows > 0 ? reference.length / rows : 0;
   const nb = ceilDiv(n, bn);
-  const outRows = overRows ? 1 : rows;
-  const out = new Float64Array(4 * outRows * nb);
-  const plane = outRows * nb;
+  const out = new Float64Array(4 * rows * nb);
+  const plane = rows * nb;
   for (let r = 0; r < rows; r++) {
     for (let b = 0; b < nb; b++) {
       const terms = comparisonTerms(reference, actual, r * n + b * bn, r * n + Math.min(n, (b + 1) * bn));
-      const at = overRows ? b : r * nb + b;
-      for (let k = 0; k < 4; k++) out[k * plane + at] = out[k * plane + at]! + terms[k]!;
+      for (let k = 0; k < 4; k++) out[k * plane + r * nb + b] = terms[k]!;
     }
   }
   return out;
@@ -56,10 +52,9 @@ export function comparisonSums(reference: Float32Array, actual: Float32Array, ro
 
 /**
  * `[4, rows, nb]` float64 sums of `act` against `ref` (both `[rows, N]` float32), over groups of `bn`
- * columns, or `[4, 1, nb]` with `overRows`; the last group of an N that `bn` does not divide is
- * zero-padded (zeros add nothing).
+ * columns; the last group of an N that `bn` does not divide is zero-padded (zeros add nothing).
  */
-export function emitComparisonSums(g: GraphBuilder, ref: Value, act: Value, bn: number, overRows = false): Value {
+export function emitComparisonSums(g: GraphBuilder, ref: Value, act: Value, bn: number): Value {
   const [rows, n] = ref.shape;
   const [rowsA, nA] = act.shape;
   // The row count may be symbolic (an MoE expert's group of rows), the same in both; N may not.
@@ -76,9 +71,7 @@ export function emitComparisonSums(g: GraphBuilder, ref: Value, act: Value, bn: 
   const f64 = (op: string, inputs: Value[]): Value => g.op(op, inputs, { dtype: DataType.DOUBLE, shape, name: `compare_${op.toLowerCase()}` });
   const diff = f64('Sub', [a, r]);
   // Each product summed before the next is made: one `[rows, N]` float64 product is live at a time, not four.
-  const perRow = (v: Value): Value => g.op('ReduceSum', [v, g.constInt64([3])], { dtype: DataType.DOUBLE, shape: [1, rows, nb], name: 'compare_sum' }, { keepdims: attr.int(0) });
-  const sum = (v: Value): Value =>
-    overRows ? g.op('ReduceSum', [perRow(v), g.constInt64([1])], { dtype: DataType.DOUBLE, shape: [1, 1, nb], name: 'compare_sum_rows' }, { keepdims: attr.int(1) }) : perRow(v);
+  const sum = (v: Value): Value => g.op('ReduceSum', [v, g.constInt64([3])], { dtype: DataType.DOUBLE, shape: [1, rows, nb], name: 'compare_sum' }, { keepdims: attr.int(0) });
   const pairs: [Value, Value][] = [
     [r, r],
     [a, a],
@@ -86,5 +79,5 @@ export function emitComparisonSums(g: GraphBuilder, ref: Value, act: Value, bn: 
     [diff, diff],
   ];
   const sums = pairs.map(([x, y]) => sum(f64('Mul', [x, y])));
-  return g.op('Concat', sums, { dtype: DataType.DOUBLE, shape: [4, overRows ? 1 : rows, nb], name: 'compare_sums' }, { axis: attr.int(0) });
+  return g.op('Concat', sums, { dtype: DataType.DOUBLE, shape: [4, rows, nb], name: 'compare_sums' }, { axis: attr.int(0) });
 }
