@@ -840,8 +840,10 @@ export class ModelRunner {
     const h1v = b.input(`h1${suffix}`, h1, [tokens, h]);
     const rows = side.groups.rows;
     const routed = b.reshape(b.gatherRows(b.input(`experts${suffix}`, side.outputs, [rows, h]), side.groups.assignmentRow), [tokens, k, h]);
-    // The k weighted rows of a token are added along the last axis: on CUDA a sum over the middle
-    // axis of [tokens, k, H] came out differently from run to run (H200, bench/NOTES.md).
+    // The k weighted rows of a token are added along the last axis, k terms per output, not over
+    // the middle axis of [tokens, k, H]: that was the MoE graphs' one reduction across rows, and a
+    // DeepSeek-shaped verify on an H200 once gave other figures from one run to the next
+    // (bench/NOTES.md, fourth round); whether this was the cause is not proven.
     let moe = b.reduceSum(b.transpose(b.mul(routed, b.constF32(routing.weights, [tokens, k, 1])), [0, 2, 1]), 2);
     if (shared) {
       const xv = b.input(`xn${suffix}`, xn, [tokens, h]);
