@@ -3,7 +3,8 @@
 // comparison of the whole logits (compareTokens, perplexity). Tolerance: 1e-12 relative on KL,
 // the comparison sums and NLL (the same float64 terms, summed in another order); argmax agreement,
 // NaN and infinities exactly. Cases: ties between chunks, ±0 maxima, NaN on either side, −∞
-// where p = 0 (and whole −∞ chunks), +∞, a row of −∞; chunks of all columns, of 128 and of 7.
+// where p = 0 (and whole −∞ chunks, and where p is 0 only against the row's max, not its chunk's),
+// +∞ on either side, a row of −∞; chunks of all columns, of 128 and of 7.
 // Then the runner (compareHeads in row chunks of lm_head, against heads) and verify itself.
 
 import assert from 'node:assert/strict';
@@ -130,6 +131,25 @@ function hostileLogits(vocab: number): { o: Float32Array; q: Float32Array; token
   [o, q] = plain(10);
   for (let i = 0; i < vocab; i++) o[i] = o[i]! * (i < 128 ? 1 : 300);
   rows.push([o, q]);
+  // −∞ in the quantized logits where p underflows to 0 against the row's max but not against its
+  // chunk's: nothing on the host. A chunk whose values are all far below the max (its scale is 0)…
+  o = random(vocab, 12);
+  for (let i = 128; i < 256 && i < vocab; i++) o[i] = -1000;
+  q = o.slice();
+  q[200] = -Infinity;
+  rows.push([o, q]);
+  // …and one whose scale is not 0, but its product with the element's exponential is.
+  o = random(vocab, 13);
+  for (let i = 128; i < 256 && i < vocab; i++) o[i] = -400;
+  o[130] = -800;
+  q = o.slice();
+  q[130] = -Infinity;
+  rows.push([o, q]);
+  // +∞ in the quantized logits: NaN KL (∞ − ∞), both argmaxes still compared (at its column: agree).
+  [o, q] = plain(14);
+  o[260] = 9;
+  q[260] = Infinity;
+  rows.push([o, q]);
   rows.push(plain(11));
   const tokens = rows.length;
   const flat = (k: 0 | 1): Float32Array => {
@@ -153,6 +173,8 @@ for (const chunk of [300, 128, 7]) {
     assert.ok(Number.isNaN(expected.kl[4]!) && Number.isNaN(expected.kl[5]!) && Number.isNaN(expected.kl[8]!) && Number.isNaN(expected.kl[9]!));
     assert.equal(expected.kl[7], Infinity);
     assert.ok(Number.isFinite(expected.kl[6]!));
+    assert.ok(Number.isFinite(expected.kl[11]!) && Number.isFinite(expected.kl[12]!));
+    assert.ok(Number.isNaN(expected.kl[13]!) && expected.agree[13] === 1);
     const targets = Int32Array.from({ length: tokens }, (_, t) => (t === tokens - 1 ? -1 : (t * 37 + 11) % vocab));
     const merged = mergeLogitChunks(await graphChunks(o, q, tokens, vocab, chunk, targets), tokens, targets);
     assertSameComparison(merged.comparison, expected, `chunks of ${chunk}`);

@@ -9,7 +9,9 @@
 //                −∞ (a chunk of −∞ logits then adds nothing instead of NaN)
 //   sumO, sumQ   Σ exp(x − ref)
 //   cross        Σ exp(o − refO)·(o − q), over the elements whose exponential is not 0 (p = 0
-//                adds nothing, also where q = −∞: metrics.ts's klDivergence)
+//                adds nothing: metrics.ts's klDivergence) and whose q is not −∞ (infO)
+//   infO         the largest o where q = −∞ (−∞ where none): its term is +∞ where its p is not 0,
+//                which only the row's max decides (p may be 0 against it and not the chunk's)
 //   argO, argQ   the first column holding the chunk's max; +∞ where none does (a NaN max)
 //   targetO/Q    the logit at the token's `target` column (perplexity), where targets are given
 // and, as a second output, the token's four comparison sums over the chunk (comparison-sums.ts,
@@ -22,7 +24,7 @@ import { attr, type GraphBuilder, type Value } from '../onnx/graph-builder.js';
 import { emitComparisonSums } from './comparison-sums.js';
 import { emitCast, OpShapeError, staticDims } from './types.js';
 
-export const LOGIT_STAT_ORDER = ['maxO', 'refO', 'sumO', 'cross', 'argO', 'maxQ', 'refQ', 'sumQ', 'argQ', 'targetO', 'targetQ'] as const;
+export const LOGIT_STAT_ORDER = ['maxO', 'refO', 'sumO', 'cross', 'infO', 'argO', 'maxQ', 'refQ', 'sumQ', 'argQ', 'targetO', 'targetQ'] as const;
 export type LogitStat = (typeof LOGIT_STAT_ORDER)[number];
 /** Columns of the stats output: the last two only with targets. */
 export function logitStatCount(withTargets: boolean): number {
@@ -77,8 +79,11 @@ export function emitLogitComparison(g: GraphBuilder, original: Value, quantized:
   const o = side(original);
   const q = side(quantized);
   const weighted = f('Mul', [o.exp, f('Sub', [o.xd, q.xd], DataType.DOUBLE, [t, c])], DataType.DOUBLE, [t, c]);
-  const cross = reduce('ReduceSum', f('Where', [f('Greater', [o.exp, zeroD], DataType.BOOL, [t, c]), weighted, zeroD], DataType.DOUBLE, [t, c]), DataType.DOUBLE);
-  column.push(toDouble(o.max), toDouble(o.ref), o.sum, cross, toDouble(o.arg), toDouble(q.max), toDouble(q.ref), q.sum, toDouble(q.arg));
+  const qInf = f('Equal', [quantized, minusInf], DataType.BOOL, [t, c]);
+  const counted = f('Where', [f('Greater', [o.exp, zeroD], DataType.BOOL, [t, c]), weighted, zeroD], DataType.DOUBLE, [t, c]);
+  const cross = reduce('ReduceSum', f('Where', [qInf, zeroD, counted], DataType.DOUBLE, [t, c]), DataType.DOUBLE);
+  const infO = reduce('ReduceMax', f('Where', [qInf, original, minusInf], DataType.FLOAT, [t, c]), DataType.FLOAT);
+  column.push(toDouble(o.max), toDouble(o.ref), o.sum, cross, toDouble(infO), toDouble(o.arg), toDouble(q.max), toDouble(q.ref), q.sum, toDouble(q.arg));
   if (target !== undefined) {
     const at = emitCast(g, target, DataType.INT64);
     for (const x of [original, quantized]) column.push(toDouble(f('GatherElements', [x, at], DataType.FLOAT, [t, 1], { axis: attr.int(1) })));

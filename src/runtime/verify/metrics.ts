@@ -270,9 +270,14 @@ export function mergeLogitChunks(
   // The row's max, Σ exp(x − max) and (original only) the cross term, from each chunk's, rescaled.
   const side = (t: number, max: LogitStat, ref: LogitStat, sum: LogitStat): { max: number; sum: number; cross: number } => {
     let m = -Infinity;
-    for (const c of chunks) if (at(c, t, max) > m) m = at(c, t, max);
+    let inf = -Infinity;
+    for (const c of chunks) {
+      if (at(c, t, max) > m) m = at(c, t, max);
+      if (sum === 'sumO' && at(c, t, 'infO') > inf) inf = at(c, t, 'infO');
+    }
     let s = 0;
-    let cross = 0;
+    // An element where q = −∞ adds +∞ where its p is not 0 against the row's max, as on the host.
+    let cross = Math.exp(inf - m) > 0 ? Infinity : 0;
     for (const c of chunks) {
       // A chunk that adds nothing is skipped: its scale exp(ref − m) may overflow (a −∞ chunk's ref is 0).
       const cs = at(c, t, sum);
