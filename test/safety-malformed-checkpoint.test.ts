@@ -1,6 +1,7 @@
 // Malformed checkpoint folders: an index naming a missing shard, a path outside the folder, or a
 // tensor its shard lacks is refused with one line saying what and where (and nothing written);
-// a missing or broken config.json is not fatal: convert goes on by the generic rules and says so.
+// a missing or broken config.json is not fatal: convert goes on by the generic rules and says so;
+// a config whose vocab_size is not the head's height stops verify and logits with one line.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -10,7 +11,7 @@ import { Checkpoint } from '../src/io/checkpoint/checkpoint.js';
 import { CheckpointError } from '../src/io/errors.js';
 import type { ConvertSummary } from '../src/pipeline/convert-checkpoint.js';
 import { readJson, reshardFixture } from './helpers/checkpoint-files.js';
-import { modelDir } from './helpers/fixtures.js';
+import { MODELS, modelDir } from './helpers/fixtures.js';
 import { assertNoOutputLeft, assertOneLineFailure, rawSafetensors, runCli } from './helpers/safety.js';
 import { makeTempDir, type TempDir } from './helpers/temp-dir.js';
 
@@ -191,5 +192,24 @@ describe('missing or invalid config.json: convert goes on by the generic rules, 
         await assertNoOutputLeft(out);
       }
     }
+  });
+});
+
+describe('a config at odds with its weights', () => {
+  test("vocab_size other than lm_head's rows: verify and logits name the tensor, its shape and vocab_size (no internal error)", async () => {
+    const original = join(tmp.path, `case-${caseNo++}`);
+    await cp(modelDir('llama'), original, { recursive: true });
+    const quantized = join(tmp.path, `case-${caseNo++}`);
+    assert.equal((await runCli(['convert', original, '-o', quantized, '--quiet'])).code, 0);
+    for (const dir of [original, quantized]) {
+      const config = await readJson(join(dir, 'config.json'));
+      await writeFile(join(dir, 'config.json'), JSON.stringify({ ...config, vocab_size: 1000 }));
+    }
+    const verify = await runCli(['verify', original, quantized, '--quiet', '--device', 'cpu']);
+    assertOneLineFailure(verify, 'lm_head.weight is [1024, 256]', 'vocab_size 1000');
+    const out = join(tmp.path, `out-${caseNo++}`, 'logits.safetensors');
+    const logits = await runCli(['logits', original, '--input-ids', join(MODELS, 'llama.logits.safetensors'), '-o', out, '--quiet', '--device', 'cpu']);
+    assertOneLineFailure(logits, 'lm_head.weight is [1024, 256]', 'vocab_size 1000');
+    await assertNoOutputLeft(out);
   });
 });

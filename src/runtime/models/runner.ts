@@ -959,6 +959,13 @@ export class ModelRunner {
       throw new ForwardGraphError(`${this.checkpoint.dir}: no ${names.lmHead}.weight and tie_word_embeddings is false`);
     }
     const info = this.checkpoint.info(`${module}.weight`);
+    // The logits' width is config.json's vocab_size everywhere after the head (verify's comparison,
+    // perplexity, the logits file): a head of another height is a checkpoint at odds with its config.
+    if (info.shape.length !== 2 || info.shape[0] !== this.spec.vocabSize) {
+      throw new ForwardGraphError(
+        `${this.checkpoint.dir}: ${module}.weight is [${info.shape.join(', ')}] but config.json says vocab_size ${this.spec.vocabSize}: the config and the weights disagree; fix config.json (or the weights) so that the head has vocab_size rows`,
+      );
+    }
     return { module, dtype: info.dtype, shape: info.shape };
   }
 
