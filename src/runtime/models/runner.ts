@@ -1007,7 +1007,7 @@ export class ModelRunner {
 
   /** The stored tensors the head reads: lm_head's (or the tied embedding's) weight and the final norm. */
   headTensorNames(): { readonly weight: string; readonly norm: string } {
-    return { weight: `${this.headWeight().module}.weight`, norm: `${this.spec.names.decoder}.norm.weight` };
+    return { weight: `${this.headWeight().module}.weight`, norm: this.headNormName() };
   }
 
   /** Final norm and lm_head, in row chunks: logits `[tokens, vocab]`. */
@@ -1041,7 +1041,6 @@ export class ModelRunner {
     if (other !== undefined && !shareable) {
       return [(await this.heads(hidden, tokens, undefined, allocateLogits))[0], (await other.runner.heads(other.hidden, tokens, undefined, allocateLogits))[0]];
     }
-    const h = this.spec.hiddenSize;
     const chunkRows = this.headChunkRows();
     const pending: Promise<void>[] = [];
     const allocate = (length: number): Float32Array => {
@@ -1099,8 +1098,7 @@ export class ModelRunner {
               const g = this.graph(false);
               const chunks = [chunkBuffer(count), chunkBuffer(count)] as const;
               const branch = (x: Float32Array, name: string, out: string, into: Float32Array | undefined): void => {
-                const y = g.linear(w, g.rmsNorm(g.input(name, x, [tokens, h]), norm, this.spec.rmsNormEps, this.spec.gemma?.normOffset ?? 0), false);
-                g.output(y, out, into && { data: into, dims: [tokens, count] });
+                g.output(this.emitHeadLogits(g, w, norm, x, name, tokens), out, into && { data: into, dims: [tokens, count] });
               };
               let out: Record<string, HostTensor>;
               try {
@@ -1151,7 +1149,6 @@ export class ModelRunner {
     if (other.sameStoredBytes !== true || !this.headsShareable(other.runner)) return undefined;
     const head = this.headWeight();
     const vocab = head.shape[0]!;
-    const h = this.spec.hiddenSize;
     const chunkRows = this.headChunkRows();
     const chunks: LogitChunkStats[] = [];
     const load = (start: number): Promise<SharedHeadChunk> | undefined => {
@@ -1170,10 +1167,13 @@ export class ModelRunner {
           // The next chunk's rows are read while this one's graph runs.
           next = load(start + chunkRows);
           const g = this.graph(false);
-          const logits = (x: Float32Array, name: string): Value =>
-            g.linear(w, g.rmsNorm(g.input(name, x, [tokens, h]), norm, this.spec.rmsNormEps, this.spec.gemma?.normOffset ?? 0), false);
           const local = targets && Float32Array.from(targets, (id) => (id >= start && id < start + count ? id - start : 0));
-          const { stats, terms } = emitLogitComparison(g.g, logits(hidden, 'hidden'), logits(other.hidden, 'hidden_other'), local && g.input('target', local, [tokens, 1]));
+          const { stats, terms } = emitLogitComparison(
+            g.g,
+            this.emitHeadLogits(g, w, norm, hidden, 'hidden', tokens),
+            this.emitHeadLogits(g, w, norm, other.hidden, 'hidden_other', tokens),
+            local && g.input('target', local, [tokens, 1]),
+          );
           g.output(stats, 'logit_stats');
           g.output(terms, 'logit_terms');
           const out = await this.run(g);
@@ -1219,6 +1219,11 @@ export class ModelRunner {
     return `${this.spec.names.decoder}.norm.weight`;
   }
 
+  /** Final norm and lm_head (its rows `w`) on hidden states `[tokens, H]` fed as graph input `name`: the logits of those rows. */
+  private emitHeadLogits(g: ModelGraph, w: LinearWeight, norm: StoredTensor, hidden: Float32Array, name: string, tokens: number): Value {
+    return g.linear(w, g.rmsNorm(g.input(name, hidden, [tokens, this.spec.hiddenSize]), norm, this.spec.rmsNormEps, this.spec.gemma?.normOffset ?? 0), false);
+  }
+
   /** lm_head rows per head graph: all of an FP8 lm_head (read whole), else headChunkBytes of float32. */
   private headChunkRows(): number {
     const head = this.headWeight();
@@ -1261,18 +1266,12 @@ export class ModelRunner {
     tokens: number,
     into: Float32Array | undefined,
   ): Promise<Float32Array> {
-    const h = this.spec.hiddenSize;
     const scope = this.layerScope();
     try {
-      const norm = await scope.tensor(`${this.spec.names.decoder}.norm.weight`);
+      const norm = await scope.tensor(this.headNormName());
       const w = rows === undefined ? await scope.linear(module) : await scope.linear(module, rows);
       const g = this.graph(false);
-      const x = g.input('hidden', hidden, [tokens, h]);
-      g.output(
-        g.linear(w, g.rmsNorm(x, norm, this.spec.rmsNormEps, this.spec.gemma?.normOffset ?? 0), false),
-        'logits',
-        into && rows && { data: into, dims: [tokens, rows.count] },
-      );
+      g.output(this.emitHeadLogits(g, w, norm, hidden, 'hidden', tokens), 'logits', into && rows && { data: into, dims: [tokens, rows.count] });
       return f32(await this.run(g), 'logits');
     } catch (e) {
       if (into !== undefined) this.buffers.give([into]);

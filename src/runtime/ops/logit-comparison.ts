@@ -3,7 +3,7 @@
 // tokens and a 128k vocabulary those are 0.5 GB a model, which come back from a GPU at ~1.5 GB/s
 // through onnxruntime-node (bench/NOTES.md).
 //
-// Per token and chunk, float64, `[tokens, LOGIT_STAT_COUNT]` in LOGIT_STAT_ORDER:
+// Per token and chunk, float64, `[tokens, logitStatCount]` in LOGIT_STAT_ORDER:
 //   maxO, maxQ   each model's largest logit in the chunk
 //   refO, refQ   what the chunk's exponentials are taken against: the max, or 0 where the max is
 //                −∞ (a chunk of −∞ logits then adds nothing instead of NaN)

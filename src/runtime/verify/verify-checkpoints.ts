@@ -498,10 +498,11 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     emit({ type: 'head' });
     // Every floor check has answered (each linear's metrics waited for its own): the checker's
     // threads take a share of the logits' comparison instead, where the host compares them.
-    const closedFloorThreads = checker !== undefined && pool !== undefined;
-    if (closedFloorThreads) {
-      await checker!.close();
+    let floorThreadsFree = false;
+    if (checker !== undefined && pool !== undefined) {
+      await checker.close();
       checker = undefined;
+      floorThreadsFree = true;
     }
     // Layer-shaped weight buffers and the layer graphs' sessions (with their arenas) are of no use
     // to the head's lm_head chunks: dropped, the head's memory takes their place instead of adding
@@ -526,7 +527,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
         pq = perplexityFromNll(merged.nll.quantized, shape.batch, shape.seq);
       }
     } else {
-      if (closedFloorThreads) pool!.grow(floorThreads);
+      if (floorThreadsFree) pool?.grow(floorThreads);
       const [logitsO, logitsQ] = await original.heads(ho, tokens, { runner: quantized, hidden: hq, sameStoredBytes }, pool && ((n) => pool.sharedZeroed(n)));
       model = pool ? await pool.compareLogits(logitsO, logitsQ, spec.vocabSize) : compareLogits(logitsO, logitsQ, spec.vocabSize);
       if (scored) {
