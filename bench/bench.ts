@@ -2,8 +2,9 @@
 //
 // Writes a synthetic Llama-8B-shaped BF16 checkpoint (≥ 4 GiB, sharded, two 1 GiB tensors) into a
 // temp dir, then measures, from the same cache state each time, `cp -r` of the source folder (and
-// the `sync` after it) and the built CLI's `fp8q convert` as a child process (wall time, and peak
-// RSS reported by the child itself) at each --threads setting. The cache state: everything synced,
+// the `sync` after it) and the built CLI's `fp8q convert`, started as users start it (`node
+// bin/fp8q.js`, in a child; wall time, and the peak RSS its processes report) at each --threads
+// setting. The cache state: everything synced,
 // the page cache dropped, then a pause so the VM's free-page reporting has settled (on a VM whose
 // balloon takes freed pages back, the first touch of a page costs a host fault, and a run that
 // starts right after a drop pays for it differently than one that starts later). Where the cache
@@ -26,7 +27,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { computeRates, gemmRate, type ComputeRates } from './compute-rates.js';
 import { HEAD_CHUNK_BYTES } from '../src/runtime/models/runner.js';
 import { DEEPSEEK_BENCH, DEEPSEEK_V3, writeSyntheticDeepseek } from './synthetic-deepseek.js';
@@ -34,6 +35,8 @@ import { LLAMA_8B_LIKE, writeSyntheticCheckpoint, type SyntheticCheckpoint, type
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST_CLI = join(REPO, 'dist', 'cli', 'index.js');
+/** The CLI as users start it: it runs the runtime commands in a child with malloc tunables (src/cli/malloc-relaunch.ts). */
+const BIN = join(REPO, 'bin', 'fp8q.js');
 /** Source shards of at most this size: several shards, as real checkpoints have. */
 const SOURCE_SHARD_BYTES = 2e9;
 /** A convert that takes longer than this has hung (e.g. a worker kept the process alive). */
@@ -142,14 +145,17 @@ interface CliRun {
   readonly stderr: string;
 }
 
-/** Runs the built CLI in a child that reports its own peak RSS (ru_maxrss, all threads) on exit. */
+/**
+ * Reports each node process's peak RSS (ru_maxrss, all its threads) on exit; loaded into every
+ * process of a run through NODE_OPTIONS, since `bin/fp8q.js` runs some commands in a child.
+ */
+const MAXRSS_HOOK = `--import=data:text/javascript,${encodeURIComponent("process.on('exit',()=>process.stderr.write('\\nFP8Q_BENCH_MAXRSS_KB='+process.resourceUsage().maxRSS+'\\n'))")}`;
+
+/** Runs the built CLI as a user does (`node bin/fp8q.js …`), in a child; peak RSS is the largest any of its processes reports. */
 async function runCli(cli: readonly string[]): Promise<CliRun> {
-  const wrapper =
-    `import { main } from ${JSON.stringify(pathToFileURL(DIST_CLI).href)};\n` +
-    `process.exitCode = await main(process.argv);\n` +
-    `process.on('exit', () => process.stderr.write('\\nFP8Q_BENCH_MAXRSS_KB=' + process.resourceUsage().maxRSS + '\\n'));\n`;
   const t0 = performance.now();
-  const child = spawn(process.execPath, ['--input-type=module', '-e', wrapper, ...cli], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const env = { ...process.env, NODE_OPTIONS: [process.env['NODE_OPTIONS'], MAXRSS_HOOK].filter(Boolean).join(' ') };
+  const child = spawn(process.execPath, [BIN, ...cli.slice(1)], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -158,8 +164,8 @@ async function runCli(cli: readonly string[]): Promise<CliRun> {
   const code = await new Promise<number | null>((res) => child.on('close', (c) => res(c)));
   clearTimeout(timer);
   const seconds = (performance.now() - t0) / 1000;
-  const rss = /FP8Q_BENCH_MAXRSS_KB=(\d+)/.exec(stderr);
-  return { code, seconds, maxRssMiB: rss ? Number(rss[1]) / 1024 : NaN, stdout, stderr };
+  const peaks = [...stderr.matchAll(/FP8Q_BENCH_MAXRSS_KB=(\d+)/g)].map((m) => Number(m[1]));
+  return { code, seconds, maxRssMiB: peaks.length > 0 ? Math.max(...peaks) / 1024 : NaN, stdout, stderr };
 }
 
 function childFailed(what: string, r: CliRun): Error {

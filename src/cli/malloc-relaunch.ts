@@ -1,17 +1,20 @@
 // The runtime commands (verify, logits, generate) start again as a child process with glibc's
 // malloc tunable `glibc.malloc.hugetlb=1`, which makes malloc ask for transparent huge pages.
 //
-// Why: on the CUDA execution provider every graph output comes back from the GPU into host
-// memory that onnxruntime-node allocates fresh for each run (a new ArrayBuffer per output, at
-// 512 tokens ~0.25 GB a decoder layer), and first-touching fresh 4 KiB pages is what bounds that
-// copy: on an H200 host, 256 MB outputs came back at 1.3 GB/s, 2.4 GB/s with huge pages; a
-// 4-layer Llama-8B-shaped verify ran 15–35 % faster, the 32-layer one ~10 % at 512 tokens, with
-// identical reports (docs/ARCHITECTURE.md, "Host memory on CUDA"). glibc reads its tunables only
+// Also `convert --activation-scheme static`, whose calibration forward runs the model the same way.
+//
+// Why: these commands allocate and free large blocks run after run — onnxruntime's work memory,
+// the graph outputs onnxruntime-node allocates fresh for each run (on CUDA a new ArrayBuffer per
+// output, at 512 tokens ~0.25 GB a decoder layer), widened weights — and glibc returns each freed
+// block to the kernel, so every run first-touches fresh 4 KiB pages again. That page faulting,
+// not the arithmetic or the copy, is what bounds them: on an H200 host a 256 MB output came back
+// from the GPU at 1.3 GB/s, 2.4 GB/s with huge pages; on this project's 2-core VM a CPU verify of
+// one Llama-8B-shaped checkpoint took 18.7–20.2 s with ~790,000 page faults and 7.8–8.2 s with
+// ~46,000, the same report (docs/ARCHITECTURE.md, "Host memory"). glibc reads its tunables only
 // when a process starts, hence the child.
 //
-// Not relaunched: other commands, `--device cpu` (no device copies), non-Linux systems, a process
-// under the inspector, and any run where GLIBC_TUNABLES is already set (also to the empty string:
-// the way to opt out).
+// Not relaunched: other commands, non-Linux systems, a process under the inspector, and any run
+// where GLIBC_TUNABLES is already set (also to the empty string: the way to opt out).
 //
 // The child stops with its parent: signals the parent can catch it passes on, and when the parent
 // is gone without (SIGKILL) the child's end of a pipe only the parent holds reads end-of-file.
@@ -34,14 +37,19 @@ export function relaunchTunables(
   if (platform !== 'linux' || env['GLIBC_TUNABLES'] !== undefined || inspecting) return undefined;
   // The command is the first word that is not an option, as the CLI's signal handler finds it.
   const command = args.find((a) => !a.startsWith('-'));
-  if (command === undefined || !RUNTIME_COMMANDS.has(command)) return undefined;
-  // Given twice, the last --device is the one commander keeps.
-  let device: string | undefined;
+  if (command === undefined) return undefined;
+  if (RUNTIME_COMMANDS.has(command)) return MALLOC_TUNABLES;
+  return command === 'convert' && lastOptionValue(args, '--activation-scheme') === 'static' ? MALLOC_TUNABLES : undefined;
+}
+
+/** The value of the last `--name value` or `--name=value` in `args` (the one commander keeps). */
+function lastOptionValue(args: readonly string[], name: string): string | undefined {
+  let value: string | undefined;
   args.forEach((a, i) => {
-    if (a === '--device') device = args[i + 1];
-    else if (a.startsWith('--device=')) device = a.slice('--device='.length);
+    if (a === name) value = args[i + 1];
+    else if (a.startsWith(`${name}=`)) value = a.slice(name.length + 1);
   });
-  return device === 'cpu' ? undefined : MALLOC_TUNABLES;
+  return value;
 }
 
 /**
