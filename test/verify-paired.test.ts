@@ -65,11 +65,12 @@ async function graphSums(
   n: number,
   bn: number,
   symbolicRows = false,
+  overRows = false,
 ): Promise<{ data: Float64Array; dims: readonly number[] }> {
   const g = new GraphBuilder();
   const r = g.input('ref', DataType.FLOAT, [symbolicRows ? 'rows' : rows, n]);
   const a = g.input('act', DataType.FLOAT, [symbolicRows ? 'rows' : rows, n]);
-  g.output(emitComparisonSums(g, r, a, bn), 'sums');
+  g.output(emitComparisonSums(g, r, a, bn, overRows), 'sums');
   const session = await OnnxSession.create(g.toBytes(), { device: 'cpu' });
   try {
     const out = await session.run({ ref: { type: 'float32', data: ref, dims: [rows, n] }, act: { type: 'float32', data: act, dims: [rows, n] } });
@@ -110,6 +111,22 @@ for (const [n, bn] of [
     const noFloor = linearMetricsFromSums(Float32Array.from(expected), rows, nb, undefined, false);
     assert.equal(noFloor.floorError, undefined);
     assert.ok(Math.abs(noFloor.relativeError - direct.relativeError) <= 1e-9);
+    // Over the rows too (what a paired layer's linears send back), static or symbolic rows: the
+    // reference's rows added up, and from them the same metrics.
+    const summed = comparisonSums(ref, act, rows, bn, true);
+    const fromExact = linearMetricsFromSums(expected, rows, nb, 'output', nb > 1);
+    assert.equal(summed.length, 4 * nb);
+    for (const symbolicRows of [false, true]) {
+      const over = await graphSums(ref, act, rows, n, bn, symbolicRows, true);
+      assert.deepEqual(over.dims, [4, 1, nb]);
+      for (let i = 0; i < summed.length; i++) {
+        assert.ok(Math.abs(over.data[i]! - summed[i]!) <= 1e-12 * Math.max(1, Math.abs(summed[i]!)), `summed over rows, sum ${i}: ${over.data[i]} against ${summed[i]}`);
+      }
+      const fromOver = linearMetricsFromSums(over.data, 1, nb, 'output', nb > 1);
+      for (const key of ['relativeError', 'cosine', 'sqnrDb', 'floorError', 'errorRatio'] as const) {
+        assert.ok(Math.abs(fromOver[key]! - fromExact[key]!) <= 1e-12 * Math.abs(fromExact[key]!), `over rows, ${key}: ${fromOver[key]} against ${fromExact[key]}`);
+      }
+    }
   });
 }
 

@@ -100,7 +100,7 @@ export class ModelGraph {
   /** Probe name → graph output name, and its columns when several probes share one output. */
   readonly probes = new Map<string, ProbeOutput>();
   /** Name → graph output of comparison sums (compareInGraph). */
-  readonly sums = new Map<string, string>();
+  readonly sums = new Map<string, { readonly output: string; readonly rows: number }>();
   private readonly weightValues = new Map<string, Value>();
   /** Prefix of weightValues' keys for the model being emitted (switchModel). */
   private weightKeys = '';
@@ -495,11 +495,11 @@ export class ModelGraph {
   }
 
   /**
-   * `[4, rows, nb]` sums comparing `act` with `ref` per row and group of `bn` columns
-   * (ops/comparison-sums.ts), exported under `name` in `sums`.
+   * `[4, 1, nb]` sums comparing `act` with `ref` (`rows` rows) over all rows per group of `bn`
+   * columns (ops/comparison-sums.ts), exported under `name` in `sums`.
    */
-  compareInGraph(name: string, ref: Value, act: Value, bn: number): void {
-    this.sums.set(name, this.export(emitComparisonSums(this.g, ref, act, bn), 'sums'));
+  compareInGraph(name: string, ref: Value, act: Value, bn: number, rows: number): void {
+    this.sums.set(name, { output: this.export(emitComparisonSums(this.g, ref, act, bn, true), 'sums'), rows });
   }
 
   /** Runs a captured input through `w` and exports the result under probe `name`. */

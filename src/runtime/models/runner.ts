@@ -117,7 +117,7 @@ interface AttentionBlock {
   readonly ffNorms: { readonly pre: StoredTensor; readonly post: StoredTensor } | undefined;
 }
 
-/** A linear's comparison sums from a paired layer: `[4, rows, groups]` float64 (ops/comparison-sums.ts). */
+/** A linear's comparison sums from a paired layer: `[4, 1, groups]` float64 over its `rows` rows (ops/comparison-sums.ts). */
 export interface ComparisonSums {
   readonly sums: Float64Array;
   readonly rows: number;
@@ -652,7 +652,7 @@ export class ModelRunner {
           const tap = g.tapValues.get(module);
           const l = w.layout === 'separate' ? w[p] : undefined;
           if (columns !== undefined && tap !== undefined && l?.kind === 'fp8')
-            g.compareInGraph(module, tap.output, emitExpertProjection(g, l, tap.input, expertsOp, single), columns);
+            g.compareInGraph(module, tap.output, emitExpertProjection(g, l, tap.input, expertsOp, single), columns, rows![1]);
         }
         const out = await this.run(g);
         collectSums(out, g, sums);
@@ -1302,16 +1302,16 @@ function compareWithTaps(g: ModelGraph, linears: readonly LinearWeight[], compar
   for (const w of linears) {
     const columns = compare.get(w.module);
     const tap = g.tapValues.get(w.module);
-    if (columns !== undefined && tap !== undefined) g.compareInGraph(w.module, tap.output, g.linear(w, tap.input, false), columns);
+    if (columns !== undefined && tap !== undefined) g.compareInGraph(w.module, tap.output, g.linear(w, tap.input, false), columns, g.dims(tap.input)[0]!);
   }
 }
 
 /** The comparison sums of a finished paired graph, by module. */
 function collectSums(out: Record<string, HostTensor>, g: ModelGraph, into: Map<string, ComparisonSums>): void {
-  for (const [module, name] of g.sums) {
-    const t = out[name];
-    if (t?.type !== 'float64') throw new ForwardGraphError(`graph output "${name}" is missing or not float64`);
-    into.set(module, { sums: t.data, rows: t.dims[1]!, groups: t.dims[2]! });
+  for (const [module, { output, rows }] of g.sums) {
+    const t = out[output];
+    if (t?.type !== 'float64') throw new ForwardGraphError(`graph output "${output}" is missing or not float64`);
+    into.set(module, { sums: t.data, rows, groups: t.dims[2]! });
   }
 }
 

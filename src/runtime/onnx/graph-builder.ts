@@ -269,6 +269,10 @@ export class GraphBuilder {
     return this.constant(hint, DataType.FLOAT, shape, littleEndianBytes(Float32Array.from(values)));
   }
 
+  constFloat64(values: ArrayLike<number>, shape: readonly number[] = [values.length], hint = 'const'): Value {
+    return this.constant(hint, DataType.DOUBLE, shape, littleEndianBytes(Float64Array.from(values)));
+  }
+
   constInt64(values: readonly number[], shape: readonly number[] = [values.length], hint = 'const'): Value {
     return this.constant(hint, DataType.INT64, shape, littleEndianBytes(BigInt64Array.from(values, BigInt)));
   }

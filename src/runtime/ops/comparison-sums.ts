@@ -6,7 +6,9 @@
 //
 // Per row and per group of `bn` output columns (one row block of a block-scale weight), four
 // float64 sums, stacked as `[4, rows, nb]` in COMPARISON_SUM_ORDER: Σ ref², Σ act², Σ ref·act and
-// Σ (act − ref)². Float64, as the host's sums are (metrics.ts): each term is then the one the host
+// Σ (act − ref)²; `overRows`, the rows' sums added up in the graph too (`[4, 1, nb]`: a linear's
+// metrics need only the whole and each group, and at 512 tokens the per-row sums were a quarter
+// of what a layer sent back, bench/NOTES.md). Float64, as the host's sums are (metrics.ts): each term is then the one the host
 // computes (a product of float32 values is exact in float64), and the sums differ only in their
 // order. In float32 a square overflows above ~1.8e19 and vanishes below ~1e-23, and a linear with
 // such outputs would look perfect.
@@ -35,16 +37,18 @@ export function comparisonTerms(reference: ArrayLike<number>, actual: ArrayLike<
   return [ref2, act2, dot, err2];
 }
 
-/** Reference implementation: the sums in float64, in the order the graph lays them out. */
-export function comparisonSums(reference: Float32Array, actual: Float32Array, rows: number, bn: number): Float64Array {
+/** Reference implementation: the sums in float64, in the order the graph lays them out (`overRows`: each group's rows added in row order). */
+export function comparisonSums(reference: Float32Array, actual: Float32Array, rows: number, bn: number, overRows = false): Float64Array {
   const n = rows > 0 ? reference.length / rows : 0;
   const nb = ceilDiv(n, bn);
-  const out = new Float64Array(4 * rows * nb);
-  const plane = rows * nb;
+  const outRows = overRows ? 1 : rows;
+  const out = new Float64Array(4 * outRows * nb);
+  const plane = outRows * nb;
   for (let r = 0; r < rows; r++) {
     for (let b = 0; b < nb; b++) {
       const terms = comparisonTerms(reference, actual, r * n + b * bn, r * n + Math.min(n, (b + 1) * bn));
-      for (let k = 0; k < 4; k++) out[k * plane + r * nb + b] = terms[k]!;
+      const at = overRows ? b : r * nb + b;
+      for (let k = 0; k < 4; k++) out[k * plane + at] = out[k * plane + at]! + terms[k]!;
     }
   }
   return out;
@@ -52,9 +56,10 @@ export function comparisonSums(reference: Float32Array, actual: Float32Array, ro
 
 /**
  * `[4, rows, nb]` float64 sums of `act` against `ref` (both `[rows, N]` float32), over groups of `bn`
- * columns; the last group of an N that `bn` does not divide is zero-padded (zeros add nothing).
+ * columns, or `[4, 1, nb]` with `overRows`; the last group of an N that `bn` does not divide is
+ * zero-padded (zeros add nothing).
  */
-export function emitComparisonSums(g: GraphBuilder, ref: Value, act: Value, bn: number): Value {
+export function emitComparisonSums(g: GraphBuilder, ref: Value, act: Value, bn: number, overRows = false): Value {
   const [rows, n] = ref.shape;
   const [rowsA, nA] = act.shape;
   // The row count may be symbolic (an MoE expert's group of rows), the same in both; N may not.
@@ -71,13 +76,28 @@ export function emitComparisonSums(g: GraphBuilder, ref: Value, act: Value, bn: 
   const f64 = (op: string, inputs: Value[]): Value => g.op(op, inputs, { dtype: DataType.DOUBLE, shape, name: `compare_${op.toLowerCase()}` });
   const diff = f64('Sub', [a, r]);
   // Each product summed before the next is made: one `[rows, N]` float64 product is live at a time, not four.
-  const sum = (v: Value): Value => g.op('ReduceSum', [v, g.constInt64([3])], { dtype: DataType.DOUBLE, shape: [1, rows, nb], name: 'compare_sum' }, { keepdims: attr.int(0) });
+  const perRow = (v: Value): Value => g.op('ReduceSum', [v, g.constInt64([3])], { dtype: DataType.DOUBLE, shape: [1, rows, nb], name: 'compare_sum' }, { keepdims: attr.int(0) });
   const pairs: [Value, Value][] = [
     [r, r],
     [a, a],
     [r, a],
     [diff, diff],
   ];
-  const sums = pairs.map(([x, y]) => sum(f64('Mul', [x, y])));
-  return g.op('Concat', sums, { dtype: DataType.DOUBLE, shape: [4, rows, nb], name: 'compare_sums' }, { axis: attr.int(0) });
+  const sums = pairs.map(([x, y]) => perRow(f64('Mul', [x, y])));
+  const stacked = g.op('Concat', sums, { dtype: DataType.DOUBLE, shape: [4, rows, nb], name: 'compare_sums' }, { axis: attr.int(0) });
+  if (!overRows) return stacked;
+  // The rows are added by a product with a row of ones: cuBLAS gives the same bits run after run on
+  // one GPU, where onnxruntime's ReduceSum over the rows on CUDA did not, over the middle axis or
+  // the last (H200, bench/NOTES.md).
+  const count =
+    typeof rows === 'number'
+      ? g.constInt64([1, rows])
+      : g.op(
+          'Concat',
+          [g.constInt64([1]), g.op('Shape', [ref], { dtype: DataType.INT64, shape: [1], name: 'compare_rows' }, { start: attr.int(0), end: attr.int(1) })],
+          { dtype: DataType.INT64, shape: [2], name: 'compare_ones_shape' },
+          { axis: attr.int(0) },
+        );
+  const ones = g.op('Expand', [g.constFloat64([1], [1, 1]), count], { dtype: DataType.DOUBLE, shape: [1, rows], name: 'compare_ones' });
+  return g.op('MatMul', [ones, stacked], { dtype: DataType.DOUBLE, shape: [4, 1, nb], name: 'compare_sums_rows' });
 }

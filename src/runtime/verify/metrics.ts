@@ -366,7 +366,7 @@ function withFloor(metrics: TensorMetrics, blocks: BlockSums | undefined, floor:
 
 /**
  * linearMetrics from the comparison sums a graph computed (ops/comparison-sums.ts: `[4, rows, nb]`
- * float64, per row and group of output columns), added up here. `floor`: 'output' where
+ * float64, per row and group of output columns, or `[4, 1, nb]` already added over the rows), added up here. `floor`: 'output' where
  * the stored linear is its own floor (the floor check found its codes and scales), undefined where
  * no floor applies; the groups are then the floor ratio's row blocks when `perBlock`.
  */

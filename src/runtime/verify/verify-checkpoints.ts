@@ -438,7 +438,7 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
             notReached.push(module);
             continue;
           }
-          track(Promise.resolve({ module, layer, rows: s.rows, ...linearMetricsFromSums(s.sums, s.rows, s.groups, c.floor, c.perBlock) }));
+          track(Promise.resolve({ module, layer, rows: s.rows, ...linearMetricsFromSums(s.sums, 1, s.groups, c.floor, c.perBlock) }));
         }
         // The layer's inputs are read by nothing else: their buffers serve the next layer's outputs.
         original.giveBack([ho, hq]);
