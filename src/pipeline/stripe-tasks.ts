@@ -5,8 +5,9 @@
 //  - quantize-in-out: fused experts stored in × out `[E, K, N]`, bk stored rows at a time with the
 //    block turned (bk × bn), scales scattered to `[E, ceil(N/bn), ceil(K/bk)]`;
 //  - stack-experts: each chunk's rows gathered from the parts they fall in (gate, then up);
-//  - mla-split: kv_b_proj one head at a time (move-blocks: its rows quantized as kv_b_proj's own,
-//    codes and scales moved; own-grid: w_uk from the transposed nope rows, w_uv from the v rows);
+//  - mla-split: kv_b_proj one head at a time, its nope rows for w_uk, then its v rows for w_uv
+//    (move-blocks: each part quantized as kv_b_proj's own, codes and scales moved; own-grid: w_uk
+//    from the transposed nope rows on its own grid);
 //  - dequantize: FP8 rows rounded once to BF16/F16/F32 in the worker, which counts NaN/Inf in them.
 // Every kind runs on the worker pool's fast kernels, or with --threads 0 on the reference kernel
 // (the oracle); independent references of each layout are in the tests (experts-stacked,
@@ -325,32 +326,44 @@ export async function mlaSplitFast(entry: MlaSplitEntry, run: Run): Promise<void
   const eb = src.elementBytes;
   const srcRow = (h: number, r: number): number => h * headRows + r;
   const tasks: StripeTask[] = [];
-  // w_uv's codes wait here (H·v·kv_lora bytes) so the shard is written in file order: w_uk, its scales, w_uv, its scales.
-  let uvCodes: Uint8Array | undefined;
   if (entry.method === 'move-blocks') {
-    uvCodes = new Uint8Array(heads * v * lora);
-    const uv = uvCodes;
+    // Two passes over the heads, so the shard is written in file order (w_uk, its scales, w_uv, its
+    // scales) with nothing held but the scales: first each head's nope rows, then its v rows. nope
+    // and v are whole row blocks, so each part quantized alone has kv_b_proj's own codes and scales.
     const settings = kernelOptions(run.opts, { bn, bk });
     const ukCodes = new Uint8Array(lora * nope);
+    const part =
+      (h: number, first: number, rows: number): StripeTask['prepare'] =>
+      async (buffers) => {
+        const buf = buffers.take(rows * lora * eb);
+        const seg = await src.segment(h * headRows + first, rows, buf, 0);
+        return chunkOf([seg], rows, lora, 0, settings, buf, buffers.take(rows * lora));
+      };
     for (let h = 0; h < heads; h++) {
       tasks.push({
-        sourceBytes: headRows * lora * eb,
-        prepare: async (buffers) => {
-          const buf = buffers.take(headRows * lora * eb);
-          const seg = await src.segment(h * headRows, headRows, buf, 0);
-          return chunkOf([seg], headRows, lora, 0, settings, buf, buffers.take(headRows * lora));
-        },
+        sourceBytes: nope * lora * eb,
+        prepare: part(h, 0, nope),
         finish: async (done) => {
           const q = done.codes;
           for (let l = 0; l < lora; l++) for (let j = 0; j < nope; j++) ukCodes[l * nope + j] = q[j * lora + l]!;
           const ukScaleHead = ukScales.subarray(h * ukRowBlocks * ukColBlocks, (h + 1) * ukRowBlocks * ukColBlocks);
-          // kv_b_proj head scales are [(nope+v)/bn, kv_lora/bk]; w_uk's are their first nope/bn rows, transposed.
+          // The nope rows' scales are [nope/bn, kv_lora/bk]; w_uk's are those transposed.
           for (let lb = 0; lb < ukRowBlocks; lb++) for (let jb = 0; jb < ukColBlocks; jb++) ukScaleHead[lb * ukColBlocks + jb] = done.scales[jb * uvColBlocks + lb]!;
-          uv.set(q.subarray(nope * lora, headRows * lora), h * v * lora);
-          uvScales.set(done.scales.subarray(ukColBlocks * uvColBlocks, (ukColBlocks + uvRowBlocks) * uvColBlocks), h * uvRowBlocks * uvColBlocks);
           await run.sink.write(wUk!.name, ukCodes, h * lora * nope);
         },
         nonFinite: (err) => nonFiniteSourceError(err, source, (r, c) => `[${srcRow(h, r)}, ${c}] (head ${h})`),
+      });
+    }
+    for (let h = 0; h < heads; h++) {
+      tasks.push({
+        sourceBytes: v * lora * eb,
+        prepare: part(h, nope, v),
+        finish: async (done) => {
+          if (h === 0) await run.sink.write(wUkScale!.name, new Uint8Array(ukScales.buffer), 0);
+          uvScales.set(done.scales, h * uvRowBlocks * uvColBlocks);
+          await run.sink.write(wUv!.name, done.codes, h * v * lora);
+        },
+        nonFinite: (err) => nonFiniteSourceError(err, source, (r, c) => `[${srcRow(h, nope + r)}, ${c}] (head ${h})`),
       });
     }
   } else {
@@ -393,10 +406,6 @@ export async function mlaSplitFast(entry: MlaSplitEntry, run: Run): Promise<void
     }
   }
   await drive(run, tasks, src.info.byteLength);
-  if (uvCodes) {
-    await run.sink.write(wUkScale!.name, new Uint8Array(ukScales.buffer), 0);
-    await run.sink.write(wUv!.name, uvCodes, 0);
-  }
   await run.sink.write(wUvScale!.name, new Uint8Array(uvScales.buffer), 0);
 }
 
