@@ -9,7 +9,7 @@
 // block to the kernel, so every run first-touches fresh 4 KiB pages again. That page faulting,
 // not the arithmetic or the copy, is what bounds them: on an H200 host a 256 MB output came back
 // from the GPU at 1.3 GB/s, 2.4 GB/s with huge pages; on this project's 2-core VM a CPU verify of
-// one Llama-8B-shaped checkpoint took 18.7–20.2 s with ~790,000 page faults and 7.8–8.2 s with
+// one Llama-8B-shaped checkpoint took 18.7–20.3 s with ~790,000 page faults and 7.8–8.2 s with
 // ~46,000, the same report (docs/ARCHITECTURE.md, "Host memory"). glibc reads its tunables only
 // when a process starts, hence the child.
 //
