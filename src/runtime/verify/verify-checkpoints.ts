@@ -105,10 +105,9 @@ export interface VerifyOptions {
   /** Where stored weights become float32 (model-graph.ts); default: on the host for the CPU, in the graph for CUDA. */
   readonly weightDecode?: WeightDecode;
   /**
-   * Awaited before the first layer's session and the 'start' event: the CUDA probe running in a
-   * worker (device.ts selectDeviceEarly), so that opening both checkpoints, the floor checks, the
-   * first layer's reads and the re-quantization self-test (whose failure on a broken device only
-   * means the codes are sent) overlap it. Its rejection is verify's.
+   * Awaited before the first onnxruntime session and the 'start' event: the CUDA probe running in a
+   * worker (device.ts selectDeviceEarly), so that opening both checkpoints, the floor checks and the
+   * first layer's reads overlap it. Its rejection is verify's.
    */
   readonly deviceReady?: Promise<void>;
   /**
@@ -399,15 +398,10 @@ export async function verifyCheckpoints(opts: VerifyOptions): Promise<VerifyRepo
     const seed = opts.seed ?? DEFAULT_VERIFY_SEED;
     const input = opts.input ?? generateInputIds(spec.vocabSize, opts.tokens ?? DEFAULT_VERIFY_TOKENS, seed);
     const shape: BatchShape = { batch: input.batch, seq: input.seq };
-    // Checked once, on the device, before any layer relies on it (a failed check sends the codes).
-    // Started while the CUDA probe may still be loading the libraries: this thread is idle until
-    // then, and the self-test's session creates this thread's CUDA handles, which the first layer
-    // would otherwise wait for (bench/NOTES.md, fifth round). On a device that fails it answers false.
-    const tryRequantize = pairLayers && (opts.requantizeOnDevice ?? device === 'cuda');
-    const requantizing = tryRequantize ? requantizesAsHost(q, device) : Promise.resolve(false);
-    requantizing.catch(() => undefined);
     await opts.deviceReady;
-    const requantize = await requantizing;
+    // Checked once, on the device, before any layer relies on it (a failed check sends the codes).
+    const tryRequantize = pairLayers && (opts.requantizeOnDevice ?? device === 'cuda');
+    const requantize = tryRequantize && (await requantizesAsHost(q, device));
     emit({ type: 'start', layers: spec.numLayers, tokens: input.ids.length, ...(tryRequantize ? { requantizeOnDevice: requantize } : {}) });
 
     let ho = await original.embed(input.ids);
