@@ -4,7 +4,7 @@
 // in its JSON with the gate's code, and the few message details hostile inputs exposed.
 
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -161,6 +161,17 @@ describe('the newer commands never report their refusals as E_INTERNAL', () => {
     const r = await runCli(['convert', modelDir('llama'), '-o', out, '--activation-scheme', 'static', '--calibration', join(tmp.path, 'absent.txt'), '--json']);
     assert.match(assertJsonError(r, 'E_INPUT_MISSING', 1).message, /^--calibration: no such file: .*absent\.txt$/);
     assert.equal(existsSync(out), false);
+  });
+
+  test('convert --calibration and logits --text naming a folder: E_INPUT_MALFORMED naming it, not "the output is a folder"', async () => {
+    const out = join(tmp.path, 'calibration-folder-out');
+    const folder = join(tmp.path, 'a-folder');
+    await mkdir(folder, { recursive: true });
+    const r = await runCli(['convert', join(MODELS, 'stories260K'), '-o', out, '--activation-scheme', 'static', '--calibration', folder, '--calibration-device', 'cpu', '--json']);
+    assert.match(assertJsonError(r, 'E_INPUT_MALFORMED', 1).message, /^cannot read calibration file .*a-folder: it is a folder; give a file$/);
+    assert.equal(existsSync(out), false);
+    const logits = await runCli(['logits', join(MODELS, 'stories260K'), '--text', folder, '-o', join(tmp.path, 'l.safetensors'), '--device', 'cpu', '--json']);
+    assert.match(assertJsonError(logits, 'E_INPUT_MALFORMED', 1).message, /^cannot read text file .*a-folder: it is a folder; give a file$/);
   });
 
   test('verify --text naming a missing file: E_INPUT_MISSING', async () => {

@@ -61,13 +61,16 @@ function checkCount(what: string, n: number, max = Number.MAX_SAFE_INTEGER): voi
 
 /** A text file read whole, refused past MAX_CALIBRATION_TEXT_BYTES; `kind` says what it is for in messages. */
 export async function readWholeText(file: string, kind: 'calibration' | 'text'): Promise<string> {
-  let size: number;
+  let info: Awaited<ReturnType<typeof stat>>;
   try {
-    size = (await stat(file)).size;
+    info = await stat(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new CheckpointError(`cannot read ${kind} file ${file} (${code ?? (e as Error).message})`, code === 'ENOENT' ? 'E_INPUT_MISSING' : 'E_INPUT_MALFORMED');
   }
+  // readFile's EISDIR carries no path, and would be reported as "the output is a folder".
+  if (info.isDirectory()) throw new CheckpointError(`cannot read ${kind} file ${file}: it is a folder; give a file`, 'E_INPUT_MALFORMED');
+  const size = info.size;
   if (size > MAX_CALIBRATION_TEXT_BYTES) {
     const what = kind === 'calibration' ? 'calibration text' : 'text';
     throw new CheckpointError(`${file} is ${size} bytes; ${what} is read whole, up to ${MAX_CALIBRATION_TEXT_BYTES} bytes${kind === 'calibration' ? ': pass fewer samples' : ''}`);
