@@ -213,6 +213,7 @@ describe("the fast kernels write the reference kernel's bytes on every path", ()
       const input = join(tmp.path, name);
       await writeCheckpoint(input, tensors, { config: moeConfig(type) });
       const messages: string[] = [];
+      const codes: string[] = [];
       for (const threads of [0, 2]) {
         const err = await convertCheckpoint({ input, output: join(tmp.path, `${name}-out-${threads}`), threads, block: { bn: 32, bk: 16 }, ...extra }).then(
           () => undefined,
@@ -220,9 +221,12 @@ describe("the fast kernels write the reference kernel's bytes on every path", ()
         );
         assert.ok(err instanceof CheckpointError, `${name}, threads ${threads}: ${String(err)}`);
         messages.push(err.message);
+        codes.push(err.errorCode);
       }
       assert.equal(messages[1], messages[0], name);
       assert.match(messages[0]!, /non-finite value/);
+      // --json's error.code: the one README gives NaN/Inf in any tensor, as a plain weight's is.
+      for (const code of codes) assert.equal(code, 'E_INPUT_NONFINITE', name);
     }
     // An FP8 NaN code in a --requantize input: the codes kernel steps aside, the error is the oracle's.
     const fp8 = join(tmp.path, 'nan-fp8-src');

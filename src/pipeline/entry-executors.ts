@@ -71,6 +71,7 @@ export function nonFiniteSourceError(err: NonFiniteValueError, source: string, w
   return new CheckpointError(
     `tensor "${source}" has a non-finite value (${err.value}) at ${where(err.row, err.col)}: ` +
       `the source checkpoint is damaged; fix it, or pass --allow-nonfinite to saturate ±Inf and zero NaN`,
+    'E_INPUT_NONFINITE',
   );
 }
 
