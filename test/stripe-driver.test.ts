@@ -197,6 +197,35 @@ describe("the fast kernels write the reference kernel's bytes on every path", ()
     await both('mla-own', { input, mlaSplit: true });
     await both('mla-requant', { input: moved.dir, requantize: true, mlaSplit: true });
     await both('mla-requant-moved', { input: moved.dir, requantize: true, mlaSplit: true, block: { bn: 64, bk: 64 } });
+
+    // A kv_b_proj over the in-process limit, so the split's tasks run on the workers: 8 heads of
+    // nope = v = 64 over kv_lora 640 (1.25 MiB BF16); 64x64 blocks move, 128x128 do not.
+    const big = join(tmp.path, 'mla-big');
+    const config = {
+      model_type: 'deepseek_v3',
+      hidden_size: 256,
+      num_attention_heads: 8,
+      qk_nope_head_dim: 64,
+      qk_rope_head_dim: 32,
+      v_head_dim: 64,
+      kv_lora_rank: 640,
+      vocab_size: 64,
+    };
+    await writeCheckpoint(
+      big,
+      new Map<string, TensorData>([
+        ['model.embed_tokens.weight', bf16Tensor([64, 256], 1)],
+        [`${L}.self_attn.kv_b_proj.weight`, bf16Tensor([8 * 128, 640], 2)],
+      ]),
+      { config },
+    );
+    const bigMoved = await both('mla-big-move', { input: big, mlaSplit: true, block: { bn: 64, bk: 64 } });
+    assertProgress(bigMoved, 'mla-split on the workers');
+    const split = await readCheckpointTensors(bigMoved.dir);
+    assert.deepEqual(split.get(`${L}.self_attn.w_uk`)?.shape, [8, 640, 64], 'w_uk written');
+    assert.deepEqual(split.get(`${L}.self_attn.w_uv`)?.shape, [8, 64, 640], 'w_uv written');
+    await both('mla-big-own', { input: big, mlaSplit: true });
+    await both('mla-big-requant', { input: bigMoved.dir, requantize: true, mlaSplit: true, block: { bn: 64, bk: 64 } });
   });
 
   test('a NaN is reported with the same message on both paths', async () => {
