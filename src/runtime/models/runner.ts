@@ -1309,9 +1309,8 @@ function compareWithTaps(g: ModelGraph, linears: readonly LinearWeight[], compar
 /** The comparison sums of a finished paired graph, by module. */
 function collectSums(out: Record<string, HostTensor>, g: ModelGraph, into: Map<string, ComparisonSums>): void {
   for (const [module, { output, rows }] of g.sums) {
-    const t = out[output];
-    if (t?.type !== 'float64') throw new ForwardGraphError(`graph output "${output}" is missing or not float64`);
-    into.set(module, { sums: t.data, rows, groups: t.dims[2]! });
+    const sums = f64(out, output);
+    into.set(module, { sums, rows, groups: sums.length / 4 });
   }
 }
 
